@@ -3,10 +3,34 @@
 //! Every model implements [`bus::BusDevice`] and is unit-tested without KVM.
 //! Models never act on the machine directly: they report what the guest asked
 //! for through a [`GuestRequestFn`], and the machine's owner decides.
+//!
+//! The models (port and memory layout: docs/platform.md):
+//! - [`serial::Serial`]: 16550 UART (COM1, 0x3f8, IRQ 4) over `vm_superio::Serial`.
+//! - [`cmos::Cmos`]: MC146818 RTC and NVRAM (0x70/0x71, IRQ 8), QEMU's memory-size bytes.
+//! - [`i8042::I8042`]: PS/2 controller (0x60/0x64) for probing and reset, optional keyboard.
+//! - [`acpi_pm::AcpiPm`]: ACPI fixed hardware at 0x600: PM1 event/control, PM timer, GPE0.
+//! - [`pci::PciRoot`], [`pci::PciConfigIo`], [`pci::PciConfigMmio`]: bus 0 with the host
+//!   bridge, reached through 0xcf8/0xcfc (plus RST_CNT at 0xcf9) and through ECAM.
+//! - [`post::IgnoredPort`]: a port that exists but does nothing (0x80 POST, 0xed delay).
 
+pub mod acpi_pm;
 pub mod bus;
+pub mod cmos;
+pub mod i8042;
+pub mod pci;
+pub mod post;
+pub mod serial;
 
+//pub use acpi_pm::AcpiPm;
+//pub use cmos::Cmos;
+//pub use i8042::I8042;
+//pub use pci::{PciConfigIo, PciConfigMmio, PciDevice, PciError, PciRoot};
+pub use post::IgnoredPort;
+pub use serial::Serial;
+
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Something the guest asked the platform to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,3 +44,116 @@ pub enum GuestRequest {
 /// How a device hands a [`GuestRequest`] to the machine's owner. The callee
 /// must not block: it is called on a vCPU thread with the device lock held.
 pub type GuestRequestFn = Arc<dyn Fn(GuestRequest) + Send + Sync>;
+
+/// A source of time, injected into the models that need one so tests can fix it.
+pub trait Clock: Send {
+    /// Nanoseconds since the clock's epoch.
+    fn now_ns(&self) -> i128;
+}
+
+/// Host UTC wall-clock time: nanoseconds since the Unix epoch (CLOCK_REALTIME).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WallClock;
+
+impl Clock for WallClock {
+    fn now_ns(&self) -> i128 {
+        match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i128,
+            Err(e) => -(e.duration().as_nanos() as i128),
+        }
+    }
+}
+
+/// Host monotonic time: nanoseconds since this value was created.
+#[derive(Debug, Clone, Copy)]
+pub struct MonotonicClock(Instant);
+
+impl MonotonicClock {
+    pub fn new() -> Self {
+        Self(Instant::now())
+    }
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now_ns(&self) -> i128 {
+        self.0.elapsed().as_nanos() as i128
+    }
+}
+
+/// A clock that moves only when told to; clones share the same time. For tests.
+#[derive(Debug, Default, Clone)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    pub fn new(ns: i64) -> Self {
+        Self(Arc::new(AtomicI64::new(ns)))
+    }
+    pub fn set_ns(&self, ns: i64) {
+        self.0.store(ns, Ordering::SeqCst);
+    }
+    pub fn advance_ns(&self, ns: i64) {
+        self.0.fetch_add(ns, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ns(&self) -> i128 {
+        self.0.load(Ordering::SeqCst) as i128
+    }
+}
+
+/// Reads a register file of byte registers: an access wider than a byte is
+/// served as consecutive byte accesses, the way the ISA bridge splits it (and
+/// QEMU's memory core does for regions with `impl.max_access_size = 1`).
+pub(crate) fn read_bytewise(offset: u64, data: &mut [u8], mut read: impl FnMut(u64) -> u8) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = offset.checked_add(i as u64).map_or(0xff, &mut read);
+    }
+}
+
+/// Write counterpart of [`read_bytewise`].
+pub(crate) fn write_bytewise(offset: u64, data: &[u8], mut write: impl FnMut(u64, u8)) {
+    for (i, &b) in data.iter().enumerate() {
+        if let Some(o) = offset.checked_add(i as u64) {
+            write(o, b);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+    use crate::bus::BusDevice;
+    use std::sync::Mutex;
+
+    /// Every offset in `0..len` plus a few beyond (the bus never sends those,
+    /// but a device must survive them), every width, a spread of values.
+    pub fn hammer(dev: &mut dyn BusDevice, len: u64) {
+        let offsets = (0..len).chain([len, len + 1, len + 7, 0x1_0000, u64::MAX - 8, u64::MAX]);
+        for off in offsets {
+            for width in [1usize, 2, 4, 8] {
+                for value in [0u64, u64::MAX, 0x5555_5555_5555_5555, 0xaaaa_aaaa_aaaa_aaaa, 0x0e06_fe01_d1aa_6020] {
+                    let mut buf = [0u8; 8];
+                    dev.read(off, &mut buf[..width]);
+                    dev.write(off, &value.to_le_bytes()[..width]);
+                    dev.read(off, &mut buf[..width]);
+                }
+            }
+        }
+        dev.read(0, &mut []);
+        dev.write(0, &[]);
+    }
+
+    /// A GuestRequestFn that records what it was asked.
+    pub fn recorder() -> (GuestRequestFn, Arc<Mutex<Vec<GuestRequest>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        (Arc::new(move |r| l.lock().unwrap().push(r)), log)
+    }
+}
