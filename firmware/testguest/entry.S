@@ -1,0 +1,328 @@
+/*
+ * ferrovm test guest: the whole CPL0 part.
+ *
+ * Ring 0 here is emulated one instruction at a time (~2 us each) and the
+ * emulator lacks some instructions, so this stub is short and uses plain
+ * integer instructions only: build identity page tables (0-4 GiB, 2 MiB pages,
+ * user-accessible), enter long mode, load GDT/TSS/IDT, set up `syscall`, then
+ * iretq to CPL3 where all the logic (C) runs natively.
+ *
+ * Entry per the PVH ABI: 32-bit protected mode, paging off, flat CS/DS,
+ * EBX = physical address of struct hvm_start_info.
+ */
+
+        .set KCODE,  0x08
+        .set KDATA,  0x10
+        .set UDATA,  0x1b          /* 0x18 | RPL3 */
+        .set UCODE,  0x23          /* 0x20 | RPL3 */
+        .set TSSSEL, 0x28
+
+        .set TSS_IOMAP,   104
+        .set TSS_LIMIT,   104 + 8192     /* last byte = the 0xff terminator */
+
+        .set COM1, 0x3f8
+
+/* ------------------------------------------------------------------ */
+/* PVH note: XEN_ELFNOTE_PHYS32_ENTRY (18), name "Xen", 32-bit entry. */
+        .section .note.Xen, "a"
+        .p2align 2
+        .long 4                     /* namesz */
+        .long 4                     /* descsz */
+        .long 18                    /* type   */
+        .asciz "Xen"
+        .long pvh_start32
+        .p2align 2
+
+/* ------------------------------------------------------------------ */
+        .section .text.entry, "ax"
+        .code32
+        .globl pvh_start32
+pvh_start32:
+        cli
+        cld
+        movl    %ebx, %esi                      /* start_info, kept in esi */
+
+        /* PML4[0] -> PDPT; PDPT[0..3] -> PD0..PD3 (P|RW|US) */
+        movl    $pdpt + 7, pml4
+        movl    $0, pml4 + 4
+        movl    $pd + 0x0007, pdpt
+        movl    $pd + 0x1007, pdpt + 8
+        movl    $pd + 0x2007, pdpt + 16
+        movl    $pd + 0x3007, pdpt + 24
+        /* 2048 x 2 MiB pages, P|RW|US|PS */
+        movl    $pd, %edi
+        movl    $0x87, %eax
+        movl    $2048, %ecx
+1:      movl    %eax, (%edi)
+        movl    $0, 4(%edi)
+        addl    $0x200000, %eax
+        addl    $8, %edi
+        decl    %ecx
+        jnz     1b
+
+        movl    $pml4, %eax
+        movl    %eax, %cr3
+        movl    %cr4, %eax
+        orl     $0x620, %eax                    /* PAE | OSFXSR | OSXMMEXCPT */
+        movl    %eax, %cr4
+        movl    $0xc0000080, %ecx               /* EFER */
+        rdmsr
+        orl     $0x101, %eax                    /* LME | SCE */
+        wrmsr
+        movl    %cr0, %eax
+        andl    $0x9ffffff3, %eax               /* clear CD, NW, EM, TS */
+        orl     $0x80000023, %eax               /* PG | NE | MP | PE */
+        movl    %eax, %cr0
+        lgdt    gdt_ptr
+        ljmp    $KCODE, $long64
+
+        .code64
+long64:
+        movl    $KDATA, %eax
+        movl    %eax, %ds
+        movl    %eax, %es
+        movl    %eax, %ss
+        xorl    %eax, %eax
+        movl    %eax, %fs
+        movl    %eax, %gs
+        movq    $kstack_top, %rsp
+
+        /* TSS: rsp0, I/O bitmap offset, terminator; the 8 KiB bitmap
+           itself is zero (.sys is NOLOAD and never written). */
+        movq    $kstack_top, %rax
+        movq    %rax, tss + 4
+        movw    $TSS_IOMAP, tss + 102
+        movb    $0xff, tss + TSS_LIMIT
+
+        /* TSS descriptor base (type rewritten: clears a stale busy bit) */
+        movq    $tss, %rax
+        movw    %ax, gdt_tss + 2
+        shrq    $16, %rax
+        movb    %al, gdt_tss + 4
+        movb    $0x89, gdt_tss + 5
+        movb    %ah, gdt_tss + 7
+        shrq    $16, %rax
+        movl    %eax, gdt_tss + 8
+        movw    $TSSSEL, %ax
+        ltr     %ax
+
+        /* IDT: 32 interrupt gates to 16-byte-spaced stubs */
+        movq    $idt, %rdi
+        movq    $isr_stubs, %rdx
+        movl    $32, %ecx
+2:      movq    %rdx, %rax
+        movw    %ax, (%rdi)
+        movw    $KCODE, 2(%rdi)
+        movw    $0x8e00, 4(%rdi)
+        shrq    $16, %rax
+        movw    %ax, 6(%rdi)
+        shrq    $16, %rax
+        movl    %eax, 8(%rdi)
+        movl    $0, 12(%rdi)
+        addq    $16, %rdx
+        addq    $16, %rdi
+        decl    %ecx
+        jnz     2b
+        lidt    idt_ptr
+
+        /* syscall: STAR (kernel CS 0x08; sysret base 0x10, unused),
+           LSTAR, SFMASK (TF DF IF IOPL AC NT) */
+        movl    $0xc0000081, %ecx
+        xorl    %eax, %eax
+        movl    $0x00100008, %edx
+        wrmsr
+        movl    $0xc0000082, %ecx
+        movl    $syscall_entry, %eax
+        xorl    %edx, %edx
+        wrmsr
+        movl    $0xc0000084, %ecx
+        movl    $0x47700, %eax
+        xorl    %edx, %edx
+        wrmsr
+
+        /* to CPL3: user_entry(start_info) with interrupts off, IOPL 0 */
+        movl    %esi, %edi
+        pushq   $UDATA
+        pushq   $ustack_top
+        pushq   $0x2
+        pushq   $UCODE
+        pushq   $user_entry
+        iretq
+
+/* ------------------------------------------------------------------ */
+/* syscall: rax = number.  1 = triple fault.  Others return -1.  No sysretq (it triple-faults on this
+   host); return with iretq.  rcx = user rip, r11 = user rflags. */
+        .globl syscall_entry
+syscall_entry:
+        movq    %rsp, saved_user_rsp
+        movq    $kstack_top, %rsp
+        cmpq    $1, %rax
+        je      triple_fault
+        movq    $-1, %rax
+        pushq   $UDATA
+        pushq   saved_user_rsp
+        pushq   %r11
+        pushq   $UCODE
+        pushq   %rcx
+        iretq
+
+triple_fault:
+        lidt    null_idt_ptr
+        movabsq $0x8000000000000000, %rax       /* non-canonical: #GP */
+        movq    (%rax), %rax
+        ud2
+3:      hlt
+        jmp     3b
+
+/* ------------------------------------------------------------------ */
+/* Exceptions: print "!! exception vec=VV err=E rip=R cr2=C" on COM1, halt. */
+        .p2align 4
+isr_stubs:
+        .set vec, 0
+        .rept 32
+        .p2align 4
+        pushq   $vec
+        jmp     isr_common
+        .set vec, vec + 1
+        .endr
+
+isr_common:
+        movq    (%rsp), %rbx                    /* vector */
+        xorl    %r12d, %r12d                    /* error code */
+        leaq    8(%rsp), %r13                   /* -> rip */
+        movl    $0x60227d00, %eax               /* vectors with an error code */
+        btl     %ebx, %eax
+        jnc     4f
+        movq    8(%rsp), %r12
+        leaq    16(%rsp), %r13
+4:      movq    $msg_exc, %rsi
+        call    puts0
+        movq    %rbx, %rax
+        movl    $2, %ecx
+        call    puthex
+        movq    $msg_err, %rsi
+        call    puts0
+        movq    %r12, %rax
+        movl    $16, %ecx
+        call    puthex
+        movq    $msg_rip, %rsi
+        call    puts0
+        movq    (%r13), %rax
+        movl    $16, %ecx
+        call    puthex
+        movq    $msg_cr2, %rsi
+        call    puts0
+        movq    %cr2, %rax
+        movl    $16, %ecx
+        call    puthex
+        movq    $msg_nl, %rsi
+        call    puts0
+5:      cli
+        hlt
+        jmp     5b
+
+/* putc0: al -> COM1 (poll LSR THRE).  Clobbers dx, r8. */
+putc0:
+        movl    %eax, %r8d
+        movl    $COM1 + 5, %edx
+6:      inb     %dx, %al
+        testb   $0x20, %al
+        jz      6b
+        movl    $COM1, %edx
+        movl    %r8d, %eax
+        outb    %al, %dx
+        ret
+
+/* puts0: NUL-terminated string at rsi */
+puts0:
+        movzbl  (%rsi), %eax
+        testl   %eax, %eax
+        jz      7f
+        call    putc0
+        incq    %rsi
+        jmp     puts0
+7:      ret
+
+/* puthex: low ecx nibbles of rax, most significant first */
+puthex:
+        movq    %rax, %r9
+        movl    %ecx, %r10d
+8:      decl    %r10d
+        movl    %r10d, %ecx
+        shll    $2, %ecx
+        movq    %r9, %rax
+        shrq    %cl, %rax
+        andl    $15, %eax
+        movzbl  hexdigits(%rax), %eax
+        call    putc0
+        testl   %r10d, %r10d
+        jnz     8b
+        ret
+
+/* ------------------------------------------------------------------ */
+/* CPL3 trampoline: keeps the SysV stack alignment for C. */
+        .globl user_entry
+user_entry:
+        call    tg_main
+9:      jmp     9b
+
+/* ------------------------------------------------------------------ */
+        .section .rodata
+hexdigits:      .ascii "0123456789abcdef"
+msg_exc:        .asciz "\n!! exception vec="
+msg_err:        .asciz " err="
+msg_rip:        .asciz " rip="
+msg_cr2:        .asciz " cr2="
+msg_nl:         .asciz "\n"
+
+        .section .data
+        .p2align 4
+gdt:
+        .quad 0                                 /* 0x00 null */
+        .quad 0x00af9a000000ffff                /* 0x08 kernel code 64 */
+        .quad 0x00cf92000000ffff                /* 0x10 kernel data */
+        .quad 0x00cff2000000ffff                /* 0x18 user data, DPL3 */
+        .quad 0x00affa000000ffff                /* 0x20 user code 64, DPL3 */
+gdt_tss:                                        /* 0x28 64-bit TSS (base set at run time) */
+        .word TSS_LIMIT & 0xffff
+        .word 0
+        .byte 0, 0x89, (TSS_LIMIT >> 16) & 0x0f, 0
+        .long 0, 0
+gdt_end:
+
+        .p2align 3
+        .word 0
+gdt_ptr:
+        .word gdt_end - gdt - 1
+        .quad gdt
+
+        .p2align 3
+        .word 0
+idt_ptr:
+        .word 32 * 16 - 1
+        .quad idt
+
+        .p2align 3
+        .word 0
+null_idt_ptr:
+        .word 0
+        .quad 0
+
+saved_user_rsp: .quad 0
+
+/* ------------------------------------------------------------------ */
+        .section .sys, "aw", @nobits
+        .p2align 12
+pml4:   .skip 4096
+pdpt:   .skip 4096
+pd:     .skip 4 * 4096
+idt:    .skip 32 * 16
+        .p2align 4
+tss:    .skip TSS_LIMIT + 1
+        .p2align 4
+kstack: .skip 8192
+kstack_top:
+        .p2align 4
+ustack: .skip 32768
+        .globl ustack_top
+ustack_top:

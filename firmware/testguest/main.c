@@ -1,0 +1,538 @@
+/* ferrovm test guest: the checks and the plan, all at CPL3.
+ *
+ * Output is TAP-like on COM1; see README.md. */
+#include "tg.h"
+
+struct hvm_start_info {
+    u32 magic;                  /* 0x336ec578 */
+    u32 version;
+    u32 flags;
+    u32 nr_modules;
+    u64 modlist_paddr;
+    u64 cmdline_paddr;
+    u64 rsdp_paddr;
+    u64 memmap_paddr;           /* version >= 1 */
+    u32 memmap_entries;
+    u32 reserved;
+};
+
+struct hvm_memmap_entry {
+    u64 addr;
+    u64 size;
+    u32 type;
+    u32 reserved;
+};
+
+#define HVM_START_MAGIC 0x336ec578u
+#define BOOT_COUNT_CMOS 0x7e
+
+enum plan { PLAN_POWEROFF, PLAN_RESET, PLAN_IDLE, PLAN_REBOOT };
+enum reset { RESET_ACPI, RESET_KBD, RESET_TRIPLE };
+
+static struct {
+    char cmdline[512];
+    enum plan plan;
+    unsigned reboot_n;
+    enum reset reset;
+    int have_host_time;
+    i64 host_time;
+    char plan_str[32];
+    int bad_plan, bad_reset, bad_host_time;
+} cfg;
+
+static struct acpi_info acpi;
+static const struct hvm_start_info *si;
+static unsigned boot_count;
+static int test_no, failures;
+
+/* ------------------------------------------------------------------ */
+static void result(int ok, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void result(int ok, const char *name, const char *fmt, ...)
+{
+    test_no++;
+    if (!ok)
+        failures++;
+    printf_("%s %d - %s", ok ? "ok" : "not ok", test_no, name);
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        puts_(" (");
+        vprintf_(fmt, ap);
+        puts_(")");
+        va_end(ap);
+    }
+    puts_("\n");
+}
+
+/* ------------------------------------------------------------------ */
+static int parse_u64(const char *s, size_t n, u64 *out)
+{
+    u64 v = 0;
+    if (!n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        v = v * 10 + (u64)(s[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+static int word_is(const char *s, size_t n, const char *lit)
+{
+    size_t l = strlen(lit);
+    return n == l && !memcmp(s, lit, l);
+}
+
+static void parse_cmdline(void)
+{
+    cfg.plan = PLAN_POWEROFF;
+    cfg.reset = RESET_ACPI;
+    memcpy(cfg.plan_str, "poweroff", 9);
+    if (si && si->cmdline_paddr && si->cmdline_paddr < PHYS_LIMIT) {
+        const char *src = phys(si->cmdline_paddr);
+        size_t i;
+        for (i = 0; i + 1 < sizeof cfg.cmdline && src[i]; i++)
+            cfg.cmdline[i] = src[i];
+        cfg.cmdline[i] = 0;
+    }
+    const char *p = cfg.cmdline;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == '\n')
+            p++;
+        const char *w = p;
+        while (*p && *p != ' ' && *p != '\t' && *p != '\n')
+            p++;
+        size_t n = (size_t)(p - w);
+        if (!n)
+            continue;
+        const char *eq = w;
+        while (eq < p && *eq != '=')
+            eq++;
+        size_t kn = (size_t)(eq - w);
+        const char *v = eq < p ? eq + 1 : p;
+        size_t vn = (size_t)(p - v);
+        u64 num;
+        if (word_is(w, kn, "plan")) {
+            if (word_is(v, vn, "poweroff"))
+                cfg.plan = PLAN_POWEROFF;
+            else if (word_is(v, vn, "reset"))
+                cfg.plan = PLAN_RESET;
+            else if (word_is(v, vn, "idle"))
+                cfg.plan = PLAN_IDLE;
+            else if (vn > 7 && !memcmp(v, "reboot:", 7) && parse_u64(v + 7, vn - 7, &num)) {
+                cfg.plan = PLAN_REBOOT;
+                cfg.reboot_n = (unsigned)num;
+            } else {
+                cfg.bad_plan = 1;
+                continue;
+            }
+            size_t c = vn < sizeof cfg.plan_str - 1 ? vn : sizeof cfg.plan_str - 1;
+            memcpy(cfg.plan_str, v, c);
+            cfg.plan_str[c] = 0;
+        } else if (word_is(w, kn, "reset")) {
+            if (word_is(v, vn, "acpi"))
+                cfg.reset = RESET_ACPI;
+            else if (word_is(v, vn, "kbd"))
+                cfg.reset = RESET_KBD;
+            else if (word_is(v, vn, "triple"))
+                cfg.reset = RESET_TRIPLE;
+            else
+                cfg.bad_reset = 1;
+        } else if (word_is(w, kn, "host_time")) {
+            if (parse_u64(v, vn, &num)) {
+                cfg.have_host_time = 1;
+                cfg.host_time = (i64)num;
+            } else {
+                cfg.bad_host_time = 1;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* 1: serial — the UART's registers read back what we wrote. */
+static void check_serial(void)
+{
+    outb(0x3ff, 0x5a);
+    u8 s1 = inb(0x3ff);
+    outb(0x3ff, 0xa5);
+    u8 s2 = inb(0x3ff);
+    u8 lcr = inb(0x3fb);
+    if (s1 != 0x5a || s2 != 0xa5)
+        result(0, "serial", "scratch register reads 0x%02x/0x%02x", s1, s2);
+    else if (lcr != 0x03)
+        result(0, "serial", "LCR reads 0x%02x, wrote 0x03", lcr);
+    else
+        result(1, "serial", 0);
+}
+
+/* 2: acpi tables */
+static void check_acpi(void)
+{
+    if (acpi.ok)
+        result(1, "acpi tables", "cpus=%d", acpi.cpus);
+    else
+        result(0, "acpi tables", "cpus=%d, %s", acpi.cpus, acpi.reason);
+}
+
+/* 3: memory map from start_info */
+extern char __image_start[], __image_end[];
+
+static void check_memory(void)
+{
+    if (!si || si->version < 1 || !si->memmap_paddr || !si->memmap_entries) {
+        result(0, "memory", "mem_mib=0, no memmap in start_info (version %u)", si ? si->version : 0);
+        return;
+    }
+    const struct hvm_memmap_entry *e = phys(si->memmap_paddr);
+    u64 low_end = 0, high = 0;
+    u64 img_lo = (u64)(uintptr_t)__image_start, img_hi = (u64)(uintptr_t)__image_end;
+    int img_in_ram = 0;
+    for (u32 i = 0; i < si->memmap_entries && i < 128; i++) {
+        u64 a = e[i].addr, end = e[i].addr + e[i].size;
+        printf_("# memmap 0x%016lx-0x%016lx type %u\n", a, end - 1, e[i].type);
+        if (e[i].type != 1 || !e[i].size)
+            continue;
+        if (a <= img_lo && end >= img_hi)
+            img_in_ram = 1;
+        if (a < PHYS_LIMIT) {
+            u64 top = end < PHYS_LIMIT ? end : PHYS_LIMIT;
+            if (top > low_end)
+                low_end = top;
+        }
+        if (end > PHYS_LIMIT)
+            high += end - (a > PHYS_LIMIT ? a : PHYS_LIMIT);
+    }
+    u64 mib = (low_end + 0xfffff) / 0x100000 + high / 0x100000;
+    if (!mib)
+        result(0, "memory", "mem_mib=0, no RAM in memmap");
+    else if (!img_in_ram)
+        result(0, "memory", "mem_mib=%lu, image 0x%lx-0x%lx not inside RAM", mib, img_lo, img_hi);
+    else
+        result(1, "memory", "mem_mib=%lu", mib);
+}
+
+/* 4: CMOS RTC */
+static unsigned bcd(u8 v) { return (v >> 4) * 10 + (v & 15); }
+
+static i64 days_from_civil(i64 y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    i64 era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (i64)doe - 719468;
+}
+
+struct rtc_time {
+    unsigned sec, min, hour, day, mon, year;
+};
+
+static int rtc_snapshot(u8 r[7], u8 cidx)
+{
+    u64 end = clock_us() + 1000000;
+    while (cmos_read(0x0a) & 0x80)          /* update in progress */
+        if (clock_us() > end)
+            return 0;
+    r[0] = cmos_read(0x00);
+    r[1] = cmos_read(0x02);
+    r[2] = cmos_read(0x04);
+    r[3] = cmos_read(0x07);
+    r[4] = cmos_read(0x08);
+    r[5] = cmos_read(0x09);
+    r[6] = cidx ? cmos_read(cidx) : 0;
+    return 1;
+}
+
+static int rtc_read(struct rtc_time *t)
+{
+    u8 a[7], b[7];
+    u8 cidx = acpi.century && acpi.century < 0x80 ? acpi.century : 0;
+    int tries = 0;
+    do {
+        if (!rtc_snapshot(a, cidx) || !rtc_snapshot(b, cidx))
+            return 0;
+    } while (memcmp(a, b, 7) && ++tries < 10);
+    u8 regb = cmos_read(0x0b);
+    int pm = 0;
+    if (!(regb & 0x02)) {                   /* 12-hour mode: bit 7 = PM */
+        pm = a[2] & 0x80;
+        a[2] &= 0x7f;
+    }
+    if (!(regb & 0x04))                     /* BCD */
+        for (int i = 0; i < 7; i++)
+            a[i] = (u8)bcd(a[i]);
+    t->sec = a[0];
+    t->min = a[1];
+    t->hour = a[2];
+    if (!(regb & 0x02))
+        t->hour = (t->hour % 12) + (pm ? 12 : 0);
+    t->day = a[3];
+    t->mon = a[4];
+    t->year = cidx && a[6] >= 19 && a[6] <= 21 ? a[6] * 100u + a[5] : (a[5] < 70 ? 2000u : 1900u) + a[5];
+    return 1;
+}
+
+static void check_rtc(void)
+{
+    struct rtc_time t;
+    if (!rtc_read(&t)) {
+        result(0, "rtc", "update-in-progress never clears");
+        return;
+    }
+    char when[32];
+    snprintf_(when, sizeof when, "%04u-%02u-%02u %02u:%02u:%02u", t.year, t.mon, t.day, t.hour, t.min, t.sec);
+    if (t.mon < 1 || t.mon > 12 || t.day < 1 || t.day > 31 || t.hour > 23 || t.min > 59 || t.sec > 59) {
+        result(0, "rtc", "%s, invalid date", when);
+        return;
+    }
+    i64 epoch = days_from_civil(t.year, t.mon, t.day) * 86400 + t.hour * 3600 + t.min * 60 + t.sec;
+    if (!cfg.have_host_time) {
+        if (t.year >= 2024)
+            result(1, "rtc", "%s", when);
+        else
+            result(0, "rtc", "%s, year before 2024", when);
+        return;
+    }
+    /* host_time is taken just before the VMM starts.  After a guest reset
+     * the same (now stale) host_time comes back on the command line, so on
+     * later boots only the lower bound holds. */
+    i64 delta = epoch - cfg.host_time;
+    int ok = delta >= -10 && (delta <= 10 || boot_count > 1);
+    result(ok, "rtc", "%s, host delta %lds", when, delta);
+}
+
+/* 5: PCI host bridge + bus 0 */
+static u64 ecam;                /* 0: use ports 0xcf8/0xcfc */
+
+static u32 pci_cf8_read(unsigned bus, unsigned dev, unsigned fn, unsigned off)
+{
+    outl(0xcf8, 0x80000000u | bus << 16 | dev << 11 | fn << 8 | (off & 0xfc));
+    return inl(0xcfc);
+}
+
+static u32 pci_read(unsigned bus, unsigned dev, unsigned fn, unsigned off)
+{
+    if (ecam)
+        return mmio_read32(ecam + ((u64)(bus - acpi.ecam_bus_start) << 20 | dev << 15 | fn << 12 | off));
+    return pci_cf8_read(bus, dev, fn, off);
+}
+
+static void check_pci(void)
+{
+    if (acpi.mcfg && acpi.ecam_base && acpi.ecam_base < PHYS_LIMIT && acpi.ecam_bus_start == 0)
+        ecam = acpi.ecam_base;
+    printf_("# pci config via %s", ecam ? "ecam" : "ports 0xcf8/0xcfc");
+    if (ecam)
+        printf_(" at 0x%lx", ecam);
+    puts_("\n");
+    for (unsigned dev = 0; dev < 32; dev++) {
+        for (unsigned fn = 0; fn < 8; fn++) {
+            u32 id = pci_read(0, dev, fn, 0);
+            if ((id & 0xffff) == 0xffff || (id & 0xffff) == 0) {
+                if (fn == 0)
+                    break;
+                continue;
+            }
+            u32 cls = pci_read(0, dev, fn, 8) >> 8;
+            printf_("# 00:%02x.%u %04x:%04x %06x\n", dev, fn, id & 0xffff, id >> 16, cls);
+            if (fn == 0 && !((pci_read(0, dev, 0, 0x0c) >> 16) & 0x80))
+                break;                      /* single-function device */
+        }
+    }
+    u32 id = pci_read(0, 0, 0, 0);
+    if ((id & 0xffff) == 0xffff || (id & 0xffff) == 0) {
+        result(0, "pci host bridge", "no device at 00:00.0");
+        return;
+    }
+    if (ecam) {
+        u32 id2 = pci_cf8_read(0, 0, 0, 0);
+        if (id2 != id) {
+            result(0, "pci host bridge", "00:00.0 reads %04x:%04x via ecam but %04x:%04x via 0xcf8",
+                   id & 0xffff, id >> 16, id2 & 0xffff, id2 >> 16);
+            return;
+        }
+    }
+    char name[48];
+    snprintf_(name, sizeof name, "pci host bridge 00:00.0 %04x:%04x", id & 0xffff, id >> 16);
+    result(1, name, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Power management */
+
+/* SMI_CMD/ACPI_ENABLE handshake (QEMU's ICH9 needs it); returns SCI_EN. */
+static int acpi_mode(void)
+{
+    if (!acpi.pm1a_cnt)
+        return 0;
+    if (inw((u16)acpi.pm1a_cnt) & 1)
+        return 1;
+    if (!acpi.smi_cmd || !acpi.acpi_enable)
+        return 0;
+    outb((u16)acpi.smi_cmd, acpi.acpi_enable);
+    u64 end = clock_us() + 3000000;
+    while (!(inw((u16)acpi.pm1a_cnt) & 1)) {
+        if (clock_us() > end) {
+            puts_("# SCI_EN still clear 3 s after ACPI_ENABLE\n");
+            return 0;
+        }
+        cpu_relax();
+    }
+    printf_("# acpi mode enabled (wrote 0x%x to port 0x%x)\n", acpi.acpi_enable, acpi.smi_cmd);
+    return 1;
+}
+
+static void __attribute__((noreturn)) hang(const char *msg)
+{
+    puts_(msg);
+    for (;;)
+        cpu_relax();
+}
+
+static void __attribute__((noreturn)) poweroff(void)
+{
+    puts_("poweroff\n");
+    acpi_mode();
+    if (acpi.pm1a_cnt) {
+        u16 port = (u16)acpi.pm1a_cnt;
+        u16 v = (u16)(inw(port) & ~(7u << 10 | 1u << 13));
+        if (acpi.pm1b_cnt) {
+            u16 pb = (u16)acpi.pm1b_cnt;
+            outw(pb, (u16)((inw(pb) & ~(7u << 10 | 1u << 13)) | acpi.slp_typb << 10 | 1u << 13));
+        }
+        outw(port, (u16)(v | acpi.slp_typa << 10 | 1u << 13));
+    } else if (acpi.sleep_ctl.space == 1) {
+        outb((u16)acpi.sleep_ctl.addr, (u8)((acpi.slp_typa & 7) << 2 | 1 << 5));
+    } else if (acpi.sleep_ctl.space == 0 && acpi.sleep_ctl.addr < PHYS_LIMIT) {
+        mmio_write8(acpi.sleep_ctl.addr, (u8)((acpi.slp_typa & 7) << 2 | 1 << 5));
+    } else {
+        hang("not ok - poweroff did not happen (no PM1a_CNT_BLK)\n");
+    }
+    delay_us(3000000);
+    hang("not ok - poweroff did not happen\n");
+}
+
+static void __attribute__((noreturn)) reset(void)
+{
+    switch (cfg.reset) {
+    case RESET_ACPI:
+        if (acpi.reset_reg.space == 1 && acpi.reset_reg.addr < 0x10000) {
+            printf_("# reset: fadt reset_reg io 0x%lx value 0x%x\n", acpi.reset_reg.addr, acpi.reset_value);
+            puts_("reset\n");
+            outb((u16)acpi.reset_reg.addr, acpi.reset_value);
+        } else {
+            puts_("# reset: port 0xcf9 value 0x06\n");
+            puts_("reset\n");
+            outb(0xcf9, 0x06);
+        }
+        break;
+    case RESET_KBD: {
+        puts_("# reset: i8042 command 0xfe\n");
+        puts_("reset\n");
+        u64 end = clock_us() + 100000;
+        while ((inb(0x64) & 0x02) && clock_us() < end)
+            cpu_relax();
+        outb(0x64, 0xfe);
+        break;
+    }
+    case RESET_TRIPLE:
+        puts_("# reset: triple fault\n");
+        puts_("reset\n");
+        syscall0(SYS_TRIPLE_FAULT);
+        break;
+    }
+    delay_us(3000000);
+    hang("not ok - reset did not happen\n");
+}
+
+static void __attribute__((noreturn)) idle(void)
+{
+    u16 sts = 0, en = 0;
+    acpi_mode();
+    if (acpi.pm1a_evt) {
+        sts = (u16)acpi.pm1a_evt;
+        en = (u16)(acpi.pm1a_evt + (acpi.pm1_evt_len ? acpi.pm1_evt_len / 2 : 2));
+        outw(sts, 0x0100);                  /* clear a stale PWRBTN_STS */
+        outw(en, (u16)(inw(en) | 0x0100));  /* PWRBTN_EN */
+        printf_("# idle: power button via PM1a_STS 0x%x / PM1a_EN 0x%x, ticks from %s\n", sts, en,
+                clock_has_pmtmr() ? "pm timer" : "tsc");
+    } else {
+        puts_("# idle: no PM1a_EVT_BLK, no power button\n");
+    }
+    u64 next = clock_us() + 100000;
+    u64 spin = tsc_hz() / 5000;             /* poll ports every ~200 us */
+    unsigned k = 0;
+    for (;;) {
+        if (sts && (inw(sts) & 0x0100)) {
+            outw(sts, 0x0100);
+            puts_("power button\n");
+            poweroff();
+        }
+        u64 now = clock_us();
+        if (now >= next) {
+            printf_("tick %u\n", ++k);
+            next += 100000;
+            if (now >= next)                /* paused or starved: don't burst */
+                next = now + 100000;
+        }
+        u64 t = rdtsc() + spin;
+        while (rdtsc() < t)
+            cpu_relax();
+    }
+}
+
+/* ------------------------------------------------------------------ */
+extern char __bss_start[], __bss_end[];
+
+void tg_main(u64 start_info)
+{
+    memset(__bss_start, 0, (size_t)(__bss_end - __bss_start));
+    serial_init();
+    if (start_info && start_info < PHYS_LIMIT &&
+        ((const struct hvm_start_info *)phys(start_info))->magic == HVM_START_MAGIC)
+        si = phys(start_info);
+
+    boot_count = (cmos_read(BOOT_COUNT_CMOS) + 1u) & 0xff;
+    cmos_write(BOOT_COUNT_CMOS, (u8)boot_count);
+    parse_cmdline();
+
+    printf_("ferrovm-testguest: boot %u plan=%s\n", boot_count, cfg.plan_str);
+    if (!si)
+        printf_("# no valid hvm_start_info at 0x%lx (ebx)\n", start_info);
+    else
+        printf_("# start_info 0x%lx version %u cmdline '%s'\n", start_info, si->version, cfg.cmdline);
+    if (cfg.bad_plan)
+        puts_("# unknown plan value, using poweroff\n");
+    if (cfg.bad_reset)
+        puts_("# unknown reset value, using acpi\n");
+    if (cfg.bad_host_time)
+        puts_("# bad host_time value, ignored\n");
+
+    check_serial();
+    acpi_scan(si ? si->rsdp_paddr : 0, &acpi);
+    clock_init((u16)acpi.pm_tmr, !!(acpi.flags & FADT_F_TMR_VAL_EXT));
+    check_acpi();
+    check_memory();
+    check_rtc();
+    check_pci();
+    printf_("1..%d\n", test_no);
+
+    switch (cfg.plan) {
+    case PLAN_POWEROFF:
+        poweroff();
+    case PLAN_RESET:
+        reset();
+    case PLAN_REBOOT:
+        if (boot_count <= cfg.reboot_n)
+            reset();
+        poweroff();
+    case PLAN_IDLE:
+        idle();
+    }
+    poweroff();
+}
