@@ -21,7 +21,7 @@ pub mod pci;
 pub mod post;
 pub mod serial;
 
-//pub use acpi_pm::AcpiPm;
+pub use acpi_pm::AcpiPm;
 pub use cmos::Cmos;
 pub use i8042::I8042;
 //pub use pci::{PciConfigIo, PciConfigMmio, PciDevice, PciError, PciRoot};
