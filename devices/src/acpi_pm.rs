@@ -152,7 +152,11 @@ impl AcpiPm {
     /// Whether the SCI line should be asserted now.
     pub fn sci_level(&self) -> bool {
         let fixed = self.pm1_sts() & self.pm1_en & PM1_SCI_EVENTS != 0;
-        let gpe = self.gpe_sts.iter().zip(&self.gpe_en).any(|(s, e)| s & e != 0);
+        let gpe = self
+            .gpe_sts
+            .iter()
+            .zip(&self.gpe_en)
+            .any(|(s, e)| s & e != 0);
         self.pm1_cnt & PM1_CNT_SCI_EN != 0 && (fixed || gpe)
     }
 
@@ -238,7 +242,9 @@ impl AcpiPm {
     fn sleep(&mut self, slp_typ: u16) {
         match slp_typ {
             SLP_TYP_S5 => (self.request)(GuestRequest::Poweroff),
-            t => log::info!("acpi: guest asked for sleep type {t}, which this machine does not offer"),
+            t => log::info!(
+                "acpi: guest asked for sleep type {t}, which this machine does not offer"
+            ),
         }
     }
 }
@@ -277,7 +283,12 @@ mod tests {
         let clock = ManualClock::new(0);
         let (req, log) = recorder();
         let pm = AcpiPm::with_clock(sci.try_clone().unwrap(), req, Box::new(clock.clone()));
-        Rig { pm, sci, clock, log }
+        Rig {
+            pm,
+            sci,
+            clock,
+            log,
+        }
     }
 
     fn r16(pm: &mut AcpiPm, off: u64) -> u16 {
@@ -313,7 +324,11 @@ mod tests {
     #[test]
     fn s5_sleep_requests_poweroff() {
         let mut r = rig();
-        w16(&mut r.pm, PM1_CNT, PM1_CNT_SCI_EN | (SLP_TYP_S5 << 10) | PM1_CNT_SLP_EN);
+        w16(
+            &mut r.pm,
+            PM1_CNT,
+            PM1_CNT_SCI_EN | (SLP_TYP_S5 << 10) | PM1_CNT_SLP_EN,
+        );
         assert_eq!(*r.log.lock().unwrap(), vec![GuestRequest::Poweroff]);
         assert_eq!(r16(&mut r.pm, PM1_CNT), PM1_CNT_SCI_EN, "SLP_EN reads as 0");
         // A byte write of the high half does the same.
@@ -325,18 +340,29 @@ mod tests {
     fn other_sleep_types_are_ignored() {
         let mut r = rig();
         for typ in 1..8u16 {
-            w16(&mut r.pm, PM1_CNT, PM1_CNT_SCI_EN | (typ << 10) | PM1_CNT_SLP_EN);
+            w16(
+                &mut r.pm,
+                PM1_CNT,
+                PM1_CNT_SCI_EN | (typ << 10) | PM1_CNT_SLP_EN,
+            );
             assert_eq!(r16(&mut r.pm, PM1_CNT), PM1_CNT_SCI_EN | (typ << 10));
         }
         w16(&mut r.pm, PM1_CNT, PM1_CNT_SCI_EN | (5 << 10));
-        assert!(r.log.lock().unwrap().is_empty(), "SLP_TYP without SLP_EN does nothing");
+        assert!(
+            r.log.lock().unwrap().is_empty(),
+            "SLP_TYP without SLP_EN does nothing"
+        );
     }
 
     #[test]
     fn power_button_raises_sci_only_when_enabled() {
         let mut r = rig();
         r.pm.press_power_button();
-        assert_eq!(r16(&mut r.pm, PM1_STS), PM1_PWRBTN_STS, "status is set regardless of enable");
+        assert_eq!(
+            r16(&mut r.pm, PM1_STS),
+            PM1_PWRBTN_STS,
+            "status is set regardless of enable"
+        );
         assert!(!raised(&r.sci));
         assert!(!r.pm.sci_level());
         // Enabling with the status pending raises the SCI.
@@ -376,7 +402,10 @@ mod tests {
         let mut r = rig();
         r.pm.pm1_sts = PM1_PWRBTN_STS | PM1_WAK_STS | PM1_GBL_STS;
         w16(&mut r.pm, PM1_STS, 0);
-        assert_eq!(r16(&mut r.pm, PM1_STS), PM1_PWRBTN_STS | PM1_WAK_STS | PM1_GBL_STS);
+        assert_eq!(
+            r16(&mut r.pm, PM1_STS),
+            PM1_PWRBTN_STS | PM1_WAK_STS | PM1_GBL_STS
+        );
         r.pm.write(PM1_STS + 1, &[0x80]); // WAK_STS by byte
         assert_eq!(r16(&mut r.pm, PM1_STS), PM1_PWRBTN_STS | PM1_GBL_STS);
         w16(&mut r.pm, PM1_STS, 0xffff);
@@ -390,10 +419,22 @@ mod tests {
         r.clock.set_ns(1_000_000_000);
         assert_eq!(r32(&mut r.pm, PM_TMR), 3_579_545);
         r.clock.set_ns(10_000_000_000);
-        assert_eq!(r32(&mut r.pm, PM_TMR), (35_795_450 & 0xff_ffff) as u32, "wraps at 24 bits");
-        assert_eq!(r32(&mut r.pm, PM_TMR) >> 24, 0, "TMR_VAL_EXT clear: top byte reads 0");
+        assert_eq!(
+            r32(&mut r.pm, PM_TMR),
+            (35_795_450 & 0xff_ffff) as u32,
+            "wraps at 24 bits"
+        );
+        assert_eq!(
+            r32(&mut r.pm, PM_TMR) >> 24,
+            0,
+            "TMR_VAL_EXT clear: top byte reads 0"
+        );
         r.pm.write(PM_TMR, &[0xff; 4]);
-        assert_eq!(r32(&mut r.pm, PM_TMR), (35_795_450 & 0xff_ffff) as u32, "read-only");
+        assert_eq!(
+            r32(&mut r.pm, PM_TMR),
+            (35_795_450 & 0xff_ffff) as u32,
+            "read-only"
+        );
         let mut b = [0u8];
         r.pm.read(PM_TMR + 2, &mut b);
         assert_eq!(b[0], ((35_795_450 >> 16) & 0xff) as u8);
@@ -411,7 +452,11 @@ mod tests {
         w16(&mut r.pm, PM1_EN, PM1_TMR_EN);
         assert!(raised(&r.sci));
         w16(&mut r.pm, PM1_STS, PM1_TMR_STS);
-        assert_eq!(r16(&mut r.pm, PM1_STS) & PM1_TMR_STS, 0, "cleared until the next carry");
+        assert_eq!(
+            r16(&mut r.pm, PM1_STS) & PM1_TMR_STS,
+            0,
+            "cleared until the next carry"
+        );
         r.clock.advance_ns(carry_ns);
         assert_eq!(r16(&mut r.pm, PM1_STS) & PM1_TMR_STS, PM1_TMR_STS);
     }
@@ -458,7 +503,10 @@ mod tests {
         r.pm.write(0x10, &[0xff; 8]);
         assert_eq!(r16(&mut r.pm, PM1_CNT), PM1_CNT_SCI_EN);
         // A dword at 0x604 is PM1_CNT then the hole.
-        assert_eq!(r32(&mut r.pm, PM1_CNT), 0xffff_0000 | u32::from(PM1_CNT_SCI_EN));
+        assert_eq!(
+            r32(&mut r.pm, PM1_CNT),
+            0xffff_0000 | u32::from(PM1_CNT_SCI_EN)
+        );
     }
 
     #[test]

@@ -120,7 +120,10 @@ impl Cmos {
         let ext = (mem_below_4g.saturating_sub(MIB) / KIB).min(0xffff);
         put16(0x17, ext);
         put16(0x30, ext);
-        put16(0x34, (mem_below_4g.saturating_sub(16 * MIB) / (64 * KIB)).min(0xffff));
+        put16(
+            0x34,
+            (mem_below_4g.saturating_sub(16 * MIB) / (64 * KIB)).min(0xffff),
+        );
         let high = mem_above_4g / (64 * KIB);
         data[0x5b] = high as u8;
         data[0x5c] = (high >> 8) as u8;
@@ -201,7 +204,11 @@ impl Cmos {
         if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
             return Err(io::Error::last_os_error());
         }
-        self.irq = Some(Irq { line, timer, deadline: None });
+        self.irq = Some(Irq {
+            line,
+            timer,
+            deadline: None,
+        });
         self.rearm();
         Ok(())
     }
@@ -264,7 +271,7 @@ impl Cmos {
     }
 
     /// QEMU `rtc_from_bcd`: -1 for the "don't care" values 0xc0-0xff.
-    fn from_reg(&self, r: u8) -> i64 {
+    fn reg_value(&self, r: u8) -> i64 {
         if r & 0xc0 == 0xc0 {
             -1
         } else if self.binary() {
@@ -304,18 +311,18 @@ impl Cmos {
     /// `rtc_get_time` + `mktimegm` do, garbage in included (no normalisation
     /// beyond what the formula does; the day of week is ignored).
     fn regs_time(&self) -> i64 {
-        let sec = self.from_reg(self.data[SECONDS]);
-        let min = self.from_reg(self.data[MINUTES]);
-        let mut hour = self.from_reg(self.data[HOURS] & 0x7f);
+        let sec = self.reg_value(self.data[SECONDS]);
+        let min = self.reg_value(self.data[MINUTES]);
+        let mut hour = self.reg_value(self.data[HOURS] & 0x7f);
         if self.data[REG_B] & REG_B_24H == 0 {
             hour %= 12;
             if self.data[HOURS] & 0x80 != 0 {
                 hour += 12;
             }
         }
-        let mday = self.from_reg(self.data[DAY_OF_MONTH]);
-        let mut m = self.from_reg(self.data[MONTH]);
-        let mut y = self.from_reg(self.data[YEAR]) + self.from_reg(self.data[CENTURY]) * 100;
+        let mday = self.reg_value(self.data[DAY_OF_MONTH]);
+        let mut m = self.reg_value(self.data[MONTH]);
+        let mut y = self.reg_value(self.data[YEAR]) + self.reg_value(self.data[CENTURY]) * 100;
         // QEMU util/cutils.c mktimegm.
         if m < 3 {
             m += 12;
@@ -360,7 +367,7 @@ impl Cmos {
     /// Seconds after second `from` (1..=86400) until the alarm registers match
     /// the clock; `None` if they never can (an out-of-range value).
     fn secs_to_alarm(&self, from: i64) -> Option<i64> {
-        let field = |r: u8, max: i64| match self.from_reg(r) {
+        let field = |r: u8, max: i64| match self.reg_value(r) {
             -1 => Some(None),
             v if (0..=max).contains(&v) => Some(Some(v)),
             _ => None,
@@ -408,7 +415,10 @@ impl Cmos {
         let (prev_s, now_s) = (secs_of(prev), secs_of(now));
         if now_s > prev_s {
             flags |= REG_C_UF;
-            if self.secs_to_alarm(prev_s).is_some_and(|d| d <= now_s - prev_s) {
+            if self
+                .secs_to_alarm(prev_s)
+                .is_some_and(|d| d <= now_s - prev_s)
+            {
                 flags |= REG_C_AF;
             }
         }
@@ -475,7 +485,10 @@ impl Cmos {
         }
         irq.deadline = deadline;
         let r = match deadline {
-            Some(t) => irq.timer.reset(Duration::from_nanos((t - now).clamp(1, i128::from(u64::MAX)) as u64), None),
+            Some(t) => irq.timer.reset(
+                Duration::from_nanos((t - now).clamp(1, i128::from(u64::MAX)) as u64),
+                None,
+            ),
             None => irq.timer.clear(),
         };
         if let Err(e) = r {
@@ -486,8 +499,8 @@ impl Cmos {
     fn read_data(&mut self) -> u8 {
         let mut idx = usize::from(self.index);
         match idx {
-            IBM_PS2_CENTURY | CENTURY | SECONDS | MINUTES | HOURS | DAY_OF_WEEK | DAY_OF_MONTH | MONTH
-            | YEAR => {
+            IBM_PS2_CENTURY | CENTURY | SECONDS | MINUTES | HOURS | DAY_OF_WEEK | DAY_OF_MONTH
+            | MONTH | YEAR => {
                 if idx == IBM_PS2_CENTURY {
                     self.index = CENTURY as u8;
                     idx = CENTURY;
@@ -497,7 +510,14 @@ impl Cmos {
                 }
                 self.data[idx]
             }
-            REG_A => self.data[REG_A] | if self.update_in_progress() { REG_A_UIP } else { 0 },
+            REG_A => {
+                self.data[REG_A]
+                    | if self.update_in_progress() {
+                        REG_A_UIP
+                    } else {
+                        0
+                    }
+            }
             REG_C => std::mem::take(&mut self.data[REG_C]),
             _ => self.data[idx],
         }
@@ -507,8 +527,8 @@ impl Cmos {
         let mut idx = usize::from(self.index);
         match idx {
             SECONDS_ALARM | MINUTES_ALARM | HOURS_ALARM => self.data[idx] = v,
-            IBM_PS2_CENTURY | CENTURY | SECONDS | MINUTES | HOURS | DAY_OF_WEEK | DAY_OF_MONTH | MONTH
-            | YEAR => {
+            IBM_PS2_CENTURY | CENTURY | SECONDS | MINUTES | HOURS | DAY_OF_WEEK | DAY_OF_MONTH
+            | MONTH | YEAR => {
                 if idx == IBM_PS2_CENTURY {
                     self.index = CENTURY as u8;
                     idx = CENTURY;
@@ -530,7 +550,10 @@ impl Cmos {
                     if self.running() {
                         self.latch_time();
                     }
-                } else if old & 0x60 == 0x60 && v & 0x70 <= 0x20 && self.data[REG_B] & REG_B_SET == 0 {
+                } else if old & 0x60 == 0x60
+                    && v & 0x70 <= 0x20
+                    && self.data[REG_B] & REG_B_SET == 0
+                {
                     // Leaving divider reset: "the first update cycle begins
                     // one-half second later" (MC146818 datasheet; QEMU).
                     self.set_time(NS_PER_SEC / 2);
@@ -595,7 +618,8 @@ impl BusDevice for Cmos {
 }
 
 fn secs_of(ns: i128) -> i64 {
-    ns.div_euclid(NS_PER_SEC).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    ns.div_euclid(NS_PER_SEC)
+        .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
 fn ticks_32k(ns: i128) -> i128 {
@@ -652,7 +676,10 @@ mod tests {
     }
 
     fn set_time_bcd(c: &mut Cmos, regs: [u8; 8]) {
-        for (i, v) in [0x00, 0x02, 0x04, 0x06, 0x07, 0x08, 0x09, 0x32].into_iter().zip(regs) {
+        for (i, v) in [0x00, 0x02, 0x04, 0x06, 0x07, 0x08, 0x09, 0x32]
+            .into_iter()
+            .zip(regs)
+        {
             wr(c, i, v);
         }
     }
@@ -673,11 +700,18 @@ mod tests {
         assert_eq!(word(0x17), 0xffff, "capped at 65535 KiB");
         assert_eq!(word(0x30), 0xffff);
         assert_eq!(word(0x34), ((3 * GIB - 16 * MIB) / 65536) as u16);
-        assert_eq!([c.cmos_byte(0x5b), c.cmos_byte(0x5c), c.cmos_byte(0x5d)], [0x00, 0x40, 0x01]);
+        assert_eq!(
+            [c.cmos_byte(0x5b), c.cmos_byte(0x5c), c.cmos_byte(0x5d)],
+            [0x00, 0x40, 0x01]
+        );
         assert_eq!(c.cmos_byte(0x5f), 3);
 
         let c = Cmos::new(512 * 1024, 0, 0, Box::new(ManualClock::default()));
-        assert_eq!([c.cmos_byte(0x15), c.cmos_byte(0x16)], [0x00, 0x02], "512 KiB base memory");
+        assert_eq!(
+            [c.cmos_byte(0x15), c.cmos_byte(0x16)],
+            [0x00, 0x02],
+            "512 KiB base memory"
+        );
         assert_eq!(c.cmos_byte(0x17), 0);
         assert_eq!(c.cmos_byte(0x5f), 0, "0 CPUs does not wrap");
     }
@@ -698,13 +732,19 @@ mod tests {
     #[test]
     fn reads_host_time_in_bcd_24h() {
         let (mut c, clock) = cmos_at(LEAP_DAY, 0);
-        assert_eq!(time_regs(&mut c), [0x56, 0x34, 0x12, 0x05, 0x29, 0x02, 0x24, 0x20]);
+        assert_eq!(
+            time_regs(&mut c),
+            [0x56, 0x34, 0x12, 0x05, 0x29, 0x02, 0x24, 0x20]
+        );
         clock.advance_ns(4 * SEC);
         assert_eq!(rd(&mut c, 0x00), 0x00);
         assert_eq!(rd(&mut c, 0x02), 0x35);
         assert_eq!(c.guest_time(), LEAP_DAY + 4);
         clock.set_ns(946_684_799 * SEC); // 1999-12-31 23:59:59, a Friday
-        assert_eq!(time_regs(&mut c), [0x59, 0x59, 0x23, 0x06, 0x31, 0x12, 0x99, 0x19]);
+        assert_eq!(
+            time_regs(&mut c),
+            [0x59, 0x59, 0x23, 0x06, 0x31, 0x12, 0x99, 0x19]
+        );
     }
 
     #[test]
@@ -744,13 +784,20 @@ mod tests {
         set_time_bcd(&mut c, [0x05, 0x04, 0x03, 0x04, 0x02, 0x01, 0x30, 0x20]);
         clock.advance_ns(3 * SEC);
         assert_eq!(rd(&mut c, 0x00), 0x05, "frozen while SET");
-        assert_eq!(c.take_rtc_change(), None, "nothing happens until SET clears");
+        assert_eq!(
+            c.take_rtc_change(),
+            None,
+            "nothing happens until SET clears"
+        );
         wr(&mut c, 0x0b, REG_B_24H);
         let new_time = 1_893_553_445;
         assert_eq!(c.take_rtc_change(), Some(new_time - (LEAP_DAY + 3)));
         assert_eq!(c.take_rtc_change(), None, "taken once");
         assert_eq!(c.rtc_offset(), new_time - (LEAP_DAY + 3));
-        assert_eq!(time_regs(&mut c), [0x05, 0x04, 0x03, 0x04, 0x02, 0x01, 0x30, 0x20]);
+        assert_eq!(
+            time_regs(&mut c),
+            [0x05, 0x04, 0x03, 0x04, 0x02, 0x01, 0x30, 0x20]
+        );
         // The fraction of the second carried over: 0.75 s later the second ticks.
         clock.advance_ns(740_000_000);
         assert_eq!(rd(&mut c, 0x00), 0x05);
@@ -763,7 +810,11 @@ mod tests {
         let (mut c, _) = cmos_at(LEAP_DAY, 0);
         wr(&mut c, 0x09, 0x25); // year 2025, same day and time
         let delta = c.take_rtc_change().unwrap();
-        assert_eq!(delta, 366 * 86_400, "2024-02-29 + 1 year = 2025-03-01 in mktimegm's arithmetic");
+        assert_eq!(
+            delta,
+            366 * 86_400,
+            "2024-02-29 + 1 year = 2025-03-01 in mktimegm's arithmetic"
+        );
         assert_eq!(rd(&mut c, 0x09), 0x25);
         assert_eq!(rd(&mut c, 0x08), 0x03);
         assert_eq!(rd(&mut c, 0x07), 0x01);
@@ -776,7 +827,10 @@ mod tests {
         wr(&mut c, 0x0b, REG_B_SET | REG_B_DM);
         set_time_bcd(&mut c, [0, 0, 0x80 | 11, 5, 29, 2, 24, 20]);
         wr(&mut c, 0x0b, REG_B_DM);
-        assert_eq!(c.take_rtc_change(), Some(1_709_164_800 + 23 * 3600 - LEAP_DAY));
+        assert_eq!(
+            c.take_rtc_change(),
+            Some(1_709_164_800 + 23 * 3600 - LEAP_DAY)
+        );
     }
 
     #[test]
@@ -813,7 +867,11 @@ mod tests {
         let (mut c, clock) = cmos_at(LEAP_DAY, 100_000_000);
         assert_eq!(rd(&mut c, 0x0c), 0);
         clock.advance_ns(SEC);
-        assert_eq!(rd(&mut c, 0x0c), REG_C_UF, "a second went by; no IRQF since UIE is clear");
+        assert_eq!(
+            rd(&mut c, 0x0c),
+            REG_C_UF,
+            "a second went by; no IRQF since UIE is clear"
+        );
         assert_eq!(rd(&mut c, 0x0c), 0, "reading C clears it");
         // Alarm at 12:35:00 (BCD), now 12:34:57.1.
         wr(&mut c, 0x01, 0x00);
@@ -860,7 +918,12 @@ mod tests {
         check(&mut c, at(23, 59, 59), 0, Some(86_399));
         check(&mut c, at(0xff, 0xff, 0), 59, Some(1));
         check(&mut c, at(0xff, 0xff, 0), 60, Some(60));
-        check(&mut c, at(0xff, 5, 0xff), 3600 + 5 * 60 + 59, Some(3600 - 59));
+        check(
+            &mut c,
+            at(0xff, 5, 0xff),
+            3600 + 5 * 60 + 59,
+            Some(3600 - 59),
+        );
         check(&mut c, at(24, 0, 0), 0, None);
         check(&mut c, at(0, 60, 0), 0, None);
         check(&mut c, at(0, 0, 60), 0, None);
@@ -920,9 +983,16 @@ mod tests {
         assert_eq!(rd(&mut c, 0x0b), REG_B_SET | REG_B_24H);
         wr(&mut c, 0x0b, REG_B_24H | REG_B_PIE);
         let d = c.next_irq_deadline().unwrap() - c.guest_ns();
-        assert!(d > 0 && d <= NS_PER_SEC / 1024 + 1, "next periodic tick within 1/1024 s, got {d}");
+        assert!(
+            d > 0 && d <= NS_PER_SEC / 1024 + 1,
+            "next periodic tick within 1/1024 s, got {d}"
+        );
         wr(&mut c, 0x0a, 0x66);
-        assert_eq!(c.next_irq_deadline(), None, "dividers in reset: no interrupts");
+        assert_eq!(
+            c.next_irq_deadline(),
+            None,
+            "dividers in reset: no interrupts"
+        );
         c.handle_timer();
     }
 
@@ -932,7 +1002,11 @@ mod tests {
         let line = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         c.enable_irq(line.try_clone().unwrap()).unwrap();
         wr(&mut c, 0x0b, REG_B_24H | REG_B_UIE);
-        let mut pfd = libc::pollfd { fd: c.timer_fd().unwrap(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: c.timer_fd().unwrap(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd for the duration of the call.
         let n = unsafe { libc::poll(&mut pfd, 1, 5000) };
         assert_eq!(n, 1, "the timer armed for 1 ms fired");
@@ -948,7 +1022,11 @@ mod tests {
         wr(&mut c, 0x40, 0xab);
         wr(&mut c, 0x7f, 0xcd);
         wr(&mut c, 0x0f, 0x0a);
-        wr(&mut c, 0x0b, REG_B_24H | REG_B_PIE | REG_B_AIE | REG_B_UIE | REG_B_SQWE | REG_B_DM);
+        wr(
+            &mut c,
+            0x0b,
+            REG_B_24H | REG_B_PIE | REG_B_AIE | REG_B_UIE | REG_B_SQWE | REG_B_DM,
+        );
         wr(&mut c, 0x09, 30);
         c.reset();
         assert_eq!(rd(&mut c, 0x40), 0xab);
@@ -968,7 +1046,11 @@ mod tests {
         let mut b = [0u8];
         c.read(0, &mut b);
         assert_eq!(b[0], 0xff, "index port reads as 0xff (QEMU)");
-        assert_eq!(rd(&mut c, 0x80 | 0x0d), 0x80, "bit 7 (NMI mask) is not part of the index");
+        assert_eq!(
+            rd(&mut c, 0x80 | 0x0d),
+            0x80,
+            "bit 7 (NMI mask) is not part of the index"
+        );
         assert_eq!(rd(&mut c, 0x37), 0x20, "0x37 aliases the century");
         wr(&mut c, 0x37, 0x21);
         assert_eq!(rd(&mut c, 0x32), 0x21);
@@ -1006,10 +1088,13 @@ mod tests {
     #[test]
     fn survives_any_access() {
         let (mut c, clock) = cmos_at(LEAP_DAY, 0);
-        c.enable_irq(EventFd::new(libc::EFD_NONBLOCK).unwrap()).unwrap();
+        c.enable_irq(EventFd::new(libc::EFD_NONBLOCK).unwrap())
+            .unwrap();
         hammer(&mut c, 2);
         for index in 0..=255u8 {
-            for value in [0x00, 0x01, 0x26, 0x59, 0x70, 0x7f, 0x80, 0x9a, 0xc0, 0xfe, 0xff] {
+            for value in [
+                0x00, 0x01, 0x26, 0x59, 0x70, 0x7f, 0x80, 0x9a, 0xc0, 0xfe, 0xff,
+            ] {
                 for width in [1usize, 2, 4, 8] {
                     let mut buf = [0u8; 8];
                     c.write(0, &[index]);

@@ -118,14 +118,20 @@ impl I8042 {
     /// A controller with a key-less keyboard whose interrupt is `kbd_irq`
     /// (written once per edge; register it as an irqfd for GSI 1).
     pub fn with_keyboard(request: GuestRequestFn, kbd_irq: EventFd) -> Self {
-        Self { kbd_irq: Some(kbd_irq), ..Self::new(request) }
+        Self {
+            kbd_irq: Some(kbd_irq),
+            ..Self::new(request)
+        }
     }
 
     /// Machine reset: back to the power-on state, queue emptied.
     pub fn reset(&mut self) {
         let kbd_irq = self.kbd_irq.take();
         let request = self.request.clone();
-        *self = Self { kbd_irq, ..Self::new(request) };
+        *self = Self {
+            kbd_irq,
+            ..Self::new(request)
+        };
     }
 
     /// QEMU `kbd_reset`: both interrupts enabled, A20 on, reset line high.
@@ -188,9 +194,8 @@ impl I8042 {
         self.pending_cmd = None;
         match cmd {
             CMD_READ_CTR => self.queue(self.ctr, false),
-            CMD_WRITE_CTR | CMD_WRITE_OUTPORT | CMD_WRITE_KBD_OBUF | CMD_WRITE_AUX_OBUF | CMD_WRITE_AUX => {
-                self.pending_cmd = Some(cmd)
-            }
+            CMD_WRITE_CTR | CMD_WRITE_OUTPORT | CMD_WRITE_KBD_OBUF | CMD_WRITE_AUX_OBUF
+            | CMD_WRITE_AUX => self.pending_cmd = Some(cmd),
             CMD_AUX_DISABLE => self.ctr |= CTR_AUX_DISABLE,
             CMD_AUX_ENABLE => self.ctr &= !CTR_AUX_DISABLE,
             CMD_AUX_TEST | CMD_KBD_TEST => self.queue(0x00, false),
@@ -262,7 +267,14 @@ impl I8042 {
             self.queue(KBD_ACK, false);
             if cmd == KBD_SCANCODE_SET && v == 0 {
                 // Report set 2, as translated when the controller translates.
-                self.queue(if self.ctr & CTR_XLATE != 0 { 0x41 } else { 0x02 }, false);
+                self.queue(
+                    if self.ctr & CTR_XLATE != 0 {
+                        0x41
+                    } else {
+                        0x02
+                    },
+                    false,
+                );
             }
             return;
         }
@@ -275,7 +287,14 @@ impl I8042 {
             KBD_GET_ID => {
                 self.queue(KBD_ACK, false);
                 self.queue(0xab, false);
-                self.queue(if self.ctr & CTR_XLATE != 0 { 0x41 } else { 0x83 }, false);
+                self.queue(
+                    if self.ctr & CTR_XLATE != 0 {
+                        0x41
+                    } else {
+                        0x83
+                    },
+                    false,
+                );
             }
             KBD_RESET => {
                 self.queue(KBD_ACK, false);
@@ -353,7 +372,11 @@ mod tests {
         assert_eq!(*log.lock().unwrap(), vec![GuestRequest::Reset]);
         cmd(&mut k, 0xff);
         cmd(&mut k, 0xf1);
-        assert_eq!(log.lock().unwrap().len(), 1, "odd pulse commands leave bit 0 alone");
+        assert_eq!(
+            log.lock().unwrap().len(),
+            1,
+            "odd pulse commands leave bit 0 alone"
+        );
         cmd(&mut k, 0xf0);
         assert_eq!(log.lock().unwrap().len(), 2);
     }
@@ -375,7 +398,11 @@ mod tests {
     fn linux_probe_sequence() {
         let (req, log) = recorder();
         let mut k = I8042::new(req);
-        assert_eq!(status(&mut k), STAT_CMD | STAT_UNLOCKED, "empty, keyboard unlocked");
+        assert_eq!(
+            status(&mut k),
+            STAT_CMD | STAT_UNLOCKED,
+            "empty, keyboard unlocked"
+        );
         assert!(drain(&mut k).is_empty(), "i8042_flush finds nothing");
         assert_eq!(ask(&mut k, CMD_SELF_TEST), vec![0x55]);
         assert_ne!(status(&mut k) & STAT_SELFTEST, 0);
@@ -388,15 +415,24 @@ mod tests {
         // AUX loopback and toggles (i8042_check_aux).
         cmd(&mut k, CMD_WRITE_AUX_OBUF);
         put(&mut k, 0x5a);
-        assert_eq!(status(&mut k) & (STAT_OBF | STAT_AUX_OBF), STAT_OBF | STAT_AUX_OBF);
+        assert_eq!(
+            status(&mut k) & (STAT_OBF | STAT_AUX_OBF),
+            STAT_OBF | STAT_AUX_OBF
+        );
         assert_eq!(data(&mut k), 0x5a);
         assert_eq!(ask(&mut k, CMD_AUX_TEST), vec![0x00]);
         cmd(&mut k, CMD_AUX_DISABLE);
-        assert_eq!(ask(&mut k, CMD_READ_CTR)[0] & CTR_AUX_DISABLE, CTR_AUX_DISABLE);
+        assert_eq!(
+            ask(&mut k, CMD_READ_CTR)[0] & CTR_AUX_DISABLE,
+            CTR_AUX_DISABLE
+        );
         cmd(&mut k, CMD_AUX_ENABLE);
         assert_eq!(ask(&mut k, CMD_READ_CTR)[0] & CTR_AUX_DISABLE, 0);
         cmd(&mut k, CMD_KBD_DISABLE);
-        assert_eq!(ask(&mut k, CMD_READ_CTR)[0] & CTR_KBD_DISABLE, CTR_KBD_DISABLE);
+        assert_eq!(
+            ask(&mut k, CMD_READ_CTR)[0] & CTR_KBD_DISABLE,
+            CTR_KBD_DISABLE
+        );
         cmd(&mut k, CMD_KBD_ENABLE);
         assert_eq!(ask(&mut k, CMD_READ_CTR)[0] & CTR_KBD_DISABLE, 0);
         assert_eq!(ask(&mut k, CMD_READ_INPORT), vec![0x80]);
@@ -428,7 +464,11 @@ mod tests {
         cmd(&mut k, CMD_WRITE_KBD_OBUF);
         put(&mut k, 1);
         cmd(&mut k, CMD_READ_OUTPORT);
-        assert_eq!(drain(&mut k), vec![1, 0xcf | OUT_OBF], "OBF shows in the output port");
+        assert_eq!(
+            drain(&mut k),
+            vec![1, 0xcf | OUT_OBF],
+            "OBF shows in the output port"
+        );
     }
 
     #[test]
@@ -500,7 +540,11 @@ mod tests {
         cmd(&mut k, CMD_SELF_TEST);
         let mut w = [0u8; 2];
         k.read(DATA_OFFSET, &mut w);
-        assert_eq!(w, [0x55, 0xff], "a word read is the data port then port 0x61's stand-in");
+        assert_eq!(
+            w,
+            [0x55, 0xff],
+            "a word read is the data port then port 0x61's stand-in"
+        );
     }
 
     #[test]

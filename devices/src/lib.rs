@@ -24,7 +24,7 @@ pub mod serial;
 pub use acpi_pm::AcpiPm;
 pub use cmos::Cmos;
 pub use i8042::I8042;
-//pub use pci::{PciConfigIo, PciConfigMmio, PciDevice, PciError, PciRoot};
+pub use pci::{PciConfigIo, PciConfigMmio, PciDevice, PciError, PciRoot};
 pub use post::IgnoredPort;
 pub use serial::Serial;
 
@@ -138,7 +138,13 @@ pub(crate) mod testutil {
         let offsets = (0..len).chain([len, len + 1, len + 7, 0x1_0000, u64::MAX - 8, u64::MAX]);
         for off in offsets {
             for width in [1usize, 2, 4, 8] {
-                for value in [0u64, u64::MAX, 0x5555_5555_5555_5555, 0xaaaa_aaaa_aaaa_aaaa, 0x0e06_fe01_d1aa_6020] {
+                for value in [
+                    0u64,
+                    u64::MAX,
+                    0x5555_5555_5555_5555,
+                    0xaaaa_aaaa_aaaa_aaaa,
+                    0x0e06_fe01_d1aa_6020,
+                ] {
                     let mut buf = [0u8; 8];
                     dev.read(off, &mut buf[..width]);
                     dev.write(off, &value.to_le_bytes()[..width]);

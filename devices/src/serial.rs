@@ -64,12 +64,18 @@ impl Serial {
 
     /// Like [`Serial::new`], and `input_drained` is written whenever the guest
     /// empties the receive FIFO.
-    pub fn with_input_drained(interrupt: EventFd, out: Box<dyn Write + Send>, input_drained: EventFd) -> Self {
+    pub fn with_input_drained(
+        interrupt: EventFd,
+        out: Box<dyn Write + Send>,
+        input_drained: EventFd,
+    ) -> Self {
         Self::build(interrupt, InputEvents(Some(Arc::new(input_drained))), out)
     }
 
     fn build(interrupt: EventFd, events: InputEvents, out: Out) -> Self {
-        Self { uart: Uart::with_events(IrqTrigger(Arc::new(interrupt)), events, out) }
+        Self {
+            uart: Uart::with_events(IrqTrigger(Arc::new(interrupt)), events, out),
+        }
     }
 
     /// Queues host → guest bytes in the receive FIFO and raises the
@@ -112,7 +118,13 @@ pub const SERIAL_FIFO_SIZE: usize = 64;
 impl BusDevice for Serial {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let uart = &mut self.uart;
-        read_bytewise(offset, data, |o| if o < SERIAL_PORT_LEN { uart.read(o as u8) } else { 0xff });
+        read_bytewise(offset, data, |o| {
+            if o < SERIAL_PORT_LEN {
+                uart.read(o as u8)
+            } else {
+                0xff
+            }
+        });
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
@@ -170,7 +182,11 @@ mod tests {
     fn serial() -> (Serial, EventFd, SharedBuf) {
         let irq = evt();
         let out = SharedBuf::default();
-        (Serial::new(irq.try_clone().unwrap(), Box::new(out.clone())), irq, out)
+        (
+            Serial::new(irq.try_clone().unwrap(), Box::new(out.clone())),
+            irq,
+            out,
+        )
     }
 
     fn rd(s: &mut Serial, off: u64) -> u8 {
@@ -186,7 +202,11 @@ mod tests {
             s.write(THR, &[c]);
         }
         assert_eq!(&*out.0.lock().unwrap(), b"hi\n");
-        assert_eq!(rd(&mut s, LSR) & 0x60, 0x60, "THR empty and transmitter idle");
+        assert_eq!(
+            rd(&mut s, LSR) & 0x60,
+            0x60,
+            "THR empty and transmitter idle"
+        );
     }
 
     #[test]
@@ -195,7 +215,11 @@ mod tests {
         s.write(THR, b"x");
         assert!(irq.read().is_err(), "no interrupt while IER is clear");
         s.write(IER, &[0x02]);
-        assert_eq!(irq.read().unwrap(), 1, "enabling THRE with THR empty interrupts at once");
+        assert_eq!(
+            irq.read().unwrap(),
+            1,
+            "enabling THRE with THR empty interrupts at once"
+        );
         assert_eq!(rd(&mut s, IIR) & 0x0f, 0x02);
     }
 
@@ -220,7 +244,8 @@ mod tests {
     #[test]
     fn drained_fifo_is_signalled() {
         let drained = evt();
-        let mut s = Serial::with_input_drained(evt(), Box::new(io::sink()), drained.try_clone().unwrap());
+        let mut s =
+            Serial::with_input_drained(evt(), Box::new(io::sink()), drained.try_clone().unwrap());
         assert_eq!(s.enqueue_input(b"ab"), 2);
         rd(&mut s, THR);
         assert!(drained.read().is_err());
@@ -271,7 +296,11 @@ mod tests {
         assert_eq!(&*out.0.lock().unwrap(), b"A");
         let mut far = [0u8; 4];
         s.read(6, &mut far);
-        assert_eq!(far[2..], [0xff, 0xff], "bytes past the UART read as all ones");
+        assert_eq!(
+            far[2..],
+            [0xff, 0xff],
+            "bytes past the UART read as all ones"
+        );
     }
 
     #[test]
