@@ -50,7 +50,9 @@ impl Bus {
         if len == 0 {
             return Err(BusError::EmptyRange { base, len });
         }
-        let end = base.checked_add(len - 1).ok_or(BusError::Overflow { base, len })?;
+        let end = base
+            .checked_add(len - 1)
+            .ok_or(BusError::Overflow { base, len })?;
         // The closest range starting at or before our end is the only one that can overlap.
         if let Some((&other, r)) = self.ranges.range(..=end).next_back() {
             if other + (r.len - 1) >= base {
@@ -138,7 +140,10 @@ mod tests {
         let mut b = [0u8; 4];
         assert!(!bus.read(0x0, &mut b));
         assert_eq!(b, [0xff; 4]);
-        assert!(!bus.read(0x12, &mut b), "4-byte read at 0x12 straddles the end");
+        assert!(
+            !bus.read(0x12, &mut b),
+            "4-byte read at 0x12 straddles the end"
+        );
         assert!(!bus.write(0x14, &[1]));
     }
 
@@ -148,11 +153,27 @@ mod tests {
         bus.insert(echo(), 0x100, 0x10).unwrap();
         assert_eq!(
             bus.insert(echo(), 0x10f, 1),
-            Err(BusError::Overlap { base: 0x10f, len: 1, other: 0x100 })
+            Err(BusError::Overlap {
+                base: 0x10f,
+                len: 1,
+                other: 0x100
+            })
         );
-        assert!(matches!(bus.insert(echo(), 0xf8, 9), Err(BusError::Overlap { .. })));
-        assert!(bus.insert(echo(), 0xf8, 8).is_ok(), "adjacent ranges are fine");
-        assert!(matches!(bus.insert(echo(), 0x0, 0), Err(BusError::EmptyRange { .. })));
-        assert!(matches!(bus.insert(echo(), u64::MAX, 2), Err(BusError::Overflow { .. })));
+        assert!(matches!(
+            bus.insert(echo(), 0xf8, 9),
+            Err(BusError::Overlap { .. })
+        ));
+        assert!(
+            bus.insert(echo(), 0xf8, 8).is_ok(),
+            "adjacent ranges are fine"
+        );
+        assert!(matches!(
+            bus.insert(echo(), 0x0, 0),
+            Err(BusError::EmptyRange { .. })
+        ));
+        assert!(matches!(
+            bus.insert(echo(), u64::MAX, 2),
+            Err(BusError::Overflow { .. })
+        ));
     }
 }
