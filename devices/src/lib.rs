@@ -24,7 +24,9 @@ pub mod serial;
 pub use acpi_pm::AcpiPm;
 pub use cmos::Cmos;
 pub use i8042::I8042;
-pub use pci::{PciConfigIo, PciConfigMmio, PciDevice, PciError, PciRoot};
+pub use pci::{
+    HostBridge, PciConfigIo, PciConfigMmio, PciConfigSpace, PciDevice, PciError, PciRoot,
+};
 pub use post::IgnoredPort;
 pub use serial::Serial;
 
