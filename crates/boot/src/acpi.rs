@@ -1,0 +1,436 @@
+//! ACPI 6.x tables describing the platform of docs/platform.md, written to
+//! the BIOS area at 0xe0000 (RSDP first, so a guest scanning 0xe0000-0xfffff
+//! finds it) for the guest's OSPM.
+//!
+//! Tables: RSDP (rev 2) → XSDT → FADT (rev 6.5, full ACPI hardware model, not
+//! hardware-reduced) → FACS + DSDT; MADT; MCFG. Built with `acpi_tables` where
+//! it fits: its `MADT` type cannot set the header flags (PCAT_COMPAT) or the
+//! revision (5, needed for the "online capable" flag) and has no interrupt
+//! source override or local APIC NMI entries, so the MADT is assembled from
+//! raw entries in a generic `Sdt`.
+//!
+//! # What the device model must match
+//! - SMI_CMD is 0: the platform is always in ACPI mode, so PM1a_CNT.SCI_EN
+//!   (bit 0 of port 0x604) must read 1 from reset on.
+//! - The power button is the fixed-feature one (PM1 status/enable bit 8,
+//!   SCI on GSI 9, level, active high); there is no sleep button.
+//! - Reset: byte 0x06 written to port 0xcf9.
+//! - PM timer at 0x608 is 24 bits wide (TMR_VAL_EXT clear).
+//! - The RTC century byte is CMOS register 0x32 (FADT.CENTURY).
+
+use acpi_tables::aml::{
+    self, AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Memory32Fixed, Method,
+    Name, Package, Path, ResourceTemplate, Return, Scope, IO,
+};
+use acpi_tables::facs::FACS;
+use acpi_tables::fadt::{FADTBuilder, Flags, FADT};
+use acpi_tables::gas::{AccessSize, AddressSpace as GasSpace, GAS};
+use acpi_tables::mcfg::MCFG;
+use acpi_tables::rsdp::Rsdp;
+use acpi_tables::sdt::Sdt;
+use acpi_tables::xsdt::XSDT;
+use acpi_tables::Aml;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::layout::{
+    MemoryLayout, ECAM_SIZE, ECAM_START, IOAPIC_ADDR, LAPIC_ADDR, PCI_MMIO32_SIZE, PCI_MMIO32_START,
+};
+use crate::lowmem::{ACPI_END, ACPI_START};
+use crate::BootError;
+
+pub const OEM_ID: [u8; 6] = *b"FERROV";
+const OEM_REVISION: u32 = 1;
+
+/// ACPI fixed-hardware I/O ports (docs/platform.md).
+pub const PM1A_EVT_BLK: u16 = 0x600;
+pub const PM1A_CNT_BLK: u16 = 0x604;
+pub const PM_TMR_BLK: u16 = 0x608;
+pub const GPE0_BLK: u16 = 0x620;
+pub const PM1_EVT_LEN: u8 = 4;
+pub const PM1_CNT_LEN: u8 = 2;
+pub const PM_TMR_LEN: u8 = 4;
+pub const GPE0_BLK_LEN: u8 = 16;
+pub const SCI_IRQ: u16 = 9;
+pub const RESET_PORT: u16 = 0xcf9;
+pub const RESET_VALUE: u8 = 0x06;
+/// CMOS register holding the century, advertised in FADT.CENTURY.
+pub const RTC_CENTURY_REG: u8 = 0x32;
+
+/// FADT IAPC_BOOT_ARCH bits.
+const IAPC_LEGACY_DEVICES: u16 = 1 << 0;
+const IAPC_8042: u16 = 1 << 1;
+const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
+
+/// MADT.
+const MADT_PCAT_COMPAT: u32 = 1;
+const MADT_REVISION: u8 = 5;
+const MADT_LAPIC_ENABLED: u32 = 1 << 0;
+const MADT_LAPIC_ONLINE_CAPABLE: u32 = 1 << 1;
+/// MPS INTI flags: polarity active high (01), trigger level (11 << 2).
+const MPS_INTI_ACTIVE_HIGH_LEVEL: u16 = 0x1 | (0x3 << 2);
+/// The IOAPIC's ID, as QEMU and KVM's in-kernel IOAPIC reset value have it.
+pub const IOAPIC_ID: u8 = 0;
+
+/// What the tables describe beyond the fixed platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcpiConfig {
+    /// vCPUs present and enabled at boot (APIC IDs 0..cpus).
+    pub cpus: u8,
+    /// vCPUs the machine may have; those past `cpus` are "online capable".
+    pub max_cpus: u8,
+    pub layout: MemoryLayout,
+}
+
+/// Where each table landed, for tests and debugging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcpiAddresses {
+    pub rsdp: u64,
+    pub xsdt: u64,
+    pub fadt: u64,
+    pub facs: u64,
+    pub dsdt: u64,
+    pub madt: u64,
+    pub mcfg: u64,
+    pub end: u64,
+}
+
+/// Writes the ACPI tables into guest memory at 0xe0000 (clearing the rest of
+/// the BIOS area) and returns the RSDP's address.
+pub fn build_acpi(mem: &GuestMemoryMmap, cfg: &AcpiConfig) -> Result<GuestAddress, BootError> {
+    let (blob, addrs) = build_tables(cfg)?;
+    let mut area = vec![0u8; (ACPI_END - ACPI_START) as usize];
+    area[..blob.len()].copy_from_slice(&blob);
+    mem.write_slice(&area, GuestAddress(ACPI_START))
+        .map_err(|_| BootError::GuestMemory {
+            addr: ACPI_START,
+            len: area.len() as u64,
+        })?;
+    Ok(GuestAddress(addrs.rsdp))
+}
+
+/// Builds all tables as one blob to be placed at `ACPI_START`.
+pub fn build_tables(cfg: &AcpiConfig) -> Result<(Vec<u8>, AcpiAddresses), BootError> {
+    cfg.layout.validate()?;
+    if cfg.cpus == 0 {
+        return Err(BootError::AcpiConfig("at least one vCPU is needed".into()));
+    }
+    if cfg.cpus > cfg.max_cpus {
+        return Err(BootError::AcpiConfig(format!(
+            "{} vCPUs exceed the maximum of {}",
+            cfg.cpus, cfg.max_cpus
+        )));
+    }
+
+    let dsdt = dsdt(cfg);
+    let madt = madt(cfg);
+    let mcfg = mcfg();
+    let facs = to_bytes(&FACS::new());
+
+    let mut blob = Blob::default();
+    let rsdp_at = blob.reserve(Rsdp::len(), 16);
+    let facs_at = blob.place(&facs, 64);
+    let xsdt_len = 36 + 3 * 8;
+    let xsdt_at = blob.reserve(xsdt_len, 16);
+    let fadt_at = blob.reserve(FADT::len(), 16);
+    let dsdt_at = blob.place(&dsdt, 16);
+    let madt_at = blob.place(&madt, 16);
+    let mcfg_at = blob.place(&mcfg, 16);
+
+    let fadt = fadt(facs_at, dsdt_at);
+    blob.write(fadt_at, &fadt);
+    let mut xsdt = XSDT::new(OEM_ID, *b"FVMXSDT ", OEM_REVISION);
+    for table in [fadt_at, madt_at, mcfg_at] {
+        xsdt.add_entry(table);
+    }
+    let xsdt = to_bytes(&xsdt);
+    debug_assert_eq!(xsdt.len(), xsdt_len);
+    blob.write(xsdt_at, &xsdt);
+    blob.write(rsdp_at, &to_bytes(&Rsdp::new(OEM_ID, xsdt_at)));
+
+    let room = (ACPI_END - ACPI_START) as usize;
+    if blob.data.len() > room {
+        return Err(BootError::AcpiTooLarge {
+            needed: blob.data.len(),
+            room,
+        });
+    }
+    let addrs = AcpiAddresses {
+        rsdp: rsdp_at,
+        xsdt: xsdt_at,
+        fadt: fadt_at,
+        facs: facs_at,
+        dsdt: dsdt_at,
+        madt: madt_at,
+        mcfg: mcfg_at,
+        end: ACPI_START + blob.data.len() as u64,
+    };
+    Ok((blob.data, addrs))
+}
+
+fn to_bytes(aml: &dyn Aml) -> Vec<u8> {
+    let mut v = Vec::new();
+    aml.to_aml_bytes(&mut v);
+    v
+}
+
+/// Tables laid out one after another from `ACPI_START`.
+#[derive(Default)]
+struct Blob {
+    data: Vec<u8>,
+}
+
+impl Blob {
+    /// Reserves `len` zero bytes at the next `align`ed offset; returns the
+    /// guest address.
+    fn reserve(&mut self, len: usize, align: usize) -> u64 {
+        let at = self.data.len().div_ceil(align) * align;
+        self.data.resize(at + len, 0);
+        ACPI_START + at as u64
+    }
+
+    fn place(&mut self, bytes: &[u8], align: usize) -> u64 {
+        let addr = self.reserve(bytes.len(), align);
+        self.write(addr, bytes);
+        addr
+    }
+
+    fn write(&mut self, addr: u64, bytes: &[u8]) {
+        let at = (addr - ACPI_START) as usize;
+        self.data[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+}
+
+fn io_gas(port: u16, len_bytes: u8, access: AccessSize) -> GAS {
+    GAS::new(
+        GasSpace::SystemIo,
+        len_bytes * 8,
+        0,
+        access,
+        u64::from(port),
+    )
+}
+
+fn fadt(facs: u64, dsdt: u64) -> Vec<u8> {
+    let mut f = FADTBuilder::new(OEM_ID, *b"FVMFACP ", OEM_REVISION)
+        .flag(Flags::Wbinvd)
+        .flag(Flags::ProcC1)
+        // Set = no fixed-feature sleep button. PWR_BUTTON stays clear: the
+        // power button is the fixed-feature one.
+        .flag(Flags::SlpButton)
+        .flag(Flags::ResetRegSup);
+    // Both the 32- and 64-bit pointers, equal, so that old and new OSPMs agree.
+    f.firmware_ctrl = (facs as u32).into();
+    f.x_firmware_ctrl = facs.into();
+    f.dsdt = (dsdt as u32).into();
+    f.x_dsdt = dsdt.into();
+    f.sci_int = SCI_IRQ.into();
+    // SMI_CMD = 0: no SMM handshake, the hardware is in ACPI mode from reset.
+    f.smi_cmd = 0.into();
+    f.pm1a_evt_blk = u32::from(PM1A_EVT_BLK).into();
+    f.pm1a_cnt_blk = u32::from(PM1A_CNT_BLK).into();
+    f.pm_tmr_blk = u32::from(PM_TMR_BLK).into();
+    f.gpe0_blk = u32::from(GPE0_BLK).into();
+    f.pm1_evt_len = PM1_EVT_LEN;
+    f.pm1_cnt_len = PM1_CNT_LEN;
+    f.pm_tmr_len = PM_TMR_LEN;
+    f.gpe0_blk_len = GPE0_BLK_LEN;
+    // > 100 / > 1000: C2 and C3 are not supported.
+    f.p_lvl2_lat = 0x0fff.into();
+    f.p_lvl3_lat = 0x0fff.into();
+    f.century = RTC_CENTURY_REG;
+    f.iapc_boot_arch = (IAPC_LEGACY_DEVICES | IAPC_8042 | IAPC_VGA_NOT_PRESENT).into();
+    f.reset_reg = io_gas(RESET_PORT, 1, AccessSize::ByteAccess);
+    f.reset_value = RESET_VALUE;
+    f.x_pm1a_evt_blk = io_gas(PM1A_EVT_BLK, PM1_EVT_LEN, AccessSize::WordAccess);
+    f.x_pm1a_cnt_blk = io_gas(PM1A_CNT_BLK, PM1_CNT_LEN, AccessSize::WordAccess);
+    f.x_pm_tmr_blk = io_gas(PM_TMR_BLK, PM_TMR_LEN, AccessSize::DwordAccess);
+    f.x_gpe0_blk = io_gas(GPE0_BLK, GPE0_BLK_LEN, AccessSize::ByteAccess);
+    to_bytes(&f.finalize())
+}
+
+fn sdt(signature: [u8; 4], revision: u8, table_id: [u8; 8], body: &[u8]) -> Vec<u8> {
+    let mut t = Sdt::new(signature, 36, revision, OEM_ID, table_id, OEM_REVISION);
+    t.append_slice(body);
+    t.as_slice().to_vec()
+}
+
+fn madt(cfg: &AcpiConfig) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(LAPIC_ADDR as u32).to_le_bytes());
+    body.extend_from_slice(&MADT_PCAT_COMPAT.to_le_bytes());
+    for cpu in 0..cfg.max_cpus {
+        let flags = if cpu < cfg.cpus {
+            MADT_LAPIC_ENABLED
+        } else {
+            MADT_LAPIC_ONLINE_CAPABLE
+        };
+        // Processor Local APIC: type 0, length 8, ACPI processor UID, APIC ID.
+        body.extend_from_slice(&[0, 8, cpu, cpu]);
+        body.extend_from_slice(&flags.to_le_bytes());
+    }
+    // I/O APIC: type 1, length 12, ID, reserved, address, GSI base.
+    body.extend_from_slice(&[1, 12, IOAPIC_ID, 0]);
+    body.extend_from_slice(&(IOAPIC_ADDR as u32).to_le_bytes());
+    body.extend_from_slice(&0u32.to_le_bytes());
+    // Interrupt Source Overrides: type 2, length 10, bus 0 (ISA), IRQ, GSI, flags.
+    for (irq, gsi, flags) in [
+        (0u8, 2u32, 0u16),
+        (
+            SCI_IRQ as u8,
+            u32::from(SCI_IRQ),
+            MPS_INTI_ACTIVE_HIGH_LEVEL,
+        ),
+    ] {
+        body.extend_from_slice(&[2, 10, 0, irq]);
+        body.extend_from_slice(&gsi.to_le_bytes());
+        body.extend_from_slice(&flags.to_le_bytes());
+    }
+    // Local APIC NMI: type 4, length 6, all processors (0xff), flags 0, LINT1.
+    body.extend_from_slice(&[4, 6, 0xff, 0, 0, 1]);
+    sdt(*b"APIC", MADT_REVISION, *b"FVMAPIC ", &body)
+}
+
+fn mcfg() -> Vec<u8> {
+    let mut m = MCFG::new(OEM_ID, *b"FVMMCFG ", OEM_REVISION);
+    m.add_ecam(ECAM_START, 0, 0, 255);
+    to_bytes(&m)
+}
+
+/// Name of the processor device for CPU `n`: `C000`..`C0FE`.
+fn cpu_device_name(n: u8) -> String {
+    format!("C{n:03X}")
+}
+
+fn dsdt(cfg: &AcpiConfig) -> Vec<u8> {
+    let mut aml = Vec::new();
+
+    // \_S5_: soft-off, SLP_TYP 0 for PM1a and PM1b.
+    Name::new(
+        "_S5_".into(),
+        &Package::new(vec![&aml::ZERO, &aml::ZERO, &aml::ZERO, &aml::ZERO]),
+    )
+    .to_aml_bytes(&mut aml);
+
+    // Everything in \_SB, encoded as it is built.
+    let mut sb = Vec::new();
+
+    // PCIe host bridge and its windows.
+    let (mmio64_base, mmio64_size) = cfg.layout.pci_mmio64_window();
+    let bus = AddressSpace::new_bus_number(0u16, 0xffu16);
+    let cfg_io = IO::new(0xcf8, 0xcf8, 1, 8);
+    let io_low = AddressSpace::new_io(0x0000u16, 0x0cf7u16, None);
+    let io_high = AddressSpace::new_io(0x0d00u16, 0xffffu16, None);
+    let mmio32 = AddressSpace::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        PCI_MMIO32_START as u32,
+        (PCI_MMIO32_START + PCI_MMIO32_SIZE - 1) as u32,
+        None,
+    );
+    let mmio64 = AddressSpace::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        mmio64_base,
+        mmio64_base + mmio64_size - 1,
+        None,
+    );
+    let pci_crs = ResourceTemplate::new(vec![&bus, &cfg_io, &io_low, &io_high, &mmio32, &mmio64]);
+    Device::new(
+        "PCI0".into(),
+        vec![
+            &Name::new("_HID".into(), &EISAName::new("PNP0A08")),
+            &Name::new("_CID".into(), &EISAName::new("PNP0A03")),
+            &Name::new("_SEG".into(), &aml::ZERO),
+            &Name::new("_BBN".into(), &aml::ZERO),
+            &Name::new("_UID".into(), &aml::ZERO),
+            &Name::new("_CRS".into(), &pci_crs),
+        ],
+    )
+    .to_aml_bytes(&mut sb);
+
+    // Motherboard resources: ECAM, the ACPI PM block, the reset register.
+    let ecam = Memory32Fixed::new(true, ECAM_START as u32, ECAM_SIZE as u32);
+    let pm_io = IO::new(PM1A_EVT_BLK, PM1A_EVT_BLK, 1, 0x30);
+    let rst_io = IO::new(RESET_PORT, RESET_PORT, 1, 1);
+    let mbrd_crs = ResourceTemplate::new(vec![&ecam, &pm_io, &rst_io]);
+    Device::new(
+        "MBRD".into(),
+        vec![
+            &Name::new("_HID".into(), &EISAName::new("PNP0C02")),
+            &Name::new("_UID".into(), &aml::ZERO),
+            &Name::new("_CRS".into(), &mbrd_crs),
+        ],
+    )
+    .to_aml_bytes(&mut sb);
+
+    // Legacy ISA devices: edge triggered, active high, exclusive IRQs.
+    let isa_irq = |n| Interrupt::new(true, true, false, false, n);
+    let com1_io = IO::new(0x3f8, 0x3f8, 1, 8);
+    let com1_irq = isa_irq(4);
+    let com1_crs = ResourceTemplate::new(vec![&com1_io, &com1_irq]);
+    Device::new(
+        "COM1".into(),
+        vec![
+            &Name::new("_HID".into(), &EISAName::new("PNP0501")),
+            &Name::new("_UID".into(), &aml::ONE),
+            &Name::new("_CRS".into(), &com1_crs),
+        ],
+    )
+    .to_aml_bytes(&mut sb);
+    let rtc_io = IO::new(0x70, 0x70, 1, 2);
+    let rtc_irq = isa_irq(8);
+    let rtc_crs = ResourceTemplate::new(vec![&rtc_io, &rtc_irq]);
+    Device::new(
+        "RTC_".into(),
+        vec![
+            &Name::new("_HID".into(), &EISAName::new("PNP0B00")),
+            &Name::new("_CRS".into(), &rtc_crs),
+        ],
+    )
+    .to_aml_bytes(&mut sb);
+    let kbd_data = IO::new(0x60, 0x60, 1, 1);
+    let kbd_cmd = IO::new(0x64, 0x64, 1, 1);
+    let kbd_irq = isa_irq(1);
+    let kbd_crs = ResourceTemplate::new(vec![&kbd_data, &kbd_cmd, &kbd_irq]);
+    Device::new(
+        "KBD_".into(),
+        vec![
+            &Name::new("_HID".into(), &EISAName::new("PNP0303")),
+            &Name::new("_CRS".into(), &kbd_crs),
+        ],
+    )
+    .to_aml_bytes(&mut sb);
+
+    // Processor devices (ACPI0007), _UID = MADT processor UID. CPUs past
+    // `cpus` are absent until hot-added.
+    for n in 0..cfg.max_cpus {
+        let sta: u8 = if n < cfg.cpus { 0x0f } else { 0x00 };
+        let uid = n;
+        Device::new(
+            Path::new(&cpu_device_name(n)),
+            vec![
+                &Name::new("_HID".into(), &"ACPI0007"),
+                &Name::new("_UID".into(), &uid),
+                &Method::new("_STA".into(), 0, false, vec![&Return::new(&sta)]),
+            ],
+        )
+        .to_aml_bytes(&mut sb);
+    }
+
+    Scope::new("\\_SB_".into(), vec![&RawAml(sb)]).to_aml_bytes(&mut aml);
+
+    // Revision 2: 64-bit AML integers (the 64-bit PCI window needs them).
+    sdt(*b"DSDT", 2, *b"FVMDSDT ", &aml)
+}
+
+/// Pre-encoded AML spliced into a parent object.
+struct RawAml(Vec<u8>);
+
+impl Aml for RawAml {
+    fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
+        sink.vec(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests;

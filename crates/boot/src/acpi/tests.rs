@@ -1,0 +1,468 @@
+//! Parse back what `build_acpi` wrote, from guest memory, and check it.
+
+use super::*;
+use crate::testutil::guest_mem;
+
+const MIB: u64 = 1 << 20;
+
+fn cfg(cpus: u8, max_cpus: u8, ram: u64) -> AcpiConfig {
+    AcpiConfig {
+        cpus,
+        max_cpus,
+        layout: MemoryLayout::new(ram),
+    }
+}
+
+fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
+    v
+}
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes(b[off..off + 2].try_into().unwrap())
+}
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+}
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+}
+fn sum(b: &[u8]) -> u8 {
+    b.iter().fold(0u8, |a, x| a.wrapping_add(*x))
+}
+
+/// Reads a whole SDT, checking its signature, length and checksum.
+fn table(mem: &GuestMemoryMmap, addr: u64, sig: &[u8; 4]) -> Vec<u8> {
+    let hdr = read(mem, addr, 36);
+    assert_eq!(&hdr[0..4], sig, "signature at {addr:#x}");
+    let len = u32_at(&hdr, 4) as usize;
+    assert!(len >= 36);
+    let t = read(mem, addr, len);
+    assert_eq!(sum(&t), 0, "{} checksum", String::from_utf8_lossy(sig));
+    assert_eq!(&t[10..16], b"FERROV");
+    t
+}
+
+struct Parsed {
+    xsdt_entries: Vec<u64>,
+    fadt: Vec<u8>,
+    facs: Vec<u8>,
+    dsdt: Vec<u8>,
+    madt: Vec<u8>,
+    mcfg: Vec<u8>,
+}
+
+fn parse(mem: &GuestMemoryMmap, rsdp: GuestAddress) -> Parsed {
+    assert_eq!(rsdp, GuestAddress(0xe0000));
+    let r = read(mem, rsdp.0, 36);
+    assert_eq!(&r[0..8], b"RSD PTR ");
+    assert_eq!(sum(&r[0..20]), 0, "RSDP checksum");
+    assert_eq!(sum(&r), 0, "RSDP extended checksum");
+    assert_eq!(r[15], 2, "RSDP revision");
+    assert_eq!(u32_at(&r, 16), 0, "no RSDT");
+    assert_eq!(u32_at(&r, 20), 36, "RSDP length");
+    let xsdt_addr = u64_at(&r, 24);
+
+    let xsdt = table(mem, xsdt_addr, b"XSDT");
+    let xsdt_entries: Vec<u64> = xsdt[36..].chunks(8).map(|c| u64_at(c, 0)).collect();
+    assert_eq!(xsdt_entries.len(), 3);
+    let fadt = table(mem, xsdt_entries[0], b"FACP");
+    let madt = table(mem, xsdt_entries[1], b"APIC");
+    let mcfg = table(mem, xsdt_entries[2], b"MCFG");
+    let dsdt = table(mem, u64_at(&fadt, 140), b"DSDT");
+    let facs_addr = u64_at(&fadt, 132);
+    assert_eq!(facs_addr % 64, 0, "FACS alignment");
+    let facs = read(mem, facs_addr, 64);
+    assert_eq!(&facs[0..4], b"FACS");
+    assert_eq!(u32_at(&facs, 4), 64);
+    // Every table lies in the BIOS area.
+    for a in &xsdt_entries {
+        assert!((ACPI_START..ACPI_END).contains(a));
+    }
+    Parsed {
+        xsdt_entries,
+        fadt,
+        facs,
+        dsdt,
+        madt,
+        mcfg,
+    }
+}
+
+fn build(c: &AcpiConfig) -> (GuestMemoryMmap, Parsed) {
+    let mem = guest_mem(&c.layout);
+    let rsdp = build_acpi(&mem, c).unwrap();
+    let p = parse(&mem, rsdp);
+    (mem, p)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn fadt_fields() {
+    let (_, p) = build(&cfg(2, 4, 128 * MIB));
+    let f = &p.fadt;
+    assert_eq!(f.len(), 276);
+    assert_eq!(f[8], 6, "FADT major revision");
+    assert_eq!(f[131], 5, "FADT minor revision");
+    assert_eq!(
+        u32_at(f, 36) as u64,
+        u64_at(f, 132),
+        "FIRMWARE_CTRL == X_FIRMWARE_CTRL"
+    );
+    assert_eq!(u32_at(f, 40) as u64, u64_at(f, 140), "DSDT == X_DSDT");
+    assert_eq!(u16_at(f, 46), 9, "SCI_INT");
+    assert_eq!(u32_at(f, 48), 0, "SMI_CMD");
+    assert_eq!((f[52], f[53]), (0, 0), "ACPI_ENABLE/DISABLE");
+    assert_eq!(u32_at(f, 56), 0x600, "PM1a_EVT_BLK");
+    assert_eq!(u32_at(f, 60), 0, "PM1b_EVT_BLK");
+    assert_eq!(u32_at(f, 64), 0x604, "PM1a_CNT_BLK");
+    assert_eq!(u32_at(f, 76), 0x608, "PM_TMR_BLK");
+    assert_eq!(u32_at(f, 80), 0x620, "GPE0_BLK");
+    assert_eq!(u32_at(f, 84), 0, "GPE1_BLK");
+    assert_eq!(f[88], 4, "PM1_EVT_LEN");
+    assert_eq!(f[89], 2, "PM1_CNT_LEN");
+    assert_eq!(f[91], 4, "PM_TMR_LEN");
+    assert_eq!(f[92], 16, "GPE0_BLK_LEN");
+    assert!(u16_at(f, 96) > 100 && u16_at(f, 98) > 1000, "no C2/C3");
+    assert_eq!(f[108], 0x32, "CENTURY");
+    assert_eq!(
+        u16_at(f, 109),
+        0b111,
+        "IAPC_BOOT_ARCH: legacy devices, 8042, no VGA"
+    );
+    let flags = u32_at(f, 112);
+    assert_ne!(flags & (1 << 0), 0, "WBINVD");
+    assert_ne!(flags & (1 << 2), 0, "PROC_C1");
+    assert_eq!(
+        flags & (1 << 4),
+        0,
+        "PWR_BUTTON clear: fixed-feature power button"
+    );
+    assert_ne!(flags & (1 << 5), 0, "SLP_BUTTON set: no sleep button");
+    assert_eq!(flags & (1 << 8), 0, "TMR_VAL_EXT clear: 24-bit timer");
+    assert_ne!(flags & (1 << 10), 0, "RESET_REG_SUP");
+    assert_eq!(flags & (1 << 20), 0, "not HW_REDUCED_ACPI");
+    // RESET_REG: system I/O, 8 bits, port 0xcf9; value 6.
+    assert_eq!(&f[116..120], &[1, 8, 0, 1]);
+    assert_eq!(u64_at(f, 120), 0xcf9);
+    assert_eq!(f[128], 6);
+    // X_ blocks: (offset, port, bit width).
+    for (off, port, bits) in [
+        (148, 0x600, 32),
+        (172, 0x604, 16),
+        (208, 0x608, 32),
+        (220, 0x620, 128),
+    ] {
+        assert_eq!(f[off], 1, "X_ block at {off} in system I/O");
+        assert_eq!(f[off + 1], bits, "X_ block at {off} width");
+        assert_eq!(u64_at(f, off + 4), port, "X_ block at {off} address");
+    }
+    // Unused X_ blocks are zero.
+    for off in [160, 184, 196, 232, 244, 256] {
+        assert!(
+            f[off..off + 12].iter().all(|&b| b == 0),
+            "X_ block at {off}"
+        );
+    }
+}
+
+#[test]
+fn facs_is_valid() {
+    let (_, p) = build(&cfg(1, 1, 128 * MIB));
+    assert_eq!(p.facs[32], 1, "FACS version");
+}
+
+#[test]
+fn madt_entries() {
+    let (_, p) = build(&cfg(2, 4, 128 * MIB));
+    let m = &p.madt;
+    assert_eq!(m[8], 5, "MADT revision (online capable needs 5)");
+    assert_eq!(u32_at(m, 36), 0xfee0_0000, "local APIC address");
+    assert_eq!(u32_at(m, 40), 1, "PCAT_COMPAT");
+    let mut lapics = Vec::new();
+    let mut ioapics = Vec::new();
+    let mut isos = Vec::new();
+    let mut nmis = Vec::new();
+    let mut off = 44;
+    while off < m.len() {
+        let (ty, len) = (m[off], m[off + 1] as usize);
+        assert!(len >= 2 && off + len <= m.len(), "entry at {off}");
+        let e = &m[off..off + len];
+        match ty {
+            0 => {
+                assert_eq!(len, 8);
+                lapics.push((e[2], e[3], u32_at(e, 4)));
+            }
+            1 => {
+                assert_eq!(len, 12);
+                ioapics.push((e[2], u32_at(e, 4), u32_at(e, 8)));
+            }
+            2 => {
+                assert_eq!(len, 10);
+                isos.push((e[2], e[3], u32_at(e, 4), u16_at(e, 8)));
+            }
+            4 => {
+                assert_eq!(len, 6);
+                nmis.push((e[2], u16_at(e, 3), e[5]));
+            }
+            t => panic!("unexpected MADT entry type {t}"),
+        }
+        off += len;
+    }
+    assert_eq!(off, m.len());
+    assert_eq!(lapics, vec![(0, 0, 1), (1, 1, 1), (2, 2, 2), (3, 3, 2)]);
+    assert_eq!(ioapics, vec![(0, 0xfec0_0000, 0)]);
+    assert_eq!(isos, vec![(0, 0, 2, 0), (0, 9, 9, 0x000d)]);
+    assert_eq!(nmis, vec![(0xff, 0, 1)]);
+}
+
+#[test]
+fn mcfg_ecam() {
+    let (_, p) = build(&cfg(1, 1, 128 * MIB));
+    let m = &p.mcfg;
+    assert_eq!(m.len(), 36 + 8 + 16);
+    assert_eq!(u64_at(m, 44), 0xe000_0000);
+    assert_eq!(u16_at(m, 52), 0, "segment");
+    assert_eq!((m[54], m[55]), (0, 255), "buses");
+}
+
+#[test]
+fn dsdt_contents() {
+    let (_, p) = build(&cfg(2, 3, 128 * MIB));
+    let d = &p.dsdt;
+    assert_eq!(d[8], 2, "DSDT revision: 64-bit integers");
+    let body = &d[36..];
+    // \_S5_ = Package (4) {0, 0, 0, 0}: NameOp "_S5_" PackageOp PkgLength NumElements.
+    let s5 = find(body, b"_S5_").expect("_S5_");
+    assert_eq!(body[s5 - 1], 0x08, "NameOp");
+    assert_eq!(&body[s5 + 4..s5 + 11], &[0x12, 0x06, 0x04, 0, 0, 0, 0]);
+    // EISA IDs are encoded as DWordConst; PNP0A08 = 0x080ad041.
+    let eisa = |v: u32| {
+        let mut b = vec![0x0c];
+        b.extend_from_slice(&v.to_le_bytes());
+        b
+    };
+    for (name, id) in [
+        ("PNP0A08", 0x080a_d041u32),
+        ("PNP0A03", 0x030a_d041),
+        ("PNP0C02", 0x020c_d041),
+        ("PNP0501", 0x0105_d041),
+        ("PNP0B00", 0x000b_d041),
+        ("PNP0303", 0x0303_d041),
+    ] {
+        let mut hid = b"_HID".to_vec();
+        hid.extend(eisa(id));
+        let mut cid = b"_CID".to_vec();
+        cid.extend(eisa(id));
+        assert!(find(body, &hid).or(find(body, &cid)).is_some(), "{name}");
+    }
+    for dev in [&b"PCI0"[..], b"MBRD", b"COM1", b"RTC_", b"KBD_"] {
+        assert!(
+            find(body, dev).is_some(),
+            "{}",
+            String::from_utf8_lossy(dev)
+        );
+    }
+    // Processor devices: C000..C002, ACPI0007, _STA 0x0f for present ones.
+    for (n, sta) in [(0u8, 0x0fu8), (1, 0x0f), (2, 0)] {
+        let name = format!("C{n:03X}");
+        let at = find(body, name.as_bytes()).unwrap_or_else(|| panic!("{name}"));
+        let dev = &body[at..];
+        let hid = find(dev, b"_HID\x0dACPI0007\0").unwrap();
+        assert!(hid < 8, "{name} _HID");
+        let uid = find(dev, b"_UID").unwrap();
+        let expected: Vec<u8> = match n {
+            0 => vec![0x00],
+            1 => vec![0x01],
+            n => vec![0x0a, n],
+        };
+        assert_eq!(
+            &dev[uid + 4..uid + 4 + expected.len()],
+            &expected[..],
+            "{name} _UID"
+        );
+        let sta_m = find(dev, b"_STA").unwrap();
+        // Method flags 0, then ReturnOp, then the value.
+        let ret = &dev[sta_m + 5..(sta_m + 8).min(dev.len())];
+        if sta == 0 {
+            assert_eq!(&ret[..2], &[0xa4, 0x00]);
+        } else {
+            assert_eq!(ret, &[0xa4, 0x0a, sta]);
+        }
+    }
+    assert!(find(body, b"C003").is_none());
+    // COM1 _CRS: IO descriptor 0x3f8 length 8 and extended IRQ 4
+    // (flags 0x03: consumer, edge triggered, active high, exclusive).
+    assert!(find(body, &[0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08]).is_some());
+    assert!(find(body, &[0x89, 0x06, 0x00, 0x03, 0x01, 4, 0, 0, 0]).is_some());
+    // RTC: IO 0x70 length 2, IRQ 8. Keyboard: 0x60, 0x64, IRQ 1.
+    assert!(find(body, &[0x47, 0x01, 0x70, 0x00, 0x70, 0x00, 0x01, 0x02]).is_some());
+    assert!(find(body, &[0x89, 0x06, 0x00, 0x03, 0x01, 8, 0, 0, 0]).is_some());
+    assert!(find(body, &[0x47, 0x01, 0x60, 0x00, 0x60, 0x00, 0x01, 0x01]).is_some());
+    assert!(find(body, &[0x47, 0x01, 0x64, 0x00, 0x64, 0x00, 0x01, 0x01]).is_some());
+    // Motherboard: ECAM as Memory32Fixed, PM block 0x600 length 0x30, 0xcf9.
+    let mut ecam = vec![0x86, 0x09, 0x00, 0x01];
+    ecam.extend_from_slice(&0xe000_0000u32.to_le_bytes());
+    ecam.extend_from_slice(&0x1000_0000u32.to_le_bytes());
+    assert!(find(body, &ecam).is_some());
+    assert!(find(body, &[0x47, 0x01, 0x00, 0x06, 0x00, 0x06, 0x01, 0x30]).is_some());
+    assert!(find(body, &[0x47, 0x01, 0xf9, 0x0c, 0xf9, 0x0c, 0x01, 0x01]).is_some());
+}
+
+/// Walks the resource template of `\_SB.PCI0._CRS`.
+#[test]
+fn pci0_crs_windows() {
+    let c = cfg(1, 1, 5 << 30);
+    let (_, p) = build(&c);
+    let body = &p.dsdt[36..];
+    let at = find(body, b"_CRS\x11").unwrap() + 5; // first _CRS is PCI0's
+                                                   // PkgLength (1..4 bytes), then the buffer size as an integer.
+    let lead = body[at];
+    let pkg_bytes = 1 + (lead >> 6) as usize;
+    let mut i = at + pkg_bytes;
+    let size = match body[i] {
+        0x0a => {
+            i += 2;
+            body[i - 1] as usize
+        }
+        0x0b => {
+            i += 3;
+            u16_at(body, i - 2) as usize
+        }
+        other => panic!("buffer size encoding {other:#x}"),
+    };
+    let res = &body[i..i + size];
+    let mut words = Vec::new();
+    let mut dwords = Vec::new();
+    let mut qwords = Vec::new();
+    let mut ios = Vec::new();
+    let mut j = 0;
+    loop {
+        let tag = res[j];
+        if tag == 0x79 {
+            break; // EndTag
+        }
+        if tag & 0x80 == 0 {
+            let len = (tag & 7) as usize;
+            if tag >> 3 == 0x08 {
+                ios.push((u16_at(res, j + 2), res[j + 7]));
+            }
+            j += 1 + len;
+            continue;
+        }
+        let len = u16_at(res, j + 1) as usize;
+        let d = &res[j + 3..j + 3 + len];
+        match tag {
+            0x88 => words.push((d[0], u16_at(d, 5), u16_at(d, 7), u16_at(d, 11))),
+            0x87 => dwords.push((d[0], u32_at(d, 7), u32_at(d, 11), u32_at(d, 19))),
+            0x8a => qwords.push((d[0], u64_at(d, 11), u64_at(d, 19), u64_at(d, 35))),
+            t => panic!("unexpected large resource {t:#x}"),
+        }
+        j += 3 + len;
+    }
+    // Word: (type, min, max, length): bus 0-255, I/O 0-0xcf7 and 0xd00-0xffff.
+    assert_eq!(
+        words,
+        vec![
+            (2, 0, 0xff, 0x100),
+            (1, 0, 0xcf7, 0xcf8),
+            (1, 0xd00, 0xffff, 0xf300)
+        ]
+    );
+    assert_eq!(ios, vec![(0xcf8, 8)]);
+    assert_eq!(dwords, vec![(0, 0xc000_0000, 0xdfff_ffff, 0x2000_0000)]);
+    let (base, size) = c.layout.pci_mmio64_window();
+    assert_eq!(base, 6 << 30);
+    assert_eq!(qwords, vec![(0, base, base + size - 1, size)]);
+}
+
+#[test]
+fn acpi_area_is_cleared_beyond_the_tables() {
+    let c = cfg(1, 1, 128 * MIB);
+    let mem = guest_mem(&c.layout);
+    mem.write_slice(&[0xaa; 0x20000], GuestAddress(ACPI_START))
+        .unwrap();
+    build_acpi(&mem, &c).unwrap();
+    let (_, addrs) = build_tables(&c).unwrap();
+    let rest = read(&mem, addrs.end, (ACPI_END - addrs.end) as usize);
+    assert!(rest.iter().all(|&b| b == 0));
+    let p = parse(&mem, GuestAddress(ACPI_START));
+    assert_eq!(p.xsdt_entries[0], addrs.fadt);
+}
+
+#[test]
+fn many_cpus_fit() {
+    let (_, p) = build(&cfg(255, 255, 128 * MIB));
+    let lapics = (p.madt.len() - 44 - 12 - 20 - 6) / 8;
+    assert_eq!(lapics, 255);
+    assert!(find(&p.dsdt, b"C0FE").is_some());
+}
+
+#[test]
+fn bad_configs_are_rejected() {
+    let mem = guest_mem(&MemoryLayout::new(128 * MIB));
+    assert!(matches!(
+        build_acpi(&mem, &cfg(0, 1, 128 * MIB)),
+        Err(BootError::AcpiConfig(_))
+    ));
+    assert!(matches!(
+        build_acpi(&mem, &cfg(3, 2, 128 * MIB)),
+        Err(BootError::AcpiConfig(_))
+    ));
+    assert!(matches!(
+        build_acpi(&mem, &cfg(1, 1, MIB)),
+        Err(BootError::RamTooSmall { .. })
+    ));
+}
+
+/// Disassembles the DSDT with iasl (acpica-tools) when it is installed. Not a
+/// unit-test dependency: run with `cargo test -p boot -- --ignored`.
+#[test]
+#[ignore]
+fn dsdt_disassembles_with_iasl() {
+    let Ok(out) = std::process::Command::new("iasl").arg("-v").output() else {
+        eprintln!("iasl not installed; skipping");
+        return;
+    };
+    assert!(out.status.success() || !out.stdout.is_empty());
+    let dir = std::env::temp_dir().join(format!("ferrovm-boot-iasl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_, p) = build(&cfg(2, 4, 5 << 30));
+    for (name, bytes) in [
+        ("dsdt", &p.dsdt),
+        ("facp", &p.fadt),
+        ("apic", &p.madt),
+        ("mcfg", &p.mcfg),
+    ] {
+        let path = dir.join(format!("{name}.dat"));
+        std::fs::write(&path, bytes).unwrap();
+        let out = std::process::Command::new("iasl")
+            .arg("-d")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {text}");
+        let dsl = std::fs::read_to_string(dir.join(format!("{name}.dsl"))).unwrap();
+        assert!(!dsl.contains("**** Unknown"), "{name}: {dsl}");
+        if name == "dsdt" {
+            // Recompile: catches AML the disassembler accepted loosely.
+            let out = std::process::Command::new("iasl")
+                .arg("-p")
+                .arg(dir.join("recompiled"))
+                .arg(dir.join("dsdt.dsl"))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(out.status.success(), "recompile: {text}");
+            assert!(text.contains("0 Errors"), "recompile: {text}");
+        }
+        println!("{dsl}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
