@@ -1,0 +1,147 @@
+//! Chardev front ends: `-serial`, `-mon`, `-qmp`, `-qmp-pretty`, `-monitor`.
+//!
+//! As in QEMU, `-serial DEV` creates chardev `serialN` (N counts serial
+//! ports; `none` adds none) and `-qmp`/`-monitor DEV` create
+//! `compat_monitorN`; `chardev:ID` refers to a `-chardev` instead. References
+//! are checked once the whole command line is read.
+
+use crate::builder::{Builder, Frontend, Inv};
+use crate::chardev::{parse_compat, Compat};
+use crate::config::{ChardevSpec, MonitorMode, MonitorSpec, SerialSpec};
+use crate::error::CliError;
+use crate::schema::{key, Kind, Schema};
+use crate::table::Parsed;
+
+pub(crate) fn handle_serial(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(), CliError> {
+    b.default_serial = false;
+    let spec = inv.arg();
+    if spec == "none" {
+        return Ok(());
+    }
+    let label = format!("serial{}", b.cfg.serials.len());
+    let id = match parse_compat(spec, true).map_err(|e| inv.err(e))? {
+        Compat::Existing(id) => id,
+        Compat::New {
+            backend,
+            mux,
+            monitor,
+        } => {
+            b.add_chardev(
+                inv,
+                ChardevSpec {
+                    id: label.clone(),
+                    backend,
+                    mux,
+                },
+            )?;
+            if monitor {
+                b.cfg.monitors.push(MonitorSpec {
+                    id: None,
+                    chardev_id: label.clone(),
+                    mode: MonitorMode::Readline,
+                    pretty: false,
+                });
+            }
+            label
+        }
+    };
+    b.frontends
+        .push((id.clone(), inv.clone(), Frontend::Serial));
+    b.cfg.serials.push(SerialSpec { chardev_id: id });
+    Ok(())
+}
+
+/// `-mon` keys (QemuOpts, implied `chardev`).
+pub(crate) const MON_SCHEMA: Schema = Schema {
+    implied: Some("chardev"),
+    keys: &[
+        key("chardev", Kind::Str),
+        key("mode", Kind::Enum(&["readline", "control"])),
+        key("pretty", Kind::Bool),
+        key("id", Kind::Id),
+    ],
+    warn_flags: true,
+    open: false,
+};
+
+pub(crate) fn handle_mon(b: &mut Builder, inv: &Inv, p: Parsed) -> Result<(), CliError> {
+    let o = p.opts();
+    b.default_monitor = false;
+    let chardev_id = o
+        .str("chardev")
+        .ok_or_else(|| inv.err("Parameter 'chardev' is missing"))?
+        .to_string();
+    let mode = match o.str("mode") {
+        Some("control") => MonitorMode::Control,
+        _ => MonitorMode::Readline,
+    };
+    let pretty = o.bool("pretty").unwrap_or(false);
+    if pretty && mode == MonitorMode::Readline {
+        return Err(inv.err("'pretty' is not compatible with HMP monitors"));
+    }
+    let id = o.str("id").map(str::to_string);
+    if let Some(id) = &id {
+        b.claim_id(inv, "mon", id)?;
+    }
+    b.frontends
+        .push((chardev_id.clone(), inv.clone(), Frontend::Monitor));
+    b.cfg.monitors.push(MonitorSpec {
+        id,
+        chardev_id,
+        mode,
+        pretty,
+    });
+    Ok(())
+}
+
+/// QEMU's `monitor_parse`: a monitor on a compat-syntax device.
+fn add_monitor(
+    b: &mut Builder,
+    inv: &Inv,
+    mode: MonitorMode,
+    pretty: bool,
+) -> Result<(), CliError> {
+    let label = format!("compat_monitor{}", b.monitor_index);
+    b.monitor_index += 1;
+    let id = match parse_compat(inv.arg(), true).map_err(|e| inv.err(e))? {
+        Compat::Existing(id) => id,
+        Compat::New { backend, mux, .. } => {
+            b.add_chardev(
+                inv,
+                ChardevSpec {
+                    id: label.clone(),
+                    backend,
+                    mux,
+                },
+            )?;
+            label
+        }
+    };
+    b.frontends
+        .push((id.clone(), inv.clone(), Frontend::Monitor));
+    b.cfg.monitors.push(MonitorSpec {
+        id: None,
+        chardev_id: id,
+        mode,
+        pretty,
+    });
+    Ok(())
+}
+
+pub(crate) fn handle_qmp(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(), CliError> {
+    b.default_monitor = false;
+    add_monitor(b, inv, MonitorMode::Control, false)
+}
+
+pub(crate) fn handle_qmp_pretty(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(), CliError> {
+    b.default_monitor = false;
+    add_monitor(b, inv, MonitorMode::Control, true)
+}
+
+pub(crate) fn handle_monitor(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(), CliError> {
+    b.default_monitor = false;
+    if inv.arg().starts_with("none") {
+        return Ok(());
+    }
+    add_monitor(b, inv, MonitorMode::Readline, false)
+}

@@ -1,0 +1,362 @@
+//! `-machine`/`-M`, `-accel`, `-enable-kvm`, `-cpu`.
+
+use crate::builder::{Builder, Inv};
+use crate::config::{
+    CpuFeature, CpuFeatureValue, CpuModel, CpuModelName, MachineKind, MachineSpec,
+};
+use crate::error::CliError;
+use crate::keyval::parse_keyval;
+use crate::schema::{check, key, parse_bool, Key, Kind, Schema, Val};
+use crate::table::Parsed;
+use std::path::PathBuf;
+
+/// `-machine` keys ferrovm accepts (keyval syntax, implied `type`).
+pub(crate) const MACHINE_KEYS: &[Key] = &[
+    key("type", Kind::Str),
+    key("accel", Kind::Str),
+    key("kernel", Kind::Str),
+    key("initrd", Kind::Str),
+    key("append", Kind::Str),
+    key("memory-backend", Kind::Str),
+    key("dump-guest-core", Kind::Bool),
+    key("mem-merge", Kind::Bool),
+    key("kernel-irqchip", Kind::Enum(&["on", "off", "split"])),
+    key("kernel_irqchip", Kind::Enum(&["on", "off", "split"])),
+    key("usb", Kind::Bool),
+    key("vmport", Kind::Enum(&["on", "off", "auto"])),
+    key("smm", Kind::Enum(&["on", "off", "auto"])),
+    key("hpet", Kind::Bool),
+    key("acpi", Kind::Enum(&["on", "off", "auto"])),
+    key("pit", Kind::Enum(&["on", "off", "auto"])),
+    key("pic", Kind::Enum(&["on", "off", "auto"])),
+    key("sata", Kind::Bool),
+    key("smbus", Kind::Bool),
+    key("i8042", Kind::Bool),
+    key("graphics", Kind::Bool),
+    key("suppress-vmdesc", Kind::Bool),
+];
+
+/// For documentation only: `-machine` is parsed with keyval.
+pub(crate) const MACHINE_SCHEMA: Schema = Schema {
+    implied: Some("type"),
+    keys: MACHINE_KEYS,
+    warn_flags: false,
+    open: false,
+};
+
+/// Accepted-only-when values: (key, values ferrovm can honour).
+const MACHINE_LIMITS: &[(&str, &[&str])] = &[
+    ("kernel-irqchip", &["on"]),
+    ("kernel_irqchip", &["on"]),
+    ("usb", &["off"]),
+    ("vmport", &["off", "auto"]),
+    ("smm", &["off", "auto"]),
+    ("hpet", &["off"]),
+    ("acpi", &["on", "auto"]),
+    ("pit", &["on", "auto"]),
+    ("pic", &["on", "auto"]),
+    ("sata", &["off"]),
+    ("smbus", &["off"]),
+    ("i8042", &["on"]),
+];
+
+/// QEMU 7.2's versioned PC machine types.
+const Q35_VERSIONS: &[&str] = &[
+    "2.4", "2.5", "2.6", "2.7", "2.8", "2.9", "2.10", "2.11", "2.12", "3.0", "3.1", "4.0", "4.0.1",
+    "4.1", "4.2", "5.0", "5.1", "5.2", "6.0", "6.1", "6.2", "7.0", "7.1", "7.2",
+];
+const I440FX_VERSIONS: &[&str] = &[
+    "1.4", "1.5", "1.6", "1.7", "2.0", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "2.7", "2.8",
+    "2.9", "2.10", "2.11", "2.12", "3.0", "3.1", "4.0", "4.1", "4.2", "5.0", "5.1", "5.2", "6.0",
+    "6.1", "6.2", "7.0", "7.1", "7.2",
+];
+/// QEMU machine types ferrovm does not provide.
+const OTHER_QEMU_MACHINES: &[&str] = &["microvm", "isapc", "xenfv", "xenpv", "x-remote"];
+
+/// Resolve a machine type name to its kind.
+pub(crate) fn machine_kind(name: &str) -> Result<MachineKind, String> {
+    let versioned =
+        |prefix: &str, list: &[&str]| name.strip_prefix(prefix).is_some_and(|v| list.contains(&v));
+    match name {
+        "q35" | "pc" | "ferrovm" => Ok(MachineKind::Q35),
+        "none" => Ok(MachineKind::None),
+        _ if versioned("pc-q35-", Q35_VERSIONS) || versioned("pc-i440fx-", I440FX_VERSIONS) => {
+            Ok(MachineKind::Q35)
+        }
+        _ if OTHER_QEMU_MACHINES.contains(&name) => {
+            Err(format!("machine type '{name}' is not supported by ferrovm"))
+        }
+        _ => Err(format!(
+            "unsupported machine type '{name}' (supported: q35, pc, pc-q35-X.Y, pc-i440fx-X.Y, ferrovm, none)"
+        )),
+    }
+}
+
+/// (max vCPUs, prefer sockets when computing topology, QEMU's machine name).
+pub(crate) fn smp_limits(m: &MachineSpec) -> (u64, bool, String) {
+    let name = match m.name.as_str() {
+        "q35" => "pc-q35-7.2".to_string(),
+        "pc" => "pc-i440fx-7.2".to_string(),
+        n => n.to_string(),
+    };
+    if m.kind == MachineKind::None {
+        return (1, false, name);
+    }
+    let version = name
+        .strip_prefix("pc-q35-")
+        .or_else(|| name.strip_prefix("pc-i440fx-"));
+    // Before 6.2 QEMU computed omitted sockets before cores.
+    let prefer_sockets = version.is_some_and(|v| {
+        let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let major = it.next().unwrap_or(0);
+        let minor = it.next().unwrap_or(0);
+        (major, minor) < (6, 2)
+    });
+    let max = if name.starts_with("pc-i440fx-") {
+        255
+    } else {
+        288
+    };
+    (max, prefer_sockets, name)
+}
+
+fn not_supported(key: &str, value: &str) -> String {
+    format!("'{key}={value}' is not supported by ferrovm")
+}
+
+/// `accel=` lists accelerators to try in order; KVM must come first.
+fn check_accel_list(list: &str) -> Result<(), String> {
+    match list.split(':').next().unwrap_or("") {
+        "kvm" => Ok(()),
+        other => Err(format!(
+            "accelerator '{other}' is not supported (ferrovm runs on KVM only)"
+        )),
+    }
+}
+
+pub(crate) fn handle_machine(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(), CliError> {
+    let map = parse_keyval(inv.arg(), Some("type")).map_err(|e| inv.err(e))?;
+    for (k, v) in &map {
+        let Some(def) = MACHINE_SCHEMA.find(k) else {
+            return Err(inv.err(format!("Invalid parameter '{k}'")));
+        };
+        let Some(v) = v.as_str() else {
+            return Err(inv.err(format!("Parameter '{k}' expects a value")));
+        };
+        let checked = check(def.kind, k, v).map_err(|e| inv.err(e))?;
+        if let Some((_, ok)) = MACHINE_LIMITS.iter().find(|(n, _)| n == k) {
+            let canon = match checked {
+                Val::Bool(true) => "on",
+                Val::Bool(false) => "off",
+                _ => v,
+            };
+            if !ok.contains(&canon) {
+                return Err(inv.err(not_supported(k, v)));
+            }
+        }
+        let m = &mut b.cfg.machine;
+        match k.as_str() {
+            "type" => {
+                m.kind = machine_kind(v).map_err(|e| inv.err(e))?;
+                m.name = v.to_string();
+            }
+            "accel" => {
+                check_accel_list(v).map_err(|e| inv.err(e))?;
+                b.cfg.accel_kvm = true;
+            }
+            "kernel" => {
+                b.cfg.kernel = Some(PathBuf::from(v));
+                b.kernel_set = true;
+            }
+            "initrd" => {
+                b.cfg.initrd = Some(PathBuf::from(v));
+                b.initrd_set = true;
+            }
+            "append" => {
+                b.cfg.append = v.to_string();
+                b.append_set = true;
+            }
+            "memory-backend" => m.memory_backend = Some(v.to_string()),
+            "dump-guest-core" => m.dump_guest_core = parse_bool(k, v).map_err(|e| inv.err(e))?,
+            "mem-merge" => m.mem_merge = parse_bool(k, v).map_err(|e| inv.err(e))?,
+            _ => {} // validated above; nothing to record
+        }
+    }
+    Ok(())
+}
+
+/// `-accel` keys (QemuOpts, implied `accel`).
+pub(crate) const ACCEL_SCHEMA: Schema = Schema {
+    implied: Some("accel"),
+    keys: &[
+        key("accel", Kind::Str),
+        key("kernel-irqchip", Kind::Enum(&["on", "off", "split"])),
+        key("kvm-shadow-mem", Kind::Size),
+        key("dirty-ring-size", Kind::Number),
+    ],
+    warn_flags: true,
+    open: false,
+};
+
+/// QEMU accelerators other than KVM.
+const OTHER_ACCELS: &[&str] = &["tcg", "xen", "qtest", "hax", "hvf", "whpx", "nvmm"];
+
+pub(crate) fn handle_accel(b: &mut Builder, inv: &Inv, p: Parsed) -> Result<(), CliError> {
+    let o = p.opts();
+    match o.str("accel") {
+        Some("kvm") => {}
+        Some(a) if OTHER_ACCELS.contains(&a) => {
+            return Err(inv.err(format!(
+                "accelerator '{a}' is not supported (ferrovm runs on KVM only)"
+            )))
+        }
+        Some(a) => return Err(inv.err(format!("invalid accelerator {a}"))),
+        None => return Err(inv.err("Parameter 'accel' is missing")),
+    }
+    if let Some(v) = o.str("kernel-irqchip") {
+        if v != "on" {
+            return Err(inv.err(not_supported("kernel-irqchip", v)));
+        }
+    }
+    b.cfg.accel_kvm = true;
+    Ok(())
+}
+
+pub(crate) fn handle_enable_kvm(b: &mut Builder, _inv: &Inv, _p: Parsed) -> Result<(), CliError> {
+    b.cfg.accel_kvm = true;
+    Ok(())
+}
+
+fn feature_value(v: &str) -> CpuFeatureValue {
+    match v {
+        "on" | "yes" | "true" => CpuFeatureValue::On,
+        "off" | "no" | "false" => CpuFeatureValue::Off,
+        _ => CpuFeatureValue::Value(v.to_string()),
+    }
+}
+
+/// Parse `model[,+feat][,-feat][,feat=value][,feat]`.
+pub(crate) fn parse_cpu(s: &str) -> Result<CpuModel, String> {
+    let mut parts = s.split(',');
+    let model = match parts.next().unwrap_or("") {
+        "host" => CpuModelName::Host,
+        "max" => CpuModelName::Max,
+        other => {
+            return Err(format!(
+                "CPU model '{other}' is not supported (ferrovm supports 'host' and 'max')"
+            ))
+        }
+    };
+    let mut features = Vec::new();
+    for f in parts.filter(|f| !f.is_empty()) {
+        let (name, value) = if let Some(n) = f.strip_prefix('+') {
+            (n, CpuFeatureValue::On)
+        } else if let Some(n) = f.strip_prefix('-') {
+            (n, CpuFeatureValue::Off)
+        } else if let Some((n, v)) = f.split_once('=') {
+            (n, feature_value(v))
+        } else {
+            (f, CpuFeatureValue::On)
+        };
+        if name.is_empty() {
+            return Err(format!("CPU feature name missing in '{f}'"));
+        }
+        features.push(CpuFeature {
+            name: name.to_string(),
+            value,
+        });
+    }
+    Ok(CpuModel { model, features })
+}
+
+pub(crate) fn handle_cpu(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(), CliError> {
+    b.cfg.cpu = parse_cpu(inv.arg()).map_err(|e| inv.err(e))?;
+    Ok(())
+}
+
+/// `-machine` value-level check used by docs: which keys have limits.
+pub(crate) fn machine_limits_doc() -> String {
+    MACHINE_LIMITS
+        .iter()
+        .filter(|(k, _)| *k != "kernel_irqchip")
+        .map(|(k, v)| format!("{k}={}", v.join("|")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds() {
+        for n in [
+            "q35",
+            "pc",
+            "ferrovm",
+            "pc-q35-7.2",
+            "pc-q35-4.0.1",
+            "pc-i440fx-1.4",
+        ] {
+            assert_eq!(machine_kind(n), Ok(MachineKind::Q35), "{n}");
+        }
+        assert_eq!(machine_kind("none"), Ok(MachineKind::None));
+        assert!(machine_kind("pc-q35-99.0")
+            .unwrap_err()
+            .starts_with("unsupported machine type"));
+        assert!(machine_kind("microvm")
+            .unwrap_err()
+            .contains("not supported by ferrovm"));
+        assert!(machine_kind("").is_err());
+    }
+
+    #[test]
+    fn limits() {
+        let m = |n: &str, k| MachineSpec {
+            name: n.into(),
+            kind: k,
+            ..MachineSpec::default()
+        };
+        assert_eq!(
+            smp_limits(&m("q35", MachineKind::Q35)),
+            (288, false, "pc-q35-7.2".into())
+        );
+        assert_eq!(
+            smp_limits(&m("pc", MachineKind::Q35)),
+            (255, false, "pc-i440fx-7.2".into())
+        );
+        assert!(smp_limits(&m("pc-q35-6.1", MachineKind::Q35)).1);
+        assert!(!smp_limits(&m("pc-q35-6.2", MachineKind::Q35)).1);
+        assert!(smp_limits(&m("pc-i440fx-2.10", MachineKind::Q35)).1);
+        assert_eq!(smp_limits(&m("none", MachineKind::None)).0, 1);
+        assert_eq!(
+            smp_limits(&m("ferrovm", MachineKind::Q35)),
+            (288, false, "ferrovm".into())
+        );
+    }
+
+    #[test]
+    fn cpu() {
+        let c = parse_cpu("host,+x2apic,-pmu,migratable=on,hv-spinlocks=0x1fff,kvm,").unwrap();
+        assert_eq!(c.model, CpuModelName::Host);
+        let f: Vec<_> = c
+            .features
+            .iter()
+            .map(|f| (f.name.as_str(), f.value.clone()))
+            .collect();
+        assert_eq!(
+            f,
+            vec![
+                ("x2apic", CpuFeatureValue::On),
+                ("pmu", CpuFeatureValue::Off),
+                ("migratable", CpuFeatureValue::On),
+                ("hv-spinlocks", CpuFeatureValue::Value("0x1fff".into())),
+                ("kvm", CpuFeatureValue::On),
+            ]
+        );
+        assert_eq!(parse_cpu("max").unwrap().model, CpuModelName::Max);
+        assert!(parse_cpu("qemu64").unwrap_err().contains("'qemu64'"));
+        assert!(parse_cpu("").is_err());
+        assert!(parse_cpu("host,+").is_err());
+    }
+}
