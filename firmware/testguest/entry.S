@@ -41,6 +41,7 @@ pvh_start32:
         cli
         cld
         movl    %ebx, %esi                      /* start_info, kept in esi */
+        movb    $0, triple_req                  /* .data may be stale after a reset */
 
         /* PML4[0] -> PDPT; PDPT[0..3] -> PD0..PD3 (P|RW|US) */
         movl    $pdpt + 7, pml4
@@ -167,7 +168,15 @@ syscall_entry:
         iretq
 
 triple_fault:
-        lidt    null_idt_ptr
+        /* Point the IDT at not-present gates and fault: neither the fault
+           nor the #DF can be delivered, so the CPU shuts down (triple
+           fault).  On this host the syscall-entered context cannot run
+           privileged instructions (lidt raises #GP, and a zero-limit IDT was
+           refused too), so set a flag first: the #GP handler, which does run
+           with full privilege, sees it and finishes the job. */
+        movb    $1, triple_req
+        lidt    dead_idt_ptr
+do_triple:
         movabsq $0x8000000000000000, %rax       /* non-canonical: #GP */
         movq    (%rax), %rax
         ud2
@@ -187,7 +196,11 @@ isr_stubs:
         .endr
 
 isr_common:
-        movq    (%rsp), %rbx                    /* vector */
+        cmpb    $0, triple_req
+        je      14f
+        lidt    dead_idt_ptr
+        jmp     do_triple
+14:     movq    (%rsp), %rbx                    /* vector */
         xorl    %r12d, %r12d                    /* error code */
         leaq    8(%rsp), %r13                   /* -> rip */
         movl    $0x60227d00, %eax               /* vectors with an error code */
@@ -304,11 +317,12 @@ idt_ptr:
 
         .p2align 3
         .word 0
-null_idt_ptr:
-        .word 0
-        .quad 0
+dead_idt_ptr:
+        .word 32 * 16 - 1
+        .quad dead_idt
 
 saved_user_rsp: .quad 0
+triple_req:     .byte 0
 
 /* ------------------------------------------------------------------ */
         .section .sys, "aw", @nobits
@@ -317,6 +331,7 @@ pml4:   .skip 4096
 pdpt:   .skip 4096
 pd:     .skip 4 * 4096
 idt:    .skip 32 * 16
+dead_idt: .skip 32 * 16                 /* never written: all gates not present */
         .p2align 4
 tss:    .skip TSS_LIMIT + 1
         .p2align 4

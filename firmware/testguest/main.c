@@ -193,7 +193,7 @@ static void check_memory(void)
     int img_in_ram = 0;
     for (u32 i = 0; i < si->memmap_entries && i < 128; i++) {
         u64 a = e[i].addr, end = e[i].addr + e[i].size;
-        printf_("# memmap 0x%016lx-0x%016lx type %u\n", a, end - 1, e[i].type);
+        printf_("# memmap 0x%016lx-0x%016lx type %u\n", a, e[i].size ? end - 1 : a, e[i].type);
         if (e[i].type != 1 || !e[i].size)
             continue;
         if (a <= img_lo && end >= img_hi)
@@ -280,6 +280,10 @@ static int rtc_read(struct rtc_time *t)
 static void check_rtc(void)
 {
     struct rtc_time t;
+    if (cmos_read(0x0a) == 0xff && cmos_read(0x0b) == 0xff) {
+        result(0, "rtc", "no CMOS RTC at ports 0x70/0x71");
+        return;
+    }
     if (!rtc_read(&t)) {
         result(0, "rtc", "update-in-progress never clears");
         return;
@@ -370,10 +374,14 @@ static int acpi_mode(void)
 {
     if (!acpi.pm1a_cnt)
         return 0;
-    if (inw((u16)acpi.pm1a_cnt) & 1)
+    if (inw((u16)acpi.pm1a_cnt) & 1) {
+        puts_("# acpi mode: SCI_EN already set\n");
         return 1;
-    if (!acpi.smi_cmd || !acpi.acpi_enable)
+    }
+    if (!acpi.smi_cmd || !acpi.acpi_enable) {
+        puts_("# acpi mode: SCI_EN clear and no SMI_CMD/ACPI_ENABLE in the FADT\n");
         return 0;
+    }
     outb((u16)acpi.smi_cmd, acpi.acpi_enable);
     u64 end = clock_us() + 3000000;
     while (!(inw((u16)acpi.pm1a_cnt) & 1)) {
@@ -425,6 +433,10 @@ static void __attribute__((noreturn)) reset(void)
             printf_("# reset: fadt reset_reg io 0x%lx value 0x%x\n", acpi.reset_reg.addr, acpi.reset_value);
             puts_("reset\n");
             outb((u16)acpi.reset_reg.addr, acpi.reset_value);
+        } else if (acpi.reset_reg.space == 0 && acpi.reset_reg.addr < PHYS_LIMIT) {
+            printf_("# reset: fadt reset_reg mmio 0x%lx value 0x%x\n", acpi.reset_reg.addr, acpi.reset_value);
+            puts_("reset\n");
+            mmio_write8(acpi.reset_reg.addr, acpi.reset_value);
         } else {
             puts_("# reset: port 0xcf9 value 0x06\n");
             puts_("reset\n");
@@ -499,6 +511,7 @@ void tg_main(u64 start_info)
 
     boot_count = (cmos_read(BOOT_COUNT_CMOS) + 1u) & 0xff;
     cmos_write(BOOT_COUNT_CMOS, (u8)boot_count);
+    int nvram_ok = cmos_read(BOOT_COUNT_CMOS) == boot_count;
     parse_cmdline();
 
     printf_("ferrovm-testguest: boot %u plan=%s\n", boot_count, cfg.plan_str);
@@ -506,6 +519,8 @@ void tg_main(u64 start_info)
         printf_("# no valid hvm_start_info at 0x%lx (ebx)\n", start_info);
     else
         printf_("# start_info 0x%lx version %u cmdline '%s'\n", start_info, si->version, cfg.cmdline);
+    if (!nvram_ok)
+        printf_("# CMOS byte 0x%x does not keep what was written: no boot count\n", BOOT_COUNT_CMOS);
     if (cfg.bad_plan)
         puts_("# unknown plan value, using poweroff\n");
     if (cfg.bad_reset)
@@ -528,6 +543,10 @@ void tg_main(u64 start_info)
     case PLAN_RESET:
         reset();
     case PLAN_REBOOT:
+        if (!nvram_ok) {
+            puts_("not ok - reboot plan needs the boot count in CMOS NVRAM\n");
+            poweroff();
+        }
         if (boot_count <= cfg.reboot_n)
             reset();
         poweroff();
