@@ -1,0 +1,392 @@
+//! The human monitor (HMP) subset behind `human-monitor-command`.
+//!
+//! Command-line parsing and output follow QEMU 7.2's monitor/hmp.c and
+//! hmp-cmds.c for the commands below; they run the same handler commands as
+//! QMP.  Any other command answers as QEMU's HMP does for a command it does
+//! not know (`unknown command: 'NAME'`).  Output lines end in CRLF, as QEMU
+//! returns them.
+
+use serde_json::Value;
+
+use crate::dispatch::{call, EventSink, Handler, QmpError};
+use crate::qobject::QDict;
+use crate::{PACKAGE, QEMU_VERSION};
+
+#[derive(Clone, Copy)]
+enum Action {
+    Help,
+    Info,
+    Qmp(&'static str),
+    InfoStatus,
+    InfoVersion,
+    InfoName,
+    InfoCpus,
+    InfoUuid,
+    InfoKvm,
+    InfoChardev,
+    InfoIothreads,
+    InfoMemorySizeSummary,
+}
+
+struct HmpCommand {
+    name: &'static str,
+    params: &'static str,
+    help: &'static str,
+    action: Action,
+}
+
+/// Top-level commands, sorted as QEMU sorts its table.
+const COMMANDS: &[HmpCommand] = &[
+    HmpCommand {
+        name: "cont|c",
+        params: "",
+        help: "resume emulation",
+        action: Action::Qmp("cont"),
+    },
+    HmpCommand {
+        name: "help|?",
+        params: "[cmd]",
+        help: "show the help",
+        action: Action::Help,
+    },
+    HmpCommand {
+        name: "info",
+        params: "[subcommand]",
+        help: "show various information about the system state",
+        action: Action::Info,
+    },
+    HmpCommand {
+        name: "quit|q",
+        params: "",
+        help: "quit the emulator",
+        action: Action::Qmp("quit"),
+    },
+    HmpCommand {
+        name: "stop|s",
+        params: "",
+        help: "stop emulation",
+        action: Action::Qmp("stop"),
+    },
+    HmpCommand {
+        name: "system_powerdown",
+        params: "",
+        help: "send system power down event",
+        action: Action::Qmp("system_powerdown"),
+    },
+    HmpCommand {
+        name: "system_reset",
+        params: "",
+        help: "reset the system",
+        action: Action::Qmp("system_reset"),
+    },
+    HmpCommand {
+        name: "system_wakeup",
+        params: "",
+        help: "wakeup guest from suspend",
+        action: Action::Qmp("system_wakeup"),
+    },
+];
+
+const INFO_COMMANDS: &[HmpCommand] = &[
+    HmpCommand { name: "chardev", params: "", help: "show the character devices", action: Action::InfoChardev },
+    HmpCommand { name: "cpus", params: "", help: "show infos for each CPU", action: Action::InfoCpus },
+    HmpCommand { name: "iothreads", params: "", help: "show iothreads", action: Action::InfoIothreads },
+    HmpCommand { name: "kvm", params: "", help: "show KVM information", action: Action::InfoKvm },
+    HmpCommand {
+        name: "memory_size_summary",
+        params: "",
+        help: "show the amount of initially allocated and present hotpluggable (if enabled) memory in bytes.",
+        action: Action::InfoMemorySizeSummary,
+    },
+    HmpCommand { name: "name", params: "", help: "show the current VM name", action: Action::InfoName },
+    HmpCommand {
+        name: "status",
+        params: "",
+        help: "show the current VM status (running|paused)",
+        action: Action::InfoStatus,
+    },
+    HmpCommand { name: "uuid", params: "", help: "show the current VM UUID", action: Action::InfoUuid },
+    HmpCommand { name: "version", params: "", help: "show the version of QEMU", action: Action::InfoVersion },
+];
+
+/// `qemu_isspace()`.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// `hmp_compare_cmd()`: `name` against "a|b" alternatives.
+fn compare_cmd(name: &str, list: &str) -> bool {
+    list.split('|').any(|alt| alt == name)
+}
+
+/// Output collected the way `monitor_printf` does (LF becomes CRLF at the end).
+#[derive(Default)]
+struct Out(String);
+
+impl Out {
+    fn line(&mut self, s: &str) {
+        self.0.push_str(s);
+        self.0.push('\n');
+    }
+
+    fn finish(self) -> String {
+        self.0.replace('\n', "\r\n")
+    }
+}
+
+/// Runs an HMP command line; returns its output (the `human-monitor-command`
+/// return string).  Errors are only those QEMU reports as QMP errors (the
+/// `cpu-index` check); command failures are printed as HMP prints them.
+pub fn run(
+    line: &str,
+    cpu_index: Option<i64>,
+    handler: &mut dyn Handler,
+    events: &mut dyn EventSink,
+) -> Result<String, QmpError> {
+    if let Some(i) = cpu_index {
+        // monitor_set_cpu(): the index must name an existing vCPU.
+        let cpus = call(handler, "query-cpus-fast", QDict::new(), events).unwrap_or(Value::Null);
+        let exists = cpus.as_array().is_some_and(|l| {
+            l.iter()
+                .any(|c| c.get("cpu-index").and_then(Value::as_i64) == Some(i))
+        });
+        if !exists {
+            return Err(QmpError::generic(
+                "Parameter 'cpu-index' expects a CPU number",
+            ));
+        }
+    }
+    let mut out = Out::default();
+    let mut ctx = Ctx {
+        handler,
+        events,
+        cpu_index,
+        out: &mut out,
+    };
+    ctx.handle(line);
+    Ok(out.finish())
+}
+
+struct Ctx<'a> {
+    handler: &'a mut dyn Handler,
+    events: &'a mut dyn EventSink,
+    cpu_index: Option<i64>,
+    out: &'a mut Out,
+}
+
+impl Ctx<'_> {
+    /// `handle_hmp_command()` / `monitor_parse_command()`.
+    fn handle(&mut self, line: &str) {
+        let bytes = line.as_bytes();
+        let mut table = COMMANDS;
+        let mut p = 0usize;
+        loop {
+            // get_command_name()
+            while p < bytes.len() && is_space(bytes[p]) {
+                p += 1;
+            }
+            if p >= bytes.len() {
+                return;
+            }
+            let start = p;
+            while p < bytes.len() && bytes[p] != b'/' && !is_space(bytes[p]) {
+                p += 1;
+            }
+            let name = &line[start..p];
+            let Some(cmd) = table.iter().find(|c| compare_cmd(name, c.name)) else {
+                self.out.line(&format!("unknown command: '{}'", &line[..p]));
+                return;
+            };
+            let name_end = p;
+            while p < bytes.len() && is_space(bytes[p]) {
+                p += 1;
+            }
+            if matches!(cmd.action, Action::Info) && p < bytes.len() {
+                table = INFO_COMMANDS;
+                continue;
+            }
+            let rest = &line[p..];
+            match cmd.action {
+                Action::Help => return self.help(rest),
+                Action::Info => return self.help_dump(INFO_COMMANDS, &["info".to_string()], 1),
+                _ => {}
+            }
+            if !rest.is_empty() {
+                self.out.line(&format!(
+                    "{}: extraneous characters at the end of line",
+                    cmd.name
+                ));
+                self.out.line(&format!(
+                    "Try \"help {}\" for more information",
+                    &line[..name_end]
+                ));
+                return;
+            }
+            return self.exec(cmd.action);
+        }
+    }
+
+    fn call(&mut self, cmd: &str) -> Result<Value, QmpError> {
+        call(self.handler, cmd, QDict::new(), self.events)
+    }
+
+    fn exec(&mut self, action: Action) {
+        let r: Result<(), QmpError> = (|| {
+            match action {
+                Action::Qmp(cmd) => {
+                    self.call(cmd)?;
+                }
+                Action::InfoStatus => {
+                    let v = self.call("query-status")?;
+                    let running = v.get("running").and_then(Value::as_bool).unwrap_or(false);
+                    let single = v
+                        .get("singlestep")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false);
+                    let status = v.get("status").and_then(Value::as_str).unwrap_or("");
+                    let mut s = format!(
+                        "VM status: {}{}",
+                        if running { "running" } else { "paused" },
+                        if single { " (single step mode)" } else { "" }
+                    );
+                    if !running && status != "paused" {
+                        s.push_str(&format!(" ({status})"));
+                    }
+                    self.out.line(&s);
+                }
+                Action::InfoVersion => {
+                    let (a, b, c) = QEMU_VERSION;
+                    self.out.line(&format!("{a}.{b}.{c}{PACKAGE}"));
+                }
+                Action::InfoName => {
+                    let v = self.call("query-name")?;
+                    if let Some(n) = v.get("name").and_then(Value::as_str) {
+                        self.out.line(n);
+                    }
+                }
+                Action::InfoCpus => {
+                    let cpus = match self.call("query-cpus-fast")? {
+                        Value::Array(l) => l,
+                        _ => Vec::new(),
+                    };
+                    // The monitor's current CPU: cpu-index, else the first.
+                    let current = self.cpu_index.or_else(|| {
+                        cpus.first()
+                            .and_then(|c| c.get("cpu-index"))
+                            .and_then(Value::as_i64)
+                    });
+                    for c in &cpus {
+                        let idx = c.get("cpu-index").and_then(Value::as_i64).unwrap_or(0);
+                        let tid = c.get("thread-id").and_then(Value::as_i64).unwrap_or(0);
+                        let active = if Some(idx) == current { '*' } else { ' ' };
+                        self.out
+                            .line(&format!("{active} CPU #{idx}: thread_id={tid}"));
+                    }
+                }
+                Action::InfoUuid => {
+                    let v = self.call("query-uuid")?;
+                    self.out
+                        .line(v.get("UUID").and_then(Value::as_str).unwrap_or(""));
+                }
+                Action::InfoKvm => {
+                    let v = self.call("query-kvm")?;
+                    let s = match (
+                        v.get("present").and_then(Value::as_bool),
+                        v.get("enabled").and_then(Value::as_bool),
+                    ) {
+                        (Some(true), Some(true)) => "enabled",
+                        (Some(true), _) => "disabled",
+                        _ => "not compiled",
+                    };
+                    self.out.line(&format!("kvm support: {s}"));
+                }
+                Action::InfoChardev => {
+                    if let Value::Array(l) = self.call("query-chardev")? {
+                        for c in l {
+                            let label = c.get("label").and_then(Value::as_str).unwrap_or("");
+                            let file = c.get("filename").and_then(Value::as_str).unwrap_or("");
+                            self.out.line(&format!("{label}: filename={file}"));
+                        }
+                    }
+                }
+                Action::InfoIothreads => {
+                    if let Value::Array(l) = self.call("query-iothreads")? {
+                        for t in l {
+                            let n = |k: &str| t.get(k).and_then(Value::as_i64).unwrap_or(0);
+                            self.out.line(&format!(
+                                "{}:",
+                                t.get("id").and_then(Value::as_str).unwrap_or("")
+                            ));
+                            self.out.line(&format!("  thread_id={}", n("thread-id")));
+                            self.out
+                                .line(&format!("  poll-max-ns={}", n("poll-max-ns")));
+                            self.out.line(&format!("  poll-grow={}", n("poll-grow")));
+                            self.out
+                                .line(&format!("  poll-shrink={}", n("poll-shrink")));
+                            self.out
+                                .line(&format!("  aio-max-batch={}", n("aio-max-batch")));
+                        }
+                    }
+                }
+                Action::InfoMemorySizeSummary => {
+                    let v = self.call("query-memory-size-summary")?;
+                    self.out.line(&format!(
+                        "base memory: {}",
+                        v.get("base-memory").and_then(Value::as_u64).unwrap_or(0)
+                    ));
+                    if let Some(p) = v.get("plugged-memory").and_then(Value::as_u64) {
+                        self.out.line(&format!("plugged memory: {p}"));
+                    }
+                }
+                Action::Help | Action::Info => {}
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            // hmp_handle_error()
+            self.out.line(&format!("Error: {}", e.desc));
+        }
+    }
+
+    /// `help_cmd()`: arguments split on whitespace.
+    fn help(&mut self, rest: &str) {
+        let args: Vec<String> = rest
+            .split(|c: char| c.is_ascii() && is_space(c as u8))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        self.help_dump(COMMANDS, &args, 0);
+    }
+
+    /// `help_cmd_dump()`.
+    fn help_dump(&mut self, table: &[HmpCommand], args: &[String], index: usize) {
+        if index >= args.len() {
+            for c in table {
+                self.help_one(c, &args[..index]);
+            }
+            return;
+        }
+        for c in table {
+            if compare_cmd(&args[index], c.name) {
+                if matches!(c.action, Action::Info) {
+                    self.help_dump(INFO_COMMANDS, args, index + 1);
+                } else {
+                    self.help_one(c, &args[..index]);
+                }
+                return;
+            }
+        }
+        self.out
+            .line(&format!("unknown command: '{}'", args[..=index].join(" ")));
+    }
+
+    fn help_one(&mut self, c: &HmpCommand, prefix: &[String]) {
+        let mut s = String::new();
+        for p in prefix {
+            s.push_str(p);
+            s.push(' ');
+        }
+        s.push_str(&format!("{} {} -- {}", c.name, c.params, c.help));
+        self.out.line(&s);
+    }
+}

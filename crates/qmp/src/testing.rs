@@ -1,0 +1,138 @@
+//! A [`Handler`] that answers like `qemu-system-x86_64 -machine none -S`
+//! (no vCPUs, no RAM), for tests, fuzzing and tools.  Not a VMM.
+
+use serde_json::{json, Value};
+
+use crate::dispatch::{Args, Event, EventSink, Handler, QmpError};
+
+/// Commands [`FakeVm`] serves: every schema command not served by the library.
+const COMMANDS: &[&str] = &[
+    "query-status",
+    "stop",
+    "cont",
+    "system_reset",
+    "system_powerdown",
+    "system_wakeup",
+    "quit",
+    "inject-nmi",
+    "set-action",
+    "query-name",
+    "query-uuid",
+    "query-kvm",
+    "query-target",
+    "query-machines",
+    "query-current-machine",
+    "query-cpus-fast",
+    "query-hotpluggable-cpus",
+    "query-memory-size-summary",
+    "query-chardev",
+    "query-iothreads",
+    "qom-list",
+    "qom-get",
+];
+
+/// A pretend machine: run state, name, vCPU count; records `quit`.
+pub struct FakeVm {
+    pub status: &'static str,
+    pub name: Option<String>,
+    pub cpus: usize,
+    pub quit_requested: bool,
+}
+
+impl Default for FakeVm {
+    fn default() -> Self {
+        FakeVm {
+            status: "prelaunch",
+            name: None,
+            cpus: 0,
+            quit_requested: false,
+        }
+    }
+}
+
+impl Handler for FakeVm {
+    fn commands(&self) -> &[&str] {
+        COMMANDS
+    }
+
+    fn execute(
+        &mut self,
+        cmd: &str,
+        args: &Args,
+        events: &mut dyn EventSink,
+    ) -> Result<Value, QmpError> {
+        Ok(match cmd {
+            "query-status" => json!({"running": self.status == "running", "singlestep": false, "status": self.status}),
+            "stop" => {
+                if self.status == "running" {
+                    self.status = "paused";
+                    events.emit(Event::new("STOP", None));
+                }
+                Value::Null
+            }
+            "cont" => {
+                if self.status != "running" {
+                    self.status = "running";
+                    events.emit(Event::new("RESUME", None));
+                }
+                Value::Null
+            }
+            "system_reset" => {
+                events.emit(Event::new("RESET", Some(json!({"guest": false, "reason": "host-qmp-system-reset"}))));
+                Value::Null
+            }
+            "system_powerdown" => {
+                events.emit(Event::new("POWERDOWN", None));
+                Value::Null
+            }
+            "system_wakeup" => return Err(QmpError::generic("wake-up from suspend is not supported by this guest")),
+            "quit" => {
+                self.quit_requested = true;
+                events.emit(Event::new("SHUTDOWN", Some(json!({"guest": false, "reason": "host-qmp-quit"}))));
+                Value::Null
+            }
+            "inject-nmi" => {
+                if self.cpus == 0 {
+                    return Err(QmpError::unsupported());
+                }
+                Value::Null
+            }
+            "set-action" => Value::Null,
+            "query-name" => match &self.name {
+                Some(n) => json!({"name": n}),
+                None => json!({}),
+            },
+            "query-uuid" => json!({"UUID": "00000000-0000-0000-0000-000000000000"}),
+            "query-kvm" => json!({"enabled": false, "present": true}),
+            "query-target" => json!({"arch": "x86_64"}),
+            "query-machines" => json!([{"name": "none", "cpu-max": 1, "hotpluggable-cpus": false,
+                "numa-mem-supported": false, "deprecated": false, "default-ram-id": "ram"}]),
+            "query-current-machine" => json!({"wakeup-suspend-support": false}),
+            "query-cpus-fast" => Value::Array(
+                (0..self.cpus)
+                    .map(|i| {
+                        json!({"cpu-index": i, "qom-path": format!("/machine/unattached/device[{i}]"),
+                        "thread-id": 1000 + i, "props": {"core-id": 0, "thread-id": 0, "socket-id": i}, "target": "x86_64"})
+                    })
+                    .collect(),
+            ),
+            "query-hotpluggable-cpus" => {
+                return Err(QmpError::generic("The feature 'query-hotpluggable-cpus' is not enabled"))
+            }
+            "query-memory-size-summary" => json!({"base-memory": 0, "plugged-memory": 0}),
+            "query-chardev" => json!([{"label": "compat_monitor0", "filename": "unix:/tmp/q.sock,server=on", "frontend-open": true}]),
+            "query-iothreads" => json!([]),
+            "qom-list" => match args.str("path")? {
+                "/" => json!([{"name": "type", "type": "string"}, {"name": "machine", "type": "child<none-machine>"},
+                    {"name": "chardevs", "type": "child<container>"}]),
+                p => return Err(QmpError::device_not_found(format!("Device '{p}' not found"))),
+            },
+            "qom-get" => match (args.str("path")?, args.str("property")?) {
+                ("/machine", "type") => json!("none-machine"),
+                ("/machine", p) => return Err(QmpError::generic(format!("Property 'none-machine.{p}' not found"))),
+                (p, _) => return Err(QmpError::device_not_found(format!("Device '{p}' not found"))),
+            },
+            _ => return Err(QmpError::command_not_found(format!("The command {cmd} has not been found"))),
+        })
+    }
+}
