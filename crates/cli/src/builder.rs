@@ -52,6 +52,10 @@ pub(crate) struct Builder {
     pub initrd_set: bool,
     pub append_set: bool,
     pub ids: HashSet<(&'static str, String)>,
+    /// The last `-machine type=` and where it was given.
+    pub machine_type: Option<(String, Inv)>,
+    /// The last `-cpu`.
+    pub cpu: Option<Inv>,
 }
 
 /// The kind of a chardev front end, for QEMU's wording when it is missing.
@@ -78,6 +82,8 @@ impl Builder {
             initrd_set: false,
             append_set: false,
             ids: HashSet::new(),
+            machine_type: None,
+            cpu: None,
         }
     }
 
@@ -119,6 +125,17 @@ impl Builder {
 
     /// Checks and defaults that need the whole command line.
     pub(crate) fn finish(mut self) -> Result<Config, CliError> {
+        if let Some((name, inv)) = &self.machine_type {
+            self.cfg.machine.kind = machine::machine_kind(name).map_err(|e| inv.err(e))?;
+            self.cfg.machine.name = name.clone();
+        }
+        if let Some(inv) = &self.cpu {
+            self.cfg.cpu = machine::parse_cpu(inv.arg()).map_err(|e| inv.err(e))?;
+        }
+        // QEMU: -nographic would put default devices on stdio.
+        if self.cfg.daemonize && self.cfg.nographic && !self.cfg.nodefaults {
+            return Err(CliError::new("-nographic cannot be used with -daemonize"));
+        }
         // -nographic without -nodefaults: serial0 on stdio. (QEMU muxes a
         // readline monitor onto it too, "mon:stdio"; ferrovm does not.)
         if self.cfg.nographic && self.default_serial && !self.cfg.nodefaults {
@@ -149,9 +166,6 @@ impl Builder {
             self.smp
                 .resolve(max_cpus, prefer_sockets, &qemu_name, &mut self.cfg.warnings)?;
         self.mem.apply(&mut self.cfg)?;
-        if self.cfg.daemonize && self.cfg.nographic && !self.cfg.nodefaults {
-            return Err(CliError::new("-nographic cannot be used with -daemonize"));
-        }
         Ok(self.cfg)
     }
 

@@ -156,10 +156,8 @@ pub(crate) fn handle_machine(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(
         }
         let m = &mut b.cfg.machine;
         match k.as_str() {
-            "type" => {
-                m.kind = machine_kind(v).map_err(|e| inv.err(e))?;
-                m.name = v.to_string();
-            }
+            // Resolved once all options are read: the last type wins.
+            "type" => b.machine_type = Some((v.to_string(), inv.clone())),
             "accel" => {
                 check_accel_list(v).map_err(|e| inv.err(e))?;
                 b.cfg.accel_kvm = true;
@@ -269,8 +267,9 @@ pub(crate) fn parse_cpu(s: &str) -> Result<CpuModel, String> {
     Ok(CpuModel { model, features })
 }
 
+/// QEMU keeps only the last `-cpu` and parses it when building the machine.
 pub(crate) fn handle_cpu(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(), CliError> {
-    b.cfg.cpu = parse_cpu(inv.arg()).map_err(|e| inv.err(e))?;
+    b.cpu = Some(inv.clone());
     Ok(())
 }
 

@@ -1,0 +1,414 @@
+//! Every rejection is one line naming the option and the offending key or
+//! value, worded as QEMU 7.2 words it where QEMU has an equivalent.
+
+mod common;
+use common::err;
+
+fn check(cases: &[(&[&str], &str)]) {
+    for (args, want) in cases {
+        assert_eq!(err(args), *want, "{args:?}");
+    }
+}
+
+#[test]
+fn option_level() {
+    check(&[
+        (&["-frobnicate"], "-frobnicate: invalid option"),
+        (&["--frobnicate"], "--frobnicate: invalid option"),
+        (&["-"], "-: invalid option"),
+        (&["--m=256"], "--m=256: invalid option"),
+        (&["-vnc", ":0"], "-vnc: option is not supported by ferrovm"),
+        (
+            &["-hda", "x.img"],
+            "-hda: option is not supported by ferrovm",
+        ),
+        (&["-net", "nic"], "-net: option is not supported by ferrovm"),
+        (&["-m"], "-m: requires an argument"),
+        (&["-S", "-kernel"], "-kernel: requires an argument"),
+        (
+            &["disk.img"],
+            "disk.img: positional disk images (QEMU's -hda shorthand) are not supported by ferrovm",
+        ),
+    ]);
+}
+
+#[test]
+fn machine() {
+    check(&[
+        (
+            &["-machine", "foo"],
+            "-machine foo: unsupported machine type 'foo' (supported: q35, pc, pc-q35-X.Y, pc-i440fx-X.Y, ferrovm, none)",
+        ),
+        (&["-M", "microvm"], "-M microvm: machine type 'microvm' is not supported by ferrovm"),
+        (&["-M", "q35,bogus=1"], "-M q35,bogus=1: Invalid parameter 'bogus'"),
+        (&["-M", "q35,usb"], "-M q35,usb: Expected '=' after parameter 'usb'"),
+        (&["-M", "q35,usb=on"], "-M q35,usb=on: 'usb=on' is not supported by ferrovm"),
+        (&["-M", "q35,usb=maybe"], "-M q35,usb=maybe: Parameter 'usb' expects 'on' or 'off'"),
+        (
+            &["-M", "q35,kernel_irqchip=split"],
+            "-M q35,kernel_irqchip=split: 'kernel_irqchip=split' is not supported by ferrovm",
+        ),
+        (
+            &["-M", "q35,kernel-irqchip=off"],
+            "-M q35,kernel-irqchip=off: 'kernel-irqchip=off' is not supported by ferrovm",
+        ),
+        (&["-M", "q35,smm=on"], "-M q35,smm=on: 'smm=on' is not supported by ferrovm"),
+        (&["-M", "q35,vmport=on"], "-M q35,vmport=on: 'vmport=on' is not supported by ferrovm"),
+        (&["-M", "q35,acpi=off"], "-M q35,acpi=off: 'acpi=off' is not supported by ferrovm"),
+        (&["-M", "q35,hpet=on"], "-M q35,hpet=on: 'hpet=on' is not supported by ferrovm"),
+        (
+            &["-M", "q35,accel=tcg"],
+            "-M q35,accel=tcg: accelerator 'tcg' is not supported (ferrovm runs on KVM only)",
+        ),
+        (
+            &["-M", "q35,max-ram-below-4g=1G"],
+            "-M q35,max-ram-below-4g=1G: Invalid parameter 'max-ram-below-4g'",
+        ),
+        // The last type is the one checked.
+        (&["-M", "q35", "-M", "foo,accel=kvm"], "-M foo,accel=kvm: unsupported machine type 'foo' (supported: q35, pc, pc-q35-X.Y, pc-i440fx-X.Y, ferrovm, none)"),
+        (
+            &["-M", "none", "-smp", "2"],
+            "-smp 2: Invalid SMP CPUs 2. The max CPUs supported by machine 'none' is 1",
+        ),
+    ]);
+}
+
+#[test]
+fn accel_cpu() {
+    check(&[
+        (&["-accel", "tcg"], "-accel tcg: accelerator 'tcg' is not supported (ferrovm runs on KVM only)"),
+        (&["-accel", "hvf"], "-accel hvf: accelerator 'hvf' is not supported (ferrovm runs on KVM only)"),
+        (&["-accel", "foo"], "-accel foo: invalid accelerator foo"),
+        (&["-accel", "kvm,bogus=1"], "-accel kvm,bogus=1: Invalid parameter 'bogus'"),
+        (
+            &["-accel", "kvm,kernel-irqchip=split"],
+            "-accel kvm,kernel-irqchip=split: 'kernel-irqchip=split' is not supported by ferrovm",
+        ),
+        (&["-accel", "kernel-irqchip=on"], "-accel kernel-irqchip=on: Parameter 'accel' is missing"),
+        (
+            &["-cpu", "qemu64"],
+            "-cpu qemu64: CPU model 'qemu64' is not supported (ferrovm supports 'host' and 'max')",
+        ),
+        (
+            &["-cpu", "host", "-cpu", "Skylake-Client"],
+            "-cpu Skylake-Client: CPU model 'Skylake-Client' is not supported (ferrovm supports 'host' and 'max')",
+        ),
+        (&["-cpu", "host,+"], "-cpu host,+: CPU feature name missing in '+'"),
+    ]);
+}
+
+#[test]
+fn memory() {
+    let hint = "expects a non-negative number below 2^64 (optional suffix k, M, G, T, P or E)";
+    check(&[
+        (&["-m", "foo"], &format!("-m foo: Parameter 'size' {hint}")),
+        (&["-m", "1X"], &format!("-m 1X: Parameter 'size' {hint}")),
+        (&["-m", "-1"], &format!("-m -1: Parameter 'size' {hint}")),
+        (&["-m", "1.5"], &format!("-m 1.5: Parameter 'size' {hint}")),
+        (&["-m", ""], &format!("-m : Parameter 'size' {hint}")),
+        (&["-m", "size="], &format!("-m size=: Parameter 'size' {hint}")),
+        (&["-m", "16E"], "-m 16E: Value '16E' is out of range for parameter 'size'"),
+        (
+            &["-m", "99999999999999"],
+            "-m 99999999999999: Value '99999999999999' is out of range for parameter 'size'",
+        ),
+        (&["-m", "0"], "-m 0: Parameter 'size' must be greater than zero"),
+        (&["-m", "256,bogus=1"], "-m 256,bogus=1: Invalid parameter 'bogus'"),
+        (&["-m", "256,slots=x"], "-m 256,slots=x: Parameter 'slots' expects a number"),
+        (&["-m", "256,slots=2"], "-m 256,slots=2: slots specified but no max-size"),
+        (
+            &["-m", "256,slots=2,maxmem=128M"],
+            "-m 256,slots=2,maxmem=128M: invalid value of maxmem: maximum memory size (0x8000000) must be at least the initial memory size (0x10000000)",
+        ),
+        (
+            &["-m", "256,slots=2,maxmem=256M"],
+            "-m 256,slots=2,maxmem=256M: invalid value of maxmem: memory slots were specified but maximum memory size (0x10000000) is equal to the initial memory size (0x10000000)",
+        ),
+        (&["-m", "1G,slots=300,maxmem=2G"], "-m 1G,slots=300,maxmem=2G: unsupported amount of memory slots: 300"),
+    ]);
+}
+
+#[test]
+fn smp() {
+    check(&[
+        (&["-smp", "4,bogus=1"], "-smp 4,bogus=1: Invalid parameter 'bogus'"),
+        (&["-smp", "foo"], "-smp foo: Parameter 'cpus' expects a number"),
+        (&["-smp", "-1"], "-smp -1: Parameter 'cpus' expects a number"),
+        (
+            &["-smp", "4,sockets=3"],
+            "-smp 4,sockets=3: Invalid CPU topology: product of the hierarchy must match maxcpus: sockets (3) * dies (1) * cores (1) * threads (1) != maxcpus (4)",
+        ),
+        (
+            &["-smp", "4,maxcpus=2"],
+            "-smp 4,maxcpus=2: Invalid CPU topology: maxcpus must be equal to or greater than smp: sockets (1) * dies (1) * cores (2) * threads (1) == maxcpus (2) < smp_cpus (4)",
+        ),
+        (
+            &["-smp", "300"],
+            "-smp 300: Invalid SMP CPUs 300. The max CPUs supported by machine 'pc-q35-7.2' is 288",
+        ),
+        (
+            &["-M", "pc", "-smp", "256"],
+            "-smp 256: Invalid SMP CPUs 256. The max CPUs supported by machine 'pc-i440fx-7.2' is 255",
+        ),
+        (&["-smp", "4,clusters=2"], "-smp 4,clusters=2: clusters not supported by this machine's CPU topology"),
+        (&["-smp", "4,cpus"], "-smp 4,cpus: Parameter 'cpus' expects a number"),
+    ]);
+}
+
+#[test]
+fn boot_files() {
+    check(&[
+        (
+            &["-append", "x"],
+            "-append only allowed with -kernel option",
+        ),
+        (
+            &["-initrd", "x"],
+            "-initrd only allowed with -kernel option",
+        ),
+    ]);
+}
+
+#[test]
+fn chardev() {
+    check(&[
+        (&["-chardev", "socket,path=/tmp/x"], "-chardev socket,path=/tmp/x: chardev: no id specified"),
+        (&["-chardev", "pty"], "-chardev pty: chardev: no id specified"),
+        (
+            &["-chardev", "pty,id=p"],
+            "-chardev pty,id=p: chardev backend 'pty' is not supported by ferrovm (supported: stdio, null, file, socket)",
+        ),
+        (&["-chardev", "bogus,id=x"], "-chardev bogus,id=x: 'bogus' is not a valid char driver name"),
+        (&["-chardev", "id=x"], "-chardev id=x: chardev: \"x\" missing backend"),
+        (&["-chardev", "file,id=x"], "-chardev file,id=x: chardev: file: no filename given"),
+        (
+            &["-chardev", "socket,id=x"],
+            "-chardev socket,id=x: chardev: socket: one of 'path', 'host' or 'fd' is required",
+        ),
+        (&["-chardev", "socket,id=x,host=localhost"], "-chardev socket,id=x,host=localhost: chardev: socket: no port given"),
+        (&["-chardev", "socket,id=x,fd=foo"], "-chardev socket,id=x,fd=foo: Unable to parse FD number foo"),
+        (&["-chardev", "socket,id=x,fd=-1"], "-chardev socket,id=x,fd=-1: Unable to parse FD number -1"),
+        (
+            &["-chardev", "socket,id=x,path=/tmp/x,server=maybe"],
+            "-chardev socket,id=x,path=/tmp/x,server=maybe: Parameter 'server' expects 'on' or 'off'",
+        ),
+        (
+            &["-chardev", "socket,id=x,path=/tmp/x,wait=off"],
+            "-chardev socket,id=x,path=/tmp/x,wait=off: 'wait' option is incompatible with socket in client connect mode",
+        ),
+        (&["-chardev", "null,id=x,bogus=1"], "-chardev null,id=x,bogus=1: Invalid parameter 'bogus'"),
+        (
+            &["-chardev", "null,id=x,path=/x"],
+            "-chardev null,id=x,path=/x: Parameter 'path' is not valid for chardev backend 'null'",
+        ),
+        (
+            &["-chardev", "null,id=1x"],
+            "-chardev null,id=1x: Parameter 'id' expects an identifier (letters, digits, '-', '.', '_', starting with a letter)",
+        ),
+        (
+            &["-chardev", "socket,id=x,path=/x,logfile=/y"],
+            "-chardev socket,id=x,path=/x,logfile=/y: Invalid parameter 'logfile'",
+        ),
+        (
+            &["-chardev", "null,id=x", "-chardev", "null,id=x"],
+            "-chardev null,id=x: Duplicate ID 'x' for chardev",
+        ),
+        (
+            &["-chardev", "stdio,id=a", "-chardev", "stdio,id=b"],
+            "-chardev stdio,id=b: cannot use stdio by multiple character devices",
+        ),
+        (&["-daemonize", "-chardev", "stdio,id=a"], "-chardev stdio,id=a: cannot use stdio with -daemonize"),
+    ]);
+}
+
+#[test]
+fn serial_and_monitors() {
+    check(&[
+        (&["-serial", "pty"], "-serial pty: char device 'pty' is not supported by ferrovm (supported: stdio, null, file:, unix:, tcp:, chardev:)"),
+        (&["-serial", "vc"], "-serial vc: char device 'vc' is not supported by ferrovm (supported: stdio, null, file:, unix:, tcp:, chardev:)"),
+        (&["-serial", "foo"], "-serial foo: 'foo' is not a valid char driver"),
+        (
+            &["-serial", "chardev:nope"],
+            "-serial chardev:nope: could not connect serial device to character backend 'chardev:nope'",
+        ),
+        (
+            &["-chardev", "null,id=c", "-serial", "chardev:c", "-mon", "chardev=c"],
+            "-mon chardev=c: Device 'c' is in use",
+        ),
+        (
+            &["-chardev", "null,id=c", "-serial", "chardev:c", "-serial", "chardev:c"],
+            "-serial chardev:c: Device 'c' is in use",
+        ),
+        (
+            &["-chardev", "null,id=c", "-device", "isa-serial,chardev=c", "-serial", "chardev:c"],
+            "-serial chardev:c: Device 'c' is in use",
+        ),
+        (
+            &["-device", "isa-serial,chardev=nope"],
+            "-device isa-serial,chardev=nope: Property 'isa-serial.chardev' can't find value 'nope'",
+        ),
+        (&["-serial", "stdio", "-qmp", "stdio"], "-qmp stdio: cannot use stdio by multiple character devices"),
+        (&["-qmp", "stdio", "-qmp", "stdio"], "-qmp stdio: cannot use stdio by multiple character devices"),
+        (&["-daemonize", "-serial", "stdio"], "-serial stdio: cannot use stdio with -daemonize"),
+        (&["-nographic", "-daemonize"], "-nographic cannot be used with -daemonize"),
+        (&["-mon", "chardev=nope"], "-mon chardev=nope: chardev \"nope\" not found"),
+        (&["-mon", "mode=control"], "-mon mode=control: Parameter 'chardev' is missing"),
+        (&["-mon", "mode=foo"], "-mon mode=foo: Parameter 'mode' does not accept value 'foo'"),
+        (&["-mon", "chardev=c,bogus"], "-mon chardev=c,bogus: Invalid parameter 'bogus'"),
+        (
+            &["-chardev", "null,id=c", "-mon", "chardev=c,mode=readline,pretty=on"],
+            "-mon chardev=c,mode=readline,pretty=on: 'pretty' is not compatible with HMP monitors",
+        ),
+        (&["-qmp", "foo"], "-qmp foo: 'foo' is not a valid char driver"),
+        (&["-qmp", "tcp:localhost"], "-qmp tcp:localhost: parse error: tcp:localhost"),
+        (
+            &["-qmp", "tcp:localhost:4444x,server=on,wait=off"],
+            "-qmp tcp:localhost:4444x,server=on,wait=off: Parameter 'port' expects a port number, not '4444x'",
+        ),
+        (
+            &["-qmp", "unix:/tmp/q1,server=on,wait=off,bogus=1"],
+            "-qmp unix:/tmp/q1,server=on,wait=off,bogus=1: Invalid parameter 'bogus'",
+        ),
+        (
+            &["-qmp", "unix:"],
+            "-qmp unix:: chardev: socket: one of 'path', 'host' or 'fd' is required",
+        ),
+        (
+            &["-serial", "stdio", "-chardev", "null,id=serial0"],
+            "-chardev null,id=serial0: Duplicate ID 'serial0' for chardev",
+        ),
+    ]);
+}
+
+#[test]
+fn runstate() {
+    check(&[
+        (
+            &["-action", "reboot=foo"],
+            "-action reboot=foo: Parameter 'reboot' does not accept value 'foo'",
+        ),
+        (
+            &["-action", "panic=poweroff"],
+            "-action panic=poweroff: Parameter 'panic' does not accept value 'poweroff'",
+        ),
+        (
+            &["-action", "bogus=foo"],
+            "-action bogus=foo: Invalid parameter 'bogus'",
+        ),
+        (
+            &["-watchdog-action", "foo"],
+            "-watchdog-action foo: Parameter 'watchdog' does not accept value 'foo'",
+        ),
+    ]);
+}
+
+#[test]
+fn identity_and_misc() {
+    check(&[
+        (&["-name", "guest=x,bogus=1"], "-name guest=x,bogus=1: Invalid parameter 'bogus'"),
+        (&["-name", "x,debug-threads=2"], "-name x,debug-threads=2: Parameter 'debug-threads' expects 'on' or 'off'"),
+        (&["-uuid", "foo"], "-uuid foo: failed to parse UUID string: wrong format"),
+        (
+            &["-uuid", "12345678-1234-1234-1234-1234567890ag"],
+            "-uuid 12345678-1234-1234-1234-1234567890ag: failed to parse UUID string: wrong format",
+        ),
+        (
+            &["-rtc", "base=foo"],
+            "-rtc base=foo: invalid datetime format 'foo'; valid formats: '2006-06-17T16:01:21' or '2006-06-17'",
+        ),
+        (&["-rtc", "clock=foo"], "-rtc clock=foo: Parameter 'clock' does not accept value 'foo'"),
+        (&["-rtc", "driftfix=foo"], "-rtc driftfix=foo: Parameter 'driftfix' does not accept value 'foo'"),
+        (&["-rtc", "bogus=1"], "-rtc bogus=1: Invalid parameter 'bogus'"),
+        (&["-rtc", "utc"], "-rtc utc: Invalid parameter 'utc'"),
+        (&["-display", "gtk"], "-display gtk: display 'gtk' is not supported by ferrovm (only 'none')"),
+        (&["-display", "foo"], "-display foo: Parameter 'type' does not accept value 'foo'"),
+        (&["-display", "none,bogus"], "-display none,bogus: Expected '=' after parameter 'bogus'"),
+        (&["-display", "none,gl=on"], "-display none,gl=on: Invalid parameter 'gl'"),
+        (&["-vga", "std"], "-vga std: VGA card 'std' is not supported by ferrovm (only 'none')"),
+        (&["-overcommit", "cpu-pm=on"], "-overcommit cpu-pm=on: 'cpu-pm=on' is not supported by ferrovm"),
+        (&["-overcommit", "mem-lock=maybe"], "-overcommit mem-lock=maybe: Parameter 'mem-lock' expects 'on' or 'off'"),
+        (&["-sandbox", "on,spawn=maybe"], "-sandbox on,spawn=maybe: Parameter 'spawn' does not accept value 'maybe'"),
+        (&["-msg", "bogus=on"], "-msg bogus=on: Invalid parameter 'bogus'"),
+        (&["-boot", "bogus=on"], "-boot bogus=on: Invalid parameter 'bogus'"),
+    ]);
+}
+
+#[test]
+fn block() {
+    check(&[
+        (
+            &["-drive", "file=x.img"],
+            "-drive file=x.img: interface 'if=ide' (QEMU's default) is not supported by ferrovm; use if=virtio, or if=none with -device",
+        ),
+        (
+            &["-drive", "file=x.img,if=scsi"],
+            "-drive file=x.img,if=scsi: interface 'if=scsi' is not supported by ferrovm; use if=virtio, or if=none with -device",
+        ),
+        (&["-drive", "file=x,if=foo"], "-drive file=x,if=foo: Parameter 'if' does not accept value 'foo'"),
+        (&["-drive", "file=x,if=none,readonly=2"], "-drive file=x,if=none,readonly=2: Parameter 'readonly' expects 'on' or 'off'"),
+        (
+            &["-drive", "if=none,id=d", "-drive", "if=none,id=d"],
+            "-drive if=none,id=d: Duplicate ID 'd' for drive",
+        ),
+        (&["-blockdev", "file.driver=file"], "-blockdev file.driver=file: Parameter 'driver' is missing"),
+        (&["-blockdev", "driver=file,filename=/x"], "-blockdev driver=file,filename=/x: 'node-name' must be specified for the root node"),
+        (&["-blockdev", "driver=file,node-name=1x"], "-blockdev driver=file,node-name=1x: Invalid node-name: '1x'"),
+        (&["-blockdev", "driver=file,node-name=n,a..b=1"], "-blockdev driver=file,node-name=n,a..b=1: Invalid parameter 'a..b'"),
+        (
+            &["-blockdev", "driver=file,node-name=n,file=1,file.x=2"],
+            "-blockdev driver=file,node-name=n,file=1,file.x=2: Parameters 'file.*' used inconsistently",
+        ),
+        (&["-blockdev", "driver=file,filename"], "-blockdev driver=file,filename: Expected '=' after parameter 'filename'"),
+        (&["-blockdev", "driver=q,node-name=n,c.1=x"], "-blockdev driver=q,node-name=n,c.1=x: Parameter 'c.0' missing"),
+        (
+            &["-blockdev", "{\"driver\":"],
+            "-blockdev {\"driver\":: JSON parse error, EOF while parsing a value at line 1 column 10",
+        ),
+        (&["-blockdev", "{\"driver\":1,\"node-name\":\"n\"}"], "-blockdev {\"driver\":1,\"node-name\":\"n\"}: Invalid parameter type for 'driver', expected: string"),
+        (
+            &["-blockdev", "driver=file,node-name=n", "-blockdev", "driver=raw,node-name=n"],
+            "-blockdev driver=raw,node-name=n: Duplicate nodes with node-name='n'",
+        ),
+    ]);
+}
+
+#[test]
+fn devices() {
+    check(&[
+        (&["-device", "{\"id\":\"x\"}"], "-device {\"id\":\"x\"}: Parameter 'driver' is missing"),
+        (&["-device", ",id=x"], "-device ,id=x: '' is not a valid device model name"),
+        (
+            &["-device", "virtio-balloon,id=1x"],
+            "-device virtio-balloon,id=1x: Parameter 'id' expects an identifier (letters, digits, '-', '.', '_', starting with a letter)",
+        ),
+        (
+            &["-device", "e1000,id=d", "-device", "{\"driver\":\"e1000\",\"id\":\"d\"}"],
+            "-device {\"driver\":\"e1000\",\"id\":\"d\"}: Duplicate ID 'd' for device",
+        ),
+        (&["-netdev", "tap"], "-netdev tap: Parameter 'id' is missing"),
+        (&["-netdev", "id=n"], "-netdev id=n: Parameter 'type' is missing"),
+        (&["-netdev", "tap,id=x,bogus=1"], "-netdev tap,id=x,bogus=1: Invalid parameter 'bogus'"),
+        (&["-netdev", "foo,id=x"], "-netdev foo,id=x: Parameter 'type' does not accept value 'foo'"),
+        (
+            &["-netdev", "user,id=x"],
+            "-netdev user,id=x: network backend 'user' is not supported by ferrovm (only 'tap')",
+        ),
+        (
+            &["-netdev", "{\"type\":\"tap\",\"id\":\"n\"}", "-netdev", "tap,id=n"],
+            "-netdev tap,id=n: Duplicate ID 'n' for netdev",
+        ),
+        (&["-object", "foo"], "-object foo: Parameter 'id' is missing"),
+        (&["-object", "id=x"], "-object id=x: Parameter 'qom-type' is missing"),
+        (&["-object", "memory-backend-ram,size=1G"], "-object memory-backend-ram,size=1G: Parameter 'id' is missing"),
+        (
+            &["-object", "iothread,id=a", "-object", "iothread,id=a"],
+            "-object iothread,id=a: Duplicate ID 'a' for object",
+        ),
+        (&["-global", "foo"], "-global foo: Invalid parameter 'foo'"),
+        (&["-global", "driver=foo"], "-global driver=foo: options 'driver', 'property', and 'value' are required"),
+        (
+            &["-audiodev", "pa,id=a"],
+            "-audiodev pa,id=a: audio driver 'pa' is not supported by ferrovm (only 'none')",
+        ),
+    ]);
+}

@@ -1,0 +1,661 @@
+//! Each option's accepted forms.
+
+mod common;
+use cli::*;
+use common::{args, run};
+use serde_json::json;
+use std::path::PathBuf;
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn defaults() {
+    let c = run(&[]);
+    assert_eq!(c, Config::default());
+    assert_eq!(c.machine.kind, MachineKind::Q35);
+    assert_eq!(c.machine.name, "q35");
+    assert_eq!(c.memory_bytes, 128 * MIB);
+    assert_eq!(c.smp, Smp::default());
+    assert_eq!(c.cpu.model, CpuModelName::Host);
+    assert!(c.serials.is_empty() && c.monitors.is_empty() && c.chardevs.is_empty());
+    assert_eq!(c.actions, Actions::default());
+    assert_eq!(c.actions.panic, PanicAction::Shutdown);
+}
+
+#[test]
+fn version_and_help() {
+    assert_eq!(parse(args(&["-version"])), Ok(Action::Version));
+    assert_eq!(parse(args(&["--version"])), Ok(Action::Version));
+    assert_eq!(parse(args(&["-h"])), Ok(Action::Help));
+    assert_eq!(parse(args(&["-help"])), Ok(Action::Help));
+    assert_eq!(parse(args(&["--help"])), Ok(Action::Help));
+    // Options before are applied (and may fail); options after are not.
+    assert_eq!(parse(args(&["-version", "-m", "foo"])), Ok(Action::Version));
+    assert!(parse(args(&["-m", "foo", "-version"])).is_err());
+    // Names and argument counts are checked for the whole line first, as QEMU does.
+    assert!(parse(args(&["-version", "-frobnicate"])).is_err());
+}
+
+#[test]
+fn double_dash() {
+    let c = run(&["--m", "512", "--smp", "2", "--enable-kvm"]);
+    assert_eq!(c.memory_bytes, 512 * MIB);
+    assert_eq!(c.smp.cpus, 2);
+    assert!(c.accel_kvm);
+}
+
+#[test]
+fn accel() {
+    assert!(run(&["-accel", "kvm"]).accel_kvm);
+    assert!(run(&["-accel", "kvm,kernel-irqchip=on"]).accel_kvm);
+    assert!(
+        run(&[
+            "-accel",
+            "accel=kvm,dirty-ring-size=4096,kvm-shadow-mem=16M"
+        ])
+        .accel_kvm
+    );
+    assert!(run(&["-enable-kvm"]).accel_kvm);
+    assert!(run(&["-machine", "accel=kvm"]).accel_kvm);
+    assert!(run(&["-machine", "q35,accel=kvm:tcg"]).accel_kvm);
+    assert!(!run(&[]).accel_kvm);
+}
+
+#[test]
+fn machine() {
+    for (n, k) in [
+        ("q35", MachineKind::Q35),
+        ("pc", MachineKind::Q35),
+        ("pc-q35-7.2", MachineKind::Q35),
+        ("pc-q35-4.0.1", MachineKind::Q35),
+        ("pc-i440fx-6.2", MachineKind::Q35),
+        ("ferrovm", MachineKind::Q35),
+        ("none", MachineKind::None),
+    ] {
+        let c = run(&["-machine", n]);
+        assert_eq!((c.machine.kind, c.machine.name.as_str()), (k, n));
+        let c = run(&["-M", &format!("type={n}")]);
+        assert_eq!(c.machine.name, n);
+    }
+    let c = run(&[
+        "-M",
+        "q35,usb=off,dump-guest-core=off,vmport=off,smm=off,kernel_irqchip=on,hpet=off,mem-merge=off",
+    ]);
+    assert!(!c.machine.dump_guest_core && !c.machine.mem_merge);
+    // Repeated -machine options merge key by key; the last type wins.
+    let c = run(&["-M", "pc", "-M", "accel=kvm", "-M", "q35"]);
+    assert_eq!(c.machine.name, "q35");
+    assert!(c.accel_kvm);
+    // The kernel can come from machine properties.
+    let c = run(&["-M", "q35,kernel=/k,initrd=/i,append=a b"]);
+    assert_eq!(c.kernel, Some(PathBuf::from("/k")));
+    assert_eq!(c.initrd, Some(PathBuf::from("/i")));
+    assert_eq!(c.append, "a b");
+}
+
+#[test]
+fn cpu() {
+    let c = run(&["-cpu", "max"]);
+    assert_eq!(c.cpu.model, CpuModelName::Max);
+    let c = run(&["-cpu", "host,+x2apic,-pmu,kvm=off"]);
+    assert_eq!(c.cpu.features.len(), 3);
+    assert_eq!(c.cpu.features[2].value, CpuFeatureValue::Off);
+    assert_eq!(
+        run(&["-cpu", "qemu64", "-cpu", "host"]).cpu.model,
+        CpuModelName::Host
+    );
+}
+
+#[test]
+fn memory() {
+    let m = |a: &str| run(&["-m", a]).memory_bytes;
+    assert_eq!(m("256"), 256 * MIB);
+    assert_eq!(m("256M"), 256 * MIB);
+    assert_eq!(m("256m"), 256 * MIB);
+    assert_eq!(m("1G"), 1 << 30);
+    assert_eq!(m("1.5G"), 3 << 29);
+    assert_eq!(m("size=1G"), 1 << 30);
+    assert_eq!(m("2048k"), 2 * MIB);
+    assert_eq!(m("1k"), 8192); // rounded up to 8 KiB
+    assert_eq!(m("1T"), 1 << 40);
+    let c = run(&["-m", "size=1G,slots=4,maxmem=4G"]);
+    assert_eq!(c.memory_slots, 4);
+    assert_eq!(c.memory_max_bytes, Some(4 << 30));
+    let c = run(&["-m", "256,maxmem=1G"]);
+    assert_eq!(c.memory_max_bytes, Some(1 << 30));
+    // Merged key by key; last size wins.
+    let c = run(&["-m", "256", "-m", "maxmem=2G", "-m", "512"]);
+    assert_eq!(c.memory_bytes, 512 * MIB);
+    assert_eq!(c.memory_max_bytes, Some(2 << 30));
+    // Hex is accepted, with QEMU's deprecation warning for the implied suffix.
+    let c = run(&["-m", "0x100"]);
+    assert_eq!(c.memory_bytes, 256 * MIB);
+    assert_eq!(
+        c.warnings,
+        vec!["-m 0x100: warning: Using a multiplier suffix on hex numbers is deprecated: 0x100M"]
+    );
+}
+
+#[test]
+fn smp() {
+    let c = run(&["-smp", "4"]);
+    assert_eq!((c.smp.sockets, c.smp.cores, c.smp.max_cpus), (1, 4, 4));
+    let c = run(&["-smp", "cpus=4,sockets=2"]);
+    assert_eq!((c.smp.sockets, c.smp.cores, c.smp.threads), (2, 2, 1));
+    let c = run(&["-smp", "4,sockets=2,cores=2,threads=1,maxcpus=4"]);
+    assert_eq!(c.smp.max_cpus, 4);
+    let c = run(&["-smp", "2,maxcpus=8,sockets=2,dies=2,cores=2,threads=1"]);
+    assert_eq!((c.smp.cpus, c.smp.dies, c.smp.max_cpus), (2, 2, 8));
+    // Machine types before 6.2 prefer sockets.
+    let c = run(&["-M", "pc-q35-6.1", "-smp", "4"]);
+    assert_eq!((c.smp.sockets, c.smp.cores), (4, 1));
+    let c = run(&["-M", "pc-q35-6.2", "-smp", "4"]);
+    assert_eq!((c.smp.sockets, c.smp.cores), (1, 4));
+    // Merged key by key.
+    let c = run(&["-smp", "8", "-smp", "sockets=2"]);
+    assert_eq!((c.smp.cpus, c.smp.sockets, c.smp.cores), (8, 2, 4));
+    // Zero means omitted, with a warning.
+    let c = run(&["-smp", "0"]);
+    assert_eq!(c.smp.cpus, 1);
+    assert_eq!(c.warnings.len(), 1);
+    assert!(c.warnings[0].contains("Deprecated CPU topology"));
+    // clusters=1 is accepted (x86 has no clusters).
+    let c = run(&["-smp", "2,clusters=1"]);
+    assert_eq!(c.smp.cpus, 2);
+    assert_eq!(run(&["-M", "pc", "-smp", "255"]).smp.cpus, 255);
+    assert_eq!(run(&["-smp", "288"]).smp.cpus, 288);
+}
+
+#[test]
+fn kernel_initrd_append() {
+    let c = run(&[
+        "-kernel",
+        "/boot/vmlinuz",
+        "-initrd",
+        "/boot/initrd",
+        "-append",
+        "console=ttyS0 quiet",
+    ]);
+    assert_eq!(c.kernel, Some(PathBuf::from("/boot/vmlinuz")));
+    assert_eq!(c.initrd, Some(PathBuf::from("/boot/initrd")));
+    assert_eq!(c.append, "console=ttyS0 quiet");
+    // Arguments are taken verbatim, even when they start with a dash.
+    assert_eq!(run(&["-kernel", "k", "-append", "-x,y"]).append, "-x,y");
+}
+
+#[test]
+fn serial() {
+    let c = run(&["-serial", "stdio"]);
+    assert_eq!(
+        c.serials,
+        vec![SerialSpec {
+            chardev_id: "serial0".into()
+        }]
+    );
+    assert_eq!(
+        c.chardev("serial0").unwrap().backend,
+        ChardevBackend::Stdio { signal: true }
+    );
+
+    let c = run(&[
+        "-serial",
+        "null",
+        "-serial",
+        "file:/tmp/s1",
+        "-serial",
+        "none",
+    ]);
+    assert_eq!(c.serials.len(), 2);
+    assert_eq!(c.chardev("serial0").unwrap().backend, ChardevBackend::Null);
+    assert_eq!(
+        c.chardev("serial1").unwrap().backend,
+        ChardevBackend::File {
+            path: "/tmp/s1".into(),
+            append: false
+        }
+    );
+
+    let c = run(&[
+        "-chardev",
+        "socket,id=ser,path=/tmp/ser,server=on,wait=off",
+        "-serial",
+        "chardev:ser",
+    ]);
+    assert_eq!(
+        c.serials,
+        vec![SerialSpec {
+            chardev_id: "ser".into()
+        }]
+    );
+    // The chardev may come after the -serial that uses it.
+    let c = run(&["-serial", "chardev:c", "-chardev", "null,id=c"]);
+    assert_eq!(c.serials[0].chardev_id, "c");
+
+    let c = run(&["-serial", "mon:stdio"]);
+    let chr = c.chardev("serial0").unwrap();
+    assert!(chr.mux);
+    assert_eq!(chr.backend, ChardevBackend::Stdio { signal: false });
+    assert_eq!(c.monitors[0].mode, MonitorMode::Readline);
+    assert_eq!(c.monitors[0].chardev_id, "serial0");
+
+    let c = run(&[
+        "-serial",
+        "unix:/tmp/s,server=on,wait=off",
+        "-serial",
+        "tcp::4555,server=on,wait=off",
+    ]);
+    assert_eq!(c.serials.len(), 2);
+    assert!(matches!(
+        &c.chardev("serial1").unwrap().backend,
+        ChardevBackend::Socket(SocketSpec {
+            addr: SocketAddress::Tcp { port: 4555, .. },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn chardev() {
+    let c = run(&[
+        "-chardev",
+        "stdio,id=s0,signal=off",
+        "-chardev",
+        "null,id=n0",
+        "-chardev",
+        "file,id=f0,path=/tmp/log,append=on",
+        "-chardev",
+        "socket,id=u0,path=/tmp/u0,server=on,wait=off",
+        "-chardev",
+        "socket,id=u1,path=/tmp/u1,server,nowait",
+        "-chardev",
+        "socket,id=t0,host=127.0.0.1,port=4444,server=on,wait=off,nodelay=on",
+        "-chardev",
+        "socket,id=t1,host=localhost,port=4445",
+        "-chardev",
+        "socket,id=fd0,fd=3,server=on,wait=off",
+        "-chardev",
+        "null,id=mx,mux=on",
+    ]);
+    assert_eq!(c.chardevs.len(), 9);
+    assert_eq!(
+        c.chardevs[0].backend,
+        ChardevBackend::Stdio { signal: false }
+    );
+    let sock = |i: usize| match &c.chardevs[i].backend {
+        ChardevBackend::Socket(s) => s.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(sock(3).addr, SocketAddress::Unix("/tmp/u0".into()));
+    assert!(sock(3).server && !sock(3).wait);
+    assert_eq!(sock(4), sock(3).clone_with_path("/tmp/u1"));
+    assert!(sock(5).nodelay);
+    assert_eq!(
+        sock(6).addr,
+        SocketAddress::Tcp {
+            host: "localhost".into(),
+            port: 4445
+        }
+    );
+    assert!(!sock(6).server && !sock(6).wait);
+    assert_eq!(sock(7).addr, SocketAddress::Fd(3));
+    assert!(c.chardevs[8].mux);
+    // The short-form flags warn as in QEMU 7.2.
+    assert_eq!(c.warnings.len(), 2);
+    assert!(c.warnings[0].starts_with(
+        "-chardev socket,id=u1,path=/tmp/u1,server,nowait: warning: short-form boolean option 'server' deprecated"
+    ));
+}
+
+trait WithPath {
+    fn clone_with_path(&self, p: &str) -> SocketSpec;
+}
+impl WithPath for SocketSpec {
+    fn clone_with_path(&self, p: &str) -> SocketSpec {
+        SocketSpec {
+            addr: SocketAddress::Unix(p.into()),
+            ..self.clone()
+        }
+    }
+}
+
+#[test]
+fn mon() {
+    let c = run(&[
+        "-chardev",
+        "socket,id=m,path=/tmp/m,server=on,wait=off",
+        "-mon",
+        "chardev=m,mode=control,pretty=on",
+    ]);
+    assert_eq!(
+        c.monitors,
+        vec![MonitorSpec {
+            id: None,
+            chardev_id: "m".into(),
+            mode: MonitorMode::Control,
+            pretty: true
+        }]
+    );
+    let c = run(&["-chardev", "null,id=m", "-mon", "m"]);
+    assert_eq!(c.monitors[0].mode, MonitorMode::Readline);
+    // A mux chardev may serve several front ends.
+    let c = run(&[
+        "-chardev",
+        "stdio,id=c,mux=on",
+        "-serial",
+        "chardev:c",
+        "-mon",
+        "chardev=c",
+    ]);
+    assert_eq!(c.monitors.len(), 1);
+    assert_eq!(c.serials.len(), 1);
+}
+
+#[test]
+fn qmp() {
+    for spec in [
+        "unix:/tmp/q.sock,server=on,wait=off",
+        "unix:/tmp/q.sock,server,nowait",
+        "unix:path=/tmp/q.sock,server=on,wait=off",
+    ] {
+        let c = run(&["-qmp", spec]);
+        assert_eq!(
+            c.chardevs,
+            vec![ChardevSpec {
+                id: "compat_monitor0".into(),
+                backend: ChardevBackend::Socket(SocketSpec {
+                    addr: SocketAddress::Unix("/tmp/q.sock".into()),
+                    server: true,
+                    wait: false,
+                    nodelay: false
+                }),
+                mux: false
+            }],
+            "{spec}"
+        );
+        assert_eq!(
+            c.monitors,
+            vec![MonitorSpec {
+                id: None,
+                chardev_id: "compat_monitor0".into(),
+                mode: MonitorMode::Control,
+                pretty: false
+            }]
+        );
+        // The compatibility syntax does not warn about short-form flags (as QEMU).
+        assert!(c.warnings.is_empty());
+    }
+    let c = run(&[
+        "-qmp",
+        "tcp:localhost:4444,server=on,wait=off",
+        "-qmp",
+        "stdio",
+        "-qmp-pretty",
+        "unix:/tmp/p,server=on,wait=off",
+    ]);
+    assert_eq!(c.monitors.len(), 3);
+    assert_eq!(c.chardevs[1].id, "compat_monitor1");
+    assert_eq!(
+        c.chardevs[1].backend,
+        ChardevBackend::Stdio { signal: true }
+    );
+    assert!(c.monitors[2].pretty);
+    assert_eq!(c.monitors[2].chardev_id, "compat_monitor2");
+    let c = run(&["-chardev", "null,id=q", "-qmp", "chardev:q"]);
+    assert_eq!(c.monitors[0].chardev_id, "q");
+    // -monitor: readline; none adds nothing.
+    let c = run(&[
+        "-monitor",
+        "unix:/tmp/h,server=on,wait=off",
+        "-monitor",
+        "none",
+    ]);
+    assert_eq!(c.monitors.len(), 1);
+    assert_eq!(c.monitors[0].mode, MonitorMode::Readline);
+}
+
+#[test]
+fn runstate() {
+    let c = run(&["-S", "-no-shutdown", "-no-reboot"]);
+    assert!(c.start_paused && c.no_shutdown && c.no_reboot);
+    assert_eq!(c.actions.shutdown, ShutdownAction::Pause);
+    assert_eq!(c.actions.reboot, RebootAction::Shutdown);
+
+    let c = run(&[
+        "-action",
+        "reboot=shutdown,shutdown=pause,panic=none,watchdog=inject-nmi",
+    ]);
+    assert_eq!(
+        c.actions,
+        Actions {
+            reboot: RebootAction::Shutdown,
+            shutdown: ShutdownAction::Pause,
+            panic: PanicAction::None,
+            watchdog: WatchdogAction::InjectNmi
+        }
+    );
+    // Command-line order decides.
+    let c = run(&["-no-reboot", "-action", "reboot=reset"]);
+    assert_eq!(c.actions.reboot, RebootAction::Reset);
+    let c = run(&["-action", "reboot=reset", "-no-reboot"]);
+    assert_eq!(c.actions.reboot, RebootAction::Shutdown);
+    let c = run(&["-watchdog-action", "debug", "-action", "panic=exit-failure"]);
+    assert_eq!(c.actions.watchdog, WatchdogAction::Debug);
+    assert_eq!(c.actions.panic, PanicAction::ExitFailure);
+    for w in WatchdogAction::ALL {
+        assert_eq!(run(&["-watchdog-action", w.as_str()]).actions.watchdog, *w);
+    }
+}
+
+#[test]
+fn name_uuid() {
+    let c = run(&["-name", "vm0"]);
+    assert_eq!(c.name.as_deref(), Some("vm0"));
+    let c = run(&["-name", "guest=a,,b,process=qemu-a,debug-threads=on"]);
+    assert_eq!(c.name.as_deref(), Some("a,b"));
+    assert_eq!(c.process_name.as_deref(), Some("qemu-a"));
+    assert!(c.debug_threads);
+    let c = run(&["-name", "a", "-name", "process=p"]);
+    assert_eq!(
+        (c.name.as_deref(), c.process_name.as_deref()),
+        (Some("a"), Some("p"))
+    );
+    let c = run(&["-uuid", "12345678-1234-1234-1234-1234567890AB"]);
+    let u = c.uuid.unwrap();
+    assert_eq!(u.to_string(), "12345678-1234-1234-1234-1234567890ab");
+    assert_eq!(u.as_bytes()[..4], [0x12, 0x34, 0x56, 0x78]);
+}
+
+#[test]
+fn rtc() {
+    let c = run(&["-rtc", "base=localtime,clock=vm,driftfix=slew"]);
+    assert_eq!(
+        c.rtc,
+        RtcSpec {
+            base: RtcBase::Localtime,
+            clock: RtcClock::Vm,
+            driftfix: RtcDriftfix::Slew
+        }
+    );
+    assert_eq!(
+        run(&["-rtc", "base=2006-06-17T16:01:21"]).rtc.base,
+        RtcBase::Datetime(1150560081)
+    );
+    assert_eq!(
+        run(&["-rtc", "base=2006-06-17"]).rtc.base,
+        RtcBase::Datetime(1150502400)
+    );
+    assert_eq!(run(&["-rtc", "clock=rt"]).rtc.clock, RtcClock::Rt);
+}
+
+#[test]
+fn display_and_defaults() {
+    let c = run(&["-display", "none", "-display", "none"]);
+    assert!(c.display_none && !c.nographic);
+    assert!(c.serials.is_empty());
+    let c = run(&["-vga", "none"]);
+    assert!(!c.display_none);
+
+    // -nographic: serial0 on stdio unless -nodefaults or -serial.
+    let c = run(&["-nographic"]);
+    assert!(c.nographic && c.display_none);
+    assert_eq!(
+        c.serials,
+        vec![SerialSpec {
+            chardev_id: "serial0".into()
+        }]
+    );
+    assert_eq!(
+        c.chardev("serial0").unwrap().backend,
+        ChardevBackend::Stdio { signal: true }
+    );
+    assert!(c.monitors.is_empty());
+    assert!(run(&["-nographic", "-nodefaults"]).serials.is_empty());
+    let c = run(&["-nographic", "-serial", "null"]);
+    assert_eq!(c.chardev("serial0").unwrap().backend, ChardevBackend::Null);
+    assert!(run(&["-nographic", "-serial", "none"]).serials.is_empty());
+    // -nographic -daemonize is fine once nothing defaults to stdio.
+    assert!(run(&["-nographic", "-daemonize", "-nodefaults"]).daemonize);
+}
+
+#[test]
+fn process_control() {
+    let c = run(&[
+        "-daemonize",
+        "-pidfile",
+        "/run/vm.pid",
+        "-nodefaults",
+        "-no-user-config",
+    ]);
+    assert!(c.daemonize && c.nodefaults && c.no_user_config);
+    assert_eq!(c.pidfile, Some(PathBuf::from("/run/vm.pid")));
+}
+
+#[test]
+fn drive() {
+    let c = run(&[
+        "-drive",
+        "file=/img/a,,b.qcow2,if=virtio,format=qcow2,id=d0,cache=none,file.locking=off,snapshot",
+    ]);
+    let d = &c.drives[0];
+    assert_eq!(d.file, Some(PathBuf::from("/img/a,b.qcow2")));
+    assert_eq!(d.interface, DriveInterface::Virtio);
+    assert_eq!(d.format.as_deref(), Some("qcow2"));
+    assert_eq!(d.id.as_deref(), Some("d0"));
+    assert_eq!(d.opts["file.locking"], "off");
+    assert_eq!(d.opts["snapshot"], "on");
+    assert_eq!(d.opts["cache"], "none");
+    let c = run(&["-drive", "if=none,id=d1,file=/x,node-name=n1"]);
+    assert_eq!(c.drives[0].interface, DriveInterface::None);
+}
+
+#[test]
+fn blockdev() {
+    let c = run(&[
+        "-blockdev",
+        "driver=qcow2,node-name=disk,file.driver=file,file.filename=/img/x,,y.qcow2,read-only=on",
+    ]);
+    assert_eq!(
+        c.blockdevs[0],
+        json!({
+            "driver": "qcow2",
+            "node-name": "disk",
+            "file": {"driver": "file", "filename": "/img/x,y.qcow2"},
+            "read-only": "on"
+        })
+    );
+    let c = run(&[
+        "-blockdev",
+        r#"{"driver":"raw","node-name":"r","file":{"driver":"file","filename":"/x"}}"#,
+    ]);
+    assert_eq!(c.blockdevs[0]["file"]["filename"], "/x");
+    let c = run(&[
+        "-blockdev",
+        "driver=quorum,node-name=q,children.0=a,children.1=b,vote-threshold=1",
+    ]);
+    assert_eq!(c.blockdevs[0]["children"], json!(["a", "b"]));
+}
+
+#[test]
+fn device() {
+    let c = run(&[
+        "-device",
+        "virtio-blk-pci,drive=d0,id=vblk0,bootindex=1,disable-legacy=on,serial=a,,b",
+    ]);
+    assert_eq!(
+        c.devices[0],
+        json!({"driver": "virtio-blk-pci", "drive": "d0", "id": "vblk0", "bootindex": "1",
+               "disable-legacy": "on", "serial": "a,b"})
+    );
+    let c = run(&["-device", "driver=i6300esb,id=wd"]);
+    assert_eq!(c.devices[0]["driver"], "i6300esb");
+    let c = run(&["-device", r#"{"driver":"pvpanic","ioport":1285}"#]);
+    assert_eq!(c.devices[0]["ioport"], json!(1285));
+    // A device's chardev property counts as a front end.
+    let c = run(&["-chardev", "null,id=c", "-device", "isa-serial,chardev=c"]);
+    assert_eq!(c.devices.len(), 1);
+}
+
+#[test]
+fn netdev_object() {
+    let c = run(&[
+        "-netdev",
+        "tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=on",
+    ]);
+    assert_eq!(
+        c.netdevs[0],
+        json!({"type": "tap", "id": "n0", "ifname": "tap0", "script": "no", "downscript": "no", "vhost": "on"})
+    );
+    let c = run(&["-netdev", r#"{"type":"tap","id":"n1","fd":"4"}"#]);
+    assert_eq!(c.netdevs[0]["fd"], "4");
+    let c = run(&["-object", "memory-backend-ram,id=mem0,size=1G"]);
+    assert_eq!(
+        c.objects[0],
+        json!({"qom-type": "memory-backend-ram", "id": "mem0", "size": "1G"})
+    );
+    let c = run(&["-object", "qom-type=iothread,id=io0"]);
+    assert_eq!(c.objects[0]["qom-type"], "iothread");
+    let c = run(&[
+        "-object",
+        r#"{"qom-type":"rng-random","id":"rng0","filename":"/dev/urandom"}"#,
+    ]);
+    assert_eq!(c.objects[0]["filename"], "/dev/urandom");
+}
+
+#[test]
+fn global() {
+    let c = run(&[
+        "-global",
+        "kvm-pit.lost_tick_policy=delay",
+        "-global",
+        "driver=isa-serial,property=x,value=y",
+    ]);
+    assert_eq!(
+        c.globals[1],
+        GlobalSpec {
+            driver: "isa-serial".into(),
+            property: "x".into(),
+            value: "y".into()
+        }
+    );
+}
+
+#[test]
+fn tolerated() {
+    let c = run(&[
+        "-msg",
+        "timestamp=on",
+        "-overcommit",
+        "mem-lock=on",
+        "-sandbox",
+        "off",
+        "-boot",
+        "strict=on",
+        "-boot",
+        "order=c,menu=off",
+        "-no-hpet",
+        "-audiodev",
+        "none,id=a0",
+    ]);
+    assert!(c.msg_timestamp && c.mem_lock && !c.sandbox);
+    assert!(run(&["-sandbox", "on"]).sandbox);
+}
