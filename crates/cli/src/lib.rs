@@ -68,8 +68,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, CliError
         let written = &args[i];
         i += 1;
         let Some(name) = written.strip_prefix('-') else {
+            let shown = if written.is_empty() { "''" } else { written };
             return Err(CliError::new(format!(
-                "{written}: positional disk images (QEMU's -hda shorthand) are not supported by ferrovm"
+                "{shown}: positional disk images (QEMU's -hda shorthand) are not supported by ferrovm"
             )));
         };
         let name = name.strip_prefix('-').unwrap_or(name);

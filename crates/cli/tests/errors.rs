@@ -29,6 +29,10 @@ fn option_level() {
             &["disk.img"],
             "disk.img: positional disk images (QEMU's -hda shorthand) are not supported by ferrovm",
         ),
+        (
+            &["-S", ""],
+            "'': positional disk images (QEMU's -hda shorthand) are not supported by ferrovm",
+        ),
     ]);
 }
 
