@@ -88,8 +88,9 @@ long64:
         movl    %eax, %gs
         movq    $kstack_top, %rsp
 
-        /* TSS: rsp0, I/O bitmap offset, terminator; the 8 KiB bitmap
-           itself is zero (.sys is NOLOAD and never written). */
+        /* TSS: rsp0, I/O bitmap offset, terminator.  The 8 KiB bitmap is
+           zeroed by the CPL3 C code before its first port access (cheap
+           there; .sys is NOLOAD, zero on a fresh load). */
         movq    $kstack_top, %rax
         movq    %rax, tss + 4
         movw    $TSS_IOMAP, tss + 102
@@ -331,9 +332,13 @@ pml4:   .skip 4096
 pdpt:   .skip 4096
 pd:     .skip 4 * 4096
 idt:    .skip 32 * 16
-dead_idt: .skip 32 * 16                 /* never written: all gates not present */
+        .globl dead_idt
+dead_idt: .skip 32 * 16                 /* all gates not present (zeroed by C) */
         .p2align 4
-tss:    .skip TSS_LIMIT + 1
+tss:    .skip TSS_IOMAP
+        .globl tss_iomap
+tss_iomap:                              /* 8 KiB: zero = port allowed */
+        .skip TSS_LIMIT - TSS_IOMAP + 1
         .p2align 4
 kstack: .skip 8192
 kstack_top:

@@ -500,9 +500,14 @@ static void __attribute__((noreturn)) idle(void)
 
 /* ------------------------------------------------------------------ */
 extern char __bss_start[], __bss_end[];
+extern char tss_iomap[8192], dead_idt[32 * 16];     /* entry.S, user-writable */
 
 void tg_main(u64 start_info)
 {
+    /* Memory may be stale after a reset if the VMM does not reload the
+     * image: zero what must be zero (at CPL3, where it is cheap). */
+    memset(tss_iomap, 0, sizeof tss_iomap);     /* all ports allowed */
+    memset(dead_idt, 0, sizeof dead_idt);       /* for the triple fault */
     memset(__bss_start, 0, (size_t)(__bss_end - __bss_start));
     serial_init();
     if (start_info && start_info < PHYS_LIMIT &&
