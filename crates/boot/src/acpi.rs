@@ -217,12 +217,12 @@ fn fadt(facs: u64, dsdt: u64) -> Vec<u8> {
         // Set = no fixed-feature sleep button. PWR_BUTTON stays clear: the
         // power button is the fixed-feature one.
         .flag(Flags::SlpButton)
-        .flag(Flags::ResetRegSup);
-    // Both the 32- and 64-bit pointers, equal, so that old and new OSPMs agree.
-    f.firmware_ctrl = (facs as u32).into();
-    f.x_firmware_ctrl = facs.into();
-    f.dsdt = (dsdt as u32).into();
-    f.x_dsdt = dsdt.into();
+        .flag(Flags::ResetRegSup)
+        // Only the 64-bit pointers: with the X_ fields in use the 32-bit
+        // FIRMWARE_CTRL and DSDT are to be zero (Linux installs the FACS
+        // twice when both are set).
+        .firmware_ctrl_64(facs)
+        .dsdt_64(dsdt);
     f.sci_int = SCI_IRQ.into();
     // SMI_CMD = 0: no SMM handshake, the hardware is in ACPI mode from reset.
     f.smi_cmd = 0.into();
