@@ -47,8 +47,7 @@ pub(crate) struct Builder {
     pub chardev_locs: Vec<(String, Inv)>,
     /// Front ends using a chardev: (chardev id, where, what kind).
     pub frontends: Vec<(String, Inv, Frontend)>,
-    /// Where `-kernel`/`-initrd`/`-append` were last set (`None` if never).
-    pub kernel_set: bool,
+    /// `-initrd`/`-append` (or the machine properties) were given.
     pub initrd_set: bool,
     pub append_set: bool,
     pub ids: HashSet<(&'static str, String)>,
@@ -78,7 +77,6 @@ impl Builder {
             monitor_index: 0,
             chardev_locs: Vec::new(),
             frontends: Vec::new(),
-            kernel_set: false,
             initrd_set: false,
             append_set: false,
             ids: HashSet::new(),

@@ -164,7 +164,6 @@ pub(crate) fn handle_machine(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(
             }
             "kernel" => {
                 b.cfg.kernel = Some(PathBuf::from(v));
-                b.kernel_set = true;
             }
             "initrd" => {
                 b.cfg.initrd = Some(PathBuf::from(v));

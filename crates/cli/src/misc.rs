@@ -12,7 +12,6 @@ use std::path::PathBuf;
 
 pub(crate) fn handle_kernel(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(), CliError> {
     b.cfg.kernel = Some(PathBuf::from(inv.arg()));
-    b.kernel_set = true;
     Ok(())
 }
 
