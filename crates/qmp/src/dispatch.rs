@@ -225,6 +225,13 @@ pub trait Handler {
         args: &Args,
         events: &mut dyn EventSink,
     ) -> Result<Value, QmpError>;
+
+    /// True once the VM is going away (after `quit`): monitors stop taking
+    /// requests, so nothing runs after `quit` (QEMU exits before reading
+    /// the next one).
+    fn exit_requested(&self) -> bool {
+        false
+    }
 }
 
 /// Commands the library serves itself: they depend only on the protocol,

@@ -17,6 +17,7 @@ pub mod hmp;
 pub mod json_stream;
 pub mod qobject;
 pub mod schema;
+pub mod server;
 pub mod session;
 pub mod testing;
 
@@ -24,6 +25,7 @@ pub use dispatch::{
     check_handler, Args, ErrorClass, Event, EventSink, Handler, QmpError, LIBRARY_COMMANDS,
 };
 pub use schema::{schema, support_table_markdown};
+pub use server::{MonitorAddr, MonitorMode, MonitorSet, MonitorSpec};
 pub use session::Session;
 
 /// The QEMU version whose QMP behaviour ferrovm follows, reported by the

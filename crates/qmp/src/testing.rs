@@ -55,6 +55,10 @@ impl Handler for FakeVm {
         COMMANDS
     }
 
+    fn exit_requested(&self) -> bool {
+        self.quit_requested
+    }
+
     fn execute(
         &mut self,
         cmd: &str,
