@@ -18,6 +18,7 @@
 //! | `0x2040 - 0x205f`   | PVH module list (module 0 = initrd)                   |
 //! | `0x3000 - 0x3bff`   | PVH memory map (`hvm_memmap_table_entry` × ≤ 128)     |
 //! | `0x7000 - 0x7fff`   | Linux `boot_params` (zero page), classic boot only    |
+//! | `0x8000 - 0x8fff`   | boot stack, classic boot only (RSP = 0x8ff0)          |
 //! | `0x9000 - 0x9fff`   | PML4 (classic 64-bit boot only)                       |
 //! | `0xa000 - 0xafff`   | PDPT                                                  |
 //! | `0xb000 - 0xefff`   | 4 page directories, 2 MiB pages: identity map 0-4 GiB |
@@ -26,6 +27,15 @@
 //! | `0xe0000 - 0xfffff` | ACPI tables, RSDP first at `0xe0000`; reserved in e820 |
 //! | `0x100000 -`        | kernel (bzImage at `code32_start`, ELF at `p_paddr`) |
 //! | top of low RAM      | initrd, page aligned, as high as allowed              |
+//!
+//! The 64-bit PCI window starts at the first 1 GiB boundary above RAM (and at
+//! least at 4 GiB) and is 64 GiB long: [`MemoryLayout::pci_mmio64_window`].
+//!
+//! # Reset
+//! [`KernelImage::parse`] decompresses once (about 1 s for Debian's kernel in
+//! a release build, 3 s unoptimised); keep the `KernelImage` and call
+//! [`KernelImage::load`], [`build_acpi`] and [`setup_boot_cpu`] again on every
+//! reset: they rewrite everything they own, BSS and the ACPI area included.
 
 pub mod acpi;
 pub mod bzimage;
