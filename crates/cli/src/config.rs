@@ -186,6 +186,8 @@ pub enum CpuModelName {
     Host,
     /// `max`: all features KVM supports (the same as `host` under KVM).
     Max,
+    /// `qemu64`, QEMU's default model: a conservative x86-64 baseline.
+    Qemu64,
 }
 
 /// A `-cpu` feature setting.
@@ -216,7 +218,7 @@ pub struct CpuModel {
 impl Default for CpuModel {
     fn default() -> Self {
         CpuModel {
-            model: CpuModelName::Host,
+            model: CpuModelName::Qemu64,
             features: Vec::new(),
         }
     }

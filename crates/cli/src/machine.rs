@@ -238,9 +238,10 @@ pub(crate) fn parse_cpu(s: &str) -> Result<CpuModel, String> {
     let model = match parts.next().unwrap_or("") {
         "host" => CpuModelName::Host,
         "max" => CpuModelName::Max,
+        "qemu64" => CpuModelName::Qemu64,
         other => {
             return Err(format!(
-                "CPU model '{other}' is not supported (ferrovm supports 'host' and 'max')"
+                "CPU model '{other}' is not supported (ferrovm supports 'host', 'max' and 'qemu64')"
             ))
         }
     };

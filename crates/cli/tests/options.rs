@@ -16,7 +16,7 @@ fn defaults() {
     assert_eq!(c.machine.name, "q35");
     assert_eq!(c.memory_bytes, 128 * MIB);
     assert_eq!(c.smp, Smp::default());
-    assert_eq!(c.cpu.model, CpuModelName::Host);
+    assert_eq!(c.cpu.model, CpuModelName::Qemu64);
     assert!(c.serials.is_empty() && c.monitors.is_empty() && c.chardevs.is_empty());
     assert_eq!(c.actions, Actions::default());
     assert_eq!(c.actions.panic, PanicAction::Shutdown);

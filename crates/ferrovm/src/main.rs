@@ -1,1 +1,35 @@
-fn main() {}
+//! ferrovm: a KVM machine emulator with QEMU's command line and QMP monitor.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match cli::parse(args) {
+        Ok(cli::Action::Run(config)) => config,
+        Ok(cli::Action::Version) => {
+            print!("{}", cli::version_text());
+            return ExitCode::SUCCESS;
+        }
+        Ok(cli::Action::Help) => {
+            print!("{}", cli::help_text());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("ferrovm: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match vmm::run(*config) {
+        Ok(exit) => {
+            if let vmm::Exit::Signal(sig) = exit {
+                // QEMU prints the same line and exits 0 on SIGINT/SIGTERM.
+                eprintln!("ferrovm: terminating on signal {sig}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ferrovm: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

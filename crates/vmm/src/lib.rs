@@ -1,1 +1,17 @@
-//! vmm
+//! ferrovm's virtual machine monitor: builds the machine described by a
+//! [`cli::Config`] on KVM and runs it until it stops for good.
+
+pub mod controller;
+pub mod cpuid;
+pub mod error;
+pub mod machine;
+pub mod memory;
+pub mod platform;
+pub mod vcpu;
+pub mod vcpu_setup;
+
+mod setup;
+
+pub use controller::Exit;
+pub use error::VmmError;
+pub use setup::run;

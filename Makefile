@@ -1,0 +1,48 @@
+# ferrovm: `make run` boots the test guest with a QMP socket; `make test` runs every test.
+CARGO    ?= cargo
+BUILD    := $(abspath build)
+FERROVM  := target/release/ferrovm
+GUEST    := $(BUILD)/testguest.elf
+PY       := $(BUILD)/venv/bin/python
+QMP_SOCK := $(BUILD)/qmp.sock
+
+.PHONY: all deps build run test unit integration lint bench linux clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(CARGO) build --release --locked -p ferrovm
+	$(MAKE) -s -C firmware/testguest OUT=$(BUILD)
+
+# Boots the test guest in its idle plan: it prints a tick every 100 ms and
+# powers off when the ACPI power button is pressed (QMP system_powerdown).
+run: build
+	@echo "QMP socket: $(QMP_SOCK)   (e.g. $(PY) -m qemu.qmp.qmp_shell $(QMP_SOCK))"
+	$(FERROVM) -accel kvm -m 128 -smp 2 -nodefaults -display none -serial stdio \
+	  -qmp unix:$(QMP_SOCK),server=on,wait=off \
+	  -kernel $(GUEST) -append "plan=idle"
+
+test: build lint unit integration
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --locked
+
+integration:
+	FERROVM=$(abspath $(FERROVM)) TESTGUEST=$(GUEST) $(PY) -m pytest -q tests
+
+bench: build
+	FERROVM=$(abspath $(FERROVM)) TESTGUEST=$(GUEST) $(PY) tests/bench/bench.py
+
+linux: build
+	scripts/linux.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD)

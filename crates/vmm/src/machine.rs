@@ -1,0 +1,207 @@
+//! The KVM machine: VM fd, guest RAM, platform devices and vCPUs.
+//!
+//! A guest-visible reset rebuilds the KVM VM from scratch (fresh irqchip, PIT,
+//! vCPU state), keeping guest RAM and the device models (CMOS NVRAM survives
+//! a reset on a PC), then boots the kernel again. Cloud Hypervisor resets the
+//! same way; it is simpler and more complete than resetting every piece of KVM
+//! state in place.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::GuestMemoryMmap;
+
+use crate::cpuid::{CpuModel, Topology};
+use crate::error::VmmError;
+use crate::platform::Platform;
+use crate::vcpu::{EventSink, Vcpu, VcpuHandle};
+use crate::{memory, vcpu_setup};
+
+/// KVM on Intel needs three pages for the real-mode TSS and one for the
+/// identity map, below 4 GiB and outside RAM and MMIO (QEMU uses the same spot).
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+
+/// What the machine is, independent of how the command line spelled it.
+#[derive(Debug, Clone)]
+pub struct MachineSpec {
+    pub ram_bytes: u64,
+    pub cpus: u32,
+    pub max_cpus: u32,
+    pub topology: Topology,
+    pub cpu_model: CpuModel,
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+}
+
+pub struct Machine {
+    pub spec: MachineSpec,
+    // Field order matters: the VM (and its vCPUs) go before the memory they map.
+    vm: VmFd,
+    kvm: Kvm,
+    pub mem: GuestMemoryMmap,
+    pub platform: Platform,
+    kernel: Option<boot::KernelImage>,
+    initrd: Option<Vec<u8>>,
+    layout: boot::MemoryLayout,
+}
+
+fn read_file(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, VmmError> {
+    std::fs::read(path).map_err(|err| VmmError::File {
+        what,
+        path: path.display().to_string(),
+        err,
+    })
+}
+
+impl Machine {
+    pub fn new(spec: MachineSpec, platform: Platform) -> Result<Self, VmmError> {
+        let kernel = match &spec.kernel {
+            Some(path) => {
+                let bytes = read_file("could not load kernel", path)?;
+                // Parsed (and for a PVH-capable bzImage, decompressed) once; loaded on every boot.
+                Some(boot::KernelImage::parse(&bytes).map_err(|e| {
+                    VmmError::Boot(format!("could not load kernel '{}': {e}", path.display()))
+                })?)
+            }
+            None => None,
+        };
+        let initrd = spec
+            .initrd
+            .as_ref()
+            .map(|p| read_file("could not load initrd", p))
+            .transpose()?;
+        if initrd.is_some() && kernel.is_none() {
+            return Err(VmmError::Config(
+                "-initrd is only supported with -kernel".into(),
+            ));
+        }
+        let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
+        let layout = boot::MemoryLayout::new(spec.ram_bytes);
+        let mem = memory::create(&layout.ram_regions())?;
+        let vm = create_vm(&kvm, &mem, &platform)?;
+        Ok(Self {
+            spec,
+            vm,
+            kvm,
+            mem,
+            platform,
+            kernel,
+            initrd,
+            layout,
+        })
+    }
+
+    /// Writes firmware tables and the kernel, then creates the vCPUs and
+    /// starts their threads (paused when `start_paused`).
+    pub fn boot(
+        &mut self,
+        sink: Arc<dyn EventSink>,
+        start_paused: bool,
+    ) -> Result<Vec<VcpuHandle>, VmmError> {
+        let acpi = boot::AcpiConfig {
+            cpus: self.spec.cpus as u8,
+            max_cpus: self.spec.max_cpus as u8,
+            layout: self.layout.clone(),
+        };
+        let rsdp = boot::build_acpi(&self.mem, &acpi).map_err(|e| VmmError::Boot(e.to_string()))?;
+        let entry = match &self.kernel {
+            Some(k) => Some(
+                k.load(
+                    &self.mem,
+                    self.initrd.as_deref(),
+                    &self.spec.cmdline,
+                    &self.layout,
+                    rsdp,
+                )
+                .map_err(|e| VmmError::Boot(format!("could not load kernel: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut handles = Vec::new();
+        for index in 0..self.spec.cpus {
+            let fd = self
+                .vm
+                .create_vcpu(u64::from(index))
+                .map_err(|e| VmmError::Kvm("KVM_CREATE_VCPU", e))?;
+            vcpu_setup::configure(
+                &self.kvm,
+                &fd,
+                &self.spec.cpu_model,
+                self.spec.topology,
+                index,
+            )?;
+            if index == 0 {
+                if let Some(entry) = &entry {
+                    let mut regs = fd
+                        .get_regs()
+                        .map_err(|e| VmmError::Kvm("KVM_GET_REGS", e))?;
+                    let mut sregs = fd
+                        .get_sregs()
+                        .map_err(|e| VmmError::Kvm("KVM_GET_SREGS", e))?;
+                    let mut fpu = fd.get_fpu().map_err(|e| VmmError::Kvm("KVM_GET_FPU", e))?;
+                    boot::setup_boot_cpu(&self.mem, entry, &mut regs, &mut sregs, &mut fpu)
+                        .map_err(|e| VmmError::Boot(e.to_string()))?;
+                    fd.set_sregs(&sregs)
+                        .map_err(|e| VmmError::Kvm("KVM_SET_SREGS", e))?;
+                    fd.set_regs(&regs)
+                        .map_err(|e| VmmError::Kvm("KVM_SET_REGS", e))?;
+                    fd.set_fpu(&fpu)
+                        .map_err(|e| VmmError::Kvm("KVM_SET_FPU", e))?;
+                }
+            }
+            let (tx, rx) = mpsc::channel();
+            let vcpu = Vcpu {
+                index: index as usize,
+                fd,
+                pio: self.platform.pio.clone(),
+                mmio: self.platform.mmio.clone(),
+                commands: rx,
+                events: sink.clone(),
+                // Without a kernel there is nothing to run: the vCPUs wait.
+                start_paused: start_paused || entry.is_none(),
+            };
+            let (thread, tid) = vcpu.spawn()?;
+            handles.push(VcpuHandle {
+                index: index as usize,
+                commands: tx,
+                thread,
+                tid,
+            });
+        }
+        Ok(handles)
+    }
+
+    /// Replaces the KVM VM with a fresh one and resets the device models.
+    /// Every vCPU thread of the old VM must have ended.
+    pub fn reset(&mut self) -> Result<(), VmmError> {
+        self.platform.reset();
+        self.vm = create_vm(&self.kvm, &self.mem, &self.platform)?;
+        Ok(())
+    }
+}
+
+fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap, platform: &Platform) -> Result<VmFd, VmmError> {
+    let vm = kvm
+        .create_vm()
+        .map_err(|e| VmmError::Kvm("KVM_CREATE_VM", e))?;
+    vm.set_tss_address(KVM_TSS_ADDRESS)
+        .map_err(|e| VmmError::Kvm("KVM_SET_TSS_ADDR", e))?;
+    vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
+        .map_err(|e| VmmError::Kvm("KVM_SET_IDENTITY_MAP_ADDR", e))?;
+    vm.create_irq_chip()
+        .map_err(|e| VmmError::Kvm("KVM_CREATE_IRQCHIP", e))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit)
+        .map_err(|e| VmmError::Kvm("KVM_CREATE_PIT2", e))?;
+    memory::register(&vm, mem)?;
+    platform.register_irqfds(&vm)?;
+    Ok(vm)
+}

@@ -1,0 +1,218 @@
+//! From a parsed command line to a running machine: resolves chardevs,
+//! checks what ferrovm cannot do yet (with a message naming it), and hands
+//! the machine to the controller.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::FromRawFd;
+
+use cli::{ChardevBackend, Config, CpuFeatureValue, MachineKind};
+
+use crate::controller::{self, Controller, Exit};
+use crate::cpuid::{self, CpuModel, Topology};
+use crate::error::VmmError;
+use crate::machine::{Machine, MachineSpec};
+use crate::platform::{Platform, PlatformSpec};
+use crate::vcpu;
+
+/// Runs the machine `config` describes until it stops for good.
+pub fn run(config: Config) -> Result<Exit, VmmError> {
+    check_supported(&config)?;
+    let (serial_out, console_stdin) = serial_backend(&config)?;
+    vcpu::install_kick_handler()?;
+    let (poll, sender, msgs) = controller::channel()?;
+
+    let machine = match config.machine.kind {
+        MachineKind::Q35 => {
+            let spec = machine_spec(&config)?;
+            let layout = boot::MemoryLayout::new(spec.ram_bytes);
+            let requests = {
+                let sender = sender.clone();
+                std::sync::Arc::new(move |r| {
+                    controller::ControlSender::send(
+                        &sender,
+                        controller::ControlMsg::Vcpu(vcpu::VcpuEvent::Guest(r)),
+                    )
+                }) as devices::GuestRequestFn
+            };
+            let platform = Platform::new(
+                PlatformSpec {
+                    mem_below_4g: layout.low_end(),
+                    mem_above_4g: layout.high_bytes(),
+                    cpus: spec.cpus.min(255) as u8,
+                    serial_out,
+                    rtc_offset: rtc_offset(&config),
+                },
+                requests,
+            )?;
+            Some(Machine::new(spec, platform)?)
+        }
+        MachineKind::None => None,
+    };
+    write_pidfile(&config)?;
+    let result = Controller::new(machine, poll, sender, msgs, config.no_reboot, console_stdin)?
+        .run(config.start_paused);
+    if let Some(p) = &config.pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    result
+}
+
+fn machine_spec(config: &Config) -> Result<MachineSpec, VmmError> {
+    let smp = config.smp;
+    if smp.max_cpus > 255 {
+        return Err(VmmError::Config(format!(
+            "-smp: maxcpus={} is more than ferrovm's limit of 255 (xAPIC)",
+            smp.max_cpus
+        )));
+    }
+    let cpu_model = cpu_model(&config.cpu)?;
+    Ok(MachineSpec {
+        ram_bytes: config.memory_bytes,
+        cpus: smp.cpus,
+        max_cpus: smp.max_cpus,
+        topology: Topology {
+            threads: smp.threads,
+            cores: smp.cores * smp.dies,
+        },
+        cpu_model,
+        kernel: config.kernel.clone(),
+        initrd: config.initrd.clone(),
+        cmdline: config.append.clone(),
+    })
+}
+
+fn cpu_model(cpu: &cli::CpuModel) -> Result<CpuModel, VmmError> {
+    let mut removed = Vec::new();
+    for f in &cpu.features {
+        match &f.value {
+            CpuFeatureValue::Off => removed.push(f.name.clone()),
+            // Adding host features is a no-op: `host` already has all KVM supports.
+            CpuFeatureValue::On => {}
+            // Properties such as migratable=on (libvirt) do not change CPUID here.
+            CpuFeatureValue::Value(_) => {}
+        }
+    }
+    cpuid::check_feature_names(&removed).map_err(VmmError::Config)?;
+    Ok(match cpu.model {
+        cli::CpuModelName::Host | cli::CpuModelName::Max => CpuModel::Host { removed },
+        cli::CpuModelName::Qemu64 => CpuModel::Baseline,
+    })
+}
+
+fn rtc_offset(config: &Config) -> i64 {
+    match config.rtc.base {
+        cli::RtcBase::Utc => 0,
+        cli::RtcBase::Localtime => local_utc_offset(),
+        cli::RtcBase::Datetime(start) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            start - now
+        }
+    }
+}
+
+fn local_utc_offset() -> i64 {
+    // SAFETY: localtime_r writes into our struct; time(NULL) has no preconditions.
+    unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&now, &mut tm).is_null() {
+            return 0;
+        }
+        tm.tm_gmtoff
+    }
+}
+
+/// Options the parser accepts (so command lines from libvirt and scripts
+/// parse) but whose function ferrovm does not have yet: refuse by name
+/// rather than silently ignore something that changes the guest.
+fn check_supported(config: &Config) -> Result<(), VmmError> {
+    let unsupported = |what: &str| {
+        Err(VmmError::Config(format!(
+            "{what} is not supported by ferrovm yet"
+        )))
+    };
+    if let Some(d) = config.drives.first() {
+        return unsupported(&format!("-drive (id {:?})", d.id.as_deref().unwrap_or("")));
+    }
+    if !config.blockdevs.is_empty() {
+        return unsupported("-blockdev");
+    }
+    if let Some(d) = config.devices.first() {
+        let driver = d.get("driver").and_then(|v| v.as_str()).unwrap_or("?");
+        return unsupported(&format!("-device '{driver}'"));
+    }
+    if !config.netdevs.is_empty() {
+        return unsupported("-netdev");
+    }
+    if config.serials.len() > 1 {
+        return unsupported("more than one -serial port");
+    }
+    if config.daemonize {
+        return unsupported("-daemonize");
+    }
+    if !config.monitors.is_empty() {
+        return unsupported("a QMP/HMP monitor (-qmp, -mon)");
+    }
+    Ok(())
+}
+
+/// Where COM1's output goes, and whether the console reads stdin.
+fn serial_backend(config: &Config) -> Result<(Option<Box<dyn Write + Send>>, bool), VmmError> {
+    let Some(serial) = config.serials.first() else {
+        return Ok((None, false));
+    };
+    let chardev = config.chardev(&serial.chardev_id).ok_or_else(|| {
+        VmmError::Config(format!(
+            "-serial: chardev '{}' not found",
+            serial.chardev_id
+        ))
+    })?;
+    match &chardev.backend {
+        ChardevBackend::Stdio { .. } => {
+            // Unbuffered: the guest writes one byte per exit and expects it seen.
+            // SAFETY: fd 1 is open for the life of the process; dup gives our own copy.
+            let fd = unsafe { libc::dup(1) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+            let out = unsafe { std::fs::File::from_raw_fd(fd) };
+            Ok((Some(Box::new(out)), true))
+        }
+        ChardevBackend::Null => Ok((Some(Box::new(std::io::sink())), false)),
+        ChardevBackend::File { path, append } => {
+            let f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(*append)
+                .truncate(!*append)
+                .open(path)
+                .map_err(|err| VmmError::File {
+                    what: "could not open chardev file",
+                    path: path.display().to_string(),
+                    err,
+                })?;
+            Ok((Some(Box::new(f)), false))
+        }
+        ChardevBackend::Socket(_) => Err(VmmError::Config(format!(
+            "-serial: socket chardev '{}' for a serial port is not supported by ferrovm yet",
+            chardev.id
+        ))),
+    }
+}
+
+fn write_pidfile(config: &Config) -> Result<(), VmmError> {
+    if let Some(path) = &config.pidfile {
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|err| {
+            VmmError::File {
+                what: "cannot create pid file",
+                path: path.display().to_string(),
+                err,
+            }
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing ferrovm needs, on Debian as root.
+# Idempotent and quick when everything is already there: `make` calls it every time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pkg in gcc make binutils python3 python3-venv qemu-system-x86 busybox-static cpio xz-utils; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "deps: missing Debian packages: ${need_apt[*]} (run as root, or install them)" >&2
+    exit 1
+  fi
+  echo "deps: installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    echo "deps: cargo is in ~/.cargo/bin: add it to PATH" >&2
+  else
+    echo "deps: Rust >= 1.85 is needed (https://rustup.rs: 'curl --proto =https -sSf https://sh.rustup.rs | sh')" >&2
+  fi
+  exit 1
+fi
+
+# Python test tooling lives in a venv under build/, so the system Python stays untouched.
+venv=build/venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c "import qemu.qmp, pytest" >/dev/null 2>&1; then
+  echo "deps: installing qemu.qmp and pytest into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "qemu.qmp==0.0.6" "pytest>=7,<9"
+fi

@@ -1,0 +1,118 @@
+"""The machine boots the test guest on KVM: power events, SMP/memory as the
+guest sees them through firmware tables, reboots, and command-line errors."""
+import re
+import subprocess
+import time
+
+from conftest import guest_args, tap_results
+
+
+def now():
+    return str(int(time.time()))
+
+
+def assert_all_ok(text):
+    results = tap_results(text)
+    assert results, f"the guest printed no TAP results:\n{text}"
+    failed = [r for r in results if not r[0]]
+    assert not failed, f"guest checks failed: {failed}\n{text}"
+    plan = re.search(r"^1\.\.(\d+)$", text, re.M)
+    assert plan and int(plan.group(1)) == len(results), f"TAP plan does not match results:\n{text}"
+
+
+def test_poweroff_exits_zero_after_all_checks_pass(ferrovm, testguest, launch):
+    g = launch(guest_args(ferrovm, testguest, f"plan=poweroff host_time={now()}", "-m", "128"))
+    assert g.wait_exit(30) == 0, g.stderr.decode()
+    out = g.output()
+    assert "boot 1" in out
+    assert_all_ok(out)
+    assert "poweroff" in out
+
+
+def test_smp_and_memory_are_what_the_guest_reports(ferrovm, testguest, launch):
+    g = launch(guest_args(ferrovm, testguest, f"plan=poweroff host_time={now()}",
+                          "-smp", "2", "-m", "256"))
+    assert g.wait_exit(30) == 0
+    out = g.output()
+    assert re.search(r"\bcpus=2\b", out), out
+    assert re.search(r"\bmem_mib=256\b", out), out
+
+
+def test_large_memory_spans_the_pci_hole(ferrovm, testguest, launch):
+    g = launch(guest_args(ferrovm, testguest, "plan=poweroff", "-smp", "4,sockets=1,cores=2,threads=2",
+                          "-m", "4G"))
+    assert g.wait_exit(30) == 0
+    out = g.output()
+    assert re.search(r"\bcpus=4\b", out), out
+    assert re.search(r"\bmem_mib=4096\b", out), out
+
+
+def test_reboot_boots_the_guest_again(ferrovm, testguest, launch):
+    g = launch(guest_args(ferrovm, testguest, "plan=reboot:2"))
+    assert g.wait_exit(60) == 0
+    boots = re.findall(r"boot (\d+)", g.output())
+    assert boots == ["1", "2", "3"], g.output()
+
+
+def test_every_reset_method_reboots(ferrovm, testguest, launch):
+    for method in ("acpi", "kbd", "triple"):
+        g = launch(guest_args(ferrovm, testguest, f"plan=reboot:1 reset={method}"))
+        assert g.wait_exit(60) == 0, method
+        assert re.findall(r"boot (\d+)", g.output()) == ["1", "2"], (method, g.output())
+
+
+def test_no_reboot_turns_reset_into_exit(ferrovm, testguest, launch):
+    g = launch(guest_args(ferrovm, testguest, "plan=reset", "-no-reboot"))
+    assert g.wait_exit(30) == 0
+    assert re.findall(r"boot (\d+)", g.output()) == ["1"], g.output()
+
+
+def run_cli(ferrovm, *args):
+    return subprocess.run([ferrovm, *args], capture_output=True, text=True, timeout=30,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_malformed_options_exit_nonzero_naming_them(ferrovm, testguest):
+    cases = [
+        (["-frobnicate"], "-frobnicate"),
+        (["-m", "lots"], "-m"),
+        (["-smp", "2,bogus=1"], "bogus"),
+        (["-machine", "q35,nonsense=on"], "nonsense"),
+        (["-kernel"], "-kernel"),
+    ]
+    for args, needle in cases:
+        r = run_cli(ferrovm, *args)
+        assert r.returncode != 0, args
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1, f"{args}: want one line, got {r.stderr!r}"
+        assert needle in lines[0], f"{args}: {lines[0]!r} does not name {needle}"
+
+
+def test_missing_kernel_file_is_a_clear_error(ferrovm):
+    r = run_cli(ferrovm, "-kernel", "/nonexistent/vmlinuz", "-display", "none")
+    assert r.returncode != 0
+    assert "/nonexistent/vmlinuz" in r.stderr
+
+
+def test_garbage_kernel_is_refused(ferrovm, tmp_path):
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x7fELF" + bytes(range(256)) * 8)
+    r = run_cli(ferrovm, "-kernel", str(junk), "-display", "none")
+    assert r.returncode != 0
+    assert "kernel" in r.stderr.lower(), r.stderr
+
+
+def test_version_and_help(ferrovm):
+    r = run_cli(ferrovm, "-version")
+    assert r.returncode == 0
+    assert re.match(r"QEMU emulator version 7\.2\.\d+", r.stdout), r.stdout
+    assert "ferrovm" in r.stdout
+    r = run_cli(ferrovm, "-h")
+    assert r.returncode == 0 and "-kernel" in r.stdout and "-smp" in r.stdout
+
+
+def test_sigterm_ends_a_running_guest(ferrovm, testguest, launch):
+    g = launch(guest_args(ferrovm, testguest, "plan=idle"))
+    g.wait_line(r"tick \d+", 30)
+    g.proc.terminate()
+    assert g.wait_exit(10) == 0
