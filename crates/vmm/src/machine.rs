@@ -180,6 +180,7 @@ impl Machine {
     /// Every vCPU thread of the old VM must have ended.
     pub fn reset(&mut self) -> Result<(), VmmError> {
         self.platform.reset();
+        self.platform.unregister_irqfds(&self.vm)?;
         self.vm = create_vm(&self.kvm, &self.mem, &self.platform)?;
         Ok(())
     }

@@ -124,6 +124,17 @@ impl Platform {
         Ok(())
     }
 
+    /// Detaches the interrupt eventfds from `vm` so a new VM can take them:
+    /// KVM lets an eventfd drive one VM at a time, and tears down the old VM's
+    /// irqfds asynchronously.
+    pub fn unregister_irqfds(&self, vm: &VmFd) -> Result<(), VmmError> {
+        vm.unregister_irqfd(&self.serial_irq, COM1_GSI)
+            .map_err(|e| VmmError::Kvm("KVM_IRQFD deassign (COM1)", e))?;
+        vm.unregister_irqfd(&self.sci, ACPI_SCI_GSI)
+            .map_err(|e| VmmError::Kvm("KVM_IRQFD deassign (SCI)", e))?;
+        Ok(())
+    }
+
     /// Machine reset: devices return to power-on state, except what a PC keeps
     /// (CMOS NVRAM and clock).
     pub fn reset(&self) {
