@@ -90,12 +90,12 @@ fn accel_cpu() {
         ),
         (&["-accel", "kernel-irqchip=on"], "-accel kernel-irqchip=on: Parameter 'accel' is missing"),
         (
-            &["-cpu", "qemu64"],
-            "-cpu qemu64: CPU model 'qemu64' is not supported (ferrovm supports 'host' and 'max')",
+            &["-cpu", "core2duo"],
+            "-cpu core2duo: CPU model 'core2duo' is not supported (ferrovm supports 'host', 'max' and 'qemu64')",
         ),
         (
             &["-cpu", "host", "-cpu", "Skylake-Client"],
-            "-cpu Skylake-Client: CPU model 'Skylake-Client' is not supported (ferrovm supports 'host' and 'max')",
+            "-cpu Skylake-Client: CPU model 'Skylake-Client' is not supported (ferrovm supports 'host', 'max' and 'qemu64')",
         ),
         (&["-cpu", "host,+"], "-cpu host,+: CPU feature name missing in '+'"),
     ]);

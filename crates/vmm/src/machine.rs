@@ -106,7 +106,7 @@ impl Machine {
         let acpi = boot::AcpiConfig {
             cpus: self.spec.cpus as u8,
             max_cpus: self.spec.max_cpus as u8,
-            layout: self.layout.clone(),
+            layout: self.layout,
         };
         let rsdp = boot::build_acpi(&self.mem, &acpi).map_err(|e| VmmError::Boot(e.to_string()))?;
         let entry = match &self.kernel {
