@@ -839,3 +839,26 @@ mod tests {
         assert!(out.contains("{\"name\": \"qom-get\"}"));
     }
 }
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+    use crate::testing::FakeVm;
+
+    /// Member order of union/struct replies as QEMU 7.2 printed them.
+    #[test]
+    fn reply_key_order_matches_qemu() {
+        let mut s = Session::new();
+        let mut vm = FakeVm { cpus: 1, ..FakeVm::default() };
+        s.process(b"{\"execute\":\"qmp_capabilities\"}", &mut vm);
+        assert_eq!(
+            s.process(b"{\"execute\":\"query-cpus-fast\"}", &mut vm),
+            "{\"return\": [{\"thread-id\": 1000, \"props\": {\"core-id\": 0, \"thread-id\": 0, \"socket-id\": 0}, \
+             \"qom-path\": \"/machine/unattached/device[0]\", \"cpu-index\": 0, \"target\": \"x86_64\"}]}\r\n"
+        );
+        assert_eq!(
+            s.process(b"{\"execute\":\"query-kvm\"}", &mut vm),
+            "{\"return\": {\"enabled\": false, \"present\": true}}\r\n"
+        );
+    }
+}
