@@ -849,7 +849,10 @@ mod order_tests {
     #[test]
     fn reply_key_order_matches_qemu() {
         let mut s = Session::new();
-        let mut vm = FakeVm { cpus: 1, ..FakeVm::default() };
+        let mut vm = FakeVm {
+            cpus: 1,
+            ..FakeVm::default()
+        };
         s.process(b"{\"execute\":\"qmp_capabilities\"}", &mut vm);
         assert_eq!(
             s.process(b"{\"execute\":\"query-cpus-fast\"}", &mut vm),
