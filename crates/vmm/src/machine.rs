@@ -45,6 +45,8 @@ pub struct Machine {
     kvm: Kvm,
     pub mem: GuestMemoryMmap,
     pub platform: Platform,
+    /// KVM_GET_SUPPORTED_CPUID's answer, asked once (it costs ~1 ms per call).
+    supported_cpuid: kvm_bindings::CpuId,
     kernel: Option<boot::KernelImage>,
     initrd: Option<Vec<u8>>,
     layout: boot::MemoryLayout,
@@ -60,6 +62,10 @@ fn read_file(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, VmmError> {
 
 impl Machine {
     pub fn new(spec: MachineSpec, platform: Platform) -> Result<Self, VmmError> {
+        let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
+        let layout = boot::MemoryLayout::new(spec.ram_bytes);
+        let mem = memory::create(&layout.ram_regions())?;
+        let vm = create_vm(&kvm, &mem, &platform)?;
         let kernel = match &spec.kernel {
             Some(path) => {
                 let bytes = read_file("could not load kernel", path)?;
@@ -80,16 +86,16 @@ impl Machine {
                 "-initrd is only supported with -kernel".into(),
             ));
         }
-        let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
-        let layout = boot::MemoryLayout::new(spec.ram_bytes);
-        let mem = memory::create(&layout.ram_regions())?;
-        let vm = create_vm(&kvm, &mem, &platform)?;
+        let supported_cpuid = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| VmmError::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
         Ok(Self {
             spec,
             vm,
             kvm,
             mem,
             platform,
+            supported_cpuid,
             kernel,
             initrd,
             layout,
@@ -103,6 +109,34 @@ impl Machine {
         sink: Arc<dyn EventSink>,
         start_paused: bool,
     ) -> Result<Vec<VcpuHandle>, VmmError> {
+        let vcpus = self.prepare_vcpus()?;
+        let mut handles = Vec::new();
+        for (index, fd, runnable) in vcpus {
+            let (tx, rx) = mpsc::channel();
+            let vcpu = Vcpu {
+                index,
+                fd,
+                pio: self.platform.pio.clone(),
+                mmio: self.platform.mmio.clone(),
+                commands: rx,
+                events: sink.clone(),
+                // Without a kernel there is nothing to run: the vCPUs wait.
+                start_paused: start_paused || !runnable,
+            };
+            let (thread, tid) = vcpu.spawn()?;
+            handles.push(VcpuHandle {
+                index,
+                commands: tx,
+                thread,
+                tid,
+            });
+        }
+        Ok(handles)
+    }
+
+    /// Writes the firmware tables and the kernel into guest RAM, and creates
+    /// and configures every vCPU: (index, fd, has something to run).
+    fn prepare_vcpus(&self) -> Result<Vec<(usize, kvm_ioctls::VcpuFd, bool)>, VmmError> {
         let acpi = boot::AcpiConfig {
             cpus: self.spec.cpus as u8,
             max_cpus: self.spec.max_cpus as u8,
@@ -122,14 +156,14 @@ impl Machine {
             ),
             None => None,
         };
-        let mut handles = Vec::new();
+        let mut vcpus = Vec::new();
         for index in 0..self.spec.cpus {
             let fd = self
                 .vm
                 .create_vcpu(u64::from(index))
                 .map_err(|e| VmmError::Kvm("KVM_CREATE_VCPU", e))?;
             vcpu_setup::configure(
-                &self.kvm,
+                &self.supported_cpuid,
                 &fd,
                 &self.spec.cpu_model,
                 self.spec.topology,
@@ -154,26 +188,9 @@ impl Machine {
                         .map_err(|e| VmmError::Kvm("KVM_SET_FPU", e))?;
                 }
             }
-            let (tx, rx) = mpsc::channel();
-            let vcpu = Vcpu {
-                index: index as usize,
-                fd,
-                pio: self.platform.pio.clone(),
-                mmio: self.platform.mmio.clone(),
-                commands: rx,
-                events: sink.clone(),
-                // Without a kernel there is nothing to run: the vCPUs wait.
-                start_paused: start_paused || entry.is_none(),
-            };
-            let (thread, tid) = vcpu.spawn()?;
-            handles.push(VcpuHandle {
-                index: index as usize,
-                commands: tx,
-                thread,
-                tid,
-            });
+            vcpus.push((index as usize, fd, entry.is_some()));
         }
-        Ok(handles)
+        Ok(vcpus)
     }
 
     /// Replaces the KVM VM with a fresh one and resets the device models.
@@ -186,6 +203,7 @@ impl Machine {
     }
 }
 
+/// A VM with guest RAM, irqchip, PIT and interrupt lines.
 fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap, platform: &Platform) -> Result<VmFd, VmmError> {
     let vm = kvm
         .create_vm()
@@ -194,6 +212,8 @@ fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap, platform: &Platform) -> Result<Vm
         .map_err(|e| VmmError::Kvm("KVM_SET_TSS_ADDR", e))?;
     vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
         .map_err(|e| VmmError::Kvm("KVM_SET_IDENTITY_MAP_ADDR", e))?;
+    // RAM first: see memory::register for why the order matters.
+    memory::register(&vm, mem)?;
     vm.create_irq_chip()
         .map_err(|e| VmmError::Kvm("KVM_CREATE_IRQCHIP", e))?;
     let pit = kvm_pit_config {
@@ -202,7 +222,6 @@ fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap, platform: &Platform) -> Result<Vm
     };
     vm.create_pit2(pit)
         .map_err(|e| VmmError::Kvm("KVM_CREATE_PIT2", e))?;
-    memory::register(&vm, mem)?;
     platform.register_irqfds(&vm)?;
     Ok(vm)
 }

