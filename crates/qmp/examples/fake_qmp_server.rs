@@ -47,7 +47,8 @@ fn main() -> std::io::Result<()> {
     mons.register(poll.registry(), 0)?;
     let mut events = Events::with_capacity(64);
     loop {
-        poll.poll(&mut events, None)?;
+        poll.poll(&mut events, mons.poll_timeout())?;
+        mons.run_timers();
         for ev in events.iter() {
             if mons.handles(ev.token()) {
                 mons.on_event(ev, &mut vm);

@@ -51,6 +51,7 @@ pub mod schema;
 pub mod server;
 pub mod session;
 pub mod testing;
+mod throttle;
 
 pub use dispatch::{
     check_handler, Args, ErrorClass, Event, EventSink, Handler, QmpError, LIBRARY_COMMANDS,

@@ -23,7 +23,8 @@
 //! mons.wait_for_clients()?;                  // wait=on monitors, before vCPUs start
 //! mons.register(poll.registry(), FIRST_QMP_TOKEN)?;
 //! loop {
-//!     poll.poll(&mut events, None)?;
+//!     poll.poll(&mut events, mons.poll_timeout())?;
+//!     mons.run_timers();
 //!     for ev in events.iter() {
 //!         if mons.handles(ev.token()) {
 //!             mons.on_event(ev, &mut handler);
@@ -46,6 +47,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::dispatch::{check_handler, Event, Handler};
 use crate::session::{greeting, Session};
+use crate::throttle::Throttle;
 
 /// Output waiting for a client above which its requests are not read.
 pub const READ_PAUSE_BYTES: usize = 1 << 20;
@@ -161,6 +163,7 @@ pub struct MonitorSet {
     monitors: Vec<Monitor>,
     first_token: Option<usize>,
     registry: Option<Registry>,
+    throttle: Throttle,
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {
@@ -449,6 +452,7 @@ impl MonitorSet {
             monitors,
             first_token: None,
             registry: None,
+            throttle: Throttle::default(),
         })
     }
 
@@ -545,7 +549,9 @@ impl MonitorSet {
         let Some(first) = self.first_token else {
             return;
         };
-        let rel = event.token().0 - first;
+        let Some(rel) = event.token().0.checked_sub(first) else {
+            return;
+        };
         let i = rel / 2;
         if i >= self.monitors.len() {
             return;
@@ -718,8 +724,32 @@ impl MonitorSet {
     }
 
     /// Sends an event to every negotiated client (events for monitors
-    /// without a client are dropped, as QEMU drops them).
+    /// without a client are dropped, as QEMU drops them).  Guest-triggerable
+    /// events QEMU rate-limits (WATCHDOG, RTC_CHANGE, ...) go out at most
+    /// once a second; held ones are sent by [`MonitorSet::run_timers`].
     pub fn broadcast(&mut self, event: &Event) {
+        if let Some(e) = self.throttle.offer(event.clone(), Instant::now()) {
+            self.send_event(&e);
+        }
+    }
+
+    /// Sends held rate-limited events whose time has come.  Call after every
+    /// poll wake-up; [`MonitorSet::poll_timeout`] says when one is due.
+    pub fn run_timers(&mut self) {
+        for e in self.throttle.expire(Instant::now()) {
+            self.send_event(&e);
+        }
+    }
+
+    /// How long the VMM's poll may sleep before [`MonitorSet::run_timers`]
+    /// has work (`None`: no timer pending).
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.throttle
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    fn send_event(&mut self, event: &Event) {
         let line = event.to_json() + "\r\n";
         for i in 0..self.monitors.len() {
             if let Some(c) = self.monitors[i].conn.as_mut() {
