@@ -47,6 +47,7 @@ mod ghash;
 pub mod hmp;
 pub mod json_stream;
 pub mod qobject;
+pub mod readline;
 pub mod schema;
 pub mod server;
 pub mod session;

@@ -46,6 +46,7 @@ use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::dispatch::{check_handler, Event, Handler};
+use crate::readline::{banner, Readline};
 use crate::session::{greeting, Session};
 use crate::throttle::Throttle;
 
@@ -74,7 +75,7 @@ pub enum MonitorAddr {
 pub enum MonitorMode {
     #[default]
     Control,
-    /// HMP over a socket: not supported (MonitorSet::new fails).
+    /// The human monitor (HMP subset) with QEMU's line editor.
     Readline,
 }
 
@@ -139,9 +140,14 @@ impl Stream {
     }
 }
 
+enum Proto {
+    Qmp(Session),
+    Hmp(Readline),
+}
+
 struct Conn {
     stream: Stream,
-    session: Session,
+    proto: Proto,
     out: VecDeque<u8>,
     /// Reading stopped with input possibly left in the socket.
     read_paused: bool,
@@ -156,6 +162,7 @@ struct Monitor {
     /// Filename shown while no client is connected.
     disconnected_name: String,
     wait: bool,
+    mode: MonitorMode,
 }
 
 /// Every monitor of the VM.
@@ -286,6 +293,7 @@ impl Monitor {
             conn: None,
             disconnected_name: String::new(),
             wait: false,
+            mode: spec.mode,
         };
         match spec.addr {
             MonitorAddr::Unix(path) if spec.server => {
@@ -383,10 +391,19 @@ impl Monitor {
     fn set_conn(&mut self, stream: Stream, is_listen: bool) {
         let filename = connected_name(stream.fd(), is_listen);
         let mut out = VecDeque::new();
-        out.extend(greeting().as_bytes());
+        let proto = match self.mode {
+            MonitorMode::Control => {
+                out.extend(greeting().as_bytes());
+                Proto::Qmp(Session::new())
+            }
+            MonitorMode::Readline => {
+                out.extend(banner().as_bytes());
+                Proto::Hmp(Readline::new())
+            }
+        };
         self.conn = Some(Conn {
             stream,
-            session: Session::new(),
+            proto,
             out,
             read_paused: false,
             registered: false,
@@ -679,8 +696,13 @@ impl MonitorSet {
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
-                    c.session.feed(&buf[..n]);
-                    self.serve_requests(i, handler);
+                    match &mut c.proto {
+                        Proto::Qmp(session) => {
+                            session.feed(&buf[..n]);
+                            self.serve_requests(i, handler);
+                        }
+                        Proto::Hmp(_) => self.serve_hmp(i, &buf[..n], handler),
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -692,6 +714,31 @@ impl MonitorSet {
         }
     }
 
+    /// Runs HMP input through the line editor of monitor `i`.
+    fn serve_hmp(&mut self, i: usize, input: &[u8], handler: &mut dyn Handler) {
+        let mut out = Vec::new();
+        let mut events: Vec<Event> = Vec::new();
+        if let Some(Conn {
+            proto: Proto::Hmp(rl),
+            ..
+        }) = self.monitors[i].conn.as_mut()
+        {
+            for &b in input {
+                if handler_exit(handler) {
+                    break;
+                }
+                rl.feed_byte(b, &mut out, handler, &mut events);
+            }
+        }
+        for e in &events {
+            self.broadcast(e);
+        }
+        if let Some(c) = self.monitors[i].conn.as_mut() {
+            c.out.extend(&out);
+        }
+        self.write_out(i);
+    }
+
     /// Runs every complete request of monitor `i`.
     fn serve_requests(&mut self, i: usize, handler: &mut dyn Handler) {
         loop {
@@ -701,11 +748,14 @@ impl MonitorSet {
             let Some(c) = self.monitors[i].conn.as_mut() else {
                 return;
             };
-            let Some(item) = c.session.next_request() else {
+            let Proto::Qmp(session) = &mut c.proto else {
+                return;
+            };
+            let Some(item) = session.next_request() else {
                 return;
             };
             let mut events: Vec<Event> = Vec::new();
-            let reply = c.session.handle(item, handler, &mut events);
+            let reply = session.handle(item, handler, &mut events);
             for e in &events {
                 self.broadcast(e);
             }
@@ -753,7 +803,7 @@ impl MonitorSet {
         let line = event.to_json() + "\r\n";
         for i in 0..self.monitors.len() {
             if let Some(c) = self.monitors[i].conn.as_mut() {
-                if c.session.negotiated() {
+                if matches!(&c.proto, Proto::Qmp(s) if s.negotiated()) {
                     c.out.extend(line.as_bytes());
                     self.write_out(i);
                 }
@@ -814,7 +864,7 @@ impl MonitorSet {
         self.monitors
             .get(index)
             .and_then(|m| m.conn.as_ref())
-            .is_some_and(|c| c.session.negotiated())
+            .is_some_and(|c| matches!(&c.proto, Proto::Qmp(s) if s.negotiated()))
     }
 }
 

@@ -441,3 +441,48 @@ fn quit_replies_then_stops_reading() {
     assert_eq!(c.expect_line(), r#"{"return": {}}"#);
     assert_eq!(c.line(Duration::from_millis(300)), None);
 }
+
+#[test]
+fn readline_monitor_runs_hmp_and_events_reach_qmp() {
+    let (ph, pq) = (tmp_path("hmp"), tmp_path("hmpq"));
+    let hmp_spec = MonitorSpec {
+        mode: MonitorMode::Readline,
+        ..unix_spec("monitor0", &ph)
+    };
+    let _h = Harness::start(vec![hmp_spec, unix_spec("q", &pq)]);
+    let mut q = Client::connect(&pq);
+    q.negotiate();
+    let mut h = UnixStream::connect(&ph).unwrap();
+    h.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let read_until = |h: &mut UnixStream, end: &[u8]| {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !got.ends_with(end) && Instant::now() < deadline {
+            let mut b = [0u8; 4096];
+            if let Ok(n) = h.read(&mut b) {
+                got.extend_from_slice(&b[..n]);
+            }
+        }
+        got
+    };
+    assert_eq!(
+        read_until(&mut h, b"(qemu) "),
+        b"QEMU 7.2.0 monitor - type 'help' for more information\r\n(qemu) "
+    );
+    h.write_all(b"cont\n").unwrap();
+    let out = read_until(&mut h, b"(qemu) ");
+    assert!(
+        out.ends_with(b"cont\x1b[K\r\n(qemu) "),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(q.expect_line().contains(r#""event": "RESUME""#));
+    h.write_all(b"info status\r").unwrap();
+    let out = read_until(&mut h, b"(qemu) ");
+    assert!(
+        out.ends_with(b"\r\nVM status: running\r\n(qemu) "),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}
