@@ -281,12 +281,6 @@ fn resolve(host: &str, port: &str) -> io::Result<SocketAddr> {
 
 impl Monitor {
     fn open(spec: MonitorSpec) -> io::Result<Monitor> {
-        if spec.mode == MonitorMode::Readline {
-            return Err(invalid(format!(
-                "monitor '{}': mode=readline is not supported",
-                spec.label
-            )));
-        }
         let mut m = Monitor {
             label: spec.label.clone(),
             listener: None,
