@@ -1,6 +1,7 @@
-//! The controller: the single owner of the machine's life. It runs the main
-//! thread's event loop (mio) and reacts to typed messages from vCPU threads,
-//! devices, host signals and the serial console's stdin.
+//! The controller: the main thread's event loop (mio). It serves the QMP
+//! monitors, host signals and the serial console's stdin, and hands every
+//! message from vCPU and device threads to the [`Vm`], the single owner of
+//! the machine's life.
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -8,18 +9,21 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use devices::GuestRequest;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+use qmp::{Event, MonitorSet};
 
 use crate::error::VmmError;
-use crate::machine::Machine;
 use crate::platform::lock;
-use crate::vcpu::{EventSink, VcpuCommand, VcpuEvent, VcpuHandle};
+use crate::vcpu::{EventSink, VcpuEvent};
+use crate::vm::Vm;
 
 const WAKER: Token = Token(0);
 const STDIN: Token = Token(1);
 const SIGNALS: Token = Token(2);
+const FIRST_MONITOR: usize = 16;
+/// How long replies and events may take to drain to clients at exit.
+const EXIT_FLUSH: Duration = Duration::from_millis(500);
 
 /// Why the machine stopped for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +32,8 @@ pub enum Exit {
     GuestPoweroff,
     /// The guest reset and `-no-reboot` turned that into an exit.
     GuestResetNoReboot,
+    /// QMP `quit`.
+    Quit,
     /// SIGINT, SIGTERM or SIGHUP.
     Signal(i32),
 }
@@ -46,8 +52,7 @@ pub struct ControlSender {
 
 impl ControlSender {
     pub fn send(&self, msg: ControlMsg) {
-        // The controller outlives every sender it handed out; a failed send
-        // only happens while it is tearing down, when nobody is listening.
+        // A failed send only happens while the controller tears down.
         if self.tx.send(msg).is_ok() {
             let _ = self.waker.wake();
         }
@@ -69,26 +74,19 @@ pub fn channel() -> Result<(Poll, Arc<ControlSender>, Receiver<ControlMsg>), Vmm
 }
 
 pub struct Controller {
-    /// `None` for `-machine none`: no guest, only the monitor and run state.
-    machine: Option<Machine>,
-    vcpus: Vec<VcpuHandle>,
+    vm: Vm,
+    monitors: MonitorSet,
     poll: Poll,
-    sender: Arc<ControlSender>,
-    msgs: Receiver<ControlMsg>,
     signals: OwnedFd,
-    no_reboot: bool,
-    stdin_open: bool,
     /// Console bytes the UART's FIFO had no room for yet.
     pending_input: Vec<u8>,
 }
 
 impl Controller {
     pub fn new(
-        machine: Option<Machine>,
+        vm: Vm,
+        mut monitors: MonitorSet,
         poll: Poll,
-        sender: Arc<ControlSender>,
-        msgs: Receiver<ControlMsg>,
-        no_reboot: bool,
         console_stdin: bool,
     ) -> Result<Self, VmmError> {
         let signals = block_host_signals()?;
@@ -97,34 +95,41 @@ impl Controller {
             SIGNALS,
             Interest::READABLE,
         )?;
-        let stdin_open = console_stdin && register_stdin(&poll);
+        if console_stdin {
+            register_stdin(&poll);
+        }
+        monitors.register(poll.registry(), FIRST_MONITOR)?;
         Ok(Self {
-            machine,
-            vcpus: Vec::new(),
+            vm,
+            monitors,
             poll,
-            sender,
-            msgs,
             signals,
-            no_reboot,
-            stdin_open,
             pending_input: Vec::new(),
         })
     }
 
     /// Boots the guest and serves events until the machine stops for good.
     pub fn run(mut self, start_paused: bool) -> Result<Exit, VmmError> {
-        if let Some(m) = &mut self.machine {
-            self.vcpus = m.boot(self.sender.clone(), start_paused)?;
-        }
-        let result = self.event_loop();
-        self.stop_vcpus();
+        // `wait=on` monitors hold start-up until their client is there, as QEMU.
+        self.monitors.wait_for_clients()?;
+        let result = self.vm.start(start_paused).and_then(|()| self.event_loop());
+        self.vm.teardown();
+        self.monitors.flush(EXIT_FLUSH);
         result
     }
 
     fn event_loop(&mut self) -> Result<Exit, VmmError> {
         let mut events = Events::with_capacity(64);
         loop {
-            let timeout = (!self.pending_input.is_empty()).then(|| Duration::from_millis(5));
+            if let Some(exit) = self.vm.take_exit() {
+                return exit;
+            }
+            let mut timeout = self.monitors.poll_timeout();
+            if !self.pending_input.is_empty() {
+                timeout = Some(timeout.map_or(Duration::from_millis(5), |t| {
+                    t.min(Duration::from_millis(5))
+                }));
+            }
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -132,96 +137,60 @@ impl Controller {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    STDIN => self.read_console()?,
+                    WAKER => {}
+                    STDIN => self.read_console(),
                     SIGNALS => {
                         if let Some(sig) = self.read_signal() {
-                            return Ok(Exit::Signal(sig));
+                            let mut out = Vec::new();
+                            self.vm.host_signal(sig, &mut out);
+                            self.broadcast(out);
                         }
                     }
+                    t if self.monitors.handles(t) => self.monitors.on_event(ev, &mut self.vm),
                     _ => {}
                 }
+                if self.vm.exiting() {
+                    break;
+                }
             }
+            self.monitors.run_timers();
             self.feed_console();
-            while let Ok(msg) = self.msgs.try_recv() {
-                if let Some(exit) = self.handle(msg)? {
-                    return Ok(exit);
-                }
+            while let Some(msg) = self.vm.next_msg() {
+                let mut out = Vec::new();
+                self.vm.handle(msg, &mut out);
+                self.broadcast(out);
             }
         }
     }
 
-    fn handle(&mut self, msg: ControlMsg) -> Result<Option<Exit>, VmmError> {
-        match msg {
-            ControlMsg::Vcpu(VcpuEvent::Failed(index, why)) => Err(VmmError::Guest(index, why)),
-            ControlMsg::Vcpu(VcpuEvent::Guest(GuestRequest::Poweroff)) => {
-                Ok(Some(Exit::GuestPoweroff))
-            }
-            ControlMsg::Vcpu(VcpuEvent::Guest(GuestRequest::Reset)) => {
-                if self.no_reboot {
-                    return Ok(Some(Exit::GuestResetNoReboot));
-                }
-                self.reset()?;
-                Ok(None)
-            }
-            ControlMsg::Vcpu(VcpuEvent::Paused(_)) | ControlMsg::Vcpu(VcpuEvent::Exited(_)) => {
-                Ok(None)
-            }
+    fn broadcast(&mut self, events: Vec<Event>) {
+        for e in &events {
+            self.monitors.broadcast(e);
         }
     }
 
-    /// A full machine reset: stop and join every vCPU, rebuild the VM, boot again.
-    fn reset(&mut self) -> Result<(), VmmError> {
-        self.stop_vcpus();
-        // Requests queued by the old machine (e.g. a second reset) are moot now.
-        while self.msgs.try_recv().is_ok() {}
-        if let Some(m) = &mut self.machine {
-            m.reset()?;
-            self.vcpus = m.boot(self.sender.clone(), false)?;
-        }
-        Ok(())
-    }
-
-    fn stop_vcpus(&mut self) {
-        for v in &self.vcpus {
-            v.send(VcpuCommand::Exit);
-        }
-        for v in self.vcpus.drain(..) {
-            let _ = v.thread.join();
-        }
-    }
-
-    fn read_console(&mut self) -> Result<(), VmmError> {
+    fn read_console(&mut self) {
         let mut buf = [0u8; 512];
+        // SAFETY: fd 0 stays open for the life of the process; ManuallyDrop keeps it so.
+        let mut stdin = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
         loop {
-            // SAFETY: fd 0 stays open for the life of the process; ManuallyDrop keeps it so.
-            let mut stdin = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
             match stdin.read(&mut buf) {
-                Ok(0) => {
-                    let _ = self.poll.registry().deregister(&mut SourceFd(&0));
-                    self.stdin_open = false;
-                    return Ok(());
-                }
+                Ok(0) => break,
                 Ok(n) => self.pending_input.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    let _ = self.poll.registry().deregister(&mut SourceFd(&0));
-                    self.stdin_open = false;
-                    return Ok(());
-                }
+                Err(_) => break,
             }
         }
+        // End of input (or an error): the console has no more input.
+        let _ = self.poll.registry().deregister(&mut SourceFd(&0));
     }
 
     fn feed_console(&mut self) {
         if self.pending_input.is_empty() {
             return;
         }
-        let Some(serial) = self
-            .machine
-            .as_ref()
-            .and_then(|m| m.platform.serial.as_ref())
-        else {
+        let Some(serial) = self.vm.serial() else {
             self.pending_input.clear();
             return;
         };

@@ -7,9 +7,12 @@ pub mod error;
 pub mod machine;
 pub mod memory;
 pub mod platform;
+pub mod runstate;
 pub mod vcpu;
 pub mod vcpu_setup;
+pub mod vm;
 
+mod monitors;
 mod setup;
 
 pub use controller::Exit;

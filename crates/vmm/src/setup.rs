@@ -12,8 +12,11 @@ use crate::controller::{self, Controller, Exit};
 use crate::cpuid::{self, CpuModel, Topology};
 use crate::error::VmmError;
 use crate::machine::{Machine, MachineSpec};
+use crate::monitors;
 use crate::platform::{Platform, PlatformSpec};
+use crate::runstate;
 use crate::vcpu;
+use crate::vm::{Vm, VmInfo};
 
 /// Runs the machine `config` describes until it stops for good.
 pub fn run(config: Config) -> Result<Exit, VmmError> {
@@ -49,13 +52,61 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         }
         MachineKind::None => None,
     };
+    let info = vm_info(&config);
+    let vm = Vm::new(
+        machine,
+        sender,
+        msgs,
+        actions(&config.actions),
+        info,
+        !config.monitors.is_empty(),
+    );
+    let monitors = qmp::MonitorSet::new(monitors::specs(&config)?, &vm)
+        .map_err(|e| VmmError::Config(format!("-qmp/-mon: {e}")))?;
     write_pidfile(&config)?;
-    let result = Controller::new(machine, poll, sender, msgs, config.no_reboot, console_stdin)?
-        .run(config.start_paused);
+    let result = Controller::new(vm, monitors, poll, console_stdin)?.run(config.start_paused);
     if let Some(p) = &config.pidfile {
         let _ = std::fs::remove_file(p);
     }
     result
+}
+
+/// `-action` as the run-state machine spells it (both follow QEMU's names).
+fn actions(a: &cli::Actions) -> runstate::Actions {
+    fn conv<T: serde::de::DeserializeOwned + Default>(name: &str) -> T {
+        serde_json::from_value(serde_json::Value::String(name.to_string())).unwrap_or_default()
+    }
+    runstate::Actions {
+        reboot: conv(a.reboot.as_str()),
+        shutdown: conv(a.shutdown.as_str()),
+        panic: conv(a.panic.as_str()),
+        watchdog: conv(a.watchdog.as_str()),
+    }
+}
+
+fn vm_info(config: &Config) -> VmInfo {
+    let machine_type = match config.machine.kind {
+        MachineKind::None => "none-machine".to_string(),
+        MachineKind::Q35 => match config.machine.name.as_str() {
+            "q35" => "pc-q35-7.2-machine".to_string(),
+            "pc" => "pc-i440fx-7.2-machine".to_string(),
+            other => format!("{other}-machine"),
+        },
+    };
+    VmInfo {
+        name: config.name.clone(),
+        uuid: config.uuid.as_ref().map(|u| u.to_string()),
+        machine_type,
+        ram_bytes: if config.machine.kind == MachineKind::None {
+            0
+        } else {
+            config.memory_bytes
+        },
+        sockets: config.smp.sockets,
+        cores: config.smp.cores * config.smp.dies,
+        threads: config.smp.threads,
+        chardevs: monitors::serial_chardev_info(config),
+    }
 }
 
 fn machine_spec(config: &Config) -> Result<MachineSpec, VmmError> {
@@ -153,9 +204,6 @@ fn check_supported(config: &Config) -> Result<(), VmmError> {
     }
     if config.daemonize {
         return unsupported("-daemonize");
-    }
-    if !config.monitors.is_empty() {
-        return unsupported("a QMP/HMP monitor (-qmp, -mon)");
     }
     Ok(())
 }

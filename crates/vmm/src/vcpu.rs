@@ -20,6 +20,8 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 pub enum VcpuCommand {
     Pause,
     Resume,
+    /// Inject an NMI (QMP `inject-nmi`).
+    Nmi,
     /// Leave the loop and end the thread.
     Exit,
 }
@@ -160,6 +162,11 @@ impl Vcpu {
                         self.events.send(VcpuEvent::Paused(self.index));
                     }
                     VcpuCommand::Resume => paused = false,
+                    VcpuCommand::Nmi => {
+                        // KVM queues it for the next entry; a failure only means
+                        // the vCPU cannot take NMIs, which the guest would see anyway.
+                        let _ = self.fd.nmi();
+                    }
                     VcpuCommand::Exit => break 'outer,
                 }
             }
