@@ -6,7 +6,7 @@ GUEST    := $(BUILD)/testguest.elf
 PY       := $(BUILD)/venv/bin/python
 QMP_SOCK := $(BUILD)/qmp.sock
 
-.PHONY: all deps build run test unit integration lint bench linux clean
+.PHONY: all deps build run test unit integration lint bench linux clean docs
 
 all: build
 
@@ -46,3 +46,8 @@ linux: build
 clean:
 	$(CARGO) clean
 	rm -rf $(BUILD)
+
+# docs/qmp.md and docs/cli.md are generated from the QMP schema and the option table.
+docs:
+	$(CARGO) run -q -p qmp --example qmp_schema table > docs/qmp.md
+	$(CARGO) run -q -p cli --example parse -- --md > docs/cli.md

@@ -16,7 +16,7 @@ pub struct Config {
     /// KVM was requested (`-accel kvm`, `-enable-kvm`, `-machine accel=kvm`).
     /// ferrovm always uses KVM; this records whether the user asked.
     pub accel_kvm: bool,
-    /// `-cpu`; default `host`.
+    /// `-cpu`; default `qemu64`.
     pub cpu: CpuModel,
     /// `-m` size, rounded up to 8 KiB as QEMU does; default 128 MiB.
     pub memory_bytes: u64,

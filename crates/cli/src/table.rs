@@ -128,10 +128,10 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
     },
     OptionDef {
         names: &["cpu"],
-        args: "host|max[,+feature][,-feature][,feature=value]",
+        args: "host|max|qemu64[,+feature][,-feature][,feature=value]",
         grammar: Raw(None),
         help: "select the CPU model",
-        notes: "Only `host` and `max` (the same under KVM); default `host`. Feature settings are kept in order for the VMM.",
+        notes: "`host` and `max` (the same under KVM) pass KVM's CPUID through; `qemu64`, the default as in QEMU, is a conservative baseline without XSAVE, AVX, POPCNT, CX16 or SMAP. `-feature` removes one of popcnt, xsave, avx, x2apic, rdrand, pcid, smap, smep, avx2; `+feature` and properties such as `migratable=on` change nothing.",
         handler: Run(machine::handle_cpu),
     },
     OptionDef {
