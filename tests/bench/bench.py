@@ -130,6 +130,8 @@ def main():
         print(f"| {label} | {fmt(f[key])} | {fmt(mv)} | {fmt(q)} | {ratio(f[key], mv)} | {ratio(f[key], q)} |")
     print(f"| VMM RSS beyond touched guest RAM | {total - guest:.1f} MiB | | | | |")
     print("\n" + json.dumps(results))
+    import qmp_bench
+    qmp_bench.run(FERROVM, QEMU)
 
 
 if __name__ == "__main__":

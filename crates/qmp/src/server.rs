@@ -152,6 +152,10 @@ struct Conn {
     /// Reading stopped with input possibly left in the socket.
     read_paused: bool,
     registered: bool,
+    /// WRITABLE is in the registration: only while output is queued, since a
+    /// standing WRITABLE interest wakes the loop each time the client reads
+    /// (an IPI per round trip, expensive under nested KVM).
+    want_write: bool,
     filename: String,
 }
 
@@ -401,6 +405,7 @@ impl Monitor {
             out,
             read_paused: false,
             registered: false,
+            want_write: false,
             filename,
         });
     }
@@ -538,11 +543,8 @@ impl MonitorSet {
         };
         if !c.registered {
             let t = Token(first + 2 * i + 1);
-            match registry.register(
-                c.stream.source(),
-                t,
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
+            c.want_write = !c.out.is_empty();
+            match registry.register(c.stream.source(), t, conn_interest(c.want_write)) {
                 Ok(()) => c.registered = true,
                 Err(e) => {
                     log::warn!(
@@ -641,14 +643,19 @@ impl MonitorSet {
                 resume = true;
             }
         }
+        let interest_changed = self.monitors[i]
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.registered && c.want_write == c.out.is_empty());
         if failed {
             self.disconnect(i);
-        } else if resume {
+        } else if resume || interest_changed {
             self.rearm(i);
         }
     }
 
-    /// Re-arms the edge-triggered registration so pending input produces a
+    /// Re-arms the edge-triggered registration (WRITABLE only while output
+    /// is queued) so pending input produces a
     /// new readiness event.
     fn rearm(&mut self, i: usize) {
         let (Some(first), Some(registry)) = (self.first_token, self.registry.as_ref()) else {
@@ -656,11 +663,8 @@ impl MonitorSet {
         };
         if let Some(c) = self.monitors[i].conn.as_mut() {
             let t = Token(first + 2 * i + 1);
-            let _ = registry.reregister(
-                c.stream.source(),
-                t,
-                Interest::READABLE | Interest::WRITABLE,
-            );
+            c.want_write = !c.out.is_empty();
+            let _ = registry.reregister(c.stream.source(), t, conn_interest(c.want_write));
         }
     }
 
@@ -864,4 +868,12 @@ impl MonitorSet {
 
 fn handler_exit(handler: &dyn Handler) -> bool {
     handler.exit_requested()
+}
+
+fn conn_interest(want_write: bool) -> Interest {
+    if want_write {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    }
 }
