@@ -63,6 +63,12 @@ fn read_file(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, VmmError> {
 impl Machine {
     pub fn new(spec: MachineSpec, platform: Platform) -> Result<Self, VmmError> {
         let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
+        // KVM_GET_SUPPORTED_CPUID takes ~1 ms here; ask for it on another
+        // thread while the VM is built.
+        let cpuid_query = {
+            let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
+            std::thread::spawn(move || kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES))
+        };
         let layout = boot::MemoryLayout::new(spec.ram_bytes);
         let mem = memory::create(&layout.ram_regions())?;
         let vm = create_vm(&kvm, &mem, &platform)?;
@@ -86,8 +92,9 @@ impl Machine {
                 "-initrd is only supported with -kernel".into(),
             ));
         }
-        let supported_cpuid = kvm
-            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        let supported_cpuid = cpuid_query
+            .join()
+            .map_err(|_| VmmError::Device("CPUID query thread panicked".into()))?
             .map_err(|e| VmmError::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
         Ok(Self {
             spec,
@@ -124,12 +131,7 @@ impl Machine {
                 start_paused: start_paused || !runnable,
             };
             let (thread, tid) = vcpu.spawn()?;
-            handles.push(VcpuHandle {
-                index,
-                commands: tx,
-                thread,
-                tid,
-            });
+            handles.push(VcpuHandle::new(index, tx, thread, tid));
         }
         Ok(handles)
     }

@@ -21,6 +21,12 @@ use crate::vm::{Vm, VmInfo};
 /// Runs the machine `config` describes until it stops for good.
 pub fn run(config: Config) -> Result<Exit, VmmError> {
     check_supported(&config)?;
+    if !config.monitors.is_empty() {
+        // Parsing the QMP schema takes ~0.5 ms: do it while the machine is built.
+        std::thread::spawn(|| {
+            qmp::schema();
+        });
+    }
     let (serial_out, console_stdin) = serial_backend(&config)?;
     vcpu::install_kick_handler()?;
     let (poll, sender, msgs) = controller::channel()?;

@@ -59,11 +59,36 @@ pub struct VcpuHandle {
     pub index: usize,
     pub commands: Sender<VcpuCommand>,
     pub thread: JoinHandle<()>,
-    /// Host thread id, as `query-cpus-fast` reports it.
-    pub tid: i32,
+    /// Host thread id, as `query-cpus-fast` reports it; see [`VcpuHandle::tid`].
+    tid: Receiver<i32>,
+    tid_known: std::cell::Cell<i32>,
 }
 
 impl VcpuHandle {
+    pub fn new(
+        index: usize,
+        commands: Sender<VcpuCommand>,
+        thread: JoinHandle<()>,
+        tid: Receiver<i32>,
+    ) -> Self {
+        Self {
+            index,
+            commands,
+            thread,
+            tid,
+            tid_known: std::cell::Cell::new(0),
+        }
+    }
+
+    /// The vCPU thread's host id. Learnt from the thread itself the first
+    /// time it is asked for, so start-up never waits for the thread to run.
+    pub fn tid(&self) -> i32 {
+        if self.tid_known.get() == 0 {
+            self.tid_known.set(self.tid.recv().unwrap_or(0));
+        }
+        self.tid_known.get()
+    }
+
     /// Queues `cmd` and interrupts KVM_RUN so the thread sees it promptly.
     pub fn send(&self, cmd: VcpuCommand) {
         // A closed channel means the thread already ended: nothing to tell it.
@@ -119,7 +144,7 @@ enum Step {
 }
 
 impl Vcpu {
-    pub fn spawn(self) -> std::io::Result<(JoinHandle<()>, i32)> {
+    pub fn spawn(self) -> std::io::Result<(JoinHandle<()>, Receiver<i32>)> {
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
             .name(format!("vcpu{}", self.index))
@@ -128,8 +153,7 @@ impl Vcpu {
                 let _ = tid_tx.send(unsafe { libc::gettid() });
                 self.run_loop()
             })?;
-        let tid = tid_rx.recv().unwrap_or(0);
-        Ok((handle, tid))
+        Ok((handle, tid_rx))
     }
 
     fn run_loop(mut self) {

@@ -302,7 +302,7 @@ impl Vm {
             self.vcpus
                 .iter()
                 .map(|v| {
-                    json!({"cpu-index": v.index, "qom-path": cpu_qom_path(v.index), "thread-id": v.tid,
+                    json!({"cpu-index": v.index, "qom-path": cpu_qom_path(v.index), "thread-id": v.tid(),
                            "props": self.cpu_props(v.index), "target": "x86_64"})
                 })
                 .collect(),
