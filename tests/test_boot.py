@@ -1,6 +1,8 @@
 """The machine boots the test guest on KVM: power events, SMP/memory as the
 guest sees them through firmware tables, reboots, and command-line errors."""
+import os
 import re
+import signal
 import subprocess
 import time
 
@@ -116,3 +118,33 @@ def test_sigterm_ends_a_running_guest(ferrovm, testguest, launch):
     g.wait_line(r"tick \d+", 30)
     g.proc.terminate()
     assert g.wait_exit(10) == 0
+
+
+def test_daemonize_detaches_writes_pidfile_and_serial_file(ferrovm, testguest, tmp_path):
+    pidfile, serial = tmp_path / "vm.pid", tmp_path / "serial.log"
+    r = subprocess.run([ferrovm, "-accel", "kvm", "-m", "128", "-display", "none", "-nodefaults",
+                        "-daemonize", "-pidfile", str(pidfile), "-serial", f"file:{serial}",
+                        "-kernel", testguest, "-append", "plan=idle"],
+                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    pid = int(pidfile.read_text())
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        assert int(fields[3]) == pid, "the daemon leads its own session (setsid)"
+        deadline = time.time() + 20
+        while "tick 2" not in serial.read_text() and time.time() < deadline:
+            time.sleep(0.05)
+        assert "tick 2" in serial.read_text(), serial.read_text()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 10
+    while os.path.exists(f"/proc/{pid}") and time.time() < deadline:
+        time.sleep(0.05)
+    assert not pidfile.exists(), "the pid file is removed at exit"
+
+
+def test_daemonize_with_stdio_is_refused(ferrovm, testguest):
+    r = run_cli(ferrovm, "-daemonize", "-serial", "stdio", "-kernel", testguest, "-display", "none")
+    assert r.returncode != 0
+    assert "daemonize" in r.stderr

@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod cpuid;
+pub mod daemon;
 pub mod error;
 pub mod machine;
 pub mod memory;

@@ -9,6 +9,7 @@ use std::os::fd::FromRawFd;
 use cli::{ChardevBackend, Config, CpuFeatureValue, MachineKind};
 
 use crate::controller::{self, Controller, Exit};
+use crate::daemon;
 use crate::cpuid::{self, CpuModel, Topology};
 use crate::error::VmmError;
 use crate::machine::{Machine, MachineSpec};
@@ -21,6 +22,8 @@ use crate::vm::{Vm, VmInfo};
 /// Runs the machine `config` describes until it stops for good.
 pub fn run(config: Config) -> Result<Exit, VmmError> {
     check_supported(&config)?;
+    // Before any thread exists: fork() keeps only the calling thread.
+    let daemon = if config.daemonize { Some(daemon::daemonize()?) } else { None };
     if !config.monitors.is_empty() {
         // Parsing the QMP schema takes ~0.5 ms: do it while the machine is built.
         std::thread::spawn(|| {
@@ -70,7 +73,11 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     let monitors = qmp::MonitorSet::new(monitors::specs(&config)?, &vm)
         .map_err(|e| VmmError::Config(format!("-qmp/-mon: {e}")))?;
     write_pidfile(&config)?;
-    let result = Controller::new(vm, monitors, poll, console_stdin)?.run(config.start_paused);
+    let controller = Controller::new(vm, monitors, poll, console_stdin)?;
+    if let Some(d) = daemon {
+        d.ready();
+    }
+    let result = controller.run(config.start_paused);
     if let Some(p) = &config.pidfile {
         let _ = std::fs::remove_file(p);
     }
@@ -207,9 +214,6 @@ fn check_supported(config: &Config) -> Result<(), VmmError> {
     }
     if config.serials.len() > 1 {
         return unsupported("more than one -serial port");
-    }
-    if config.daemonize {
-        return unsupported("-daemonize");
     }
     Ok(())
 }
