@@ -122,3 +122,29 @@ def tap_results(text):
     for m in re.finditer(r"^(not ok|ok) (\d+) - ([^(\n]*)", text, re.M):
         out.append((m.group(1) == "ok", int(m.group(2)), m.group(3).strip()))
     return out
+
+
+# --- QMP tests (tests/test_qmp_*.py, helpers in tests/qmp_util.py) ---
+
+@pytest.fixture
+def sockdir():
+    """A short-named directory for unix sockets, removed afterwards."""
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="fvq", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def qemu():
+    """qemu-system-x86_64 (QEMU 7.2), the oracle of the QMP tests."""
+    import shutil
+    path = shutil.which("qemu-system-x86_64")
+    if not path:
+        pytest.fail("qemu-system-x86_64 is missing: QEMU 7.2 is the oracle of the QMP tests "
+                    "(Debian's qemu-system-x86)")
+    r = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+    if not re.match(r"QEMU emulator version 7\.2\.", r.stdout):
+        pytest.fail(f"{path} is not QEMU 7.2: {r.stdout.splitlines()[:1]}")
+    return path
