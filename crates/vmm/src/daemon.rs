@@ -28,7 +28,9 @@ pub fn daemonize() -> Result<Daemon, VmmError> {
             0 => {
                 drop(r);
                 libc::setsid();
-                Ok(Daemon { ready: File::from(w) })
+                Ok(Daemon {
+                    ready: File::from(w),
+                })
             }
             _ => {
                 drop(w);

@@ -9,8 +9,8 @@ use std::os::fd::FromRawFd;
 use cli::{ChardevBackend, Config, CpuFeatureValue, MachineKind};
 
 use crate::controller::{self, Controller, Exit};
-use crate::daemon;
 use crate::cpuid::{self, CpuModel, Topology};
+use crate::daemon;
 use crate::error::VmmError;
 use crate::machine::{Machine, MachineSpec};
 use crate::monitors;
@@ -23,7 +23,11 @@ use crate::vm::{Vm, VmInfo};
 pub fn run(config: Config) -> Result<Exit, VmmError> {
     check_supported(&config)?;
     // Before any thread exists: fork() keeps only the calling thread.
-    let daemon = if config.daemonize { Some(daemon::daemonize()?) } else { None };
+    let daemon = if config.daemonize {
+        Some(daemon::daemonize()?)
+    } else {
+        None
+    };
     if !config.monitors.is_empty() {
         // Parsing the QMP schema takes ~0.5 ms: do it while the machine is built.
         std::thread::spawn(|| {
