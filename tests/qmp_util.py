@@ -154,15 +154,33 @@ class Qmp:
     """A `qemu.qmp.QMPClient` driven from synchronous test code. Every event
     it receives is appended to `events` (in arrival order)."""
 
-    def __init__(self, address, timeout=10, negotiate=True, proc=None, name="test"):
+    def __init__(self, address=None, timeout=10, negotiate=True, proc=None, name="test"):
         self.client = QMPClient(name)
         self.client.await_greeting = True
         self.client.negotiate = negotiate
         self.events = []
         self._cond = threading.Condition()
+        self._pump = None
+        if address is None:
+            return
         sock = address if isinstance(address, socket.socket) else \
             connect_socket(address, timeout, proc)
         run_async(self.client.connect(sock), timeout)
+        self._start_pump()
+
+    @classmethod
+    def listen(cls, address, name="test"):
+        """A client that listens (for `server=off` monitors); call accept()."""
+        q = cls(name=name)
+        run_async(q.client.start_server(address), 10)
+        return q
+
+    def accept(self, timeout=10):
+        run_async(self.client.accept(), timeout)
+        self._start_pump()
+        return self
+
+    def _start_pump(self):
         self._pump = asyncio.run_coroutine_threadsafe(self._pump_events(), _Loop.get())
 
     async def _pump_events(self):
@@ -209,7 +227,8 @@ class Qmp:
             return [e["event"] for e in self.events]
 
     def close(self):
-        self._pump.cancel()
+        if self._pump is not None:
+            self._pump.cancel()
         with contextlib.suppress(Exception):
             run_async(self.client.disconnect(), 10)
 
