@@ -61,9 +61,10 @@ def short_tmpdir():
     return tempfile.mkdtemp(prefix="fvq", dir="/tmp")
 
 
-def vm_argv(binary, testguest=None, *extra, plan="idle", mem="128", smp="1", serial="stdio"):
+def vm_argv(binary, testguest=None, *extra, plan="idle", mem="128", smp="1", serial="stdio",
+            machine="q35"):
     """Common arguments for ferrovm and QEMU: q35, KVM, no default devices."""
-    argv = [binary, "-accel", "kvm", "-machine", "q35", "-m", mem, "-smp", smp,
+    argv = [binary, "-accel", "kvm", "-machine", machine, "-m", mem, "-smp", smp,
             "-nodefaults", "-display", "none"]
     if serial:
         argv += ["-serial", serial]
@@ -275,13 +276,20 @@ class Raw:
         self.lines.append(line)
         return line
 
-    def recv(self, timeout=10):
-        """The next message (event or reply)."""
+    def recv(self, timeout=10, lenient=False):
+        """The next message (event or reply). `lenient`: a line that is not
+        JSON (QEMU prints a double that overflowed as `inf`) comes back as
+        {"<raw>": text} instead of failing."""
         line = self.recv_line(timeout)
         assert line.endswith(b"\r\n"), f"message does not end in CRLF: {line[-80:]!r}"
         body = line[:-2]
         assert b"\r" not in body and b"\n" not in body, f"message spans lines: {line!r}"
-        msg = json.loads(body)
+        try:
+            msg = json.loads(body)
+        except ValueError:
+            if not lenient:
+                raise
+            return {"<raw>": body.decode(errors="replace")}
         assert isinstance(msg, dict), line
         return msg
 

@@ -1,0 +1,432 @@
+"""Differential test: the same QMP conversation with QEMU 7.2 (the oracle)
+and with ferrovm, started with the same arguments, compared step by step:
+events (name, data, order relative to the returns), reply shapes (keys and
+JSON types, recursively), values where they are determined, and error
+classes and descriptions for bad arguments, unknown commands and malformed
+input. Where values differ by design, the normaliser below says why."""
+import json
+import os
+import random
+import re
+
+import pytest
+
+from qmp_util import COMMANDS, Raw, running, shape, shape_diff, vm_argv
+
+NAME = "diff"
+UUID = "0b9ec4c4-7d2f-4c9f-b3a3-5d0c5a6c8e21"
+
+
+def q(s):
+    """Requests are written with single quotes (QEMU's parser accepts them)."""
+    return s.encode() if isinstance(s, str) else s
+
+
+def req(cmd, args=None, **extra):
+    r = {"execute": cmd, **extra}
+    if args is not None:
+        r["arguments"] = args
+    return json.dumps(r).encode()
+
+
+# Mandatory arguments, so that argument checks reach the one under test.
+VALID_ARGS = {
+    "qom-list": {"path": "/machine"},
+    "qom-get": {"path": "/machine", "property": "type"},
+    "human-monitor-command": {"command-line": "info name"},
+}
+
+MALFORMED = [  # tests/qtest/qmp-test.c test_malformed, and more
+    b"{]\n", b"{\xff", b"{\x01", b"{'bad \xff", b"{'execute': 'nonexistent', 'id':'\n", b"%p",
+    b"null\n", b"{}", b"{ 'execute': true }", b"{ 'execute': 'no-such-cmd', 'arguments': [] }",
+    b"{ 'execute': 'no-such-cmd', 'extra': true }", b"[1]", b"42 ", b"'str'", b"]", b"}", b"\x00",
+    b"{'execute': 'query-status', 'arguments': null}",
+    b"{'execute': 'query-status', 'control': 1}",
+    b"{'id': 'no-execute'}",
+    b"{'execute': 'query-status', 'execute': 'query-name'}",
+    b'{"execute": "query-name", "id": "\\ud800"}',
+    b'{"execute": "query-name", "id": "\\x41"}',
+    b'{"execute": "query-name", "id": "\xc0\xaf"}',
+    b'{"execute": "query-name", "id": "\xf0\x9f\x98\x80 \xe2\x98\x83"}',
+    b'{"execute": "query-name", "id": "\\u00e9\\u0000\\"\\\\\\/\\b\\f\\n\\r\\t"}',
+    b'{"execute": "query-name", "id": 1e400}',
+    b'{"execute": "query-name", "id": 18446744073709551616}',
+    b'{"execute": "query-name", "id": 9223372036854775807}',
+    b'{"execute": "query-name", "id": -9223372036854775808}',
+    b'{"execute": "query-name", "id": -0}',
+    b'{"execute": "query-name", "id": 0.1}',
+    b'{"execute": "query-name", "id": 1.5e-7}',
+    b'{"execute": "query-name", "id": 01}',
+    b'{"execute": "query-name", "id": tru}',
+    b'{"execute": "query-name", "id": [1, 2,]}',
+    b'{"execute": "query-name", "id": {"a": 1,}}',
+    b'{"execute": "query-name" "id": 1}',
+    b'{"execute": "query-name", "id": "a"}{"execute": "query-name", "id": "b"}',
+    b'{"execute"\n:\n"query-name",\t"id":\r"ws"}',
+    b'{"execute": "query-status", "arguments": {"a": ' + b"[" * 1022 + b"]" * 1022 + b"}}",
+    b'{"execute": "query-status", "arguments": {"a": ' + b"[" * 1023 + b"]" * 1023 + b"}}",
+    b"[" * 100000 + b"\xff",
+    b"{'execute': 'query-name', 'id': '" + b"x" * 70000 + b"'}",
+]
+
+
+# Numbers as ids: compared as printed (QEMU prints integers that overflow
+# int64 as doubles, and a double that overflows as `inf`, which is not JSON).
+NUMBER_IDS = [m for m in MALFORMED if re.search(rb'"id": [-0-9]', m)]
+
+
+def garbage(seed, n):
+    rnd = random.Random(seed)
+    return bytes(rnd.randrange(256) for _ in range(n)) + b"\xff"
+
+
+def steps_before_negotiation():
+    s = [req("query-status"), req("query-version", id=1), req("quit", id="q")]
+    s += MALFORMED[:12]
+    s += [req("qmp_capabilities", {"enable": ["cap-does-not-exist"]}),
+          req("qmp_capabilities", {"enable": "oob"}),
+          req("qmp_capabilities", {"enable": [], "extra": 1}),
+          req("qmp_capabilities", {"enable": None}),
+          json.dumps({"exec-oob": "qmp_capabilities"}).encode(),
+          req("qmp_capabilities", id="neg"),
+          req("qmp_capabilities", id="again")]
+    return s
+
+
+RECONNECT = None  # a step: the client leaves and a new one connects
+
+OOB_REQUESTS = [
+    json.dumps({"exec-oob": "query-status"}).encode(),
+    json.dumps({"exec-oob": "query-status", "id": "o"}).encode(),
+    json.dumps({"exec-oob": "no-such", "id": "o"}).encode(),
+    json.dumps({"exec-oob": "qmp_capabilities"}).encode(),
+    json.dumps({"exec-oob": 1}).encode(),
+    json.dumps({"exec-oob": "query-status", "execute": "query-status"}).encode(),
+    json.dumps({"exec-oob": "query-status", "arguments": {"x": 1}}).encode(),
+    json.dumps({"exec-oob": "query-status", "id": "o", "control": {}}).encode(),
+]
+
+
+def steps_with_oob():
+    """A second client that negotiates 'oob'. (Not with floods of errors:
+    QEMU 7.2 aborts on an assertion when one read yields more than 8
+    requests or errors while 'oob' is on, monitor/qmp.c handle_qmp_command.)"""
+    return [RECONNECT, req("query-status"), req("qmp_capabilities", {"enable": ["oob"]}),
+            *OOB_REQUESTS, *MALFORMED[:12], req("query-status", id="oob-on")]
+
+
+def steps_after_negotiation():
+    s = []
+    # Every command without arguments that leaves the run state alone.
+    for cmd in ("query-status", "query-name", "query-uuid", "query-version", "query-kvm",
+                "query-target", "query-machines", "query-current-machine", "query-cpus-fast",
+                "query-hotpluggable-cpus", "query-memory-size-summary", "query-chardev",
+                "query-iothreads", "query-commands", "query-qmp-schema", "system_wakeup"):
+        s.append(req(cmd))
+    # Bad arguments of every command.
+    for cmd in COMMANDS:
+        s.append(req(cmd, {**VALID_ARGS.get(cmd, {}), "no-such-arg": 1}, id=f"extra-{cmd}"))
+        s.append(req(cmd, []))
+        s.append(req(cmd, "x"))
+    s += [
+        req("qom-list", {}), req("qom-list", {"path": 1}), req("qom-list", {"path": None}),
+        req("qom-list", {"path": "/"}), req("qom-list", {"path": "/machine"}),
+        req("qom-list", {"path": "/machine/unattached"}), req("qom-list", {"path": "/nope"}),
+        req("qom-list", {"path": "/machine/unattached/device[0]"}),
+        req("qom-list", {"path": "machine"}), req("qom-list", {"path": ""}),
+        req("qom-list", {"path": "unattached"}), req("qom-list", {"path": "/machine/"}),
+        req("qom-get", {"path": "machine", "property": "type"}),
+        req("qom-get", {"path": "/machine"}), req("qom-get", {"property": "type"}),
+        req("qom-get", {"path": "/machine", "property": 1}),
+        req("qom-get", {"path": "/machine", "property": "type"}),
+        req("qom-get", {"path": "/machine", "property": "nope"}),
+        req("qom-get", {"path": "/nope", "property": "type"}),
+        req("qom-get", {"path": "/machine/unattached/device[0]", "property": "realized"}),
+        req("qom-get", {"path": "/machine/unattached/device[0]", "property": "type"}),
+        req("qom-get", {"path": "/machine/peripheral", "property": "type"}),
+        req("qom-get", {"path": "/", "property": "type"}),
+        req("set-action", {"shutdown": "bogus"}), req("set-action", {"reboot": 5}),
+        req("set-action", {"panic": "exit-failure", "watchdog": "inject-nmi"}),
+        req("set-action", {"reboot": "reset", "shutdown": "poweroff", "panic": "shutdown",
+                           "watchdog": "reset"}),
+        req("set-action", {}),
+        req("human-monitor-command", {}), req("human-monitor-command", {"command-line": 1}),
+        req("human-monitor-command", {"command-line": "info status", "cpu-index": 9}),
+        req("human-monitor-command", {"command-line": "info status", "cpu-index": -1}),
+        req("human-monitor-command", {"command-line": "info status", "cpu-index": "0"}),
+        req("no-such-command"), req("no-such-command", {"a": 1}, id=["x"]),
+        req("query-status", id=None), req("query-status", id=True), req("query-status", id=[]),
+        req("query-status", id={"k": [1, 2.5, None, False, "s"]}), req("query-status", id=-3),
+        *OOB_REQUESTS,  # 'oob' not negotiated: exec-oob is an unknown member
+    ]
+    for line in ("info status", "info name", "info uuid", "info kvm", "info cpus",
+                 "info chardev", "info iothreads", "info memory_size_summary", "info version",
+                 "info", "help", "help info", "help stop", "help info status", "help nope", "nope", "nope arg",
+                 "info nope", "", "   ", "info status extra", "stop x", "system_wakeup"):
+        s.append(req("human-monitor-command", {"command-line": line}))
+    s += MALFORMED
+    s += [garbage(seed, 3000) for seed in range(5)]
+    s += steps_with_oob()
+    # The run-state machine.
+    s += [req("stop"), req("cont"), req("cont"), req("query-status"), req("stop"), req("stop"),
+          req("query-status"), req("system_reset"), req("query-status"), req("cont"),
+          req("human-monitor-command", {"command-line": "stop"}),
+          req("human-monitor-command", {"command-line": "info status"}),
+          req("human-monitor-command", {"command-line": "c"}),
+          req("human-monitor-command", {"command-line": "s"}),
+          req("system_reset"), req("query-status"),
+          req("human-monitor-command", {"command-line": "system_reset"}),
+          req("system_wakeup"), req("system_powerdown"), req("query-status"),
+          req("human-monitor-command", {"command-line": "system_powerdown"}),
+          req("inject-nmi"), req("query-status")]
+    return s
+
+
+# --- normalisation ------------------------------------------------------
+
+def norm_return(cmd, args, value):
+    """What of a return value must be equal. By-design differences:
+    - query-version, info version: ferrovm reports 7.2.0 and package
+      'ferrovm-X.Y.Z'; the oracle is a distribution build (7.2.N, Debian).
+    - thread ids are the processes' own.
+    - query-machines: ferrovm offers pc-q35-7.2, pc-i440fx-7.2, ferrovm and
+      none; QEMU dozens. Compared: shapes of the entries, and the common
+      machines' names and aliases.
+    - query-current-machine: ferrovm has no S3 support, so its
+      wakeup-suspend-support is false (q35 says true).
+    - qom-list: ferrovm has the paths and properties management tools read,
+      a subset of QEMU's: every entry it lists must be in QEMU's list.
+    - query-commands, query-qmp-schema: ferrovm implements a subset; its
+      entries must be QEMU's (the schema is compared as resolved types,
+      since both number their type names).
+    """
+    if cmd == "query-version":
+        return shape(value), value["qemu"]["major"], value["qemu"]["minor"]
+    if cmd == "query-cpus-fast":
+        return [{**c, "thread-id": "TID"} for c in value]
+    if cmd == "human-monitor-command":
+        line = args["command-line"].strip()
+        if line in HMP_LISTINGS:
+            return value.split("\r\n")
+        if line == "info version":
+            return re.fullmatch(r"7\.2\.\d+.*\r\n", value) is not None
+        return re.sub(r"thread_id=\d+", "thread_id=TID", value)
+    if cmd == "query-machines":
+        common = {m["name"]: m.get("alias") for m in value if m["name"] in ("pc-q35-7.2", "none")}
+        return shape(value)[1:], common
+    if cmd == "query-current-machine":
+        return shape(value)
+    if cmd in ("qom-list", "query-commands", "query-qmp-schema"):
+        return value  # compared as subsets below
+    return value
+
+
+SUBSET_RETURNS = ("qom-list", "query-commands", "query-qmp-schema", "query-machines")
+# HMP's command listings: ferrovm has a subset of QEMU's commands, so its
+# lines must be QEMU's lines, in QEMU's order.
+HMP_LISTINGS = ("info", "help", "help info")
+
+
+def canon_schema(schema):
+    by = {e["name"]: e for e in schema}
+
+    def canon(name, seen=()):
+        e = by[name]
+        if name in seen:
+            return "<recursive>"
+        seen += (name,)
+        m = e["meta-type"]
+        if m == "builtin":
+            return e["json-type"] if name != "any" else "any"
+        if m == "enum":
+            return ["enum", sorted(e["values"])]
+        if m == "array":
+            return ["array", canon(e["element-type"], seen)]
+        if m == "alternate":
+            return ["alternate", sorted(json.dumps(canon(x["type"], seen)) for x in e["members"])]
+        if m == "object":
+            r = {"members": {x["name"]: ["default" in x, canon(x["type"], seen),
+                                         x.get("features", [])] for x in e["members"]}}
+            if "tag" in e:
+                r["tag"] = e["tag"]
+                r["variants"] = {v["case"]: canon(v["type"], seen) for v in e["variants"]}
+            return ["object", r, e.get("features", [])]
+        out = {k: v for k, v in e.items() if k not in ("name", "arg-type", "ret-type")}
+        out["arg"] = canon(e["arg-type"], seen)
+        if "ret-type" in e:
+            out["ret"] = canon(e["ret-type"], seen)
+        return out
+    return {e["name"]: canon(e["name"]) for e in schema if e["meta-type"] in ("command", "event")}
+
+
+def message_key(msg, cmd=None):
+    """One message, without what differs by nature (timestamps). Returns
+    that may legitimately list less than QEMU's are compared by
+    norm_return/compare, not here."""
+    if "<raw>" in msg:
+        return ["not JSON", msg["<raw>"]]
+    msg = {k: v for k, v in msg.items() if k != "<line>"}
+    if "event" in msg:
+        ts = msg.get("timestamp", {})
+        assert sorted(ts) == ["microseconds", "seconds"], msg
+        return ["event", msg["event"], msg.get("data")]
+    if "error" in msg:
+        return ["error", msg.get("id", "<none>"), msg["error"]["class"], msg["error"]["desc"],
+                sorted(msg)]
+    ret = msg["return"]
+    if cmd in SUBSET_RETURNS:
+        ret = ret[:0] if isinstance(ret, list) else ret
+    return ["return", msg.get("id", "<none>"), shape(ret), sorted(msg)]
+
+
+def converse(binary, testguest, sock, steps, machine):
+    """Runs the conversation; returns, per step, the messages it produced."""
+    if machine == "none":  # libvirt's probe: no guest, no vCPU
+        argv = vm_argv(binary, None, "-S", "-name", NAME, "-uuid", UUID,
+                       "-qmp", f"unix:{sock},server=on,wait=off", serial="none", machine="none")
+    else:
+        argv = vm_argv(binary, testguest, "-S", "-name", NAME, "-uuid", UUID,
+                       "-qmp", f"unix:{sock},server=on,wait=off", smp="2", serial="none")
+    out = []
+    with running(argv) as g:
+        r = Raw(sock, proc=g.proc)
+        out.append([r.greet()])
+        for i, data in enumerate(steps):
+            if data is RECONNECT:
+                r.close()
+                r = Raw(sock, proc=g.proc)
+                out.append([r.greet()])
+                continue
+            marker = f"@@{i}"
+            r.send(data)
+            r.send(req("query-name", id=marker))
+            msgs = []
+            while True:
+                m = r.recv(60, lenient=True)
+                if m.get("id") == marker:
+                    break
+                # The line as printed: number formatting is compared as text.
+                m["<line>"] = r.lines[-1]
+                msgs.append(m)
+            out.append(msgs)
+        r.send(req("quit", id="bye"))
+        msgs = []
+        try:
+            while True:
+                msgs.append(r.recv(20))
+        except EOFError:
+            pass
+        out.append(msgs)
+        rc = g.wait_exit(20)
+        r.close()
+    return out, rc
+
+
+def request_of(data):
+    if data is RECONNECT:
+        return None, {}
+    try:
+        d = json.loads(data)
+        return d.get("execute"), d.get("arguments") or {}
+    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
+        return None, {}
+
+
+def compare(steps, qemu_out, ferro_out):
+    diffs = []
+    d = shape_diff(shape(qemu_out[0][0]), shape(ferro_out[0][0]))
+    if d:
+        diffs.append(f"greeting: {d}")
+    requests = [(data, request_of(data)) for data in steps] + [(b"quit", ("quit", {}))]
+    for (data, (cmd, args)), qm, fm in zip(requests, qemu_out[1:], ferro_out[1:]):
+        if data is RECONNECT:
+            d = shape_diff(shape(qm[0]), shape(fm[0]))
+            if d:
+                diffs.append(f"greeting of the second client: {d}")
+            continue
+        label = data[:150]
+        qk = [message_key(m, cmd) for m in qm]
+        fk = [message_key(m, cmd) for m in fm]
+        if data in NUMBER_IDS:
+            qk += [m.get("<line>") for m in qm]
+            fk += [m.get("<line>") for m in fm]
+        if qk != fk:
+            diffs.append(f"{label!r}:\n   qemu:    {json.dumps(qk)[:700]}\n"
+                         f"   ferrovm: {json.dumps(fk)[:700]}")
+            continue
+        for a, b in zip(qm, fm):
+            if "return" not in a or not cmd:
+                continue
+            va, vb = norm_return(cmd, args, a["return"]), norm_return(cmd, args, b["return"])
+            subset = cmd in SUBSET_RETURNS or (
+                cmd == "human-monitor-command" and args.get("command-line", "").strip() in HMP_LISTINGS)
+            if subset:
+                if cmd == "query-qmp-schema":
+                    ca, cb = canon_schema(a["return"]), canon_schema(b["return"])
+                    bad = {k: (ca.get(k), v) for k, v in cb.items() if ca.get(k) != v}
+                elif cmd == "human-monitor-command":
+                    bad = [x for x in vb if x not in va]
+                    if [x for x in va if x in vb] != vb:
+                        bad.append("(order differs)")
+                elif cmd == "query-machines":
+                    bad = [x for x in vb[0] if x not in va[0]]
+                    if va[1] != vb[1]:
+                        bad.append(("machines", va[1], vb[1]))
+                else:
+                    bad = [x for x in vb if x not in va]
+                if bad:
+                    diffs.append(f"{label!r}: ferrovm has what QEMU has not: {json.dumps(bad)[:700]}")
+            elif va != vb:
+                diffs.append(f"{label!r}: values differ\n   qemu:    {json.dumps(va)[:500]}\n"
+                             f"   ferrovm: {json.dumps(vb)[:500]}")
+    return diffs
+
+
+@pytest.fixture(scope="module", params=["q35", "none"])
+def conversations(request, ferrovm, testguest, qemu):
+    machine = request.param
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="fvd", dir="/tmp")
+    sock = os.path.join(d, "m")  # the same path for both: query-chardev names it
+    steps = steps_before_negotiation() + steps_after_negotiation()
+    try:
+        qemu_out, qemu_rc = converse(qemu, testguest, sock, steps, machine)
+        ferro_out, ferro_rc = converse(ferrovm, testguest, sock, steps, machine)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return steps, (qemu_out, qemu_rc), (ferro_out, ferro_rc)
+
+
+def test_same_conversation_as_qemu(conversations):
+    steps, (qemu_out, qemu_rc), (ferro_out, ferro_rc) = conversations
+    assert len(qemu_out) == len(ferro_out) == len(steps) + 2
+    diffs = compare(steps, qemu_out, ferro_out)
+    assert not diffs, f"{len(diffs)} of {len(steps) + 2} steps differ from QEMU 7.2:\n" + \
+        "\n".join(diffs)
+
+
+def test_quit_ends_both_the_same_way(conversations):
+    steps, (qemu_out, qemu_rc), (ferro_out, ferro_rc) = conversations
+    assert qemu_rc == 0 and ferro_rc == 0, (qemu_rc, ferro_rc)
+    for out in (qemu_out, ferro_out):
+        assert [message_key(m)[:3] for m in out[-1]] == [
+            ["event", "SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"}],
+            ["return", "bye", {}]], out[-1]
+
+
+def test_every_implemented_command_was_compared(conversations):
+    steps = conversations[0]
+    sent = {request_of(s)[0] for s in steps} | {"quit"}
+    assert set(COMMANDS) <= sent, set(COMMANDS) - sent
+
+
+def test_schema_entries_match_qemu(conversations):
+    """ferrovm's query-qmp-schema: every command and event as QEMU declares it."""
+    steps, (qemu_out, _), (ferro_out, _) = conversations
+    i = steps.index(req("query-qmp-schema")) + 1
+    qs, fs = qemu_out[i][0]["return"], ferro_out[i][0]["return"]
+    cq, cf = canon_schema(qs), canon_schema(fs)
+    assert set(COMMANDS) <= set(cf), set(COMMANDS) - set(cf)
+    wrong = sorted(k for k in cf if cq.get(k) != cf[k])
+    assert not wrong, f"declared differently from QEMU: {wrong}"
