@@ -594,3 +594,21 @@ def test_client_that_never_reads(ferrovm, testguest, sockdir, launch):
             assert q.cmd("query-status")["status"] == "prelaunch"
         assert watcher.cmd("query-name") == {}
     assert g.proc.poll() is None
+
+
+def test_bursts_of_errors_with_oob_negotiated(vm):
+    """With 'oob' on, one read that yields many requests or errors must queue
+    them. (QEMU 7.2 aborts here: assertion `mon->qmp_requests->length <
+    QMP_REQ_QUEUE_LEN_MAX' in monitor/qmp.c; a crash is not behaviour to copy.)"""
+    rnd = random.Random(99)
+    with raw(vm) as r:
+        r.greet()
+        assert r.execute("qmp_capabilities", {"enable": ["oob"]}) == {"return": {}}
+        for _ in range(5):
+            r.send(bytes(rnd.randrange(256) for _ in range(3000)))
+            for m in recover_after_junk(r):
+                assert "error" in m, m
+        r.send(b"".join(b'{"execute":"query-name","id":%d}' % i for i in range(50)))
+        assert [r.reply()["id"] for _ in range(50)] == list(range(50))
+        assert r.execute("query-status")["return"]["status"] == "prelaunch"
+    assert vm.proc.poll() is None
