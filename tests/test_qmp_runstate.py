@@ -4,7 +4,10 @@
 -no-shutdown, -no-reboot, quit, SIGTERM, set-action, and events on every
 monitor, in QEMU 7.2's order relative to the command returns."""
 import os
+import signal
 import time
+
+import pytest
 
 from qmp_util import Qmp, Raw, error_of, start_vm, ticks, wait_for
 
@@ -66,13 +69,15 @@ def test_stop_really_pauses_the_guest(ferrovm, testguest, sockdir, launch):
     with Raw(sock, proc=g.proc) as r:
         r.negotiate()
         g.wait_line(r"tick 2\b", 20)
-        tid = r.execute("query-cpus-fast")["return"][0]["thread-id"]
+        tids = [c["thread-id"] for c in r.execute("query-cpus-fast")["return"]]
         assert event_then_return(r, '{"execute": "stop"}', "STOP") == {"return": {}}
         assert r.execute("query-status")["return"] == {
             "status": "paused", "singlestep": False, "running": False}
-        cpu0 = cpu_ticks(g.proc.pid, tid)
+        before = [cpu_ticks(g.proc.pid, t) for t in tids]
         assert_no_new_ticks(g)
-        assert cpu_ticks(g.proc.pid, tid) - cpu0 <= 2, "the paused vCPU thread kept using CPU"
+        after = [cpu_ticks(g.proc.pid, t) for t in tids]
+        assert all(b - a <= 2 for a, b in zip(before, after)), \
+            f"paused vCPU threads kept using CPU: {before} -> {after} clock ticks"
         # stop again: no event.
         assert r.execute("stop") == {"return": {}}
         r.expect_silence(0.2)
@@ -208,14 +213,51 @@ def test_quit(ferrovm, testguest, sockdir, launch):
     assert not os.path.exists(sock), "the monitor's socket file outlived the process"
 
 
-def test_sigterm_reports_shutdown_host_signal(ferrovm, testguest, sockdir, launch):
-    g, sock = start_vm(launch, ferrovm, testguest, sockdir, paused=False)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+def test_signal_reports_shutdown_host_signal(ferrovm, testguest, sockdir, launch, sig):
+    g, sock = start_vm(launch, ferrovm, testguest, sockdir, "-no-shutdown", paused=False)
     with Qmp(sock, proc=g.proc) as q:
         g.wait_line(r"tick 1\b", 20)
-        g.proc.terminate()
+        g.proc.send_signal(sig)
+        # Even with -no-shutdown, a signal ends the process.
         ev = q.wait_event("SHUTDOWN", 10)
         assert ev["data"] == {"guest": False, "reason": "host-signal"}
         assert g.wait_exit(20) == 0
+
+
+def test_action_option_shutdown_pause(ferrovm, testguest, sockdir, launch):
+    g, sock = start_vm(launch, ferrovm, testguest, sockdir, "-action", "shutdown=pause",
+                       plan="poweroff")
+    with Qmp(sock, proc=g.proc) as q:
+        q.cmd("cont")
+        ev = q.wait_event("SHUTDOWN", 30)
+        assert ev["data"] == {"guest": True, "reason": "guest-shutdown"}
+        q.wait_event("STOP", 10, start=q.events.index(ev))
+        assert q.cmd("query-status")["status"] == "shutdown"
+        assert g.proc.poll() is None
+
+
+def test_action_option_reboot_shutdown(ferrovm, testguest, sockdir, launch):
+    """-action reboot=shutdown is -no-reboot: a guest reset ends the process."""
+    g, sock = start_vm(launch, ferrovm, testguest, sockdir, "-action", "reboot=shutdown",
+                       plan="reset")
+    with Qmp(sock, proc=g.proc) as q:
+        q.cmd("cont")
+        ev = q.wait_event("SHUTDOWN", 20)
+        assert ev["data"] == {"guest": True, "reason": "guest-reset"}
+    assert g.wait_exit(20) == 0
+
+
+def test_set_action_reboot_shutdown_at_run_time(ferrovm, testguest, sockdir, launch):
+    g, sock = start_vm(launch, ferrovm, testguest, sockdir, plan="reboot:5")
+    with Qmp(sock, proc=g.proc) as q:
+        assert q.cmd("set-action", {"reboot": "shutdown"}) == {}
+        q.cmd("cont")
+        ev = q.wait_event("SHUTDOWN", 20)
+        assert ev["data"] == {"guest": True, "reason": "guest-reset"}
+        assert "RESET" not in q.event_names()
+    assert g.wait_exit(20) == 0
+    assert "boot 2" not in g.output()
 
 
 def test_set_action_shutdown_pause(ferrovm, testguest, sockdir, launch):
