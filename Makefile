@@ -6,7 +6,7 @@ GUEST    := $(BUILD)/testguest.elf
 PY       := $(BUILD)/venv/bin/python
 QMP_SOCK := $(BUILD)/qmp.sock
 
-.PHONY: all deps build run test unit integration lint bench linux clean docs
+.PHONY: all deps build run test unit integration lint bench linux clean docs fuzz
 
 all: build
 
@@ -51,3 +51,10 @@ clean:
 docs:
 	$(CARGO) run -q -p qmp --example qmp_schema table > docs/qmp.md
 	$(CARGO) run -q -p cli --example parse -- --md > docs/cli.md
+
+# Fuzzes every parser for FUZZ_SECONDS each (cargo-fuzz, nightly toolchain).
+FUZZ_SECONDS ?= 60
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in json_stream session cli kernel_image; do \
+	  cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 || exit 1; done

@@ -582,7 +582,13 @@ impl MonitorSet {
         // Readable, or hung up: read until EOF/WouldBlock (an EOF is only
         // seen by reading).
         if self.monitors[i].conn.is_some() {
-            self.read_in(i, handler);
+            // `query-chardev` needs the monitors' live state, which only the
+            // set knows: the handler's answer is completed here.
+            let mut with_monitors = WithMonitorChardevs {
+                inner: handler,
+                monitors: self.chardev_info(),
+            };
+            self.read_in(i, &mut with_monitors);
         }
     }
 
@@ -875,5 +881,39 @@ fn conn_interest(want_write: bool) -> Interest {
         Interest::READABLE | Interest::WRITABLE
     } else {
         Interest::READABLE
+    }
+}
+
+/// A handler whose `query-chardev` answer starts with the monitors' own
+/// chardevs (as QEMU lists them) followed by the VMM's.
+struct WithMonitorChardevs<'a> {
+    inner: &'a mut dyn Handler,
+    monitors: Vec<serde_json::Value>,
+}
+
+impl Handler for WithMonitorChardevs<'_> {
+    fn commands(&self) -> &[&str] {
+        self.inner.commands()
+    }
+
+    fn execute(
+        &mut self,
+        cmd: &str,
+        args: &crate::dispatch::Args,
+        events: &mut dyn crate::dispatch::EventSink,
+    ) -> Result<serde_json::Value, crate::dispatch::QmpError> {
+        let reply = self.inner.execute(cmd, args, events)?;
+        if cmd != "query-chardev" {
+            return Ok(reply);
+        }
+        let mut all = self.monitors.clone();
+        if let serde_json::Value::Array(more) = reply {
+            all.extend(more);
+        }
+        Ok(serde_json::Value::Array(all))
+    }
+
+    fn exit_requested(&self) -> bool {
+        self.inner.exit_requested()
     }
 }

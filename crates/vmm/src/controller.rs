@@ -85,7 +85,7 @@ pub struct Controller {
 impl Controller {
     pub fn new(
         vm: Vm,
-        mut monitors: MonitorSet,
+        monitors: MonitorSet,
         poll: Poll,
         console_stdin: bool,
     ) -> Result<Self, VmmError> {
@@ -98,7 +98,6 @@ impl Controller {
         if console_stdin {
             register_stdin(&poll);
         }
-        monitors.register(poll.registry(), FIRST_MONITOR)?;
         Ok(Self {
             vm,
             monitors,
@@ -111,7 +110,10 @@ impl Controller {
     /// Boots the guest and serves events until the machine stops for good.
     pub fn run(mut self, start_paused: bool) -> Result<Exit, VmmError> {
         // `wait=on` monitors hold start-up until their client is there, as QEMU.
+        // (The set accepts those clients itself, then joins the event loop.)
         self.monitors.wait_for_clients()?;
+        self.monitors
+            .register(self.poll.registry(), FIRST_MONITOR)?;
         let result = self.vm.start(start_paused).and_then(|()| self.event_loop());
         self.vm.teardown();
         self.monitors.flush(EXIT_FLUSH);

@@ -114,11 +114,8 @@ fn vm_info(config: &Config) -> VmInfo {
         name: config.name.clone(),
         uuid: config.uuid.as_ref().map(|u| u.to_string()),
         machine_type,
-        ram_bytes: if config.machine.kind == MachineKind::None {
-            0
-        } else {
-            config.memory_bytes
-        },
+        // QEMU reports -m even for `-machine none`, which maps no RAM.
+        ram_bytes: config.memory_bytes,
         sockets: config.smp.sockets,
         cores: config.smp.cores * config.smp.dies,
         threads: config.smp.threads,

@@ -35,7 +35,8 @@ pub struct VmInfo {
     pub sockets: u32,
     pub cores: u32,
     pub threads: u32,
-    /// `query-chardev` entries for chardevs that are not monitors.
+    /// `query-chardev` entries for chardevs that are not monitors (the QMP
+    /// library adds the monitors' own, which only it knows live).
     pub chardevs: Vec<Value>,
 }
 
@@ -315,8 +316,57 @@ impl Vm {
         json!({"core-id": (i / t) % c, "thread-id": i % t, "socket-id": i / (t * c)})
     }
 
+    /// Every QOM path ferrovm models.
+    fn qom_paths(&self) -> Vec<String> {
+        let mut paths: Vec<String> = [
+            "/",
+            "/objects",
+            "/chardevs",
+            "/machine",
+            "/machine/peripheral",
+            "/machine/peripheral-anon",
+            "/machine/unattached",
+        ]
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+        paths.extend(self.vcpus.iter().map(|v| cpu_qom_path(v.index)));
+        paths
+    }
+
+    /// QEMU's `object_resolve_path()`: an absolute path ignores empty
+    /// components; a partial path names the unique object whose path ends
+    /// with it, and is ambiguous when several do.
+    fn resolve_qom_path(&self, path: &str) -> Result<String, QmpError> {
+        let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        let paths = self.qom_paths();
+        if path.starts_with('/') {
+            let canon = format!("/{}", parts.join("/"));
+            if paths.contains(&canon) {
+                return Ok(canon);
+            }
+        } else {
+            let matches: Vec<&String> = paths
+                .iter()
+                .filter(|p| {
+                    let comps: Vec<&str> = p.split('/').filter(|c| !c.is_empty()).collect();
+                    comps.len() >= parts.len() && comps[comps.len() - parts.len()..] == parts[..]
+                })
+                .collect();
+            match matches.len() {
+                0 => {}
+                1 => return Ok(matches[0].clone()),
+                _ => return Err(QmpError::generic(format!("Path '{path}' is ambiguous"))),
+            }
+        }
+        Err(QmpError::device_not_found(format!(
+            "Device '{path}' not found"
+        )))
+    }
+
     fn qom_list(&self, path: &str) -> Result<Value, QmpError> {
-        let entries: Vec<(String, String)> = match path {
+        let path = self.resolve_qom_path(path)?;
+        let entries: Vec<(String, String)> = match path.as_str() {
             "/" => pairs(&[
                 ("type", "string"),
                 ("objects", "child<container>"),
@@ -359,7 +409,8 @@ impl Vm {
     }
 
     fn qom_get(&self, path: &str, property: &str) -> Result<Value, QmpError> {
-        let type_name = match path {
+        let path = self.resolve_qom_path(path)?;
+        let type_name = match path.as_str() {
             "/machine" => self.info.machine_type.clone(),
             "/"
             | "/objects"
@@ -516,7 +567,7 @@ impl qmp::Handler for Vm {
             "query-hotpluggable-cpus" => {
                 if self.machine.is_none() {
                     return Err(QmpError::generic(
-                        "machine does not support hot-plugging CPUs",
+                        "The feature 'query-hotpluggable-cpus' is not enabled",
                     ));
                 }
                 Value::Array(
