@@ -8,19 +8,15 @@ import json
 import os
 import re
 import select
-import shutil
 import socket
 import subprocess
 import tempfile
 import threading
 import time
 
-import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
 from conftest import Guest
-
-QEMU_BINARY = "qemu-system-x86_64"
 
 # The commands issue 3 lists; every one must be served (query-commands).
 COMMANDS = [
@@ -32,14 +28,6 @@ COMMANDS = [
     "human-monitor-command",
 ]
 EVENTS = ["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME"]
-
-
-def require_qemu():
-    path = shutil.which(QEMU_BINARY)
-    if not path:
-        pytest.fail(f"{QEMU_BINARY} is missing: QEMU 7.2 is the oracle of the QMP tests "
-                    "('make deps' installs Debian's qemu-system-x86)")
-    return path
 
 
 def wait_for(pred, timeout, what):

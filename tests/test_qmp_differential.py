@@ -17,11 +17,6 @@ NAME = "diff"
 UUID = "0b9ec4c4-7d2f-4c9f-b3a3-5d0c5a6c8e21"
 
 
-def q(s):
-    """Requests are written with single quotes (QEMU's parser accepts them)."""
-    return s.encode() if isinstance(s, str) else s
-
-
 def req(cmd, args=None, **extra):
     r = {"execute": cmd, **extra}
     if args is not None:

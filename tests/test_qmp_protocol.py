@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from qmp_util import (COMMANDS, EVENTS, Qmp, Raw, error_of, rss_kib, start_vm, thread_ids,
-                      wait_for)
+from qmp_util import COMMANDS, EVENTS, Qmp, Raw, error_of, rss_kib, start_vm, thread_ids
 
 NAME = "fv-test"
 UUID = "6a1c1f2e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from qmp_util import start_vm, vm_argv
+from qmp_util import connect_socket, start_vm, vm_argv
 
 
 def shell_command(script, entry):
@@ -71,7 +71,6 @@ def test_qmp_shell_over_tcp_in_hmp_mode(ferrovm, testguest, launch):
     g = launch(vm_argv(ferrovm, testguest, "-S", "-name", "hmpshell",
                        "-qmp", f"tcp:127.0.0.1:{port},server=on,wait=off"))
     # Wait until the monitor listens (qmp-shell does not retry).
-    from qmp_util import connect_socket
     connect_socket(("127.0.0.1", port), 10, g.proc).close()
     rc, out, err = run_shell(shell_command("qmp-shell", "main") + ["-H", f"127.0.0.1:{port}"],
                              ["info status", "info name", "nosuchcommand"])

@@ -6,7 +6,6 @@ libvirt's `-machine none` capability probe."""
 import os
 import socket
 import subprocess
-import time
 
 import pytest
 
