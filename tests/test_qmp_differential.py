@@ -276,9 +276,12 @@ def message_key(msg, cmd=None):
 
 def converse(binary, testguest, sock, steps, machine):
     """Runs the conversation; returns, per step, the messages it produced."""
-    if machine == "none":  # libvirt's probe: no guest, no vCPU
+    if machine == "none":  # no guest, no vCPU
         argv = vm_argv(binary, None, "-S", "-name", NAME, "-uuid", UUID,
                        "-qmp", f"unix:{sock},server=on,wait=off", serial="none", machine="none")
+    elif machine == "libvirt-probe":  # libvirt's capability probe, exactly (no -m)
+        argv = [binary, "-S", "-no-user-config", "-nodefaults", "-nographic",
+                "-machine", "none,accel=kvm", "-qmp", f"unix:{sock},server=on,wait=off"]
     else:
         argv = vm_argv(binary, testguest, "-S", "-name", NAME, "-uuid", UUID,
                        "-qmp", f"unix:{sock},server=on,wait=off", smp="2", serial="none")
@@ -377,7 +380,7 @@ def compare(steps, qemu_out, ferro_out):
     return diffs
 
 
-@pytest.fixture(scope="module", params=["q35", "none"])
+@pytest.fixture(scope="module", params=["q35", "none", "libvirt-probe"])
 def conversations(request, ferrovm, testguest, qemu):
     machine = request.param
     import shutil
