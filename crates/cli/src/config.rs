@@ -20,6 +20,8 @@ pub struct Config {
     pub cpu: CpuModel,
     /// `-m` size, rounded up to 8 KiB as QEMU does; default 128 MiB.
     pub memory_bytes: u64,
+    /// `-m` was given (QEMU's `none` machine reports no RAM without it).
+    pub memory_given: bool,
     /// `-m slots=`: hot-plug memory slots (0 when not given).
     pub memory_slots: u64,
     /// `-m maxmem=`: hot-plug ceiling.
@@ -99,6 +101,7 @@ impl Default for Config {
             accel_kvm: false,
             cpu: CpuModel::default(),
             memory_bytes: DEFAULT_MEMORY_BYTES,
+            memory_given: false,
             memory_slots: 0,
             memory_max_bytes: None,
             smp: Smp::default(),

@@ -80,6 +80,7 @@ impl MemArgs {
             cfg.memory_bytes = size
                 .checked_next_multiple_of(8192)
                 .ok_or_else(|| err("Value is out of range for parameter 'size'".into()))?;
+            cfg.memory_given = true;
         }
         let size = cfg.memory_bytes;
         match (self.maxmem, self.slots) {

@@ -114,8 +114,12 @@ fn vm_info(config: &Config) -> VmInfo {
         name: config.name.clone(),
         uuid: config.uuid.as_ref().map(|u| u.to_string()),
         machine_type,
-        // QEMU reports -m even for `-machine none`, which maps no RAM.
-        ram_bytes: config.memory_bytes,
+        // `-machine none` has no default RAM: QEMU reports 0 unless -m was given.
+        ram_bytes: if config.machine.kind == MachineKind::None && !config.memory_given {
+            0
+        } else {
+            config.memory_bytes
+        },
         sockets: config.smp.sockets,
         cores: config.smp.cores * config.smp.dies,
         threads: config.smp.threads,
