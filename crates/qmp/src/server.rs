@@ -459,7 +459,12 @@ impl MonitorSet {
     /// out for client-mode monitors.  Fails if `handler` does not serve
     /// exactly the schema's handler commands.
     pub fn new(specs: Vec<MonitorSpec>, handler: &dyn Handler) -> io::Result<MonitorSet> {
-        check_handler(handler).map_err(invalid)?;
+        // A static property of the VMM's handler, which its own unit tests
+        // check with `check_handler`; release builds skip it here so the
+        // schema parse stays off the path to the first greeting.
+        if cfg!(debug_assertions) {
+            check_handler(handler).map_err(invalid)?;
+        }
         let monitors = specs
             .into_iter()
             .map(Monitor::open)

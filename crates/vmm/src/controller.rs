@@ -48,6 +48,8 @@ pub enum Exit {
 #[derive(Debug)]
 pub enum ControlMsg {
     Vcpu(VcpuEvent),
+    /// The machine built on a helper thread under `-S` is ready (or failed).
+    MachineBuilt,
 }
 
 /// Sends to the controller's channel and wakes its poll.
@@ -120,7 +122,12 @@ impl Controller {
         self.monitors.wait_for_clients()?;
         self.monitors
             .register(self.poll.registry(), FIRST_MONITOR)?;
-        let result = self.vm.start(start_paused).and_then(|()| self.event_loop());
+        let result = if start_paused {
+            // The machine may still be building (Vm::defer_start): greet meanwhile.
+            self.event_loop()
+        } else {
+            self.vm.start(false).and_then(|()| self.event_loop())
+        };
         self.vm.teardown();
         self.monitors.flush(EXIT_FLUSH);
         result

@@ -38,6 +38,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     vcpu::install_kick_handler()?;
     let (poll, sender, msgs) = controller::channel()?;
 
+    let mut unbuilt = None;
     let machine = match config.machine.kind {
         MachineKind::Q35 => {
             let spec = machine_spec(&config)?;
@@ -61,12 +62,20 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                 },
                 requests,
             )?;
-            Some(Machine::new(spec, platform)?)
+            if config.start_paused {
+                // Built after the monitors greet (Vm::defer_start); missing
+                // files are still reported before anything listens.
+                check_readable(&spec)?;
+                unbuilt = Some((spec, platform));
+                None
+            } else {
+                Some(Machine::new(spec, platform)?)
+            }
         }
         MachineKind::None => None,
     };
     let info = vm_info(&config);
-    let vm = Vm::new(
+    let mut vm = Vm::new(
         machine,
         sender,
         msgs,
@@ -74,6 +83,9 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         info,
         !config.monitors.is_empty(),
     );
+    if config.start_paused {
+        vm.defer_start(unbuilt);
+    }
     let monitors = qmp::MonitorSet::new(monitors::specs(&config)?, &vm)
         .map_err(|e| VmmError::Config(format!("-qmp/-mon: {e}")))?;
     write_pidfile(&config)?;
@@ -125,6 +137,23 @@ fn vm_info(config: &Config) -> VmInfo {
         threads: config.smp.threads,
         chardevs: monitors::serial_chardev_info(config),
     }
+}
+
+/// Fails as Machine::new would on a kernel or initrd that cannot be read.
+fn check_readable(spec: &MachineSpec) -> Result<(), VmmError> {
+    for (what, path) in [
+        ("could not load kernel", &spec.kernel),
+        ("could not load initrd", &spec.initrd),
+    ] {
+        if let Some(p) = path {
+            std::fs::File::open(p).map_err(|err| VmmError::File {
+                what,
+                path: p.display().to_string(),
+                err,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn machine_spec(config: &Config) -> Result<MachineSpec, VmmError> {

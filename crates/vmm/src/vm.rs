@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 
 use crate::controller::{ControlMsg, ControlSender, Exit};
 use crate::error::VmmError;
-use crate::machine::Machine;
-use crate::platform::lock;
+use crate::machine::{Machine, MachineSpec};
+use crate::platform::{lock, Platform};
 use crate::runstate::{
     Actions, RebootAction, RunState, RunStateMachine, ShutdownAction, ShutdownCause,
 };
@@ -42,6 +42,10 @@ pub struct VmInfo {
 
 pub struct Vm {
     machine: Option<Machine>,
+    /// The machine being built on a helper thread (see [`Vm::defer_start`]).
+    building: Option<std::thread::JoinHandle<Result<Machine, VmmError>>>,
+    /// Start-up still to do, with its `-S` flag.
+    pending_start: Option<bool>,
     vcpus: Vec<VcpuHandle>,
     sender: Arc<ControlSender>,
     msgs: Receiver<ControlMsg>,
@@ -94,6 +98,8 @@ impl Vm {
     ) -> Self {
         Self {
             machine,
+            building: None,
+            pending_start: None,
             vcpus: Vec::new(),
             sender,
             msgs,
@@ -108,6 +114,46 @@ impl Vm {
 
     /// Creates the vCPUs and, unless `-S`, starts the guest (QEMU's
     /// `vm_start()` at the end of start-up; no client can see its RESUME).
+    /// With `-S` nothing runs before `cont`, so the monitors may greet their
+    /// clients while the KVM machine is built (and, for a distro bzImage, its
+    /// kernel decompressed) on a helper thread. The first command waits for
+    /// it; a failure ends the process with the error, as it would have before.
+    pub fn defer_start(&mut self, unbuilt: Option<(MachineSpec, Platform)>) {
+        if let Some((spec, platform)) = unbuilt {
+            let sender = self.sender.clone();
+            self.building = Some(std::thread::spawn(move || {
+                let built = Machine::new(spec, platform);
+                sender.send(ControlMsg::MachineBuilt);
+                built
+            }));
+        }
+        self.pending_start = Some(true);
+    }
+
+    /// Finishes a deferred start-up; on failure the machine exits with the error.
+    pub fn ensure_started(&mut self) {
+        if let Some(b) = self.building.take() {
+            let built = b.join().unwrap_or_else(|_| {
+                Err(VmmError::Device(
+                    "the machine-building thread panicked".into(),
+                ))
+            });
+            match built {
+                Ok(m) => self.machine = Some(m),
+                Err(e) => {
+                    self.pending_start = None;
+                    self.exit = Some(Err(e));
+                    return;
+                }
+            }
+        }
+        if let Some(paused) = self.pending_start.take() {
+            if let Err(e) = self.start(paused) {
+                self.exit = Some(Err(e));
+            }
+        }
+    }
+
     pub fn start(&mut self, start_paused: bool) -> Result<(), VmmError> {
         if let Some(m) = &mut self.machine {
             self.vcpus = m.boot(self.sender.clone(), start_paused)?;
@@ -149,6 +195,7 @@ impl Vm {
             }
             ControlMsg::Vcpu(VcpuEvent::Failed(index, why)) => self.vcpu_failed(index, why, events),
             ControlMsg::Vcpu(VcpuEvent::Paused(_)) | ControlMsg::Vcpu(VcpuEvent::Exited(_)) => {}
+            ControlMsg::MachineBuilt => self.ensure_started(),
         }
     }
 
@@ -495,6 +542,10 @@ impl qmp::Handler for Vm {
         args: &Args,
         events: &mut dyn EventSink,
     ) -> Result<Value, QmpError> {
+        self.ensure_started();
+        if self.exit.as_ref().is_some_and(|e| e.is_err()) {
+            return Err(QmpError::generic("the machine could not be started"));
+        }
         let none = Value::Null;
         Ok(match cmd {
             "query-status" => self.query_status(),
@@ -617,4 +668,37 @@ fn machines() -> Value {
         {"name": "none", "cpu-max": 1, "hotpluggable-cpus": false, "numa-mem-supported": false,
          "deprecated": false, "default-ram-id": "ram"}
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The handler serves exactly the schema's commands the library leaves to it.
+    #[test]
+    fn serves_exactly_the_schema_commands() {
+        struct Commands;
+        impl qmp::Handler for Commands {
+            fn commands(&self) -> &[&str] {
+                COMMANDS
+            }
+            fn execute(
+                &mut self,
+                cmd: &str,
+                _: &Args,
+                _: &mut dyn EventSink,
+            ) -> Result<Value, QmpError> {
+                Err(QmpError::command_not_found(format!(
+                    "The command {cmd} has not been found"
+                )))
+            }
+        }
+        qmp::check_handler(&Commands).unwrap();
+    }
+
+    #[test]
+    fn cpu_qom_paths_follow_q35_numbering() {
+        assert_eq!(cpu_qom_path(0), "/machine/unattached/device[0]");
+        assert_eq!(cpu_qom_path(1), "/machine/unattached/device[2]");
+    }
 }
