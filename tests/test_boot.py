@@ -148,3 +148,16 @@ def test_daemonize_with_stdio_is_refused(ferrovm, testguest):
     r = run_cli(ferrovm, "-daemonize", "-serial", "stdio", "-kernel", testguest, "-display", "none")
     assert r.returncode != 0
     assert "daemonize" in r.stderr
+
+
+def test_garbage_kernel_with_S_still_fails_with_a_clear_error(ferrovm, tmp_path):
+    # Under -S the machine is built while the monitors start; a bad kernel
+    # must still end the process with the loader's message.
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"MZ" + bytes(4096))
+    sock = tmp_path / "q.sock"
+    r = subprocess.run([ferrovm, "-S", "-display", "none", "-kernel", str(junk),
+                        "-qmp", f"unix:{sock},server=on,wait=off"],
+                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0
+    assert "kernel" in r.stderr.lower() and str(junk) in r.stderr, r.stderr
