@@ -10,9 +10,9 @@
 //!   (QEMU aborts on it; setting the current state again is a no-op, as in
 //!   QEMU's `runstate_set`.)
 //! * [`ShutdownCause`] with QEMU's names and `shutdown_caused_by_guest()`.
-//! * The `-action` / `set-action` policies: [`RebootAction`],
-//!   [`ShutdownAction`], [`PanicAction`], [`WatchdogAction`], and
-//!   [`GuestPanicAction`] (what the GUEST_PANICKED event reports).
+//! * The `-action` / `set-action` policies ([`RebootAction`],
+//!   [`ShutdownAction`], [`PanicAction`], [`WatchdogAction`], the command
+//!   line's own types) and [`GuestPanicAction`] (what GUEST_PANICKED reports).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -314,52 +314,9 @@ impl fmt::Display for ShutdownCause {
     }
 }
 
-/// `-action reboot=` / `set-action reboot`: what a guest reset request does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RebootAction {
-    #[default]
-    Reset,
-    /// `-no-reboot`.
-    Shutdown,
-}
-
-/// `-action shutdown=`: what a guest shutdown request does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ShutdownAction {
-    #[default]
-    Poweroff,
-    /// `-no-shutdown`.
-    Pause,
-}
-
-/// `-action panic=`: what a guest panic does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PanicAction {
-    Pause,
-    /// QEMU's default.
-    #[default]
-    Shutdown,
-    ExitFailure,
-    None,
-}
-
-/// `-action watchdog=` / `-watchdog-action`: what a watchdog expiry does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WatchdogAction {
-    /// QEMU's default.
-    #[default]
-    Reset,
-    Shutdown,
-    Poweroff,
-    Pause,
-    Debug,
-    None,
-    InjectNmi,
-}
+// The `-action` / `set-action` policies are the command line's types: one
+// definition, with QEMU's names, shared by the parser and the run state.
+pub use cli::{Actions, PanicAction, RebootAction, ShutdownAction, WatchdogAction};
 
 /// The `action` member of GUEST_PANICKED.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -370,29 +327,18 @@ pub enum GuestPanicAction {
     Run,
 }
 
-/// The `-action` policies together, as `set-action` changes them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Actions {
-    pub reboot: RebootAction,
-    pub shutdown: ShutdownAction,
-    pub panic: PanicAction,
-    pub watchdog: WatchdogAction,
-}
-
-impl Actions {
-    /// What GUEST_PANICKED reports and whether the VM pauses / shuts down,
-    /// per QEMU's `qemu_system_guest_panicked()`.
-    pub fn on_panic(&self) -> (GuestPanicAction, bool, bool) {
-        match self.panic {
-            PanicAction::Pause => (GuestPanicAction::Pause, true, false),
-            PanicAction::Shutdown if self.shutdown == ShutdownAction::Pause => {
-                (GuestPanicAction::Pause, true, false)
-            }
-            PanicAction::Shutdown | PanicAction::ExitFailure => {
-                (GuestPanicAction::Poweroff, true, true)
-            }
-            PanicAction::None => (GuestPanicAction::Run, false, false),
+/// What GUEST_PANICKED reports and whether the VM pauses / shuts down,
+/// per QEMU's `qemu_system_guest_panicked()`.
+pub fn on_panic(actions: &Actions) -> (GuestPanicAction, bool, bool) {
+    match actions.panic {
+        PanicAction::Pause => (GuestPanicAction::Pause, true, false),
+        PanicAction::Shutdown if actions.shutdown == ShutdownAction::Pause => {
+            (GuestPanicAction::Pause, true, false)
         }
+        PanicAction::Shutdown | PanicAction::ExitFailure => {
+            (GuestPanicAction::Poweroff, true, true)
+        }
+        PanicAction::None => (GuestPanicAction::Run, false, false),
     }
 }
 
@@ -466,14 +412,8 @@ mod tests {
                 serde_json::Value::String(c.as_str().into())
             );
         }
-        assert_eq!(
-            serde_json::to_value(WatchdogAction::InjectNmi).unwrap(),
-            "inject-nmi"
-        );
-        assert_eq!(
-            serde_json::to_value(PanicAction::ExitFailure).unwrap(),
-            "exit-failure"
-        );
+        assert_eq!(WatchdogAction::InjectNmi.as_str(), "inject-nmi");
+        assert_eq!(PanicAction::ExitFailure.as_str(), "exit-failure");
     }
 
     #[test]
@@ -523,16 +463,16 @@ mod tests {
     #[test]
     fn panic_policy() {
         let a = Actions::default();
-        assert_eq!(a.on_panic(), (GuestPanicAction::Poweroff, true, true));
+        assert_eq!(on_panic(&a), (GuestPanicAction::Poweroff, true, true));
         let a = Actions {
             shutdown: ShutdownAction::Pause,
             ..Actions::default()
         };
-        assert_eq!(a.on_panic(), (GuestPanicAction::Pause, true, false));
+        assert_eq!(on_panic(&a), (GuestPanicAction::Pause, true, false));
         let a = Actions {
             panic: PanicAction::None,
             ..Actions::default()
         };
-        assert_eq!(a.on_panic(), (GuestPanicAction::Run, false, false));
+        assert_eq!(on_panic(&a), (GuestPanicAction::Run, false, false));
     }
 }

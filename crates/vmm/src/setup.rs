@@ -15,7 +15,6 @@ use crate::error::VmmError;
 use crate::machine::{Machine, MachineSpec};
 use crate::monitors;
 use crate::platform::{Platform, PlatformSpec};
-use crate::runstate;
 use crate::vcpu;
 use crate::vm::{Vm, VmInfo};
 
@@ -79,7 +78,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         machine,
         sender,
         msgs,
-        actions(&config.actions),
+        config.actions,
         info,
         !config.monitors.is_empty(),
     );
@@ -98,19 +97,6 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         let _ = std::fs::remove_file(p);
     }
     result
-}
-
-/// `-action` as the run-state machine spells it (both follow QEMU's names).
-fn actions(a: &cli::Actions) -> runstate::Actions {
-    fn conv<T: serde::de::DeserializeOwned + Default>(name: &str) -> T {
-        serde_json::from_value(serde_json::Value::String(name.to_string())).unwrap_or_default()
-    }
-    runstate::Actions {
-        reboot: conv(a.reboot.as_str()),
-        shutdown: conv(a.shutdown.as_str()),
-        panic: conv(a.panic.as_str()),
-        watchdog: conv(a.watchdog.as_str()),
-    }
 }
 
 fn vm_info(config: &Config) -> VmInfo {

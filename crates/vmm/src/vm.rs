@@ -488,21 +488,25 @@ impl Vm {
             .find(|&i| cpu_qom_path(i) == path)
     }
 
+    /// `set-action`: the schema has already checked the values' names.
     fn set_action(&mut self, args: &Args) -> Result<(), QmpError> {
+        fn parse<T: std::str::FromStr>(
+            args: &Args,
+            name: &str,
+            into: &mut T,
+        ) -> Result<(), QmpError> {
+            if let Some(v) = args.opt_str(name) {
+                *into = v.parse().map_err(|_| {
+                    QmpError::generic(format!("Parameter '{name}' does not accept value '{v}'"))
+                })?;
+            }
+            Ok(())
+        }
         let mut a = self.actions;
-        let parse = |name: &str| args.get(name).cloned();
-        if let Some(v) = parse("reboot") {
-            a.reboot = serde_json::from_value(v).map_err(|e| QmpError::generic(e.to_string()))?;
-        }
-        if let Some(v) = parse("shutdown") {
-            a.shutdown = serde_json::from_value(v).map_err(|e| QmpError::generic(e.to_string()))?;
-        }
-        if let Some(v) = parse("panic") {
-            a.panic = serde_json::from_value(v).map_err(|e| QmpError::generic(e.to_string()))?;
-        }
-        if let Some(v) = parse("watchdog") {
-            a.watchdog = serde_json::from_value(v).map_err(|e| QmpError::generic(e.to_string()))?;
-        }
+        parse(args, "reboot", &mut a.reboot)?;
+        parse(args, "shutdown", &mut a.shutdown)?;
+        parse(args, "panic", &mut a.panic)?;
+        parse(args, "watchdog", &mut a.watchdog)?;
         self.actions = a;
         Ok(())
     }
