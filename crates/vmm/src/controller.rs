@@ -13,6 +13,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use qmp::{Event, MonitorSet};
 
+use crate::console::ConsoleInput;
 use crate::error::VmmError;
 use crate::platform::lock;
 use crate::vcpu::{EventSink, VcpuEvent};
@@ -21,6 +22,8 @@ use crate::vm::Vm;
 const WAKER: Token = Token(0);
 const STDIN: Token = Token(1);
 const SIGNALS: Token = Token(2);
+const CONSOLE_LISTEN: Token = Token(3);
+const CONSOLE_CLIENT: Token = Token(4);
 const FIRST_MONITOR: usize = 16;
 /// How long replies and events may take to drain to clients at exit.
 const EXIT_FLUSH: Duration = Duration::from_millis(500);
@@ -86,6 +89,7 @@ pub struct Controller {
     monitors: MonitorSet,
     poll: Poll,
     signals: OwnedFd,
+    console: ConsoleInput,
     /// Console bytes the UART's FIFO had no room for yet.
     pending_input: Vec<u8>,
 }
@@ -95,7 +99,7 @@ impl Controller {
         vm: Vm,
         monitors: MonitorSet,
         poll: Poll,
-        console_stdin: bool,
+        console: ConsoleInput,
     ) -> Result<Self, VmmError> {
         let signals = block_host_signals()?;
         poll.registry().register(
@@ -103,7 +107,7 @@ impl Controller {
             SIGNALS,
             Interest::READABLE,
         )?;
-        if console_stdin {
+        if let ConsoleInput::Stdin = console {
             register_stdin(&poll);
         }
         Ok(Self {
@@ -111,6 +115,7 @@ impl Controller {
             monitors,
             poll,
             signals,
+            console,
             pending_input: Vec::new(),
         })
     }
@@ -122,6 +127,10 @@ impl Controller {
         self.monitors.wait_for_clients()?;
         self.monitors
             .register(self.poll.registry(), FIRST_MONITOR)?;
+        if let ConsoleInput::Socket(s) = &mut self.console {
+            s.wait_for_client()?;
+            s.register(self.poll.registry(), CONSOLE_LISTEN, CONSOLE_CLIENT)?;
+        }
         let result = if start_paused {
             // The machine may still be building (Vm::defer_start): greet meanwhile.
             self.event_loop()
@@ -160,6 +169,19 @@ impl Controller {
                 match ev.token() {
                     WAKER => {}
                     STDIN => self.read_console(),
+                    CONSOLE_LISTEN | CONSOLE_CLIENT => {
+                        if let ConsoleInput::Socket(s) = &mut self.console {
+                            if ev.token() == CONSOLE_LISTEN {
+                                s.on_listen(self.poll.registry(), CONSOLE_CLIENT);
+                            } else {
+                                s.on_client(
+                                    self.poll.registry(),
+                                    CONSOLE_CLIENT,
+                                    &mut self.pending_input,
+                                );
+                            }
+                        }
+                    }
                     SIGNALS => {
                         if let Some(sig) = self.read_signal() {
                             let mut out = Vec::new();

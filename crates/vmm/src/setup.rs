@@ -2,12 +2,9 @@
 //! checks what ferrovm cannot do yet (with a message naming it), and hands
 //! the machine to the controller.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::fd::FromRawFd;
+use cli::{Config, CpuFeatureValue, MachineKind};
 
-use cli::{ChardevBackend, Config, CpuFeatureValue, MachineKind};
-
+use crate::console;
 use crate::controller::{self, Controller, Exit};
 use crate::cpuid::{self, CpuModel, Topology};
 use crate::daemon;
@@ -33,7 +30,10 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
             qmp::schema();
         });
     }
-    let (serial_out, console_stdin) = serial_backend(&config)?;
+    let console::Console {
+        output: serial_out,
+        input: console_input,
+    } = console::open(&config)?;
     vcpu::install_kick_handler()?;
     let (poll, sender, msgs) = controller::channel()?;
 
@@ -88,7 +88,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     let monitors = qmp::MonitorSet::new(monitors::specs(&config)?, &vm)
         .map_err(|e| VmmError::Config(format!("-qmp/-mon: {e}")))?;
     write_pidfile(&config)?;
-    let controller = Controller::new(vm, monitors, poll, console_stdin)?;
+    let controller = Controller::new(vm, monitors, poll, console_input)?;
     if let Some(d) = daemon {
         d.ready();
     }
@@ -236,50 +236,6 @@ fn check_supported(config: &Config) -> Result<(), VmmError> {
         return unsupported("more than one -serial port");
     }
     Ok(())
-}
-
-/// Where COM1's output goes, and whether the console reads stdin.
-fn serial_backend(config: &Config) -> Result<(Option<Box<dyn Write + Send>>, bool), VmmError> {
-    let Some(serial) = config.serials.first() else {
-        return Ok((None, false));
-    };
-    let chardev = config.chardev(&serial.chardev_id).ok_or_else(|| {
-        VmmError::Config(format!(
-            "-serial: chardev '{}' not found",
-            serial.chardev_id
-        ))
-    })?;
-    match &chardev.backend {
-        ChardevBackend::Stdio { .. } => {
-            // Unbuffered: the guest writes one byte per exit and expects it seen.
-            // SAFETY: fd 1 is open for the life of the process; dup gives our own copy.
-            let fd = unsafe { libc::dup(1) };
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error().into());
-            }
-            let out = unsafe { std::fs::File::from_raw_fd(fd) };
-            Ok((Some(Box::new(out)), true))
-        }
-        ChardevBackend::Null => Ok((Some(Box::new(std::io::sink())), false)),
-        ChardevBackend::File { path, append } => {
-            let f = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .append(*append)
-                .truncate(!*append)
-                .open(path)
-                .map_err(|err| VmmError::File {
-                    what: "could not open chardev file",
-                    path: path.display().to_string(),
-                    err,
-                })?;
-            Ok((Some(Box::new(f)), false))
-        }
-        ChardevBackend::Socket(_) => Err(VmmError::Config(format!(
-            "-serial: socket chardev '{}' for a serial port is not supported by ferrovm yet",
-            chardev.id
-        ))),
-    }
 }
 
 fn write_pidfile(config: &Config) -> Result<(), VmmError> {

@@ -1,0 +1,305 @@
+//! COM1's chardev: where the guest's serial output goes and where its input
+//! comes from (`-serial stdio|null|file:PATH|chardev:ID`).
+//!
+//! A socket chardev (`-chardev socket,...,server=on`) serves one client at a
+//! time, as QEMU does: output goes to the connected client and is dropped
+//! while nobody is connected (or the client does not keep up); the client's
+//! bytes are the guest's input. Further clients wait in the listen backlog.
+
+use std::fs::OpenOptions;
+use std::io::{self, Read, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::sync::{Arc, Mutex};
+
+use cli::{ChardevBackend, Config, SocketAddress, SocketSpec};
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use crate::error::VmmError;
+use crate::platform::lock;
+
+/// Where the guest's serial input comes from.
+pub enum ConsoleInput {
+    None,
+    Stdin,
+    Socket(SocketConsole),
+}
+
+pub struct Console {
+    /// The UART's output; `None` leaves COM1 out.
+    pub output: Option<Box<dyn Write + Send>>,
+    pub input: ConsoleInput,
+}
+
+/// Opens COM1's chardev as the command line describes it.
+pub fn open(config: &Config) -> Result<Console, VmmError> {
+    let none = Console {
+        output: None,
+        input: ConsoleInput::None,
+    };
+    let Some(serial) = config.serials.first() else {
+        return Ok(none);
+    };
+    let chardev = config.chardev(&serial.chardev_id).ok_or_else(|| {
+        VmmError::Config(format!(
+            "-serial: chardev '{}' not found",
+            serial.chardev_id
+        ))
+    })?;
+    match &chardev.backend {
+        ChardevBackend::Stdio { .. } => {
+            // Unbuffered: the guest writes one byte per exit and expects it seen.
+            // SAFETY: fd 1 is open for the life of the process; dup gives our own copy.
+            let fd = unsafe { libc::dup(1) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error().into());
+            }
+            let out = unsafe { std::fs::File::from_raw_fd(fd) };
+            Ok(Console {
+                output: Some(Box::new(out)),
+                input: ConsoleInput::Stdin,
+            })
+        }
+        ChardevBackend::Null => Ok(Console {
+            output: Some(Box::new(io::sink())),
+            input: ConsoleInput::None,
+        }),
+        ChardevBackend::File { path, append } => {
+            let f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(*append)
+                .truncate(!*append)
+                .open(path)
+                .map_err(|err| VmmError::File {
+                    what: "could not open chardev file",
+                    path: path.display().to_string(),
+                    err,
+                })?;
+            Ok(Console {
+                output: Some(Box::new(f)),
+                input: ConsoleInput::None,
+            })
+        }
+        ChardevBackend::Socket(spec) => {
+            let socket = SocketConsole::listen(&chardev.id, spec)?;
+            Ok(Console {
+                output: Some(Box::new(ClientWriter(socket.client.clone()))),
+                input: ConsoleInput::Socket(socket),
+            })
+        }
+    }
+}
+
+enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Unix(s) => s,
+            Stream::Tcp(s) => s,
+        }
+    }
+}
+
+/// A listening socket chardev serving COM1.
+pub struct SocketConsole {
+    listener: Listener,
+    /// Shared with the UART's writer on the vCPU threads.
+    client: Arc<Mutex<Option<Stream>>>,
+    wait: bool,
+}
+
+fn config_err(id: &str, what: impl std::fmt::Display) -> VmmError {
+    VmmError::Config(format!("-chardev {id}: {what}"))
+}
+
+impl SocketConsole {
+    fn listen(id: &str, spec: &SocketSpec) -> Result<Self, VmmError> {
+        if !spec.server {
+            return Err(config_err(
+                id,
+                "a serial port on a client socket (server=off) is not supported by ferrovm",
+            ));
+        }
+        let listener = match &spec.addr {
+            SocketAddress::Unix(path) => {
+                let _ = std::fs::remove_file(path);
+                Listener::Unix(UnixListener::bind(path).map_err(|e| {
+                    config_err(
+                        id,
+                        format!("Failed to bind socket to {}: {e}", path.display()),
+                    )
+                })?)
+            }
+            SocketAddress::Tcp { host, port } => {
+                let host = if host.is_empty() { "0.0.0.0" } else { host };
+                let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, *port))
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        config_err(id, format!("address resolution failed for {host}:{port}"))
+                    })?;
+                Listener::Tcp(
+                    TcpListener::bind(addr)
+                        .map_err(|e| config_err(id, format!("Failed to bind socket: {e}")))?,
+                )
+            }
+            SocketAddress::Fd(fd) => Listener::Unix(inherited_listener(id, *fd)?),
+        };
+        Ok(Self {
+            listener,
+            client: Arc::new(Mutex::new(None)),
+            wait: spec.wait,
+        })
+    }
+
+    /// `wait=on`: blocks until the first client connects, before the guest starts.
+    pub fn wait_for_client(&mut self) -> Result<(), VmmError> {
+        if !self.wait {
+            return Ok(());
+        }
+        loop {
+            if self.try_accept()? {
+                return Ok(());
+            }
+            let fd = match &self.listener {
+                Listener::Unix(l) => std::os::fd::AsRawFd::as_raw_fd(l),
+                Listener::Tcp(l) => std::os::fd::AsRawFd::as_raw_fd(l),
+            };
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, -1) };
+        }
+    }
+
+    pub fn register(
+        &mut self,
+        registry: &Registry,
+        listen: Token,
+        client: Token,
+    ) -> io::Result<()> {
+        match &mut self.listener {
+            Listener::Unix(l) => registry.register(l, listen, Interest::READABLE)?,
+            Listener::Tcp(l) => registry.register(l, listen, Interest::READABLE)?,
+        }
+        if let Some(s) = lock(&self.client).as_mut() {
+            registry.register(s.source(), client, Interest::READABLE)?;
+        }
+        Ok(())
+    }
+
+    /// Accepts a waiting client if none is connected; true when one is.
+    fn try_accept(&mut self) -> Result<bool, VmmError> {
+        let mut client = lock(&self.client);
+        if client.is_some() {
+            return Ok(true);
+        }
+        let accepted = match &self.listener {
+            Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+        };
+        match accepted {
+            Ok(s) => {
+                *client = Some(s);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The listener is readable: take the next client if the seat is free.
+    pub fn on_listen(&mut self, registry: &Registry, client_token: Token) {
+        if matches!(self.try_accept(), Ok(true)) {
+            if let Some(s) = lock(&self.client).as_mut() {
+                let _ = registry.register(s.source(), client_token, Interest::READABLE);
+            }
+        }
+    }
+
+    /// The client is readable: its bytes go to `input`; at EOF the seat is
+    /// freed and the next waiting client (if any) takes it.
+    pub fn on_client(&mut self, registry: &Registry, client_token: Token, input: &mut Vec<u8>) {
+        let mut buf = [0u8; 4096];
+        let closed = {
+            let mut guard = lock(&self.client);
+            let Some(s) = guard.as_mut() else { return };
+            loop {
+                let r = match s {
+                    Stream::Unix(s) => s.read(&mut buf),
+                    Stream::Tcp(s) => s.read(&mut buf),
+                };
+                match r {
+                    Ok(0) => break true,
+                    Ok(n) => input.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break true,
+                }
+            }
+        };
+        if closed {
+            if let Some(mut s) = lock(&self.client).take() {
+                let _ = registry.deregister(s.source());
+            }
+            self.on_listen(registry, client_token);
+        }
+    }
+}
+
+/// `fd=N`: a listening unix socket handed over by the parent.
+fn inherited_listener(id: &str, fd: RawFd) -> Result<UnixListener, VmmError> {
+    let mut listening: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a local int; the fd is checked to be a socket by the call.
+    let ok = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            &mut listening as *mut _ as *mut _,
+            &mut len,
+        )
+    } == 0;
+    if !ok || listening == 0 {
+        return Err(config_err(id, format!("fd={fd} is not a listening socket")));
+    }
+    // SAFETY: the fd is ours (inherited) and a listening socket.
+    let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+    l.set_nonblocking(true)?;
+    Ok(UnixListener::from_std(l))
+}
+
+/// The UART's output: to the connected client, dropped when there is none or
+/// it does not keep up (the guest's UART never stalls on a slow client).
+struct ClientWriter(Arc<Mutex<Option<Stream>>>);
+
+impl Write for ClientWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(s) = lock(&self.0).as_mut() {
+            // Errors (a client gone) are noticed by the event loop as EOF.
+            let _ = match s {
+                Stream::Unix(s) => s.write(buf),
+                Stream::Tcp(s) => s.write(buf),
+            };
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
