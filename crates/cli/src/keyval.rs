@@ -8,6 +8,7 @@
 //! decimal indexes; a repeated key's last value wins. Unlike QemuOpts there
 //! are no short-form flags. An argument starting with `{` is JSON instead.
 
+use crate::opts::take_value;
 use serde_json::{Map, Value};
 
 /// Longest accepted key fragment (QEMU: 127 characters).
@@ -39,31 +40,6 @@ fn key_to_index(s: &str) -> Option<(usize, usize)> {
         .unwrap_or(u64::MAX)
         .min(i32::MAX as u64);
     Some((idx as usize, n))
-}
-
-/// Read a value up to the next unescaped comma; returns (value, rest after it).
-fn take_value(s: &str) -> (String, &str) {
-    let mut out = String::new();
-    let mut rest = s;
-    loop {
-        match rest.find(',') {
-            None => {
-                out.push_str(rest);
-                return (out, "");
-            }
-            Some(i) => {
-                out.push_str(&rest[..i]);
-                let after = &rest[i + 1..];
-                match after.strip_prefix(',') {
-                    Some(more) => {
-                        out.push(',');
-                        rest = more;
-                    }
-                    None => return (out, after),
-                }
-            }
-        }
-    }
 }
 
 /// Split `key` into fragments, checking each (QEMU's errors).

@@ -17,8 +17,9 @@ pub(crate) struct RawOpt {
     pub flag: Option<String>,
 }
 
-/// Read a value up to the next unescaped comma; returns (value, rest after the comma).
-fn take_value(s: &str) -> (String, &str) {
+/// Read a value up to the next unescaped comma (`,,` is a literal comma, in
+/// both of QEMU's grammars); returns (value, rest after the comma).
+pub(crate) fn take_value(s: &str) -> (String, &str) {
     let mut out = String::new();
     let mut rest = s;
     loop {
