@@ -34,10 +34,11 @@ def testguest():
 class Guest:
     """A running emulator whose stdout is the guest's serial console."""
 
-    def __init__(self, argv, env=None):
+    def __init__(self, argv, env=None, pass_fds=()):
         self.argv = argv
+        # pass_fds: descriptors the child inherits, as libvirt and QEMUMachine hand them.
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env)
+                                     stderr=subprocess.PIPE, env=env, pass_fds=pass_fds)
         self.lines = []
         self.stderr = b""
         self._cond = threading.Condition()

@@ -61,24 +61,8 @@ def vm_argv(binary, testguest=None, *extra, plan="idle", mem="128", smp="1", ser
     return argv + list(extra)
 
 
-class Vmm(Guest):
-    """conftest's Guest (serial console on stdout), optionally handing the
-    child some file descriptors (`pass_fds`), as libvirt and QEMUMachine do."""
-
-    def __init__(self, argv, env=None, pass_fds=()):
-        if not pass_fds:
-            super().__init__(argv, env)
-            return
-        self.argv = argv
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env, pass_fds=pass_fds)
-        self.lines = []
-        self.stderr = b""
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self._err_reader = threading.Thread(target=self._read_err, daemon=True)
-        self._err_reader.start()
+# conftest's Guest (serial console on stdout) takes pass_fds itself.
+Vmm = Guest
 
 
 @contextlib.contextmanager
