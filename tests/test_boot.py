@@ -161,3 +161,12 @@ def test_garbage_kernel_with_S_still_fails_with_a_clear_error(ferrovm, tmp_path)
                        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert r.returncode != 0
     assert "kernel" in r.stderr.lower() and str(junk) in r.stderr, r.stderr
+
+
+def test_guest_error_ends_with_one_clear_message_and_exit_1(ferrovm, testguest, launch):
+    # plan=crash jumps into the PCI hole: KVM cannot fetch instructions there.
+    g = launch(guest_args(ferrovm, testguest, "plan=crash"))
+    assert g.wait_exit(30) == 1
+    err = g.stderr.decode().strip().splitlines()
+    assert len(err) == 1 and "vCPU 0" in err[0] and "KVM internal error" in err[0], err
+    assert "rip=0xd0000000" in err[0], err

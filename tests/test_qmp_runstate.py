@@ -302,3 +302,24 @@ def test_events_reach_every_negotiated_monitor(ferrovm, testguest, sockdir, laun
         for q in (a, b):
             q.wait_event("SHUTDOWN", 10, data={"guest": False, "reason": "host-signal"})
     assert g.wait_exit(20) == 0
+
+
+def test_guest_error_enters_internal_error_until_reset(ferrovm, testguest, sockdir, launch):
+    # plan=crash jumps into the PCI hole, which KVM cannot execute: QEMU stops
+    # the VM in internal-error (STOP) and waits for management.
+    g, sock = start_vm(launch, ferrovm, testguest, sockdir, plan="crash")
+    with Raw(sock, proc=g.proc) as r:
+        r.negotiate()
+        event_then_return(r, '{"execute": "cont"}', "RESUME")
+        ev = r.recv(20)
+        assert ev.get("event") == "STOP", f"expected STOP after the guest error, got {ev}"
+        assert r.execute("query-status")["return"] == {
+            "status": "internal-error", "singlestep": False, "running": False}
+        assert g.proc.poll() is None, "with a monitor the process waits for management"
+        assert error_of(r.execute("cont")) == (
+            "GenericError", "Resetting the Virtual Machine is required")
+        event_then_return(r, '{"execute": "system_reset"}', "RESET",
+                          {"guest": False, "reason": "host-qmp-system-reset"})
+        assert r.execute("query-status")["return"]["status"] == "prelaunch"
+        event_then_return(r, '{"execute": "cont"}', "RESUME")
+        g.wait_line(r"boot 2\b", 20)

@@ -26,7 +26,7 @@ struct hvm_memmap_entry {
 #define HVM_START_MAGIC 0x336ec578u
 #define BOOT_COUNT_CMOS 0x7e
 
-enum plan { PLAN_POWEROFF, PLAN_RESET, PLAN_IDLE, PLAN_REBOOT };
+enum plan { PLAN_POWEROFF, PLAN_RESET, PLAN_IDLE, PLAN_REBOOT, PLAN_CRASH };
 enum reset { RESET_ACPI, RESET_KBD, RESET_TRIPLE };
 
 static struct {
@@ -122,6 +122,8 @@ static void parse_cmdline(void)
                 cfg.plan = PLAN_RESET;
             else if (word_is(v, vn, "idle"))
                 cfg.plan = PLAN_IDLE;
+            else if (word_is(v, vn, "crash"))
+                cfg.plan = PLAN_CRASH;
             else if (vn > 7 && !memcmp(v, "reboot:", 7) && parse_u64(v + 7, vn - 7, &num)) {
                 cfg.plan = PLAN_REBOOT;
                 cfg.reboot_n = (unsigned)num;
@@ -498,6 +500,17 @@ static void __attribute__((noreturn)) idle(void)
     }
 }
 
+/* plan=crash: jump into the PCI MMIO hole, where no RAM is. KVM cannot
+   fetch instructions from MMIO, so on any host this ends KVM_RUN with an
+   internal error: the VMM's guest-error path, made testable. */
+static void __attribute__((noreturn)) crash(void)
+{
+    puts_("crash\n");
+    void (*nowhere)(void) = (void (*)(void))0xd0000000UL;
+    nowhere();
+    __builtin_unreachable();
+}
+
 /* ------------------------------------------------------------------ */
 extern char __bss_start[], __bss_end[];
 extern char tss_iomap[8192], dead_idt[32 * 16];     /* entry.S, user-writable */
@@ -557,6 +570,8 @@ void tg_main(u64 start_info)
         poweroff();
     case PLAN_IDLE:
         idle();
+    case PLAN_CRASH:
+        crash();
     }
     poweroff();
 }

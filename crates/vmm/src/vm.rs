@@ -332,8 +332,8 @@ impl Vm {
     /// A vCPU that cannot go on: with a monitor, QEMU's `internal-error`
     /// state (STOP; management decides); without one, a non-zero exit.
     fn vcpu_failed(&mut self, index: usize, why: String, events: &mut dyn EventSink) {
-        eprintln!("ferrovm: vCPU {index}: {why}");
         if self.has_monitors {
+            eprintln!("ferrovm: vCPU {index}: {why}");
             self.vm_stop(RunState::InternalError, events);
         } else {
             self.exit = Some(Err(VmmError::Guest(index, why)));
