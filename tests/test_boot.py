@@ -170,3 +170,30 @@ def test_guest_error_ends_with_one_clear_message_and_exit_1(ferrovm, testguest, 
     err = g.stderr.decode().strip().splitlines()
     assert len(err) == 1 and "vCPU 0" in err[0] and "KVM internal error" in err[0], err
     assert "rip=0xd0000000" in err[0], err
+
+
+def test_console_terminal_is_raw_while_running_and_restored_after(ferrovm, testguest, tmp_path):
+    import pty
+    import termios
+    master, slave = pty.openpty()
+    before = termios.tcgetattr(slave)
+    assert before[3] & termios.ECHO and before[3] & termios.ICANON
+    p = subprocess.Popen([ferrovm, "-accel", "kvm", "-m", "128", "-display", "none", "-nodefaults",
+                          "-serial", "stdio", "-kernel", testguest, "-append", "plan=idle"],
+                         stdin=slave, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        lflag = before[3]
+        while time.time() < deadline:
+            lflag = termios.tcgetattr(slave)[3]
+            if not lflag & termios.ECHO:
+                break
+            time.sleep(0.02)
+        assert not lflag & (termios.ECHO | termios.ICANON), "keystrokes go to the guest unprocessed"
+        assert lflag & termios.ISIG, "Ctrl-C still signals ferrovm (signal=on, QEMU's default)"
+    finally:
+        p.terminate()
+        p.wait(10)
+    assert termios.tcgetattr(slave) == before, "the terminal is restored at exit"
+    os.close(master)
+    os.close(slave)

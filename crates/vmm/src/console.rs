@@ -21,7 +21,10 @@ use crate::platform::lock;
 /// Where the guest's serial input comes from.
 pub enum ConsoleInput {
     None,
-    Stdin,
+    /// `signal`: Ctrl-C and friends still signal ferrovm (QEMU's `signal=on`).
+    Stdin {
+        signal: bool,
+    },
     Socket(SocketConsole),
 }
 
@@ -47,7 +50,7 @@ pub fn open(config: &Config) -> Result<Console, VmmError> {
         ))
     })?;
     match &chardev.backend {
-        ChardevBackend::Stdio { .. } => {
+        ChardevBackend::Stdio { signal } => {
             // Unbuffered: the guest writes one byte per exit and expects it seen.
             // SAFETY: fd 1 is open for the life of the process; dup gives our own copy.
             let fd = unsafe { libc::dup(1) };
@@ -57,7 +60,7 @@ pub fn open(config: &Config) -> Result<Console, VmmError> {
             let out = unsafe { std::fs::File::from_raw_fd(fd) };
             Ok(Console {
                 output: Some(Box::new(out)),
-                input: ConsoleInput::Stdin,
+                input: ConsoleInput::Stdin { signal: *signal },
             })
         }
         ChardevBackend::Null => Ok(Console {
@@ -301,5 +304,53 @@ impl Write for ClientWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// A terminal put in raw mode for the guest's console, restored on drop.
+pub struct RawTerminal(libc::termios);
+
+/// When stdin is a terminal, hands keystrokes to the guest unprocessed, as
+/// QEMU's stdio chardev does (`qemu_chr_set_echo_stdio`): no echo, no line
+/// editing, no CR/NL translation; with `signal`, Ctrl-C still reaches ferrovm.
+pub fn raw_stdin(signal: bool) -> Option<RawTerminal> {
+    // SAFETY: isatty/tcgetattr/tcsetattr on fd 0 with a local termios.
+    unsafe {
+        if libc::isatty(0) != 1 {
+            return None;
+        }
+        let mut saved: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(0, &mut saved) != 0 {
+            return None;
+        }
+        let mut t = saved;
+        t.c_iflag &= !(libc::IGNBRK
+            | libc::BRKINT
+            | libc::PARMRK
+            | libc::ISTRIP
+            | libc::INLCR
+            | libc::IGNCR
+            | libc::ICRNL
+            | libc::IXON);
+        t.c_oflag |= libc::OPOST;
+        t.c_lflag &= !(libc::ECHO | libc::ECHONL | libc::ICANON | libc::IEXTEN);
+        if !signal {
+            t.c_lflag &= !libc::ISIG;
+        }
+        t.c_cflag &= !(libc::CSIZE | libc::PARENB);
+        t.c_cflag |= libc::CS8;
+        t.c_cc[libc::VMIN] = 1;
+        t.c_cc[libc::VTIME] = 0;
+        if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
+            return None;
+        }
+        Some(RawTerminal(saved))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings read from the same fd.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.0) };
     }
 }

@@ -13,7 +13,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use qmp::{Event, MonitorSet};
 
-use crate::console::ConsoleInput;
+use crate::console::{self, ConsoleInput, RawTerminal};
 use crate::error::VmmError;
 use crate::platform::lock;
 use crate::vcpu::{EventSink, VcpuEvent};
@@ -90,6 +90,8 @@ pub struct Controller {
     poll: Poll,
     signals: OwnedFd,
     console: ConsoleInput,
+    /// Restores the terminal at exit (dropped with the controller).
+    _raw_terminal: Option<RawTerminal>,
     /// Console bytes the UART's FIFO had no room for yet.
     pending_input: Vec<u8>,
 }
@@ -107,8 +109,11 @@ impl Controller {
             SIGNALS,
             Interest::READABLE,
         )?;
-        if let ConsoleInput::Stdin = console {
-            register_stdin(&poll);
+        let mut raw_terminal = None;
+        if let ConsoleInput::Stdin { signal } = console {
+            if register_stdin(&poll) {
+                raw_terminal = console::raw_stdin(signal);
+            }
         }
         Ok(Self {
             vm,
@@ -116,6 +121,7 @@ impl Controller {
             poll,
             signals,
             console,
+            _raw_terminal: raw_terminal,
             pending_input: Vec::new(),
         })
     }
