@@ -197,3 +197,11 @@ def test_console_terminal_is_raw_while_running_and_restored_after(ferrovm, testg
     assert termios.tcgetattr(slave) == before, "the terminal is restored at exit"
     os.close(master)
     os.close(slave)
+
+
+def test_rtc_base_date_sets_the_guest_clock(ferrovm, testguest, launch):
+    # 2020-01-01T00:00:00 UTC; the guest checks its CMOS clock against host_time.
+    g = launch(guest_args(ferrovm, testguest, "plan=poweroff host_time=1577836800",
+                          "-rtc", "base=2020-01-01T00:00:00"))
+    assert g.wait_exit(30) == 0
+    assert re.search(r"^ok \d+ - rtc \(2020-01-01 00:00:0\d", g.output(), re.M), g.output()
