@@ -27,6 +27,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# `make test` lints with rustfmt and clippy.
+if command -v rustup >/dev/null 2>&1; then
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+  done
+fi
+
 # Python test tooling lives in a venv under build/, so the system Python stays untouched.
 venv=build/venv
 if [ ! -x "$venv/bin/python" ]; then
