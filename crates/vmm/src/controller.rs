@@ -41,6 +41,8 @@ pub enum Exit {
     GuestPoweroff,
     /// The guest reset and `-no-reboot` turned that into an exit.
     GuestResetNoReboot,
+    /// QMP `system_reset` under `-no-reboot`.
+    ResetNoReboot,
     /// QMP `quit`.
     Quit,
     /// SIGINT, SIGTERM or SIGHUP.

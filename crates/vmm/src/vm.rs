@@ -112,8 +112,6 @@ impl Vm {
         }
     }
 
-    /// Creates the vCPUs and, unless `-S`, starts the guest (QEMU's
-    /// `vm_start()` at the end of start-up; no client can see its RESUME).
     /// With `-S` nothing runs before `cont`, so the monitors may greet their
     /// clients while the KVM machine is built (and, for a distro bzImage, its
     /// kernel decompressed) on a helper thread. The first command waits for
@@ -154,6 +152,8 @@ impl Vm {
         }
     }
 
+    /// Creates the vCPUs and, unless `-S`, starts the guest (QEMU's
+    /// `vm_start()` at the end of start-up; no client can see its RESUME).
     pub fn start(&mut self, start_paused: bool) -> Result<(), VmmError> {
         if let Some(m) = &mut self.machine {
             self.vcpus = m.boot(self.sender.clone(), start_paused)?;
@@ -324,7 +324,7 @@ impl Vm {
         }
         self.exit = Some(Ok(match cause {
             ShutdownCause::GuestReset => Exit::GuestResetNoReboot,
-            ShutdownCause::HostSignal => Exit::Signal(0),
+            ShutdownCause::HostQmpSystemReset => Exit::ResetNoReboot,
             _ => Exit::GuestPoweroff,
         }));
     }
