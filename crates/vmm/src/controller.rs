@@ -33,6 +33,9 @@ const EXIT_FLUSH: Duration = Duration::from_millis(500);
 /// nested KVM). The same idea as QEMU's iothread `poll-max-ns`; it spends CPU
 /// only while a client is talking.
 const MONITOR_POLL_WINDOW: Duration = Duration::from_micros(50);
+/// Under `-S`, how long the loop waits for a first monitor client before it
+/// builds the machine anyway (see `Vm::begin_build`).
+const FIRST_CLIENT_GRACE: Duration = Duration::from_millis(5);
 
 /// Why the machine stopped for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +166,9 @@ impl Controller {
             } else {
                 busy_until = None;
             }
+            if self.vm.build_pending() {
+                timeout = Some(timeout.map_or(FIRST_CLIENT_GRACE, |t| t.min(FIRST_CLIENT_GRACE)));
+            }
             if !self.pending_input.is_empty() {
                 timeout = Some(timeout.map_or(Duration::from_millis(5), |t| {
                     t.min(Duration::from_millis(5))
@@ -173,6 +179,7 @@ impl Controller {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             }
+            let served_monitor = events.iter().any(|e| self.monitors.handles(e.token()));
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
@@ -206,6 +213,9 @@ impl Controller {
                 if self.vm.exiting() {
                     break;
                 }
+            }
+            if self.vm.build_pending() && (served_monitor || events.is_empty()) {
+                self.vm.begin_build();
             }
             self.monitors.run_timers();
             self.feed_console();

@@ -42,7 +42,9 @@ pub struct VmInfo {
 
 pub struct Vm {
     machine: Option<Machine>,
-    /// The machine being built on a helper thread (see [`Vm::defer_start`]).
+    /// A machine to build on a helper thread (see [`Vm::defer_start`]).
+    unbuilt: Option<Box<(MachineSpec, Platform)>>,
+    /// The machine being built on a helper thread.
     building: Option<std::thread::JoinHandle<Result<Machine, VmmError>>>,
     /// Start-up still to do, with its `-S` flag.
     pending_start: Option<bool>,
@@ -98,6 +100,7 @@ impl Vm {
     ) -> Self {
         Self {
             machine,
+            unbuilt: None,
             building: None,
             pending_start: None,
             vcpus: Vec::new(),
@@ -117,7 +120,22 @@ impl Vm {
     /// kernel decompressed) on a helper thread. The first command waits for
     /// it; a failure ends the process with the error, as it would have before.
     pub fn defer_start(&mut self, unbuilt: Option<(MachineSpec, Platform)>) {
-        if let Some((spec, platform)) = unbuilt {
+        self.unbuilt = unbuilt.map(Box::new);
+        self.pending_start = Some(true);
+    }
+
+    /// Whether a deferred machine still waits for [`Vm::begin_build`].
+    pub fn build_pending(&self) -> bool {
+        self.unbuilt.is_some()
+    }
+
+    /// Starts building a deferred machine on a helper thread. The event loop
+    /// calls it once the first client has been greeted (or nobody came within
+    /// a few milliseconds): creating a KVM VM takes process-wide locks that
+    /// would otherwise hold up that first greeting.
+    pub fn begin_build(&mut self) {
+        if let Some(b) = self.unbuilt.take() {
+            let (spec, platform) = *b;
             let sender = self.sender.clone();
             self.building = Some(std::thread::spawn(move || {
                 let built = Machine::new(spec, platform);
@@ -125,11 +143,11 @@ impl Vm {
                 built
             }));
         }
-        self.pending_start = Some(true);
     }
 
     /// Finishes a deferred start-up; on failure the machine exits with the error.
     pub fn ensure_started(&mut self) {
+        self.begin_build();
         if let Some(b) = self.building.take() {
             let built = b.join().unwrap_or_else(|_| {
                 Err(VmmError::Device(
