@@ -81,3 +81,24 @@ def test_console_on_an_inherited_listening_socket_serves_one_client_at_a_time(fe
     finally:
         p.terminate()
         assert p.wait(10) == 0, p.stderr.read().decode()
+
+
+def test_console_on_an_inherited_connected_socket_as_qemumachine_passes_it(ferrovm, testguest):
+    # QEMU's Python QEMUMachine: -chardev socket,id=console,fd=N -serial chardev:console,
+    # with N one end of a socketpair.
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    fd = theirs.fileno()
+    p = subprocess.Popen([ferrovm, "-accel", "kvm", "-m", "128", "-display", "none", "-vga", "none",
+                          "-chardev", f"socket,id=console,fd={fd}", "-serial", "chardev:console",
+                          "-kernel", testguest, "-append", "plan=poweroff"],
+                         pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    theirs.close()
+    try:
+        text = read_until(ours, b"\npoweroff")
+        assert "ok 1 - serial" in text and "\npoweroff" in text, text
+        assert p.wait(30) == 0, p.stderr.read().decode()
+    finally:
+        if p.poll() is None:
+            p.kill()
+        ours.close()

@@ -113,9 +113,11 @@ impl Stream {
     }
 }
 
-/// A listening socket chardev serving COM1.
+/// A socket chardev serving COM1: listening, or (an inherited connected
+/// fd, as QEMU's Python `QEMUMachine` passes) connected from the start.
 pub struct SocketConsole {
-    listener: Listener,
+    /// `None` for an inherited connected socket: when it closes, input ends.
+    listener: Option<Listener>,
     /// Shared with the UART's writer on the vCPU threads.
     client: Arc<Mutex<Option<Stream>>>,
     wait: bool,
@@ -127,7 +129,8 @@ fn config_err(id: &str, what: impl std::fmt::Display) -> VmmError {
 
 impl SocketConsole {
     fn listen(id: &str, spec: &SocketSpec) -> Result<Self, VmmError> {
-        if !spec.server {
+        // An inherited fd is used as it is, whatever `server=` says (as QEMU).
+        if !spec.server && !matches!(spec.addr, SocketAddress::Fd(_)) {
             return Err(config_err(
                 id,
                 "a serial port on a client socket (server=off) is not supported by ferrovm",
@@ -156,10 +159,19 @@ impl SocketConsole {
                         .map_err(|e| config_err(id, format!("Failed to bind socket: {e}")))?,
                 )
             }
-            SocketAddress::Fd(fd) => Listener::Unix(inherited_listener(id, *fd)?),
+            SocketAddress::Fd(fd) => match inherited(id, *fd)? {
+                Inherited::Listening(l) => Listener::Unix(l),
+                Inherited::Connected(s) => {
+                    return Ok(Self {
+                        listener: None,
+                        client: Arc::new(Mutex::new(Some(Stream::Unix(s)))),
+                        wait: false,
+                    })
+                }
+            },
         };
         Ok(Self {
-            listener,
+            listener: Some(listener),
             client: Arc::new(Mutex::new(None)),
             wait: spec.wait,
         })
@@ -175,8 +187,9 @@ impl SocketConsole {
                 return Ok(());
             }
             let fd = match &self.listener {
-                Listener::Unix(l) => std::os::fd::AsRawFd::as_raw_fd(l),
-                Listener::Tcp(l) => std::os::fd::AsRawFd::as_raw_fd(l),
+                Some(Listener::Unix(l)) => std::os::fd::AsRawFd::as_raw_fd(l),
+                Some(Listener::Tcp(l)) => std::os::fd::AsRawFd::as_raw_fd(l),
+                None => return Ok(()),
             };
             let mut pfd = libc::pollfd {
                 fd,
@@ -195,8 +208,9 @@ impl SocketConsole {
         client: Token,
     ) -> io::Result<()> {
         match &mut self.listener {
-            Listener::Unix(l) => registry.register(l, listen, Interest::READABLE)?,
-            Listener::Tcp(l) => registry.register(l, listen, Interest::READABLE)?,
+            Some(Listener::Unix(l)) => registry.register(l, listen, Interest::READABLE)?,
+            Some(Listener::Tcp(l)) => registry.register(l, listen, Interest::READABLE)?,
+            None => {}
         }
         if let Some(s) = lock(&self.client).as_mut() {
             registry.register(s.source(), client, Interest::READABLE)?;
@@ -211,8 +225,9 @@ impl SocketConsole {
             return Ok(true);
         }
         let accepted = match &self.listener {
-            Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
-            Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+            Some(Listener::Unix(l)) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Some(Listener::Tcp(l)) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+            None => return Ok(false),
         };
         match accepted {
             Ok(s) => {
@@ -263,11 +278,17 @@ impl SocketConsole {
     }
 }
 
-/// `fd=N`: a listening unix socket handed over by the parent.
-fn inherited_listener(id: &str, fd: RawFd) -> Result<UnixListener, VmmError> {
+enum Inherited {
+    Listening(UnixListener),
+    Connected(UnixStream),
+}
+
+/// `fd=N`: a unix socket handed over by the parent, listening (libvirt) or
+/// already connected (QEMU's Python `QEMUMachine`), told apart by SO_ACCEPTCONN.
+fn inherited(id: &str, fd: RawFd) -> Result<Inherited, VmmError> {
     let mut listening: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt into a local int; the fd is checked to be a socket by the call.
+    // SAFETY: getsockopt into a local int; it fails on anything but a socket.
     let ok = unsafe {
         libc::getsockopt(
             fd,
@@ -277,13 +298,21 @@ fn inherited_listener(id: &str, fd: RawFd) -> Result<UnixListener, VmmError> {
             &mut len,
         )
     } == 0;
-    if !ok || listening == 0 {
-        return Err(config_err(id, format!("fd={fd} is not a listening socket")));
+    if !ok {
+        return Err(config_err(id, format!("fd={fd} is not a socket")));
     }
-    // SAFETY: the fd is ours (inherited) and a listening socket.
-    let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
-    l.set_nonblocking(true)?;
-    Ok(UnixListener::from_std(l))
+    // SAFETY: the fd is ours (inherited) and a socket of the kind just checked.
+    unsafe {
+        if listening != 0 {
+            let l = std::os::unix::net::UnixListener::from_raw_fd(fd);
+            l.set_nonblocking(true)?;
+            Ok(Inherited::Listening(UnixListener::from_std(l)))
+        } else {
+            let s = std::os::unix::net::UnixStream::from_raw_fd(fd);
+            s.set_nonblocking(true)?;
+            Ok(Inherited::Connected(UnixStream::from_std(s)))
+        }
+    }
 }
 
 /// The UART's output: to the connected client, dropped when there is none or
