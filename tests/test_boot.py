@@ -205,3 +205,20 @@ def test_rtc_base_date_sets_the_guest_clock(ferrovm, testguest, launch):
                           "-rtc", "base=2020-01-01T00:00:00"))
     assert g.wait_exit(30) == 0
     assert re.search(r"^ok \d+ - rtc \(2020-01-01 00:00:0\d", g.output(), re.M), g.output()
+
+
+def test_device_isa_serial_is_com1(ferrovm, testguest, launch, tmp_path):
+    # libvirt's spelling: a chardev plus -device isa-serial (JSON), instead of -serial.
+    log = tmp_path / "console.log"
+    g = launch([ferrovm, "-accel", "kvm", "-m", "128", "-display", "none", "-nodefaults",
+                "-chardev", f"file,id=charserial0,path={log}",
+                "-device", '{"driver":"isa-serial","chardev":"charserial0","id":"serial0","index":0}',
+                "-kernel", testguest, "-append", "plan=poweroff"])
+    assert g.wait_exit(30) == 0
+    assert "ok 1 - serial" in log.read_text(), log.read_text()
+
+
+def test_two_serial_ports_are_refused_by_name(ferrovm, testguest):
+    r = run_cli(ferrovm, "-display", "none", "-serial", "null", "-chardev", "null,id=c1",
+                "-device", "isa-serial,chardev=c1", "-kernel", testguest)
+    assert r.returncode != 0 and "serial" in r.stderr, r.stderr

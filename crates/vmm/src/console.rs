@@ -34,20 +34,44 @@ pub struct Console {
     pub input: ConsoleInput,
 }
 
+/// The `driver` of a `-device`.
+pub fn device_driver(device: &serde_json::Value) -> Option<&str> {
+    device.get("driver").and_then(|v| v.as_str())
+}
+
+/// The chardev ids of the serial ports: `-serial` ones, then `-device
+/// isa-serial,chardev=ID` ones (QEMU fills COM1 first either way).
+pub fn serial_chardevs(config: &Config) -> Vec<String> {
+    let mut ids: Vec<String> = config
+        .serials
+        .iter()
+        .map(|s| s.chardev_id.clone())
+        .collect();
+    ids.extend(
+        config
+            .devices
+            .iter()
+            .filter(|d| device_driver(d) == Some("isa-serial"))
+            .filter_map(|d| {
+                d.get("chardev")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_string)
+            }),
+    );
+    ids
+}
+
 /// Opens COM1's chardev as the command line describes it.
 pub fn open(config: &Config) -> Result<Console, VmmError> {
     let none = Console {
         output: None,
         input: ConsoleInput::None,
     };
-    let Some(serial) = config.serials.first() else {
+    let Some(chardev_id) = serial_chardevs(config).into_iter().next() else {
         return Ok(none);
     };
-    let chardev = config.chardev(&serial.chardev_id).ok_or_else(|| {
-        VmmError::Config(format!(
-            "-serial: chardev '{}' not found",
-            serial.chardev_id
-        ))
+    let chardev = config.chardev(&chardev_id).ok_or_else(|| {
+        VmmError::Config(format!("serial port: chardev '{chardev_id}' not found"))
     })?;
     match &chardev.backend {
         ChardevBackend::Stdio { signal } => {

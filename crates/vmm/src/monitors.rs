@@ -43,10 +43,9 @@ pub fn specs(config: &Config) -> Result<Vec<qmp::MonitorSpec>, VmmError> {
 /// `query-chardev` entries for chardevs that are not monitors (the library
 /// reports the monitors' own), in QEMU's filename spelling.
 pub fn serial_chardev_info(config: &Config) -> Vec<Value> {
-    config
-        .serials
+    crate::console::serial_chardevs(config)
         .iter()
-        .filter_map(|s| config.chardev(&s.chardev_id))
+        .filter_map(|id| config.chardev(id))
         .map(|c| {
             let filename = match &c.backend {
                 ChardevBackend::Stdio { .. } => "stdio".to_string(),

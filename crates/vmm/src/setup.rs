@@ -225,15 +225,20 @@ fn check_supported(config: &Config) -> Result<(), VmmError> {
     if !config.blockdevs.is_empty() {
         return unsupported("-blockdev");
     }
-    if let Some(d) = config.devices.first() {
-        let driver = d.get("driver").and_then(|v| v.as_str()).unwrap_or("?");
+    // `-device isa-serial` is COM1 (see console::serial_chardev); others are not modelled yet.
+    if let Some(d) = config
+        .devices
+        .iter()
+        .find(|d| console::device_driver(d) != Some("isa-serial"))
+    {
+        let driver = console::device_driver(d).unwrap_or("?");
         return unsupported(&format!("-device '{driver}'"));
     }
     if !config.netdevs.is_empty() {
         return unsupported("-netdev");
     }
-    if config.serials.len() > 1 {
-        return unsupported("more than one -serial port");
+    if console::serial_chardevs(config).len() > 1 {
+        return unsupported("more than one serial port");
     }
     Ok(())
 }
