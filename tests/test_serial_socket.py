@@ -102,3 +102,40 @@ def test_console_on_an_inherited_connected_socket_as_qemumachine_passes_it(ferro
         if p.poll() is None:
             p.kill()
         ours.close()
+
+
+def test_console_on_a_pty_as_libvirt_uses_it(ferrovm, testguest, tmp_path):
+    # libvirt's default console: -chardev pty; it finds the path in query-chardev
+    # (older versions in QEMU's "char device redirected to" line).
+    import re
+    from qmp_util import Qmp
+    sock = str(tmp_path / "qmp.sock")
+    g = Guest([ferrovm, "-accel", "kvm", "-m", "128", "-display", "none", "-nodefaults", "-S",
+               "-chardev", "pty,id=charserial0",
+               "-device", '{"driver":"isa-serial","chardev":"charserial0","id":"serial0"}',
+               "-qmp", f"unix:{sock},server=on,wait=off",
+               "-kernel", testguest, "-append", "plan=idle"])
+    try:
+        with Qmp(sock, proc=g.proc) as q:
+            chardevs = {c["label"]: c["filename"] for c in q.cmd("query-chardev")}
+            assert chardevs.get("charserial0", "").startswith("pty:/dev/pts/"), chardevs
+            path = chardevs["charserial0"][len("pty:"):]
+            fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+            try:
+                q.cmd("cont")
+                data = b""
+                deadline = time.time() + 20
+                while b"tick 2" not in data and time.time() < deadline:
+                    try:
+                        data += os.read(fd, 4096)
+                    except BlockingIOError:
+                        time.sleep(0.02)
+                assert b"ok 1 - serial" in data and b"tick 2" in data, data[-500:]
+            finally:
+                os.close(fd)
+            q.cmd("quit")
+        assert g.wait_exit(20) == 0
+        assert re.search(r"char device redirected to /dev/pts/\d+ \(label charserial0\)",
+                         g.stderr.decode()), g.stderr.decode()
+    finally:
+        g.kill()

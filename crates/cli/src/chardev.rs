@@ -79,11 +79,11 @@ pub(crate) const BACKENDS: &[(&str, &[&str])] = &[
     ("null", &[]),
     ("file", FILE),
     ("socket", SOCKET),
+    ("pty", &[]),
 ];
 
 /// QEMU backends ferrovm does not provide.
 const OTHER_BACKENDS: &[&str] = &[
-    "pty",
     "vc",
     "pipe",
     "serial",
@@ -105,7 +105,7 @@ const OTHER_BACKENDS: &[&str] = &[
 ];
 
 fn unsupported_backend(name: &str) -> String {
-    format!("chardev backend '{name}' is not supported by ferrovm (supported: stdio, null, file, socket)")
+    format!("chardev backend '{name}' is not supported by ferrovm (supported: stdio, null, file, socket, pty)")
 }
 
 /// Build the backend from checked options.
@@ -132,6 +132,7 @@ pub(crate) fn backend_from_opts(o: &Opts) -> Result<ChardevBackend, String> {
             signal: o.bool("signal").unwrap_or(true),
         },
         "null" => ChardevBackend::Null,
+        "pty" => ChardevBackend::Pty,
         "file" => ChardevBackend::File {
             path: PathBuf::from(
                 o.str("path")
@@ -249,6 +250,8 @@ pub(crate) fn parse_compat(spec: &str, permit_mux_mon: bool) -> Result<Compat, S
         }
     } else if rest == "null" {
         raw.push(set("backend", "null"));
+    } else if rest == "pty" {
+        raw.push(set("backend", "pty"));
     } else if let Some(path) = rest.strip_prefix("file:") {
         raw.push(set("backend", "file"));
         raw.push(set("path", path));
@@ -268,7 +271,6 @@ pub(crate) fn parse_compat(spec: &str, permit_mux_mon: bool) -> Result<Compat, S
     } else {
         let driver = rest.split([':', ',']).next().unwrap_or(rest);
         let known = [
-            "pty",
             "vc",
             "con",
             "pipe",
@@ -282,7 +284,7 @@ pub(crate) fn parse_compat(spec: &str, permit_mux_mon: bool) -> Result<Compat, S
             || ["wctablet", "braille", "testdev", "COM"].contains(&driver)
             || rest.starts_with("/dev/");
         return Err(if known {
-            format!("char device '{rest}' is not supported by ferrovm (supported: stdio, null, file:, unix:, tcp:, chardev:)")
+            format!("char device '{rest}' is not supported by ferrovm (supported: stdio, null, pty, file:, unix:, tcp:, chardev:)")
         } else {
             format!("'{rest}' is not a valid char driver")
         });
@@ -401,7 +403,7 @@ mod tests {
         let e = |s: &str| chardev(s).unwrap_err();
         assert_eq!(e("socket,path=/tmp/x"), "chardev: no id specified");
         assert_eq!(e("id=x"), "chardev: \"x\" missing backend");
-        assert!(e("pty,id=x").contains("'pty' is not supported"));
+        assert!(e("vc,id=x").contains("'vc' is not supported"));
         assert_eq!(e("bogus,id=x"), "'bogus' is not a valid char driver name");
         assert_eq!(e("file,id=x"), "chardev: file: no filename given");
         assert_eq!(
@@ -521,7 +523,7 @@ mod tests {
             parse_compat("foo", true).unwrap_err(),
             "'foo' is not a valid char driver"
         );
-        assert!(parse_compat("pty", true)
+        assert!(parse_compat("pipe:/tmp/x", true)
             .unwrap_err()
             .contains("not supported"));
         assert!(parse_compat("vc:80Cx24C", true)

@@ -274,6 +274,8 @@ pub enum ChardevBackend {
     File { path: PathBuf, append: bool },
     /// A stream socket.
     Socket(SocketSpec),
+    /// A pseudo-terminal whose slave path is announced at start-up (libvirt's console).
+    Pty,
 }
 
 /// A socket chardev.

@@ -179,7 +179,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         args: "backend,id=id[,mux=on|off][,...]",
         grammar: Opts(&chardev::CHARDEV_SCHEMA),
         help: "create a character device",
-        notes: "Backends: `stdio[,signal=]`, `null`, `file,path=[,append=]`, `socket` with exactly one of `path=` (unix), `host=,port=` (tcp) or `fd=N` (inherited), plus `server=`, `wait=` (server only; default on), `nodelay`. The legacy `server,nowait` spelling works (with QEMU's deprecation warning). `pty`, `vc`, `pipe`, `udp`, `telnet=on`, `websocket=on`, `reconnect`, `logfile` and other backends are errors, as is a key that does not belong to the backend.",
+        notes: "Backends: `stdio[,signal=]`, `null`, `file,path=[,append=]`, `socket` with exactly one of `path=` (unix), `host=,port=` (tcp) or `fd=N` (inherited), plus `server=`, `wait=` (server only; default on), `nodelay`; `pty` (its path is announced on stderr and in `query-chardev`). The legacy `server,nowait` spelling works (with QEMU's deprecation warning). `vc`, `pipe`, `udp`, `telnet=on`, `websocket=on`, `reconnect`, `logfile` and other backends are errors, as is a key that does not belong to the backend.",
         handler: Run(chardev::handle_chardev),
     },
     OptionDef {
@@ -187,7 +187,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         args: "dev",
         grammar: Raw(None),
         help: "add a serial port (COM1, COM2, ...) on a character device",
-        notes: "`stdio`, `null`, `none` (no port), `file:PATH`, `unix:PATH[,...]`, `tcp:HOST:PORT[,...]`, `chardev:ID`, `mon:DEV` (mux with a readline monitor). Creates chardev `serialN`. `pty` and `vc` are errors.",
+        notes: "`stdio`, `null`, `none` (no port), `file:PATH`, `unix:PATH[,...]`, `tcp:HOST:PORT[,...]`, `chardev:ID`, `pty`, `mon:DEV` (mux with a readline monitor). Creates chardev `serialN`. `vc` is an error. ferrovm has one serial port, COM1 (also attachable with `-device isa-serial,chardev=ID`).",
         handler: Run(frontends::handle_serial),
     },
     OptionDef {

@@ -26,12 +26,15 @@ pub enum ConsoleInput {
         signal: bool,
     },
     Socket(SocketConsole),
+    Pty(PtyConsole),
 }
 
 pub struct Console {
     /// The UART's output; `None` leaves COM1 out.
     pub output: Option<Box<dyn Write + Send>>,
     pub input: ConsoleInput,
+    /// COM1's `query-chardev` entry.
+    pub info: Option<serde_json::Value>,
 }
 
 /// The `driver` of a `-device`.
@@ -63,16 +66,20 @@ pub fn serial_chardevs(config: &Config) -> Vec<String> {
 
 /// Opens COM1's chardev as the command line describes it.
 pub fn open(config: &Config) -> Result<Console, VmmError> {
-    let none = Console {
-        output: None,
-        input: ConsoleInput::None,
-    };
     let Some(chardev_id) = serial_chardevs(config).into_iter().next() else {
-        return Ok(none);
+        return Ok(Console {
+            output: None,
+            input: ConsoleInput::None,
+            info: None,
+        });
     };
     let chardev = config.chardev(&chardev_id).ok_or_else(|| {
         VmmError::Config(format!("serial port: chardev '{chardev_id}' not found"))
     })?;
+    // `query-chardev`'s filename, in QEMU's spelling.
+    let info = |filename: String| {
+        Some(serde_json::json!({"label": chardev.id, "filename": filename, "frontend-open": true}))
+    };
     match &chardev.backend {
         ChardevBackend::Stdio { signal } => {
             // Unbuffered: the guest writes one byte per exit and expects it seen.
@@ -85,11 +92,13 @@ pub fn open(config: &Config) -> Result<Console, VmmError> {
             Ok(Console {
                 output: Some(Box::new(out)),
                 input: ConsoleInput::Stdin { signal: *signal },
+                info: info("stdio".into()),
             })
         }
         ChardevBackend::Null => Ok(Console {
             output: Some(Box::new(io::sink())),
             input: ConsoleInput::None,
+            info: info("null".into()),
         }),
         ChardevBackend::File { path, append } => {
             let f = OpenOptions::new()
@@ -106,6 +115,7 @@ pub fn open(config: &Config) -> Result<Console, VmmError> {
             Ok(Console {
                 output: Some(Box::new(f)),
                 input: ConsoleInput::None,
+                info: info(format!("file:{}", path.display())),
             })
         }
         ChardevBackend::Socket(spec) => {
@@ -113,8 +123,129 @@ pub fn open(config: &Config) -> Result<Console, VmmError> {
             Ok(Console {
                 output: Some(Box::new(ClientWriter(socket.client.clone()))),
                 input: ConsoleInput::Socket(socket),
+                info: info("socket".into()),
             })
         }
+        ChardevBackend::Pty => {
+            let pty = PtyConsole::open()?;
+            // QEMU's announcement, which older libvirt reads from the log.
+            eprintln!(
+                "char device redirected to {} (label {})",
+                pty.path, chardev.id
+            );
+            let filename = format!("pty:{}", pty.path);
+            Ok(Console {
+                output: Some(Box::new(pty.writer()?)),
+                input: ConsoleInput::Pty(pty),
+                info: info(filename),
+            })
+        }
+    }
+}
+
+/// A pseudo-terminal for COM1 (`-chardev pty`): the guest talks to the
+/// master side; users open the slave (`virsh console`, `screen /dev/pts/N`).
+/// ferrovm keeps the slave open itself, so the master never reports hang-up
+/// while nobody is attached; output then waits in the tty buffer and, once
+/// that is full, is dropped (the guest's UART never stalls).
+pub struct PtyConsole {
+    master: std::fs::File,
+    _slave: std::fs::File,
+    pub path: String,
+}
+
+impl PtyConsole {
+    fn open() -> Result<Self, VmmError> {
+        let (mut master, mut slave) = (0, 0);
+        let mut name = [0 as libc::c_char; 128];
+        // SAFETY: openpty fills the two fds and the name buffer (128 bytes is
+        // well above any /dev/pts path); the termios and winsize are optional.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                name.as_mut_ptr(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(VmmError::Config(format!(
+                "-chardev pty: openpty failed: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: both fds were just returned by openpty and are ours.
+        let (master, slave) = unsafe {
+            (
+                std::fs::File::from_raw_fd(master),
+                std::fs::File::from_raw_fd(slave),
+            )
+        };
+        // SAFETY: termios calls on the slave fd; fcntl on the master fd.
+        unsafe {
+            // Raw, as QEMU's qemu_openpty_raw(): the guest does its own line discipline.
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(std::os::fd::AsRawFd::as_raw_fd(&slave), &mut t) == 0 {
+                libc::cfmakeraw(&mut t);
+                libc::tcsetattr(std::os::fd::AsRawFd::as_raw_fd(&slave), libc::TCSAFLUSH, &t);
+            }
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&master);
+            libc::fcntl(
+                fd,
+                libc::F_SETFL,
+                libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+            );
+        }
+        // SAFETY: openpty wrote a NUL-terminated path into `name`.
+        let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        Ok(Self {
+            master,
+            _slave: slave,
+            path,
+        })
+    }
+
+    fn writer(&self) -> io::Result<PtyWriter> {
+        Ok(PtyWriter(self.master.try_clone()?))
+    }
+
+    pub fn register(&self, registry: &Registry, token: Token) -> io::Result<()> {
+        registry.register(
+            &mut mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&self.master)),
+            token,
+            Interest::READABLE,
+        )
+    }
+
+    /// The master is readable: the user's keystrokes go to `input`.
+    pub fn on_readable(&mut self, input: &mut Vec<u8>) {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.master.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => input.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // WouldBlock: drained. EIO: nobody on the slave side.
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// COM1's output into the pty master; dropped when the tty buffer is full.
+struct PtyWriter(std::fs::File);
+
+impl Write for PtyWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = self.0.write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -24,6 +24,7 @@ const STDIN: Token = Token(1);
 const SIGNALS: Token = Token(2);
 const CONSOLE_LISTEN: Token = Token(3);
 const CONSOLE_CLIENT: Token = Token(4);
+const CONSOLE_PTY: Token = Token(5);
 const FIRST_MONITOR: usize = 16;
 /// How long replies and events may take to drain to clients at exit.
 const EXIT_FLUSH: Duration = Duration::from_millis(500);
@@ -138,9 +139,13 @@ impl Controller {
         self.monitors.wait_for_clients()?;
         self.monitors
             .register(self.poll.registry(), FIRST_MONITOR)?;
-        if let ConsoleInput::Socket(s) = &mut self.console {
-            s.wait_for_client()?;
-            s.register(self.poll.registry(), CONSOLE_LISTEN, CONSOLE_CLIENT)?;
+        match &mut self.console {
+            ConsoleInput::Socket(s) => {
+                s.wait_for_client()?;
+                s.register(self.poll.registry(), CONSOLE_LISTEN, CONSOLE_CLIENT)?;
+            }
+            ConsoleInput::Pty(p) => p.register(self.poll.registry(), CONSOLE_PTY)?,
+            ConsoleInput::None | ConsoleInput::Stdin { .. } => {}
         }
         let result = if start_paused {
             // The machine may still be building (Vm::defer_start): greet meanwhile.
@@ -184,6 +189,11 @@ impl Controller {
                 match ev.token() {
                     WAKER => {}
                     STDIN => self.read_console(),
+                    CONSOLE_PTY => {
+                        if let ConsoleInput::Pty(p) = &mut self.console {
+                            p.on_readable(&mut self.pending_input);
+                        }
+                    }
                     CONSOLE_LISTEN | CONSOLE_CLIENT => {
                         if let ConsoleInput::Socket(s) = &mut self.console {
                             if ev.token() == CONSOLE_LISTEN {

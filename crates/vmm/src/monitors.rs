@@ -2,7 +2,6 @@
 //! and the `query-chardev` entries of the non-monitor chardevs.
 
 use cli::{ChardevBackend, Config, MonitorMode, SocketAddress};
-use serde_json::{json, Value};
 
 use crate::error::VmmError;
 
@@ -38,22 +37,4 @@ pub fn specs(config: &Config) -> Result<Vec<qmp::MonitorSpec>, VmmError> {
         });
     }
     Ok(out)
-}
-
-/// `query-chardev` entries for chardevs that are not monitors (the library
-/// reports the monitors' own), in QEMU's filename spelling.
-pub fn serial_chardev_info(config: &Config) -> Vec<Value> {
-    crate::console::serial_chardevs(config)
-        .iter()
-        .filter_map(|id| config.chardev(id))
-        .map(|c| {
-            let filename = match &c.backend {
-                ChardevBackend::Stdio { .. } => "stdio".to_string(),
-                ChardevBackend::Null => "null".to_string(),
-                ChardevBackend::File { path, .. } => format!("file:{}", path.display()),
-                ChardevBackend::Socket(_) => "socket".to_string(),
-            };
-            json!({"label": c.id, "filename": filename, "frontend-open": true})
-        })
-        .collect()
 }

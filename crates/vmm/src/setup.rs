@@ -33,6 +33,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     let console::Console {
         output: serial_out,
         input: console_input,
+        info: serial_info,
     } = console::open(&config)?;
     vcpu::install_kick_handler()?;
     let (poll, sender, msgs) = controller::channel()?;
@@ -73,7 +74,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         }
         MachineKind::None => None,
     };
-    let info = vm_info(&config);
+    let info = vm_info(&config, serial_info);
     let mut vm = Vm::new(
         machine,
         sender,
@@ -99,7 +100,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     result
 }
 
-fn vm_info(config: &Config) -> VmInfo {
+fn vm_info(config: &Config, serial_info: Option<serde_json::Value>) -> VmInfo {
     let machine_type = match config.machine.kind {
         MachineKind::None => "none-machine".to_string(),
         MachineKind::Q35 => match config.machine.name.as_str() {
@@ -121,7 +122,7 @@ fn vm_info(config: &Config) -> VmInfo {
         sockets: config.smp.sockets,
         cores: config.smp.cores * config.smp.dies,
         threads: config.smp.threads,
-        chardevs: monitors::serial_chardev_info(config),
+        chardevs: serial_info.into_iter().collect(),
     }
 }
 
