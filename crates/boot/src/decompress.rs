@@ -189,7 +189,7 @@ fn lz4_legacy(data: &[u8], capacity: usize, limit: usize) -> Result<Vec<u8>, Boo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{fixture, PVH_FIXTURE};
+    use crate::testutil::{fixture, COMPRESSED_FIXTURES, PVH_FIXTURE};
 
     #[test]
     fn detects_magics() {
@@ -223,13 +223,7 @@ mod tests {
     #[test]
     fn decompresses_every_supported_format() {
         let expected = fixture(PVH_FIXTURE);
-        for (name, format) in [
-            ("pvh64.bin.gz", Compression::Gzip),
-            ("pvh64.bin.xz", Compression::Xz),
-            ("pvh64.bin.lzma", Compression::Lzma),
-            ("pvh64.bin.zst", Compression::Zstd),
-            ("pvh64.bin.lz4", Compression::Lz4),
-        ] {
+        for &(name, format) in COMPRESSED_FIXTURES {
             let mut data = fixture(name);
             assert_eq!(Compression::detect(&data), Some(format), "{name}");
             data.extend_from_slice(&(expected.len() as u32).to_le_bytes());
@@ -241,13 +235,7 @@ mod tests {
 
     #[test]
     fn corrupt_input_is_an_error() {
-        for (name, format) in [
-            ("pvh64.bin.gz", Compression::Gzip),
-            ("pvh64.bin.xz", Compression::Xz),
-            ("pvh64.bin.lzma", Compression::Lzma),
-            ("pvh64.bin.zst", Compression::Zstd),
-            ("pvh64.bin.lz4", Compression::Lz4),
-        ] {
+        for &(name, format) in COMPRESSED_FIXTURES {
             let data = fixture(name);
             // Truncated.
             let cut = &data[..data.len() / 2];
@@ -276,12 +264,7 @@ mod tests {
     #[test]
     fn output_limit_is_enforced() {
         let expected = fixture(PVH_FIXTURE);
-        for (name, format) in [
-            ("pvh64.bin.gz", Compression::Gzip),
-            ("pvh64.bin.xz", Compression::Xz),
-            ("pvh64.bin.zst", Compression::Zstd),
-            ("pvh64.bin.lz4", Compression::Lz4),
-        ] {
+        for &(name, format) in COMPRESSED_FIXTURES {
             let data = fixture(name);
             let r = decompress(format, &data, None, expected.len() - 1);
             assert!(

@@ -23,6 +23,15 @@ pub fn fixture(name: &str) -> Vec<u8> {
 /// The uncompressed fixture: `build_elf(&ElfSpec::default())`.
 pub const PVH_FIXTURE: &str = "pvh64.bin";
 
+/// [`PVH_FIXTURE`] compressed by each tool a kernel build may use.
+pub const COMPRESSED_FIXTURES: &[(&str, crate::Compression)] = &[
+    ("pvh64.bin.gz", crate::Compression::Gzip),
+    ("pvh64.bin.xz", crate::Compression::Xz),
+    ("pvh64.bin.lzma", crate::Compression::Lzma),
+    ("pvh64.bin.zst", crate::Compression::Zstd),
+    ("pvh64.bin.lz4", crate::Compression::Lz4),
+];
+
 /// A minimal kernel-like ELF: one PT_LOAD covering the whole file (headers
 /// included) plus `bss` zero bytes, and a PT_NOTE holding an unrelated note
 /// and, optionally, the PVH entry note.

@@ -2,7 +2,7 @@ use super::*;
 use crate::layout::E820Type;
 use crate::testutil::{
     build_bzimage, build_elf, fixture, guest_mem, BzSpec, ElfSpec, BODY_OFFSET, BZ_ENTRY64_MARKER,
-    PVH_FIXTURE,
+    COMPRESSED_FIXTURES, PVH_FIXTURE,
 };
 use vm_memory::Bytes;
 
@@ -143,13 +143,7 @@ fn bz_with_payload(name: &str) -> Vec<u8> {
 
 #[test]
 fn bzimage_with_pvh_payload_boots_via_pvh_for_every_format() {
-    for (name, format) in [
-        ("pvh64.bin.gz", Compression::Gzip),
-        ("pvh64.bin.xz", Compression::Xz),
-        ("pvh64.bin.lzma", Compression::Lzma),
-        ("pvh64.bin.zst", Compression::Zstd),
-        ("pvh64.bin.lz4", Compression::Lz4),
-    ] {
+    for &(name, format) in COMPRESSED_FIXTURES {
         let layout = MemoryLayout::new(64 * MIB);
         let mem = guest_mem(&layout);
         let image = KernelImage::parse(&bz_with_payload(name)).unwrap();
