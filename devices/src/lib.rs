@@ -17,9 +17,11 @@ pub mod acpi_pm;
 pub mod bus;
 pub mod cmos;
 pub mod i8042;
+pub mod interrupt;
 pub mod pci;
 pub mod post;
 pub mod serial;
+pub mod virtio;
 
 pub use acpi_pm::AcpiPm;
 pub use cmos::Cmos;
