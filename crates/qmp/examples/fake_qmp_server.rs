@@ -41,7 +41,7 @@ fn main() -> std::io::Result<()> {
         });
     }
     let mut vm = FakeVm::default();
-    let mut mons = MonitorSet::new(specs, &vm)?;
+    let mut mons = MonitorSet::new(specs)?;
     mons.wait_for_clients()?;
     let mut poll = Poll::new()?;
     mons.register(poll.registry(), 0)?;

@@ -146,6 +146,9 @@ pub struct Command {
     pub allow_oob: bool,
     pub features: Vec<String>,
     pub note: Option<String>,
+    /// The schema module (file stem, e.g. `run-state`, `block`) that declares
+    /// it: the VMM routes commands to the subsystem that serves that module.
+    pub module: String,
 }
 
 #[derive(Clone, Debug)]
@@ -252,7 +255,8 @@ impl Schema {
                     let d = expr
                         .as_dict()
                         .ok_or_else(|| format!("{fname}: top-level value must be an object"))?;
-                    s.add_expr(d, note.take(), &mut unions)
+                    let module = fname.trim_end_matches(".json");
+                    s.add_expr(d, note.take(), module, &mut unions)
                         .map_err(|e| format!("{fname}: {e}"))?;
                 }
             }
@@ -365,6 +369,7 @@ impl Schema {
         &mut self,
         d: &QDict,
         note: Option<String>,
+        module: &str,
         unions: &mut Vec<PendingUnion>,
     ) -> Result<(), String> {
         if let Some(name) = expr_str(d, "enum")? {
@@ -455,6 +460,7 @@ impl Schema {
                 allow_oob,
                 features,
                 note,
+                module: module.to_string(),
             });
             Ok(())
         } else if let Some(name) = expr_str(d, "event")? {
@@ -554,6 +560,14 @@ impl Schema {
     /// Command names in definition order.
     pub fn command_names(&self) -> impl Iterator<Item = &str> {
         self.commands.iter().map(|c| c.name.as_str())
+    }
+
+    /// The commands the VMM's [`crate::Handler`] serves: every command but
+    /// [`crate::LIBRARY_COMMANDS`], in definition order.
+    pub fn handler_commands(&self) -> impl Iterator<Item = &Command> {
+        self.commands
+            .iter()
+            .filter(|c| !crate::LIBRARY_COMMANDS.contains(&c.name.as_str()))
     }
 
     /// `query-commands` result.

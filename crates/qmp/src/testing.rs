@@ -5,32 +5,6 @@ use serde_json::{json, Value};
 
 use crate::dispatch::{Args, Event, EventSink, Handler, QmpError};
 
-/// Commands [`FakeVm`] serves: every schema command not served by the library.
-const COMMANDS: &[&str] = &[
-    "query-status",
-    "stop",
-    "cont",
-    "system_reset",
-    "system_powerdown",
-    "system_wakeup",
-    "quit",
-    "inject-nmi",
-    "set-action",
-    "query-name",
-    "query-uuid",
-    "query-kvm",
-    "query-target",
-    "query-machines",
-    "query-current-machine",
-    "query-cpus-fast",
-    "query-hotpluggable-cpus",
-    "query-memory-size-summary",
-    "query-chardev",
-    "query-iothreads",
-    "qom-list",
-    "qom-get",
-];
-
 /// A pretend machine: run state, name, vCPU count; records `quit`.
 pub struct FakeVm {
     pub status: &'static str,
@@ -51,10 +25,6 @@ impl Default for FakeVm {
 }
 
 impl Handler for FakeVm {
-    fn commands(&self) -> &[&str] {
-        COMMANDS
-    }
-
     fn exit_requested(&self) -> bool {
         self.quit_requested
     }

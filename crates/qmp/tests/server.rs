@@ -30,7 +30,7 @@ impl Harness {
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread = thread::spawn(move || {
             let mut vm = FakeVm::default();
-            let mut mons = MonitorSet::new(specs, &vm).expect("monitors");
+            let mut mons = MonitorSet::new(specs).expect("monitors");
             let mut poll = Poll::new().unwrap();
             let waker = std::sync::Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
             mons.register(poll.registry(), 1).unwrap();
@@ -350,14 +350,10 @@ fn tcp_listener() {
 #[test]
 fn wait_on_blocks_until_a_client_connects() {
     let path = tmp_path("wait");
-    let vm = FakeVm::default();
-    let mut mons = MonitorSet::new(
-        vec![MonitorSpec {
-            wait: true,
-            ..unix_spec("w", &path)
-        }],
-        &vm,
-    )
+    let mut mons = MonitorSet::new(vec![MonitorSpec {
+        wait: true,
+        ..unix_spec("w", &path)
+    }])
     .unwrap();
     let p = path.clone();
     let t = thread::spawn(move || {

@@ -5,21 +5,18 @@
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
 use std::time::Duration;
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use qmp::{Event, MonitorSet};
 
 use crate::console::{self, ConsoleInput, RawTerminal};
 use crate::error::VmmError;
+use crate::messages::{Exit, WAKER};
 use crate::platform::lock;
-use crate::vcpu::{EventSink, VcpuEvent};
 use crate::vm::Vm;
 
-const WAKER: Token = Token(0);
 const STDIN: Token = Token(1);
 const SIGNALS: Token = Token(2);
 const CONSOLE_LISTEN: Token = Token(3);
@@ -37,58 +34,6 @@ const MONITOR_POLL_WINDOW: Duration = Duration::from_micros(50);
 /// Under `-S`, how long the loop waits for a first monitor client before it
 /// builds the machine anyway (see `Vm::begin_build`).
 const FIRST_CLIENT_GRACE: Duration = Duration::from_millis(5);
-
-/// Why the machine stopped for good.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Exit {
-    /// The guest powered off (ACPI S5).
-    GuestPoweroff,
-    /// The guest reset and `-no-reboot` turned that into an exit.
-    GuestResetNoReboot,
-    /// QMP `system_reset` under `-no-reboot`.
-    ResetNoReboot,
-    /// QMP `quit`.
-    Quit,
-    /// SIGINT, SIGTERM or SIGHUP.
-    Signal(i32),
-}
-
-/// Messages that reach the controller from other threads.
-#[derive(Debug)]
-pub enum ControlMsg {
-    Vcpu(VcpuEvent),
-    /// The machine built on a helper thread under `-S` is ready (or failed).
-    MachineBuilt,
-}
-
-/// Sends to the controller's channel and wakes its poll.
-pub struct ControlSender {
-    tx: Sender<ControlMsg>,
-    waker: Waker,
-}
-
-impl ControlSender {
-    pub fn send(&self, msg: ControlMsg) {
-        // A failed send only happens while the controller tears down.
-        if self.tx.send(msg).is_ok() {
-            let _ = self.waker.wake();
-        }
-    }
-}
-
-impl EventSink for ControlSender {
-    fn send(&self, event: VcpuEvent) {
-        ControlSender::send(self, ControlMsg::Vcpu(event));
-    }
-}
-
-/// Creates the poll and the channel every other thread uses to reach the controller.
-pub fn channel() -> Result<(Poll, Arc<ControlSender>, Receiver<ControlMsg>), VmmError> {
-    let poll = Poll::new()?;
-    let waker = Waker::new(poll.registry(), WAKER)?;
-    let (tx, rx) = mpsc::channel();
-    Ok((poll, Arc::new(ControlSender { tx, waker }), rx))
-}
 
 pub struct Controller {
     vm: Vm,

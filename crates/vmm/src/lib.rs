@@ -1,6 +1,7 @@
 //! ferrovm's virtual machine monitor: builds the machine described by a
 //! [`cli::Config`] on KVM and runs it until it stops for good.
 
+pub mod commands;
 pub mod console;
 pub mod controller;
 pub mod cpuid;
@@ -8,6 +9,7 @@ pub mod daemon;
 pub mod error;
 pub mod machine;
 pub mod memory;
+pub mod messages;
 pub mod platform;
 pub mod runstate;
 pub mod vcpu;
@@ -17,6 +19,6 @@ pub mod vm;
 mod monitors;
 mod setup;
 
-pub use controller::Exit;
 pub use error::VmmError;
+pub use messages::Exit;
 pub use setup::run;

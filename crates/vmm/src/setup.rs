@@ -5,11 +5,12 @@
 use cli::{Config, CpuFeatureValue, MachineKind};
 
 use crate::console;
-use crate::controller::{self, Controller, Exit};
+use crate::controller::Controller;
 use crate::cpuid::{self, CpuModel, Topology};
 use crate::daemon;
 use crate::error::VmmError;
 use crate::machine::{Machine, MachineSpec};
+use crate::messages::{self, Exit};
 use crate::monitors;
 use crate::platform::{Platform, PlatformSpec};
 use crate::vcpu;
@@ -36,7 +37,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         info: serial_info,
     } = console::open(&config)?;
     vcpu::install_kick_handler()?;
-    let (poll, sender, msgs) = controller::channel()?;
+    let (poll, sender, msgs) = messages::channel()?;
 
     let mut unbuilt = None;
     let machine = match config.machine.kind {
@@ -46,9 +47,9 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
             let requests = {
                 let sender = sender.clone();
                 std::sync::Arc::new(move |r| {
-                    controller::ControlSender::send(
+                    messages::ControlSender::send(
                         &sender,
-                        controller::ControlMsg::Vcpu(vcpu::VcpuEvent::Guest(r)),
+                        messages::ControlMsg::Vcpu(vcpu::VcpuEvent::Guest(r)),
                     )
                 }) as devices::GuestRequestFn
             };
@@ -86,7 +87,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     if config.start_paused {
         vm.defer_start(unbuilt);
     }
-    let monitors = qmp::MonitorSet::new(monitors::specs(&config)?, &vm)
+    let monitors = qmp::MonitorSet::new(monitors::specs(&config)?)
         .map_err(|e| VmmError::Config(format!("-qmp/-mon: {e}")))?;
     write_pidfile(&config)?;
     let controller = Controller::new(vm, monitors, poll, console_input)?;

@@ -1,0 +1,24 @@
+//! `control.json`: `quit` (the library serves the protocol's own commands).
+
+use qmp::{Args, EventSink, QmpError};
+use serde_json::Value;
+
+use crate::messages::Exit;
+use crate::runstate::ShutdownCause;
+use crate::vm::{shutdown_event, Vm};
+
+pub(super) fn execute(
+    vm: &mut Vm,
+    cmd: &str,
+    _args: &Args,
+    events: &mut dyn EventSink,
+) -> Result<Value, QmpError> {
+    match cmd {
+        "quit" => {
+            events.emit(shutdown_event(ShutdownCause::HostQmpQuit));
+            vm.exit = Some(Ok(Exit::Quit));
+            Ok(Value::Null)
+        }
+        _ => Err(super::not_found(cmd)),
+    }
+}

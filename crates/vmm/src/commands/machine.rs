@@ -1,0 +1,137 @@
+//! `machine.json`: power and reset, NMI, and what the machine is (type,
+//! vCPUs, memory, KVM).
+
+use qmp::{Args, Event, EventSink, QmpError};
+use serde_json::{json, Value};
+
+use crate::platform::lock;
+use crate::runstate::ShutdownCause;
+use crate::vcpu::VcpuCommand;
+use crate::vm::Vm;
+
+pub(super) fn execute(
+    vm: &mut Vm,
+    cmd: &str,
+    _args: &Args,
+    events: &mut dyn EventSink,
+) -> Result<Value, QmpError> {
+    let none = Value::Null;
+    Ok(match cmd {
+        "system_reset" => {
+            vm.reset_request(ShutdownCause::HostQmpSystemReset, events);
+            none
+        }
+        "system_powerdown" => {
+            events.emit(Event::new("POWERDOWN", None));
+            if let Some(m) = &vm.machine {
+                lock(&m.platform.acpi_pm).press_power_button();
+            }
+            none
+        }
+        "system_wakeup" => {
+            if vm.machine.is_none() {
+                return Err(QmpError::generic(
+                    "wake-up from suspend is not supported by this guest",
+                ));
+            }
+            return Err(QmpError::generic(
+                "Unable to wake up: guest is not in suspended state",
+            ));
+        }
+        "inject-nmi" => {
+            if vm.vcpus.is_empty() {
+                return Err(QmpError::unsupported());
+            }
+            for v in &vm.vcpus {
+                v.send(VcpuCommand::Nmi);
+            }
+            none
+        }
+        "query-uuid" => {
+            json!({"UUID": vm.info.uuid.clone().unwrap_or_else(|| "00000000-0000-0000-0000-000000000000".into())})
+        }
+        "query-kvm" => json!({"enabled": true, "present": true}),
+        "query-target" => json!({"arch": "x86_64"}),
+        "query-machines" => machines(),
+        "query-current-machine" => json!({"wakeup-suspend-support": false}),
+        "query-cpus-fast" => cpus_fast(vm),
+        "query-hotpluggable-cpus" => {
+            if vm.machine.is_none() {
+                return Err(QmpError::generic(
+                    "The feature 'query-hotpluggable-cpus' is not enabled",
+                ));
+            }
+            Value::Array(
+                vm.vcpus
+                    .iter()
+                    .rev()
+                    .map(|v| {
+                        json!({"props": cpu_props(vm, v.index), "vcpus-count": 1,
+                               "qom-path": cpu_qom_path(v.index), "type": "qemu64-x86_64-cpu"})
+                    })
+                    .collect(),
+            )
+        }
+        "query-memory-size-summary" => {
+            json!({"base-memory": vm.info.ram_bytes, "plugged-memory": 0})
+        }
+        _ => return Err(super::not_found(cmd)),
+    })
+}
+
+fn cpus_fast(vm: &Vm) -> Value {
+    Value::Array(
+        vm.vcpus
+            .iter()
+            .map(|v| {
+                json!({"cpu-index": v.index, "qom-path": cpu_qom_path(v.index), "thread-id": v.tid(),
+                       "props": cpu_props(vm, v.index), "target": "x86_64"})
+            })
+            .collect(),
+    )
+}
+
+fn cpu_props(vm: &Vm, index: usize) -> Value {
+    let i = index as u32;
+    let (t, c) = (vm.info.threads.max(1), vm.info.cores.max(1));
+    json!({"core-id": (i / t) % c, "thread-id": i % t, "socket-id": i / (t * c)})
+}
+
+pub(super) fn cpu_qom_path(index: usize) -> String {
+    // QEMU q35: CPU 0 is device[0]; later CPUs follow the kvmclock at device[1].
+    let n = if index == 0 { 0 } else { index + 1 };
+    format!("/machine/unattached/device[{n}]")
+}
+
+/// The machine types ferrovm builds, in QEMU 7.2's MachineInfo shape.
+fn machines() -> Value {
+    let pc = |name: &str, alias: Option<&str>, default: bool| {
+        let mut m = json!({"name": name, "cpu-max": 288, "hotpluggable-cpus": true, "numa-mem-supported": false,
+                           "deprecated": false, "default-cpu-type": "qemu64-x86_64-cpu", "default-ram-id": "pc.ram"});
+        if let Some(a) = alias {
+            m["alias"] = json!(a);
+        }
+        if default {
+            m["is-default"] = json!(true);
+        }
+        m
+    };
+    json!([
+        pc("pc-q35-7.2", Some("q35"), false),
+        pc("pc-i440fx-7.2", Some("pc"), true),
+        pc("ferrovm", None, false),
+        {"name": "none", "cpu-max": 1, "hotpluggable-cpus": false, "numa-mem-supported": false,
+         "deprecated": false, "default-ram-id": "ram"}
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_qom_paths_follow_q35_numbering() {
+        assert_eq!(cpu_qom_path(0), "/machine/unattached/device[0]");
+        assert_eq!(cpu_qom_path(1), "/machine/unattached/device[2]");
+    }
+}

@@ -1,0 +1,66 @@
+//! The typed messages threads send each other, and the channel that carries
+//! them to the controller. Neither the controller nor the [`crate::vm::Vm`]
+//! owns these types, so both depend on this module and not on each other.
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+
+use mio::{Poll, Token, Waker};
+
+use crate::error::VmmError;
+use crate::vcpu::{EventSink, VcpuEvent};
+
+/// The controller poll's token for [`ControlSender`]'s wake-ups.
+pub const WAKER: Token = Token(0);
+
+/// Why the machine stopped for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The guest powered off (ACPI S5).
+    GuestPoweroff,
+    /// The guest reset and `-no-reboot` turned that into an exit.
+    GuestResetNoReboot,
+    /// QMP `system_reset` under `-no-reboot`.
+    ResetNoReboot,
+    /// QMP `quit`.
+    Quit,
+    /// SIGINT, SIGTERM or SIGHUP.
+    Signal(i32),
+}
+
+/// Messages that reach the controller from other threads.
+#[derive(Debug)]
+pub enum ControlMsg {
+    Vcpu(VcpuEvent),
+    /// The machine built on a helper thread under `-S` is ready (or failed).
+    MachineBuilt,
+}
+
+/// Sends to the controller's channel and wakes its poll.
+pub struct ControlSender {
+    tx: Sender<ControlMsg>,
+    waker: Waker,
+}
+
+impl ControlSender {
+    pub fn send(&self, msg: ControlMsg) {
+        // A failed send only happens while the controller tears down.
+        if self.tx.send(msg).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+impl EventSink for ControlSender {
+    fn send(&self, event: VcpuEvent) {
+        ControlSender::send(self, ControlMsg::Vcpu(event));
+    }
+}
+
+/// Creates the poll and the channel every other thread uses to reach the controller.
+pub fn channel() -> Result<(Poll, Arc<ControlSender>, Receiver<ControlMsg>), VmmError> {
+    let poll = Poll::new()?;
+    let waker = Waker::new(poll.registry(), WAKER)?;
+    let (tx, rx) = mpsc::channel();
+    Ok((poll, Arc::new(ControlSender { tx, waker }), rx))
+}
