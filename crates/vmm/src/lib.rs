@@ -1,6 +1,7 @@
 //! ferrovm's virtual machine monitor: builds the machine described by a
 //! [`cli::Config`] on KVM and runs it until it stops for good.
 
+pub mod backend;
 pub mod commands;
 pub mod console;
 pub mod controller;
