@@ -7,6 +7,7 @@ pub mod console;
 pub mod controller;
 pub mod cpuid;
 pub mod daemon;
+pub mod devices;
 pub mod error;
 pub mod machine;
 pub mod memory;
