@@ -16,7 +16,7 @@ use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::error::VmmError;
-use crate::platform::lock;
+use crate::sync::lock;
 
 /// Where the guest's serial input comes from.
 pub enum ConsoleInput {

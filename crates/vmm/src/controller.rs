@@ -14,7 +14,7 @@ use qmp::{Event, MonitorSet};
 use crate::console::{self, ConsoleInput, RawTerminal};
 use crate::error::VmmError;
 use crate::messages::{Exit, WAKER};
-use crate::platform::lock;
+use crate::sync::lock;
 use crate::vm::Vm;
 
 const STDIN: Token = Token(1);

@@ -1,4 +1,4 @@
-//! The KVM machine: VM fd, guest RAM, platform devices and vCPUs.
+//! The KVM machine: VM fd, guest RAM, the device manager and vCPUs.
 //!
 //! A guest-visible reset rebuilds the KVM VM from scratch (fresh irqchip, PIT,
 //! vCPU state), keeping guest RAM and the device models (CMOS NVRAM survives
@@ -15,8 +15,8 @@ use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 
 use crate::cpuid::{CpuModel, Topology};
+use crate::devices::DeviceManager;
 use crate::error::VmmError;
-use crate::platform::Platform;
 use crate::vcpu::{EventSink, Vcpu, VcpuHandle};
 use crate::{memory, vcpu_setup};
 
@@ -40,11 +40,12 @@ pub struct MachineSpec {
 
 pub struct Machine {
     pub spec: MachineSpec,
-    // Field order matters: the VM (and its vCPUs) go before the memory they map.
-    vm: VmFd,
+    // Field order matters: the VM (and its vCPUs, and the device wiring that
+    // holds the VM too) go before the memory they map.
+    vm: Arc<VmFd>,
     kvm: Kvm,
+    pub devices: DeviceManager,
     pub mem: GuestMemoryMmap,
-    pub platform: Platform,
     /// KVM_GET_SUPPORTED_CPUID's answer, asked once (it costs ~1 ms per call).
     supported_cpuid: kvm_bindings::CpuId,
     kernel: Option<boot::KernelImage>,
@@ -61,7 +62,7 @@ fn read_file(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, VmmError> {
 }
 
 impl Machine {
-    pub fn new(spec: MachineSpec, platform: Platform) -> Result<Self, VmmError> {
+    pub fn new(spec: MachineSpec, devices: DeviceManager) -> Result<Self, VmmError> {
         let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
         // KVM_GET_SUPPORTED_CPUID takes ~1 ms here; ask for it on another
         // thread while the VM is built.
@@ -71,7 +72,7 @@ impl Machine {
         };
         let layout = boot::MemoryLayout::new(spec.ram_bytes);
         let mem = memory::create(&layout.ram_regions())?;
-        let vm = create_vm(&kvm, &mem, &platform)?;
+        let vm = create_vm(&kvm, &mem, &devices)?;
         let kernel = match &spec.kernel {
             Some(path) => {
                 let bytes = read_file("could not load kernel", path)?;
@@ -101,7 +102,7 @@ impl Machine {
             vm,
             kvm,
             mem,
-            platform,
+            devices,
             supported_cpuid,
             kernel,
             initrd,
@@ -123,8 +124,8 @@ impl Machine {
             let vcpu = Vcpu {
                 index,
                 fd,
-                pio: self.platform.pio.clone(),
-                mmio: self.platform.mmio.clone(),
+                pio: self.devices.pio.clone(),
+                mmio: self.devices.mmio.clone(),
                 commands: rx,
                 events: sink.clone(),
                 // Without a kernel there is nothing to run: the vCPUs wait.
@@ -198,15 +199,19 @@ impl Machine {
     /// Replaces the KVM VM with a fresh one and resets the device models.
     /// Every vCPU thread of the old VM must have ended.
     pub fn reset(&mut self) -> Result<(), VmmError> {
-        self.platform.reset();
-        self.platform.unregister_irqfds(&self.vm)?;
-        self.vm = create_vm(&self.kvm, &self.mem, &self.platform)?;
+        self.devices.reset();
+        self.devices.detach()?;
+        self.vm = create_vm(&self.kvm, &self.mem, &self.devices)?;
         Ok(())
     }
 }
 
 /// A VM with guest RAM, irqchip, PIT and interrupt lines.
-fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap, platform: &Platform) -> Result<VmFd, VmmError> {
+fn create_vm(
+    kvm: &Kvm,
+    mem: &GuestMemoryMmap,
+    devices: &DeviceManager,
+) -> Result<Arc<VmFd>, VmmError> {
     let vm = kvm
         .create_vm()
         .map_err(|e| VmmError::Kvm("KVM_CREATE_VM", e))?;
@@ -224,6 +229,7 @@ fn create_vm(kvm: &Kvm, mem: &GuestMemoryMmap, platform: &Platform) -> Result<Vm
     };
     vm.create_pit2(pit)
         .map_err(|e| VmmError::Kvm("KVM_CREATE_PIT2", e))?;
-    platform.register_irqfds(&vm)?;
+    let vm = Arc::new(vm);
+    devices.attach(vm.clone())?;
     Ok(vm)
 }

@@ -8,11 +8,12 @@ use crate::console;
 use crate::controller::Controller;
 use crate::cpuid::{self, CpuModel, Topology};
 use crate::daemon;
+use crate::devices::legacy::LegacySpec;
+use crate::devices::{DeviceManager, DeviceSpec};
 use crate::error::VmmError;
 use crate::machine::{Machine, MachineSpec};
 use crate::messages::{self, Exit};
 use crate::monitors;
-use crate::platform::{Platform, PlatformSpec};
 use crate::vcpu;
 use crate::vm::{Vm, VmInfo};
 
@@ -53,13 +54,15 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                     )
                 }) as devices::GuestRequestFn
             };
-            let platform = Platform::new(
-                PlatformSpec {
-                    mem_below_4g: layout.low_end(),
-                    mem_above_4g: layout.high_bytes(),
-                    cpus: spec.cpus.min(255) as u8,
-                    serial_out,
-                    rtc_offset: rtc_offset(&config),
+            let devices = DeviceManager::new(
+                DeviceSpec {
+                    legacy: LegacySpec {
+                        mem_below_4g: layout.low_end(),
+                        mem_above_4g: layout.high_bytes(),
+                        cpus: spec.cpus.min(255) as u8,
+                        serial_out,
+                        rtc_offset: rtc_offset(&config),
+                    },
                 },
                 requests,
             )?;
@@ -67,10 +70,10 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                 // Built after the monitors greet (Vm::defer_start); missing
                 // files are still reported before anything listens.
                 check_readable(&spec)?;
-                unbuilt = Some((spec, platform));
+                unbuilt = Some((spec, devices));
                 None
             } else {
-                Some(Machine::new(spec, platform)?)
+                Some(Machine::new(spec, devices)?)
             }
         }
         MachineKind::None => None,

@@ -16,10 +16,10 @@ use devices::GuestRequest;
 use qmp::{Event, EventSink};
 use serde_json::{json, Value};
 
+use crate::devices::DeviceManager;
 use crate::error::VmmError;
 use crate::machine::{Machine, MachineSpec};
 use crate::messages::{ControlMsg, ControlSender, Exit};
-use crate::platform::Platform;
 use crate::runstate::{
     Actions, RebootAction, RunState, RunStateMachine, ShutdownAction, ShutdownCause,
 };
@@ -44,7 +44,7 @@ pub struct VmInfo {
 pub struct Vm {
     pub(crate) machine: Option<Machine>,
     /// A machine to build on a helper thread (see [`Vm::defer_start`]).
-    pub(crate) unbuilt: Option<Box<(MachineSpec, Platform)>>,
+    pub(crate) unbuilt: Option<Box<(MachineSpec, DeviceManager)>>,
     /// The machine being built on a helper thread.
     pub(crate) building: Option<std::thread::JoinHandle<Result<Machine, VmmError>>>,
     /// Start-up still to do, with its `-S` flag.
@@ -93,7 +93,7 @@ impl Vm {
     /// clients while the KVM machine is built (and, for a distro bzImage, its
     /// kernel decompressed) on a helper thread. The first command waits for
     /// it; a failure ends the process with the error, as it would have before.
-    pub fn defer_start(&mut self, unbuilt: Option<(MachineSpec, Platform)>) {
+    pub fn defer_start(&mut self, unbuilt: Option<(MachineSpec, DeviceManager)>) {
         self.unbuilt = unbuilt.map(Box::new);
         self.pending_start = Some(true);
     }
@@ -109,10 +109,10 @@ impl Vm {
     /// would otherwise hold up that first greeting.
     pub fn begin_build(&mut self) {
         if let Some(b) = self.unbuilt.take() {
-            let (spec, platform) = *b;
+            let (spec, devices) = *b;
             let sender = self.sender.clone();
             self.building = Some(std::thread::spawn(move || {
-                let built = Machine::new(spec, platform);
+                let built = Machine::new(spec, devices);
                 sender.send(ControlMsg::MachineBuilt);
                 built
             }));
@@ -152,6 +152,9 @@ impl Vm {
         }
         if !start_paused {
             self.set_state(RunState::Running);
+            if let Some(m) = &self.machine {
+                m.devices.resume();
+            }
         }
         Ok(())
     }
@@ -166,7 +169,7 @@ impl Vm {
     }
 
     pub fn serial(&self) -> Option<&std::sync::Mutex<devices::Serial>> {
-        self.machine.as_ref()?.platform.serial.as_deref()
+        self.machine.as_ref()?.devices.legacy.serial.as_deref()
     }
 
     /// The next message from another thread, deferred ones first.
@@ -249,6 +252,11 @@ impl Vm {
         self.set_state(to);
         self.pause_vcpus();
         events.emit(Event::new("STOP", None));
+        // QEMU's bdrv_drain_all() after the STOP event: once `stop` returns,
+        // no device writes guest memory or an image until `cont`.
+        if let Some(m) = &self.machine {
+            m.devices.pause();
+        }
     }
 
     /// QEMU's `vm_start()`: RESUME, then run.
@@ -258,6 +266,9 @@ impl Vm {
         }
         events.emit(Event::new("RESUME", None));
         self.set_state(RunState::Running);
+        if let Some(m) = &self.machine {
+            m.devices.resume();
+        }
         self.resume_vcpus();
     }
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::platform::lock;
+use crate::sync::lock;
 use clock::{ClockMode, TimerId, Timers, VirtualClock};
 
 const WAKER: Token = Token(0);
@@ -166,7 +166,10 @@ impl Backend {
         let mut state = Loop::new(poll, rx, mode);
         let thread = std::thread::Builder::new()
             .name("backend".into())
-            .spawn(move || state.run())?;
+            .spawn(move || {
+                block_host_signals();
+                state.run()
+            })?;
         Ok(Self {
             handle,
             thread: Some(thread),
@@ -184,6 +187,20 @@ impl Drop for Backend {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Host signals (SIGINT, SIGTERM, SIGHUP) are the controller's: it reads
+/// them from a signalfd, which works only while no thread can take them.
+fn block_host_signals() {
+    // SAFETY: plain libc signal-mask calls on a local sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 

@@ -4,8 +4,8 @@
 use qmp::{Args, Event, EventSink, QmpError};
 use serde_json::{json, Value};
 
-use crate::platform::lock;
 use crate::runstate::ShutdownCause;
+use crate::sync::lock;
 use crate::vcpu::VcpuCommand;
 use crate::vm::Vm;
 
@@ -24,7 +24,7 @@ pub(super) fn execute(
         "system_powerdown" => {
             events.emit(Event::new("POWERDOWN", None));
             if let Some(m) = &vm.machine {
-                lock(&m.platform.acpi_pm).press_power_button();
+                lock(&m.devices.legacy.acpi_pm).press_power_button();
             }
             none
         }

@@ -21,7 +21,7 @@ use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::error::VmmError;
-use crate::platform::lock;
+use crate::sync::lock;
 
 /// GSIs 0-23 are the IOAPIC's pins; MSI routes get GSIs from here up.
 const FIRST_MSI_GSI: u32 = 24;
