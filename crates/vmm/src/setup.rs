@@ -133,7 +133,8 @@ fn check_readable(spec: &MachineSpec) -> Result<(), VmmError> {
         ("could not load initrd", &spec.initrd),
     ] {
         if let Some(p) = path {
-            std::fs::File::open(p).map_err(|err| VmmError::File {
+            let max = boot::MemoryLayout::new(spec.ram_bytes).low_end();
+            boot::image_file::open(p, max).map_err(|err| VmmError::Image {
                 what,
                 path: p.display().to_string(),
                 err,
