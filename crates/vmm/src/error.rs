@@ -23,6 +23,8 @@ pub enum VmmError {
         path: String,
         err: boot::ImageFileError,
     },
+    #[error("{0}")]
+    Pidfile(#[from] crate::pidfile::PidfileError),
     #[error("device setup: {0}")]
     Device(String),
     #[error("{0}")]

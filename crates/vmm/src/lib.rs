@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod error;
 pub mod machine;
 pub mod memory;
+pub mod pidfile;
 pub mod platform;
 pub mod runstate;
 pub mod vcpu;

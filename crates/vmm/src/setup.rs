@@ -11,6 +11,7 @@ use crate::daemon;
 use crate::error::VmmError;
 use crate::machine::{Machine, MachineSpec};
 use crate::monitors;
+use crate::pidfile::Pidfile;
 use crate::platform::{Platform, PlatformSpec};
 use crate::vcpu;
 use crate::vm::{Vm, VmInfo};
@@ -24,6 +25,10 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     } else {
         None
     };
+    // Locked by this (the daemon) process, before anything else can clash
+    // with a running instance (QEMU: qemu_maybe_daemonize). Held until
+    // `run` returns; dropping it removes the file.
+    let _pidfile = config.pidfile.as_deref().map(Pidfile::create).transpose()?;
     if !config.monitors.is_empty() {
         // Parsing the QMP schema takes ~0.5 ms: do it while the machine is built.
         std::thread::spawn(|| {
@@ -88,16 +93,11 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     }
     let monitors = qmp::MonitorSet::new(monitors::specs(&config)?, &vm)
         .map_err(|e| VmmError::Config(format!("-qmp/-mon: {e}")))?;
-    write_pidfile(&config)?;
     let controller = Controller::new(vm, monitors, poll, console_input)?;
     if let Some(d) = daemon {
         d.ready();
     }
-    let result = controller.run(config.start_paused);
-    if let Some(p) = &config.pidfile {
-        let _ = std::fs::remove_file(p);
-    }
-    result
+    controller.run(config.start_paused)
 }
 
 fn vm_info(config: &Config, serial_info: Option<serde_json::Value>) -> VmInfo {
@@ -241,19 +241,6 @@ fn check_supported(config: &Config) -> Result<(), VmmError> {
     }
     if console::serial_chardevs(config).len() > 1 {
         return unsupported("more than one serial port");
-    }
-    Ok(())
-}
-
-fn write_pidfile(config: &Config) -> Result<(), VmmError> {
-    if let Some(path) = &config.pidfile {
-        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|err| {
-            VmmError::File {
-                what: "cannot create pid file",
-                path: path.display().to_string(),
-                err,
-            }
-        })?;
     }
     Ok(())
 }
