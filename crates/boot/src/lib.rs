@@ -42,6 +42,7 @@ pub mod bzimage;
 pub mod cpu;
 pub mod decompress;
 pub mod elf;
+pub mod image_file;
 pub mod layout;
 pub mod loader;
 
@@ -49,6 +50,7 @@ pub use acpi::{build_acpi, AcpiConfig};
 pub use bzimage::decompress_bzimage_payload;
 pub use cpu::setup_boot_cpu;
 pub use decompress::Compression;
+pub use image_file::ImageFileError;
 pub use layout::{E820Entry, E820Type, MemoryLayout};
 pub use loader::{load_kernel, BootEntry, KernelImage, KernelKind};
 

@@ -16,6 +16,15 @@ pub enum VmmError {
         path: String,
         err: std::io::Error,
     },
+    /// A `-kernel`/`-initrd` file that is not a regular file or does not fit guest RAM.
+    #[error("{what} '{path}': {err}")]
+    Image {
+        what: &'static str,
+        path: String,
+        err: boot::ImageFileError,
+    },
+    #[error("{0}")]
+    Pidfile(#[from] crate::pidfile::PidfileError),
     #[error("device setup: {0}")]
     Device(String),
     #[error("{0}")]

@@ -12,6 +12,7 @@ pub mod error;
 pub mod machine;
 pub mod memory;
 pub mod messages;
+pub mod pidfile;
 pub mod runstate;
 pub mod sync;
 pub mod vcpu;

@@ -6,7 +6,7 @@
 //! same way; it is simpler and more complete than resetting every piece of KVM
 //! state in place.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -53,8 +53,9 @@ pub struct Machine {
     layout: boot::MemoryLayout,
 }
 
-fn read_file(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, VmmError> {
-    std::fs::read(path).map_err(|err| VmmError::File {
+/// A regular file of at most `max` bytes (boot::image_file: never blocks or reads unboundedly).
+fn read_file(what: &'static str, path: &Path, max: u64) -> Result<Vec<u8>, VmmError> {
+    boot::image_file::read(path, max).map_err(|err| VmmError::Image {
         what,
         path: path.display().to_string(),
         err,
@@ -75,7 +76,7 @@ impl Machine {
         let vm = create_vm(&kvm, &mem, &devices)?;
         let kernel = match &spec.kernel {
             Some(path) => {
-                let bytes = read_file("could not load kernel", path)?;
+                let bytes = read_file("could not load kernel", path, layout.low_end())?;
                 // Parsed (and for a PVH-capable bzImage, decompressed) once; loaded on every boot.
                 Some(boot::KernelImage::parse(&bytes).map_err(|e| {
                     VmmError::Boot(format!("could not load kernel '{}': {e}", path.display()))
@@ -86,7 +87,7 @@ impl Machine {
         let initrd = spec
             .initrd
             .as_ref()
-            .map(|p| read_file("could not load initrd", p))
+            .map(|p| read_file("could not load initrd", p, layout.low_end()))
             .transpose()?;
         if initrd.is_some() && kernel.is_none() {
             return Err(VmmError::Config(

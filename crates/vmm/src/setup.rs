@@ -14,6 +14,7 @@ use crate::error::VmmError;
 use crate::machine::{Machine, MachineSpec};
 use crate::messages::{self, Exit};
 use crate::monitors;
+use crate::pidfile::Pidfile;
 use crate::vcpu;
 use crate::vm::{Vm, VmInfo};
 
@@ -26,6 +27,10 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     } else {
         None
     };
+    // Locked by this (the daemon) process, before anything else can clash
+    // with a running instance (QEMU: qemu_maybe_daemonize). Held until
+    // `run` returns; dropping it removes the file.
+    let _pidfile = config.pidfile.as_deref().map(Pidfile::create).transpose()?;
     if !config.monitors.is_empty() {
         // Parsing the QMP schema takes ~0.5 ms: do it while the machine is built.
         std::thread::spawn(|| {
@@ -92,16 +97,11 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     }
     let monitors = qmp::MonitorSet::new(monitors::specs(&config)?)
         .map_err(|e| VmmError::Config(format!("-qmp/-mon: {e}")))?;
-    write_pidfile(&config)?;
     let controller = Controller::new(vm, monitors, poll, console_input)?;
     if let Some(d) = daemon {
         d.ready();
     }
-    let result = controller.run(config.start_paused);
-    if let Some(p) = &config.pidfile {
-        let _ = std::fs::remove_file(p);
-    }
-    result
+    controller.run(config.start_paused)
 }
 
 fn vm_info(config: &Config, serial_info: Option<serde_json::Value>) -> VmInfo {
@@ -137,7 +137,8 @@ fn check_readable(spec: &MachineSpec) -> Result<(), VmmError> {
         ("could not load initrd", &spec.initrd),
     ] {
         if let Some(p) = path {
-            std::fs::File::open(p).map_err(|err| VmmError::File {
+            let max = boot::MemoryLayout::new(spec.ram_bytes).low_end();
+            boot::image_file::open(p, max).map_err(|err| VmmError::Image {
                 what,
                 path: p.display().to_string(),
                 err,
@@ -244,19 +245,6 @@ fn check_supported(config: &Config) -> Result<(), VmmError> {
     }
     if console::serial_chardevs(config).len() > 1 {
         return unsupported("more than one serial port");
-    }
-    Ok(())
-}
-
-fn write_pidfile(config: &Config) -> Result<(), VmmError> {
-    if let Some(path) = &config.pidfile {
-        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|err| {
-            VmmError::File {
-                what: "cannot create pid file",
-                path: path.display().to_string(),
-                err,
-            }
-        })?;
     }
     Ok(())
 }
