@@ -3,14 +3,26 @@
 //! A device opens one [`BlockQueue`] per virtqueue, submits [`IoRequest`]s
 //! that point into guest RAM, and collects [`IoCompletion`]s when the queue's
 //! completion eventfd becomes readable (on the VMM's backend event thread).
-//! Submission never blocks on I/O; errors come back as completions.
+//! Submission never blocks on I/O; errors come back as completions, possibly
+//! out of submission order. Requests run on the I/O engine of the image's
+//! protocol node (`aio=`, see [`crate::engine`]).
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use vmm_sys_util::eventfd::EventFd;
+use serde_json::{json, Value};
+
+use crate::engine::pool::pool;
+use crate::engine::uring::{Op, Uring};
+use crate::engine::{sync_ops, Meta, Shared};
+use crate::error::BlockError;
+use crate::file::{Aio, FileIo};
+use crate::node::{new_parent_id, DataPath, Node};
+use crate::policy::{IoStatus, OnError};
+use crate::stats::{AcctType, Stats};
 
 /// A range of host memory (mapped guest RAM) a request reads into or writes from.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +48,19 @@ pub enum IoKind {
     Discard,
     /// Write `len` zero bytes at `offset`; may deallocate when `may_unmap`.
     WriteZeroes { may_unmap: bool },
+}
+
+impl IoKind {
+    /// The accounting class (virtio-blk counts write-zeroes as writes and
+    /// discards as unmaps, hw/block/virtio-blk.c).
+    pub fn acct(self) -> AcctType {
+        match self {
+            IoKind::Read => AcctType::Read,
+            IoKind::Write | IoKind::WriteZeroes { .. } => AcctType::Write,
+            IoKind::Flush => AcctType::Flush,
+            IoKind::Discard => AcctType::Unmap,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -68,139 +93,463 @@ pub enum ErrorAction {
     Stop,
 }
 
+impl ErrorAction {
+    /// QAPI `BlockErrorAction` name (BLOCK_IO_ERROR's `action`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorAction::Report => "report",
+            ErrorAction::Ignore => "ignore",
+            ErrorAction::Stop => "stop",
+        }
+    }
+}
+
+type ResizeFn = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Device-side state of a backend.
+pub(crate) struct DevState {
+    /// The attached device's QOM path (`qdev` in query-block).
+    pub qdev: Option<String>,
+    pub iostatus_enabled: bool,
+    pub iostatus: IoStatus,
+}
+
 /// One device's attachment to a block node.
 #[derive(Clone)]
 pub struct BlockBackend {
-    inner: Arc<Backend>,
+    pub(crate) inner: Arc<Backend>,
 }
 
-struct Backend {
-    file: File,
-    read_only: bool,
+pub(crate) struct Backend {
+    /// The drive id (`device` in query-block); "" for anonymous backends.
+    pub name: String,
+    /// None for an empty drive, and for [`BlockBackend::from_file`].
+    pub root: Option<Arc<Node>>,
+    data: Option<DataPath>,
+    pub read_only: bool,
+    pub write_cache: AtomicBool,
+    pub werror: OnError,
+    pub rerror: OnError,
+    pub stats: Stats,
+    pub dev: Mutex<DevState>,
+    pub parent_id: u64,
+    resize_cbs: Mutex<Vec<ResizeFn>>,
+}
+
+impl Backend {
+    pub(crate) fn new(
+        name: String,
+        root: Option<Arc<Node>>,
+        read_only: bool,
+        write_cache: bool,
+        werror: OnError,
+        rerror: OnError,
+    ) -> Self {
+        let data = root.as_ref().and_then(|r| r.resolve_file());
+        Backend {
+            name,
+            root,
+            data,
+            read_only,
+            write_cache: AtomicBool::new(write_cache),
+            werror,
+            rerror,
+            stats: Stats::new(true),
+            dev: Mutex::new(DevState {
+                qdev: None,
+                iostatus_enabled: false,
+                iostatus: IoStatus::Ok,
+            }),
+            parent_id: new_parent_id(),
+            resize_cbs: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn dev(&self) -> std::sync::MutexGuard<'_, DevState> {
+        self.dev.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn notify_resize(&self, size: u64) {
+        let cbs: Vec<ResizeFn> = self
+            .resize_cbs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for cb in cbs {
+            cb(size);
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match (&self.root, &self.data) {
+            (Some(r), _) => r.size().unwrap_or(0),
+            (None, Some(d)) => d.io.file.metadata().map(|m| m.len()).unwrap_or(0),
+            (None, None) => 0,
+        }
+    }
+
+    /// Accounting and `wr_highest_offset` for a finished request.
+    fn complete(&self, meta: &Meta, result: Result<u64, i32>) {
+        self.stats
+            .done(meta.acct, meta.bytes, meta.start, result.is_err());
+        if let (Ok(_), Some(end), Some(d)) = (result, meta.write_end, &self.data) {
+            for (n, off) in &d.path {
+                n.wr_highest_offset.fetch_max(end + off, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 impl BlockBackend {
-    /// PROVISIONAL: an already-open image. The block graph (`-drive`,
-    /// `-blockdev`) replaces this constructor.
+    /// An already-open image without a node graph or locks (tests and
+    /// tools; the VMM uses [`crate::BlockGraph`]).
     pub fn from_file(file: File, read_only: bool) -> Self {
-        Self {
-            inner: Arc::new(Backend { file, read_only }),
-        }
+        let io = Arc::new(FileIo {
+            file,
+            filename: String::new(),
+            direct: false,
+            req_align: 1,
+            mem_align: 1,
+            no_flush: false,
+            aio: crate::engine::DEFAULT_AIO,
+            rmw: Mutex::new(()),
+            discard_nb_ok: Default::default(),
+            discard_nb_failed: Default::default(),
+            discard_bytes_ok: Default::default(),
+        });
+        let mut b = Backend::new(
+            String::new(),
+            None,
+            read_only,
+            true,
+            OnError::Report,
+            OnError::Report,
+        );
+        b.data = Some(DataPath {
+            io,
+            base: 0,
+            path: Vec::new(),
+        });
+        BlockBackend { inner: Arc::new(b) }
     }
 
     /// The image's size in bytes.
     pub fn size(&self) -> u64 {
-        self.inner.file.metadata().map(|m| m.len()).unwrap_or(0)
+        self.inner.size()
     }
 
     pub fn read_only(&self) -> bool {
         self.inner.read_only
     }
 
-    /// Whether the guest sees a volatile write cache (`write-cache`/`cache=`).
+    /// The drive id ("" for a backend created for `-device drive=NODE`).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The root node (None for an empty drive).
+    pub fn root(&self) -> Option<&Arc<Node>> {
+        self.inner.root.as_ref()
+    }
+
+    /// Whether the guest sees a volatile write cache (`write-cache`/`cache=`):
+    /// off for `cache=writethrough` and `cache=directsync`.
     pub fn write_cache(&self) -> bool {
-        true
+        self.inner.write_cache.load(Ordering::Relaxed)
+    }
+
+    /// The guest toggled the cache (virtio-blk's `writeback` config field;
+    /// QEMU `blk_set_enable_write_cache`). Shown as `cache.writeback`.
+    pub fn set_write_cache(&self, on: bool) {
+        self.inner.write_cache.store(on, Ordering::Relaxed);
     }
 
     /// Whether discard requests reach the image (`discard=unmap`).
     pub fn discard_enabled(&self) -> bool {
-        false
+        self.inner.root.as_ref().is_some_and(|r| r.flags.discard)
     }
 
-    /// The policy for a failed request (`is_read`: rerror, else werror).
-    pub fn error_action(&self, _is_read: bool, _errno: i32) -> ErrorAction {
-        ErrorAction::Report
+    /// The policy for a failed request (`is_read`: rerror, else werror);
+    /// QEMU `blk_get_error_action`: `enospc` stops on ENOSPC and reports
+    /// anything else.
+    pub fn error_action(&self, is_read: bool, errno: i32) -> ErrorAction {
+        let p = if is_read {
+            self.inner.rerror
+        } else {
+            self.inner.werror
+        };
+        p.action(errno)
+    }
+
+    /// QEMU `blk_error_action`: the device applies `action` to a failed
+    /// request. A stop marks the I/O status failed/nospace (shown by
+    /// query-block). Returns the data of the `BLOCK_IO_ERROR` event the VMM
+    /// emits.
+    pub fn error_event(&self, action: ErrorAction, is_read: bool, errno: i32) -> Value {
+        if action == ErrorAction::Stop {
+            let mut d = self.inner.dev();
+            if d.iostatus_enabled && d.iostatus == IoStatus::Ok {
+                d.iostatus = if errno == libc::ENOSPC {
+                    IoStatus::Nospace
+                } else {
+                    IoStatus::Failed
+                };
+            }
+        }
+        let mut m = serde_json::Map::new();
+        m.insert("device".into(), json!(self.inner.name));
+        if let Some(r) = &self.inner.root {
+            m.insert("node-name".into(), json!(r.name));
+        }
+        m.insert(
+            "operation".into(),
+            json!(if is_read { "read" } else { "write" }),
+        );
+        m.insert("action".into(), json!(action.as_str()));
+        m.insert("nospace".into(), json!(errno == libc::ENOSPC));
+        m.insert("reason".into(), json!(crate::error::strerror(errno)));
+        Value::Object(m)
+    }
+
+    /// `blk_iostatus_reset` (on `cont`).
+    pub fn iostatus_reset(&self) {
+        self.inner.dev().iostatus = IoStatus::Ok;
+    }
+
+    /// Counts a request the device rejected itself (out of range,
+    /// misaligned): `invalid_*_operations`.
+    pub fn account_invalid(&self, kind: IoKind) {
+        self.inner.stats.invalid(kind.acct());
+    }
+
+    /// Counts `n` requests the device merged into others (`*_merged`).
+    pub fn account_merged(&self, kind: IoKind, n: u64) {
+        self.inner.stats.merged(kind.acct(), n);
+    }
+
+    /// Calls `cb(new_size)` after every `block_resize` of this backend's
+    /// image (QEMU's `BlockDevOps.resize_cb`); virtio-blk raises a config
+    /// change interrupt from it. Called on the thread running the resize.
+    pub fn on_resize(&self, cb: impl Fn(u64) + Send + Sync + 'static) {
+        self.inner
+            .resize_cbs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(cb));
+    }
+
+    /// The stats as `BlockDeviceStats` JSON (for tests and tools).
+    pub fn stats_json(&self) -> Value {
+        let w = self
+            .inner
+            .root
+            .as_ref()
+            .map_or(0, |r| r.wr_highest_offset.load(Ordering::Relaxed));
+        self.inner.stats.to_json(w)
     }
 
     /// A new submission queue with its own completion eventfd.
     pub fn open_queue(&self) -> std::io::Result<BlockQueue> {
+        let shared = Arc::new(Shared::new()?);
+        let uring = match &self.inner.data {
+            Some(d) if d.io.aio == Aio::IoUring => {
+                Uring::new(d.io.clone(), shared.done.as_raw_fd()).ok()
+            }
+            _ => None,
+        };
         Ok(BlockQueue {
             backend: self.inner.clone(),
-            done: EventFd::new(libc::EFD_NONBLOCK)?,
-            completions: Vec::new(),
+            shared,
+            uring,
+            reaped: Vec::new(),
         })
+    }
+
+    /// Checks that BlockBackend `b` wraps the same backend.
+    pub fn same(&self, b: &BlockBackend) -> bool {
+        Arc::ptr_eq(&self.inner, &b.inner)
     }
 }
 
-/// A submission queue. PROVISIONAL: runs each request synchronously at submit
-/// time; the I/O engine replaces the internals, not the interface.
+/// A submission queue: requests go to the node's engine (io_uring ring of
+/// this queue, or the shared I/O thread pool) and complete through the
+/// queue's eventfd.
 pub struct BlockQueue {
     backend: Arc<Backend>,
-    done: EventFd,
-    completions: Vec<IoCompletion>,
+    shared: Arc<Shared>,
+    uring: Option<Uring>,
+    reaped: Vec<(Meta, Result<u64, i32>)>,
 }
 
 impl BlockQueue {
     /// Starts `req`; its completion arrives through [`BlockQueue::completion_fd`].
     pub fn submit(&mut self, req: IoRequest) {
-        let result = self.run(&req);
-        self.completions.push(IoCompletion {
+        let start = Instant::now();
+        let bytes = match req.kind {
+            IoKind::Read | IoKind::Write => req.bufs.iter().map(|b| b.len as u64).sum(),
+            IoKind::Flush => 0,
+            IoKind::Discard | IoKind::WriteZeroes { .. } => req.len,
+        };
+        let is_write = matches!(req.kind, IoKind::Write | IoKind::WriteZeroes { .. });
+        let meta = Meta {
             user_data: req.user_data,
-            result,
-        });
-        let _ = self.done.write(1);
-    }
-
-    fn run(&self, req: &IoRequest) -> Result<u64, i32> {
-        let f = &self.backend.file;
-        let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(libc::EIO);
-        let mut off = req.offset;
+            acct: req.kind.acct(),
+            bytes,
+            start,
+            write_end: is_write.then(|| req.offset.saturating_add(bytes)),
+        };
+        let b = &self.backend;
+        let Some(data) = b.data.clone() else {
+            return self.finish_now(meta, Err(libc::ENOMEDIUM));
+        };
+        let writes = !matches!(req.kind, IoKind::Read | IoKind::Flush);
+        if writes && b.read_only {
+            return self.finish_now(meta, Err(libc::EROFS));
+        }
+        // blk_check_byte_request: -EIO beyond the end.
+        if req.kind != IoKind::Flush && req.offset.checked_add(bytes).is_none_or(|e| e > b.size()) {
+            return self.finish_now(meta, Err(libc::EIO));
+        }
+        let off = data.base + req.offset;
+        let io = data.io.clone();
         match req.kind {
-            IoKind::Read => {
-                for b in &req.bufs {
-                    // SAFETY: see IoBuf.
-                    let s = unsafe { std::slice::from_raw_parts_mut(b.ptr, b.len) };
-                    f.read_exact_at(s, off).map_err(errno)?;
-                    off += b.len as u64;
-                }
-                Ok(off - req.offset)
-            }
-            IoKind::Write => {
-                if self.backend.read_only {
-                    return Err(libc::EROFS);
-                }
-                for b in &req.bufs {
-                    // SAFETY: see IoBuf.
-                    let s = unsafe { std::slice::from_raw_parts(b.ptr, b.len) };
-                    f.write_all_at(s, off).map_err(errno)?;
-                    off += b.len as u64;
-                }
-                Ok(off - req.offset)
-            }
-            IoKind::Flush => f.sync_data().map(|_| 0).map_err(errno),
-            IoKind::Discard => Ok(0),
-            IoKind::WriteZeroes { .. } => {
-                if self.backend.read_only {
-                    return Err(libc::EROFS);
-                }
-                let zeros = vec![0u8; 64 << 10];
-                let end = req.offset.saturating_add(req.len);
-                while off < end {
-                    let n = (end - off).min(zeros.len() as u64) as usize;
-                    f.write_all_at(&zeros[..n], off).map_err(errno)?;
-                    off += n as u64;
-                }
-                Ok(req.len)
+            IoKind::Discard if !self.discard_enabled() => return self.finish_now(meta, Ok(bytes)),
+            IoKind::Flush if io.no_flush => return self.finish_now(meta, Ok(0)),
+            _ => {}
+        }
+        if let Some(u) = self.uring.as_mut() {
+            let op = match req.kind {
+                IoKind::Read => Some(Op::Read),
+                IoKind::Write => Some(Op::Write),
+                IoKind::Flush => Some(Op::Flush),
+                _ => None,
+            };
+            if let Some(op) = op.filter(|_| sync_ops::aligned(&io, off, &req.bufs)) {
+                let iov = req
+                    .bufs
+                    .iter()
+                    .map(|x| libc::iovec {
+                        iov_base: x.ptr.cast(),
+                        iov_len: x.len,
+                    })
+                    .collect();
+                u.submit(op, meta, iov, off);
+                return;
             }
         }
+        let discard = self.discard_enabled();
+        let shared = self.shared.clone();
+        let backend = self.backend.clone();
+        shared.pool_in_flight.fetch_add(1, Ordering::AcqRel);
+        pool().run(Box::new(move || {
+            let r = match req.kind {
+                IoKind::Read => sync_ops::read(&io, off, &req.bufs),
+                IoKind::Write => sync_ops::write(&io, off, &req.bufs),
+                IoKind::Flush => sync_ops::flush(&io),
+                IoKind::Discard => sync_ops::discard(&io, off, req.len),
+                IoKind::WriteZeroes { may_unmap } => {
+                    sync_ops::write_zeroes(&io, off, req.len, may_unmap && discard)
+                }
+            };
+            backend.complete(&meta, r);
+            shared.push(
+                IoCompletion {
+                    user_data: meta.user_data,
+                    result: r,
+                },
+                true,
+            );
+        }));
+    }
+
+    fn discard_enabled(&self) -> bool {
+        self.backend.root.as_ref().is_some_and(|r| r.flags.discard)
+    }
+
+    fn finish_now(&mut self, meta: Meta, r: Result<u64, i32>) {
+        self.backend.complete(&meta, r);
+        self.shared.push(
+            IoCompletion {
+                user_data: meta.user_data,
+                result: r,
+            },
+            false,
+        );
+    }
+
+    fn reap_uring(&mut self) {
+        if let Some(u) = self.uring.as_mut() {
+            u.reap(&mut self.reaped);
+        }
+        let mut done = std::mem::take(&mut self.reaped);
+        if done.is_empty() {
+            return;
+        }
+        let mut l = self.shared.list.lock().unwrap_or_else(|e| e.into_inner());
+        for (meta, r) in done.drain(..) {
+            self.backend.complete(&meta, r);
+            l.push(IoCompletion {
+                user_data: meta.user_data,
+                result: r,
+            });
+        }
+        self.reaped = done;
     }
 
     /// Readable when completions are waiting.
     pub fn completion_fd(&self) -> RawFd {
-        self.done.as_raw_fd()
+        self.shared.done.as_raw_fd()
     }
 
     /// Moves every finished request's completion into `out`.
     pub fn take_completions(&mut self, out: &mut Vec<IoCompletion>) {
-        let _ = self.done.read();
-        out.append(&mut self.completions);
+        let _ = self.shared.done.read();
+        self.reap_uring();
+        out.append(&mut self.shared.list.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// Requests submitted and not yet completed.
     pub fn in_flight(&self) -> usize {
-        0
+        self.shared.pool_in_flight.load(Ordering::Acquire)
+            + self.uring.as_ref().map_or(0, Uring::in_flight)
     }
 
     /// Waits until every submitted request has completed (QEMU's drain).
-    pub fn drain(&mut self) {}
+    /// Their completions stay queued and the eventfd stays readable.
+    pub fn drain(&mut self) {
+        loop {
+            self.reap_uring();
+            if let Some(u) = self.uring.as_mut() {
+                if u.in_flight() > 0 {
+                    u.wait();
+                    continue;
+                }
+            }
+            let l = self.shared.list.lock().unwrap_or_else(|e| e.into_inner());
+            if self.shared.pool_in_flight.load(Ordering::Acquire) == 0 {
+                let pending = !l.is_empty();
+                drop(l);
+                if pending {
+                    let _ = self.shared.done.write(1);
+                }
+                return;
+            }
+            let _l = self.shared.cv.wait(l).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for BlockQueue {
+    /// Requests still in flight point into guest RAM and into this queue's
+    /// ring; finish them before the ring goes away.
+    fn drop(&mut self) {
+        self.drain();
+    }
+}
+
+pub(crate) fn check_resize_size(size: i64) -> Result<u64, BlockError> {
+    if size < 0 {
+        return Err(BlockError::new("Parameter 'size' expects a >0 size"));
+    }
+    Ok(size as u64)
 }

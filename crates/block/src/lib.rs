@@ -3,7 +3,28 @@
 //! one device's attachment to a node) and the [`BlockQueue`]s it opens.
 //!
 //! - [`io`]: the request/completion interface devices use.
+//! - [`graph`]: nodes by name, `-drive`/`-blockdev`, attach, `block_resize`.
+//! - [`node`], [`file`], [`raw`]: the node, its driver trait, the drivers.
+//! - [`perm`], [`lock`]: QEMU's permission bits and OFD image locks.
+//! - [`engine`]: thread pool and io_uring behind the queues.
+//! - [`stats`], [`qapi`]: accounting and the QMP query data.
+//! - [`policy`]: werror/rerror, I/O status, cache modes.
 
+pub mod engine;
+pub mod error;
+pub mod file;
+pub mod graph;
 pub mod io;
+pub mod lock;
+pub mod node;
+pub mod options;
+pub mod perm;
+pub mod policy;
+pub mod qapi;
+pub mod raw;
+pub mod stats;
 
+pub use error::BlockError;
+pub use graph::{AttachOptions, BlockGraph};
 pub use io::{BlockBackend, BlockQueue, ErrorAction, IoBuf, IoCompletion, IoKind, IoRequest};
+pub use node::Node;

@@ -1,0 +1,480 @@
+//! The block graph: every node by name and every BlockBackend, built from
+//! `-drive` (QEMU blockdev.c `drive_new`/`blockdev_init`) and `-blockdev`
+//! (`qmp_blockdev_add`), with QEMU's validation and error texts.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::error::BlockError;
+use crate::file::FileDriver;
+use crate::io::{check_resize_size, Backend, BlockBackend};
+use crate::node::{Child, Driver, Node, NodeFlags};
+use crate::options::{nest, Opts};
+use crate::perm;
+use crate::policy::{CacheMode, OnError};
+use crate::raw::RawDriver;
+
+/// How leftover options are reported.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Syntax {
+    /// `-blockdev`/`blockdev-add`: "Parameter 'K' is unexpected".
+    Blockdev,
+    /// `-drive`: "Block format 'raw' does not support the option 'K'".
+    Drive,
+}
+
+/// Options for [`BlockGraph::attach`] (the device's drive properties).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttachOptions {
+    /// `share-rw=on`: other writers are allowed.
+    pub share_rw: bool,
+    /// The device is read-only (e.g. a CD-ROM) even on a writable drive.
+    pub read_only: bool,
+}
+
+#[derive(Default)]
+pub struct BlockGraph {
+    /// In creation order (QEMU's `graph_bdrv_states`).
+    nodes: Vec<Arc<Node>>,
+    /// In creation order (QEMU's `block_backends`).
+    backends: Vec<BlockBackend>,
+    /// `id_generate(ID_BLOCK)` counter.
+    auto_counter: u64,
+    warnings: Vec<String>,
+}
+
+/// `id_wellformed`: a letter, then letters, digits, '-', '.', '_'.
+pub fn id_wellformed(id: &str) -> bool {
+    let mut c = id.chars();
+    c.next().is_some_and(|f| f.is_ascii_alphabetic())
+        && c.all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '.' | '_'))
+}
+
+fn random_below_100() -> u32 {
+    let mut b = [0u8; 4];
+    // SAFETY: getrandom writes at most 4 bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 4, 0) };
+    if n != 4 {
+        return (std::process::id()
+            ^ std::time::UNIX_EPOCH
+                .elapsed()
+                .map_or(0, |d| d.subsec_nanos()))
+            % 100;
+    }
+    u32::from_ne_bytes(b) % 100
+}
+
+impl BlockGraph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Warnings QEMU would print on stderr (format probing).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// Nodes in creation order.
+    pub fn nodes(&self) -> &[Arc<Node>] {
+        &self.nodes
+    }
+
+    pub fn backends(&self) -> &[BlockBackend] {
+        &self.backends
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Arc<Node>> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// A BlockBackend by drive id.
+    pub fn backend(&self, name: &str) -> Option<&BlockBackend> {
+        self.backends
+            .iter()
+            .find(|b| !b.name().is_empty() && b.name() == name)
+    }
+
+    /// QEMU `id_generate(ID_BLOCK)`: `#block` + counter + two random digits.
+    fn auto_name(&mut self) -> String {
+        let n = format!("#block{}{:02}", self.auto_counter, random_below_100());
+        self.auto_counter += 1;
+        n
+    }
+
+    /// `-blockdev`: a node (and its inline children) by name.
+    pub fn add_blockdev(&mut self, opts: &Map<String, Value>) -> Result<Arc<Node>, BlockError> {
+        let map = nest(opts);
+        if !map.contains_key("node-name") {
+            return Err(BlockError::new(
+                "'node-name' must be specified for the root node",
+            ));
+        }
+        self.open_node(map, NodeFlags::default(), String::new(), Syntax::Blockdev)
+    }
+
+    /// `-drive`: the format node over a `file` node (auto-named unless
+    /// `node-name=`) and a BlockBackend named `id`. `opts` is every key
+    /// as given (`cli::DriveSpec::opts`, strings, dotted child keys).
+    pub fn add_drive(
+        &mut self,
+        id: &str,
+        opts: &Map<String, Value>,
+    ) -> Result<BlockBackend, BlockError> {
+        if self.node(id).is_some() {
+            return Err(BlockError::new(format!(
+                "Device name '{id}' conflicts with an existing node name"
+            )));
+        }
+        let mut o = Opts::new(nest(opts));
+        // Keys the CLI and the device layer own.
+        for k in [
+            "id", "if", "index", "bus", "unit", "media", "serial", "addr", "boot", "trans", "cyls",
+            "heads", "secs",
+        ] {
+            o.take(k);
+        }
+        let werror = match o.take_str("werror")? {
+            Some(s) => OnError::parse(&s, false)?,
+            None => OnError::Enospc,
+        };
+        let rerror = match o.take_str("rerror")? {
+            Some(s) => OnError::parse(&s, true)?,
+            None => OnError::Report,
+        };
+        if o.take_bool("snapshot")?.unwrap_or(false) {
+            return Err(BlockError::new("ferrovm: snapshot=on is not supported"));
+        }
+        if o.take_bool("copy-on-read")?.unwrap_or(false) {
+            return Err(BlockError::new("ferrovm: copy-on-read=on is not supported"));
+        }
+        let mut flags = NodeFlags::default();
+        let ro_a = o.take_bool("readonly")?;
+        let ro_b = o.take_bool("read-only")?;
+        flags.read_only = ro_a.or(ro_b).unwrap_or(false);
+        let mut writeback = true;
+        if let Some(c) = o.take_str("cache")? {
+            let m = CacheMode::parse(&c)?;
+            writeback = m.writeback;
+            flags.direct = m.direct;
+            flags.no_flush = m.no_flush;
+        }
+        let mut cache = match o.take("cache") {
+            Some(Value::Object(m)) => Opts::child(m, "cache.".into()),
+            _ => Opts::new(Map::new()),
+        };
+        if let Some(w) = cache.take_bool("writeback")? {
+            writeback = w;
+        }
+        // Protocol node: `file=` string, plus `file.*`, plus drive-level aio.
+        let mut file = match o.take("file") {
+            Some(Value::String(s)) => {
+                let mut m = Map::new();
+                m.insert("filename".into(), Value::String(s));
+                m
+            }
+            Some(Value::Object(m)) => m,
+            Some(_) | None => {
+                return Err(BlockError::new(
+                    "A block device must be specified for \"file\"",
+                ))
+            }
+        };
+        let mut top = Map::new();
+        let driver = match o.take_str("format")? {
+            Some(f) => f,
+            None => {
+                let file = file.get("filename").and_then(Value::as_str).unwrap_or("");
+                self.warnings.push(format!(
+                    "Image format was not specified for '{file}' and probing guessed raw.\n         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n         Specify the 'raw' format explicitly to remove the restrictions."
+                ));
+                "raw".to_string()
+            }
+        };
+        if !matches!(driver.as_str(), "raw" | "file") {
+            return Err(BlockError::new(format!("Unknown driver '{driver}'")));
+        }
+        top.insert("driver".into(), Value::String(driver.clone()));
+        if let Some(a) = o.take("aio") {
+            file.entry("aio").or_insert(a);
+        }
+        if let Some(d) = o.take("discard") {
+            top.insert("discard".into(), d);
+        }
+        if let Some(d) = o.take("detect-zeroes") {
+            top.insert("detect-zeroes".into(), d);
+        }
+        for (k, v) in o.into_map() {
+            top.insert(k, v);
+        }
+        let root = if driver == "file" {
+            for (k, v) in file {
+                top.entry(k).or_insert(v);
+            }
+            self.open_node(top, flags, String::new(), Syntax::Drive)?
+        } else {
+            file.entry("driver").or_insert(Value::String("file".into()));
+            top.insert("file".into(), Value::Object(file));
+            self.open_node(top, flags, String::new(), Syntax::Drive)?
+        };
+        let be = Backend::new(
+            id.to_string(),
+            Some(root.clone()),
+            root.flags.read_only,
+            writeback,
+            werror,
+            rerror,
+        );
+        let bb = BlockBackend {
+            inner: Arc::new(be),
+        };
+        // Observed on QEMU 7.2: a -drive without a device holds only
+        // "consistent read" (byte 100); the device takes the rest on attach.
+        root.set_parent_perm(bb.inner.parent_id, Some((perm::CONSISTENT_READ, perm::ALL)))?;
+        self.backends.push(bb.clone());
+        Ok(bb)
+    }
+
+    fn open_node(
+        &mut self,
+        map: Map<String, Value>,
+        inherit: NodeFlags,
+        prefix: String,
+        syntax: Syntax,
+    ) -> Result<Arc<Node>, BlockError> {
+        let mut o = Opts::child(map, prefix.clone());
+        let driver = o
+            .take_str("driver")?
+            .ok_or_else(|| BlockError::new(format!("Parameter '{prefix}driver' is missing")))?;
+        let name = o.take_str("node-name")?;
+        if let Some(n) = &name {
+            if !id_wellformed(n) {
+                return Err(BlockError::new(format!("Invalid node-name: '{n}'")));
+            }
+            if self.backend(n).is_some() {
+                return Err(BlockError::new(format!(
+                    "node-name={n} is conflicting with a device id"
+                )));
+            }
+            if self.node(n).is_some() {
+                return Err(BlockError::new(format!(
+                    "Duplicate nodes with node-name='{n}'"
+                )));
+            }
+            if n.len() >= 32 {
+                return Err(BlockError::new("Node name too long"));
+            }
+        }
+        let mut flags = inherit;
+        if let Some(r) = o.take_bool("read-only")? {
+            flags.read_only = r;
+        }
+        if let Some(Value::Object(c)) = o.take("cache") {
+            let mut c = Opts::child(c, format!("{prefix}cache."));
+            if let Some(d) = c.take_bool("direct")? {
+                flags.direct = d;
+            }
+            if let Some(n) = c.take_bool("no-flush")? {
+                flags.no_flush = n;
+            }
+            c.finish()?;
+        }
+        if let Some(d) = o.take_enum("discard", &["ignore", "off", "unmap", "on"])? {
+            flags.discard = matches!(d.as_str(), "unmap" | "on");
+        }
+        let detect_zeroes = o.take_enum("detect-zeroes", &["off", "on", "unmap"])?;
+        for k in ["auto-read-only", "force-share"] {
+            o.take_bool(k)?;
+        }
+        let (drv, children): (Box<dyn Driver>, Vec<Child>) = match driver.as_str() {
+            "file" => (Box::new(FileDriver::open(&mut o, &flags)?), Vec::new()),
+            "raw" => {
+                let child = match o.take("file") {
+                    Some(Value::String(r)) => self.node(&r).cloned().ok_or_else(|| {
+                        BlockError::new(format!("Cannot find device='{r}' nor node-name='{r}'"))
+                    })?,
+                    Some(Value::Object(m)) => {
+                        self.open_node(m, flags, format!("{prefix}file."), syntax)?
+                    }
+                    Some(_) => {
+                        return Err(BlockError::new(format!(
+                            "Invalid parameter type for '{prefix}file', expected: string or object"
+                        )))
+                    }
+                    None => {
+                        return Err(BlockError::new(format!(
+                            "Parameter '{prefix}file' is missing"
+                        )))
+                    }
+                };
+                let offset = o.take_size("offset")?;
+                let size = o.take_size("size")?;
+                let d = RawDriver::open(child.clone(), offset, size)?;
+                (
+                    Box::new(d),
+                    vec![Child {
+                        role: "file",
+                        node: child,
+                    }],
+                )
+            }
+            _ if syntax == Syntax::Drive => {
+                return Err(BlockError::new(format!("Unknown driver '{driver}'")))
+            }
+            _ => {
+                return Err(BlockError::new(format!(
+                    "Parameter '{prefix}driver' does not accept value '{driver}'"
+                )))
+            }
+        };
+        if let Some(k) = o.remaining_keys().next() {
+            return Err(match syntax {
+                Syntax::Blockdev => {
+                    BlockError::new(format!("Parameter '{prefix}{k}' is unexpected"))
+                }
+                Syntax::Drive if driver == "file" => BlockError::new(format!(
+                    "Block protocol 'file' doesn't support the option '{k}'"
+                )),
+                Syntax::Drive => BlockError::new(format!(
+                    "Block format '{driver}' does not support the option '{k}'"
+                )),
+            });
+        }
+        let (name, auto) = match name {
+            Some(n) => (n, false),
+            None => (self.auto_name(), true),
+        };
+        let mut node = Node::new(name, auto, flags, drv, children);
+        if let Some(dz) = detect_zeroes {
+            node.detect_zeroes = dz;
+        }
+        let node = Arc::new(node);
+        self.nodes.push(node.clone());
+        Ok(node)
+    }
+
+    /// `-device ...,drive=X`: X is a drive id or a node name. The device's
+    /// permissions are taken now (QEMU `blkconf_apply_backend_options`);
+    /// a lock conflict fails here with QEMU's text and hint. `qdev` is the
+    /// device's QOM path (`/machine/peripheral/vd0/virtio-backend`).
+    pub fn attach(
+        &mut self,
+        drive: &str,
+        qdev: &str,
+        o: AttachOptions,
+    ) -> Result<BlockBackend, BlockError> {
+        let bb = match self.backend(drive) {
+            Some(b) => b.clone(),
+            None => {
+                let node = self.node(drive).cloned().ok_or_else(|| {
+                    BlockError::new(format!("Property 'drive' can't find value '{drive}'"))
+                })?;
+                let be = Backend::new(
+                    String::new(),
+                    Some(node.clone()),
+                    node.flags.read_only,
+                    true,
+                    OnError::Report,
+                    OnError::Report,
+                );
+                BlockBackend {
+                    inner: Arc::new(be),
+                }
+            }
+        };
+        if bb.inner.dev().qdev.is_some() {
+            return Err(BlockError::new(format!(
+                "Drive '{drive}' is already in use by another device"
+            )));
+        }
+        let root = bb
+            .root()
+            .cloned()
+            .ok_or_else(|| BlockError::new(format!("Drive '{drive}' has no medium")))?;
+        let ro = bb.read_only() || o.read_only;
+        let (p, s) = perm::device_perms(ro, true, o.share_rw);
+        root.set_parent_perm(bb.inner.parent_id, Some((p, s)))?;
+        {
+            let mut d = bb.inner.dev();
+            d.qdev = Some(qdev.to_string());
+            d.iostatus_enabled = true;
+        }
+        if bb.name().is_empty() {
+            self.backends.push(bb.clone());
+        }
+        Ok(bb)
+    }
+
+    /// The device went away (`device_del`): its permissions and locks are
+    /// dropped; a named drive stays (as in QEMU, until `drive_del`).
+    pub fn detach(&mut self, bb: &BlockBackend) {
+        if let Some(r) = bb.root() {
+            let keep = (!bb.name().is_empty()).then_some((perm::CONSISTENT_READ, perm::ALL));
+            let _ = r.set_parent_perm(bb.inner.parent_id, keep);
+        }
+        bb.inner.dev().qdev = None;
+        if bb.name().is_empty() {
+            self.backends.retain(|b| !b.same(bb));
+        }
+    }
+
+    /// QMP `block_resize` (blockdev.c `qmp_block_resize`): the node chosen
+    /// by `device` (a drive id) or `node_name` is truncated to `size`;
+    /// every backend whose root is that node hears about it through its
+    /// [`BlockBackend::on_resize`] callbacks.
+    pub fn block_resize(
+        &self,
+        device: Option<&str>,
+        node_name: Option<&str>,
+        size: i64,
+    ) -> Result<(), BlockError> {
+        let node = self.lookup_bs(device, node_name)?;
+        let size = check_resize_size(size)?;
+        // blk_new_with_bs(bs, BLK_PERM_RESIZE, BLK_PERM_ALL): needs another
+        // user not to forbid resizing.
+        let (_, shared) = node.perms();
+        if shared & perm::RESIZE == 0 {
+            return Err(BlockError::new(format!(
+                "Permission conflict on node '{}': permissions 'resize' are both required by an unnamed block device (uses node '{}' as 'root' child) and unshared by another user",
+                node.name, node.name
+            )));
+        }
+        if node.flags.read_only {
+            return Err(BlockError::new("Block node is read-only"));
+        }
+        node.driver.truncate(size)?;
+        let new = node.size()?;
+        for b in &self.backends {
+            if b.root().is_some_and(|r| Arc::ptr_eq(r, &node)) {
+                b.inner.notify_resize(new);
+            }
+        }
+        Ok(())
+    }
+
+    /// `bdrv_lookup_bs`.
+    pub fn lookup_bs(
+        &self,
+        device: Option<&str>,
+        node_name: Option<&str>,
+    ) -> Result<Arc<Node>, BlockError> {
+        if let Some(d) = device {
+            if let Some(b) = self.backend(d) {
+                return b
+                    .root()
+                    .cloned()
+                    .ok_or_else(|| BlockError::new(format!("Device '{d}' has no medium")));
+            }
+        }
+        if let Some(n) = node_name {
+            if let Some(n) = self.node(n) {
+                return Ok(n.clone());
+            }
+        }
+        Err(BlockError::new(format!(
+            "Cannot find device='{}' nor node-name='{}'",
+            device.unwrap_or(""),
+            node_name.unwrap_or("")
+        )))
+    }
+}

@@ -1,0 +1,225 @@
+//! A block node: one driver instance with its children and the permissions
+//! its parents hold on it (QEMU's BlockDriverState, BdrvChild, and the
+//! permission system of block.c). Format drivers that come later (qcow2,
+//! backing chains) implement [`Driver`] and add children with other roles
+//! (`backing`, `data-file`); the graph, permission propagation and locking
+//! stay as they are.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::BlockError;
+use crate::file::FileIo;
+use crate::perm;
+
+/// Flags every node gets from its options, inherited by inline children
+/// (QEMU's `bdrv_inherited_options`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeFlags {
+    pub read_only: bool,
+    /// `cache.direct`: O_DIRECT.
+    pub direct: bool,
+    /// `cache.no-flush`: flushes do not reach the disk.
+    pub no_flush: bool,
+    /// `discard=unmap`: discard requests are passed down.
+    pub discard: bool,
+}
+
+/// A driver instance (QEMU's BlockDriver + opaque state).
+pub trait Driver: Send + Sync {
+    /// `format_name` (`drv` in query-named-block-nodes).
+    fn format_name(&self) -> &'static str;
+    /// The file name QEMU reports (`bs->filename`).
+    fn filename(&self) -> String;
+    /// Virtual size in bytes.
+    fn size(&self) -> Result<u64, BlockError>;
+    /// Bytes allocated on the host (`bdrv_get_allocated_file_size`).
+    fn actual_size(&self) -> Option<u64>;
+    /// Change the virtual size (the caller resizes children when the driver asks).
+    fn truncate(&self, size: u64) -> Result<(), BlockError>;
+    /// Apply a new cumulative permission set (file: image locks).
+    fn set_perm(&self, _old: (u64, u64), _new: (u64, u64)) -> Result<(), BlockError> {
+        Ok(())
+    }
+    /// `bdrv_child_perm`: what this node needs from child `role` given what
+    /// its parents hold on it.
+    fn child_perm(&self, role: &str, perm: u64, shared: u64) -> (u64, u64);
+    /// A protocol node's host file, for the I/O engines.
+    fn file_io(&self) -> Option<&Arc<FileIo>> {
+        None
+    }
+    /// A linear mapping onto child `file` (raw): guest offset + `.0`, and
+    /// the fixed size if any. Formats that map non-linearly return None.
+    fn linear(&self) -> Option<(u64, Option<u64>)> {
+        None
+    }
+    /// `driver-specific` in query-blockstats.
+    fn driver_specific_stats(&self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// An edge to a child node (QEMU's BdrvChild).
+pub struct Child {
+    /// `file`, later `backing`, `data-file`.
+    pub role: &'static str,
+    pub node: Arc<Node>,
+}
+
+struct PermState {
+    /// (parent id, perm, shared) for every parent.
+    parents: Vec<(u64, u64, u64)>,
+    /// The cumulative (perm, shared) currently applied.
+    cur: (u64, u64),
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A parent identity for the permission system (a node or a BlockBackend).
+pub(crate) fn new_parent_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+pub struct Node {
+    pub name: String,
+    /// Named by QEMU's `#block` generator rather than the user.
+    pub auto_named: bool,
+    pub flags: NodeFlags,
+    /// `detect-zeroes` (only `off` is implemented).
+    pub detect_zeroes: String,
+    pub driver: Box<dyn Driver>,
+    pub children: Vec<Child>,
+    id: u64,
+    perms: Mutex<PermState>,
+    /// `bs->wr_highest_offset`: end of the highest write through this node.
+    pub wr_highest_offset: AtomicU64,
+}
+
+impl Node {
+    pub fn new(
+        name: String,
+        auto_named: bool,
+        flags: NodeFlags,
+        driver: Box<dyn Driver>,
+        children: Vec<Child>,
+    ) -> Self {
+        Node {
+            name,
+            auto_named,
+            flags,
+            detect_zeroes: "off".into(),
+            driver,
+            children,
+            id: new_parent_id(),
+            perms: Mutex::new(PermState {
+                parents: Vec::new(),
+                cur: (0, perm::ALL),
+            }),
+            wr_highest_offset: AtomicU64::new(0),
+        }
+    }
+
+    pub fn child(&self, role: &str) -> Option<&Arc<Node>> {
+        self.children
+            .iter()
+            .find(|c| c.role == role)
+            .map(|c| &c.node)
+    }
+
+    /// The cumulative (perm, shared) held on this node.
+    pub fn perms(&self) -> (u64, u64) {
+        self.perms.lock().unwrap_or_else(|e| e.into_inner()).cur
+    }
+
+    pub fn has_parents(&self) -> bool {
+        !self
+            .perms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .parents
+            .is_empty()
+    }
+
+    /// Sets (or with `None` removes) parent `id`'s permissions and
+    /// propagates the change down the graph; on failure nothing changes
+    /// (QEMU's prepare/commit/abort transaction).
+    pub(crate) fn set_parent_perm(&self, id: u64, p: Option<(u64, u64)>) -> Result<(), BlockError> {
+        let mut st = self.perms.lock().unwrap_or_else(|e| e.into_inner());
+        let saved = st.parents.clone();
+        st.parents.retain(|e| e.0 != id);
+        if let Some((pm, sh)) = p {
+            st.parents.push((id, pm, sh));
+        }
+        let new = st
+            .parents
+            .iter()
+            .fold((0, perm::ALL), |(pm, sh), e| (pm | e.1, sh & e.2));
+        let old = st.cur;
+        if new == old {
+            return Ok(());
+        }
+        if let Err(e) = self.apply(old, new) {
+            st.parents = saved;
+            return Err(e);
+        }
+        st.cur = new;
+        Ok(())
+    }
+
+    fn apply(&self, old: (u64, u64), new: (u64, u64)) -> Result<(), BlockError> {
+        self.driver.set_perm(old, new)?;
+        for (i, c) in self.children.iter().enumerate() {
+            let want = self.driver.child_perm(c.role, new.0, new.1);
+            if let Err(e) = c.node.set_parent_perm(self.id, Some(want)) {
+                for c in &self.children[..i] {
+                    let back = self.driver.child_perm(c.role, old.0, old.1);
+                    let _ = c.node.set_parent_perm(self.id, Some(back));
+                }
+                let _ = self.driver.set_perm(new, old);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The host file and the byte offset guest offset 0 maps to, following
+    /// linear format drivers (raw) down to the protocol node; with every
+    /// node on the way and its own offset into the file.
+    pub fn resolve_file(self: &Arc<Self>) -> Option<DataPath> {
+        if let Some(io) = self.driver.file_io() {
+            return Some(DataPath {
+                io: io.clone(),
+                base: 0,
+                path: vec![(self.clone(), 0)],
+            });
+        }
+        let (off, _) = self.driver.linear()?;
+        let mut dp = self.child("file")?.resolve_file()?;
+        dp.base += off;
+        for e in &mut dp.path {
+            e.1 += off;
+        }
+        dp.path.insert(0, (self.clone(), 0));
+        Some(dp)
+    }
+
+    pub fn size(&self) -> Result<u64, BlockError> {
+        self.driver.size()
+    }
+
+    /// The protocol node's file name (`file` in query-block).
+    pub fn filename(&self) -> String {
+        self.driver.filename()
+    }
+}
+
+/// Where a BlockBackend's requests go: the host file, the file offset of
+/// guest offset 0, and the nodes crossed with the file offset of their
+/// offset 0 ... as seen from the root (for per-node `wr_highest_offset`).
+#[derive(Clone)]
+pub struct DataPath {
+    pub io: Arc<FileIo>,
+    pub base: u64,
+    /// (node, offset added to a root offset to get this node's offset).
+    pub path: Vec<(Arc<Node>, u64)>,
+}

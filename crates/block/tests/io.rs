@@ -1,0 +1,209 @@
+mod common;
+use std::os::unix::fs::FileExt;
+
+use block::{AttachOptions, BlockGraph, BlockQueue, IoBuf, IoCompletion, IoKind, IoRequest};
+use common::*;
+
+fn wait_all(q: &mut BlockQueue, n: usize) -> Vec<IoCompletion> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let mut pfd = libc::pollfd {
+            fd: q.completion_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 5000) };
+        q.take_completions(&mut out);
+    }
+    out
+}
+
+fn req(kind: IoKind, offset: u64, buf: &mut [u8], user_data: u64) -> IoRequest {
+    IoRequest {
+        kind,
+        offset,
+        len: buf.len() as u64,
+        bufs: vec![IoBuf {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+        }],
+        user_data,
+    }
+}
+
+fn setup(img: &TempImage, extra: &[(&str, &str)]) -> (BlockGraph, block::BlockBackend) {
+    let mut g = BlockGraph::new();
+    let mut kv = vec![("file", img.path()), ("format", "raw")];
+    kv.extend_from_slice(extra);
+    g.add_drive("d0", &drive(&kv)).unwrap();
+    let bb = g
+        .attach(
+            "d0",
+            "/machine/peripheral/vd0/virtio-backend",
+            AttachOptions::default(),
+        )
+        .unwrap();
+    (g, bb)
+}
+
+fn roundtrip(extra: &[(&str, &str)]) {
+    let img = TempImage::new("rt", 1 << 20);
+    let (g, bb) = setup(&img, extra);
+    let mut q = bb.open_queue().unwrap();
+    // Unaligned for O_DIRECT on purpose: offset 512+3, odd length, odd address.
+    let mut backing = vec![0u8; 8192];
+    let data: &mut [u8] = &mut backing[1..1 + 3000];
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let expect = data.to_vec();
+    q.submit(req(IoKind::Write, 515, data, 1));
+    assert_eq!(
+        wait_all(&mut q, 1),
+        [IoCompletion {
+            user_data: 1,
+            result: Ok(3000)
+        }]
+    );
+    let mut flush = [0u8; 0];
+    q.submit(req(IoKind::Flush, 0, &mut flush, 2));
+    assert_eq!(wait_all(&mut q, 1)[0].result, Ok(0));
+    let mut on_disk = vec![0u8; 3000];
+    std::fs::File::open(&img.0)
+        .unwrap()
+        .read_exact_at(&mut on_disk, 515)
+        .unwrap();
+    assert_eq!(on_disk, expect);
+    // Bytes around the write are untouched (read-modify-write kept them zero).
+    let mut around = [9u8; 2];
+    std::fs::File::open(&img.0)
+        .unwrap()
+        .read_exact_at(&mut around[..1], 514)
+        .unwrap();
+    std::fs::File::open(&img.0)
+        .unwrap()
+        .read_exact_at(&mut around[1..], 3515)
+        .unwrap();
+    assert_eq!(around, [0, 0]);
+    // Many reads in flight at once, completing in any order.
+    let mut bufs: Vec<Vec<u8>> = (0..32).map(|_| vec![0u8; 4096]).collect();
+    for (i, b) in bufs.iter_mut().enumerate() {
+        q.submit(req(IoKind::Read, 0, b, 100 + i as u64));
+    }
+    q.drain();
+    assert_eq!(q.in_flight(), 0);
+    let done = wait_all(&mut q, 32);
+    assert_eq!(done.len(), 32);
+    assert!(done.iter().all(|c| c.result == Ok(4096)));
+    assert!(bufs.iter().all(|b| b[515..3515] == expect[..]));
+    // Beyond the end: EIO, counted as failed.
+    let mut b = vec![0u8; 512];
+    q.submit(req(IoKind::Read, 1 << 20, &mut b, 7));
+    assert_eq!(wait_all(&mut q, 1)[0].result, Err(libc::EIO));
+    let s = &g.query_blockstats(false)[0]["stats"];
+    assert_eq!(s["wr_operations"], 1);
+    assert_eq!(s["wr_bytes"], 3000);
+    assert_eq!(s["rd_operations"], 32);
+    assert_eq!(s["rd_bytes"], 32 * 4096);
+    assert_eq!(s["flush_operations"], 1);
+    assert_eq!(s["failed_rd_operations"], 1);
+    assert_eq!(s["wr_highest_offset"], 3515);
+    assert!(s["idle_time_ns"].is_u64());
+}
+
+#[test]
+fn io_uring_buffered() {
+    roundtrip(&[("aio", "io_uring")]);
+}
+
+#[test]
+fn threads_buffered() {
+    roundtrip(&[("aio", "threads")]);
+}
+
+#[test]
+fn io_uring_o_direct_bounces_unaligned() {
+    roundtrip(&[("aio", "io_uring"), ("cache", "none")]);
+}
+
+#[test]
+fn threads_o_direct_bounces_unaligned() {
+    roundtrip(&[("aio", "threads"), ("cache", "none")]);
+}
+
+#[test]
+fn raw_offset_shifts_requests_and_write_highest_offsets_differ_per_node() {
+    let img = TempImage::new("off", 1 << 20);
+    let (g, bb) = setup(&img, &[("offset", "4096")]);
+    assert_eq!(bb.size(), (1 << 20) - 4096);
+    let mut q = bb.open_queue().unwrap();
+    let mut d = vec![0xabu8; 512];
+    q.submit(req(IoKind::Write, 0, &mut d, 1));
+    wait_all(&mut q, 1);
+    let mut b = [0u8; 1];
+    std::fs::File::open(&img.0)
+        .unwrap()
+        .read_exact_at(&mut b, 4096)
+        .unwrap();
+    assert_eq!(b[0], 0xab);
+    let st = &g.query_blockstats(false)[0];
+    assert_eq!(st["stats"]["wr_highest_offset"], 512);
+    assert_eq!(st["parent"]["stats"]["wr_highest_offset"], 4096 + 512);
+}
+
+#[test]
+fn discard_and_write_zeroes_deallocate_when_unmap_allowed() {
+    use std::os::unix::fs::MetadataExt;
+    let img = TempImage::new("disc", 1 << 20);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img.0)
+        .unwrap()
+        .write_all_at(&vec![1u8; 1 << 20], 0)
+        .unwrap();
+    let (g, bb) = setup(&img, &[("discard", "unmap")]);
+    assert!(bb.discard_enabled());
+    let mut q = bb.open_queue().unwrap();
+    let blocks = || std::fs::metadata(&img.0).unwrap().blocks();
+    let before = blocks();
+    q.submit(IoRequest {
+        kind: IoKind::Discard,
+        offset: 0,
+        len: 256 << 10,
+        bufs: vec![],
+        user_data: 1,
+    });
+    q.submit(IoRequest {
+        kind: IoKind::WriteZeroes { may_unmap: false },
+        offset: 512 << 10,
+        len: 4096,
+        bufs: vec![],
+        user_data: 2,
+    });
+    wait_all(&mut q, 2);
+    assert!(blocks() < before, "discard punched no hole");
+    let mut b = vec![9u8; 4096];
+    let f = std::fs::File::open(&img.0).unwrap();
+    f.read_exact_at(&mut b, 512 << 10).unwrap();
+    assert!(b.iter().all(|&x| x == 0));
+    f.read_exact_at(&mut b, 0).unwrap();
+    assert!(b.iter().all(|&x| x == 0));
+    let st = &g.query_blockstats(false)[0];
+    assert_eq!(st["stats"]["unmap_operations"], 1);
+    assert_eq!(st["parent"]["driver-specific"]["discard-nb-ok"], 1);
+    assert_eq!(
+        st["parent"]["driver-specific"]["discard-bytes-ok"],
+        256 << 10
+    );
+}
+
+#[test]
+fn read_only_drive_refuses_writes() {
+    let img = TempImage::new("ro", 1 << 20);
+    let (_g, bb) = setup(&img, &[("readonly", "on")]);
+    let mut q = bb.open_queue().unwrap();
+    let mut d = vec![0u8; 512];
+    q.submit(req(IoKind::Write, 0, &mut d, 1));
+    assert_eq!(wait_all(&mut q, 1)[0].result, Err(libc::EROFS));
+}
