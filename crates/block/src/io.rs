@@ -77,14 +77,37 @@ pub struct BlockBackend {
 struct Backend {
     file: File,
     read_only: bool,
+    rerror: ErrorAction,
+    werror: ErrorAction,
 }
 
 impl BlockBackend {
     /// PROVISIONAL: an already-open image. The block graph (`-drive`,
     /// `-blockdev`) replaces this constructor.
     pub fn from_file(file: File, read_only: bool) -> Self {
+        Self::from_file_with_error_actions(
+            file,
+            read_only,
+            ErrorAction::Report,
+            ErrorAction::Report,
+        )
+    }
+
+    /// PROVISIONAL: like [`BlockBackend::from_file`], with fixed actions for
+    /// failed reads (`rerror=`) and writes (`werror=`), whatever the errno.
+    pub fn from_file_with_error_actions(
+        file: File,
+        read_only: bool,
+        rerror: ErrorAction,
+        werror: ErrorAction,
+    ) -> Self {
         Self {
-            inner: Arc::new(Backend { file, read_only }),
+            inner: Arc::new(Backend {
+                file,
+                read_only,
+                rerror,
+                werror,
+            }),
         }
     }
 
@@ -108,8 +131,12 @@ impl BlockBackend {
     }
 
     /// The policy for a failed request (`is_read`: rerror, else werror).
-    pub fn error_action(&self, _is_read: bool, _errno: i32) -> ErrorAction {
-        ErrorAction::Report
+    pub fn error_action(&self, is_read: bool, _errno: i32) -> ErrorAction {
+        if is_read {
+            self.inner.rerror
+        } else {
+            self.inner.werror
+        }
     }
 
     /// A new submission queue with its own completion eventfd.
