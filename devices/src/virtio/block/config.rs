@@ -136,7 +136,9 @@ impl ConfigState<'_> {
         let heads = u64::from(self.geometry.heads.max(1));
         let secs = u64::from(self.geometry.sectors.max(1));
         let sector_mask = (blk_size / SECTOR_SIZE as u32 - 1) as u8;
-        let sectors = if self.length > 0 && self.length / heads / secs % u64::from(blk_size) != 0 {
+        let sectors = if self.length > 0
+            && !(self.length / heads / secs).is_multiple_of(u64::from(blk_size))
+        {
             self.geometry.sectors & !sector_mask
         } else {
             self.geometry.sectors

@@ -76,7 +76,7 @@ impl Limits<'_> {
         let sector_mask = u64::from(self.logical_block_size) / SECTOR_SIZE - 1;
         nb_sectors <= MAX_REQUEST_SECTORS
             && sector & sector_mask == 0
-            && size % u64::from(self.logical_block_size) == 0
+            && size.is_multiple_of(u64::from(self.logical_block_size))
             && sector <= self.capacity
             && nb_sectors <= self.capacity - sector
     }
