@@ -248,7 +248,11 @@ impl VirtioDevice for VirtioBlock {
         queues: Vec<ActiveQueue>,
         interrupt: Arc<dyn VirtioInterrupt>,
     ) -> Result<(), ActivateError> {
-        self.reset();
+        // Not reset(): a `writeback` the driver wrote before DRIVER_OK stays.
+        if let Some(mut a) = self.active.take() {
+            a.workers.iter_mut().for_each(QueueWorker::abandon);
+        }
+        self.broken = false;
         let mut workers = Vec::with_capacity(queues.len());
         for ActiveQueue { index, mut queue } in queues {
             if usize::from(index) >= self.queue_sizes.len() {

@@ -230,7 +230,14 @@ impl BlkOptions {
         // Both sizes are powers of two within 512..=2 MiB here.
         let lbs = lbs as u32;
         Ok(BlkParams {
-            serial: self.serial.clone().unwrap_or_default().into_bytes(),
+            // A C string in QEMU: it ends at the first NUL.
+            serial: self
+                .serial
+                .as_deref()
+                .unwrap_or_default()
+                .bytes()
+                .take_while(|&b| b != 0)
+                .collect(),
             num_queues,
             queue_size: self.queue_size,
             write_cache,
