@@ -359,3 +359,11 @@ impl VirtioDevice for VirtioBlock {
         self.broken
     }
 }
+
+/// Requests in flight point into guest RAM that this device keeps mapped:
+/// wait for them before the mapping can go.
+impl Drop for VirtioBlock {
+    fn drop(&mut self) {
+        self.reset();
+    }
+}
