@@ -204,6 +204,27 @@ impl BlockBackend {
     /// An already-open image without a node graph or locks (tests and
     /// tools; the VMM uses [`crate::BlockGraph`]).
     pub fn from_file(file: File, read_only: bool) -> Self {
+        Self::from_file_with_error_actions(
+            file,
+            read_only,
+            ErrorAction::Report,
+            ErrorAction::Report,
+        )
+    }
+
+    /// Like [`BlockBackend::from_file`], with the actions for failed reads
+    /// (`rerror=`) and writes (`werror=`), for device tests.
+    pub fn from_file_with_error_actions(
+        file: File,
+        read_only: bool,
+        rerror: ErrorAction,
+        werror: ErrorAction,
+    ) -> Self {
+        let on_error = |a| match a {
+            ErrorAction::Report => OnError::Report,
+            ErrorAction::Ignore => OnError::Ignore,
+            ErrorAction::Stop => OnError::Stop,
+        };
         let io = Arc::new(FileIo {
             file,
             filename: String::new(),
@@ -222,8 +243,8 @@ impl BlockBackend {
             None,
             read_only,
             true,
-            OnError::Report,
-            OnError::Report,
+            on_error(werror),
+            on_error(rerror),
         );
         b.data = Some(DataPath {
             io,

@@ -89,4 +89,11 @@ pub trait VirtioDevice: Send {
     fn pause(&mut self) {}
     /// The VM runs again (`cont`): retry what a `stop` error policy parked.
     fn resume(&mut self) {}
+    /// The device found the driver's rings or descriptors unusable and
+    /// stopped processing them: the transport sets DEVICE_NEEDS_RESET (0x40)
+    /// in device_status (virtio 1.2 §2.1.2). The device also calls
+    /// [`VirtioInterrupt::notify_config`] once when this becomes true.
+    fn needs_reset(&self) -> bool {
+        false
+    }
 }
