@@ -315,18 +315,19 @@ mod tests {
         let fixed = echo();
         bus.insert(fixed.clone(), 0x10_0000, 0x10).unwrap();
         bus.insert(moving.clone(), 0x1000, 0x10).unwrap();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+        let stop = Arc::new(AtomicBool::new(false));
+        let hits = Arc::new(AtomicU64::new(0));
         let readers: Vec<_> = (0..2)
             .map(|_| {
-                let (bus, stop) = (bus.clone(), stop.clone());
+                let (bus, stop, hits) = (bus.clone(), stop.clone(), hits.clone());
                 std::thread::spawn(move || {
-                    let mut hits = 0u64;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    while !stop.load(Relaxed) {
                         let mut b = [0u8; 1];
                         for addr in [0x1003, 0x2003] {
                             if bus.read(addr, &mut b) {
                                 assert_eq!(b, [3], "offset 3 inside the moving device");
-                                hits += 1;
+                                hits.fetch_add(1, Relaxed);
                             } else {
                                 assert_eq!(b, [0xff]);
                             }
@@ -337,11 +338,13 @@ mod tests {
                         );
                         assert_eq!(b, [5]);
                     }
-                    hits
                 })
             })
             .collect();
-        for i in 0..2000 {
+        // Keep moving (an even number of times) until the readers have seen
+        // the device a good number of times: the threads share 2 cores.
+        let mut i = 0u64;
+        while i < 2000 || hits.load(Relaxed) < 1000 || i % 4 != 0 {
             let (from, to) = if i % 2 == 0 {
                 (0x1000, 0x2000)
             } else {
@@ -353,10 +356,13 @@ mod tests {
                 let (dev, len) = bus.remove(from).unwrap();
                 bus.insert(dev, to, len).unwrap();
             }
+            i += 1;
+            if i % 256 == 0 {
+                std::thread::yield_now();
+            }
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let hits: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
-        assert!(hits > 0);
+        stop.store(true, Relaxed);
+        readers.into_iter().for_each(|r| r.join().unwrap());
         assert!(
             bus.get(0x1000).is_some(),
             "an even number of moves ends at home"
