@@ -344,8 +344,8 @@ mod tests {
         // Keep moving (an even number of times) until the readers have seen
         // the device a good number of times: the threads share 2 cores.
         let mut i = 0u64;
-        while i < 2000 || hits.load(Relaxed) < 1000 || i % 4 != 0 {
-            let (from, to) = if i % 2 == 0 {
+        while i < 2000 || hits.load(Relaxed) < 1000 || !i.is_multiple_of(4) {
+            let (from, to) = if i.is_multiple_of(2) {
                 (0x1000, 0x2000)
             } else {
                 (0x2000, 0x1000)
@@ -357,7 +357,7 @@ mod tests {
                 bus.insert(dev, to, len).unwrap();
             }
             i += 1;
-            if i % 256 == 0 {
+            if i.is_multiple_of(256) {
                 std::thread::yield_now();
             }
         }
