@@ -563,3 +563,82 @@ fn survives_any_register_access() {
     r.t.reset();
     let _ = PciConfigSpace::new(0, 0, 0, 0);
 }
+
+/// On bus 0 like `-device virtio-blk-pci,id=vb0,disable-legacy=on`: what
+/// QEMU 7.2's query-pci reports for it (q35, before firmware), then BAR
+/// assignment makes its registers reachable through the MMIO bus.
+#[test]
+fn on_the_root_bus_like_qemu() {
+    use crate::bus::Bus;
+    use crate::pci::{FunctionOptions, PciAddress, PciRegionInfo, PciRoot, PciWindows};
+    let r = rig();
+    let mmio = Arc::new(Bus::new());
+    let mut root = PciRoot::with_buses(Arc::new(Bus::new()), mmio.clone());
+    let t = Arc::new(Mutex::new(r.t));
+    let opts = FunctionOptions {
+        driver: "virtio-blk-pci".into(),
+        id: "vb0".into(),
+        multifunction: false,
+    };
+    assert_eq!(
+        root.add_function(None, t.clone(), opts),
+        Ok(PciAddress::new(0, 1, 0))
+    );
+    let info = root.function_info(PciAddress::new(0, 1, 0)).unwrap();
+    assert_eq!(
+        (info.class_info.class, info.class_info.desc),
+        (0x0100, Some("SCSI controller"))
+    );
+    assert_eq!((info.id.vendor, info.id.device), (0x1af4, 0x1042));
+    assert_eq!(
+        (info.id.subsystem_vendor, info.id.subsystem),
+        (Some(0x1af4), Some(0x1100))
+    );
+    assert_eq!((info.irq_pin, info.irq), (1, Some(0)));
+    assert_eq!(info.qdev_id, "vb0");
+    assert_eq!(
+        info.regions,
+        vec![
+            PciRegionInfo {
+                bar: 1,
+                kind: BarKind::Memory32 {
+                    prefetchable: false
+                },
+                address: None,
+                size: 4096
+            },
+            PciRegionInfo {
+                bar: 4,
+                kind: BarKind::Memory64 { prefetchable: true },
+                address: None,
+                size: 16384
+            },
+        ]
+    );
+    assert_eq!(info.regions[1].type_name(), "memory");
+    assert_eq!(info.regions[1].mem_type_64(), Some(true));
+
+    root.assign_bars(&PciWindows {
+        io: PciWindows::IO_DEFAULT,
+        mmio32: (0xc000_0000, 0xe000_0000),
+        mmio64: None,
+    })
+    .unwrap();
+    let info = root.function_info(PciAddress::new(0, 1, 0)).unwrap();
+    let addrs: Vec<_> = info.regions.iter().map(|r| r.address).collect();
+    assert_eq!(
+        addrs,
+        vec![Some(0xc000_4000), Some(0xc000_0000)],
+        "largest first, aligned"
+    );
+    let mut b = [0u8; 2];
+    assert!(mmio.read(0xc000_0012, &mut b));
+    assert_eq!(u16::from_le_bytes(b), 2, "num_queues through the bus");
+    let mut b = [0u8; 4];
+    assert!(mmio.read(0xc000_400c, &mut b));
+    assert_eq!(
+        u32::from_le_bytes(b),
+        1,
+        "MSI-X vector 0 masked, through BAR1"
+    );
+}
