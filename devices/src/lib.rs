@@ -10,7 +10,10 @@
 //! - [`i8042::I8042`]: PS/2 controller (0x60/0x64) for probing and reset, optional keyboard.
 //! - [`acpi_pm::AcpiPm`]: ACPI fixed hardware at 0x600: PM1 event/control, PM timer, GPE0.
 //! - [`pci::PciRoot`], [`pci::PciConfigIo`], [`pci::PciConfigMmio`]: bus 0 with the host
-//!   bridge, reached through 0xcf8/0xcfc (plus RST_CNT at 0xcf9) and through ECAM.
+//!   bridge, reached through 0xcf8/0xcfc (plus RST_CNT at 0xcf9) and through ECAM; BARs,
+//!   capabilities, MSI-X ([`pci::Msix`]) and `query-pci` information ([`pci::info`]).
+//! - [`virtio::pci::VirtioPciDevice`]: the virtio-pci modern transport for any
+//!   [`virtio::VirtioDevice`].
 //! - [`post::IgnoredPort`]: a port that exists but does nothing (0x80 POST, 0xed delay).
 
 pub mod acpi_pm;
@@ -27,7 +30,8 @@ pub use acpi_pm::AcpiPm;
 pub use cmos::Cmos;
 pub use i8042::I8042;
 pub use pci::{
-    HostBridge, PciConfigIo, PciConfigMmio, PciConfigSpace, PciDevice, PciError, PciRoot,
+    BarObserver, BarWindow, FunctionOptions, HostBridge, PciAddress, PciConfigIo, PciConfigMmio,
+    PciConfigSpace, PciDevice, PciError, PciRoot, PciWindows, SharedPciDevice,
 };
 pub use post::IgnoredPort;
 pub use serial::Serial;

@@ -27,7 +27,9 @@ fn collect(js: &mut JsonStream, out: &mut Vec<String>) {
 
 fuzz_target!(|data: &[u8]| {
     // First byte chooses a chunk size for the second pass.
-    let Some((&split, data)) = data.split_first() else { return };
+    let Some((&split, data)) = data.split_first() else {
+        return;
+    };
     let mut whole = JsonStream::new();
     whole.feed(data);
     let mut a = Vec::new();

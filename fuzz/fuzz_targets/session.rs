@@ -9,7 +9,10 @@ use qmp::Session;
 
 fuzz_target!(|data: &[u8]| {
     let mut s = Session::new();
-    let mut vm = FakeVm { cpus: 2, ..FakeVm::default() };
+    let mut vm = FakeVm {
+        cpus: 2,
+        ..FakeVm::default()
+    };
     // Half the inputs start negotiated so commands are reached.
     if data.first().is_some_and(|b| b & 1 == 1) {
         s.process(b"{\"execute\":\"qmp_capabilities\"}", &mut vm);

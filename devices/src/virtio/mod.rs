@@ -2,8 +2,10 @@
 //!
 //! - [`device`]: the device/transport contract ([`VirtioDevice`]).
 //! - [`block`]: virtio-blk ([`block::VirtioBlock`]).
+//! - [`pci`]: the virtio-pci modern transport ([`pci::VirtioPciDevice`]).
 
 pub mod block;
 pub mod device;
+pub mod pci;
 
 pub use device::{ActivateError, ActiveQueue, EventSource, VirtioDevice, VirtioInterrupt};
