@@ -83,7 +83,12 @@ impl VirtioPciDevice {
             },
             CONFIG_MSIX_VECTOR => self.interrupt.lock().config.into(),
             NUM_QUEUES => self.queues.len() as u64,
-            DEVICE_STATUS => self.status.into(),
+            // A device that found its rings corrupt stops and asks for a
+            // reset (virtio 1.2 §2.1.2, QEMU's virtio_error()).
+            DEVICE_STATUS => {
+                let broken = self.active && super::lock_dev(&self.device).needs_reset();
+                (self.status | if broken { STATUS_NEEDS_RESET } else { 0 }).into()
+            }
             CONFIG_GENERATION => self.interrupt.config_generation().into(),
             QUEUE_SELECT => self.queue_select.into(),
             QUEUE_SIZE => q.map_or(0, |q| q.size.into()),

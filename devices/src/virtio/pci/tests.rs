@@ -29,6 +29,8 @@ struct Log {
     notified: Vec<u16>,
     resets: usize,
     config_writes: Vec<(u64, Vec<u8>)>,
+    /// What the device answers to `needs_reset()` (a corrupt ring).
+    broken: bool,
 }
 
 struct Fake {
@@ -94,8 +96,13 @@ impl VirtioDevice for Fake {
         self.log.lock().unwrap().notified.push(queue);
     }
     fn reset(&mut self) {
-        self.log.lock().unwrap().resets += 1;
+        let mut log = self.log.lock().unwrap();
+        log.resets += 1;
+        log.broken = false;
         *self.irq.lock().unwrap() = None;
+    }
+    fn needs_reset(&self) -> bool {
+        self.log.lock().unwrap().broken
     }
 }
 
@@ -475,6 +482,23 @@ fn notify_region_and_kicks_reach_the_device_only_when_active() {
         None,
         "handle_kick drained the eventfd"
     );
+}
+
+#[test]
+fn a_device_that_found_its_ring_corrupt_shows_needs_reset_until_reset() {
+    let mut r = rig();
+    r.negotiate(F_VERSION_1);
+    r.setup_queue(0, 16, 0x4000, 0);
+    r.w(0x14, 0xf, 1);
+    assert_eq!(r.status(), 0x0f);
+    r.log.lock().unwrap().broken = true;
+    assert_eq!(
+        r.status(),
+        0x4f,
+        "DEVICE_NEEDS_RESET joins the driver's bits"
+    );
+    r.w(0x14, 0, 1);
+    assert_eq!(r.status(), 0, "a reset clears it");
 }
 
 #[test]
