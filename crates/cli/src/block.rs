@@ -71,6 +71,7 @@ pub(crate) fn handle_drive(b: &mut Builder, inv: &Inv, p: Parsed) -> Result<(), 
         interface,
         format: o.str("format").map(str::to_string),
         opts,
+        location: inv.location(),
     });
     Ok(())
 }
@@ -94,5 +95,6 @@ pub(crate) fn handle_blockdev(b: &mut Builder, inv: &Inv, p: Parsed) -> Result<(
         return Err(inv.err(format!("Duplicate nodes with node-name='{node}'")));
     }
     b.cfg.blockdevs.push(Value::Object(map));
+    b.cfg.blockdev_locations.push(inv.location());
     Ok(())
 }

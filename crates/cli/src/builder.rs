@@ -26,6 +26,13 @@ impl Inv {
     pub(crate) fn err(&self, msg: impl Into<String>) -> CliError {
         CliError::at(&self.opt, self.arg.as_deref(), msg)
     }
+    /// `-opt ARG` as written: what errors found later point at.
+    pub(crate) fn location(&self) -> String {
+        match &self.arg {
+            Some(a) => format!("{} {a}", self.opt),
+            None => self.opt.clone(),
+        }
+    }
     /// The argument (empty for flags).
     pub(crate) fn arg(&self) -> &str {
         self.arg.as_deref().unwrap_or("")

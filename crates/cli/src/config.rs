@@ -78,6 +78,10 @@ pub struct Config {
     pub blockdevs: Vec<Value>,
     /// `-device`, as JSON objects with a `driver` member.
     pub devices: Vec<Value>,
+    /// Where each of `blockdevs` and `devices` was written (`-device ARG`),
+    /// same order: errors the machine finds later point there, as QEMU's do.
+    pub blockdev_locations: Vec<String>,
+    pub device_locations: Vec<String>,
     /// `-netdev`, as JSON objects with `type` and `id` members.
     pub netdevs: Vec<Value>,
     /// `-object`, as JSON objects with `qom-type` and `id` members.
@@ -129,6 +133,8 @@ impl Default for Config {
             drives: Vec::new(),
             blockdevs: Vec::new(),
             devices: Vec::new(),
+            blockdev_locations: Vec::new(),
+            device_locations: Vec::new(),
             netdevs: Vec::new(),
             objects: Vec::new(),
             globals: Vec::new(),
@@ -461,6 +467,8 @@ pub struct DriveSpec {
     pub format: Option<String>,
     /// All keys as given (values are strings, as in QEMU's QemuOpts).
     pub opts: Map<String, Value>,
+    /// Where it was written (`-drive ARG`), for later errors.
+    pub location: String,
 }
 
 /// `-global driver.property=value`.

@@ -108,6 +108,7 @@ pub(crate) fn handle_device(b: &mut Builder, inv: &Inv, p: Parsed) -> Result<(),
             .push((chr.clone(), inv.clone(), Frontend::Device(driver)));
     }
     b.cfg.devices.push(Value::Object(map));
+    b.cfg.device_locations.push(inv.location());
     Ok(())
 }
 

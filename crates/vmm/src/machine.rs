@@ -63,7 +63,7 @@ fn read_file(what: &'static str, path: &Path, max: u64) -> Result<Vec<u8>, VmmEr
 }
 
 impl Machine {
-    pub fn new(spec: MachineSpec, devices: DeviceManager) -> Result<Self, VmmError> {
+    pub fn new(spec: MachineSpec, mut devices: DeviceManager) -> Result<Self, VmmError> {
         let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
         // KVM_GET_SUPPORTED_CPUID takes ~1 ms here; ask for it on another
         // thread while the VM is built.
@@ -73,6 +73,7 @@ impl Machine {
         };
         let layout = boot::MemoryLayout::new(spec.ram_bytes);
         let mem = memory::create(&layout.ram_regions())?;
+        devices.realize(&mem)?;
         let vm = create_vm(&kvm, &mem, &devices)?;
         let kernel = match &spec.kernel {
             Some(path) => {
@@ -200,7 +201,7 @@ impl Machine {
     /// Replaces the KVM VM with a fresh one and resets the device models.
     /// Every vCPU thread of the old VM must have ended.
     pub fn reset(&mut self) -> Result<(), VmmError> {
-        self.devices.reset();
+        self.devices.reset()?;
         self.devices.detach()?;
         self.vm = create_vm(&self.kvm, &self.mem, &self.devices)?;
         Ok(())

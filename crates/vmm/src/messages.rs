@@ -28,10 +28,19 @@ pub enum Exit {
     Signal(i32),
 }
 
+/// What a device backend tells the machine's owner.
+#[derive(Debug)]
+pub enum DeviceEvent {
+    /// A block request failed (QEMU's `blk_error_action`): emit
+    /// BLOCK_IO_ERROR with `data`; with `stop`, enter `io-error`.
+    BlockIoError { data: serde_json::Value, stop: bool },
+}
+
 /// Messages that reach the controller from other threads.
 #[derive(Debug)]
 pub enum ControlMsg {
     Vcpu(VcpuEvent),
+    Device(DeviceEvent),
     /// The machine built on a helper thread under `-S` is ready (or failed).
     MachineBuilt,
 }

@@ -9,7 +9,7 @@ use crate::controller::Controller;
 use crate::cpuid::{self, CpuModel, Topology};
 use crate::daemon;
 use crate::devices::legacy::LegacySpec;
-use crate::devices::{DeviceManager, DeviceSpec};
+use crate::devices::{plan, DeviceManager, DeviceSpec};
 use crate::error::VmmError;
 use crate::machine::{Machine, MachineSpec};
 use crate::messages::{self, Exit};
@@ -44,6 +44,20 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     } = console::open(&config)?;
     vcpu::install_kick_handler()?;
     let (poll, sender, msgs) = messages::channel()?;
+    let cpus = config.smp.cpus.clamp(1, u32::from(u16::MAX)) as u16;
+    let plan = plan::plan(&config, &sender, cpus)?;
+    if config.machine.kind == MachineKind::None {
+        if let Some(p) = plan.virtio_blk.first() {
+            return Err(VmmError::Config(format!(
+                "{}: No 'PCI' bus found for device 'virtio-blk-pci'",
+                p.location
+            )));
+        }
+    }
+    let plan::Plan {
+        graph: block_graph,
+        virtio_blk,
+    } = plan;
 
     let mut unbuilt = None;
     let machine = match config.machine.kind {
@@ -59,7 +73,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                     )
                 }) as devices::GuestRequestFn
             };
-            let devices = DeviceManager::new(
+            let mut devices = DeviceManager::new(
                 DeviceSpec {
                     legacy: LegacySpec {
                         mem_below_4g: layout.low_end(),
@@ -68,9 +82,14 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                         serial_out,
                         rtc_offset: rtc_offset(&config),
                     },
+                    pci_mmio32: (
+                        boot::layout::PCI_MMIO32_START,
+                        boot::layout::PCI_MMIO32_START + boot::layout::PCI_MMIO32_SIZE,
+                    ),
                 },
                 requests,
             )?;
+            devices.plan_virtio_blk(virtio_blk);
             if config.start_paused {
                 // Built after the monitors greet (Vm::defer_start); missing
                 // files are still reported before anything listens.
@@ -91,7 +110,8 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         config.actions,
         info,
         !config.monitors.is_empty(),
-    );
+    )
+    .with_block(block_graph);
     if config.start_paused {
         vm.defer_start(unbuilt);
     }
@@ -225,18 +245,12 @@ fn check_supported(config: &Config) -> Result<(), VmmError> {
             "{what} is not supported by ferrovm yet"
         )))
     };
-    if let Some(d) = config.drives.first() {
-        return unsupported(&format!("-drive (id {:?})", d.id.as_deref().unwrap_or("")));
-    }
-    if !config.blockdevs.is_empty() {
-        return unsupported("-blockdev");
-    }
-    // `-device isa-serial` is COM1 (see console::serial_chardev); others are not modelled yet.
-    if let Some(d) = config
-        .devices
-        .iter()
-        .find(|d| console::device_driver(d) != Some("isa-serial"))
-    {
+    // `-device isa-serial` is COM1 (see console::serial_chardev); the others
+    // ferrovm builds are in qdev::DRIVERS, and qdev refuses the rest by name.
+    if let Some(d) = config.devices.iter().find(|d| {
+        let driver = console::device_driver(d).unwrap_or("?");
+        driver != "isa-serial" && !crate::devices::qdev::DRIVERS.contains(&driver)
+    }) {
         let driver = console::device_driver(d).unwrap_or("?");
         return unsupported(&format!("-device '{driver}'"));
     }

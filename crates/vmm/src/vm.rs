@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::devices::DeviceManager;
 use crate::error::VmmError;
 use crate::machine::{Machine, MachineSpec};
-use crate::messages::{ControlMsg, ControlSender, Exit};
+use crate::messages::{ControlMsg, ControlSender, DeviceEvent, Exit};
 use crate::runstate::{
     Actions, RebootAction, RunState, RunStateMachine, ShutdownAction, ShutdownCause,
 };
@@ -61,6 +61,8 @@ pub struct Vm {
     /// failures end the process instead of entering `internal-error`.
     pub(crate) has_monitors: bool,
     pub(crate) exit: Option<Result<Exit, VmmError>>,
+    /// The block graph: nodes, and the backends devices use.
+    pub(crate) block: block::BlockGraph,
 }
 
 impl Vm {
@@ -86,7 +88,13 @@ impl Vm {
             info,
             has_monitors,
             exit: None,
+            block: block::BlockGraph::new(),
         }
+    }
+
+    pub fn with_block(mut self, graph: block::BlockGraph) -> Self {
+        self.block = graph;
+        self
     }
 
     /// With `-S` nothing runs before `cont`, so the monitors may greet their
@@ -191,6 +199,13 @@ impl Vm {
             ControlMsg::Vcpu(VcpuEvent::Failed(index, why)) => self.vcpu_failed(index, why, events),
             ControlMsg::Vcpu(VcpuEvent::Paused(_)) | ControlMsg::Vcpu(VcpuEvent::Exited(_)) => {}
             ControlMsg::MachineBuilt => self.ensure_started(),
+            ControlMsg::Device(DeviceEvent::BlockIoError { data, stop }) => {
+                // QEMU's blk_error_action(): the event, then the stop.
+                events.emit(Event::new("BLOCK_IO_ERROR", Some(data)));
+                if stop {
+                    self.vm_stop(RunState::IoError, events);
+                }
+            }
         }
     }
 

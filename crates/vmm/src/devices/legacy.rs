@@ -51,7 +51,7 @@ fn eventfd() -> Result<EventFd, VmmError> {
 }
 
 pub(super) fn insert(
-    bus: &mut Bus,
+    bus: &Bus,
     dev: Arc<Mutex<dyn BusDevice>>,
     base: u64,
     len: u64,
@@ -62,11 +62,7 @@ pub(super) fn insert(
 
 impl LegacyDevices {
     /// Creates the devices and puts them on `pio`.
-    pub fn new(
-        spec: LegacySpec,
-        requests: GuestRequestFn,
-        pio: &mut Bus,
-    ) -> Result<Self, VmmError> {
+    pub fn new(spec: LegacySpec, requests: GuestRequestFn, pio: &Bus) -> Result<Self, VmmError> {
         let serial_irq = eventfd()?;
         let sci = eventfd()?;
         let rtc_irq = eventfd()?;

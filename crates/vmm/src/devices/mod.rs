@@ -10,12 +10,20 @@
 pub mod kvm_wiring;
 pub mod legacy;
 pub mod pci;
+pub mod plan;
+pub mod qdev;
+pub mod virtio;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use devices::bus::Bus;
+use devices::pci::{FunctionOptions, PciAddress};
+use devices::virtio::block::VirtioBlock;
+use devices::virtio::pci::VirtioPciDevice;
+use devices::virtio::VirtioDevice;
 use devices::GuestRequestFn;
 use kvm_ioctls::VmFd;
+use vm_memory::GuestMemoryMmap;
 
 use crate::backend::clock::ClockMode;
 use crate::backend::{Backend, BackendHandle};
@@ -23,10 +31,22 @@ use crate::error::VmmError;
 use kvm_wiring::KvmWiring;
 use legacy::{LegacyDevices, LegacySpec};
 use pci::PciDevices;
+use virtio::Served;
 
 /// What the device manager builds.
 pub struct DeviceSpec {
     pub legacy: LegacySpec,
+    /// PCI0's 32-bit MMIO window `[start, end)` (the DSDT's `_CRS`).
+    pub pci_mmio32: (u64, u64),
+}
+
+/// A virtio-blk-pci function to build once guest RAM exists.
+pub struct VirtioBlkPlan {
+    pub request: qdev::VirtioBlkPci,
+    /// The model, its properties already checked.
+    pub model: VirtioBlock,
+    /// `-device ARG` (or `-drive ARG`), for errors found while building.
+    pub location: String,
 }
 
 pub struct DeviceManager {
@@ -36,24 +56,27 @@ pub struct DeviceManager {
     pub pci: PciDevices,
     wiring: KvmWiring,
     backend: Backend,
+    /// Devices to build once guest RAM exists ([`DeviceManager::realize`]).
+    planned: Vec<VirtioBlkPlan>,
 }
 
 impl DeviceManager {
     pub fn new(spec: DeviceSpec, requests: GuestRequestFn) -> Result<Self, VmmError> {
-        let mut pio = Bus::new();
-        let mut mmio = Bus::new();
+        let pio = Arc::new(Bus::new());
+        let mmio = Arc::new(Bus::new());
         let backend = Backend::start(ClockMode::Realtime)?;
         let wiring = KvmWiring::new();
-        let legacy = LegacyDevices::new(spec.legacy, requests.clone(), &mut pio)?;
+        let legacy = LegacyDevices::new(spec.legacy, requests.clone(), &pio)?;
         legacy.wire(&wiring, backend.handle())?;
-        let pci = PciDevices::new(requests, &mut pio, &mut mmio)?;
+        let pci = PciDevices::new(requests, &pio, &mmio, &wiring, spec.pci_mmio32)?;
         Ok(Self {
-            pio: Arc::new(pio),
-            mmio: Arc::new(mmio),
+            pio,
+            mmio,
             legacy,
             pci,
             wiring,
             backend,
+            planned: Vec::new(),
         })
     }
 
@@ -67,11 +90,78 @@ impl DeviceManager {
         self.wiring.detach()
     }
 
+    pub fn plan_virtio_blk(&mut self, plans: Vec<VirtioBlkPlan>) {
+        self.planned.extend(plans);
+    }
+
+    /// Builds the planned devices on `mem` and programs every BAR.
+    pub fn realize(&mut self, mem: &GuestMemoryMmap) -> Result<(), VmmError> {
+        for p in std::mem::take(&mut self.planned) {
+            let loc = p.location.clone();
+            self.add_virtio_blk(mem, p)
+                .map_err(|e| VmmError::Config(format!("{loc}: {e}")))?;
+        }
+        self.assign_bars()
+    }
+
+    /// Builds a virtio-blk-pci function on bus 0: the model, its transport
+    /// with MSI-X vectors wired to KVM, its doorbells as ioeventfds served on
+    /// the backend thread. Errors are QEMU's texts.
+    pub fn add_virtio_blk(
+        &self,
+        mem: &GuestMemoryMmap,
+        plan: VirtioBlkPlan,
+    ) -> Result<PciAddress, String> {
+        let r = plan.request;
+        let model = plan.model;
+        let queues = model.queue_max_sizes().len() as u16;
+        let model = Arc::new(Mutex::new(model));
+        let served = Served::new(model, self.backend.handle().clone());
+        // QEMU's default: one vector per queue plus one for configuration.
+        let nvectors = r.vectors.unwrap_or(queues + 1);
+        let msi = self.wiring.msi_group(nvectors).map_err(|e| e.to_string())?;
+        let transport = VirtioPciDevice::new(
+            Arc::new(Mutex::new(served)),
+            mem.clone(),
+            nvectors,
+            msi,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let transport = Arc::new(Mutex::new(transport));
+        let addr = self.pci.add(
+            r.pci.addr,
+            transport.clone(),
+            FunctionOptions {
+                driver: "virtio-blk-pci".into(),
+                id: r.id.clone().unwrap_or_default(),
+                multifunction: r.pci.multifunction,
+            },
+        )?;
+        for io in crate::sync::lock(&transport).ioevents() {
+            self.wiring
+                .add_ioeventfd(
+                    pci::doorbell_owner(addr, io.bar),
+                    kvm_wiring::IoSpace::Mmio,
+                    io.offset,
+                    &io.eventfd,
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        virtio::watch_kicks(&transport, self.backend.handle());
+        Ok(addr)
+    }
+
+    /// Programs the BARs of every PCI function (direct boot has no firmware).
+    pub fn assign_bars(&self) -> Result<(), VmmError> {
+        self.pci.assign_bars()
+    }
+
     /// Machine reset: every device back to its power-on state (what a PC
-    /// keeps, such as CMOS NVRAM, survives).
-    pub fn reset(&self) {
+    /// keeps, such as CMOS NVRAM, survives), BARs assigned again.
+    pub fn reset(&self) -> Result<(), VmmError> {
         self.legacy.reset();
-        self.pci.reset();
+        self.pci.reset()
     }
 
     /// The VM stops: returns once every device has drained its in-flight

@@ -1,11 +1,15 @@
 //! PCI bus 0 (q35's pcie.0): the root complex, its two configuration
-//! front-ends (ports 0xcf8/0xcfc and ECAM), and the functions on it.
+//! front-ends (ports 0xcf8/0xcfc and ECAM), the functions on it, and where
+//! their BARs go. A BAR the guest moves moves its bus mapping (done by the
+//! root) and its doorbells (the [`BarObserver`] here, through the KVM wiring).
 
 use std::sync::{Arc, Mutex};
 
 use devices::bus::Bus;
-use devices::{GuestRequestFn, PciConfigIo, PciConfigMmio, PciRoot};
+use devices::pci::{BarSpace, BarWindow, FunctionOptions, PciAddress, PciWindows, SharedPciDevice};
+use devices::{BarObserver, GuestRequestFn, PciConfigIo, PciConfigMmio, PciRoot};
 
+use super::kvm_wiring::{IoSpace, KvmWiring};
 use super::legacy::insert;
 use crate::error::VmmError;
 use crate::sync::lock;
@@ -17,13 +21,54 @@ const ECAM_SIZE: u64 = devices::pci::ECAM_SIZE;
 pub struct PciDevices {
     pub root: Arc<Mutex<PciRoot>>,
     config_io: Arc<Mutex<PciConfigIo>>,
+    windows: PciWindows,
+}
+
+/// Moves a function's doorbells with its BAR.
+struct MoveDoorbells(KvmWiring);
+
+impl BarObserver for MoveDoorbells {
+    fn bar_moved(
+        &self,
+        addr: PciAddress,
+        bar: u8,
+        _old: Option<BarWindow>,
+        new: Option<BarWindow>,
+    ) {
+        let owner = (u32::from(addr.devfn()), bar);
+        if let Err(e) = self.0.move_window(owner, new.map(|w| w.base)) {
+            log::error!("PCI {addr} BAR{bar}: {e}");
+        }
+    }
+}
+
+/// The KVM doorbell owner id of a function's BAR.
+pub fn doorbell_owner(addr: PciAddress, bar: u8) -> (u32, u8) {
+    (u32::from(addr.devfn()), bar)
+}
+
+/// The space an ioeventfd of a BAR listens in.
+pub fn io_space(space: BarSpace) -> IoSpace {
+    match space {
+        BarSpace::Io => IoSpace::Pio,
+        BarSpace::Memory => IoSpace::Mmio,
+    }
 }
 
 impl PciDevices {
     /// Bus 0 with the host bridge, reachable through 0xcf8 and ECAM.
-    /// `requests` receives the resets written to RST_CNT (0xcf9).
-    pub fn new(requests: GuestRequestFn, pio: &mut Bus, mmio: &mut Bus) -> Result<Self, VmmError> {
-        let root = Arc::new(Mutex::new(PciRoot::new()));
+    /// `requests` receives the resets written to RST_CNT (0xcf9); `mmio32`
+    /// is the 32-bit MMIO window the DSDT gives PCI0.
+    pub fn new(
+        requests: GuestRequestFn,
+        pio: &Arc<Bus>,
+        mmio: &Arc<Bus>,
+        wiring: &KvmWiring,
+        mmio32: (u64, u64),
+    ) -> Result<Self, VmmError> {
+        let mut root = PciRoot::with_buses(pio.clone(), mmio.clone());
+        root.set_bar_observer(Arc::new(MoveDoorbells(wiring.clone())));
+        let root = Arc::new(Mutex::new(root));
         let config_io = Arc::new(Mutex::new(PciConfigIo::new(root.clone(), requests)));
         insert(pio, config_io.clone(), PCI_CONFIG_PORT, 8)?;
         insert(
@@ -32,11 +77,42 @@ impl PciDevices {
             ECAM_BASE,
             ECAM_SIZE,
         )?;
-        Ok(Self { root, config_io })
+        Ok(Self {
+            root,
+            config_io,
+            // 64-bit BARs go below 4 GiB while they fit, as SeaBIOS places
+            // them; a guest that wants them higher may move them.
+            windows: PciWindows {
+                io: PciWindows::IO_DEFAULT,
+                mmio32,
+                mmio64: None,
+            },
+        })
     }
 
-    pub fn reset(&self) {
+    pub fn add(
+        &self,
+        addr: Option<(u8, u8)>,
+        device: SharedPciDevice,
+        options: FunctionOptions,
+    ) -> Result<PciAddress, String> {
+        lock(&self.root)
+            .add_function(addr, device, options)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Direct boot has no firmware to program BARs: ferrovm does, once the
+    /// functions exist and again after every reset (Cloud Hypervisor does
+    /// the same). The guest may move them afterwards.
+    pub fn assign_bars(&self) -> Result<(), VmmError> {
+        lock(&self.root)
+            .assign_bars(&self.windows)
+            .map_err(|e| VmmError::Device(format!("PCI BAR assignment: {e}")))
+    }
+
+    pub fn reset(&self) -> Result<(), VmmError> {
         lock(&self.root).reset();
         lock(&self.config_io).reset();
+        self.assign_bars()
     }
 }
