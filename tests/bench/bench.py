@@ -132,6 +132,8 @@ def main():
     print("\n" + json.dumps(results))
     import qmp_bench
     qmp_bench.run(FERROVM, QEMU)
+    import blk_bench
+    blk_bench.run(FERROVM, GUEST, QEMU)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ pub struct BlockGraph {
     /// `id_generate(ID_BLOCK)` counter.
     auto_counter: u64,
     warnings: Vec<String>,
+    /// Root nodes of `-blockdev` / `blockdev-add`: the monitor owns them and
+    /// may delete them (QEMU's `monitor_bdrv_states`).
+    monitor_owned: Vec<String>,
 }
 
 /// `id_wellformed`: a letter, then letters, digits, '-', '.', '_'.
@@ -110,7 +113,62 @@ impl BlockGraph {
                 "'node-name' must be specified for the root node",
             ));
         }
-        self.open_node(map, NodeFlags::default(), String::new(), Syntax::Blockdev)
+        let node = self.open_node(map, NodeFlags::default(), String::new(), Syntax::Blockdev)?;
+        self.monitor_owned.push(node.name.clone());
+        Ok(node)
+    }
+
+    /// QMP `blockdev-del` (blockdev.c `qmp_blockdev_del`): a monitor-owned
+    /// node nobody uses goes, with the inline children only it holds.
+    pub fn blockdev_del(&mut self, name: &str) -> Result<(), BlockError> {
+        let Some(node) = self.node(name).cloned() else {
+            return Err(BlockError::new(format!(
+                "Failed to find node with node-name='{name}'"
+            )));
+        };
+        if self
+            .backends
+            .iter()
+            .any(|b| b.root().is_some_and(|r| Arc::ptr_eq(r, &node)))
+        {
+            return Err(BlockError::new(format!("Node {name} is in use")));
+        }
+        if !self.monitor_owned.iter().any(|n| n == name) {
+            return Err(BlockError::new(format!(
+                "Node {name} is not owned by the monitor"
+            )));
+        }
+        let parents = self
+            .nodes
+            .iter()
+            .filter(|n| n.children.iter().any(|c| Arc::ptr_eq(&c.node, &node)))
+            .count();
+        if parents > 0 {
+            return Err(BlockError::new(format!("Block device {name} is in use")));
+        }
+        self.monitor_owned.retain(|n| n != name);
+        self.remove_subtree(&node);
+        Ok(())
+    }
+
+    /// Drops `node` and every child no other node or backend still holds.
+    fn remove_subtree(&mut self, node: &Arc<Node>) {
+        self.nodes.retain(|n| !Arc::ptr_eq(n, node));
+        for c in &node.children {
+            let held = self.monitor_owned.iter().any(|n| *n == c.node.name)
+                || self
+                    .nodes
+                    .iter()
+                    .any(|n| n.children.iter().any(|cc| Arc::ptr_eq(&cc.node, &c.node)))
+                || self
+                    .backends
+                    .iter()
+                    .any(|b| b.root().is_some_and(|r| Arc::ptr_eq(r, &c.node)));
+            if !held {
+                let child = c.node.clone();
+                self.remove_subtree(&child);
+            }
+        }
     }
 
     /// `-drive`: the format node over a `file` node (auto-named unless

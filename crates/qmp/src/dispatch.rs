@@ -166,6 +166,11 @@ impl EventSink for Vec<Event> {
 pub struct Args(pub serde_json::Map<String, Value>);
 
 impl Args {
+    /// Every argument, as the validated object.
+    pub fn as_map(&self) -> &serde_json::Map<String, Value> {
+        &self.0
+    }
+
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.0.get(name)
     }

@@ -23,6 +23,10 @@ pub(super) fn execute(
                     "Resetting the Virtual Machine is required",
                 ));
             }
+            // qmp_cont(): every drive's I/O status is reset first.
+            for b in vm.block.backends() {
+                b.iostatus_reset();
+            }
             if vm.runstate.state() != RunState::Suspended {
                 vm.vm_start(events);
             }

@@ -4,10 +4,12 @@
 //! the one list of what is served (the tests ask the real handler for every
 //! schema command).
 
+mod block;
 mod char;
 mod control;
 mod machine;
 mod misc;
+mod pci;
 mod qom;
 mod run_state;
 

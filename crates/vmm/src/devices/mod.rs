@@ -7,6 +7,7 @@
 //! irqfd, ioeventfd and route from the old VM and [`DeviceManager::attach`]
 //! re-creates all of them on the new one.
 
+pub mod intx;
 pub mod kvm_wiring;
 pub mod legacy;
 pub mod pci;
@@ -45,6 +46,8 @@ pub struct VirtioBlkPlan {
     pub request: qdev::VirtioBlkPci,
     /// The model, its properties already checked.
     pub model: VirtioBlock,
+    /// Its attachment to the block graph.
+    pub backend: block::BlockBackend,
     /// `-device ARG` (or `-drive ARG`), for errors found while building.
     pub location: String,
 }
@@ -116,16 +119,24 @@ impl DeviceManager {
         let model = plan.model;
         let queues = model.queue_max_sizes().len() as u16;
         let model = Arc::new(Mutex::new(model));
+        // block_resize reaches the guest as a capacity change (config interrupt).
+        let resized = Arc::downgrade(&model);
+        plan.backend.on_resize(move |size| {
+            if let Some(m) = resized.upgrade() {
+                crate::sync::lock(&m).resize(size);
+            }
+        });
         let served = Served::new(model, self.backend.handle().clone());
         // QEMU's default: one vector per queue plus one for configuration.
         let nvectors = r.vectors.unwrap_or(queues + 1);
         let msi = self.wiring.msi_group(nvectors).map_err(|e| e.to_string())?;
+        let line = intx::LevelLine::new().map_err(|e| e.to_string())?;
         let transport = VirtioPciDevice::new(
             Arc::new(Mutex::new(served)),
             mem.clone(),
             nvectors,
             msi,
-            None,
+            Some(line.clone()),
         )
         .map_err(|e| e.to_string())?;
         let transport = Arc::new(Mutex::new(transport));
@@ -149,6 +160,11 @@ impl DeviceManager {
                 .map_err(|e| e.to_string())?;
         }
         virtio::watch_kicks(&transport, self.backend.handle());
+        // virtio-pci raises INTA# when MSI-X is off (QEMU: interrupt pin 1).
+        if let Some(gsi) = boot::pci_intx_gsi(addr.slot, 1) {
+            line.wire(gsi, &self.wiring, self.backend.handle())
+                .map_err(|e| e.to_string())?;
+        }
         Ok(addr)
     }
 

@@ -109,10 +109,12 @@ pub fn plan(config: &Config, sender: &Arc<ControlSender>, cpus: u16) -> Result<P
             })?;
         let on_error = error_reporter(backend.clone(), sender.clone());
         // The model validates its properties now, before anything runs.
-        let model = VirtioBlock::new(backend, &r.blk, on_error).map_err(|e| at(&loc, e))?;
+        let model =
+            VirtioBlock::new(backend.clone(), &r.blk, on_error).map_err(|e| at(&loc, e))?;
         virtio_blk.push(VirtioBlkPlan {
             request: r,
             model,
+            backend,
             location: loc,
         });
     }
