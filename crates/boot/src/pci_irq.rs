@@ -8,19 +8,19 @@
 //! QEMU 7.2 routes a root-bus INTx pin to one of the ICH9's eight PIRQ lines
 //! (hw/isa/lpc_ich9.c `ich9_lpc_map_irq` reads `lpc->irr[slot][intx]`), and
 //! in APIC mode PIRQ A..H is GSI 16..23 (`ich9_pirq_to_gsi`: `pirq + 16`).
-//! `irr` holds, after `ich9_cc_init` and the reset values of the D<N>IR
+//! `irr` holds, after `ich9_cc_init` and the reset values of the D`<N>`IR
 //! chipset registers (`ICH9_CC_DIR_DEFAULT` 0x3210, include/hw/i386/ich9.h):
 //!
 //! | slot          | INTA..INTD (pin 1..4) → PIRQ | GSI                          |
 //! |---------------|------------------------------|------------------------------|
 //! | 0..=24        | E + (slot + pin - 1) % 4     | 20 + (slot + pin - 1) % 4    |
-//! | 25..=29, 31   | A + pin - 1 (D<N>IR = 0x3210)| 16 + pin - 1                 |
+//! | 25..=29, 31   | A + pin - 1 (D`<N>`IR = 0x3210)| 16 + pin - 1                 |
 //! | 30            | E + pin - 1 (DMI-to-PCI)     | 20 + pin - 1                 |
 //!
 //! and hw/i386/acpi-build.c `build_q35_routing_table("GSI")` publishes the
 //! same table as `PRTA`, the `_PRT` QEMU returns once the OS called `_PIC(1)`.
 //!
-//! ferrovm has no LPC and so no PIRQ routing registers (PIRQx_ROUT, D<N>IR):
+//! ferrovm has no LPC and so no PIRQ routing registers (PIRQx_ROUT, D`<N>`IR):
 //! the table above is fixed, and the PIC-mode table (`PRTP`, links
 //! LNKA..LNKH whose ISA IRQ the OS may reprogram) does not exist. A guest that
 //! stays in PIC mode gets no INTx interrupts; guests that use INTx at all on
