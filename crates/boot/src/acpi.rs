@@ -3,7 +3,9 @@
 //! finds it) for the guest's OSPM.
 //!
 //! Tables: RSDP (rev 2) → XSDT → FADT (rev 6.5, full ACPI hardware model, not
-//! hardware-reduced) → FACS + DSDT; MADT; MCFG. Built with `acpi_tables` where
+//! hardware-reduced) → FACS + DSDT; MADT; MCFG. The DSDT routes PCI INTx with
+//! `\_SB.PCI0._PRT` and the link devices `\_SB.GSIA`..`GSIH` (see
+//! `pci_prt` for why links and not hardwired GSIs). Built with `acpi_tables` where
 //! it fits: its `MADT` type cannot set the header flags (PCAT_COMPAT) or the
 //! revision (5, needed for the "online capable" flag) and has no interrupt
 //! source override or local APIC NMI entries, so the MADT is assembled from
@@ -17,6 +19,9 @@
 //! - Reset: byte 0x06 written to port 0xcf9.
 //! - PM timer at 0x608 is 24 bits wide (TMR_VAL_EXT clear).
 //! - The RTC century byte is CMOS register 0x32 (FADT.CENTURY).
+//! - INTx pin `p` of a function in root-bus slot `s` is wired to GSI
+//!   [`pci_intx_gsi`]`(s, p)` (16..=23) as a level-triggered line that is
+//!   asserted by raising it (irqfd with resamplefd, level 1 = asserted).
 
 use acpi_tables::aml::{
     self, AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Memory32Fixed, Method,
@@ -36,6 +41,9 @@ use crate::layout::{
     MemoryLayout, ECAM_SIZE, ECAM_START, IOAPIC_ADDR, LAPIC_ADDR, PCI_MMIO32_SIZE, PCI_MMIO32_START,
 };
 use crate::lowmem::{ACPI_END, ACPI_START};
+use crate::pci_irq::{
+    gsi_link_name, pci_intx_gsi, PCI_INTX_GSI_BASE, PCI_INTX_GSI_COUNT, PCI_SLOTS,
+};
 use crate::BootError;
 
 pub const OEM_ID: [u8; 6] = *b"FERROV";
@@ -273,6 +281,9 @@ fn madt(cfg: &AcpiConfig) -> Vec<u8> {
     body.extend_from_slice(&(IOAPIC_ADDR as u32).to_le_bytes());
     body.extend_from_slice(&0u32.to_le_bytes());
     // Interrupt Source Overrides: type 2, length 10, bus 0 (ISA), IRQ, GSI, flags.
+    // Only ISA IRQs have overrides (ACPI 6.5 §5.2.12.5: the source is an ISA
+    // IRQ): the PCI GSIs 16..=23 have no ISA alias and take trigger mode and
+    // polarity from the DSDT's GSIx link devices, as in QEMU's q35 MADT.
     for (irq, gsi, flags) in [
         (0u8, 2u32, 0u16),
         (
@@ -344,9 +355,13 @@ fn dsdt(cfg: &AcpiConfig) -> Vec<u8> {
             &Name::new("_BBN".into(), &aml::ZERO),
             &Name::new("_UID".into(), &aml::ZERO),
             &Name::new("_CRS".into(), &pci_crs),
+            &RawAml(pci_prt()),
         ],
     )
     .to_aml_bytes(&mut sb);
+    for idx in 0..PCI_INTX_GSI_COUNT {
+        gsi_link_device(PCI_INTX_GSI_BASE + idx, &mut sb);
+    }
 
     // Motherboard resources: ECAM, the ACPI PM block, the reset register.
     let ecam = Memory32Fixed::new(true, ECAM_START as u32, ECAM_SIZE as u32);
@@ -421,6 +436,96 @@ fn dsdt(cfg: &AcpiConfig) -> Vec<u8> {
 
     // Revision 2: 64-bit AML integers (the 64-bit PCI window needs them).
     sdt(*b"DSDT", 2, *b"FVMDSDT ", &aml)
+}
+
+/// One `_PRT` entry (ACPI 6.5 §6.2.13): `Package { Address, Pin, Source,
+/// Source Index }` with Address = 0xSSSSFFFF (device `slot`, any function),
+/// Pin 0..3 = INTA..INTD, Source = the link device, Source Index 0.
+struct PrtEntry {
+    slot: u8,
+    /// 0 = INTA.
+    pin: u8,
+    link: Path,
+}
+
+impl Aml for PrtEntry {
+    fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
+        let address = (u32::from(self.slot) << 16) | 0xffff;
+        Package::new(vec![&address, &self.pin, &self.link, &aml::ZERO]).to_aml_bytes(sink);
+    }
+}
+
+/// `Name (_PRT, Package (128) {...})` for `\_SB.PCI0`: every slot 0..=31 and
+/// INTA..INTD, routed to link `GSIx` for GSI [`pci_intx_gsi`].
+///
+/// # Why link devices and not hardwired GSIs
+///
+/// A `_PRT` entry may name the GSI itself (Source 0, Source Index = GSI;
+/// ACPI 6.5 §6.2.13). That carries no trigger mode or polarity, so the OS
+/// takes PCI's own: level-triggered, active-low (Linux
+/// drivers/acpi/pci_irq.c `acpi_pci_irq_enable` starts from
+/// ACPI_LEVEL_SENSITIVE / ACPI_ACTIVE_LOW and only a link's `_CRS` changes
+/// that) and programs the IOAPIC redirection entry active-low.
+///
+/// ferrovm's INTx lines are active-high: the VMM asserts one by signalling a
+/// KVM level irqfd, which sets the GSI's level to 1 until the guest's EOI
+/// resamples it to 0. KVM's in-kernel IOAPIC does not look at the polarity
+/// bit at all (arch/x86/kvm/ioapic.c `ioapic_set_irq`: any non-zero level
+/// sets IRR and delivers; the bit is only stored for read-back), nor does
+/// QEMU's userspace IOAPIC (hw/intc/ioapic.c `ioapic_set_irq`), so an
+/// active-low description would in fact still deliver on KVM. It would
+/// however describe the wire wrongly: an IOAPIC model that honours polarity
+/// as an 82093AA does would see an asserted line as idle and a released one
+/// as a stuck interrupt. QEMU q35 avoids this the way done here: its
+/// APIC-mode `_PRT` (`PRTA`, hw/i386/acpi-build.c build_q35_pci0_int) names
+/// the link devices GSIA..GSIH whose fixed `_PRS` = `_CRS` is
+/// `Interrupt (ResourceConsumer, Level, ActiveHigh, Shared) {16..23}`
+/// (build_gsi_link_dev), so Linux, Windows and the BSDs all program these
+/// pins level/active-high ("GSI 22 (level, high)" in Linux's log) on QEMU,
+/// and do the same here with no firmware in between.
+///
+/// Unlike QEMU there is no `_PIC`-selected PIC-mode table (ferrovm has no
+/// PIRQ routing registers to back LNKA..LNKH), so `_PRT` is a plain package.
+fn pci_prt() -> Vec<u8> {
+    let entries: Vec<PrtEntry> = (0..PCI_SLOTS)
+        .flat_map(|slot| (1..=4u8).map(move |pin| (slot, pin)))
+        .filter_map(|(slot, pin)| {
+            let link = gsi_link_name(pci_intx_gsi(slot, pin)?)?;
+            Some(PrtEntry {
+                slot,
+                pin: pin - 1,
+                link: Path::new(&link),
+            })
+        })
+        .collect();
+    let children: Vec<&dyn Aml> = entries.iter().map(|e| e as &dyn Aml).collect();
+    to_bytes(&Name::new("_PRT".into(), &Package::new(children)))
+}
+
+/// `\_SB.GSIx`, a PCI interrupt link (PNP0C0F) fixed to `gsi`, as QEMU's
+/// build_gsi_link_dev: `_UID` = GSI; `_PRS` and `_CRS` the one level,
+/// active-high, shared GSI; `_SRS` and `_DIS` no-ops since the routing cannot
+/// change or be turned off (Linux calls `_DIS` on every link at boot and
+/// `_SRS` with the `_PRS` choice before use, then re-reads `_CRS`). No `_STA`:
+/// absent, the device counts as present and enabled (0x0f, ACPI 6.5 §6.3.7).
+fn gsi_link_device(gsi: u32, sink: &mut Vec<u8>) {
+    let Some(name) = gsi_link_name(gsi) else {
+        return;
+    };
+    let irq = Interrupt::new(true, false, false, true, gsi);
+    let crs = ResourceTemplate::new(vec![&irq]);
+    Device::new(
+        Path::new(&name),
+        vec![
+            &Name::new("_HID".into(), &EISAName::new("PNP0C0F")),
+            &Name::new("_UID".into(), &gsi),
+            &Name::new("_PRS".into(), &crs),
+            &Name::new("_CRS".into(), &crs),
+            &Method::new("_DIS".into(), 0, false, vec![]),
+            &Method::new("_SRS".into(), 1, false, vec![]),
+        ],
+    )
+    .to_aml_bytes(sink);
 }
 
 /// Pre-encoded AML spliced into a parent object.

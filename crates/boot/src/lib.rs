@@ -45,6 +45,7 @@ pub mod elf;
 pub mod image_file;
 pub mod layout;
 pub mod loader;
+pub mod pci_irq;
 
 pub use acpi::{build_acpi, AcpiConfig};
 pub use bzimage::decompress_bzimage_payload;
@@ -53,6 +54,7 @@ pub use decompress::Compression;
 pub use image_file::ImageFileError;
 pub use layout::{E820Entry, E820Type, MemoryLayout};
 pub use loader::{load_kernel, BootEntry, KernelImage, KernelKind};
+pub use pci_irq::pci_intx_gsi;
 
 /// Addresses of the boot structures in low memory (see the crate doc).
 pub mod lowmem {

@@ -464,3 +464,174 @@ fn dsdt_disassembles_with_iasl() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// AML PkgLength at `b[at..]` (ACPI 6.5 §20.2.4): (length, bytes it takes).
+/// The length counts the PkgLength bytes themselves.
+fn pkg_len(b: &[u8], at: usize) -> (usize, usize) {
+    let lead = b[at];
+    let follow = (lead >> 6) as usize;
+    if follow == 0 {
+        return ((lead & 0x3f) as usize, 1);
+    }
+    let mut len = (lead & 0x0f) as usize;
+    for i in 0..follow {
+        len |= (b[at + 1 + i] as usize) << (4 + 8 * i);
+    }
+    (len, 1 + follow)
+}
+
+/// An AML integer (ZeroOp, OneOp or a Byte/Word/DWord/QWordConst) at `at`:
+/// (value, bytes it takes).
+fn aml_int(b: &[u8], at: usize) -> (u64, usize) {
+    match b[at] {
+        0x00 => (0, 1),
+        0x01 => (1, 1),
+        0x0a => (u64::from(b[at + 1]), 2),
+        0x0b => (u64::from(u16_at(b, at + 1)), 3),
+        0x0c => (u64::from(u32_at(b, at + 1)), 5),
+        0x0e => (u64_at(b, at + 1), 9),
+        op => panic!("not an integer: opcode {op:#x} at {at}"),
+    }
+}
+
+/// One decoded `_PRT` entry: (address, pin, source name, source index).
+type Prt = (u32, u8, String, u64);
+
+/// Decodes `Name (_PRT, Package (n) { Package (4) {addr, pin, Name, index}, ... })`.
+fn decode_prt(body: &[u8]) -> (u8, Vec<Prt>) {
+    let name = find(body, b"_PRT\x12").expect("Name (_PRT, Package)");
+    assert_eq!(body[name - 1], 0x08, "_PRT is a NameOp");
+    let pkg = name + 4;
+    let (len, lb) = pkg_len(body, pkg + 1);
+    let end = pkg + 1 + len;
+    let count = body[pkg + 1 + lb];
+    let mut at = pkg + 2 + lb;
+    let mut entries = Vec::new();
+    while at < end {
+        assert_eq!(body[at], 0x12, "entry {} is a package", entries.len());
+        let (elen, elb) = pkg_len(body, at + 1);
+        let eend = at + 1 + elen;
+        assert_eq!(body[at + 1 + elb], 4, "entry has 4 elements");
+        let mut i = at + 2 + elb;
+        let (addr, n) = aml_int(body, i);
+        i += n;
+        let (pin, n) = aml_int(body, i);
+        i += n;
+        let source = String::from_utf8(body[i..i + 4].to_vec()).unwrap();
+        i += 4;
+        let (index, n) = aml_int(body, i);
+        i += n;
+        assert_eq!(i, eend, "entry ends with its PkgLength");
+        entries.push((addr as u32, pin as u8, source, index));
+        at = eend;
+    }
+    assert_eq!(at, end);
+    (count, entries)
+}
+
+/// The contents of `Device (name)` (after its name).
+fn device<'a>(body: &'a [u8], name: &str) -> &'a [u8] {
+    let mut from = 0;
+    while let Some(off) = find(&body[from..], &[0x5b, 0x82]) {
+        let at = from + off;
+        let (len, lb) = pkg_len(body, at + 2);
+        if body.get(at + 2 + lb..at + 6 + lb) == Some(name.as_bytes()) {
+            return &body[at + 6 + lb..at + 2 + len];
+        }
+        from = at + 1;
+    }
+    panic!("no Device ({name})");
+}
+
+/// The first Extended Interrupt descriptor of `Name (res, ResourceTemplate)`
+/// in `dev`: (flags, GSI), checking it is the template's only descriptor.
+fn ext_irq(dev: &[u8], res: &[u8; 4]) -> (u8, u32) {
+    let mut pat = res.to_vec();
+    pat.push(0x11);
+    let at = find(dev, &pat).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(res)));
+    let (_, lb) = pkg_len(dev, at + 5);
+    let (size, n) = aml_int(dev, at + 5 + lb);
+    let buf = &dev[at + 5 + lb + n..at + 5 + lb + n + size as usize];
+    assert_eq!(buf[0], 0x89, "Extended Interrupt descriptor");
+    assert_eq!(u16_at(buf, 1), 6);
+    assert_eq!(buf[4], 1, "one interrupt");
+    assert_eq!(buf[9], 0x79, "then EndTag");
+    (buf[3], u32_at(buf, 5))
+}
+
+#[test]
+fn prt_routes_every_slot_and_pin() {
+    let (_, p) = build(&cfg(1, 1, 128 * MIB));
+    let body = &p.dsdt[36..];
+    // _PRT lies inside Device (PCI0).
+    let pci0 = device(body, "PCI0");
+    let (count, entries) = decode_prt(pci0);
+    assert_eq!(count as usize, 32 * 4, "NumElements");
+    assert_eq!(entries.len(), 32 * 4);
+    let mut grid: Vec<(u32, u8)> = entries.iter().map(|e| (e.0, e.1)).collect();
+    grid.sort();
+    let expected: Vec<(u32, u8)> = (0..32u32)
+        .flat_map(|s| (0..4u8).map(move |pin| ((s << 16) | 0xffff, pin)))
+        .collect();
+    assert_eq!(grid, expected, "one entry per slot and INTA..INTD");
+    assert!(
+        entries.iter().all(|e| e.3 == 0),
+        "source index 0 with a link"
+    );
+    // First and last entries, spelled out (QEMU's PRTA starts and ends so).
+    assert_eq!(entries[0], (0xffff, 0, "GSIE".into(), 0));
+    assert_eq!(entries[127], (0x001f_ffff, 3, "GSID".into(), 0));
+}
+
+/// Follows one `_PRT` entry to its link device and the GSI in its `_CRS`,
+/// as the OS does, and compares with `pci_intx_gsi` and QEMU's table.
+#[test]
+fn prt_entry_resolves_to_the_published_gsi() {
+    let (_, p) = build(&cfg(1, 1, 128 * MIB));
+    let body = &p.dsdt[36..];
+    let (_, entries) = decode_prt(device(body, "PCI0"));
+    let resolve = |slot: u32, pin: u8| {
+        let e = entries
+            .iter()
+            .find(|e| e.0 == (slot << 16) | 0xffff && e.1 == pin)
+            .unwrap();
+        let link = device(body, &e.2);
+        let (flags, gsi) = ext_irq(link, b"_CRS");
+        // Consumer, level (bit 1 clear), active high (bit 2 clear), shared.
+        assert_eq!(flags, 0x09, "{} _CRS flags", e.2);
+        (e.2.clone(), gsi)
+    };
+    // Slot 2 INTA: QEMU's "GSIG" (append_q35_prt_entry(2, "GSIG")), GSI 22.
+    assert_eq!(resolve(2, 0), ("GSIG".into(), 22));
+    assert_eq!(pci_intx_gsi(2, 1), Some(22));
+    // Slot 3 INTB: GSIH rotated by one → GSIE, GSI 20.
+    assert_eq!(resolve(3, 1), ("GSIE".into(), 20));
+    assert_eq!(pci_intx_gsi(3, 2), Some(20));
+    // Slot 0x1f INTC: GSIC, GSI 18.
+    assert_eq!(resolve(31, 2), ("GSIC".into(), 18));
+    assert_eq!(pci_intx_gsi(31, 3), Some(18));
+}
+
+#[test]
+fn gsi_link_devices_are_fixed_active_high_level() {
+    let (_, p) = build(&cfg(1, 1, 128 * MIB));
+    let body = &p.dsdt[36..];
+    for (name, gsi) in [("GSIA", 16u32), ("GSID", 19), ("GSIE", 20), ("GSIH", 23)] {
+        let dev = device(body, name);
+        // _HID EISAID("PNP0C0F"): PCI interrupt link.
+        assert!(
+            find(dev, b"_HID\x0c\x41\xd0\x0c\x0f").is_some(),
+            "{name} _HID"
+        );
+        assert_eq!(
+            &dev[find(dev, b"_UID").unwrap() + 4..][..2],
+            &[0x0a, gsi as u8]
+        );
+        assert_eq!(ext_irq(dev, b"_PRS"), (0x09, gsi), "{name} _PRS");
+        assert_eq!(ext_irq(dev, b"_CRS"), (0x09, gsi), "{name} _CRS");
+        // Empty methods: MethodOp, PkgLength 6, name, flags (args).
+        assert!(find(dev, b"\x14\x06_DIS\x00").is_some(), "{name} _DIS");
+        assert!(find(dev, b"\x14\x06_SRS\x01").is_some(), "{name} _SRS");
+    }
+    assert!(find(body, b"GSII").is_none());
+}
