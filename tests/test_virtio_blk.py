@@ -109,3 +109,155 @@ def test_image_lock_refuses_a_second_writer(ferrovm, testguest, qemu, image, lau
         assert ro.returncode == 0, ro.stderr
     finally:
         holder.kill()
+
+
+# --- The test guest drives the disk (plans: firmware/testguest/README.md) ---
+
+SECTOR = 512
+
+
+def pattern(first_sector, count, seed=0):
+    """The test guest's data pattern: byte i of sector s is (s*131 + i*7 + seed) & 0xff."""
+    out = bytearray()
+    for s in range(first_sector, first_sector + count):
+        b = (s * 131 + seed) & 0xff
+        out += bytes((b + 7 * i) & 0xff for i in range(SECTOR))
+    return bytes(out)
+
+
+def results(guest):
+    return {name: ok for ok, _, name in tap_results(guest.output())}
+
+
+def boot_plan(ferrovm, testguest, launch, image, append, *drive_opts, device="", mem="128",
+              timeout=120):
+    opts = ",".join([f"file={image}", "format=raw", "if=none", "id=d0", *drive_opts])
+    g = launch(guest_args(ferrovm, testguest, append, "-m", mem, "-drive", opts,
+                          "-device", "virtio-blk-pci,drive=d0,id=vd0" + device))
+    rc = g.wait_exit(timeout)
+    return g, rc
+
+
+def test_a_pattern_the_guest_writes_is_in_the_host_file(ferrovm, testguest, image, launch):
+    g, rc = boot_plan(ferrovm, testguest, launch, image, "plan=blk-write blk_sectors=2048 seed=5",
+                      "cache=none")
+    assert rc == 0, g.output()
+    assert results(g).get("blk write sectors=0+2048 seed=5") is True, g.output()
+    with open(image, "rb") as f:
+        data = f.read(2048 * SECTOR)
+    assert data == pattern(0, 2048, seed=5)
+
+
+def test_the_guest_reads_back_what_the_host_wrote(ferrovm, testguest, image, launch):
+    with open(image, "r+b") as f:
+        f.seek(4096 * SECTOR)
+        f.write(pattern(4096, 1024, seed=9))
+    g, rc = boot_plan(ferrovm, testguest, launch, image,
+                      "plan=blk-read blk_start=4096 blk_sectors=1024 seed=9")
+    assert rc == 0, g.output()
+    assert results(g).get("blk read sectors=4096+1024 seed=9") is True, g.output()
+    # And a wrong seed is noticed: the check can fail.
+    g, rc = boot_plan(ferrovm, testguest, launch, image,
+                      "plan=blk-read blk_start=4096 blk_sectors=1024 seed=10")
+    assert results(g).get("blk read sectors=4096+1024 seed=10") is False, g.output()
+
+
+def test_readonly_drive_refuses_guest_writes(ferrovm, testguest, image, launch):
+    with open(image, "r+b") as f:
+        f.write(pattern(0, 1024))
+    before = open(image, "rb").read()
+    g, rc = boot_plan(ferrovm, testguest, launch, image, "plan=blk-ro", "readonly=on")
+    assert rc == 0, g.output()
+    r = results(g)
+    assert r.get("blk ro feature offered") is True, g.output()
+    assert r.get("blk ro write refused") is True, g.output()
+    assert open(image, "rb").read() == before, "a read-only image is unchanged"
+
+
+def test_guest_reset_in_the_middle_of_io_then_disk_io_works_again(ferrovm, testguest, image,
+                                                                   launch):
+    g, rc = boot_plan(ferrovm, testguest, launch, image, "plan=blk-reset")
+    assert rc == 0, g.output()
+    assert "ferrovm-testguest: boot 2" in g.output(), "the guest reset and booted again"
+    assert any(n.startswith("blk reset recovery") and ok for n, ok in results(g).items()), g.output()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 4 MiB tmpfs: writes past it fail with a real ENOSPC."""
+    d = tmp_path / "small"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", str(d)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail(f"this test mounts a tmpfs and needs root: {r.stderr.strip()}")
+    yield d
+    subprocess.run(["umount", "-l", str(d)])
+
+
+def qmp_guest(ferrovm, testguest, launch, sock, append, drive, device="virtio-blk-pci,drive=d0,id=vd0"):
+    g = launch(guest_args(ferrovm, testguest, append, "-m", "128",
+                          "-qmp", f"unix:{sock},server=on,wait=off", "-drive", drive,
+                          "-device", device))
+    from qmp_util import Qmp
+    return g, Qmp(sock, proc=g.proc)
+
+
+def test_werror_stop_on_enospc_pauses_in_io_error_and_cont_completes_the_write(
+        ferrovm, testguest, launch, small_tmpfs, sockdir):
+    image = small_tmpfs / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(32 << 20)
+    g, q = qmp_guest(ferrovm, testguest, launch, f"{sockdir}/q.sock", "plan=blk-fill blk_mib=8",
+                     f"file={image},format=raw,if=none,id=d0,werror=stop,rerror=report")
+    with q:
+        ev = q.wait_event("BLOCK_IO_ERROR", timeout=60)
+        node = q.cmd("query-block")[0]["inserted"]["node-name"]
+        assert ev["data"] == {"device": "d0", "node-name": node, "operation": "write",
+                              "action": "stop", "nospace": True,
+                              "reason": "No space left on device"}
+        q.wait_event("STOP", timeout=10)
+        assert q.cmd("query-status")["status"] == "io-error"
+        blk = q.cmd("query-block")[0]
+        assert blk["io-status"] == "nospace", blk
+        assert not any(n.startswith("blk fill") for n in results(g)), "the write is held"
+        # Free space, then cont retries the failed request and the fill completes.
+        subprocess.run(["mount", "-o", "remount,size=64M", str(small_tmpfs)], check=True)
+        q.cmd("cont")
+        q.wait_event("RESUME", timeout=10)
+        assert g.wait_exit(60) == 0, g.output()
+    assert results(g).get("blk fill mib=8") is True, g.output()
+    with open(image, "rb") as f:
+        assert f.read(8 << 20) == pattern(0, 8 * 2048), "the retried writes landed"
+
+
+def test_nothing_reaches_the_image_while_paused(ferrovm, testguest, launch, tmp_path, sockdir):
+    import hashlib
+    image = tmp_path / "big.img"
+    with open(image, "wb") as f:
+        f.truncate(768 << 20)
+    g, q = qmp_guest(ferrovm, testguest, launch, f"{sockdir}/q.sock", "plan=blk-fill blk_mib=512",
+                     f"file={image},format=raw,if=none,id=d0,cache=none")
+
+    def digest():
+        h = hashlib.sha1()
+        with open(image, "rb") as f:
+            while chunk := f.read(16 << 20):
+                h.update(chunk)
+        return h.hexdigest()
+
+    with q:
+        g.wait_line(r"# blk-fill: writing", timeout=60)
+        q.cmd("stop")
+        assert q.cmd("query-status")["status"] == "paused"
+        stats = q.cmd("query-blockstats")[0]["stats"]
+        first = digest()
+        import time
+        time.sleep(0.5)
+        assert digest() == first, "the image changed while the VM was paused"
+        assert q.cmd("query-blockstats")[0]["stats"]["wr_operations"] == stats["wr_operations"]
+        assert not any(n.startswith("blk fill") for n in results(g)), \
+            "the fill finished before stop: the test proves nothing"
+        q.cmd("cont")
+        assert g.wait_exit(120) == 0, g.output()
+    assert results(g).get("blk fill mib=512") is True, g.output()
