@@ -25,7 +25,8 @@ COMMANDS = [
     "query-version", "query-kvm", "query-target", "query-machines", "query-current-machine",
     "query-cpus-fast", "query-hotpluggable-cpus", "query-memory-size-summary", "query-chardev",
     "query-iothreads", "query-commands", "query-qmp-schema", "qom-list", "qom-get",
-    "human-monitor-command",
+    "human-monitor-command", "query-block", "query-blockstats", "query-named-block-nodes",
+    "block_resize", "query-pci",
 ]
 EVENTS = ["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME"]
 

@@ -90,13 +90,16 @@ def test_image_lock_refuses_a_second_writer(ferrovm, testguest, qemu, image, lau
     assert first.proc.poll() is None, "the first instance is unaffected"
     first.kill()
     # And the other way round: QEMU holds the image, ferrovm refuses.
+    import tempfile
+    from qmp_util import Qmp
+    sock = tempfile.mkdtemp(prefix="fvl", dir="/tmp") + "/q.sock"
     holder = Guest([qemu, "-accel", "kvm", "-machine", "q35", "-nodefaults", "-display", "none",
-                    "-S", "-qmp", "stdio"] + disk_args(image))
+                    "-S", "-qmp", f"unix:{sock},server=on,wait=off"] + disk_args(image))
     try:
-        import time
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any('"QMP"' in l for l in holder.lines):
-            time.sleep(0.05)
+        # Once QEMU's monitor answers, its devices are realized and hold their locks.
+        with Qmp(sock, proc=holder.proc) as q:
+            assert q.cmd("query-status")["status"] == "prelaunch"
+        assert holder.proc.poll() is None, "QEMU holds the image"
         ours = run([ferrovm, "-accel", "kvm", "-nodefaults", "-display", "none", "-S",
                     "-kernel", testguest] + disk_args(image))
         assert ours.returncode == 1

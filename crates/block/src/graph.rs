@@ -427,12 +427,14 @@ impl BlockGraph {
                 let node = self.node(drive).cloned().ok_or_else(|| {
                     BlockError::new(format!("Property 'drive' can't find value '{drive}'"))
                 })?;
+                // The device's werror/rerror=auto: enospc and report
+                // (hw/block/block.c blkconf_apply_backend_options).
                 let be = Backend::new(
                     String::new(),
                     Some(node.clone()),
                     node.flags.read_only,
                     true,
-                    OnError::Report,
+                    OnError::Enospc,
                     OnError::Report,
                 );
                 BlockBackend {

@@ -190,8 +190,10 @@ impl Backend {
 
     /// Accounting and `wr_highest_offset` for a finished request.
     fn complete(&self, meta: &Meta, result: Result<u64, i32>) {
-        self.stats
-            .done(meta.acct, meta.bytes, meta.start, result.is_err());
+        if meta.accounted {
+            self.stats
+                .done(meta.acct, meta.bytes, meta.start, result.is_err());
+        }
         if let (Ok(_), Some(end), Some(d)) = (result, meta.write_end, &self.data) {
             for (n, off) in &d.path {
                 n.wr_highest_offset.fetch_max(end + off, Ordering::Relaxed);
@@ -383,6 +385,7 @@ impl BlockBackend {
             shared,
             uring,
             reaped: Vec::new(),
+            accounted: true,
         })
     }
 
@@ -400,9 +403,17 @@ pub struct BlockQueue {
     shared: Arc<Shared>,
     uring: Option<Uring>,
     reaped: Vec<(Meta, Result<u64, i32>)>,
+    accounted: bool,
 }
 
 impl BlockQueue {
+    /// Requests submitted from now on stay out of the statistics (QEMU's
+    /// `blk_pread` from a device's realize, e.g. the geometry guess, is not
+    /// accounted; only requests the guest made are).
+    pub fn set_accounted(&mut self, on: bool) {
+        self.accounted = on;
+    }
+
     /// Starts `req`; its completion arrives through [`BlockQueue::completion_fd`].
     pub fn submit(&mut self, req: IoRequest) {
         let start = Instant::now();
@@ -418,6 +429,7 @@ impl BlockQueue {
             bytes,
             start,
             write_end: is_write.then(|| req.offset.saturating_add(bytes)),
+            accounted: self.accounted,
         };
         let b = &self.backend;
         let Some(data) = b.data.clone() else {

@@ -303,15 +303,22 @@ fn blockdev_del_removes_unused_monitor_nodes_with_qemus_refusals() {
     let img = TempImage::new("del", 1 << 20);
     let mut g = BlockGraph::new();
     let obj = |v: serde_json::Value| v.as_object().unwrap().clone();
-    g.add_blockdev(&obj(json!({"driver": "file", "node-name": "f0", "filename": img.path()})))
-        .unwrap();
-    g.add_blockdev(&obj(json!({"driver": "raw", "node-name": "r0", "file": "f0"})))
-        .unwrap();
+    g.add_blockdev(&obj(
+        json!({"driver": "file", "node-name": "f0", "filename": img.path()}),
+    ))
+    .unwrap();
+    g.add_blockdev(&obj(
+        json!({"driver": "raw", "node-name": "r0", "file": "f0"}),
+    ))
+    .unwrap();
     assert_eq!(
         g.blockdev_del("nope").unwrap_err().msg,
         "Failed to find node with node-name='nope'"
     );
-    assert_eq!(g.blockdev_del("f0").unwrap_err().msg, "Block device f0 is in use");
+    assert_eq!(
+        g.blockdev_del("f0").unwrap_err().msg,
+        "Block device f0 is in use"
+    );
     g.blockdev_del("r0").unwrap();
     assert!(g.node("r0").is_none());
     assert!(g.node("f0").is_some(), "f0 is the monitor's own node");
@@ -321,5 +328,8 @@ fn blockdev_del_removes_unused_monitor_nodes_with_qemus_refusals() {
         .add_drive("d0", &drive(&[("file", img.path()), ("format", "raw")]))
         .unwrap();
     let root = d.root().unwrap().name.clone();
-    assert_eq!(g.blockdev_del(&root).unwrap_err().msg, format!("Node {root} is in use"));
+    assert_eq!(
+        g.blockdev_del(&root).unwrap_err().msg,
+        format!("Node {root} is in use")
+    );
 }

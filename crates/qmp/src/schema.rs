@@ -21,10 +21,12 @@ use crate::qobject::{QDict, QObject};
 /// counterparts.  The order only affects the numbering of masked type names.
 const SCHEMA_FILES: &[(&str, &str)] = &[
     ("run-state.json", include_str!("../schema/run-state.json")),
+    ("block-core.json", include_str!("../schema/block-core.json")),
     ("char.json", include_str!("../schema/char.json")),
     ("control.json", include_str!("../schema/control.json")),
     ("introspect.json", include_str!("../schema/introspect.json")),
     ("qom.json", include_str!("../schema/qom.json")),
+    ("pci.json", include_str!("../schema/pci.json")),
     ("machine.json", include_str!("../schema/machine.json")),
     ("misc.json", include_str!("../schema/misc.json")),
 ];

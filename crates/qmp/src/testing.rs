@@ -96,6 +96,15 @@ impl Handler for FakeVm {
             "query-memory-size-summary" => json!({"base-memory": 0, "plugged-memory": 0}),
             "query-chardev" => json!([{"label": "compat_monitor0", "filename": "unix:/tmp/q.sock,server=on", "frontend-open": true}]),
             "query-iothreads" => json!([]),
+            // No drives and no PCI bus, as `-machine none` without -drive.
+            "query-block" | "query-blockstats" | "query-named-block-nodes" | "query-pci" => json!([]),
+            "block_resize" => {
+                return Err(QmpError::generic(format!(
+                    "Cannot find device='{}' nor node-name='{}'",
+                    args.opt_str("device").unwrap_or(""),
+                    args.opt_str("node-name").unwrap_or("")
+                )))
+            }
             "qom-list" => match args.str("path")? {
                 "/" => json!([{"name": "type", "type": "string"}, {"name": "machine", "type": "child<none-machine>"},
                     {"name": "chardevs", "type": "child<container>"}]),

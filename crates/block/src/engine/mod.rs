@@ -73,4 +73,7 @@ pub(crate) struct Meta {
     pub start: Instant,
     /// Guest offset of the end of a write (for `wr_highest_offset`).
     pub write_end: Option<u64>,
+    /// Counted in the backend's statistics (device I/O is; a device's own
+    /// probing, such as the geometry guess, is not, as in QEMU).
+    pub accounted: bool,
 }

@@ -28,6 +28,8 @@ const ROUTES: &[(&str, Serve)] = &[
     ("control", control::execute),
     ("char", char::execute),
     ("qom", qom::execute),
+    ("block-core", block::execute),
+    ("pci", pci::execute),
 ];
 
 fn not_found(cmd: &str) -> QmpError {

@@ -47,7 +47,8 @@ fn device(d: &PciDeviceInfo) -> Value {
         .map(|r| {
             // An unmapped BAR is PCI_BAR_UNMAPPED, (pcibus_t)-1.
             let address = r.address.map_or(-1, |a| a as i64);
-            let mut v = json!({"bar": r.bar, "type": r.type_name(), "address": address, "size": r.size});
+            let mut v =
+                json!({"bar": r.bar, "type": r.type_name(), "address": address, "size": r.size});
             if let Some(p) = r.prefetch() {
                 v["prefetch"] = json!(p);
             }

@@ -33,6 +33,12 @@ fn default_drive_id(interface: DriveInterface, index: usize) -> String {
 pub fn plan(config: &Config, sender: &Arc<ControlSender>, cpus: u16) -> Result<Plan, VmmError> {
     let mut graph = BlockGraph::new();
     let mut requests: Vec<(String, VirtioBlkPci)> = Vec::new();
+    // QEMU opens every -blockdev before any -drive (vl.c configure_blockdev),
+    // which decides the automatic node names' counters.
+    for (b, loc) in config.blockdevs.iter().zip(&config.blockdev_locations) {
+        let map = b.as_object().cloned().unwrap_or_default();
+        graph.add_blockdev(&map).map_err(|e| at(loc, e.full()))?;
+    }
     let mut per_interface: std::collections::HashMap<String, usize> = Default::default();
     for d in &config.drives {
         let n = per_interface.entry(d.interface.to_string()).or_default();
@@ -63,10 +69,6 @@ pub fn plan(config: &Config, sender: &Arc<ControlSender>, cpus: u16) -> Result<P
     }
     for w in graph.take_warnings() {
         eprintln!("ferrovm: warning: {w}");
-    }
-    for (b, loc) in config.blockdevs.iter().zip(&config.blockdev_locations) {
-        let map = b.as_object().cloned().unwrap_or_default();
-        graph.add_blockdev(&map).map_err(|e| at(loc, e.full()))?;
     }
     for (d, loc) in config.devices.iter().zip(&config.device_locations) {
         let Some(map) = d.as_object() else { continue };
@@ -109,8 +111,7 @@ pub fn plan(config: &Config, sender: &Arc<ControlSender>, cpus: u16) -> Result<P
             })?;
         let on_error = error_reporter(backend.clone(), sender.clone());
         // The model validates its properties now, before anything runs.
-        let model =
-            VirtioBlock::new(backend.clone(), &r.blk, on_error).map_err(|e| at(&loc, e))?;
+        let model = VirtioBlock::new(backend.clone(), &r.blk, on_error).map_err(|e| at(&loc, e))?;
         virtio_blk.push(VirtioBlkPlan {
             request: r,
             model,

@@ -46,6 +46,7 @@ pub struct VirtioBlock {
 /// Reads the first sector for the geometry guess; `None` if it cannot.
 fn read_mbr(backend: &BlockBackend) -> Option<Box<[u8; 512]>> {
     let mut q = backend.open_queue().ok()?;
+    q.set_accounted(false);
     let mut buf = Box::new([0u8; 512]);
     q.submit(IoRequest {
         kind: IoKind::Read,
