@@ -64,7 +64,7 @@ struct stream {
     int timeout;
 };
 
-static u8 slot_of_head[256];
+static u8 slot_of_head[256], mine[256];
 
 static int run_stream(struct stream *st)
 {
@@ -93,6 +93,7 @@ static int run_stream(struct stream *st)
                 break;
             nfs--;
             slot_of_head[h] = slot;
+            mine[h] = 1;
             sect_of[slot] = next;
             n_of[slot] = n;
             next += n;
@@ -109,8 +110,9 @@ static int run_stream(struct stream *st)
         int got = 0;
         while (vblk_reap(&id, &s)) {
             got = 1;
-            if (id >= 256)
-                continue;
+            if (id >= 256 || !mine[id])
+                continue;                   /* not this stream's (a stale completion) */
+            mine[id] = 0;
             u8 slot = slot_of_head[id];
             inflight--;
             st->done_reqs++;
@@ -207,6 +209,7 @@ int blk_checks(void)
         tap(0, "virtio-blk msix interrupt", "no usable MSI-X");
     } else {
         int self = irq_self_test();
+        irq_drain();
         unsigned v = vblk()->queue_vector - IRQ_BASE;
         u64 before = irq_count[v];
         vblk_irq_mode(1);
@@ -214,10 +217,13 @@ int blk_checks(void)
         vblk_kick();
         irq_wait_vector(v, before, 2000000);
         u64 cnt = irq_count[v] - before;
-        u16 rid;
+        u16 rid = 0xffff;
         u8 st = 0xff;
-        int reaped = vblk_reap(&rid, &st);
+        int reaped = 0;
+        for (u64 t = clock_us() + 1000000; !reaped && clock_us() < t;)
+            reaped = vblk_reap(&rid, &st);
         vblk_irq_mode(0);
+        irq_drain();
         int ok = h >= 0 && cnt == 1 && reaped && rid == h && st == VIRTIO_BLK_S_OK;
         tap(ok, "virtio-blk msix interrupt", "vector 0x%x count %lu%s%s", vblk()->queue_vector, cnt,
             reaped && st == VIRTIO_BLK_S_OK ? "" : ", request not completed",

@@ -18,6 +18,7 @@ extern char irq_stubs[], irq_spurious[];
 #define LAPIC_ID 0x020
 #define LAPIC_TPR 0x080
 #define LAPIC_SVR 0x0f0
+#define LAPIC_IRR_40 0x220      /* IRR bits for vectors 0x40-0x5f */
 #define LAPIC_ICR_LO 0x300
 #define LAPIC_ICR_HI 0x310
 #define LAPIC_LVT_TIMER 0x320
@@ -55,7 +56,8 @@ void irq_init(void)
             mmio_write32(LAPIC_BASE + r, mmio_read32(LAPIC_BASE + r) | 1u << 16);
     mmio_write32(LAPIC_BASE + LAPIC_TPR, 0);
     mmio_write32(LAPIC_BASE + LAPIC_SVR, 0x1ff);   /* APIC software enable, spurious 0xff */
-    mmio_write32(LAPIC_BASE + LAPIC_TDCR, 0x0b);   /* timer: divide by 1 */
+    mmio_write32(LAPIC_BASE + LAPIC_TDCR, 0x0b);   /* timer: divide by 1, one-shot */
+    mmio_write32(LAPIC_BASE + LAPIC_LVT_TIMER, IRQ_BASE + IRQ_TIMER);
 }
 
 /* Waits (irq_wait) until irq_count[v] moves past `before` or `timeout_us`
@@ -65,7 +67,6 @@ void irq_wait_vector(unsigned v, u64 before, u64 timeout_us)
 {
     u64 end = 0;
     while (irq_count[v] == before) {
-        mmio_write32(LAPIC_BASE + LAPIC_LVT_TIMER, IRQ_BASE + IRQ_TIMER);
         mmio_write32(LAPIC_BASE + LAPIC_TICR, 10000000);   /* ~10 ms at KVM's 1 GHz APIC clock */
         irq_wait();
         if (irq_count[v] != before)
@@ -77,6 +78,14 @@ void irq_wait_vector(unsigned v, u64 before, u64 timeout_us)
             break;
     }
     mmio_write32(LAPIC_BASE + LAPIC_TICR, 0);
+}
+
+/* Takes every interrupt already pending in the LAPIC IRR for 0x40-0x4f
+   (e.g. a device's first completion, which QEMU always signals). */
+void irq_drain(void)
+{
+    for (int k = 0; k < 64 && (mmio_read32(LAPIC_BASE + LAPIC_IRR_40) & 0xffff); k++)
+        irq_wait();
 }
 
 /* A fixed self-IPI: shows the IDT gate, the stub and EOI work before any

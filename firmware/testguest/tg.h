@@ -156,6 +156,7 @@ void irq_init(void);            /* IDT gates + LAPIC software enable; IF stays 0
 static inline void irq_wait(void) { __asm__ volatile("ud2" ::: "memory"); }
 u32 lapic_id(void);
 int irq_self_test(void);        /* self-IPI on vector 0x4f: 1 if counted */
+void irq_drain(void);           /* handle what is pending for 0x40-0x4f */
 void irq_wait_vector(unsigned v, u64 before, u64 timeout_us);   /* irq_wait until irq_count[v] != before */
 
 /* ---- msix.c ---- */
