@@ -165,8 +165,8 @@ do_triple:
         movabsq $0x8000000000000000, %rax       /* non-canonical: #GP */
         movq    (%rax), %rax
         ud2
-3:      hlt
-        jmp     3b
+4:      hlt
+        jmp     4b
 
 /* ------------------------------------------------------------------ */
 /* Exceptions: print "!! exception vec=VV err=E rip=R cr2=C" on COM1, halt. */
@@ -182,9 +182,23 @@ isr_stubs:
 
 isr_common:
         cmpb    $0, triple_req
-        je      14f
+        je      13f
         lidt    dead_idt_ptr
         jmp     do_triple
+        /* ud2 at CPL3 = "wait for an interrupt": sti; hlt; cli, then return
+           past the ud2.  On this host interrupts are delivered only in such
+           a window at full privilege (neither at CPL3 with IF=1 nor after a
+           syscall's iretq), and exception handlers have full privilege. */
+13:     cmpq    $6, (%rsp)
+        jne     14f
+        testb   $3, 16(%rsp)                    /* saved CS: from CPL3? */
+        jz      14f
+        addq    $2, 8(%rsp)
+        addq    $8, %rsp
+        sti
+        hlt
+        cli
+        iretq
 14:     movq    (%rsp), %rbx                    /* vector */
         xorl    %r12d, %r12d                    /* error code */
         leaq    8(%rsp), %r13                   /* -> rip */
@@ -258,6 +272,30 @@ puthex:
         ret
 
 /* ------------------------------------------------------------------ */
+/* External interrupts (MSI-X, LAPIC): vectors 0x40-0x4f.  Each stub counts
+   its vector in irq_count[n], writes the LAPIC EOI register and returns:
+   a handful of plain instructions, as CPL0 is emulated.  The gates are
+   written by the CPL3 C code (irq.c); the IDT page is user-accessible. */
+        .p2align 4
+        .globl irq_stubs
+irq_stubs:
+        .set n, 0
+        .rept 16
+        .p2align 4
+        incq    irq_count + 8 * n
+        jmp     irq_eoi
+        .set n, n + 1
+        .endr
+irq_eoi:
+        pushq   %rax
+        movl    $0xfee000b0, %eax               /* LAPIC EOI */
+        movl    $0, (%rax)
+        popq    %rax
+        .globl irq_spurious
+irq_spurious:                                   /* vector 0xff: no EOI */
+        iretq
+
+/* ------------------------------------------------------------------ */
 /* CPL3 trampoline: keeps the SysV stack alignment for C. */
         .globl user_entry
 user_entry:
@@ -297,22 +335,26 @@ gdt_ptr:
         .p2align 3
         .word 0
 idt_ptr:
-        .word 32 * 16 - 1
+        .word 256 * 16 - 1
         .quad idt
 
         .p2align 3
         .word 0
 dead_idt_ptr:
-        .word 32 * 16 - 1
+        .word 256 * 16 - 1
         .quad dead_idt
 
 saved_user_rsp: .quad 0
+        .p2align 3
+        .globl irq_count
+irq_count:      .fill 16, 8, 0                  /* per vector 0x40+n; zeroed by C */
 triple_req:     .byte 0
 
 /* ------------------------------------------------------------------ */
         .section .sys, "aw", @nobits
         .p2align 12
-idt:    .skip 32 * 16
+        .globl idt
+idt:    .skip 256 * 16                  /* 0-31 set here; 0x40-0x4f, 0xff by C (irq.c) */
         .globl dead_idt
 dead_idt: .skip 32 * 16                 /* all gates not present (zeroed by C) */
         .p2align 4
@@ -333,6 +375,7 @@ ustack_top:
    CPL3 reaches MMIO such as ECAM); PS set in the PD entries. */
         .section .data.pagetables, "aw"
         .p2align 12
+        .globl pml4, pdpt
 pml4:   .quad pdpt + 7
         .fill 511, 8, 0
 pdpt:   .quad pd + 0x0007, pd + 0x1007, pd + 0x2007, pd + 0x3007

@@ -26,7 +26,7 @@ struct hvm_memmap_entry {
 #define HVM_START_MAGIC 0x336ec578u
 #define BOOT_COUNT_CMOS 0x7e
 
-enum plan { PLAN_POWEROFF, PLAN_RESET, PLAN_IDLE, PLAN_REBOOT, PLAN_CRASH };
+enum plan { PLAN_POWEROFF, PLAN_RESET, PLAN_IDLE, PLAN_REBOOT, PLAN_CRASH, PLAN_BLK };
 enum reset { RESET_ACPI, RESET_KBD, RESET_TRIPLE };
 
 static struct {
@@ -37,7 +37,7 @@ static struct {
     int have_host_time;
     i64 host_time;
     char plan_str[32];
-    int bad_plan, bad_reset, bad_host_time;
+    int bad_plan, bad_reset, bad_host_time, bad_blk;
 } cfg;
 
 static struct acpi_info acpi;
@@ -46,9 +46,7 @@ static unsigned boot_count;
 static int test_no, failures;
 
 /* ------------------------------------------------------------------ */
-static void result(int ok, const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void result(int ok, const char *name, const char *fmt, ...)
+void tap(int ok, const char *name, const char *fmt, ...)
 {
     test_no++;
     if (!ok)
@@ -86,8 +84,56 @@ static int word_is(const char *s, size_t n, const char *lit)
     return n == l && !memcmp(s, lit, l);
 }
 
+static int blk_plan_word(const char *v, size_t vn)
+{
+    static const struct {
+        const char *w;
+        enum blk_plan p;
+    } plans[] = {{"blk-write", BLK_WRITE}, {"blk-read", BLK_READ}, {"blk-ro", BLK_RO},
+                 {"blk-reset", BLK_RESET}, {"blk-fill", BLK_FILL}, {"blk-bench", BLK_BENCH}};
+    for (size_t i = 0; i < sizeof plans / sizeof plans[0]; i++)
+        if (word_is(v, vn, plans[i].w)) {
+            blkcfg.plan = plans[i].p;
+            return 1;
+        }
+    return 0;
+}
+
+/* disk= seed= blk_start= blk_sectors= blk_mib= bench_mib= bench_secs= bench_start= */
+static int blk_key(const char *w, size_t kn, const char *v, size_t vn)
+{
+    static const struct {
+        const char *k;
+        u64 *dst;
+    } keys[] = {{"seed", &blkcfg.seed},          {"blk_start", &blkcfg.start},
+                {"blk_sectors", &blkcfg.sectors}, {"blk_mib", &blkcfg.mib},
+                {"bench_mib", &blkcfg.bench_mib}, {"bench_secs", &blkcfg.bench_secs},
+                {"bench_start", &blkcfg.bench_start}};
+    u64 num;
+    if (word_is(w, kn, "disk")) {
+        if (parse_u64(v, vn, &num))
+            blkcfg.disk = num != 0;
+        else
+            cfg.bad_blk = 1;
+        return 1;
+    }
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (word_is(w, kn, keys[i].k)) {
+            if (parse_u64(v, vn, &num))
+                *keys[i].dst = num;
+            else
+                cfg.bad_blk = 1;
+            return 1;
+        }
+    return 0;
+}
+
 static void parse_cmdline(void)
 {
+    blkcfg.sectors = 1024;
+    blkcfg.mib = 16;
+    blkcfg.bench_mib = 64;
+    blkcfg.bench_secs = 2;
     cfg.plan = PLAN_POWEROFF;
     cfg.reset = RESET_ACPI;
     memcpy(cfg.plan_str, "poweroff", 9);
@@ -124,6 +170,8 @@ static void parse_cmdline(void)
                 cfg.plan = PLAN_IDLE;
             else if (word_is(v, vn, "crash"))
                 cfg.plan = PLAN_CRASH;
+            else if (blk_plan_word(v, vn))
+                cfg.plan = PLAN_BLK;
             else if (vn > 7 && !memcmp(v, "reboot:", 7) && parse_u64(v + 7, vn - 7, &num)) {
                 cfg.plan = PLAN_REBOOT;
                 cfg.reboot_n = (unsigned)num;
@@ -143,6 +191,8 @@ static void parse_cmdline(void)
                 cfg.reset = RESET_TRIPLE;
             else
                 cfg.bad_reset = 1;
+        } else if (blk_key(w, kn, v, vn)) {
+            continue;
         } else if (word_is(w, kn, "host_time")) {
             if (parse_u64(v, vn, &num)) {
                 cfg.have_host_time = 1;
@@ -164,29 +214,40 @@ static void check_serial(void)
     u8 s2 = inb(0x3ff);
     u8 lcr = inb(0x3fb);
     if (s1 != 0x5a || s2 != 0xa5)
-        result(0, "serial", "scratch register reads 0x%02x/0x%02x", s1, s2);
+        tap(0, "serial", "scratch register reads 0x%02x/0x%02x", s1, s2);
     else if (lcr != 0x03)
-        result(0, "serial", "LCR reads 0x%02x, wrote 0x03", lcr);
+        tap(0, "serial", "LCR reads 0x%02x, wrote 0x03", lcr);
     else
-        result(1, "serial", 0);
+        tap(1, "serial", 0);
 }
 
 /* 2: acpi tables */
 static void check_acpi(void)
 {
     if (acpi.ok)
-        result(1, "acpi tables", "cpus=%d", acpi.cpus);
+        tap(1, "acpi tables", "cpus=%d", acpi.cpus);
     else
-        result(0, "acpi tables", "cpus=%d, %s", acpi.cpus, acpi.reason);
+        tap(0, "acpi tables", "cpus=%d, %s", acpi.cpus, acpi.reason);
 }
 
 /* 3: memory map from start_info */
 extern char __image_start[], __image_end[];
 
+int ram_covers(u64 addr, u64 len)
+{
+    if (!si || si->version < 1 || !si->memmap_paddr)
+        return 0;
+    const struct hvm_memmap_entry *e = phys(si->memmap_paddr);
+    for (u32 i = 0; i < si->memmap_entries && i < 128; i++)
+        if (e[i].type == 1 && e[i].addr <= addr && e[i].addr + e[i].size >= addr + len)
+            return 1;
+    return 0;
+}
+
 static void check_memory(void)
 {
     if (!si || si->version < 1 || !si->memmap_paddr || !si->memmap_entries) {
-        result(0, "memory", "mem_mib=0, no memmap in start_info (version %u)", si ? si->version : 0);
+        tap(0, "memory", "mem_mib=0, no memmap in start_info (version %u)", si ? si->version : 0);
         return;
     }
     const struct hvm_memmap_entry *e = phys(si->memmap_paddr);
@@ -210,11 +271,11 @@ static void check_memory(void)
     }
     u64 mib = (low_end + 0xfffff) / 0x100000 + high / 0x100000;
     if (!mib)
-        result(0, "memory", "mem_mib=0, no RAM in memmap");
+        tap(0, "memory", "mem_mib=0, no RAM in memmap");
     else if (!img_in_ram)
-        result(0, "memory", "mem_mib=%lu, image 0x%lx-0x%lx not inside RAM", mib, img_lo, img_hi);
+        tap(0, "memory", "mem_mib=%lu, image 0x%lx-0x%lx not inside RAM", mib, img_lo, img_hi);
     else
-        result(1, "memory", "mem_mib=%lu", mib);
+        tap(1, "memory", "mem_mib=%lu", mib);
 }
 
 /* 4: CMOS RTC */
@@ -283,25 +344,25 @@ static void check_rtc(void)
 {
     struct rtc_time t;
     if (cmos_read(0x0a) == 0xff && cmos_read(0x0b) == 0xff) {
-        result(0, "rtc", "no CMOS RTC at ports 0x70/0x71");
+        tap(0, "rtc", "no CMOS RTC at ports 0x70/0x71");
         return;
     }
     if (!rtc_read(&t)) {
-        result(0, "rtc", "update-in-progress never clears");
+        tap(0, "rtc", "update-in-progress never clears");
         return;
     }
     char when[32];
     snprintf_(when, sizeof when, "%04u-%02u-%02u %02u:%02u:%02u", t.year, t.mon, t.day, t.hour, t.min, t.sec);
     if (t.mon < 1 || t.mon > 12 || t.day < 1 || t.day > 31 || t.hour > 23 || t.min > 59 || t.sec > 59) {
-        result(0, "rtc", "%s, invalid date", when);
+        tap(0, "rtc", "%s, invalid date", when);
         return;
     }
     i64 epoch = days_from_civil(t.year, t.mon, t.day) * 86400 + t.hour * 3600 + t.min * 60 + t.sec;
     if (!cfg.have_host_time) {
         if (t.year >= 2024)
-            result(1, "rtc", "%s", when);
+            tap(1, "rtc", "%s", when);
         else
-            result(0, "rtc", "%s, year before 2024", when);
+            tap(0, "rtc", "%s, year before 2024", when);
         return;
     }
     /* host_time is taken just before the VMM starts.  After a guest reset
@@ -309,63 +370,36 @@ static void check_rtc(void)
      * later boots only the lower bound holds. */
     i64 delta = epoch - cfg.host_time;
     int ok = delta >= -10 && (delta <= 10 || boot_count > 1);
-    result(ok, "rtc", "%s, host delta %lds", when, delta);
+    tap(ok, "rtc", "%s, host delta %lds", when, delta);
 }
 
-/* 5: PCI host bridge + bus 0 */
-static u64 ecam;                /* 0: use ports 0xcf8/0xcfc */
-
-static u32 pci_cf8_read(unsigned bus, unsigned dev, unsigned fn, unsigned off)
-{
-    outl(0xcf8, 0x80000000u | bus << 16 | dev << 11 | fn << 8 | (off & 0xfc));
-    return inl(0xcfc);
-}
-
-static u32 pci_read(unsigned bus, unsigned dev, unsigned fn, unsigned off)
-{
-    if (ecam)
-        return mmio_read32(ecam + ((u64)(bus - acpi.ecam_bus_start) << 20 | dev << 15 | fn << 12 | off));
-    return pci_cf8_read(bus, dev, fn, off);
-}
-
+/* 5: PCI host bridge + bus 0 (enumeration, BAR sizing and assignment: pci.c) */
 static void check_pci(void)
 {
     if (acpi.mcfg && acpi.ecam_base && acpi.ecam_base < PHYS_LIMIT && acpi.ecam_bus_start == 0)
-        ecam = acpi.ecam_base;
+        pci_use_ecam(acpi.ecam_base, acpi.ecam_bus_start);
+    u64 ecam = pci_ecam();
     printf_("# pci config via %s", ecam ? "ecam" : "ports 0xcf8/0xcfc");
     if (ecam)
         printf_(" at 0x%lx", ecam);
     puts_("\n");
-    for (unsigned dev = 0; dev < 32; dev++) {
-        for (unsigned fn = 0; fn < 8; fn++) {
-            u32 id = pci_read(0, dev, fn, 0);
-            if ((id & 0xffff) == 0xffff || (id & 0xffff) == 0) {
-                if (fn == 0)
-                    break;
-                continue;
-            }
-            u32 cls = pci_read(0, dev, fn, 8) >> 8;
-            printf_("# 00:%02x.%u %04x:%04x %06x\n", dev, fn, id & 0xffff, id >> 16, cls);
-            if (fn == 0 && !((pci_read(0, dev, 0, 0x0c) >> 16) & 0x80))
-                break;                      /* single-function device */
-        }
-    }
-    u32 id = pci_read(0, 0, 0, 0);
+    pci_enumerate();
+    u32 id = pci_read32(0, 0);
     if ((id & 0xffff) == 0xffff || (id & 0xffff) == 0) {
-        result(0, "pci host bridge", "no device at 00:00.0");
+        tap(0, "pci host bridge", "no device at 00:00.0");
         return;
     }
     if (ecam) {
-        u32 id2 = pci_cf8_read(0, 0, 0, 0);
+        u32 id2 = pci_cf8_read32(0, 0);
         if (id2 != id) {
-            result(0, "pci host bridge", "00:00.0 reads %04x:%04x via ecam but %04x:%04x via 0xcf8",
+            tap(0, "pci host bridge", "00:00.0 reads %04x:%04x via ecam but %04x:%04x via 0xcf8",
                    id & 0xffff, id >> 16, id2 & 0xffff, id2 >> 16);
             return;
         }
     }
     char name[48];
     snprintf_(name, sizeof name, "pci host bridge 00:00.0 %04x:%04x", id & 0xffff, id >> 16);
-    result(1, name, 0);
+    tap(1, name, 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -522,6 +556,7 @@ void tg_main(u64 start_info)
     memset(tss_iomap, 0, sizeof tss_iomap);     /* all ports allowed */
     memset(dead_idt, 0, sizeof dead_idt);       /* for the triple fault */
     memset(__bss_start, 0, (size_t)(__bss_end - __bss_start));
+    paging_reset();
     serial_init();
     if (start_info && start_info < PHYS_LIMIT &&
         ((const struct hvm_start_info *)phys(start_info))->magic == HVM_START_MAGIC)
@@ -545,6 +580,8 @@ void tg_main(u64 start_info)
         puts_("# unknown reset value, using acpi\n");
     if (cfg.bad_host_time)
         puts_("# bad host_time value, ignored\n");
+    if (cfg.bad_blk)
+        puts_("# bad disk/seed/blk_*/bench_* value, ignored\n");
 
     check_serial();
     acpi_scan(si ? si->rsdp_paddr : 0, &acpi);
@@ -553,7 +590,12 @@ void tg_main(u64 start_info)
     check_memory();
     check_rtc();
     check_pci();
+    irq_init();
+    blk_checks();
+    int blk_reset = cfg.plan == PLAN_BLK && blk_plan_run(boot_count);
     printf_("1..%d\n", test_no);
+    if (blk_reset)
+        reset();
 
     switch (cfg.plan) {
     case PLAN_POWEROFF:
@@ -572,6 +614,8 @@ void tg_main(u64 start_info)
         idle();
     case PLAN_CRASH:
         crash();
+    case PLAN_BLK:
+        poweroff();
     }
     poweroff();
 }

@@ -110,4 +110,141 @@ struct acpi_info {
 
 void acpi_scan(u64 rsdp_hint, struct acpi_info *ai);
 
+/* ---- pci.c ---- */
+enum { BAR_NONE, BAR_MEM32, BAR_MEM64, BAR_IO, BAR_UPPER /* upper half of a 64-bit BAR */ };
+struct pci_bar {
+    u8 type, prefetch, assigned;
+    u64 addr, size;
+};
+#define PCI_MAX_FNS 32
+#define PCI_MAX_CAPS 16
+struct pci_fn {
+    u16 bdf;                    /* bus << 8 | dev << 3 | fn */
+    u16 vendor, device;
+    u32 class;
+    u8 hdr;
+    struct pci_bar bar[6];
+    u8 ncaps;
+    u8 cap_id[PCI_MAX_CAPS], cap_off[PCI_MAX_CAPS];
+};
+void pci_use_ecam(u64 base, u8 bus_start);
+u64 pci_ecam(void);
+u32 pci_cf8_read32(unsigned bdf, unsigned off);
+u32 pci_read32(unsigned bdf, unsigned off);
+u16 pci_read16(unsigned bdf, unsigned off);
+u8 pci_read8(unsigned bdf, unsigned off);
+void pci_write32(unsigned bdf, unsigned off, u32 v);
+void pci_write16(unsigned bdf, unsigned off, u16 v);
+int pci_enumerate(void);        /* bus 0: size, assign, enable; prints one '#' line per function */
+const struct pci_fn *pci_fn_at(int i);
+const struct pci_fn *pci_find(u16 vendor, u16 device);
+u8 pci_find_cap(const struct pci_fn *f, u8 id, u8 after);   /* after = 0: first */
+void paging_reset(void);
+int map_mmio(u64 addr, u64 size);   /* identity-map [addr, addr+size) (above 4 GiB) */
+
+/* ---- irq.c: LAPIC, IDT gates 0x40-0x4f (stubs in entry.S), IF control ---- */
+#define IRQ_BASE 0x40
+#define IRQ_COUNT 16
+#define IRQ_TIMER 14             /* vector 0x4e: wake-up timer */
+#define IRQ_SELFTEST 15          /* vector 0x4f */
+#define LAPIC_BASE 0xfee00000ull
+extern volatile u64 irq_count[IRQ_COUNT];
+void irq_init(void);            /* IDT gates + LAPIC software enable; IF stays 0 */
+/* Waits at full privilege with interrupts enabled until one interrupt was
+   handled (ud2 -> #UD handler: sti; hlt; cli; iretq past the ud2, entry.S).
+   CPL3 itself always runs with IF=0: this host delivers nothing there. */
+static inline void irq_wait(void) { __asm__ volatile("ud2" ::: "memory"); }
+u32 lapic_id(void);
+int irq_self_test(void);        /* self-IPI on vector 0x4f: 1 if counted */
+void irq_drain(void);           /* handle what is pending for 0x40-0x4f */
+void irq_wait_vector(unsigned v, u64 before, u64 timeout_us);   /* irq_wait until irq_count[v] != before */
+
+/* ---- msix.c ---- */
+struct msix {
+    u16 bdf;
+    u8 cap, table_bir, pba_bir;
+    u16 n;                      /* table size */
+    u64 table, pba;
+};
+int msix_setup(const struct pci_fn *f, struct msix *m);    /* all entries masked, function masked */
+void msix_set(const struct msix *m, u16 entry, u8 vector); /* -> boot CPU's LAPIC, unmasked */
+void msix_enable(const struct msix *m);                    /* enable, function unmasked */
+
+/* ---- virtio_blk.c: modern virtio-pci (virtio 1.2 §4.1) block driver, queue 0 ---- */
+/* Guest RAM the driver and the plans use for rings and buffers (checked against the memmap). */
+#define DMA_BASE ((u64)0x1000000)
+#define DMA_SIZE ((u64)0x800000)
+#define DMA_DATA (DMA_BASE + 0x10000)
+#define DMA_DATA_SIZE (DMA_SIZE - 0x10000)
+
+#define VIRTIO_BLK_T_IN 0
+#define VIRTIO_BLK_T_OUT 1
+#define VIRTIO_BLK_T_FLUSH 4
+#define VIRTIO_BLK_T_GET_ID 8
+#define VIRTIO_BLK_T_DISCARD 11
+#define VIRTIO_BLK_T_WRITE_ZEROES 13
+#define VIRTIO_BLK_S_OK 0
+#define VIRTIO_BLK_S_IOERR 1
+#define VIRTIO_BLK_S_UNSUPP 2
+#define VBLK_TIMEOUT 0xff       /* returned by vblk_sync when the device never answers */
+
+#define VIRTIO_BLK_F_SIZE_MAX (1ull << 1)
+#define VIRTIO_BLK_F_SEG_MAX (1ull << 2)
+#define VIRTIO_BLK_F_GEOMETRY (1ull << 4)
+#define VIRTIO_BLK_F_RO (1ull << 5)
+#define VIRTIO_BLK_F_BLK_SIZE (1ull << 6)
+#define VIRTIO_BLK_F_FLUSH (1ull << 9)
+#define VIRTIO_BLK_F_TOPOLOGY (1ull << 10)
+#define VIRTIO_BLK_F_CONFIG_WCE (1ull << 11)
+#define VIRTIO_BLK_F_MQ (1ull << 12)
+#define VIRTIO_BLK_F_DISCARD (1ull << 13)
+#define VIRTIO_BLK_F_WRITE_ZEROES (1ull << 14)
+#define VIRTIO_F_INDIRECT_DESC (1ull << 28)
+#define VIRTIO_F_EVENT_IDX (1ull << 29)
+#define VIRTIO_F_VERSION_1 (1ull << 32)
+
+struct vblk_info {
+    const struct pci_fn *pci;
+    u64 offered, features;
+    u64 capacity;               /* 512-byte sectors */
+    u32 blk_size, seg_max, size_max, max_discard, max_write_zeroes;
+    u16 num_queues, qsize;
+    u8 wce;
+    int msix;                   /* MSI-X table programmed and enabled */
+    u8 config_vector, queue_vector;     /* LAPIC vectors (0x40, 0x41) */
+};
+const struct pci_fn *vblk_find(void);
+int vblk_init(const struct pci_fn *f, char *why, size_t n);   /* 1: DRIVER_OK */
+const struct vblk_info *vblk(void);
+void vblk_reset(void);                      /* device status 0 */
+void vblk_irq_mode(int on);                 /* 0: completions polled, interrupts suppressed */
+unsigned vblk_free_descs(void);
+/* Queue a request (not yet visible to the device); data in DMA memory.
+   Returns the head descriptor id, or -1 when the ring is full. */
+int vblk_submit(u32 type, u64 sector, void *buf, u32 len);
+void vblk_kick(void);                       /* publish avail idx, notify unless suppressed */
+int vblk_reap(u16 *id, u8 *status);         /* 1: one completion taken off the used ring */
+int vblk_used_pending(void);
+u8 vblk_sync(u32 type, u64 sector, void *buf, u32 len, u64 timeout_us);
+
+
+/* ---- main.c helpers for the other files ---- */
+void tap(int ok, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int ram_covers(u64 addr, u64 len);          /* [addr, addr+len) is type-1 RAM in the memmap */
+
+/* ---- blk.c: the virtio-blk checks and the blk-* plans ---- */
+enum blk_plan { BLK_NONE, BLK_WRITE, BLK_READ, BLK_RO, BLK_RESET, BLK_FILL, BLK_BENCH };
+struct blk_cfg {
+    int disk;                   /* disk=1: a missing virtio-blk device is a failure */
+    enum blk_plan plan;
+    u64 seed, start, sectors;   /* pattern and region of blk-write/read/ro/reset */
+    u64 mib;                    /* blk-fill */
+    u64 bench_mib, bench_secs, bench_start;
+};
+extern struct blk_cfg blkcfg;
+int blk_checks(void);           /* 1: the device is up (after the common checks) */
+/* Runs the plan's I/O checks; returns 1 to reset (blk-reset boot 1), 0 to power off. */
+int blk_plan_run(unsigned boot_count);
+void blk_bench(void);           /* bench.c */
+
 #endif
