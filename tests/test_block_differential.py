@@ -32,18 +32,48 @@ COMMANDS = [("query-pci", None), ("query-block", None), ("query-blockstats", Non
 def answers(ferrovm, testguest, qemu, tmp_path_factory):
     d = tmp_path_factory.mktemp("blkdiff")
     img, ro = str(d / "rw.img"), str(d / "ro.img")
-    for p, size in ((img, 32 << 20), (ro, 16 << 20), (img + "2", 8 << 20)):
-        with open(p, "wb") as f:
-            f.truncate(size)
     out = {}
     for name, binary, guest in (("qemu", qemu, None), ("ferrovm", ferrovm, testguest)):
+        # Fresh images for each: block_resize changes them.
+        for p, size in ((img, 32 << 20), (ro, 16 << 20), (img + "2", 8 << 20)):
+            with open(p, "wb") as f:
+                f.truncate(size)
         sock = short_tmpdir() + "/q.sock"
         argv = vm_argv(binary, guest, "-S", "-qmp", f"unix:{sock},server=on,wait=off",
                        *devices_args(img, ro), serial="none")
         with running(argv) as g:
             with Qmp(sock, proc=g.proc) as q:
                 out[name] = [q.cmd(c, a) for c, a in COMMANDS]
+                out[name + " resize"] = [attempt(q, c, a) for c, a in RESIZE_STEPS]
+                out[name + " sizes"] = [v["inserted"]["image"]["virtual-size"]
+                                        for v in q.cmd("query-block")]
     return out
+
+
+def attempt(q, cmd, args):
+    try:
+        return ["return", q.cmd(cmd, args)]
+    except Exception as e:  # ExecuteError: compare class and text
+        return ["error", getattr(e, "error_class", "?"), str(e)]
+
+
+# After the queries: block_resize on each kind of drive, valid and not.
+RESIZE_STEPS = [
+    ("block_resize", {"device": "d0", "size": 48 << 20}),
+    ("block_resize", {"device": "d0", "size": 1000}),
+    ("block_resize", {"device": "d0", "size": -512}),
+    ("block_resize", {"device": "d1", "size": 32 << 20}),
+    ("block_resize", {"node-name": "r2", "size": 16 << 20}),
+    ("block_resize", {"node-name": "f2", "size": 4 << 20}),
+    ("block_resize", {"device": "nope", "size": 512}),
+    ("block_resize", {"device": "d0", "node-name": "r2", "size": 512 << 10}),
+]
+
+
+def test_block_resize_answers_and_resulting_sizes_match(answers):
+    for i, (cmd, args) in enumerate(RESIZE_STEPS):
+        assert answers["ferrovm resize"][i] == answers["qemu resize"][i], args
+    assert answers["ferrovm sizes"] == answers["qemu sizes"]
 
 
 def mask_nodes(v):

@@ -367,7 +367,8 @@ def test_argument_errors(vm):
                 continue
             # Mandatory arguments are checked first, so give them.
             args = {"qom-list": {"path": "/"}, "qom-get": {"path": "/", "property": "type"},
-                    "human-monitor-command": {"command-line": "info status"}}.get(cmd, {})
+                    "human-monitor-command": {"command-line": "info status"},
+                    "block_resize": {"size": 512}}.get(cmd, {})
             cls, desc = q.error(cmd, {**args, "no-such-arg": 1})
             assert (cls, desc) == ("GenericError", "Parameter 'no-such-arg' is unexpected"), cmd
         assert q.error("qom-list", {"no-such-arg": 1}) == ("GenericError", "Parameter 'path' is missing")
