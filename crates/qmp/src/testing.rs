@@ -106,6 +106,38 @@ impl Handler for FakeVm {
                 ("/machine", p) => return Err(QmpError::generic(format!("Property 'none-machine.{p}' not found"))),
                 (p, _) => return Err(QmpError::device_not_found(format!("Device '{p}' not found"))),
             },
+            // No drives and no PCI bus, as `-machine none`: the errors are
+            // QEMU's for names that do not exist.
+            "query-block" | "query-blockstats" | "query-named-block-nodes" | "query-pci" => json!([]),
+            "block_resize" => {
+                return Err(QmpError::generic(format!(
+                    "Cannot find device='{}' nor node-name='{}'",
+                    args.opt_str("device").unwrap_or(""),
+                    args.opt_str("node-name").unwrap_or("")
+                )))
+            }
+            "blockdev-add" => match args.opt_str("filename") {
+                Some(f) if !std::path::Path::new(f).exists() => {
+                    return Err(QmpError::generic(format!("Could not open '{f}': No such file or directory")))
+                }
+                _ => return Err(QmpError::generic("Block node creation is not supported by FakeVm")),
+            },
+            "blockdev-del" => {
+                return Err(QmpError::generic(format!(
+                    "Failed to find node with node-name='{}'",
+                    args.str("node-name")?
+                )))
+            }
+            "device_add" => match args.opt_str("driver") {
+                None => return Err(QmpError::generic("Parameter 'driver' is missing")),
+                Some(d) if d.ends_with("-pci") => {
+                    return Err(QmpError::generic(format!("No 'PCI' bus found for device '{d}'")))
+                }
+                Some(d) => return Err(QmpError::generic(format!("'{d}' is not a valid device model name"))),
+            },
+            "device_del" => {
+                return Err(QmpError::device_not_found(format!("Device '{}' not found", args.str("id")?)))
+            }
             _ => return Err(QmpError::command_not_found(format!("The command {cmd} has not been found"))),
         })
     }
