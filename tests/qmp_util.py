@@ -26,7 +26,7 @@ COMMANDS = [
     "query-cpus-fast", "query-hotpluggable-cpus", "query-memory-size-summary", "query-chardev",
     "query-iothreads", "query-commands", "query-qmp-schema", "qom-list", "qom-get",
     "human-monitor-command", "query-block", "query-blockstats", "query-named-block-nodes",
-    "block_resize", "query-pci",
+    "block_resize", "query-pci", "device_add", "device_del",
 ]
 EVENTS = ["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME"]
 

@@ -31,6 +31,7 @@ VALID_ARGS = {
     "qom-get": {"path": "/machine", "property": "type"},
     "human-monitor-command": {"command-line": "info name"},
     "block_resize": {"device": "nope", "size": 512},
+    "device_del": {"id": "nope"},
 }
 
 MALFORMED = [  # tests/qtest/qmp-test.c test_malformed, and more
@@ -149,6 +150,10 @@ def steps_after_negotiation():
         req("block_resize", {"node-name": "nope", "size": 512}),
         req("block_resize", {"device": "a", "node-name": "b", "size": 512}),
         req("block_resize", {"size": "x"}), req("block_resize", {"device": "nope"}),
+        req("device_add", {"driver": "virtio-blk-pci", "drive": "nope"}),
+        req("device_add", {"driver": "nosuch"}), req("device_add", {"driver": 5}),
+        req("device_add", {}), req("device_del", {"id": "nope"}),
+        req("device_del", {"id": "/machine/peripheral/nope"}),
         req("set-action", {"shutdown": "bogus"}), req("set-action", {"reboot": 5}),
         req("set-action", {"panic": "exit-failure", "watchdog": "inject-nmi"}),
         req("set-action", {"reboot": "reset", "shutdown": "poweroff", "panic": "shutdown",
@@ -457,6 +462,11 @@ CANNOT_SUCCEED = {
                       "Unable to wake up: guest is not in suspended state"},
     # Machine none has no CPU to take an NMI (q35 compares its return).
     "inject-nmi": {"this feature or command is not currently supported"},
+    # q35's pcie.0 has no hotplug, and machine none no PCI bus at all.
+    "device_add": {"Bus 'pcie.0' does not support hotplugging",
+                   "No 'PCI' bus found for device 'virtio-blk-pci'"},
+    # The conversations' machines have no -device with an id.
+    "device_del": {"Device 'nope' not found"},
     # These conversations have no drive to resize.
     "block_resize": {"Cannot find device='nope' nor node-name=''"},
     # Machine none has no CPU hotplug (q35 compares its return).

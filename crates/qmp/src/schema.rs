@@ -20,16 +20,33 @@ use crate::qobject::{QDict, QObject};
 /// The schema files, in the order QEMU's qapi-schema.json includes their
 /// counterparts.  The order only affects the numbering of masked type names.
 const SCHEMA_FILES: &[(&str, &str)] = &[
+    ("common.json", include_str!("../schema/common.json")),
     ("run-state.json", include_str!("../schema/run-state.json")),
+    ("crypto.json", include_str!("../schema/crypto.json")),
     ("block-core.json", include_str!("../schema/block-core.json")),
     ("char.json", include_str!("../schema/char.json")),
     ("control.json", include_str!("../schema/control.json")),
     ("introspect.json", include_str!("../schema/introspect.json")),
     ("qom.json", include_str!("../schema/qom.json")),
-    ("pci.json", include_str!("../schema/pci.json")),
+    ("qdev.json", include_str!("../schema/qdev.json")),
     ("machine.json", include_str!("../schema/machine.json")),
     ("misc.json", include_str!("../schema/misc.json")),
+    ("pci.json", include_str!("../schema/pci.json")),
 ];
+
+/// The build whose QMP ferrovm reproduces: Debian's qemu-system-x86_64 7.2
+/// on Linux.  QAPI `'if'` conditions are evaluated against these symbols
+/// (each checked against that build's query-qmp-schema); a symbol in
+/// neither list is a schema error, so no condition is silently guessed.
+const CONFIG_TRUE: &[&str] = &[
+    "CONFIG_LINUX",
+    "CONFIG_POSIX",
+    "CONFIG_LINUX_IO_URING",
+    "CONFIG_REPLICATION",
+    "CONFIG_ZSTD",
+    "HAVE_HOST_BLOCK_DEVICE",
+];
+const CONFIG_FALSE: &[&str] = &["CONFIG_BLKIO"];
 
 /// Names of every command and event of QEMU 7.2 (for the support table).
 const QEMU_NAMES: &str = include_str!("../schema/qemu-7.2-names.txt");
@@ -136,6 +153,11 @@ pub enum TypeDef {
         tag: Option<String>,
         variants: Vec<(String, String)>,
     },
+    /// An alternate: the branch is chosen by the JSON type of the value
+    /// (each branch type has a distinct one).
+    Alternate {
+        branches: Vec<(String, TypeRef)>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -146,6 +168,9 @@ pub struct Command {
     pub arg_type: Option<String>,
     pub ret_type: Option<TypeRef>,
     pub allow_oob: bool,
+    /// `'gen': false`: QEMU generates no marshaller, the command gets its
+    /// arguments unchecked ([`Schema::validate_args`] passes them through).
+    pub gen: bool,
     pub features: Vec<String>,
     pub note: Option<String>,
     /// The schema module (file stem, e.g. `run-state`, `block`) that declares
@@ -167,6 +192,8 @@ pub struct Schema {
     pub commands: Vec<Command>,
     pub events: Vec<Event>,
     types: HashMap<String, TypeDef>,
+    /// Features of types (shown by introspection only).
+    type_features: HashMap<String, Vec<String>>,
     /// Commands and events in definition order (introspection order).
     entities: Vec<Entity>,
 }
@@ -200,19 +227,56 @@ fn expr_str<'a>(d: &'a QDict, key: &str) -> Result<Option<&'a str>, String> {
     }
 }
 
+/// Evaluates a QAPI condition: a symbol, or `{'all': [..]}`,
+/// `{'any': [..]}`, `{'not': ..}` (docs/devel/qapi-code-gen.rst,
+/// "Configuring the schema").
+fn condition_holds(c: &QObject) -> Result<bool, String> {
+    match c {
+        QObject::Str(s) if CONFIG_TRUE.contains(&s.as_str()) => Ok(true),
+        QObject::Str(s) if CONFIG_FALSE.contains(&s.as_str()) => Ok(false),
+        QObject::Str(s) => Err(format!("unknown 'if' condition {s}")),
+        QObject::Dict(d) => match (d.get("all"), d.get("any"), d.get("not")) {
+            (Some(QObject::List(l)), None, None) => l
+                .iter()
+                .try_fold(true, |acc, c| Ok(condition_holds(c)? && acc)),
+            (None, Some(QObject::List(l)), None) => l
+                .iter()
+                .try_fold(false, |acc, c| Ok(condition_holds(c)? || acc)),
+            (None, None, Some(n)) => Ok(!condition_holds(n)?),
+            _ => Err(format!("bad 'if' condition {}", c.to_json())),
+        },
+        _ => Err(format!("bad 'if' condition {}", c.to_json())),
+    }
+}
+
+/// Whether a definition, member, branch, enum value or feature written as
+/// an object is compiled in (its `'if'` holds, or it has none).
+fn enabled(v: &QObject) -> Result<bool, String> {
+    match v {
+        QObject::Dict(d) => d.get("if").map_or(Ok(true), condition_holds),
+        _ => Ok(true),
+    }
+}
+
 fn features_of(d: &QDict) -> Result<Vec<String>, String> {
     match d.get("features") {
         None => Ok(Vec::new()),
-        Some(QObject::List(l)) => l
-            .iter()
-            .map(|f| match f {
-                QObject::Str(s) => Ok(s.clone()),
-                QObject::Dict(fd) => expr_str(fd, "name")?
-                    .map(str::to_string)
-                    .ok_or_else(|| "feature without name".into()),
-                _ => Err("bad feature".to_string()),
-            })
-            .collect(),
+        Some(QObject::List(l)) => {
+            let mut out = Vec::new();
+            for f in l {
+                if !enabled(f)? {
+                    continue;
+                }
+                out.push(match f {
+                    QObject::Str(s) => s.clone(),
+                    QObject::Dict(fd) => expr_str(fd, "name")?
+                        .ok_or("feature without name")?
+                        .to_string(),
+                    _ => return Err("bad feature".to_string()),
+                });
+            }
+            Ok(out)
+        }
         Some(_) => Err("'features' must be a list".into()),
     }
 }
@@ -224,6 +288,7 @@ impl Schema {
             commands: Vec::new(),
             events: Vec::new(),
             types: HashMap::new(),
+            type_features: HashMap::new(),
             entities: Vec::new(),
         };
         s.types.insert(
@@ -321,6 +386,9 @@ impl Schema {
     fn parse_members(&self, d: &QDict) -> Result<Vec<Member>, String> {
         let mut out = Vec::new();
         for (k, v) in d.iter() {
+            if !enabled(v)? {
+                continue;
+            }
             let (name, optional) = match k.strip_prefix('*') {
                 Some(n) => (n.to_string(), true),
                 None => (k.clone(), false),
@@ -340,6 +408,24 @@ impl Schema {
             });
         }
         Ok(out)
+    }
+
+    /// Members of a `'base'`: inline members, or those of a struct defined
+    /// earlier (its own base's members included).
+    fn base_members(&self, base: Option<&QObject>, what: &str) -> Result<Vec<Member>, String> {
+        match base {
+            Some(QObject::Dict(bd)) => self.parse_members(bd),
+            Some(QObject::Str(bn)) => match self.types.get(bn.as_str()) {
+                Some(TypeDef::Object {
+                    members, tag: None, ..
+                }) => Ok(members.clone()),
+                _ => Err(format!(
+                    "{what}: base {bn} must be a struct defined earlier"
+                )),
+            },
+            None => Ok(Vec::new()),
+            Some(_) => Err(format!("{what}: bad 'base'")),
+        }
     }
 
     /// `data` of a command/event: inline members become an implicit type.
@@ -374,24 +460,60 @@ impl Schema {
         module: &str,
         unions: &mut Vec<PendingUnion>,
     ) -> Result<(), String> {
+        if !d.get("if").map_or(Ok(true), condition_holds)? {
+            return Ok(());
+        }
+        let type_name = ["enum", "struct", "union", "alternate"]
+            .iter()
+            .find_map(|k| expr_str(d, k).ok().flatten());
+        if let Some(name) = type_name {
+            let features = features_of(d)?;
+            if !features.is_empty() {
+                self.type_features.insert(name.to_string(), features);
+            }
+        }
         if let Some(name) = expr_str(d, "enum")? {
             let values = match d.get("data") {
-                Some(QObject::List(l)) => l
-                    .iter()
-                    .map(|v| match v {
-                        QObject::Str(s) => Ok(s.clone()),
-                        QObject::Dict(vd) => expr_str(vd, "name")?
-                            .map(str::to_string)
-                            .ok_or_else(|| "enum value without name".into()),
-                        _ => Err("bad enum value".to_string()),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
+                Some(QObject::List(l)) => {
+                    let mut values = Vec::new();
+                    for v in l {
+                        if !enabled(v)? {
+                            continue;
+                        }
+                        values.push(match v {
+                            QObject::Str(s) => s.clone(),
+                            QObject::Dict(vd) => expr_str(vd, "name")?
+                                .ok_or("enum value without name")?
+                                .to_string(),
+                            _ => return Err("bad enum value".to_string()),
+                        });
+                    }
+                    values
+                }
                 _ => return Err(format!("enum {name}: 'data' must be a list")),
             };
             self.define(name, TypeDef::Enum { values })
+        } else if let Some(name) = expr_str(d, "alternate")? {
+            let Some(QObject::Dict(bd)) = d.get("data") else {
+                return Err(format!("alternate {name}: 'data' must be an object"));
+            };
+            let mut branches = Vec::new();
+            for (k, v) in bd.iter() {
+                if !enabled(v)? {
+                    continue;
+                }
+                let ty = match v {
+                    QObject::Dict(vd) => vd.get("type").ok_or("branch without type")?,
+                    other => other,
+                };
+                branches.push((k.clone(), self.parse_type(ty)?));
+            }
+            self.define(name, TypeDef::Alternate { branches })
         } else if let Some(name) = expr_str(d, "struct")? {
-            let members = match d.get("data") {
-                Some(QObject::Dict(md)) => self.parse_members(md)?,
+            let mut members = self.base_members(d.get("base"), &format!("struct {name}"))?;
+            match d.get("data") {
+                Some(QObject::Dict(md)) => members.extend(self.parse_members(md)?),
+                None => {}
                 _ => return Err(format!("struct {name}: 'data' must be an object")),
             };
             self.define(
@@ -403,35 +525,27 @@ impl Schema {
                 },
             )
         } else if let Some(name) = expr_str(d, "union")? {
-            let base = match d.get("base") {
-                Some(QObject::Dict(bd)) => self.parse_members(bd)?,
-                Some(QObject::Str(bn)) => match self.types.get(bn.as_str()) {
-                    Some(TypeDef::Object {
-                        members, tag: None, ..
-                    }) => members.clone(),
-                    _ => {
-                        return Err(format!(
-                            "union {name}: base {bn} must be a struct defined earlier"
-                        ))
-                    }
-                },
-                _ => return Err(format!("union {name}: 'base' missing")),
-            };
+            if d.get("base").is_none() {
+                return Err(format!("union {name}: 'base' missing"));
+            }
+            let base = self.base_members(d.get("base"), &format!("union {name}"))?;
             let tag = expr_str(d, "discriminator")?
                 .ok_or_else(|| format!("union {name}: 'discriminator' missing"))?;
-            let variants = match d.get("data") {
-                Some(QObject::Dict(vd)) => vd
-                    .iter()
-                    .map(|(k, v)| match v {
-                        QObject::Str(t) => Ok((k.clone(), t.clone())),
-                        QObject::Dict(bd) => expr_str(bd, "type")?
-                            .map(|t| (k.clone(), t.to_string()))
-                            .ok_or_else(|| "branch without type".into()),
-                        _ => Err("bad union branch".to_string()),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-                _ => return Err(format!("union {name}: 'data' must be an object")),
+            let Some(QObject::Dict(vd)) = d.get("data") else {
+                return Err(format!("union {name}: 'data' must be an object"));
             };
+            let mut variants = Vec::new();
+            for (k, v) in vd.iter() {
+                if !enabled(v)? {
+                    continue;
+                }
+                let ty = match v {
+                    QObject::Str(t) => t.as_str(),
+                    QObject::Dict(bd) => expr_str(bd, "type")?.ok_or("branch without type")?,
+                    _ => return Err("bad union branch".to_string()),
+                };
+                variants.push((k.clone(), ty.to_string()));
+            }
             if self.types.contains_key(name) {
                 return Err(format!("type {name} defined twice"));
             }
@@ -453,6 +567,7 @@ impl Schema {
             let arg_type = self.implicit_type(d, format!("q_obj_{name}-arg"))?;
             let ret_type = d.get("returns").map(|r| self.parse_type(r)).transpose()?;
             let allow_oob = matches!(d.get("allow-oob"), Some(QObject::Bool(true)));
+            let gen = !matches!(d.get("gen"), Some(QObject::Bool(false)));
             let features = features_of(d)?;
             self.entities.push(Entity::Command(self.commands.len()));
             self.commands.push(Command {
@@ -460,6 +575,7 @@ impl Schema {
                 arg_type,
                 ret_type,
                 allow_oob,
+                gen,
                 features,
                 note,
                 module: module.to_string(),
@@ -520,6 +636,11 @@ impl Schema {
                         Some(TypeDef::Object { tag: None, .. }) => {}
                         _ => return Err(format!("{name}: branch type {v} must be a struct")),
                     }
+                }
+            }
+            if let TypeDef::Alternate { branches } = def {
+                for (_, t) in branches {
+                    check_ref(self, t, name)?;
                 }
             }
         }
@@ -622,9 +743,38 @@ impl Schema {
             schema: self,
             stack: Vec::new(),
         };
+        if !cmd.gen {
+            // No marshaller: QEMU hands the command its arguments as sent.
+            return Ok(args.clone());
+        }
         let ty = cmd.arg_type.as_deref().unwrap_or(EMPTY_OBJECT);
         let root = QObject::Dict(args.clone());
         v.visit_struct_body(None, &root, ty)
+    }
+
+    /// The alternate branch for a value: the one whose type has the
+    /// value's JSON type (QEMU switches on the value's QType).
+    fn alternate_branch<'a>(
+        &self,
+        branches: &'a [(String, TypeRef)],
+        v: &QObject,
+    ) -> Option<&'a TypeRef> {
+        branches.iter().map(|(_, t)| t).find(|t| match (t, v) {
+            (TypeRef::Builtin(Builtin::Str), QObject::Str(_)) => true,
+            (TypeRef::Builtin(Builtin::Bool), QObject::Bool(_)) => true,
+            (TypeRef::Builtin(Builtin::Null), QObject::Null) => true,
+            (
+                TypeRef::Builtin(Builtin::Int(_) | Builtin::Number),
+                QObject::Int(_) | QObject::UInt(_) | QObject::Double(_),
+            ) => true,
+            (TypeRef::Array(_), QObject::List(_)) => true,
+            (TypeRef::Named(n), _) => matches!(
+                (self.types.get(n), v),
+                (Some(TypeDef::Enum { .. }), QObject::Str(_))
+                    | (Some(TypeDef::Object { .. }), QObject::Dict(_))
+            ),
+            _ => false,
+        })
     }
 
     // ---- output conformance ----
@@ -677,6 +827,12 @@ impl Schema {
                     QObject::Str(s) if values.contains(s) => Ok(value.clone()),
                     _ => bad(&format!("a value of {n}")),
                 },
+                Some(TypeDef::Alternate { branches }) => {
+                    match self.alternate_branch(branches, value) {
+                        Some(bt) => self.conform_at(value, bt, path),
+                        None => bad(&format!("a value of {n}")),
+                    }
+                }
                 Some(TypeDef::Object { .. }) => {
                     let QObject::Dict(d) = value else {
                         return bad("object");
@@ -825,6 +981,14 @@ impl Introspector<'_> {
         }
     }
 
+    fn type_features(&self, n: &str) -> Vec<String> {
+        self.schema
+            .type_features
+            .get(n)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     fn mask(&mut self, n: &str) -> String {
         let next = self.names.len().to_string();
         self.names.entry(n.to_string()).or_insert(next).clone()
@@ -877,7 +1041,8 @@ impl Introspector<'_> {
                             "values",
                             QObject::List(values.iter().map(|v| QObject::Str(v.clone())).collect()),
                         );
-                        self.tree(&name, "enum", d, &[]);
+                        let features = self.type_features(n);
+                        self.tree(&name, "enum", d, &features);
                     }
                     Some(TypeDef::Object {
                         members,
@@ -925,7 +1090,22 @@ impl Introspector<'_> {
                                 .collect();
                             d.insert("variants", QObject::List(vs));
                         }
-                        self.tree(&name, "object", d, &[]);
+                        let features = self.type_features(n);
+                        self.tree(&name, "object", d, &features);
+                    }
+                    Some(TypeDef::Alternate { branches }) => {
+                        let ms = branches
+                            .iter()
+                            .map(|(_, t)| {
+                                let mut md = QDict::new();
+                                md.insert("type", QObject::Str(self.use_type(t)));
+                                QObject::Dict(md)
+                            })
+                            .collect();
+                        let mut d = QDict::new();
+                        d.insert("members", QObject::List(ms));
+                        let features = self.type_features(n);
+                        self.tree(&name, "alternate", d, &features);
                     }
                     None => {}
                 }
@@ -992,6 +1172,16 @@ impl<'v> InputVisitor<'_, 'v> {
                 tos.index += 1;
                 l.get(tos.index as usize)
             }
+            _ => None,
+        }
+    }
+
+    /// `qobject_input_get_object(consume=false)`.
+    fn peek(&self, name: Option<&str>) -> Option<&'v QObject> {
+        let tos = self.stack.last()?;
+        match tos.obj {
+            QObject::Dict(d) => d.get(name?),
+            QObject::List(l) => l.get((tos.index + 1) as usize),
             _ => None,
         }
     }
@@ -1121,6 +1311,21 @@ impl<'v> InputVisitor<'_, 'v> {
                 Some(TypeDef::Object { .. }) => {
                     let v = self.get(name)?;
                     Ok(QObject::Dict(self.visit_struct_body(name, v, n)?))
+                }
+                Some(TypeDef::Alternate { branches }) => {
+                    // qobject_input_start_alternate(): look without consuming,
+                    // then visit the branch for the value's QType.
+                    let Some(v) = self.peek(name) else {
+                        return Err(format!("Parameter '{}' is missing", self.full_name(name)));
+                    };
+                    match self.schema.alternate_branch(branches, v) {
+                        Some(bt) => self.visit(name, bt),
+                        // The generated visitor names the member bare and
+                        // expects the alternate's own name.
+                        None => Err(format!(
+                            "Invalid parameter type for '{bare}', expected: {n}"
+                        )),
+                    }
                 }
                 None => Err(format!("Parameter '{bare}' has unknown type {n}")),
             },
@@ -1375,6 +1580,86 @@ mod tests {
         );
     }
 
+    /// Errors recorded from QEMU 7.2 for the block and qdev commands (the
+    /// differential test re-checks them live). Alternates are covered by
+    /// `parser_handles_alternates_bases_conditions_and_features`.
+    #[test]
+    fn block_and_qdev_argument_errors_match_qemu() {
+        assert_eq!(
+            validate("block_resize", r#"{"size":"x"}"#).unwrap_err(),
+            "Invalid parameter type for 'size', expected: integer"
+        );
+        assert_eq!(
+            validate("block_resize", "{}").unwrap_err(),
+            "Parameter 'size' is missing"
+        );
+        // 'gen': false: device_add's arguments reach the handler as sent.
+        let passed = validate("device_add", r#"{"drive":"d0","driver":"virtio-blk-pci"}"#).unwrap();
+        assert!(passed.contains(r#""drive": "d0""#), "{passed}");
+        assert_eq!(validate("device_add", "{}").unwrap(), "{}");
+        assert_eq!(
+            validate("device_del", "{}").unwrap_err(),
+            "Parameter 'id' is missing"
+        );
+    }
+
+    /// The QAPI features the block declarations use, on a small schema.
+    #[test]
+    fn parser_handles_alternates_bases_conditions_and_features() {
+        let s = Schema::parse(&[(
+            "t.json",
+            "{ 'struct': 'B', 'data': { 'a': 'int' } }\n\
+             { 'struct': 'S', 'base': 'B',\n\
+               'data': { 'b': 'str', '*c': { 'type': 'bool', 'if': 'CONFIG_BLKIO' },\n\
+                         '*d': { 'type': 'bool', 'if': { 'not': 'CONFIG_BLKIO' } } },\n\
+               'features': [ 'f1', { 'name': 'f2', 'if': 'CONFIG_BLKIO' } ] }\n\
+             { 'alternate': 'A', 'data': { 's': 'S', 'n': 'null' } }\n\
+             { 'enum': 'E', 'data': [ 'x', { 'name': 'y', 'if': 'CONFIG_BLKIO' } ] }\n\
+             { 'struct': 'Gone', 'data': {}, 'if': 'CONFIG_BLKIO' }\n\
+             { 'command': 'c', 'data': { 'v': 'A', '*e': 'E' } }",
+        )])
+        .unwrap();
+        let c = s.command("c").unwrap();
+        let ok = |a: &str| s.validate_args(c, parse(a).as_dict().unwrap());
+        // Base members first, then the struct's own, in both directions.
+        assert_eq!(
+            QObject::Dict(ok(r#"{"v":{"b":"x","a":1}}"#).unwrap()).to_json(),
+            r#"{"v": {"a": 1, "b": "x"}}"#
+        );
+        assert!(ok(r#"{"v":null}"#).is_ok());
+        assert_eq!(
+            ok(r#"{"v":"s"}"#).unwrap_err(),
+            "Invalid parameter type for 'v', expected: A"
+        );
+        assert_eq!(ok("{}").unwrap_err(), "Parameter 'v' is missing");
+        assert_eq!(
+            ok(r#"{"v":{"a":1,"b":"x","c":true}}"#).unwrap_err(),
+            "Parameter 'v.c' is unexpected"
+        );
+        assert!(ok(r#"{"v":{"a":1,"b":"x","d":true}}"#).is_ok());
+        assert_eq!(
+            ok(r#"{"v":null,"e":"y"}"#).unwrap_err(),
+            "Parameter 'e' does not accept value 'y'"
+        );
+        assert!(s.type_def("Gone").is_none());
+        let intro = s.introspect().to_json();
+        assert!(
+            intro.contains(
+                r#"{"name": "2", "members": [{"type": "4"}, {"type": "null"}], "meta-type": "alternate"}"#
+            ),
+            "{intro}"
+        );
+        assert!(intro.contains(r#""features": ["f1"]"#), "{intro}");
+        assert!(!intro.contains("f2"), "{intro}");
+        // An unknown condition is an error, not a guess.
+        assert!(Schema::parse(&[(
+            "t.json",
+            "{ 'struct': 'X', 'data': {}, 'if': 'CONFIG_WHATEVER' }"
+        )])
+        .unwrap_err()
+        .contains("CONFIG_WHATEVER"));
+    }
+
     #[test]
     fn introspection_has_qemu_shape() {
         let intro = schema().introspect();
@@ -1470,6 +1755,7 @@ mod tests {
     fn support_table_lists_everything() {
         let t = support_table_markdown();
         assert!(t.contains("| `query-status` | yes |"));
+        assert!(t.contains("| `block-commit` | no |"));
         assert!(t.contains("| `blockdev-add` | no |"));
         assert!(t.contains("| `SHUTDOWN` | yes |"));
     }

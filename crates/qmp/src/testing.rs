@@ -96,15 +96,6 @@ impl Handler for FakeVm {
             "query-memory-size-summary" => json!({"base-memory": 0, "plugged-memory": 0}),
             "query-chardev" => json!([{"label": "compat_monitor0", "filename": "unix:/tmp/q.sock,server=on", "frontend-open": true}]),
             "query-iothreads" => json!([]),
-            // No drives and no PCI bus, as `-machine none` without -drive.
-            "query-block" | "query-blockstats" | "query-named-block-nodes" | "query-pci" => json!([]),
-            "block_resize" => {
-                return Err(QmpError::generic(format!(
-                    "Cannot find device='{}' nor node-name='{}'",
-                    args.opt_str("device").unwrap_or(""),
-                    args.opt_str("node-name").unwrap_or("")
-                )))
-            }
             "qom-list" => match args.str("path")? {
                 "/" => json!([{"name": "type", "type": "string"}, {"name": "machine", "type": "child<none-machine>"},
                     {"name": "chardevs", "type": "child<container>"}]),
@@ -115,6 +106,26 @@ impl Handler for FakeVm {
                 ("/machine", p) => return Err(QmpError::generic(format!("Property 'none-machine.{p}' not found"))),
                 (p, _) => return Err(QmpError::device_not_found(format!("Device '{p}' not found"))),
             },
+            // No drives and no PCI bus, as `-machine none`: the errors are
+            // QEMU's for names that do not exist.
+            "query-block" | "query-blockstats" | "query-named-block-nodes" | "query-pci" => json!([]),
+            "block_resize" => {
+                return Err(QmpError::generic(format!(
+                    "Cannot find device='{}' nor node-name='{}'",
+                    args.opt_str("device").unwrap_or(""),
+                    args.opt_str("node-name").unwrap_or("")
+                )))
+            }
+            "device_add" => match args.opt_str("driver") {
+                None => return Err(QmpError::generic("Parameter 'driver' is missing")),
+                Some(d) if d.ends_with("-pci") => {
+                    return Err(QmpError::generic(format!("No 'PCI' bus found for device '{d}'")))
+                }
+                Some(d) => return Err(QmpError::generic(format!("'{d}' is not a valid device model name"))),
+            },
+            "device_del" => {
+                return Err(QmpError::device_not_found(format!("Device '{}' not found", args.str("id")?)))
+            }
             _ => return Err(QmpError::command_not_found(format!("The command {cmd} has not been found"))),
         })
     }

@@ -10,6 +10,7 @@ mod control;
 mod machine;
 mod misc;
 mod pci;
+mod qdev;
 mod qom;
 mod run_state;
 
@@ -30,6 +31,7 @@ const ROUTES: &[(&str, Serve)] = &[
     ("qom", qom::execute),
     ("block-core", block::execute),
     ("pci", pci::execute),
+    ("qdev", qdev::execute),
 ];
 
 fn not_found(cmd: &str) -> QmpError {
