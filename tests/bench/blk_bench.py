@@ -20,6 +20,7 @@ import time
 FIELDS = ("seq_read_mbps", "seq_write_mbps", "rand4k_qd1_iops", "rand4k_qd32_iops", "irq_qd1_lat_us")
 IMAGE_MIB = 256
 BENCH_APPEND = "plan=blk-bench bench_mib=64 bench_secs=2"
+BENCH_RUNS = 3
 
 
 def drive(image, legacy_off):
@@ -87,10 +88,19 @@ def run(ferrovm, guest, qemu, runs=15):
             f.write(chunk)
     common = ["-m", "256", "-nodefaults", "-display", "none", "-serial", "stdio", "-kernel", guest]
     res = {"host": host_ceiling(image)}
-    res["ferrovm"] = guest_bench([ferrovm, "-accel", "kvm"] + common + ["-append", BENCH_APPEND] + drive(image, False))
-    if qemu:
-        res["qemu q35"] = guest_bench([qemu, "-accel", "kvm", "-machine", "q35"] + common
-                                      + ["-append", BENCH_APPEND] + drive(image, True))
+    # Each VMM twice, alternating, and the median per figure: this host's
+    # I/O figures swing by tens of percent from one run to the next.
+    runs = {"ferrovm": [], "qemu q35": []}
+    for _ in range(BENCH_RUNS):
+        runs["ferrovm"].append(guest_bench([ferrovm, "-accel", "kvm"] + common + ["-append", BENCH_APPEND]
+                                           + drive(image, False)))
+        if qemu:
+            runs["qemu q35"].append(guest_bench([qemu, "-accel", "kvm", "-machine", "q35"] + common
+                                                + ["-append", BENCH_APPEND] + drive(image, True)))
+    for name, rs in runs.items():
+        if rs:
+            res[name] = {k: statistics.median(r[k] for r in rs if k in r) for k in FIELDS}
+            res[name + " runs"] = rs
     print("\n| virtio-blk | ferrovm | QEMU q35 | host (fio) | ferrovm/QEMU | ferrovm/host |")
     print("|---|---|---|---|---|---|")
     for k in FIELDS:

@@ -414,6 +414,21 @@ impl BlockQueue {
         self.accounted = on;
     }
 
+    /// Batches the requests submitted until [`BlockQueue::unplug`] into one
+    /// system call (QEMU's `blk_io_plug`: a device drains its ring in between).
+    pub fn plug(&mut self) {
+        if let Some(u) = self.uring.as_mut() {
+            u.plug();
+        }
+    }
+
+    /// Starts everything submitted since [`BlockQueue::plug`].
+    pub fn unplug(&mut self) {
+        if let Some(u) = self.uring.as_mut() {
+            u.unplug();
+        }
+    }
+
     /// Starts `req`; its completion arrives through [`BlockQueue::completion_fd`].
     pub fn submit(&mut self, req: IoRequest) {
         let start = Instant::now();

@@ -43,6 +43,9 @@ pub(crate) struct Uring {
     free: Vec<usize>,
     backlog: VecDeque<usize>,
     queued: usize,
+    /// While plugged, requests are queued on the SQ but not entered: one
+    /// `io_uring_enter` covers a whole batch (QEMU's `blk_io_plug`).
+    plugged: bool,
 }
 
 impl Uring {
@@ -56,6 +59,7 @@ impl Uring {
             free: Vec::new(),
             backlog: VecDeque::new(),
             queued: 0,
+            plugged: false,
         })
     }
 
@@ -117,7 +121,20 @@ impl Uring {
             }
             self.queued += 1;
         }
-        let _ = self.ring.submit();
+        if !self.plugged {
+            let _ = self.ring.submit();
+        }
+    }
+
+    /// Holds submissions until [`Uring::unplug`].
+    pub fn plug(&mut self) {
+        self.plugged = true;
+    }
+
+    /// Enters every request queued while plugged, in one system call.
+    pub fn unplug(&mut self) {
+        self.plugged = false;
+        self.flush_backlog();
     }
 
     /// Reaps finished requests: `(meta, result)` for each one complete.

@@ -117,6 +117,13 @@ impl QueueWorker {
     /// Pops and starts every available chain (QEMU `virtio_blk_handle_vq`),
     /// with notifications suppressed while it runs.
     pub fn process_avail(&mut self, ctx: &Ctx) -> Result<(), QueueBroken> {
+        self.bq.plug();
+        let r = self.drain_avail(ctx);
+        self.bq.unplug();
+        r
+    }
+
+    fn drain_avail(&mut self, ctx: &Ctx) -> Result<(), QueueBroken> {
         loop {
             self.queue
                 .disable_notification(ctx.mem)
