@@ -1,12 +1,11 @@
 """The test guest drives a modern-only virtio-blk-pci disk (device 1af4:1042)
-under QEMU q35: what it writes lands in the host file with the pattern
+under QEMU q35 and under ferrovm, with the same ELF and command line: what it writes lands in the host file with the pattern
 firmware/testguest/README.md defines, what the host writes it reads back, a
 read-only drive refuses writes, and a reset in the middle of I/O leaves a
 device that works on the next boot.
 
-QEMU is the oracle here; the VMM command is one function (`vmm_argv`) so the
-same checks can later run against ferrovm. Each q35 boot costs several
-seconds (SeaBIOS first), so the module boots five times in all."""
+QEMU is the oracle; the VMM command is one function (`vmm_argv`). Each q35
+boot costs several seconds (SeaBIOS first), so QEMU boots five times in all."""
 import hashlib
 import os
 import re
@@ -28,14 +27,20 @@ def pattern(start, count, seed):
     return bytes(out)
 
 
-@pytest.fixture(scope="module")
-def qemu_binary():
+@pytest.fixture(scope="module", params=["qemu", "ferrovm"])
+def vmm(request):
+    """Each check runs on QEMU q35 (the oracle) and on ferrovm, same ELF, same line."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.fail("/dev/kvm is missing or not accessible: these tests boot guests on KVM")
+    if request.param == "ferrovm":
+        path = os.environ.get("FERROVM", "")
+        if not path or not os.path.exists(path):
+            pytest.fail(f"ferrovm binary (FERROVM) not found at '{path}': run through 'make test'")
+        return path
     path = shutil.which("qemu-system-x86_64")
     if not path:
         pytest.fail("qemu-system-x86_64 is missing: these tests boot the test guest on QEMU q35 "
                     "(Debian's qemu-system-x86)")
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        pytest.fail("/dev/kvm is missing or not accessible: these tests boot guests on KVM")
     return path
 
 
@@ -81,10 +86,10 @@ def failures(out):
     return [r for r in tap_results(out) if not r[0]]
 
 
-def test_blk_write_lands_in_the_host_file(qemu_binary, testguest, tmp_path):
+def test_blk_write_lands_in_the_host_file(vmm, testguest, tmp_path):
     img = image(tmp_path)
     write_sectors(img, 364, b"\xee" * 8 * SECTOR)           # write_zeroes must clear these
-    out = boot(qemu_binary, testguest, "plan=blk-write seed=7 blk_start=64 blk_sectors=300", img,
+    out = boot(vmm, testguest, "plan=blk-write seed=7 blk_start=64 blk_sectors=300", img,
                device_opts=",serial=tgdisk0", drive_opts=",discard=unmap")
     assert not failures(out), out
     assert re.search(r"^ok \d+ - virtio-blk init 00:[0-9a-f]{2}\.\d \(capacity=32768\)$", out, re.M), out
@@ -101,31 +106,31 @@ def test_blk_write_lands_in_the_host_file(qemu_binary, testguest, tmp_path):
     assert read_sectors(img, 364, 8) == bytes(8 * SECTOR), "write_zeroes left data behind"
 
 
-def test_blk_read_verifies_what_the_host_wrote(qemu_binary, testguest, tmp_path):
+def test_blk_read_verifies_what_the_host_wrote(vmm, testguest, tmp_path):
     img = image(tmp_path)
     write_sectors(img, 10, pattern(10, 500, 3))
-    out = boot(qemu_binary, testguest, "plan=blk-read seed=3 blk_start=10 blk_sectors=500", img)
+    out = boot(vmm, testguest, "plan=blk-read seed=3 blk_start=10 blk_sectors=500", img)
     assert not failures(out), out
     assert re.search(r"^ok \d+ - blk read sectors=10\+500 seed=3$", out, re.M), out
 
 
-def test_blk_read_reports_the_first_mismatch(qemu_binary, testguest, tmp_path):
+def test_blk_read_reports_the_first_mismatch(vmm, testguest, tmp_path):
     img = image(tmp_path)
     data = bytearray(pattern(0, 64, 0))
     data[40 * SECTOR + 17] ^= 0xFF                          # one flipped byte: sector 40, byte 17
     write_sectors(img, 0, bytes(data))
-    out = boot(qemu_binary, testguest, "plan=blk-read blk_start=0 blk_sectors=64", img)
+    out = boot(vmm, testguest, "plan=blk-read blk_start=0 blk_sectors=64", img)
     want = (40 * 131 + 17 * 7) & 0xFF
     line = (f"not ok 10 - blk read sectors=0+64 seed=0 (mismatch at sector 40 byte 17: "
             f"got 0x{want ^ 0xFF:02x} want 0x{want:02x})")
     assert line in out.splitlines(), out
 
 
-def test_blk_ro_refuses_writes_and_reads(qemu_binary, testguest, tmp_path):
+def test_blk_ro_refuses_writes_and_reads(vmm, testguest, tmp_path):
     img = image(tmp_path)
     write_sectors(img, 0, pattern(0, 128, 11))
     before = hashlib.sha256(img.read_bytes()).hexdigest()
-    out = boot(qemu_binary, testguest, "plan=blk-ro seed=11 blk_start=0 blk_sectors=128", img,
+    out = boot(vmm, testguest, "plan=blk-ro seed=11 blk_start=0 blk_sectors=128", img,
                drive_opts=",readonly=on")
     assert not failures(out), out
     assert re.search(r"^ok \d+ - blk ro feature offered$", out, re.M), out
@@ -134,9 +139,9 @@ def test_blk_ro_refuses_writes_and_reads(qemu_binary, testguest, tmp_path):
     assert hashlib.sha256(img.read_bytes()).hexdigest() == before, "a read-only disk changed"
 
 
-def test_blk_reset_mid_io_then_the_disk_works_again(qemu_binary, testguest, tmp_path):
+def test_blk_reset_mid_io_then_the_disk_works_again(vmm, testguest, tmp_path):
     img = image(tmp_path)
-    out = boot(qemu_binary, testguest, "plan=blk-reset seed=9 blk_start=0 blk_sectors=2048", img)
+    out = boot(vmm, testguest, "plan=blk-reset seed=9 blk_start=0 blk_sectors=2048", img)
     boots = out.split("ferrovm-testguest: boot 2 ")
     assert len(boots) == 2, f"expected exactly one reset:\n{out}"
     assert re.search(r"^ok 10 - blk reset writes in flight \(32\)$", boots[0], re.M), out
