@@ -500,7 +500,7 @@ impl BlockGraph {
             )));
         }
         if node.flags.read_only {
-            return Err(BlockError::new("Block node is read-only"));
+            return Err(BlockError::new("Image is read-only"));
         }
         node.driver.truncate(size)?;
         let new = node.size()?;
