@@ -149,3 +149,33 @@ def test_blk_reset_mid_io_then_the_disk_works_again(vmm, testguest, tmp_path):
     assert not failures(boots[1]), out
     assert re.search(r"^ok \d+ - blk reset recovery write\+read sectors=0\+2048 seed=9$", boots[1], re.M), out
     assert read_sectors(img, 0, 2048) == pattern(0, 2048, 9)
+
+
+def transport_lines(out):
+    """What the guest saw of the virtio-blk function: its config-space line (ids, class,
+    BAR kinds and sizes, capability list), each virtio capability, the MSI-X layout,
+    the features offered and the device configuration. BAR addresses are the
+    firmware's choice on QEMU and ferrovm's own on direct boot: masked."""
+    keep = [l for l in out.splitlines()
+            if re.match(r"# 00:01\.0 |# virtio cap |# msix: |# virtio-blk: ", l)]
+    return [re.sub(r"0x[0-9a-f]{5,}", "ADDR", l) for l in keep]
+
+
+@pytest.fixture(scope="module")
+def qemu_transport(testguest, tmp_path_factory):
+    path = shutil.which("qemu-system-x86_64")
+    if not path:
+        pytest.fail("qemu-system-x86_64 is missing: the transport is compared with QEMU q35's")
+    img = image(tmp_path_factory.mktemp("qt"))
+    return transport_lines(boot(path, testguest, "disk=1", img, device_opts=",serial=tgdisk0"))
+
+
+def test_the_guest_sees_the_same_virtio_pci_function_as_on_qemu(vmm, testguest, tmp_path,
+                                                                  qemu_transport):
+    """Same ELF, same -drive/-device line: identical PCI identity, BAR kinds and sizes,
+    capability chain, virtio structures, MSI-X table, offered features and config."""
+    out = boot(vmm, testguest, "disk=1", image(tmp_path), device_opts=",serial=tgdisk0")
+    assert not failures(out), out
+    lines = transport_lines(out)
+    assert len(lines) >= 8, out
+    assert lines == qemu_transport

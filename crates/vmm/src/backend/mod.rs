@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -29,6 +29,11 @@ use crate::sync::lock;
 use clock::{ClockMode, TimerId, Timers, VirtualClock};
 
 const WAKER: Token = Token(0);
+/// After serving a device, keep polling without sleeping for this long: the
+/// next doorbell or completion usually follows within microseconds, and a
+/// sleeping thread costs a cross-CPU wake-up (expensive under nested KVM).
+/// QEMU's iothreads do the same (`poll-max-ns`, 32 µs by default).
+const POLL_WINDOW: Duration = Duration::from_micros(50);
 
 /// A backend that reacts to a file descriptor becoming readable. It must
 /// consume the readiness (read the eventfd or timerfd): the loop is
@@ -246,8 +251,12 @@ impl Loop {
 
     fn run(&mut self) {
         let mut events = Events::with_capacity(64);
+        let mut busy_until: Option<Instant> = None;
         while !self.exit {
-            let timeout = if self.paused {
+            let polling = !self.paused && busy_until.is_some_and(|t| Instant::now() < t);
+            let timeout = if polling {
+                Some(Duration::ZERO)
+            } else if self.paused {
                 None
             } else {
                 self.timers
@@ -269,6 +278,9 @@ impl Loop {
             }
             self.messages();
             if !self.paused {
+                if !self.pending.is_empty() {
+                    busy_until = Some(Instant::now() + POLL_WINDOW);
+                }
                 self.serve_pending();
                 self.run_timers();
             }
