@@ -65,3 +65,37 @@ impl Subscriber for Resample {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What KVM would see: a write on the trigger fd raises the line.
+    fn raised(l: &LevelLine) -> bool {
+        l.trigger.read().is_ok()
+    }
+
+    #[test]
+    fn a_level_held_high_is_raised_again_after_each_eoi_and_not_after_it_drops() {
+        let l = LevelLine::new().unwrap();
+        let mut resample = Resample(l.clone());
+        l.set_level(true);
+        assert!(raised(&l), "asserting raises the line");
+        l.set_level(true);
+        assert!(!raised(&l), "no second edge while already asserted");
+        // The guest EOIs while the device still asserts: raised again.
+        l.resample.write(1).unwrap();
+        resample.ready(21);
+        assert!(raised(&l));
+        // The device drops the level (ISR read) before the next EOI: stays low.
+        l.set_level(false);
+        l.resample.write(1).unwrap();
+        resample.ready(21);
+        assert!(!raised(&l));
+        // A spurious wake-up with nothing to read does nothing.
+        l.set_level(true);
+        assert!(raised(&l));
+        resample.ready(21);
+        assert!(!raised(&l));
+    }
+}
