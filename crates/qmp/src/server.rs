@@ -847,6 +847,57 @@ impl MonitorSet {
         }
     }
 
+    /// After `quit`: gives connected clients up to `max` to close their end
+    /// first, as they have time to with QEMU, whose clean-up takes tens of
+    /// milliseconds before its sockets close (qemu.qmp's shells close right
+    /// after the reply, and report an error if the server's EOF comes first).
+    /// Returns as soon as every client has closed.
+    pub fn linger(&mut self, max: Duration) {
+        let deadline = Instant::now() + max;
+        let mut open: Vec<RawFd> = self
+            .monitors
+            .iter()
+            .filter_map(|m| m.conn.as_ref().map(|c| c.stream.fd()))
+            .collect();
+        while !open.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let mut pfds: Vec<libc::pollfd> = open
+                .iter()
+                .map(|&fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN | libc::POLLRDHUP,
+                    revents: 0,
+                })
+                .collect();
+            // SAFETY: `pfds` is a valid array of pollfds for its length.
+            let n = unsafe {
+                libc::poll(
+                    pfds.as_mut_ptr(),
+                    pfds.len() as libc::nfds_t,
+                    left.as_millis().clamp(1, i32::MAX as u128) as i32,
+                )
+            };
+            if n <= 0 {
+                continue;
+            }
+            let mut still = Vec::new();
+            for p in &pfds {
+                let mut buf = [0u8; 4096];
+                let closed = p.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0
+                    || (p.revents & libc::POLLIN != 0
+                        // SAFETY: reading into a local buffer from our socket.
+                        && unsafe { libc::recv(p.fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) } == 0);
+                if !closed {
+                    still.push(p.fd);
+                }
+            }
+            open = still;
+        }
+    }
+
     /// `query-chardev` entries for the monitors' chardevs.
     pub fn chardev_info(&self) -> Vec<serde_json::Value> {
         self.monitors

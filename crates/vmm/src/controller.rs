@@ -23,6 +23,8 @@ const CONSOLE_LISTEN: Token = Token(3);
 const CONSOLE_CLIENT: Token = Token(4);
 const CONSOLE_PTY: Token = Token(5);
 const FIRST_MONITOR: usize = 16;
+/// After `quit`, how long clients get to close their end before ours closes.
+const QUIT_LINGER: Duration = Duration::from_millis(50);
 /// How long replies and events may take to drain to clients at exit.
 const EXIT_FLUSH: Duration = Duration::from_millis(500);
 /// After serving a monitor client, keep polling without sleeping for this
@@ -100,6 +102,14 @@ impl Controller {
         };
         self.vm.teardown();
         self.monitors.flush(EXIT_FLUSH);
+        // QEMU's qemu_cleanup() order: the machine and its devices go before
+        // the monitors close, so a client sees its connection end only once
+        // the emulator is really done (qemu.qmp's qmp-shell-wrap relies on
+        // having closed its side first).
+        self.vm.release_machine();
+        if matches!(result, Ok(Exit::Quit)) {
+            self.monitors.linger(QUIT_LINGER);
+        }
         result
     }
 

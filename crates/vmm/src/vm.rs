@@ -216,6 +216,15 @@ impl Vm {
         self.exit = Some(Ok(Exit::Signal(signal)));
     }
 
+    /// Drops the machine: devices drained and joined, KVM VM and vCPU fds
+    /// closed (process exit, after [`Vm::teardown`]).
+    pub fn release_machine(&mut self) {
+        self.machine = None;
+        if let Some(b) = self.building.take() {
+            let _ = b.join();
+        }
+    }
+
     /// Stops every vCPU thread for good (process exit).
     pub fn teardown(&mut self) {
         for v in &self.vcpus {
