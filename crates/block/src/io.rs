@@ -191,8 +191,13 @@ impl Backend {
     /// Accounting and `wr_highest_offset` for a finished request.
     fn complete(&self, meta: &Meta, result: Result<u64, i32>) {
         if meta.accounted {
-            self.stats
-                .done(meta.acct, meta.bytes, meta.start, result.is_err());
+            self.stats.done(
+                meta.acct,
+                meta.bytes,
+                meta.start,
+                result.is_err(),
+                meta.requests,
+            );
         }
         if let (Ok(_), Some(end), Some(d)) = (result, meta.write_end, &self.data) {
             for (n, off) in &d.path {
@@ -431,6 +436,13 @@ impl BlockQueue {
 
     /// Starts `req`; its completion arrives through [`BlockQueue::completion_fd`].
     pub fn submit(&mut self, req: IoRequest) {
+        self.submit_merged(req, 1)
+    }
+
+    /// Like [`BlockQueue::submit`] for an operation that carries `requests`
+    /// guest requests the device merged: the statistics count each of them
+    /// (the device reports the merge itself with `account_merged`).
+    pub fn submit_merged(&mut self, req: IoRequest, requests: u64) {
         let start = Instant::now();
         let bytes = match req.kind {
             IoKind::Read | IoKind::Write => req.bufs.iter().map(|b| b.len as u64).sum(),
@@ -445,6 +457,7 @@ impl BlockQueue {
             start,
             write_end: is_write.then(|| req.offset.saturating_add(bytes)),
             accounted: self.accounted,
+            requests: requests.max(1),
         };
         let b = &self.backend;
         let Some(data) = b.data.clone() else {

@@ -53,17 +53,21 @@ impl Stats {
     }
 
     /// `block_account_one_io`.
-    pub fn done(&self, ty: AcctType, bytes: u64, start: Instant, failed: bool) {
+    /// `requests` guest requests finished as one operation (more than one
+    /// when the device merged them): each counts, as QEMU accounts each.
+    pub fn done(&self, ty: AcctType, bytes: u64, start: Instant, failed: bool, requests: u64) {
         let t = &self.types[ty as usize];
         if failed {
-            t.failed.fetch_add(1, Ordering::Relaxed);
+            t.failed.fetch_add(requests, Ordering::Relaxed);
         } else {
             t.bytes.fetch_add(bytes, Ordering::Relaxed);
-            t.ops.fetch_add(1, Ordering::Relaxed);
+            t.ops.fetch_add(requests, Ordering::Relaxed);
         }
         if !failed || self.account_failed.load(Ordering::Relaxed) {
-            t.total_ns
-                .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            t.total_ns.fetch_add(
+                start.elapsed().as_nanos() as u64 * requests,
+                Ordering::Relaxed,
+            );
             self.last_access_ns.store(self.now_ns(), Ordering::Relaxed);
         }
     }

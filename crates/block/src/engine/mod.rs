@@ -76,4 +76,6 @@ pub(crate) struct Meta {
     /// Counted in the backend's statistics (device I/O is; a device's own
     /// probing, such as the geometry guess, is not, as in QEMU).
     pub accounted: bool,
+    /// Guest requests this operation carries (merged ones count each).
+    pub requests: u64,
 }

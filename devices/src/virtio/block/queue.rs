@@ -35,6 +35,22 @@ pub enum QueueBroken {
     Ring { queue: u16, reason: String },
 }
 
+/// QEMU's limits for one merged operation: IOV_MAX buffers, and a size
+/// that keeps a merged request an ordinary one for the host.
+const MERGE_MAX_BUFS: usize = 1024;
+const MERGE_MAX_BYTES: u64 = 4 << 20;
+
+/// Reads, and writes the guest lets sit in a write cache, may be merged;
+/// writethrough writes (each followed by its flush) and writes to a
+/// read-only device (refused one by one) are not.
+fn mergeable(ctx: &Ctx, p: &Pending) -> bool {
+    match p.op.kind {
+        IoKind::Read => true,
+        IoKind::Write => ctx.wce && !ctx.read_only,
+        _ => false,
+    }
+}
+
 /// What a worker needs from its device for one call.
 pub(crate) struct Ctx<'a> {
     pub mem: &'a GuestMemoryMmap,
@@ -70,7 +86,10 @@ pub(crate) struct QueueWorker {
     pub index: u16,
     queue: Queue,
     bq: BlockQueue,
-    in_flight: HashMap<u64, Pending>,
+    /// Submitted operations; one holds several requests when they were merged.
+    in_flight: HashMap<u64, Vec<Pending>>,
+    /// Reads and writes popped in this pass, merged and submitted at its end.
+    batch: Vec<Pending>,
     parked: VecDeque<Pending>,
     next_id: u64,
     /// The driver notified while the device was paused.
@@ -87,6 +106,7 @@ impl QueueWorker {
             queue,
             bq,
             in_flight: HashMap::new(),
+            batch: Vec::new(),
             parked: VecDeque::new(),
             next_id: 0,
             kicked: false,
@@ -100,7 +120,7 @@ impl QueueWorker {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight.values().map(Vec::len).sum::<usize>() + self.batch.len()
     }
 
     pub fn parked(&self) -> usize {
@@ -118,7 +138,7 @@ impl QueueWorker {
     /// with notifications suppressed while it runs.
     pub fn process_avail(&mut self, ctx: &Ctx) -> Result<(), QueueBroken> {
         self.bq.plug();
-        let r = self.drain_avail(ctx);
+        let r = self.drain_avail(ctx).and_then(|()| self.submit_batch(ctx));
         self.bq.unplug();
         r
     }
@@ -158,15 +178,22 @@ impl QueueWorker {
                 };
                 match req.action {
                     Action::Complete(s) => self.finish(ctx, reply, s)?,
-                    Action::Submit(op) => self.submit(
-                        ctx,
-                        Pending {
+                    Action::Submit(op) => {
+                        let p = Pending {
                             reply,
                             op,
                             flush_after: false,
                             flushing: false,
-                        },
-                    )?,
+                        };
+                        if mergeable(ctx, &p) {
+                            self.batch.push(p);
+                        } else {
+                            // Nothing overtakes what was popped before it
+                            // (QEMU submits its multireq before a flush).
+                            self.submit_batch(ctx)?;
+                            self.submit(ctx, p)?;
+                        }
+                    }
                 }
             }
             if !self
@@ -210,9 +237,61 @@ impl QueueWorker {
                 user_data: id,
             }
         };
-        self.in_flight.insert(id, p);
+        self.in_flight.insert(id, vec![p]);
         self.bq.submit(req);
         Ok(())
+    }
+
+    /// Submits the batch, adjacent requests of one kind merged into one
+    /// operation (QEMU `virtio_blk_submit_multireq`: sorted by sector, merged
+    /// while contiguous, up to IOV_MAX buffers and a size limit).
+    fn submit_batch(&mut self, ctx: &Ctx) -> Result<(), QueueBroken> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.sort_by_key(|p| (p.op.is_read, p.op.offset));
+        let mut group: Vec<Pending> = Vec::new();
+        for p in batch {
+            let joins = group.last().is_some_and(|last| {
+                let bufs: usize = group.iter().map(|g| g.op.bufs.len()).sum();
+                let bytes: u64 = group.iter().map(|g| g.op.len).sum();
+                last.op.kind == p.op.kind
+                    && last.op.offset.checked_add(last.op.len) == Some(p.op.offset)
+                    && bufs + p.op.bufs.len() <= MERGE_MAX_BUFS
+                    && bytes + p.op.len <= MERGE_MAX_BYTES
+            });
+            if !joins && !group.is_empty() {
+                self.submit_group(ctx, std::mem::take(&mut group));
+            }
+            group.push(p);
+        }
+        if !group.is_empty() {
+            self.submit_group(ctx, group);
+        }
+        Ok(())
+    }
+
+    /// One operation for `group` (one request, or several merged).
+    fn submit_group(&mut self, ctx: &Ctx, group: Vec<Pending>) {
+        let first = &group[0].op;
+        let req = IoRequest {
+            kind: first.kind,
+            offset: first.offset,
+            len: group.iter().map(|p| p.op.len).sum(),
+            bufs: group
+                .iter()
+                .flat_map(|p| p.op.bufs.iter().copied())
+                .collect(),
+            user_data: self.next_id,
+        };
+        let requests = group.len() as u64;
+        if requests > 1 {
+            ctx.backend.account_merged(first.kind, requests - 1);
+        }
+        self.next_id = self.next_id.wrapping_add(1);
+        self.in_flight.insert(req.user_data, group);
+        self.bq.submit_merged(req, requests);
     }
 
     /// Takes the block layer's completions and answers the guest.
@@ -221,23 +300,26 @@ impl QueueWorker {
         self.bq.take_completions(&mut done);
         let mut result = Ok(());
         for c in done.drain(..) {
-            let Some(p) = self.in_flight.remove(&c.user_data) else {
+            let Some(group) = self.in_flight.remove(&c.user_data) else {
                 continue;
             };
-            if result.is_err() {
-                continue;
-            }
-            result = match c.result {
-                Ok(_) if p.flush_after && !p.flushing => {
-                    let p = Pending {
-                        flushing: true,
-                        ..p
-                    };
-                    self.submit(ctx, p)
+            // A merged operation answers each of its requests alike.
+            for p in group {
+                if result.is_err() {
+                    continue;
                 }
-                Ok(_) => self.finish(ctx, p.reply, STATUS_OK),
-                Err(errno) => self.failed(ctx, p, errno),
-            };
+                result = match c.result {
+                    Ok(_) if p.flush_after && !p.flushing => {
+                        let p = Pending {
+                            flushing: true,
+                            ..p
+                        };
+                        self.submit(ctx, p)
+                    }
+                    Ok(_) => self.finish(ctx, p.reply, STATUS_OK),
+                    Err(errno) => self.failed(ctx, p, errno),
+                };
+            }
         }
         self.scratch = done;
         result
@@ -316,6 +398,7 @@ impl QueueWorker {
         self.bq.drain();
         self.discard_completions();
         self.in_flight.clear();
+        self.batch.clear();
         self.parked.clear();
     }
 
