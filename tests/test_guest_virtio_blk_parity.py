@@ -179,3 +179,24 @@ def test_the_guest_sees_the_same_virtio_pci_function_as_on_qemu(vmm, testguest, 
     lines = transport_lines(out)
     assert len(lines) >= 8, out
     assert lines == qemu_transport
+
+
+def test_block_resize_reaches_the_guest_as_a_config_interrupt(vmm, testguest, tmp_path):
+    """QMP block_resize grows the disk; the guest takes the configuration-change
+    interrupt (its MSI-X config vector) and reads the new capacity."""
+    from qmp_util import Qmp, short_tmpdir
+    img = image(tmp_path)                                  # 16 MiB = 32768 sectors
+    sock = short_tmpdir() + "/q.sock"
+    g = Guest(vmm_argv(vmm, testguest, "plan=blk-resize", img)
+              + ["-qmp", f"unix:{sock},server=on,wait=off"])
+    try:
+        g.wait_line(r"# blk-resize: capacity 32768, waiting", timeout=120)
+        with Qmp(sock, proc=g.proc) as q:
+            q.cmd("block_resize", {"device": "d0", "size": 64 << 20})
+            assert g.wait_exit(90) == 0, g.output()
+    finally:
+        g.kill()
+    out = g.output()
+    assert re.search(r"^ok \d+ - blk resize \(capacity 32768 -> 131072, [1-9]\d* config interrupt",
+                     out, re.M), out
+    assert os.path.getsize(img) == 64 << 20

@@ -388,6 +388,28 @@ static void plan_fill(void)
     tap(ok && s == VIRTIO_BLK_S_OK, name, ok && s == VIRTIO_BLK_S_OK ? 0 : "%s", r);
 }
 
+/* Waits (up to 60 s of guest time) for the configuration-change interrupt a
+   capacity change raises (the host resizes the disk: QMP block_resize), then
+   reads the capacity again. */
+static void plan_resize(void)
+{
+    u64 old = vblk()->capacity;
+    if (!vblk()->msix) {
+        tap(0, "blk resize", "no usable MSI-X for the config vector");
+        return;
+    }
+    irq_drain();
+    unsigned v = vblk()->config_vector - IRQ_BASE;
+    u64 before = irq_count[v];
+    printf_("# blk-resize: capacity %lu, waiting for a config interrupt\n", old);
+    irq_wait_vector(v, before, 60000000);
+    u64 seen = irq_count[v] - before;
+    vblk_reread_config();
+    u64 now = vblk()->capacity;
+    tap(seen > 0 && now != old, "blk resize", "capacity %lu -> %lu, %lu config interrupt(s)",
+        old, now, seen);
+}
+
 int blk_plan_run(unsigned boot)
 {
     if (!up)
@@ -409,6 +431,9 @@ int blk_plan_run(unsigned boot)
         break;
     case BLK_BENCH:
         blk_bench();
+        break;
+    case BLK_RESIZE:
+        plan_resize();
         break;
     case BLK_NONE:
         break;

@@ -186,6 +186,8 @@ static void read_config(void)
     } while (gen != cc8(CC_CFGGEN));
 }
 
+void vblk_reread_config(void) { read_config(); }
+
 int vblk_init(const struct pci_fn *f, char *why, size_t n)
 {
     memset(&info, 0, sizeof info);
