@@ -200,3 +200,23 @@ def test_block_resize_reaches_the_guest_as_a_config_interrupt(vmm, testguest, tm
     assert re.search(r"^ok \d+ - blk resize \(capacity 32768 -> 131072, [1-9]\d* config interrupt",
                      out, re.M), out
     assert os.path.getsize(img) == 64 << 20
+
+
+@pytest.mark.parametrize("gsi,arrives", [(21, True), (22, False)])
+def test_intx_without_msix_arrives_on_the_gsi_of_the_prt(vmm, testguest, tmp_path, gsi, arrives):
+    """MSI-X left off, a completion raises INTA# of slot 1: on q35 that is GSI 21
+    (QEMU's table, and the DSDT's _PRT), level, active high. A neighbouring GSI sees
+    nothing, so the line is the one the _PRT names, not any."""
+    out = boot(vmm, testguest, f"plan=blk-intx intx_gsi={gsi}", image(tmp_path)) \
+        if arrives else None
+    if not arrives:
+        g = Guest(vmm_argv(vmm, testguest, f"plan=blk-intx intx_gsi={gsi}", image(tmp_path)))
+        try:
+            assert g.wait_exit(120) == 0, g.output()
+        finally:
+            g.kill()
+        out = g.output()
+    m = re.search(r"^(ok|not ok) \d+ - blk intx interrupt \(gsi (\d+) vector 0x42 count (\d+)", out, re.M)
+    assert m, out
+    assert (m.group(1) == "ok") == arrives, out
+    assert (int(m.group(3)) > 0) == arrives, out

@@ -91,7 +91,7 @@ static int blk_plan_word(const char *v, size_t vn)
         enum blk_plan p;
     } plans[] = {{"blk-write", BLK_WRITE}, {"blk-read", BLK_READ}, {"blk-ro", BLK_RO},
                  {"blk-reset", BLK_RESET}, {"blk-fill", BLK_FILL}, {"blk-bench", BLK_BENCH},
-                 {"blk-resize", BLK_RESIZE}};
+                 {"blk-resize", BLK_RESIZE}, {"blk-intx", BLK_INTX}};
     for (size_t i = 0; i < sizeof plans / sizeof plans[0]; i++)
         if (word_is(v, vn, plans[i].w)) {
             blkcfg.plan = plans[i].p;
@@ -109,7 +109,7 @@ static int blk_key(const char *w, size_t kn, const char *v, size_t vn)
     } keys[] = {{"seed", &blkcfg.seed},          {"blk_start", &blkcfg.start},
                 {"blk_sectors", &blkcfg.sectors}, {"blk_mib", &blkcfg.mib},
                 {"bench_mib", &blkcfg.bench_mib}, {"bench_secs", &blkcfg.bench_secs},
-                {"bench_start", &blkcfg.bench_start}};
+                {"bench_start", &blkcfg.bench_start}, {"intx_gsi", &blkcfg.intx_gsi}};
     u64 num;
     if (word_is(w, kn, "disk")) {
         if (parse_u64(v, vn, &num))

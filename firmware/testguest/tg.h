@@ -217,7 +217,9 @@ const struct pci_fn *vblk_find(void);
 int vblk_init(const struct pci_fn *f, char *why, size_t n);   /* 1: DRIVER_OK */
 const struct vblk_info *vblk(void);
 void vblk_reset(void);                      /* device status 0 */
-void vblk_reread_config(void);              /* refresh capacity etc. (config generation checked) */
+void vblk_reread_config(void);
+extern int vblk_no_msix;                   /* set before vblk_init: leave MSI-X off (INTx + ISR) */
+u8 vblk_read_isr(void);                     /* ISR status; reading clears it and drops INTx */              /* refresh capacity etc. (config generation checked) */
 void vblk_irq_mode(int on);                 /* 0: completions polled, interrupts suppressed */
 unsigned vblk_free_descs(void);
 /* Queue a request (not yet visible to the device); data in DMA memory.
@@ -234,13 +236,14 @@ void tap(int ok, const char *name, const char *fmt, ...) __attribute__((format(p
 int ram_covers(u64 addr, u64 len);          /* [addr, addr+len) is type-1 RAM in the memmap */
 
 /* ---- blk.c: the virtio-blk checks and the blk-* plans ---- */
-enum blk_plan { BLK_NONE, BLK_WRITE, BLK_READ, BLK_RO, BLK_RESET, BLK_FILL, BLK_BENCH, BLK_RESIZE };
+enum blk_plan { BLK_NONE, BLK_WRITE, BLK_READ, BLK_RO, BLK_RESET, BLK_FILL, BLK_BENCH, BLK_RESIZE, BLK_INTX };
 struct blk_cfg {
     int disk;                   /* disk=1: a missing virtio-blk device is a failure */
     enum blk_plan plan;
     u64 seed, start, sectors;   /* pattern and region of blk-write/read/ro/reset */
     u64 mib;                    /* blk-fill */
     u64 bench_mib, bench_secs, bench_start;
+    u64 intx_gsi;               /* blk-intx: the IOAPIC GSI the VMM's _PRT gives slot/INTA */
 };
 extern struct blk_cfg blkcfg;
 int blk_checks(void);           /* 1: the device is up (after the common checks) */

@@ -188,6 +188,10 @@ static void read_config(void)
 
 void vblk_reread_config(void) { read_config(); }
 
+int vblk_no_msix;
+
+u8 vblk_read_isr(void) { return isr_cfg ? mmio_read8(isr_cfg) : 0; }
+
 int vblk_init(const struct pci_fn *f, char *why, size_t n)
 {
     memset(&info, 0, sizeof info);
@@ -198,7 +202,7 @@ int vblk_init(const struct pci_fn *f, char *why, size_t n)
     pci_write16(f->bdf, 4, pci_read16(f->bdf, 4) | 0x6);
 
     /* MSI-X first (as Linux does), then the virtio vector registers */
-    if (msix_setup(f, &mx) && mx.n >= 2) {
+    if (!vblk_no_msix && msix_setup(f, &mx) && mx.n >= 2) {
         info.config_vector = IRQ_BASE;
         info.queue_vector = IRQ_BASE + 1;
         msix_set(&mx, 0, info.config_vector);
