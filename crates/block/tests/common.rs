@@ -41,3 +41,22 @@ pub fn drive(kv: &[(&str, &str)]) -> Map<String, Value> {
 pub fn json(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()
 }
+
+/// Drive `d0` on `img` (raw, plus `extra` keys), attached like a virtio-blk device.
+pub fn attached_drive(
+    img: &TempImage,
+    extra: &[(&str, &str)],
+) -> (block::BlockGraph, block::BlockBackend) {
+    let mut g = block::BlockGraph::new();
+    let mut kv = vec![("file", img.path()), ("format", "raw")];
+    kv.extend_from_slice(extra);
+    g.add_drive("d0", &drive(&kv)).unwrap();
+    let bb = g
+        .attach(
+            "d0",
+            "/machine/peripheral/vd0/virtio-backend",
+            block::AttachOptions::default(),
+        )
+        .unwrap();
+    (g, bb)
+}

@@ -251,16 +251,7 @@ fn cache_modes_and_error_policy_defaults() {
 #[test]
 fn block_resize_grows_file_and_tells_the_device() {
     let img = TempImage::new("resize", 1 << 20);
-    let mut g = BlockGraph::new();
-    g.add_drive("d0", &drive(&[("file", img.path()), ("format", "raw")]))
-        .unwrap();
-    let bb = g
-        .attach(
-            "d0",
-            "/machine/peripheral/vd0/virtio-backend",
-            AttachOptions::default(),
-        )
-        .unwrap();
+    let (mut g, bb) = attached_drive(&img, &[]);
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let s2 = seen.clone();
     bb.on_resize(move |n| s2.store(n, std::sync::atomic::Ordering::SeqCst));

@@ -1,7 +1,7 @@
 mod common;
 use std::os::unix::fs::FileExt;
 
-use block::{AttachOptions, BlockGraph, BlockQueue, IoBuf, IoCompletion, IoKind, IoRequest};
+use block::{BlockQueue, IoBuf, IoCompletion, IoKind, IoRequest};
 use common::*;
 
 fn wait_all(q: &mut BlockQueue, n: usize) -> Vec<IoCompletion> {
@@ -32,24 +32,9 @@ fn req(kind: IoKind, offset: u64, buf: &mut [u8], user_data: u64) -> IoRequest {
     }
 }
 
-fn setup(img: &TempImage, extra: &[(&str, &str)]) -> (BlockGraph, block::BlockBackend) {
-    let mut g = BlockGraph::new();
-    let mut kv = vec![("file", img.path()), ("format", "raw")];
-    kv.extend_from_slice(extra);
-    g.add_drive("d0", &drive(&kv)).unwrap();
-    let bb = g
-        .attach(
-            "d0",
-            "/machine/peripheral/vd0/virtio-backend",
-            AttachOptions::default(),
-        )
-        .unwrap();
-    (g, bb)
-}
-
 fn roundtrip(extra: &[(&str, &str)]) {
     let img = TempImage::new("rt", 1 << 20);
-    let (g, bb) = setup(&img, extra);
+    let (g, bb) = attached_drive(&img, extra);
     let mut q = bb.open_queue().unwrap();
     // Unaligned for O_DIRECT on purpose: offset 512+3, odd length, odd address.
     let mut backing = vec![0u8; 8192];
@@ -135,7 +120,7 @@ fn threads_o_direct_bounces_unaligned() {
 #[test]
 fn raw_offset_shifts_requests_and_write_highest_offsets_differ_per_node() {
     let img = TempImage::new("off", 1 << 20);
-    let (g, bb) = setup(&img, &[("offset", "4096")]);
+    let (g, bb) = attached_drive(&img, &[("offset", "4096")]);
     assert_eq!(bb.size(), (1 << 20) - 4096);
     let mut q = bb.open_queue().unwrap();
     let mut d = vec![0xabu8; 512];
@@ -162,7 +147,7 @@ fn discard_and_write_zeroes_deallocate_when_unmap_allowed() {
         .unwrap()
         .write_all_at(&vec![1u8; 1 << 20], 0)
         .unwrap();
-    let (g, bb) = setup(&img, &[("discard", "unmap")]);
+    let (g, bb) = attached_drive(&img, &[("discard", "unmap")]);
     assert!(bb.discard_enabled());
     let mut q = bb.open_queue().unwrap();
     let blocks = || std::fs::metadata(&img.0).unwrap().blocks();
@@ -201,7 +186,7 @@ fn discard_and_write_zeroes_deallocate_when_unmap_allowed() {
 #[test]
 fn read_only_drive_refuses_writes() {
     let img = TempImage::new("ro", 1 << 20);
-    let (_g, bb) = setup(&img, &[("readonly", "on")]);
+    let (_g, bb) = attached_drive(&img, &[("readonly", "on")]);
     let mut q = bb.open_queue().unwrap();
     let mut d = vec![0u8; 512];
     q.submit(req(IoKind::Write, 0, &mut d, 1));
