@@ -166,6 +166,33 @@ static int region_ok(const char *name, u64 start, u64 count)
 
 /* ------------------------------------------------------------------ */
 /* The checks every plan runs when a virtio-blk device is present. */
+/* Reads sector 1 with interrupts on, waits (2 s) for vector IRQ_BASE + v and
+   takes the completion (1 s). With `read_isr` (INTx) the ISR is read after
+   the interrupt, which drops the device's line. */
+struct irq_read {
+    int head, reaped;
+    u64 count;
+    u16 id;
+    u8 status, isr;
+};
+
+static struct irq_read read_by_interrupt(unsigned v, int read_isr)
+{
+    struct irq_read r = {.id = 0xffff, .status = 0xff};
+    u64 before = irq_count[v];
+    vblk_irq_mode(1);
+    r.head = vblk_submit(VIRTIO_BLK_T_IN, 1, phys(DMA_DATA), SECT);
+    vblk_kick();
+    irq_wait_vector(v, before, 2000000);
+    r.count = irq_count[v] - before;
+    if (read_isr)
+        r.isr = vblk_read_isr();
+    for (u64 t = clock_us() + 1000000; !r.reaped && clock_us() < t;)
+        r.reaped = vblk_reap(&r.id, &r.status);
+    vblk_irq_mode(0);
+    return r;
+}
+
 int blk_checks(void)
 {
     up = 0;
@@ -213,50 +240,39 @@ int blk_checks(void)
     } else {
         int self = irq_self_test();
         irq_drain();
-        unsigned v = vblk()->queue_vector - IRQ_BASE;
-        u64 before = irq_count[v];
-        vblk_irq_mode(1);
-        int h = vblk_submit(VIRTIO_BLK_T_IN, 1, phys(DMA_DATA), SECT);
-        vblk_kick();
-        irq_wait_vector(v, before, 2000000);
-        u64 cnt = irq_count[v] - before;
-        u16 rid = 0xffff;
-        u8 st = 0xff;
-        int reaped = 0;
-        for (u64 t = clock_us() + 1000000; !reaped && clock_us() < t;)
-            reaped = vblk_reap(&rid, &st);
-        vblk_irq_mode(0);
+        struct irq_read r = read_by_interrupt(vblk()->queue_vector - IRQ_BASE, 0);
         irq_drain();
-        int ok = h >= 0 && cnt == 1 && reaped && rid == h && st == VIRTIO_BLK_S_OK;
-        tap(ok, "virtio-blk msix interrupt", "vector 0x%x count %lu%s%s", vblk()->queue_vector, cnt,
-            reaped && st == VIRTIO_BLK_S_OK ? "" : ", request not completed",
+        int done = r.reaped && r.id == r.head && r.status == VIRTIO_BLK_S_OK;
+        tap(r.head >= 0 && r.count == 1 && done, "virtio-blk msix interrupt", "vector 0x%x count %lu%s%s",
+            vblk()->queue_vector, r.count, done ? "" : ", request not completed",
             self ? "" : ", lapic self-ipi not delivered");
     }
     return 1;
 }
 
 /* ------------------------------------------------------------------ */
-static int write_pattern(const char *name, u64 start, u64 count)
+/* Writes (or reads and checks) the pattern over [start, start+count) at
+   queue depth 8. A failure is reported as check `name`; so is a read's
+   success, while a write that works leaves the verdict to the caller. */
+static int pattern_stream(u32 type, const char *name, u64 start, u64 count)
 {
-    struct stream st = {.type = VIRTIO_BLK_T_OUT, .start = start, .count = count, .chunk = CHUNK, .qd = 8, .pat = 1};
+    struct stream st = {.type = type, .start = start, .count = count, .chunk = CHUNK, .qd = 8, .pat = 1};
     int ok = run_stream(&st);
     char r[96];
     stream_reason(&st, r, sizeof r);
-    if (!ok) {
-        tap(0, name, "%s", r);
-        return 0;
-    }
-    return 1;
+    if (!ok || type == VIRTIO_BLK_T_IN)
+        tap(ok, name, ok ? 0 : "%s", r);
+    return ok;
+}
+
+static int write_pattern(const char *name, u64 start, u64 count)
+{
+    return pattern_stream(VIRTIO_BLK_T_OUT, name, start, count);
 }
 
 static int read_pattern(const char *name, u64 start, u64 count)
 {
-    struct stream st = {.type = VIRTIO_BLK_T_IN, .start = start, .count = count, .chunk = CHUNK, .qd = 8, .pat = 1};
-    int ok = run_stream(&st);
-    char r[96];
-    stream_reason(&st, r, sizeof r);
-    tap(ok, name, ok ? 0 : "%s", r);
-    return ok;
+    return pattern_stream(VIRTIO_BLK_T_IN, name, start, count);
 }
 
 static u8 flush(void)
@@ -435,22 +451,11 @@ static void plan_intx(void)
     /* fixed delivery, physical destination, active high, level, unmasked */
     ioapic_write(0x11 + 2 * (u32)gsi, lapic_id() << 24);
     ioapic_write(0x10 + 2 * (u32)gsi, (IRQ_BASE + v) | 1u << 15);
-    u64 before = irq_count[v];
-    vblk_irq_mode(1);
-    int h = vblk_submit(VIRTIO_BLK_T_IN, 1, phys(DMA_DATA), SECT);
-    vblk_kick();
-    irq_wait_vector(v, before, 2000000);
-    u64 cnt = irq_count[v] - before;
-    u8 isr = vblk_read_isr();
-    u16 rid = 0xffff;
-    u8 st = 0xff;
-    int reaped = 0;
-    for (u64 t = clock_us() + 1000000; !reaped && clock_us() < t;)
-        reaped = vblk_reap(&rid, &st);
-    vblk_irq_mode(0);
+    struct irq_read r = read_by_interrupt(v, 1);
     ioapic_write(0x10 + 2 * (u32)gsi, 1u << 16);   /* masked again */
-    tap(h >= 0 && cnt > 0 && (isr & 1) && reaped && st == VIRTIO_BLK_S_OK, "blk intx interrupt",
-        "gsi %lu vector 0x%x count %lu isr 0x%x status %u", gsi, IRQ_BASE + v, cnt, isr, st);
+    tap(r.head >= 0 && r.count > 0 && (r.isr & 1) && r.reaped && r.status == VIRTIO_BLK_S_OK,
+        "blk intx interrupt", "gsi %lu vector 0x%x count %lu isr 0x%x status %u", gsi, IRQ_BASE + v,
+        r.count, r.isr, r.status);
 }
 
 int blk_plan_run(unsigned boot)

@@ -210,7 +210,6 @@ fn block_host_signals() {
 }
 
 struct Watch {
-    fd: RawFd,
     tag: u32,
     target: SharedSubscriber,
 }
@@ -355,7 +354,7 @@ impl Loop {
             return;
         }
         self.by_fd.insert(fd, token);
-        self.watches.insert(token, Watch { fd, tag, target });
+        self.watches.insert(token, Watch { tag, target });
         // Readiness from before the registration would be lost otherwise.
         self.pending.insert(token);
     }
@@ -371,7 +370,6 @@ impl Loop {
     fn serve_pending(&mut self) {
         for token in std::mem::take(&mut self.pending) {
             if let Some(w) = self.watches.get(&token) {
-                debug_assert!(w.fd >= 0);
                 lock(&w.target).ready(w.tag);
             }
         }

@@ -252,10 +252,10 @@ impl QueueWorker {
         let mut batch = std::mem::take(&mut self.batch);
         batch.sort_by_key(|p| (p.op.is_read, p.op.offset));
         let mut group: Vec<Pending> = Vec::new();
+        // The group's buffer count and size, kept as it grows.
+        let (mut bufs, mut bytes) = (0usize, 0u64);
         for p in batch {
             let joins = group.last().is_some_and(|last| {
-                let bufs: usize = group.iter().map(|g| g.op.bufs.len()).sum();
-                let bytes: u64 = group.iter().map(|g| g.op.len).sum();
                 last.op.kind == p.op.kind
                     && last.op.offset.checked_add(last.op.len) == Some(p.op.offset)
                     && bufs + p.op.bufs.len() <= MERGE_MAX_BUFS
@@ -263,7 +263,10 @@ impl QueueWorker {
             });
             if !joins && !group.is_empty() {
                 self.submit_group(ctx, std::mem::take(&mut group));
+                (bufs, bytes) = (0, 0);
             }
+            bufs += p.op.bufs.len();
+            bytes += p.op.len;
             group.push(p);
         }
         if !group.is_empty() {
