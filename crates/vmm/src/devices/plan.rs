@@ -129,7 +129,7 @@ fn error_reporter(
     sender: Arc<ControlSender>,
 ) -> devices::virtio::block::BlockIoErrorFn {
     Arc::new(move |e: BlockIoError| {
-        let is_read = e.operation.as_str() == "read";
+        let is_read = e.operation == devices::virtio::block::IoOperation::Read;
         let data = backend.error_event(e.action, is_read, e.errno);
         sender.send(ControlMsg::Device(DeviceEvent::BlockIoError {
             data,
