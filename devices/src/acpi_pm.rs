@@ -9,6 +9,13 @@
 //! | 0x08 | PM_TMR (32-bit read, 24-bit counter, read-only) | §4.8.3.3 |
 //! | 0x20 | GPE0_STS, 8 bytes, write 1 to clear | §4.8.4.1 |
 //! | 0x28 | GPE0_EN, 8 bytes | §4.8.4.1 |
+//! | 0x30 | SMI_EN (32 bits), ICH9 | QEMU hw/acpi/ich9.c |
+//! | 0x34 | SMI_STS (32 bits), ICH9, reads 0 | |
+//!
+//! The block is ICH9's 128-byte PMIO (the LPC bridge's PMBASE decodes it).
+//! SMI_EN powers on with APMC_EN (bit 5) set, as QEMU's `ich9_pm_reset` does
+//! on a machine without SMM: it tells SeaBIOS that SMM is already set up, so
+//! the firmware never waits on an SMI handler that does not exist.
 //!
 //! Registers are byte-addressable; a wider access covers consecutive bytes.
 //! Other offsets read all ones and ignore writes.
@@ -37,8 +44,11 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::bus::BusDevice;
 use crate::{read_bytewise, write_bytewise, Clock, GuestRequest, GuestRequestFn, MonotonicClock};
 
-/// Length of the block at 0x600.
-pub const ACPI_PM_LEN: u64 = 0x30;
+/// Length of the block at 0x600 (QEMU `ICH9_PMIO_SIZE`).
+pub const ACPI_PM_LEN: u64 = 0x80;
+const SMI_EN: u64 = 0x30;
+/// SMI_EN's APMC_EN: set means "SMM is set up" to SeaBIOS.
+pub const SMI_EN_APMC_EN: u32 = 1 << 5;
 
 const PM1_STS: u64 = 0x00;
 const PM1_EN: u64 = 0x02;
@@ -81,6 +91,7 @@ pub struct AcpiPm {
     pm1_cnt: u16,
     gpe_sts: [u8; GPE0_BYTES],
     gpe_en: [u8; GPE0_BYTES],
+    smi_en: u32,
     /// Timer count at which TMR_STS next becomes set.
     tmr_carry_at: i128,
     /// The level last signalled on `sci`.
@@ -105,6 +116,7 @@ impl AcpiPm {
             pm1_cnt: 0,
             gpe_sts: [0; GPE0_BYTES],
             gpe_en: [0; GPE0_BYTES],
+            smi_en: SMI_EN_APMC_EN,
             tmr_carry_at: 0,
             sci_asserted: false,
         };
@@ -120,6 +132,7 @@ impl AcpiPm {
         self.pm1_cnt = PM1_CNT_SCI_EN;
         self.gpe_sts = [0; GPE0_BYTES];
         self.gpe_en = [0; GPE0_BYTES];
+        self.smi_en = SMI_EN_APMC_EN;
         self.arm_timer_carry();
         self.sci_asserted = false;
     }
@@ -205,6 +218,8 @@ impl AcpiPm {
             0x08..=0x0b => (timer >> (8 * (offset - PM_TMR))) as u8,
             0x20..=0x27 => self.gpe_sts[(offset - GPE0_STS) as usize],
             0x28..=0x2f => self.gpe_en[(offset - GPE0_EN) as usize],
+            0x30..=0x33 => self.smi_en.to_le_bytes()[(offset - SMI_EN) as usize],
+            0x34..=0x37 => 0,
             _ => 0xff,
         }
     }
@@ -234,6 +249,11 @@ impl AcpiPm {
             }
             0x20..=0x27 => self.gpe_sts[(offset - GPE0_STS) as usize] &= !v,
             0x28..=0x2f => self.gpe_en[(offset - GPE0_EN) as usize] = v,
+            0x30..=0x33 => {
+                let mut b = self.smi_en.to_le_bytes();
+                b[(offset - SMI_EN) as usize] = v;
+                self.smi_en = u32::from_le_bytes(b);
+            }
             _ => {}
         }
     }
@@ -518,5 +538,20 @@ mod tests {
         hammer(&mut r.pm, ACPI_PM_LEN);
         let mut pm = AcpiPm::new(EventFd::new(libc::EFD_NONBLOCK).unwrap(), recorder().0);
         hammer(&mut pm, ACPI_PM_LEN);
+    }
+
+    #[test]
+    fn smi_en_says_smm_is_set_up() {
+        // SeaBIOS src/fw/smm.c: APMC_EN set means skip SMM init (QEMU without SMM).
+        let mut r = rig();
+        let mut b = [0u8; 4];
+        r.pm.read(SMI_EN, &mut b);
+        assert_eq!(u32::from_le_bytes(b), SMI_EN_APMC_EN);
+        r.pm.write(SMI_EN, &0u32.to_le_bytes());
+        r.pm.read(SMI_EN, &mut b);
+        assert_eq!(u32::from_le_bytes(b), 0, "the guest may clear it");
+        r.pm.reset();
+        r.pm.read(SMI_EN, &mut b);
+        assert_eq!(u32::from_le_bytes(b), SMI_EN_APMC_EN);
     }
 }

@@ -18,7 +18,9 @@
 
 pub mod acpi_pm;
 pub mod bus;
+pub mod chipset;
 pub mod cmos;
+pub mod debugcon;
 pub mod i8042;
 pub mod interrupt;
 pub mod pci;

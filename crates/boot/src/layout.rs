@@ -13,14 +13,28 @@ pub const EBDA_END: u64 = 0xa_0000;
 pub const BIOS_AREA_START: u64 = 0xe_0000;
 /// 1 MiB: start of extended memory.
 pub const HIGH_MEMORY_START: u64 = 0x10_0000;
-/// Low RAM ends here at the latest; the 32-bit PCI hole starts here.
-pub const LOW_RAM_MAX: u64 = 0xc000_0000;
-/// 32-bit PCI MMIO window.
+/// q35's split of RAM below 4 GiB (QEMU hw/i386/pc_q35.c `pc_q35_init`):
+/// RAM below 4 GiB ends at `LOW_RAM_MAX`, or at `LOW_RAM_LARGE` when the
+/// guest has `LOW_RAM_MAX` bytes or more, so that the ECAM SeaBIOS programs at
+/// 0xb000_0000 never overlaps RAM; the rest goes above 4 GiB.
+pub const LOW_RAM_MAX: u64 = 0xb000_0000;
+pub const LOW_RAM_LARGE: u64 = 0x8000_0000;
+/// 32-bit PCI MMIO window: from the end of ECAM to the IOAPIC, as QEMU's DSDT
+/// gives PCI0 once SeaBIOS programmed the chipset.
 pub const PCI_MMIO32_START: u64 = 0xc000_0000;
-pub const PCI_MMIO32_SIZE: u64 = 0x2000_0000;
-/// PCIe ECAM (MCFG), buses 0-255: 1 MiB per bus.
-pub const ECAM_START: u64 = 0xe000_0000;
+pub const PCI_MMIO32_SIZE: u64 = IOAPIC_ADDR - PCI_MMIO32_START;
+/// PCIe ECAM (MCFG), buses 0-255: 1 MiB per bus, where SeaBIOS puts it on q35
+/// (src/fw/pciinit.c `mch_mem_addr_setup`); direct boot programs the same.
+pub const ECAM_START: u64 = 0xb000_0000;
 pub const ECAM_SIZE: u64 = 0x1000_0000;
+/// The BIOS area whose mapping the q35 PAM registers choose (0xc0000-0xfffff).
+pub const PAM_AREA_START: u64 = 0xc_0000;
+/// KVM's real-mode TSS (3 pages) and identity-map page, where QEMU puts them
+/// (target/i386/kvm/kvm.c `kvm_arch_init`): below any BIOS ROM of up to 16 MiB,
+/// reserved in e820.
+pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xfeff_c000;
+pub const KVM_TSS_ADDR: u64 = 0xfeff_d000;
+pub const KVM_RESERVED_SIZE: u64 = 0x4000;
 /// IOAPIC and local APIC MMIO.
 pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
 pub const LAPIC_ADDR: u64 = 0xfee0_0000;
@@ -80,9 +94,14 @@ impl MemoryLayout {
         Ok(())
     }
 
-    /// End of RAM below 4 GiB: `min(ram, 0xc000_0000)`.
+    /// End of RAM below 4 GiB: all of RAM below 0xb000_0000 bytes, else
+    /// 0x8000_0000 (q35's split).
     pub fn low_end(&self) -> u64 {
-        self.ram_bytes.min(LOW_RAM_MAX)
+        if self.ram_bytes >= LOW_RAM_MAX {
+            LOW_RAM_LARGE
+        } else {
+            self.ram_bytes
+        }
     }
 
     /// Bytes of RAM mapped at 4 GiB.
@@ -127,6 +146,30 @@ impl MemoryLayout {
             .any(|&(start, size)| addr >= start.0 && end <= start.0 + size as u64)
     }
 
+    /// The map QEMU hands SeaBIOS in fw_cfg `etc/e820` (hw/i386/pc.c
+    /// `pc_memory_init` and `kvm_arch_init`): RAM below and above 4 GiB and
+    /// the KVM pages; the firmware adds what it reserves itself.
+    pub fn firmware_e820(&self) -> Vec<E820Entry> {
+        let mut map = vec![E820Entry {
+            addr: 0,
+            size: self.low_end(),
+            kind: E820Type::Ram,
+        }];
+        if self.high_bytes() > 0 {
+            map.push(E820Entry {
+                addr: HIGH_RAM_START,
+                size: self.high_bytes(),
+                kind: E820Type::Ram,
+            });
+        }
+        map.push(E820Entry {
+            addr: KVM_IDENTITY_MAP_ADDR,
+            size: KVM_RESERVED_SIZE,
+            kind: E820Type::Reserved,
+        });
+        map
+    }
+
     /// The e820 map per docs/platform.md. Assumes `validate()` passed.
     pub fn e820(&self) -> Vec<E820Entry> {
         let low_end = self.low_end();
@@ -144,6 +187,11 @@ impl MemoryLayout {
             map.push(e(HIGH_MEMORY_START, low_end, E820Type::Ram));
         }
         map.push(e(ECAM_START, ECAM_START + ECAM_SIZE, E820Type::Reserved));
+        map.push(e(
+            KVM_IDENTITY_MAP_ADDR,
+            KVM_IDENTITY_MAP_ADDR + KVM_RESERVED_SIZE,
+            E820Type::Reserved,
+        ));
         if self.high_bytes() > 0 {
             map.push(e(
                 HIGH_RAM_START,
@@ -197,8 +245,13 @@ mod tests {
                     kind: E820Type::Ram
                 },
                 E820Entry {
-                    addr: 0xe000_0000,
+                    addr: 0xb000_0000,
                     size: 0x1000_0000,
+                    kind: E820Type::Reserved
+                },
+                E820Entry {
+                    addr: 0xfeff_c000,
+                    size: 0x4000,
                     kind: E820Type::Reserved
                 },
             ]
@@ -206,36 +259,37 @@ mod tests {
     }
 
     #[test]
-    fn large_ram_splits_at_3g() {
+    fn large_ram_splits_at_2g() {
+        // QEMU q35: 5 GiB is at least 0xb000_0000, so 2 GiB low and 3 GiB high.
         let l = MemoryLayout::new(5 * GIB);
-        assert_eq!(l.low_end(), 3 * GIB);
-        assert_eq!(l.high_bytes(), 2 * GIB);
+        assert_eq!(l.low_end(), 2 * GIB);
+        assert_eq!(l.high_bytes(), 3 * GIB);
         assert_eq!(
             l.ram_regions(),
             vec![
-                (GuestAddress(0), (3 * GIB) as usize),
-                (GuestAddress(4 * GIB), (2 * GIB) as usize)
+                (GuestAddress(0), (2 * GIB) as usize),
+                (GuestAddress(4 * GIB), (3 * GIB) as usize)
             ]
         );
         let map = l.e820();
-        assert_eq!(map.len(), 6);
+        assert_eq!(map.len(), 7);
         assert_eq!(
             map[3],
             E820Entry {
                 addr: MIB,
-                size: 3 * GIB - MIB,
+                size: 2 * GIB - MIB,
                 kind: E820Type::Ram
             }
         );
         assert_eq!(
-            map[5],
+            map[6],
             E820Entry {
                 addr: 4 * GIB,
-                size: 2 * GIB,
+                size: 3 * GIB,
                 kind: E820Type::Ram
             }
         );
-        assert_eq!(l.pci_mmio64_window(), (6 * GIB, 64 * GIB));
+        assert_eq!(l.pci_mmio64_window(), (7 * GIB, 64 * GIB));
         // Entries are sorted and disjoint.
         for w in map.windows(2) {
             assert!(w[0].end() <= w[1].addr);
@@ -243,19 +297,53 @@ mod tests {
     }
 
     #[test]
-    fn exactly_3g_has_no_high_ram() {
+    fn the_split_follows_qemu_q35() {
+        // hw/i386/pc_q35.c: below 0xb0000000 bytes all RAM is low; from there
+        // on low RAM ends at 2 GiB, so ECAM at 0xb0000000 never overlaps it.
+        let cases = [
+            (2816 * MIB - 1, 2816 * MIB - 1, 0),
+            (2816 * MIB, 2 * GIB, 768 * MIB),
+            (3 * GIB, 2 * GIB, GIB),
+        ];
+        for (ram, low, high) in cases {
+            let l = MemoryLayout::new(ram);
+            assert_eq!((l.low_end(), l.high_bytes()), (low, high), "{ram:#x}");
+            assert!(l.low_end() <= ECAM_START);
+        }
+    }
+
+    #[test]
+    fn firmware_e820_is_qemus() {
         let l = MemoryLayout::new(3 * GIB);
-        assert_eq!(l.ram_regions().len(), 1);
-        assert_eq!(l.e820().last().unwrap().kind, E820Type::Reserved);
+        assert_eq!(
+            l.firmware_e820(),
+            vec![
+                E820Entry {
+                    addr: 0,
+                    size: 2 * GIB,
+                    kind: E820Type::Ram
+                },
+                E820Entry {
+                    addr: 4 * GIB,
+                    size: GIB,
+                    kind: E820Type::Ram
+                },
+                E820Entry {
+                    addr: 0xfeff_c000,
+                    size: 0x4000,
+                    kind: E820Type::Reserved
+                },
+            ]
+        );
     }
 
     #[test]
     fn is_ram_checks_holes() {
         let l = MemoryLayout::new(5 * GIB);
         assert!(l.is_ram(MIB, 4096));
-        assert!(!l.is_ram(3 * GIB - 4096, 8192));
-        assert!(l.is_ram(4 * GIB, 2 * GIB));
-        assert!(!l.is_ram(4 * GIB, 2 * GIB + 1));
+        assert!(!l.is_ram(2 * GIB - 4096, 8192));
+        assert!(l.is_ram(4 * GIB, 3 * GIB));
+        assert!(!l.is_ram(4 * GIB, 3 * GIB + 1));
         assert!(!l.is_ram(u64::MAX, 2));
     }
 

@@ -64,6 +64,107 @@ pub fn serial_chardevs(config: &Config) -> Vec<String> {
     ids
 }
 
+/// An `isa-debugcon`: its port, readback byte and output.
+pub struct DebugConSpec {
+    pub iobase: u16,
+    pub readback: u8,
+    pub output: Box<dyn Write + Send>,
+}
+
+/// A number property as `-device` gives it: a JSON number, or a string in
+/// decimal or 0x-hex (QEMU's qdev integer parsing).
+fn number(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => match s.strip_prefix("0x").or(s.strip_prefix("0X")) {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => s.parse().ok(),
+        },
+        _ => None,
+    }
+}
+
+/// The `-device isa-debugcon` ports, their chardevs opened (output only:
+/// file, null or stdio).
+pub fn debugcons(config: &Config) -> Result<Vec<DebugConSpec>, VmmError> {
+    let mut out = Vec::new();
+    for d in config
+        .devices
+        .iter()
+        .filter(|d| device_driver(d) == Some("isa-debugcon"))
+    {
+        let err = |m: String| VmmError::Config(format!("-device isa-debugcon: {m}"));
+        let prop = |k: &str, default: u64, max: u64| match d.get(k) {
+            None => Ok(default),
+            Some(v) => number(v).filter(|&n| n <= max).ok_or_else(|| {
+                err(format!(
+                    "Property 'isa-debugcon.{k}' doesn't take value {v}"
+                ))
+            }),
+        };
+        let iobase = prop(
+            "iobase",
+            u64::from(devices::debugcon::DEFAULT_IOBASE),
+            0xffff,
+        )? as u16;
+        let readback = prop(
+            "readback",
+            u64::from(devices::debugcon::DEFAULT_READBACK),
+            0xff,
+        )? as u8;
+        let id = d
+            .get("chardev")
+            .and_then(|c| c.as_str())
+            .ok_or_else(|| err("Property 'chardev' is required".into()))?;
+        let chardev = config.chardev(id).ok_or_else(|| {
+            err(format!(
+                "Property 'isa-debugcon.chardev' can't find value '{id}'"
+            ))
+        })?;
+        let output: Box<dyn Write + Send> = match &chardev.backend {
+            ChardevBackend::Null => Box::new(io::sink()),
+            ChardevBackend::Stdio { .. } => Box::new(dup_stdout()?),
+            ChardevBackend::File { path, append } => Box::new(open_chardev_file(path, *append)?),
+            _ => {
+                return Err(err(format!(
+                    "chardev '{id}': only file, null and stdio are supported by ferrovm yet"
+                )))
+            }
+        };
+        out.push(DebugConSpec {
+            iobase,
+            readback,
+            output,
+        });
+    }
+    Ok(out)
+}
+
+/// Our own unbuffered copy of stdout.
+fn dup_stdout() -> Result<std::fs::File, VmmError> {
+    // SAFETY: fd 1 is open for the life of the process; dup gives our own copy.
+    let fd = unsafe { libc::dup(1) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+fn open_chardev_file(path: &std::path::Path, append: bool) -> Result<std::fs::File, VmmError> {
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(path)
+        .map_err(|err| VmmError::File {
+            what: "could not open chardev file",
+            path: path.display().to_string(),
+            err,
+        })
+}
+
 /// Opens COM1's chardev as the command line describes it.
 pub fn open(config: &Config) -> Result<Console, VmmError> {
     let Some(chardev_id) = serial_chardevs(config).into_iter().next() else {
@@ -83,12 +184,7 @@ pub fn open(config: &Config) -> Result<Console, VmmError> {
     match &chardev.backend {
         ChardevBackend::Stdio { signal } => {
             // Unbuffered: the guest writes one byte per exit and expects it seen.
-            // SAFETY: fd 1 is open for the life of the process; dup gives our own copy.
-            let fd = unsafe { libc::dup(1) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error().into());
-            }
-            let out = unsafe { std::fs::File::from_raw_fd(fd) };
+            let out = dup_stdout()?;
             Ok(Console {
                 output: Some(Box::new(out)),
                 input: ConsoleInput::Stdin { signal: *signal },
@@ -101,17 +197,7 @@ pub fn open(config: &Config) -> Result<Console, VmmError> {
             info: info("null".into()),
         }),
         ChardevBackend::File { path, append } => {
-            let f = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .append(*append)
-                .truncate(!*append)
-                .open(path)
-                .map_err(|err| VmmError::File {
-                    what: "could not open chardev file",
-                    path: path.display().to_string(),
-                    err,
-                })?;
+            let f = open_chardev_file(path, *append)?;
             Ok(Console {
                 output: Some(Box::new(f)),
                 input: ConsoleInput::None,

@@ -11,6 +11,7 @@ pub mod devices;
 pub mod error;
 pub mod machine;
 pub mod memory;
+pub mod memory_map;
 pub mod messages;
 pub mod pidfile;
 pub mod runstate;

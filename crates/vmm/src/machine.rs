@@ -17,13 +17,14 @@ use vm_memory::GuestMemoryMmap;
 use crate::cpuid::{CpuModel, Topology};
 use crate::devices::DeviceManager;
 use crate::error::VmmError;
+use crate::memory_map::BiosRom;
 use crate::vcpu::{EventSink, Vcpu, VcpuHandle};
 use crate::{memory, vcpu_setup};
 
 /// KVM on Intel needs three pages for the real-mode TSS and one for the
 /// identity map, below 4 GiB and outside RAM and MMIO (QEMU uses the same spot).
-const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
-const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+const KVM_TSS_ADDRESS: usize = boot::layout::KVM_TSS_ADDR as usize;
+const KVM_IDENTITY_MAP_ADDRESS: u64 = boot::layout::KVM_IDENTITY_MAP_ADDR;
 
 /// What the machine is, independent of how the command line spelled it.
 #[derive(Debug, Clone)]
@@ -36,6 +37,9 @@ pub struct MachineSpec {
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
+    /// The BIOS image for a firmware boot (no `kernel`), resolved as QEMU
+    /// resolves `-bios`.
+    pub firmware: Option<PathBuf>,
 }
 
 pub struct Machine {
@@ -62,6 +66,19 @@ fn read_file(what: &'static str, path: &Path, max: u64) -> Result<Vec<u8>, VmmEr
     })
 }
 
+/// The BIOS image at `path`, as QEMU loads `-bios` (hw/i386/x86.c
+/// `x86_bios_rom_init`, whose message this is).
+fn load_bios(path: &Path) -> Result<BiosRom, VmmError> {
+    let fail = |why: String| {
+        VmmError::Boot(format!(
+            "qemu: could not load PC BIOS '{}': {why}",
+            path.display()
+        ))
+    };
+    let bytes = boot::image_file::read(path, 16 << 20).map_err(|e| fail(e.to_string()))?;
+    BiosRom::new(&bytes).map_err(fail)
+}
+
 impl Machine {
     pub fn new(spec: MachineSpec, mut devices: DeviceManager) -> Result<Self, VmmError> {
         let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
@@ -73,7 +90,11 @@ impl Machine {
         };
         let layout = boot::MemoryLayout::new(spec.ram_bytes);
         let mem = memory::create(&layout.ram_regions())?;
-        devices.realize(&mem)?;
+        let rom = match &spec.firmware {
+            Some(path) => Some(load_bios(path)?),
+            None => None,
+        };
+        devices.realize(&mem, rom)?;
         let vm = create_vm(&kvm, &mem, &devices)?;
         let kernel = match &spec.kernel {
             Some(path) => {
@@ -140,8 +161,19 @@ impl Machine {
     }
 
     /// Writes the firmware tables and the kernel into guest RAM, and creates
-    /// and configures every vCPU: (index, fd, has something to run).
+    /// and configures every vCPU: (index, fd, has something to run). A
+    /// firmware boot leaves RAM and the vCPUs in their reset state: the BSP
+    /// starts at the reset vector, the APs wait for SIPIs.
     fn prepare_vcpus(&self) -> Result<Vec<(usize, kvm_ioctls::VcpuFd, bool)>, VmmError> {
+        let firmware = self.spec.firmware.is_some();
+        if firmware {
+            let mut vcpus = Vec::new();
+            for index in 0..self.spec.cpus {
+                let fd = self.create_vcpu(index, true)?;
+                vcpus.push((index as usize, fd, true));
+            }
+            return Ok(vcpus);
+        }
         let acpi = boot::AcpiConfig {
             cpus: self.spec.cpus as u8,
             max_cpus: self.spec.max_cpus as u8,
@@ -163,17 +195,7 @@ impl Machine {
         };
         let mut vcpus = Vec::new();
         for index in 0..self.spec.cpus {
-            let fd = self
-                .vm
-                .create_vcpu(u64::from(index))
-                .map_err(|e| VmmError::Kvm("KVM_CREATE_VCPU", e))?;
-            vcpu_setup::configure(
-                &self.supported_cpuid,
-                &fd,
-                &self.spec.cpu_model,
-                self.spec.topology,
-                index,
-            )?;
+            let fd = self.create_vcpu(index, false)?;
             if index == 0 {
                 if let Some(entry) = &entry {
                     let mut regs = fd
@@ -198,9 +220,31 @@ impl Machine {
         Ok(vcpus)
     }
 
+    /// A vCPU with its CPUID; `at_reset` keeps the rest in the architectural
+    /// reset state for firmware, else it gets what firmware would have set.
+    fn create_vcpu(&self, index: u32, at_reset: bool) -> Result<kvm_ioctls::VcpuFd, VmmError> {
+        let fd = self
+            .vm
+            .create_vcpu(u64::from(index))
+            .map_err(|e| VmmError::Kvm("KVM_CREATE_VCPU", e))?;
+        vcpu_setup::configure(
+            &self.supported_cpuid,
+            &fd,
+            &self.spec.cpu_model,
+            self.spec.topology,
+            index,
+            !at_reset,
+        )?;
+        Ok(fd)
+    }
+
     /// Replaces the KVM VM with a fresh one and resets the device models.
     /// Every vCPU thread of the old VM must have ended.
     pub fn reset(&mut self) -> Result<(), VmmError> {
+        // The old VM's slots are not worth remapping as the chipset resets.
+        if let Some(m) = self.devices.memory() {
+            m.release();
+        }
         self.devices.reset()?;
         self.devices.detach()?;
         self.vm = create_vm(&self.kvm, &self.mem, &self.devices)?;
@@ -221,8 +265,12 @@ fn create_vm(
         .map_err(|e| VmmError::Kvm("KVM_SET_TSS_ADDR", e))?;
     vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
         .map_err(|e| VmmError::Kvm("KVM_SET_IDENTITY_MAP_ADDR", e))?;
-    // RAM first: see memory::register for why the order matters.
-    memory::register(&vm, mem)?;
+    let vm = Arc::new(vm);
+    // Memory first: see MemoryMap::register_all for why the order matters.
+    match devices.memory() {
+        Some(m) => m.register_all(&vm)?,
+        None => memory::register(&vm, mem)?,
+    }
     vm.create_irq_chip()
         .map_err(|e| VmmError::Kvm("KVM_CREATE_IRQCHIP", e))?;
     let pit = kvm_pit_config {
@@ -231,7 +279,6 @@ fn create_vm(
     };
     vm.create_pit2(pit)
         .map_err(|e| VmmError::Kvm("KVM_CREATE_PIT2", e))?;
-    let vm = Arc::new(vm);
     devices.attach(vm.clone())?;
     Ok(vm)
 }

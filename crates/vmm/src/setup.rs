@@ -81,11 +81,13 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                         cpus: spec.cpus.min(255) as u8,
                         serial_out,
                         rtc_offset: rtc_offset(&config),
+                        debugcons: console::debugcons(&config)?,
                     },
                     pci_mmio32: (
                         boot::layout::PCI_MMIO32_START,
                         boot::layout::PCI_MMIO32_START + boot::layout::PCI_MMIO32_SIZE,
                     ),
+                    firmware: spec.firmware.is_some(),
                 },
                 requests,
             )?;
@@ -189,6 +191,11 @@ fn machine_spec(config: &Config) -> Result<MachineSpec, VmmError> {
         kernel: config.kernel.clone(),
         initrd: config.initrd.clone(),
         cmdline: config.append.clone(),
+        // Without -kernel the machine boots its firmware, as QEMU's does.
+        firmware: match config.kernel {
+            Some(_) => None,
+            None => Some(std::path::PathBuf::from("/usr/share/seabios/bios-256k.bin")),
+        },
     })
 }
 
@@ -245,11 +252,13 @@ fn check_supported(config: &Config) -> Result<(), VmmError> {
             "{what} is not supported by ferrovm yet"
         )))
     };
-    // `-device isa-serial` is COM1 (see console::serial_chardev); the others
+    // `-device isa-serial` is COM1 (see console::serial_chardev) and
+    // `isa-debugcon` a port (console::debugcons); the others
     // ferrovm builds are in qdev::DRIVERS, and qdev refuses the rest by name.
     if let Some(d) = config.devices.iter().find(|d| {
         let driver = console::device_driver(d).unwrap_or("?");
-        driver != "isa-serial" && !crate::devices::qdev::DRIVERS.contains(&driver)
+        !["isa-serial", "isa-debugcon"].contains(&driver)
+            && !crate::devices::qdev::DRIVERS.contains(&driver)
     }) {
         let driver = console::device_driver(d).unwrap_or("?");
         return unsupported(&format!("-device '{driver}'"));

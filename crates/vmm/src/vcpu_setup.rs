@@ -70,11 +70,16 @@ pub fn configure(
     model: &CpuModel,
     topo: Topology,
     index: u32,
+    as_firmware_left_it: bool,
 ) -> Result<(), VmmError> {
     let mut cpuid = supported_cpuid.clone();
     cpuid::patch(&mut cpuid, model, topo, index);
     fd.set_cpuid2(&cpuid)
         .map_err(|e| VmmError::Kvm("KVM_SET_CPUID2", e))?;
+    if !as_firmware_left_it {
+        // Firmware boot: MSRs and LAPIC stay in their reset state.
+        return Ok(());
+    }
 
     let msrs =
         Msrs::from_entries(&boot_msrs()).map_err(|e| VmmError::Device(format!("msrs: {e:?}")))?;

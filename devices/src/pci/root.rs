@@ -145,6 +145,24 @@ impl PciRoot {
         }
     }
 
+    /// Puts `device` at 00:00.0 in place of the generic host bridge (q35's
+    /// MCH: chipset::mch), named `driver` in messages and `query-pci`.
+    pub fn set_host_bridge(&mut self, device: SharedPciDevice, driver: &str) {
+        self.sync_bars(0, Vec::new());
+        self.functions.insert(
+            0,
+            Function {
+                device,
+                options: FunctionOptions {
+                    driver: driver.into(),
+                    ..Default::default()
+                },
+                maps: Default::default(),
+            },
+        );
+        self.refresh(0);
+    }
+
     pub fn set_bar_observer(&mut self, observer: Arc<dyn BarObserver>) {
         self.observer = Some(observer);
     }

@@ -223,7 +223,7 @@ fn mcfg_ecam() {
     let (_, p) = build(&cfg(1, 1, 128 * MIB));
     let m = &p.mcfg;
     assert_eq!(m.len(), 36 + 8 + 16);
-    assert_eq!(u64_at(m, 44), 0xe000_0000);
+    assert_eq!(u64_at(m, 44), 0xb000_0000);
     assert_eq!(u16_at(m, 52), 0, "segment");
     assert_eq!((m[54], m[55]), (0, 255), "buses");
 }
@@ -304,7 +304,7 @@ fn dsdt_contents() {
     assert!(find(body, &[0x47, 0x01, 0x64, 0x00, 0x64, 0x00, 0x01, 0x01]).is_some());
     // Motherboard: ECAM as Memory32Fixed, PM block 0x600 length 0x30, 0xcf9.
     let mut ecam = vec![0x86, 0x09, 0x00, 0x01];
-    ecam.extend_from_slice(&0xe000_0000u32.to_le_bytes());
+    ecam.extend_from_slice(&0xb000_0000u32.to_le_bytes());
     ecam.extend_from_slice(&0x1000_0000u32.to_le_bytes());
     assert!(find(body, &ecam).is_some());
     assert!(find(body, &[0x47, 0x01, 0x00, 0x06, 0x00, 0x06, 0x01, 0x30]).is_some());
@@ -372,9 +372,9 @@ fn pci0_crs_windows() {
         ]
     );
     assert_eq!(ios, vec![(0xcf8, 8)]);
-    assert_eq!(dwords, vec![(0, 0xc000_0000, 0xdfff_ffff, 0x2000_0000)]);
+    assert_eq!(dwords, vec![(0, 0xc000_0000, 0xfebf_ffff, 0x3ec0_0000)]);
     let (base, size) = c.layout.pci_mmio64_window();
-    assert_eq!(base, 6 << 30);
+    assert_eq!(base, 7 << 30);
     assert_eq!(qwords, vec![(0, base, base + size - 1, size)]);
 }
 

@@ -129,7 +129,7 @@ fn pvh_with_high_ram_has_split_memmap() {
         .unwrap();
     assert_eq!(
         ({ last.addr }, { last.size }, { last.type_ }),
-        (4 << 30, 1 << 30, E820Type::Ram as u32)
+        (4 << 30, 2 << 30, E820Type::Ram as u32)
     );
 }
 

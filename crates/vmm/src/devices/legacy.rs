@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::os::fd::AsRawFd;
 
 use devices::bus::{Bus, BusDevice};
+use devices::debugcon::DebugCon;
 use devices::{AcpiPm, Cmos, GuestRequestFn, IgnoredPort, Serial, WallClock, I8042};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -19,8 +20,6 @@ const COM1_GSI: u32 = 4;
 const CMOS_PORT: u64 = 0x70;
 const I8042_DATA_PORT: u64 = 0x60;
 const POST_PORT: u64 = 0x80;
-const ACPI_PM_BASE: u64 = 0x600;
-const ACPI_PM_LEN: u64 = devices::acpi_pm::ACPI_PM_LEN;
 const ACPI_SCI_GSI: u32 = 9;
 const RTC_GSI: u32 = 8;
 
@@ -32,6 +31,8 @@ pub struct LegacySpec {
     pub serial_out: Option<Box<dyn Write + Send>>,
     /// Seconds added to host UTC for the CMOS clock (`-rtc base=`).
     pub rtc_offset: i64,
+    /// `-device isa-debugcon` ports.
+    pub debugcons: Vec<crate::console::DebugConSpec>,
 }
 
 /// The legacy devices, shared with the vCPUs through the buses.
@@ -88,8 +89,12 @@ impl LegacyDevices {
         let i8042 = Arc::new(Mutex::new(I8042::new(requests.clone())));
         insert(pio, i8042.clone(), I8042_DATA_PORT, 5)?;
         insert(pio, Arc::new(Mutex::new(IgnoredPort)), POST_PORT, 1)?;
+        for d in spec.debugcons {
+            let dev = DebugCon::new(d.output, d.readback);
+            insert(pio, Arc::new(Mutex::new(dev)), u64::from(d.iobase), 1)?;
+        }
+        // Mapped where the LPC bridge's PMBASE says (devices::chipset).
         let acpi_pm = Arc::new(Mutex::new(AcpiPm::new(sci.try_clone()?, requests)));
-        insert(pio, acpi_pm.clone(), ACPI_PM_BASE, ACPI_PM_LEN)?;
         Ok(Self {
             serial,
             cmos,

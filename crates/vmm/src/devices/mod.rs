@@ -7,6 +7,7 @@
 //! irqfd, ioeventfd and route from the old VM and [`DeviceManager::attach`]
 //! re-creates all of them on the new one.
 
+pub mod chipset;
 pub mod intx;
 pub mod kvm_wiring;
 pub mod legacy;
@@ -29,6 +30,8 @@ use vm_memory::GuestMemoryMmap;
 use crate::backend::clock::ClockMode;
 use crate::backend::{Backend, BackendHandle};
 use crate::error::VmmError;
+use crate::memory_map::{BiosRom, MemoryMap};
+use devices::chipset::pam::{self, PamArea};
 use kvm_wiring::KvmWiring;
 use legacy::{LegacyDevices, LegacySpec};
 use pci::PciDevices;
@@ -39,6 +42,9 @@ pub struct DeviceSpec {
     pub legacy: LegacySpec,
     /// PCI0's 32-bit MMIO window `[start, end)` (the DSDT's `_CRS`).
     pub pci_mmio32: (u64, u64),
+    /// Firmware boots the machine and programs the chipset and BARs itself;
+    /// without it (direct boot) ferrovm does.
+    pub firmware: bool,
 }
 
 /// A virtio-blk-pci function to build once guest RAM exists.
@@ -61,6 +67,7 @@ pub struct DeviceManager {
     backend: Backend,
     /// Devices to build once guest RAM exists ([`DeviceManager::realize`]).
     planned: Vec<VirtioBlkPlan>,
+    firmware: bool,
 }
 
 impl DeviceManager {
@@ -71,7 +78,14 @@ impl DeviceManager {
         let wiring = KvmWiring::new();
         let legacy = LegacyDevices::new(spec.legacy, requests.clone(), &pio)?;
         legacy.wire(&wiring, backend.handle())?;
-        let pci = PciDevices::new(requests, &pio, &mmio, &wiring, spec.pci_mmio32)?;
+        let pci = PciDevices::new(
+            requests,
+            &pio,
+            &mmio,
+            &wiring,
+            spec.pci_mmio32,
+            legacy.acpi_pm.clone(),
+        )?;
         Ok(Self {
             pio,
             mmio,
@@ -80,7 +94,13 @@ impl DeviceManager {
             wiring,
             backend,
             planned: Vec::new(),
+            firmware: spec.firmware,
         })
+    }
+
+    /// The KVM memory slots (set by [`DeviceManager::realize`]).
+    pub fn memory(&self) -> Option<&MemoryMap> {
+        self.pci.chipset.memory.get()
     }
 
     /// Wires every device to `vm` (a new or rebuilt VM).
@@ -97,14 +117,32 @@ impl DeviceManager {
         self.planned.extend(plans);
     }
 
-    /// Builds the planned devices on `mem` and programs every BAR.
-    pub fn realize(&mut self, mem: &GuestMemoryMmap) -> Result<(), VmmError> {
+    /// Builds the memory slots over `mem` (and the BIOS `rom`, for a
+    /// firmware boot) and the planned devices; on direct boot, programs the
+    /// chipset and every BAR.
+    pub fn realize(&mut self, mem: &GuestMemoryMmap, rom: Option<BiosRom>) -> Result<(), VmmError> {
+        let pam = *crate::sync::lock(&self.pci.chipset.pam);
+        let memory = MemoryMap::new(mem, rom, pam)?;
+        let area = PamArea::new(
+            self.pci.chipset.pam.clone(),
+            memory.rom_alias(),
+            mem.clone(),
+        );
+        legacy::insert(
+            &self.mmio,
+            Arc::new(Mutex::new(area)),
+            pam::PAM_START,
+            pam::PAM_END - pam::PAM_START,
+        )?;
+        if self.pci.chipset.memory.set(memory).is_err() {
+            return Err(VmmError::Device("devices realized twice".into()));
+        }
         for p in std::mem::take(&mut self.planned) {
             let loc = p.location.clone();
             self.add_virtio_blk(mem, p)
                 .map_err(|e| VmmError::Config(format!("{loc}: {e}")))?;
         }
-        self.assign_bars()
+        self.program_like_firmware()
     }
 
     /// Builds a virtio-blk-pci function on bus 0: the model, its transport
@@ -168,16 +206,22 @@ impl DeviceManager {
         Ok(addr)
     }
 
-    /// Programs the BARs of every PCI function (direct boot has no firmware).
-    pub fn assign_bars(&self) -> Result<(), VmmError> {
-        self.pci.assign_bars()
+    /// Direct boot has no firmware: program the chipset and every BAR as
+    /// SeaBIOS would. A firmware boot leaves that to the firmware.
+    fn program_like_firmware(&self) -> Result<(), VmmError> {
+        if self.firmware {
+            return Ok(());
+        }
+        self.pci.program_like_firmware()
     }
 
     /// Machine reset: every device back to its power-on state (what a PC
-    /// keeps, such as CMOS NVRAM, survives), BARs assigned again.
+    /// keeps, such as CMOS NVRAM, survives); on direct boot the chipset and
+    /// BARs are programmed again.
     pub fn reset(&self) -> Result<(), VmmError> {
         self.legacy.reset();
-        self.pci.reset()
+        self.pci.reset();
+        self.program_like_firmware()
     }
 
     /// The VM stops: returns once every device has drained its in-flight

@@ -7,20 +7,20 @@ use std::sync::{Arc, Mutex};
 
 use devices::bus::Bus;
 use devices::pci::{BarSpace, BarWindow, FunctionOptions, PciAddress, PciWindows, SharedPciDevice};
-use devices::{BarObserver, GuestRequestFn, PciConfigIo, PciConfigMmio, PciRoot};
+use devices::{AcpiPm, BarObserver, GuestRequestFn, PciConfigIo, PciConfigMmio, PciRoot};
 
+use super::chipset::{self, Chipset};
 use super::kvm_wiring::{IoSpace, KvmWiring};
 use super::legacy::insert;
 use crate::error::VmmError;
 use crate::sync::lock;
 
 const PCI_CONFIG_PORT: u64 = 0xcf8;
-pub const ECAM_BASE: u64 = 0xe000_0000;
-const ECAM_SIZE: u64 = devices::pci::ECAM_SIZE;
 
 pub struct PciDevices {
     pub root: Arc<Mutex<PciRoot>>,
     config_io: Arc<Mutex<PciConfigIo>>,
+    pub chipset: Chipset,
     windows: PciWindows,
 }
 
@@ -56,30 +56,29 @@ pub fn io_space(space: BarSpace) -> IoSpace {
 }
 
 impl PciDevices {
-    /// Bus 0 with the host bridge, reachable through 0xcf8 and ECAM.
-    /// `requests` receives the resets written to RST_CNT (0xcf9); `mmio32`
-    /// is the 32-bit MMIO window the DSDT gives PCI0.
+    /// Bus 0 with q35's MCH and LPC bridge, reachable through 0xcf8 and,
+    /// once PCIEXBAR enables it, ECAM. `requests` receives the resets written
+    /// to RST_CNT (0xcf9); `mmio32` is the 32-bit MMIO window the DSDT gives
+    /// PCI0; `acpi_pm` is the PM block the LPC bridge's PMBASE maps.
     pub fn new(
         requests: GuestRequestFn,
         pio: &Arc<Bus>,
         mmio: &Arc<Bus>,
         wiring: &KvmWiring,
         mmio32: (u64, u64),
+        acpi_pm: Arc<Mutex<AcpiPm>>,
     ) -> Result<Self, VmmError> {
         let mut root = PciRoot::with_buses(pio.clone(), mmio.clone());
         root.set_bar_observer(Arc::new(MoveDoorbells(wiring.clone())));
         let root = Arc::new(Mutex::new(root));
         let config_io = Arc::new(Mutex::new(PciConfigIo::new(root.clone(), requests)));
         insert(pio, config_io.clone(), PCI_CONFIG_PORT, 8)?;
-        insert(
-            mmio,
-            Arc::new(Mutex::new(PciConfigMmio::new(root.clone()))),
-            ECAM_BASE,
-            ECAM_SIZE,
-        )?;
+        let ecam = Arc::new(Mutex::new(PciConfigMmio::new(root.clone())));
+        let chipset = Chipset::new(&root, mmio, pio, ecam, acpi_pm)?;
         Ok(Self {
             root,
             config_io,
+            chipset,
             // 64-bit BARs go below 4 GiB while they fit, as SeaBIOS places
             // them; a guest that wants them higher may move them.
             windows: PciWindows {
@@ -101,18 +100,20 @@ impl PciDevices {
             .map_err(|e| e.to_string())
     }
 
-    /// Direct boot has no firmware to program BARs: ferrovm does, once the
-    /// functions exist and again after every reset (Cloud Hypervisor does
-    /// the same). The guest may move them afterwards.
-    pub fn assign_bars(&self) -> Result<(), VmmError> {
+    /// Direct boot has no firmware to program the chipset and the BARs:
+    /// ferrovm does, once the functions exist and again after every reset
+    /// (Cloud Hypervisor does the same for BARs). The guest may move them.
+    pub fn program_like_firmware(&self) -> Result<(), VmmError> {
+        chipset::program_like_seabios(&self.root, boot::layout::ECAM_START);
         lock(&self.root)
             .assign_bars(&self.windows)
             .map_err(|e| VmmError::Device(format!("PCI BAR assignment: {e}")))
     }
 
-    pub fn reset(&self) -> Result<(), VmmError> {
+    /// Machine reset: every function back to power-on state (ECAM and the
+    /// PM block stop decoding, the PAM area shows the ROM again).
+    pub fn reset(&self) {
         lock(&self.root).reset();
         lock(&self.config_io).reset();
-        self.assign_bars()
     }
 }

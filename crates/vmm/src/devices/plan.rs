@@ -72,7 +72,10 @@ pub fn plan(config: &Config, sender: &Arc<ControlSender>, cpus: u16) -> Result<P
     }
     for (d, loc) in config.devices.iter().zip(&config.device_locations) {
         let Some(map) = d.as_object() else { continue };
-        if map.get("driver").and_then(Value::as_str) == Some("isa-serial") {
+        if matches!(
+            map.get("driver").and_then(Value::as_str),
+            Some("isa-serial" | "isa-debugcon")
+        ) {
             continue; // COM1's front-end (console.rs)
         }
         match qdev::parse(map, cpus).map_err(|e| at(loc, e))? {

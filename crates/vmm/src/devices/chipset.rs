@@ -1,0 +1,155 @@
+//! q35's chipset functions on pcie.0 — the MCH at 00:00.0 and the ICH9 LPC
+//! bridge at 00:1f.0 — and what their registers move: ECAM (PCIEXBAR) on the
+//! MMIO bus, the ACPI PM block (PMBASE) on the port bus, and the PAM area's
+//! KVM slots (through the machine's [`MemoryMap`]).
+//!
+//! At power-on, as on QEMU, ECAM and the PM block do not decode and the PAM
+//! area shows the BIOS ROM: firmware programs them. A direct (`-kernel`)
+//! boot has no firmware, so [`program_like_seabios`] writes what SeaBIOS
+//! would have (ECAM at 0xb0000000, PM block at 0x600, the PAM area as RAM).
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use devices::bus::{Bus, BusDevice};
+use devices::chipset::lpc::{self, Lpc};
+use devices::chipset::mch::{self, Mch};
+use devices::chipset::pam::{self, SharedPam, PAM_REGS};
+use devices::chipset::{ChipsetEvent, ChipsetObserver};
+use devices::pci::{FunctionOptions, PciRoot};
+use devices::AcpiPm;
+
+use crate::error::VmmError;
+use crate::memory_map::MemoryMap;
+use crate::sync::lock;
+
+/// The ACPI PM block's port as ferrovm's FADT and DSDT describe it (and
+/// where SeaBIOS puts it: src/hw/pci_ids.h PORT_ACPI_PM_BASE).
+pub const PM_BASE: u16 = 0x600;
+
+/// A device mapped on a bus at a base that the guest chooses.
+struct Movable {
+    bus: Arc<Bus>,
+    device: Arc<Mutex<dyn BusDevice>>,
+    len: u64,
+    /// Where it is mapped now: (base, length).
+    at: Mutex<Option<(u64, u64)>>,
+    what: &'static str,
+}
+
+impl Movable {
+    /// Maps it at `base` (with `len`, or its usual length), or nowhere.
+    fn move_to(&self, base: Option<u64>, len: Option<u64>) {
+        let want = base.map(|b| (b, len.unwrap_or(self.len)));
+        let mut at = lock(&self.at);
+        if *at == want {
+            return;
+        }
+        if let Some((old, _)) = at.take() {
+            let _ = self.bus.remove(old);
+        }
+        if let Some((b, l)) = want {
+            match self.bus.insert(self.device.clone(), b, l) {
+                Ok(()) => *at = want,
+                Err(e) => log::warn!("{} at {b:#x}: {e}; not decoded", self.what),
+            }
+        }
+    }
+}
+
+/// The chipset's register-driven mappings.
+struct Mappings {
+    ecam: Movable,
+    pm: Movable,
+    memory: Arc<OnceLock<MemoryMap>>,
+}
+
+impl Mappings {
+    fn handle(&self, event: ChipsetEvent) {
+        match event {
+            ChipsetEvent::Ecam(w) => self.ecam.move_to(w.map(|w| w.base), w.map(|w| w.size)),
+            ChipsetEvent::PmBase(p) => self.pm.move_to(p.map(u64::from), None),
+            ChipsetEvent::Pam(regs) => {
+                if let Some(m) = self.memory.get() {
+                    if let Err(e) = m.set_pam(regs) {
+                        log::error!("PAM remap: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub struct Chipset {
+    pub pam: SharedPam,
+    /// Set once guest RAM exists (DeviceManager::realize).
+    pub memory: Arc<OnceLock<MemoryMap>>,
+}
+
+impl Chipset {
+    /// Puts the MCH and the LPC bridge on `root`; `ecam` is the ECAM
+    /// front-end to map on `mmio`, `acpi_pm` the PM block to map on `pio`.
+    pub fn new(
+        root: &Mutex<PciRoot>,
+        mmio: &Arc<Bus>,
+        pio: &Arc<Bus>,
+        ecam: Arc<Mutex<dyn BusDevice>>,
+        acpi_pm: Arc<Mutex<AcpiPm>>,
+    ) -> Result<Self, VmmError> {
+        let pam: SharedPam = Arc::new(Mutex::new([0; PAM_REGS]));
+        let memory = Arc::new(OnceLock::new());
+        let maps = Arc::new(Mappings {
+            ecam: Movable {
+                bus: mmio.clone(),
+                device: ecam,
+                len: devices::pci::ECAM_SIZE,
+                at: Mutex::new(None),
+                what: "ECAM",
+            },
+            pm: Movable {
+                bus: pio.clone(),
+                device: acpi_pm,
+                len: lpc::PMIO_SIZE,
+                at: Mutex::new(None),
+                what: "ACPI PM block",
+            },
+            memory: memory.clone(),
+        });
+        let observer: ChipsetObserver = Arc::new(move |e| maps.handle(e));
+        let mut m = Mch::new(pam.clone());
+        m.set_observer(observer.clone());
+        let mut l = Lpc::new();
+        l.set_observer(observer);
+        let mut root = lock(root);
+        root.set_host_bridge(Arc::new(Mutex::new(m)), "mch");
+        root.add_function(
+            Some((lpc::LPC_SLOT, 0)),
+            Arc::new(Mutex::new(l)),
+            FunctionOptions {
+                driver: "ICH9-LPC".into(),
+                id: String::new(),
+                multifunction: true,
+            },
+        )
+        .map_err(|e| VmmError::Device(e.to_string()))?;
+        Ok(Self { pam, memory })
+    }
+}
+
+/// What SeaBIOS leaves programmed, for a boot without firmware: ECAM at
+/// `ecam_base` (256 MiB), the PM block at [`PM_BASE`] and decoding, the PAM
+/// area RAM. Goes through configuration writes, so every mapping follows.
+pub fn program_like_seabios(root: &Mutex<PciRoot>, ecam_base: u64) {
+    let mut root = lock(root);
+    let bar = ecam_base | mch::PCIEXBAR_ENABLE;
+    let r = mch::PCIEXBAR / 4;
+    root.config_write(0, 0, 0, r + 1, 0, &((bar >> 32) as u32).to_le_bytes());
+    root.config_write(0, 0, 0, r, 0, &(bar as u32).to_le_bytes());
+    for (i, v) in pam::PAM_ALL_RAM.iter().enumerate() {
+        let o = pam::PAM0 + i;
+        root.config_write(0, 0, 0, o / 4, (o % 4) as u64, &[*v]);
+    }
+    let s = lpc::LPC_SLOT;
+    let pmbase = u32::from(PM_BASE) | 1;
+    root.config_write(0, s, 0, lpc::PMBASE / 4, 0, &pmbase.to_le_bytes());
+    root.config_write(0, s, 0, lpc::ACPI_CNTL / 4, 0, &[lpc::ACPI_EN]);
+}
