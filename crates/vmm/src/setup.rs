@@ -82,6 +82,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                         serial_out,
                         rtc_offset: rtc_offset(&config),
                         debugcons: console::debugcons(&config)?,
+                        keyboard: spec.firmware.is_some(),
                     },
                     pci_mmio32: (
                         boot::layout::PCI_MMIO32_START,

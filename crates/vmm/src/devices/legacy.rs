@@ -22,6 +22,7 @@ const I8042_DATA_PORT: u64 = 0x60;
 const POST_PORT: u64 = 0x80;
 const ACPI_SCI_GSI: u32 = 9;
 const RTC_GSI: u32 = 8;
+const KBD_GSI: u32 = 1;
 
 pub struct LegacySpec {
     pub mem_below_4g: u64,
@@ -33,6 +34,11 @@ pub struct LegacySpec {
     pub rtc_offset: i64,
     /// `-device isa-debugcon` ports.
     pub debugcons: Vec<crate::console::DebugConSpec>,
+    /// A (key-less) PS/2 keyboard behind the i8042, as QEMU always has.
+    /// Firmware boot wants it: SeaBIOS waits seconds for an absent keyboard
+    /// to answer its reset. Direct boot leaves it out, which spares Linux's
+    /// atkbd probe in emulated ring 0.
+    pub keyboard: bool,
 }
 
 /// The legacy devices, shared with the vCPUs through the buses.
@@ -42,6 +48,7 @@ pub struct LegacyDevices {
     pub acpi_pm: Arc<Mutex<AcpiPm>>,
     pub i8042: Arc<Mutex<I8042>>,
     serial_irq: EventFd,
+    kbd_irq: Option<EventFd>,
     sci: EventFd,
     sci_resample: EventFd,
     rtc_irq: EventFd,
@@ -86,7 +93,16 @@ impl LegacyDevices {
         cmos.enable_irq(rtc_irq.try_clone()?)?;
         let cmos = Arc::new(Mutex::new(cmos));
         insert(pio, cmos.clone(), CMOS_PORT, 2)?;
-        let i8042 = Arc::new(Mutex::new(I8042::new(requests.clone())));
+        let kbd_irq = if spec.keyboard {
+            Some(eventfd()?)
+        } else {
+            None
+        };
+        let i8042 = match &kbd_irq {
+            Some(fd) => I8042::with_keyboard(requests.clone(), fd.try_clone()?),
+            None => I8042::new(requests.clone()),
+        };
+        let i8042 = Arc::new(Mutex::new(i8042));
         insert(pio, i8042.clone(), I8042_DATA_PORT, 5)?;
         insert(pio, Arc::new(Mutex::new(IgnoredPort)), POST_PORT, 1)?;
         for d in spec.debugcons {
@@ -101,6 +117,7 @@ impl LegacyDevices {
             acpi_pm,
             i8042,
             serial_irq,
+            kbd_irq,
             sci,
             sci_resample: eventfd()?,
             rtc_irq,
@@ -113,6 +130,9 @@ impl LegacyDevices {
     pub fn wire(&self, wiring: &KvmWiring, backend: &BackendHandle) -> Result<(), VmmError> {
         wiring.add_irqfd(COM1_GSI, &self.serial_irq)?;
         wiring.add_irqfd(RTC_GSI, &self.rtc_irq)?;
+        if let Some(fd) = &self.kbd_irq {
+            wiring.add_irqfd(KBD_GSI, fd)?;
+        }
         wiring.add_level_irqfd(ACPI_SCI_GSI, &self.sci, &self.sci_resample)?;
         if let Some(fd) = lock(&self.cmos).timer_fd() {
             backend.watch(fd, 0, Arc::new(Mutex::new(RtcTimer(self.cmos.clone()))));
