@@ -7,6 +7,7 @@
 //! irqfd, ioeventfd and route from the old VM and [`DeviceManager::attach`]
 //! re-creates all of them on the new one.
 
+pub mod bootorder;
 pub mod chipset;
 pub mod intx;
 pub mod kvm_wiring;
@@ -68,6 +69,8 @@ pub struct DeviceManager {
     /// Devices to build once guest RAM exists ([`DeviceManager::realize`]).
     planned: Vec<VirtioBlkPlan>,
     firmware: bool,
+    /// Devices with a `bootindex=`, for fw_cfg's `bootorder`.
+    boot_devices: Mutex<Vec<bootorder::BootDevice>>,
 }
 
 impl DeviceManager {
@@ -95,7 +98,13 @@ impl DeviceManager {
             backend,
             planned: Vec::new(),
             firmware: spec.firmware,
+            boot_devices: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The devices given a `bootindex=`, in the order they were built.
+    pub fn boot_devices(&self) -> Vec<bootorder::BootDevice> {
+        crate::sync::lock(&self.boot_devices).clone()
     }
 
     /// The KVM memory slots (set by [`DeviceManager::realize`]).
@@ -198,6 +207,12 @@ impl DeviceManager {
                 .map_err(|e| e.to_string())?;
         }
         virtio::watch_kicks(&transport, self.backend.handle());
+        if let Some(index) = r.bootindex {
+            crate::sync::lock(&self.boot_devices).push(bootorder::BootDevice {
+                index,
+                path: bootorder::virtio_blk_path(addr),
+            });
+        }
         // virtio-pci raises INTA# when MSI-X is off (QEMU: interrupt pin 1).
         if let Some(gsi) = boot::pci_intx_gsi(addr.slot, 1) {
             line.wire(gsi, &self.wiring, self.backend.handle())

@@ -59,6 +59,7 @@ pub fn plan(config: &Config, sender: &Arc<ControlSender>, cpus: u16) -> Result<P
                     share_rw: false,
                     pci: PciPlacement::default(),
                     vectors: None,
+                    bootindex: None,
                     blk: devices::virtio::block::BlkOptions {
                         cpus,
                         ..Default::default()

@@ -29,6 +29,8 @@ pub struct VirtioBlkPci {
     pub pci: PciPlacement,
     /// `vectors=`; `None` is QEMU's default (queues + 1).
     pub vectors: Option<u16>,
+    /// `bootindex=`: its place in the firmware's boot order.
+    pub bootindex: Option<u32>,
     pub blk: BlkOptions,
 }
 
@@ -265,6 +267,7 @@ fn virtio_blk_pci(dev: &Map<String, Value>, cpus: u16) -> Result<VirtioBlkPci, S
         share_rw: false,
         pci: PciPlacement::default(),
         vectors: None,
+        bootindex: None,
         blk: BlkOptions {
             cpus,
             ..BlkOptions::default()
@@ -279,6 +282,7 @@ fn virtio_blk_pci(dev: &Map<String, Value>, cpus: u16) -> Result<VirtioBlkPci, S
             ("addr", V::Devfn(s, f)) => r.pci.addr = Some((s, f)),
             ("multifunction", V::Bool(x)) => r.pci.multifunction = x,
             ("vectors", V::Num(n)) => r.vectors = Some(n.min(2048) as u16),
+            ("bootindex", V::Num(n)) => r.bootindex = Some(n as u32),
             ("drive", V::Str(s)) => r.drive = s,
             ("share-rw", V::Bool(x)) => r.share_rw = x,
             ("serial", V::Str(s)) => b.serial = Some(s),
