@@ -21,6 +21,7 @@ pub mod bus;
 pub mod chipset;
 pub mod cmos;
 pub mod debugcon;
+pub mod fw_cfg;
 pub mod i8042;
 pub mod interrupt;
 pub mod pci;
