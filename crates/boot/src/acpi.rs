@@ -87,6 +87,21 @@ pub struct AcpiConfig {
     /// vCPUs the machine may have; those past `cpus` are "online capable".
     pub max_cpus: u8,
     pub layout: MemoryLayout,
+    /// The ECAM window `(base, size)` PCIEXBAR decodes, for the MCFG and the
+    /// motherboard resources; `None` (not programmed) leaves the MCFG out.
+    pub ecam: Option<(u64, u64)>,
+}
+
+impl AcpiConfig {
+    /// The tables for `layout` with ECAM where ferrovm and SeaBIOS put it.
+    pub fn new(cpus: u8, max_cpus: u8, layout: MemoryLayout) -> Self {
+        Self {
+            cpus,
+            max_cpus,
+            layout,
+            ecam: Some((ECAM_START, ECAM_SIZE)),
+        }
+    }
 }
 
 /// Where each table landed, for tests and debugging.
@@ -98,7 +113,7 @@ pub struct AcpiAddresses {
     pub facs: u64,
     pub dsdt: u64,
     pub madt: u64,
-    pub mcfg: u64,
+    pub mcfg: Option<u64>,
     pub end: u64,
 }
 
@@ -118,6 +133,19 @@ pub fn build_acpi(mem: &GuestMemoryMmap, cfg: &AcpiConfig) -> Result<GuestAddres
 
 /// Builds all tables as one blob to be placed at `ACPI_START`.
 pub fn build_tables(cfg: &AcpiConfig) -> Result<(Vec<u8>, AcpiAddresses), BootError> {
+    let (blob, addrs) = build_tables_at(cfg, ACPI_START)?;
+    let room = (ACPI_END - ACPI_START) as usize;
+    if blob.len() > room {
+        return Err(BootError::AcpiTooLarge {
+            needed: blob.len(),
+            room,
+        });
+    }
+    Ok((blob, addrs))
+}
+
+/// Builds all tables as one blob whose first byte is at guest address `base`.
+fn build_tables_at(cfg: &AcpiConfig, base: u64) -> Result<(Vec<u8>, AcpiAddresses), BootError> {
     cfg.layout.validate()?;
     if cfg.cpus == 0 {
         return Err(BootError::AcpiConfig("at least one vCPU is needed".into()));
@@ -131,23 +159,29 @@ pub fn build_tables(cfg: &AcpiConfig) -> Result<(Vec<u8>, AcpiAddresses), BootEr
 
     let dsdt = dsdt(cfg);
     let madt = madt(cfg);
-    let mcfg = mcfg();
+    let mcfg = cfg.ecam.map(mcfg);
     let facs = to_bytes(&FACS::new());
 
-    let mut blob = Blob::default();
+    let mut blob = Blob {
+        data: Vec::new(),
+        base,
+    };
     let rsdp_at = blob.reserve(Rsdp::len(), 16);
     let facs_at = blob.place(&facs, 64);
-    let xsdt_len = 36 + 3 * 8;
+    let xsdt_len = 36 + if mcfg.is_some() { 3 } else { 2 } * 8;
     let xsdt_at = blob.reserve(xsdt_len, 16);
     let fadt_at = blob.reserve(FADT::len(), 16);
     let dsdt_at = blob.place(&dsdt, 16);
     let madt_at = blob.place(&madt, 16);
-    let mcfg_at = blob.place(&mcfg, 16);
+    let mcfg_at = mcfg.map(|m| blob.place(&m, 16));
 
     let fadt = fadt(facs_at, dsdt_at);
     blob.write(fadt_at, &fadt);
     let mut xsdt = XSDT::new(OEM_ID, *b"FVMXSDT ", OEM_REVISION);
-    for table in [fadt_at, madt_at, mcfg_at] {
+    for table in [Some(fadt_at), Some(madt_at), mcfg_at]
+        .into_iter()
+        .flatten()
+    {
         xsdt.add_entry(table);
     }
     let xsdt = to_bytes(&xsdt);
@@ -155,13 +189,6 @@ pub fn build_tables(cfg: &AcpiConfig) -> Result<(Vec<u8>, AcpiAddresses), BootEr
     blob.write(xsdt_at, &xsdt);
     blob.write(rsdp_at, &to_bytes(&Rsdp::new(OEM_ID, xsdt_at)));
 
-    let room = (ACPI_END - ACPI_START) as usize;
-    if blob.data.len() > room {
-        return Err(BootError::AcpiTooLarge {
-            needed: blob.data.len(),
-            room,
-        });
-    }
     let addrs = AcpiAddresses {
         rsdp: rsdp_at,
         xsdt: xsdt_at,
@@ -170,9 +197,86 @@ pub fn build_tables(cfg: &AcpiConfig) -> Result<(Vec<u8>, AcpiAddresses), BootEr
         dsdt: dsdt_at,
         madt: madt_at,
         mcfg: mcfg_at,
-        end: ACPI_START + blob.data.len() as u64,
+        end: base + blob.data.len() as u64,
     };
     Ok((blob.data, addrs))
+}
+
+/// What QEMU's fw_cfg gives the firmware for its table loader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareAcpi {
+    /// `etc/acpi/rsdp`.
+    pub rsdp: Vec<u8>,
+    /// `etc/acpi/tables`: every other table, padded to [`FIRMWARE_TABLES_SIZE`].
+    pub tables: Vec<u8>,
+    /// `etc/table-loader`: allocate both, patch the pointers, checksum.
+    pub loader: Vec<u8>,
+}
+
+/// The size of `etc/acpi/tables`, whatever the platform: the file is
+/// rebuilt in place after the firmware programmed the chipset, and its size
+/// is in the fw_cfg directory the firmware already read (QEMU pads to
+/// `ACPI_BUILD_TABLE_SIZE` for the same reason).
+pub const FIRMWARE_TABLES_SIZE: usize = 0x1_0000;
+pub const RSDP_FILE: &str = "etc/acpi/rsdp";
+pub const TABLES_FILE: &str = "etc/acpi/tables";
+
+/// The tables for a firmware boot: laid out from offset 0 of the tables
+/// file, pointers as offsets that the loader turns into addresses once the
+/// firmware has placed the files (QEMU hw/acpi/bios-linker-loader.c).
+pub fn build_for_firmware(cfg: &AcpiConfig) -> Result<FirmwareAcpi, BootError> {
+    use crate::table_loader::{TableLoader, Zone};
+    let (mut tables, a) = build_tables_at(cfg, 0)?;
+    if tables.len() > FIRMWARE_TABLES_SIZE {
+        return Err(BootError::AcpiTooLarge {
+            needed: tables.len(),
+            room: FIRMWARE_TABLES_SIZE,
+        });
+    }
+    // The blob starts with an RSDP; the firmware gets its own copy in the
+    // F segment and the one in the tables file stays unused.
+    let rsdp = tables[..Rsdp::len()].to_vec();
+    tables.resize(FIRMWARE_TABLES_SIZE, 0);
+    let len_at = |t: &[u8], at: u64| {
+        let o = at as usize + 4;
+        u32::from_le_bytes([t[o], t[o + 1], t[o + 2], t[o + 3]])
+    };
+    let mut l = TableLoader::new();
+    l.allocate(RSDP_FILE, 16, Zone::FSeg);
+    l.allocate(TABLES_FILE, 64, Zone::High);
+    // RSDP: XsdtAddress (ACPI 6.5 §5.2.5.3, offset 24).
+    l.add_pointer(RSDP_FILE, TABLES_FILE, 24, 8);
+    let xsdt_len = len_at(&tables, a.xsdt);
+    for e in (a.xsdt + 36..a.xsdt + u64::from(xsdt_len)).step_by(8) {
+        l.add_pointer(TABLES_FILE, TABLES_FILE, e as u32, 8);
+    }
+    // FADT: X_FIRMWARE_CTRL at 132, X_DSDT at 140 (§5.2.9).
+    l.add_pointer(TABLES_FILE, TABLES_FILE, a.fadt as u32 + 132, 8);
+    l.add_pointer(TABLES_FILE, TABLES_FILE, a.fadt as u32 + 140, 8);
+    for t in [
+        Some(a.dsdt),
+        Some(a.fadt),
+        Some(a.madt),
+        a.mcfg,
+        Some(a.xsdt),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        // Zero the checksum: the loader computes it after patching.
+        tables[t as usize + 9] = 0;
+        l.add_checksum(TABLES_FILE, t as u32 + 9, t as u32, len_at(&tables, t));
+    }
+    let mut rsdp = rsdp;
+    rsdp[8] = 0;
+    rsdp[32] = 0;
+    l.add_checksum(RSDP_FILE, 8, 0, 20);
+    l.add_checksum(RSDP_FILE, 32, 0, rsdp.len() as u32);
+    Ok(FirmwareAcpi {
+        rsdp,
+        tables,
+        loader: l.into_bytes(),
+    })
 }
 
 fn to_bytes(aml: &dyn Aml) -> Vec<u8> {
@@ -183,8 +287,11 @@ fn to_bytes(aml: &dyn Aml) -> Vec<u8> {
 
 /// Tables laid out one after another from `ACPI_START`.
 #[derive(Default)]
+/// The tables being laid out from `base` (a guest address, or 0 for a
+/// file the firmware places: then addresses are offsets into it).
 struct Blob {
     data: Vec<u8>,
+    base: u64,
 }
 
 impl Blob {
@@ -193,7 +300,7 @@ impl Blob {
     fn reserve(&mut self, len: usize, align: usize) -> u64 {
         let at = self.data.len().div_ceil(align) * align;
         self.data.resize(at + len, 0);
-        ACPI_START + at as u64
+        self.base + at as u64
     }
 
     fn place(&mut self, bytes: &[u8], align: usize) -> u64 {
@@ -203,7 +310,7 @@ impl Blob {
     }
 
     fn write(&mut self, addr: u64, bytes: &[u8]) {
-        let at = (addr - ACPI_START) as usize;
+        let at = (addr - self.base) as usize;
         self.data[at..at + bytes.len()].copy_from_slice(bytes);
     }
 }
@@ -301,9 +408,10 @@ fn madt(cfg: &AcpiConfig) -> Vec<u8> {
     sdt(*b"APIC", MADT_REVISION, *b"FVMAPIC ", &body)
 }
 
-fn mcfg() -> Vec<u8> {
+fn mcfg((base, size): (u64, u64)) -> Vec<u8> {
     let mut m = MCFG::new(OEM_ID, *b"FVMMCFG ", OEM_REVISION);
-    m.add_ecam(ECAM_START, 0, 0, 255);
+    let last_bus = ((size >> 20).clamp(1, 256) - 1) as u8;
+    m.add_ecam(base, 0, 0, last_bus);
     to_bytes(&m)
 }
 
@@ -364,7 +472,10 @@ fn dsdt(cfg: &AcpiConfig) -> Vec<u8> {
     }
 
     // Motherboard resources: ECAM, the ACPI PM block, the reset register.
-    let ecam = Memory32Fixed::new(true, ECAM_START as u32, ECAM_SIZE as u32);
+    // A window that is not programmed is a zero-length one, so the table's
+    // size never depends on it.
+    let (ecam_base, ecam_size) = cfg.ecam.unwrap_or((0, 0));
+    let ecam = Memory32Fixed::new(true, ecam_base as u32, ecam_size as u32);
     let pm_io = IO::new(PM1A_EVT_BLK, PM1A_EVT_BLK, 1, 0x30);
     let rst_io = IO::new(RESET_PORT, RESET_PORT, 1, 1);
     let mbrd_crs = ResourceTemplate::new(vec![&ecam, &pm_io, &rst_io]);

@@ -174,11 +174,8 @@ impl Machine {
             }
             return Ok(vcpus);
         }
-        let acpi = boot::AcpiConfig {
-            cpus: self.spec.cpus as u8,
-            max_cpus: self.spec.max_cpus as u8,
-            layout: self.layout,
-        };
+        let acpi =
+            boot::AcpiConfig::new(self.spec.cpus as u8, self.spec.max_cpus as u8, self.layout);
         let rsdp = boot::build_acpi(&self.mem, &acpi).map_err(|e| VmmError::Boot(e.to_string()))?;
         let entry = match &self.kernel {
             Some(k) => Some(

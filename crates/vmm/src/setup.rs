@@ -8,6 +8,7 @@ use crate::console;
 use crate::controller::Controller;
 use crate::cpuid::{self, CpuModel, Topology};
 use crate::daemon;
+use crate::devices::firmware::{BootConfig, FirmwareSpec};
 use crate::devices::legacy::LegacySpec;
 use crate::devices::{plan, DeviceManager, DeviceSpec};
 use crate::error::VmmError;
@@ -88,7 +89,10 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                         boot::layout::PCI_MMIO32_START,
                         boot::layout::PCI_MMIO32_START + boot::layout::PCI_MMIO32_SIZE,
                     ),
-                    firmware: spec.firmware.is_some(),
+                    firmware: spec
+                        .firmware
+                        .as_ref()
+                        .map(|_| firmware_spec(&config, &spec)),
                 },
                 requests,
             )?;
@@ -125,6 +129,24 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         d.ready();
     }
     controller.run(config.start_paused)
+}
+
+/// What fw_cfg tells the firmware.
+fn firmware_spec(config: &Config, spec: &MachineSpec) -> FirmwareSpec {
+    let layout = boot::MemoryLayout::new(spec.ram_bytes);
+    FirmwareSpec {
+        ram_bytes: spec.ram_bytes,
+        cpus: spec.cpus.min(255) as u16,
+        max_cpus: spec.max_cpus.min(255) as u16,
+        uuid: config
+            .uuid
+            .as_ref()
+            .map(|u| *u.as_bytes())
+            .unwrap_or([0; 16]),
+        nographic: config.nographic,
+        boot: BootConfig::default(),
+        acpi: boot::AcpiConfig::new(spec.cpus as u8, spec.max_cpus as u8, layout),
+    }
 }
 
 fn vm_info(config: &Config, serial_info: Option<serde_json::Value>) -> VmInfo {

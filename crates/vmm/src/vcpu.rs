@@ -208,13 +208,28 @@ impl Vcpu {
 
     fn run_once(&mut self) -> Step {
         let index = self.index;
+        // The access size of a port exit: kvm-ioctls hands over count * size
+        // bytes, and a string instruction (`rep insb`, as SeaBIOS reads
+        // fw_cfg) is `count` accesses of `size` bytes each.
+        let run: *const kvm_bindings::kvm_run = self.fd.get_kvm_run();
+        let io_size = || {
+            // SAFETY: `run` is the vCPU's kvm_run mapping, alive as long as
+            // `self.fd`; after a KVM_EXIT_IO the `io` member of the union is
+            // the valid one, and it does not overlap the data area.
+            usize::from(unsafe { (*run).__bindgen_anon_1.io.size }).max(1)
+        };
         match self.fd.run() {
             Ok(VcpuExit::IoOut(port, data)) => {
-                self.pio.write(u64::from(port), data);
+                for chunk in data.chunks(io_size()) {
+                    self.pio.write(u64::from(port), chunk);
+                }
                 Step::Continue
             }
             Ok(VcpuExit::IoIn(port, data)) => {
-                self.pio.read(u64::from(port), data);
+                let size = io_size();
+                for chunk in data.chunks_mut(size) {
+                    self.pio.read(u64::from(port), chunk);
+                }
                 Step::Continue
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {

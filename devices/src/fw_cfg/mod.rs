@@ -258,7 +258,7 @@ impl FwCfg {
             let off = self.offset;
             let chunk = self.with_item(|d| {
                 let avail = d.len().saturating_sub(off) as u64;
-                let n = length.min(avail.max(0));
+                let n = length.min(avail);
                 (n, d.get(off..off + n as usize).map(<[u8]>::to_vec))
             });
             let len = match chunk {

@@ -6,11 +6,7 @@ use crate::testutil::guest_mem;
 const MIB: u64 = 1 << 20;
 
 fn cfg(cpus: u8, max_cpus: u8, ram: u64) -> AcpiConfig {
-    AcpiConfig {
-        cpus,
-        max_cpus,
-        layout: MemoryLayout::new(ram),
-    }
+    AcpiConfig::new(cpus, max_cpus, MemoryLayout::new(ram))
 }
 
 fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
@@ -634,4 +630,128 @@ fn gsi_link_devices_are_fixed_active_high_level() {
         assert!(find(dev, b"\x14\x06_SRS\x01").is_some(), "{name} _SRS");
     }
     assert!(find(body, b"GSII").is_none());
+}
+
+/// Runs a table-loader script as SeaBIOS's romfile_loader.c does, with the
+/// files placed at `addrs`; returns the files as the guest would see them.
+fn run_loader(fw: &FirmwareAcpi, addrs: &[(&str, u64)]) -> Vec<(String, u64, Vec<u8>)> {
+    let name = |b: &[u8]| {
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+        String::from_utf8(b[..end].to_vec()).unwrap()
+    };
+    let mut files: Vec<(String, u64, Vec<u8>)> = Vec::new();
+    let content = |n: &str| match n {
+        "etc/acpi/rsdp" => fw.rsdp.clone(),
+        "etc/acpi/tables" => fw.tables.clone(),
+        other => panic!("unknown file {other}"),
+    };
+    for c in fw.loader.chunks(128) {
+        let kind = u32::from_le_bytes(c[..4].try_into().unwrap());
+        let u32_at = |o: usize| u32::from_le_bytes(c[o..o + 4].try_into().unwrap());
+        match kind {
+            1 => {
+                let n = name(&c[4..60]);
+                let at = addrs.iter().find(|(a, _)| *a == n).unwrap().1;
+                assert_eq!(at % u64::from(u32_at(60)), 0, "alignment of {n}");
+                files.push((n.clone(), at, content(&n)));
+            }
+            2 => {
+                let (dest, src) = (name(&c[4..60]), name(&c[60..116]));
+                let (off, size) = (u32_at(116) as usize, c[120] as usize);
+                let src_addr = files.iter().find(|f| f.0 == src).unwrap().1;
+                let d = &mut files.iter_mut().find(|f| f.0 == dest).unwrap().2;
+                let mut v = [0u8; 8];
+                v[..size].copy_from_slice(&d[off..off + size]);
+                let p = u64::from_le_bytes(v) + src_addr;
+                d[off..off + size].copy_from_slice(&p.to_le_bytes()[..size]);
+            }
+            3 => {
+                let f = &mut files.iter_mut().find(|f| f.0 == name(&c[4..60])).unwrap().2;
+                let (off, start, len) = (
+                    u32_at(60) as usize,
+                    u32_at(64) as usize,
+                    u32_at(68) as usize,
+                );
+                let sum = f[start..start + len]
+                    .iter()
+                    .fold(0u8, |a, &b| a.wrapping_add(b));
+                f[off] = f[off].wrapping_sub(sum);
+            }
+            0 => {}
+            k => panic!("unknown command {k}"),
+        }
+    }
+    files
+}
+
+#[test]
+fn the_table_loader_installs_valid_tables_anywhere() {
+    let c = cfg(2, 4, 256 * MIB);
+    let fw = build_for_firmware(&c).unwrap();
+    let tables_at = 0x0fee_0000u64;
+    let files = run_loader(
+        &fw,
+        &[("etc/acpi/rsdp", 0xf5a50), ("etc/acpi/tables", tables_at)],
+    );
+    let rsdp = &files.iter().find(|f| f.0 == "etc/acpi/rsdp").unwrap().2;
+    let tables = &files.iter().find(|f| f.0 == "etc/acpi/tables").unwrap().2;
+    let sum = |b: &[u8]| b.iter().fold(0u8, |a, &x| a.wrapping_add(x));
+    assert_eq!(&rsdp[..8], b"RSD PTR ");
+    assert_eq!(&rsdp[9..15], b"FERROV");
+    assert_eq!(sum(&rsdp[..20]), 0, "RSDP checksum");
+    assert_eq!(sum(&rsdp[..36]), 0, "RSDP extended checksum");
+    // Follow the pointers as a guest would, through guest addresses.
+    let at = |addr: u64| &tables[(addr - tables_at) as usize..];
+    let table = |addr: u64| {
+        let t = at(addr);
+        let len = u32_at(t, 4) as usize;
+        assert_eq!(
+            sum(&t[..len]),
+            0,
+            "checksum of {:?}",
+            std::str::from_utf8(&t[..4])
+        );
+        &t[..len]
+    };
+    let xsdt = table(u64_at(rsdp, 24));
+    assert_eq!(&xsdt[..4], b"XSDT");
+    let sigs: Vec<&[u8]> = (36..xsdt.len())
+        .step_by(8)
+        .map(|o| &table(u64_at(xsdt, o))[..4])
+        .collect();
+    assert_eq!(sigs, vec![&b"FACP"[..], b"APIC", b"MCFG"]);
+    let fadt = table(u64_at(xsdt, 36));
+    assert_eq!(&table(u64_at(fadt, 140))[..4], b"DSDT");
+    let facs = u64_at(fadt, 132);
+    assert_eq!(facs % 64, 0, "FACS alignment");
+    assert_eq!(&at(facs)[..4], b"FACS");
+}
+
+#[test]
+fn firmware_tables_keep_their_size_whatever_the_chipset_says() {
+    let mut a = cfg(1, 1, 256 * MIB);
+    a.ecam = None;
+    let mut b = cfg(1, 1, 5 << 30);
+    b.ecam = Some((0xe000_0000, 64 << 20));
+    let (fa, fb) = (
+        build_for_firmware(&a).unwrap(),
+        build_for_firmware(&b).unwrap(),
+    );
+    assert_eq!(fa.tables.len(), FIRMWARE_TABLES_SIZE);
+    assert_eq!(fb.tables.len(), FIRMWARE_TABLES_SIZE);
+    assert_eq!(fa.rsdp.len(), fb.rsdp.len());
+    // The MCFG follows PCIEXBAR: 64 MiB is buses 0-63.
+    let files = run_loader(
+        &fb,
+        &[("etc/acpi/rsdp", 0xf0000), ("etc/acpi/tables", 0x100_0000)],
+    );
+    let t = &files[1].2;
+    let m = find(t, b"MCFG").unwrap();
+    assert_eq!(u64_at(&t[m..], 44), 0xe000_0000);
+    assert_eq!((t[m + 54], t[m + 55]), (0, 63));
+    let files = run_loader(
+        &fa,
+        &[("etc/acpi/rsdp", 0xf0000), ("etc/acpi/tables", 0x100_0000)],
+    );
+    assert!(find(&files[1].2, b"MCFG").is_none(), "no MCFG without ECAM");
 }

@@ -9,6 +9,7 @@
 
 pub mod bootorder;
 pub mod chipset;
+pub mod firmware;
 pub mod intx;
 pub mod kvm_wiring;
 pub mod legacy;
@@ -33,6 +34,7 @@ use crate::backend::{Backend, BackendHandle};
 use crate::error::VmmError;
 use crate::memory_map::{BiosRom, MemoryMap};
 use devices::chipset::pam::{self, PamArea};
+use devices::fw_cfg::{self, FwCfg};
 use kvm_wiring::KvmWiring;
 use legacy::{LegacyDevices, LegacySpec};
 use pci::PciDevices;
@@ -45,7 +47,7 @@ pub struct DeviceSpec {
     pub pci_mmio32: (u64, u64),
     /// Firmware boots the machine and programs the chipset and BARs itself;
     /// without it (direct boot) ferrovm does.
-    pub firmware: bool,
+    pub firmware: Option<firmware::FirmwareSpec>,
 }
 
 /// A virtio-blk-pci function to build once guest RAM exists.
@@ -68,7 +70,8 @@ pub struct DeviceManager {
     backend: Backend,
     /// Devices to build once guest RAM exists ([`DeviceManager::realize`]).
     planned: Vec<VirtioBlkPlan>,
-    firmware: bool,
+    firmware: Option<firmware::FirmwareSpec>,
+    fw_cfg: Option<Arc<Mutex<FwCfg>>>,
     /// Devices with a `bootindex=`, for fw_cfg's `bootorder`.
     boot_devices: Mutex<Vec<bootorder::BootDevice>>,
 }
@@ -98,6 +101,7 @@ impl DeviceManager {
             backend,
             planned: Vec::new(),
             firmware: spec.firmware,
+            fw_cfg: None,
             boot_devices: Mutex::new(Vec::new()),
         })
     }
@@ -150,6 +154,22 @@ impl DeviceManager {
             let loc = p.location.clone();
             self.add_virtio_blk(mem, p)
                 .map_err(|e| VmmError::Config(format!("{loc}: {e}")))?;
+        }
+        if let Some(spec) = &self.firmware {
+            let f = firmware::fw_cfg(
+                spec,
+                mem.clone(),
+                &self.boot_devices(),
+                self.pci.root.clone(),
+            )?;
+            let f = Arc::new(Mutex::new(f));
+            legacy::insert(
+                &self.pio,
+                f.clone(),
+                fw_cfg::FW_CFG_PORT,
+                fw_cfg::FW_CFG_PORT_LEN,
+            )?;
+            self.fw_cfg = Some(f);
         }
         self.program_like_firmware()
     }
@@ -224,7 +244,7 @@ impl DeviceManager {
     /// Direct boot has no firmware: program the chipset and every BAR as
     /// SeaBIOS would. A firmware boot leaves that to the firmware.
     fn program_like_firmware(&self) -> Result<(), VmmError> {
-        if self.firmware {
+        if self.firmware.is_some() {
             return Ok(());
         }
         self.pci.program_like_firmware()
@@ -236,6 +256,9 @@ impl DeviceManager {
     pub fn reset(&self) -> Result<(), VmmError> {
         self.legacy.reset();
         self.pci.reset();
+        if let Some(f) = &self.fw_cfg {
+            crate::sync::lock(f).reset();
+        }
         self.program_like_firmware()
     }
 

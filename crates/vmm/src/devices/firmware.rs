@@ -1,0 +1,144 @@
+//! What the firmware learns through fw_cfg, item for item as QEMU 7.2's pc
+//! machines provide it (hw/nvram/fw_cfg.c `fw_cfg_common_init`,
+//! hw/i386/fw_cfg.c `fw_cfg_arch_create`, `fw_cfg_bootsplash`,
+//! `fw_cfg_reboot`, softmmu/bootdevice.c for `bootorder`), plus the ACPI
+//! tables through the table loader (see [`acpi_files`]).
+//!
+//! Not provided, unlike QEMU: `genroms/kvmvapic.bin` (an option ROM that
+//! patches Windows XP's TPR accesses), `etc/smbios/*` (SeaBIOS then builds
+//! its own SMBIOS tables), `etc/system-states`, HPET (the machine has none).
+
+use std::sync::{Arc, Mutex};
+
+use devices::fw_cfg::{self, FwCfg};
+use devices::pci::PciRoot;
+use vm_memory::GuestMemoryMmap;
+
+use super::bootorder::{self, BootDevice};
+use crate::error::VmmError;
+
+/// `-boot` as the firmware sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootConfig {
+    /// `menu=on`.
+    pub menu: bool,
+    /// `splash-time=` (ms), the menu's wait.
+    pub splash_time: Option<u16>,
+    /// `reboot-timeout=` (ms; -1: never), how long to wait after a failed boot.
+    pub reboot_timeout: Option<i32>,
+    /// `strict=on`: boot only what `bootorder` lists.
+    pub strict: bool,
+}
+
+/// The machine facts fw_cfg carries.
+#[derive(Debug, Clone)]
+pub struct FirmwareSpec {
+    pub ram_bytes: u64,
+    pub cpus: u16,
+    pub max_cpus: u16,
+    pub uuid: [u8; 16],
+    pub nographic: bool,
+    pub boot: BootConfig,
+    /// vCPUs and RAM layout for the ACPI tables.
+    pub acpi: boot::AcpiConfig,
+}
+
+/// Builds the fw_cfg device for a firmware boot. `root` is read when the
+/// firmware first asks for the ACPI tables, to describe the chipset as the
+/// firmware programmed it.
+pub fn fw_cfg(
+    spec: &FirmwareSpec,
+    mem: GuestMemoryMmap,
+    boot_devices: &[BootDevice],
+    root: Arc<Mutex<PciRoot>>,
+) -> Result<FwCfg, VmmError> {
+    let err = |e: fw_cfg::FwCfgError| VmmError::Device(e.to_string());
+    let layout = boot::MemoryLayout::new(spec.ram_bytes);
+    let mut f = FwCfg::new(mem);
+    f.add_bytes(fw_cfg::UUID, spec.uuid.to_vec());
+    f.add_u16(fw_cfg::NOGRAPHIC, u16::from(spec.nographic));
+    f.add_u16(fw_cfg::BOOT_MENU, u16::from(spec.boot.menu));
+    f.add_u16(fw_cfg::NB_CPUS, spec.cpus);
+    // QEMU: the APIC ID limit, which is max_cpus for ferrovm's flat IDs.
+    f.add_u16(fw_cfg::MAX_CPUS, spec.max_cpus);
+    f.add_u64(fw_cfg::RAM_SIZE, spec.ram_bytes);
+    // No -acpitable blobs: a zero count.
+    f.add_bytes(fw_cfg::ACPI_TABLES, vec![0, 0]);
+    f.add_u32(fw_cfg::IRQ0_OVERRIDE, 1);
+    // No NUMA nodes: the count, then a node per possible CPU, all zero.
+    f.add_bytes(fw_cfg::NUMA, vec![0; 8 * (1 + usize::from(spec.max_cpus))]);
+    let e820: Vec<(u64, u64, u32)> = layout
+        .firmware_e820()
+        .iter()
+        .map(|e| (e.addr, e.size, e.kind as u32))
+        .collect();
+    f.add_file("etc/e820", fw_cfg::e820_file(&e820))
+        .map_err(err)?;
+    let wait = spec.boot.reboot_timeout.unwrap_or(-1);
+    f.add_file("etc/boot-fail-wait", wait.to_le_bytes().to_vec())
+        .map_err(err)?;
+    if let Some(ms) = spec.boot.splash_time {
+        f.add_file("etc/boot-menu-wait", ms.to_le_bytes().to_vec())
+            .map_err(err)?;
+    }
+    if let Some(order) =
+        bootorder::bootorder(boot_devices, spec.boot.strict).map_err(VmmError::Config)?
+    {
+        f.add_file("bootorder", order).map_err(err)?;
+    }
+    acpi_files(&mut f, &spec.acpi, root)?;
+    Ok(f)
+}
+
+/// `etc/acpi/rsdp`, `etc/acpi/tables` and the `etc/table-loader` that links
+/// them (QEMU's bios-linker-loader). The tables are rebuilt when the
+/// firmware first selects them after each reset — by then it has programmed
+/// PCIEXBAR and the BARs — as QEMU's `acpi_build_update` does.
+pub fn acpi_files(
+    f: &mut FwCfg,
+    cfg: &boot::AcpiConfig,
+    root: Arc<Mutex<PciRoot>>,
+) -> Result<(), VmmError> {
+    let boot_err = |e: boot::BootError| VmmError::Boot(e.to_string());
+    let fw_err = |e: fw_cfg::FwCfgError| VmmError::Device(e.to_string());
+    let built = boot::acpi::build_for_firmware(cfg).map_err(boot_err)?;
+    let cfg = cfg.clone();
+    let live = move || {
+        let mut c = cfg.clone();
+        platform_as_programmed(&mut c, &root);
+        boot::acpi::build_for_firmware(&c)
+    };
+    let rebuild = Arc::new(Mutex::new(live));
+    let refresh = |pick: fn(boot::acpi::FirmwareAcpi) -> Vec<u8>| {
+        let rebuild = rebuild.clone();
+        Box::new(
+            move |data: &mut [u8]| match (crate::sync::lock(&rebuild))() {
+                Ok(t) => {
+                    let bytes = pick(t);
+                    if bytes.len() == data.len() {
+                        data.copy_from_slice(&bytes);
+                    } else {
+                        log::error!("ACPI rebuild changed a file's size; keeping the first build");
+                    }
+                }
+                Err(e) => log::error!("ACPI rebuild: {e}"),
+            },
+        ) as fw_cfg::Refresh
+    };
+    f.add_file_with_refresh("etc/acpi/tables", built.tables, refresh(|t| t.tables))
+        .map_err(fw_err)?;
+    f.add_file_with_refresh("etc/acpi/rsdp", built.rsdp, refresh(|t| t.rsdp))
+        .map_err(fw_err)?;
+    f.add_file("etc/table-loader", built.loader)
+        .map_err(fw_err)?;
+    Ok(())
+}
+
+/// Fills in what the firmware chose: the ECAM window from the MCH.
+fn platform_as_programmed(cfg: &mut boot::AcpiConfig, root: &Mutex<PciRoot>) {
+    let mut root = crate::sync::lock(root);
+    let r = devices::chipset::mch::PCIEXBAR / 4;
+    let lo = u64::from(root.config_read(0, 0, 0, r));
+    let hi = u64::from(root.config_read(0, 0, 0, r + 1));
+    cfg.ecam = devices::chipset::mch::decode_pciexbar(hi << 32 | lo).map(|w| (w.base, w.size));
+}
