@@ -213,7 +213,7 @@ fn garbage_never_panics() {
             buf.copy_from_slice(&x.to_le_bytes()[..len]);
             d.write(off, &buf);
         }
-        if x % 97 == 0 {
+        if x.is_multiple_of(97) {
             // A random descriptor in RAM.
             let at = (x >> 20) % (RAM as u64 - 16);
             let _ = mem.write_slice(&x.to_be_bytes(), GuestAddress(at));
