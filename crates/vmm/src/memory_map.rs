@@ -247,3 +247,97 @@ fn set_slot(vm: &VmFd, s: &Slot, delete: bool) -> Result<(), VmmError> {
     unsafe { vm.set_user_memory_region(r) }
         .map_err(|e| VmmError::Kvm("KVM_SET_USER_MEMORY_REGION", e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pam: [u8; PAM_REGS]) -> (MemoryMap, GuestMemoryMmap) {
+        let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+        let image: Vec<u8> = (0..0x4_0000u32).map(|i| (i >> 12) as u8).collect();
+        let rom = BiosRom::new(&image).unwrap();
+        (MemoryMap::new(&ram, Some(rom), pam).unwrap(), ram)
+    }
+
+    #[test]
+    fn ram_slots_leave_the_pam_area_out_and_the_rom_sits_below_4g() {
+        let (m, ram) = map([0; PAM_REGS]);
+        let inner = crate::sync::lock(&m.inner);
+        let host0 = ram.get_host_address(GuestAddress(0)).unwrap() as u64;
+        let f: Vec<(u64, u64, u64, bool)> = inner
+            .fixed
+            .iter()
+            .map(|s| {
+                (
+                    s.gpa,
+                    s.size,
+                    s.host - if s.readonly { 0 } else { host0 },
+                    s.readonly,
+                )
+            })
+            .collect();
+        assert_eq!(f[0], (0, 0xc_0000, 0, false));
+        assert_eq!(f[1], (0x10_0000, (16 << 20) - 0x10_0000, 0x10_0000, false));
+        assert_eq!((f[2].0, f[2].1, f[2].3), (0xfffc_0000, 0x4_0000, true));
+    }
+
+    #[test]
+    fn power_on_maps_the_roms_last_128k_at_0xe0000() {
+        let (m, _) = map([0; PAM_REGS]);
+        let inner = crate::sync::lock(&m.inner);
+        let rom = inner.rom.as_ref().unwrap();
+        assert_eq!(inner.pam_slots.len(), 1, "0xc0000-0xdffff unmapped");
+        let s = inner.pam_slots[0];
+        assert_eq!((s.gpa, s.size, s.readonly), (0xe_0000, 0x2_0000, true));
+        assert_eq!(s.host, rom.host(0xfffe_0000));
+        drop(inner);
+        // The reset vector's page is the same bytes through either address.
+        let alias = m.rom_alias().unwrap();
+        assert_eq!(alias.len(), 0x2_0000);
+        assert_eq!(alias[0x1_fff0], (0x3_fff0u32 >> 12) as u8);
+    }
+
+    #[test]
+    fn pam_changes_replace_only_what_changed() {
+        let (m, _) = map([0; PAM_REGS]);
+        m.set_pam(devices::chipset::pam::PAM_ALL_RAM).unwrap();
+        let ram_run = crate::sync::lock(&m.inner).pam_slots.clone();
+        assert_eq!(ram_run.len(), 1);
+        assert_eq!(
+            (ram_run[0].gpa, ram_run[0].size, ram_run[0].readonly),
+            (0xc_0000, 0x4_0000, false)
+        );
+        // SeaBIOS's lock: its own segments read-only, the rest RAM.
+        m.set_pam([0x10, 0x33, 0x33, 0x33, 0x33, 0x11, 0x11])
+            .unwrap();
+        let inner = crate::sync::lock(&m.inner);
+        let s: Vec<(u64, u64, bool)> = inner
+            .pam_slots
+            .iter()
+            .map(|s| (s.gpa, s.size, s.readonly))
+            .collect();
+        assert_eq!(
+            s,
+            vec![(0xc_0000, 0x2_0000, false), (0xe_0000, 0x2_0000, true)]
+        );
+        let slots: Vec<u32> = inner.pam_slots.iter().map(|s| s.slot).collect();
+        assert_eq!(
+            slots,
+            vec![PAM_SLOT_BASE, PAM_SLOT_BASE + 8],
+            "ids by first segment"
+        );
+        assert_eq!(
+            inner.pam_slots[1].host,
+            inner.low_ram_host + 0xe_0000,
+            "RAM, not ROM"
+        );
+    }
+
+    #[test]
+    fn bios_images_are_checked_as_qemu_checks_them() {
+        assert!(BiosRom::new(&[]).is_err());
+        assert!(BiosRom::new(&[0; 0x1_8000]).is_err());
+        assert!(BiosRom::new(&vec![0; 17 << 20]).is_err());
+        assert_eq!(BiosRom::new(&[0; 0x2_0000]).unwrap().base, 0xfffe_0000);
+    }
+}
