@@ -46,6 +46,7 @@ pub mod image_file;
 pub mod layout;
 pub mod loader;
 pub mod pci_irq;
+pub mod smbios;
 
 pub use acpi::{build_acpi, AcpiConfig};
 pub use bzimage::decompress_bzimage_payload;
