@@ -722,6 +722,29 @@ pub fn build_smbios(input: &SmbiosInput) -> Result<SmbiosTables, SmbiosError> {
     })
 }
 
+/// Read a `-smbios file=` structure as QEMU does at option time; its error
+/// is QEMU's `Cannot read SMBIOS file PATH` (unreadable or shorter than a header).
+pub fn read_smbios_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    match std::fs::read(path) {
+        Ok(b) if b.len() >= 4 => Ok(b),
+        _ => Err(format!("Cannot read SMBIOS file {}", path.display())),
+    }
+}
+
+/// Read a `-smbios type=11,path=` OEM string (`save_opt_one`), with QEMU's errors.
+pub fn read_oem_string_file(path: &std::path::Path) -> Result<String, String> {
+    let data = std::fs::read(path).map_err(|e| {
+        let msg = e.to_string();
+        // io::Error adds " (os error N)"; QEMU prints strerror alone.
+        let msg = msg.split(" (os error").next().unwrap_or(&msg).to_string();
+        format!("Could not open '{}': {msg}", path.display())
+    })?;
+    if data.contains(&0) {
+        return Err(format!("NUL in OEM strings value in {}", path.display()));
+    }
+    Ok(String::from_utf8_lossy(&data).into_owned())
+}
+
 /// RFC 4122 (big-endian) to SMBIOS 2.6 wire format: the first three fields
 /// little-endian (`smbios_encode_uuid` with `smbios_uuid_encoded`).
 fn smbios_uuid(u: &[u8; 16]) -> [u8; 16] {
@@ -840,8 +863,9 @@ mod tests {
 
     fn q35_128m() -> SmbiosInput {
         let mut i = SmbiosInput::q35(128 * MIB, 0, 1, 1, 1);
-        // qemu64 under QEMU: family 15 model 107 stepping 1, and its EDX features.
-        i.cpuid_version = 0x000f_06b1;
+        // qemu64's signature (family 15, model 107, stepping 1 encode as
+        // 0x00060fb1); the EDX value is just a recognisable pattern.
+        i.cpuid_version = 0x0006_0fb1;
         i.cpuid_features = 0x0781_abfd;
         i
     }
@@ -887,7 +911,7 @@ mod tests {
             (s4.s(4), s4.s(7), s4.s(16)),
             (Some("CPU 0"), Some("QEMU"), Some("pc-q35-7.2"))
         );
-        assert_eq!((s4.u32(8), s4.u32(12)), (0x000f_06b1, 0x0781_abfd));
+        assert_eq!((s4.u32(8), s4.u32(12)), (0x0006_0fb1, 0x0781_abfd));
         assert_eq!((s4.u16(20), s4.u16(22), s4.area[24]), (2000, 2000, 0x41));
         assert_eq!((s4.area[35], s4.area[36], s4.area[37]), (1, 1, 1));
         assert_eq!(
@@ -1142,6 +1166,36 @@ mod tests {
         assert_eq!(f.iter().fold(0u8, |s, b| s.wrapping_add(*b)), 0);
         assert_eq!(u64::from_le_bytes(f[16..24].try_into().unwrap()), 1 << 32);
         assert!(finalize_anchor(&[0; 7], 0).is_err());
+    }
+
+    #[test]
+    fn reading_files() {
+        let dir = std::env::temp_dir().join(format!("ferrovm-smbios-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let oem = dir.join("oem");
+        std::fs::write(&oem, "line1\n").unwrap();
+        assert_eq!(read_oem_string_file(&oem).unwrap(), "line1\n");
+        std::fs::write(&oem, b"a\0b").unwrap();
+        assert_eq!(
+            read_oem_string_file(&oem).unwrap_err(),
+            format!("NUL in OEM strings value in {}", oem.display())
+        );
+        // qemu-system-x86_64 -smbios type=11,path=/nonexist
+        assert_eq!(
+            read_oem_string_file(std::path::Path::new("/nonexist")).unwrap_err(),
+            "Could not open '/nonexist': No such file or directory"
+        );
+        // qemu-system-x86_64 -smbios file=/nonexist
+        assert_eq!(
+            read_smbios_file(std::path::Path::new("/nonexist")).unwrap_err(),
+            "Cannot read SMBIOS file /nonexist"
+        );
+        let short = dir.join("short");
+        std::fs::write(&short, [1, 2]).unwrap();
+        assert!(read_smbios_file(&short).is_err());
+        std::fs::write(&short, blob(1, 9)).unwrap();
+        assert_eq!(read_smbios_file(&short).unwrap(), blob(1, 9));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
