@@ -46,6 +46,7 @@ pub mod image_file;
 pub mod layout;
 pub mod loader;
 pub mod pci_irq;
+pub mod smbios;
 pub mod table_loader;
 
 pub use acpi::{build_acpi, AcpiConfig};

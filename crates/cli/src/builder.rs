@@ -3,6 +3,7 @@
 
 use crate::config::{ChardevBackend, ChardevSpec, Config, SerialSpec};
 use crate::error::CliError;
+use crate::firmware;
 use crate::machine;
 use crate::memory::MemArgs;
 use crate::smp::SmpArgs;
@@ -62,6 +63,9 @@ pub(crate) struct Builder {
     pub machine_type: Option<(String, Inv)>,
     /// The last `-cpu`.
     pub cpu: Option<Inv>,
+    /// Every `-boot` merged (keyval leaves), validated in [`Builder::finish`]
+    /// as QEMU validates the machine's `boot` property.
+    pub boot: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The kind of a chardev front end, for QEMU's wording when it is missing.
@@ -89,6 +93,7 @@ impl Builder {
             ids: HashSet::new(),
             machine_type: None,
             cpu: None,
+            boot: serde_json::Map::new(),
         }
     }
 
@@ -156,6 +161,10 @@ impl Builder {
             )?;
             self.frontends.push((id.clone(), inv, Frontend::Serial));
             self.cfg.serials.push(SerialSpec { chardev_id: id });
+        }
+        // QEMU checks -boot when it creates the machine, after `-L help` exits.
+        if !self.cfg.list_data_dirs {
+            self.cfg.boot = firmware::resolve_boot(&self.boot).map_err(CliError::new)?;
         }
         self.check_chardevs()?;
         if self.cfg.kernel.is_none() {

@@ -94,6 +94,24 @@ pub struct Config {
     pub msg_timestamp: bool,
     /// `-sandbox on`: a seccomp sandbox was requested.
     pub sandbox: bool,
+    /// `-bios FILE` (or `-machine firmware=`): the firmware image, as written;
+    /// the VMM resolves a bare name against the data directories as QEMU's
+    /// `qemu_find_file(QEMU_FILE_TYPE_BIOS, ...)` does.
+    pub bios: Option<PathBuf>,
+    /// `-L DIR`, in command-line order without repeats (QEMU's
+    /// `qemu_add_data_dir`); the default directories come after these.
+    pub data_dirs: Vec<PathBuf>,
+    /// `-L help` was given: print the data directories (these, then the
+    /// defaults) one per line and exit 0, as QEMU does once the whole command
+    /// line has been read.
+    pub list_data_dirs: bool,
+    /// `-boot`, merged over all occurrences and validated as QEMU 7.2 does.
+    pub boot: BootOptions,
+    /// `-smbios`, in command-line order.
+    pub smbios: Vec<SmbiosOption>,
+    /// Where each of `smbios` was written (`-smbios ARG`), same order: errors
+    /// found when the VMM reads a `file=` point there, as QEMU's do.
+    pub smbios_locations: Vec<String>,
     /// Warnings to print (`ferrovm: <warning>`), e.g. deprecated short-form flags.
     pub warnings: Vec<String>,
 }
@@ -141,6 +159,12 @@ impl Default for Config {
             mem_lock: false,
             msg_timestamp: false,
             sandbox: false,
+            bios: None,
+            data_dirs: Vec::new(),
+            list_data_dirs: false,
+            boot: BootOptions::default(),
+            smbios: Vec::new(),
+            smbios_locations: Vec::new(),
             warnings: Vec::new(),
         }
     }
@@ -477,6 +501,161 @@ pub struct GlobalSpec {
     pub driver: String,
     pub property: String,
     pub value: String,
+}
+
+/// QEMU's `default_boot_order` for the PC machines (`hw/i386/pc.c`): floppy,
+/// hard disk, CD-ROM.
+pub const DEFAULT_BOOT_ORDER: &str = "cad";
+
+/// `-boot` (QAPI `BootConfiguration`), what the firmware is told through
+/// fw_cfg (`bootorder`, `etc/boot-menu-wait`, `etc/boot-fail-wait`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootOptions {
+    /// `order=`: boot device letters (`a`-`p`, each at most once); `cad` when not given.
+    pub order: String,
+    /// `once=`: the order for the first boot only; `order` applies after a reset.
+    pub once: Option<String>,
+    /// `menu=on`: show the firmware's boot menu.
+    pub menu: bool,
+    /// `splash=`: a boot splash image file (JPEG or BMP), as written; the VMM
+    /// looks it up like a `-bios` file.
+    pub splash: Option<String>,
+    /// `splash-time=`: how long the menu/splash waits, in milliseconds (0..=65535).
+    pub splash_time: Option<u32>,
+    /// `reboot-timeout=`: ms before a failed boot reboots; -1 means never
+    /// (-1..=65535). QEMU gives the firmware -1 when it is not given.
+    pub reboot_timeout: Option<i64>,
+    /// `strict=on`: boot only from the devices in the boot order.
+    pub strict: bool,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        BootOptions {
+            order: DEFAULT_BOOT_ORDER.to_string(),
+            once: None,
+            menu: false,
+            splash: None,
+            splash_time: None,
+            reboot_timeout: None,
+            strict: false,
+        }
+    }
+}
+
+/// One `-smbios` option (QEMU 7.2 `hw/smbios/smbios.c`, `smbios_entry_add`).
+///
+/// Each keeps only what was written; the SMBIOS builder applies them in
+/// order as QEMU does (a later string replaces an earlier one; OEM strings
+/// accumulate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmbiosOption {
+    /// `file=`: a binary SMBIOS structure to include as is.
+    File(PathBuf),
+    /// `type=0`: BIOS information.
+    Type0(SmbiosType0),
+    /// `type=1`: system information.
+    Type1(SmbiosType1),
+    /// `type=2`: baseboard information.
+    Type2(SmbiosType2),
+    /// `type=3`: chassis information.
+    Type3(SmbiosType3),
+    /// `type=4`: processor information (one table per socket).
+    Type4(SmbiosType4),
+    /// `type=11`: OEM strings, in order (`value=` and `path=` may repeat).
+    Type11(Vec<SmbiosOemString>),
+    /// `type=17`: memory device (one table per 16 GiB of RAM).
+    Type17(SmbiosType17),
+}
+
+/// `-smbios type=0,...`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SmbiosType0 {
+    pub vendor: Option<String>,
+    pub version: Option<String>,
+    pub date: Option<String>,
+    /// `release=MAJOR.MINOR` (each read as C's `%hhu`, so 256 wraps to 0).
+    pub release: Option<(u8, u8)>,
+    /// `uefi=`; QEMU resets it to off on every `type=0` option without it.
+    pub uefi: Option<bool>,
+}
+
+/// `-smbios type=1,...`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SmbiosType1 {
+    pub manufacturer: Option<String>,
+    pub product: Option<String>,
+    pub version: Option<String>,
+    pub serial: Option<String>,
+    /// `uuid=`: also the machine UUID, exactly as `-uuid` (QEMU shares one
+    /// `qemu_uuid`), so it is applied to [`Config::uuid`] in command-line order.
+    pub uuid: Option<Uuid>,
+    pub sku: Option<String>,
+    pub family: Option<String>,
+}
+
+/// `-smbios type=2,...`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SmbiosType2 {
+    pub manufacturer: Option<String>,
+    pub product: Option<String>,
+    pub version: Option<String>,
+    pub serial: Option<String>,
+    pub asset: Option<String>,
+    pub location: Option<String>,
+}
+
+/// `-smbios type=3,...`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SmbiosType3 {
+    pub manufacturer: Option<String>,
+    pub version: Option<String>,
+    pub serial: Option<String>,
+    pub asset: Option<String>,
+    pub sku: Option<String>,
+}
+
+/// `-smbios type=4,...`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SmbiosType4 {
+    /// `sock_pfx=`: socket designation prefix (default `CPU`, then the
+    /// socket number as `%2x`).
+    pub sock_pfx: Option<String>,
+    pub manufacturer: Option<String>,
+    pub version: Option<String>,
+    pub serial: Option<String>,
+    pub asset: Option<String>,
+    pub part: Option<String>,
+    /// `max-speed=` MHz; QEMU resets it to 2000 on every `type=4` option without it.
+    pub max_speed: Option<u16>,
+    /// `current-speed=` MHz; likewise reset to 2000.
+    pub current_speed: Option<u16>,
+    /// `processor-id=`; 0 (the reset value) means the CPU's CPUID signature.
+    pub processor_id: Option<u64>,
+}
+
+/// One `-smbios type=11` OEM string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmbiosOemString {
+    /// `value=`.
+    Value(String),
+    /// `path=`: the file's contents (QEMU rejects a NUL in it).
+    Path(PathBuf),
+}
+
+/// `-smbios type=17,...`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SmbiosType17 {
+    /// `loc_pfx=`: device locator prefix (default `DIMM`, then ` N`).
+    pub loc_pfx: Option<String>,
+    pub bank: Option<String>,
+    pub manufacturer: Option<String>,
+    pub serial: Option<String>,
+    pub asset: Option<String>,
+    pub part: Option<String>,
+    /// `speed=` MT/s; QEMU stores it in 16 bits without a check, so it is
+    /// truncated (70000 becomes 4464), and resets it to 0 when not given.
+    pub speed: Option<u16>,
 }
 
 /// A UUID (`-uuid`), displayed in QEMU's lower-case 8-4-4-4-12 form.

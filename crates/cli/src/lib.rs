@@ -21,6 +21,7 @@ mod chardev;
 mod config;
 mod devices;
 mod error;
+mod firmware;
 mod frontends;
 mod help;
 mod keyval;
@@ -32,11 +33,13 @@ mod rtc;
 mod runstate;
 mod schema;
 mod size;
+mod smbios;
 mod smp;
 mod table;
 
 pub use config::*;
 pub use error::CliError;
+pub use firmware::{validate_boot_devices, MAX_DATA_DIRS};
 pub use help::{help_text, options_markdown, version_text, QEMU_COMPAT_VERSION};
 
 use builder::{Builder, Inv};

@@ -17,6 +17,7 @@ pub(crate) const MACHINE_KEYS: &[Key] = &[
     key("kernel", Kind::Str),
     key("initrd", Kind::Str),
     key("append", Kind::Str),
+    key("firmware", Kind::Str),
     key("memory-backend", Kind::Str),
     key("dump-guest-core", Kind::Bool),
     key("mem-merge", Kind::Bool),
@@ -173,6 +174,8 @@ pub(crate) fn handle_machine(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(
                 b.cfg.append = v.to_string();
                 b.append_set = true;
             }
+            // `-bios` is stored as this property in QEMU.
+            "firmware" => b.cfg.bios = Some(PathBuf::from(v)),
             "memory-backend" => m.memory_backend = Some(v.to_string()),
             "dump-guest-core" => m.dump_guest_core = parse_bool(k, v).map_err(|e| inv.err(e))?,
             "mem-merge" => m.mem_merge = parse_bool(k, v).map_err(|e| inv.err(e))?,

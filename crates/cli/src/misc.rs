@@ -1,6 +1,6 @@
 //! Small options: boot files, identity, display, process control, and the
 //! options accepted for compatibility (`-msg`, `-overcommit`, `-sandbox`,
-//! `-boot`, `-no-hpet`, `-vga none`).
+//! `-no-hpet`, `-vga none`).
 
 use crate::builder::{Builder, Inv};
 use crate::config::Uuid;
@@ -185,21 +185,6 @@ pub(crate) fn handle_sandbox(b: &mut Builder, _inv: &Inv, p: Parsed) -> Result<(
     }
     Ok(())
 }
-
-pub(crate) const BOOT_SCHEMA: Schema = Schema {
-    implied: Some("order"),
-    keys: &[
-        key("order", Kind::Str),
-        key("once", Kind::Str),
-        key("menu", Kind::Bool),
-        key("splash", Kind::Str),
-        key("splash-time", Kind::Number),
-        key("reboot-timeout", Kind::Number),
-        key("strict", Kind::Bool),
-    ],
-    warn_flags: true,
-    open: false,
-};
 
 /// Options that are checked and then have nothing to record.
 pub(crate) fn handle_tolerated(_b: &mut Builder, _inv: &Inv, _p: Parsed) -> Result<(), CliError> {

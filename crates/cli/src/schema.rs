@@ -180,7 +180,7 @@ pub(crate) fn check(kind: Kind, key: &str, v: &str) -> Result<Val, String> {
     })
 }
 
-fn flag_warning(o: &RawOpt, written: &str) -> String {
+pub(crate) fn flag_warning(o: &RawOpt, written: &str) -> String {
     let suggestion = if o.key == "delay" {
         format!("nodelay={}", if o.value == "off" { "on" } else { "off" })
     } else {

@@ -5,7 +5,9 @@
 use crate::builder::{Builder, Inv};
 use crate::error::CliError;
 use crate::schema::{Opts, Schema};
-use crate::{block, chardev, devices, frontends, machine, memory, misc, rtc, runstate, smp};
+use crate::{
+    block, chardev, devices, firmware, frontends, machine, memory, misc, rtc, runstate, smbios, smp,
+};
 use serde_json::{Map, Value};
 
 /// How an option's argument is read before its handler sees it.
@@ -423,12 +425,36 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         handler: Run(misc::handle_sandbox),
     },
     OptionDef {
+        names: &["bios"],
+        args: "file",
+        grammar: Raw(None),
+        help: "set the filename for the BIOS (firmware boot, e.g. SeaBIOS)",
+        notes: "The same as `-machine firmware=`. A path that exists is used as is; otherwise the name is looked up in the `-L` directories, then the default ones (see `-L help`). Without `-bios` and `-kernel` the firmware is `bios-256k.bin`.",
+        handler: Run(firmware::handle_bios),
+    },
+    OptionDef {
+        names: &["L"],
+        args: "path",
+        grammar: Raw(None),
+        help: "set the directory for the BIOS and other firmware files",
+        notes: "Repeatable; searched in command-line order before the default directories, repeats ignored, at most 16 in all (as QEMU). `-L help` lists the directories and exits.",
+        handler: Run(firmware::handle_l),
+    },
+    OptionDef {
         names: &["boot"],
-        args: "[order=drives][,once=drives][,menu=on|off][,strict=on|off][,...]",
-        grammar: Opts(&misc::BOOT_SCHEMA),
-        help: "firmware boot order (accepted, no effect)",
-        notes: "Checked and ignored: ferrovm boots `-kernel` directly, there is no firmware boot menu.",
-        handler: Run(misc::handle_tolerated),
+        args: "[order=drives][,once=drives][,menu=on|off][,splash=sp_name][,splash-time=sp_time][,reboot-timeout=rb_timeout][,strict=on|off]",
+        grammar: Raw(Some(&firmware::BOOT_SCHEMA)),
+        help: "firmware boot order and menu",
+        notes: "keyval syntax with implied `order` (`-boot dc`); repeated options merge. Drives are letters `a`-`p` (a floppy, c disk, d CD-ROM, n network), each once; default order `cad`. `splash-time` 0..65535 ms, `reboot-timeout` -1..65535 ms. Passed to the firmware; `-kernel` boots ignore it.",
+        handler: Run(firmware::handle_boot),
+    },
+    OptionDef {
+        names: &["smbios"],
+        args: "file=binary | type=0|1|2|3|4|11|17[,field=value[,...]]",
+        grammar: Raw(Some(&smbios::SMBIOS_SCHEMA)),
+        help: "add SMBIOS entries or override their fields",
+        notes: "QEMU 7.2's keys per type: 0 `vendor,version,date,release=MAJOR.MINOR,uefi`; 1 `manufacturer,product,version,serial,uuid,sku,family`; 2 `manufacturer,product,version,serial,asset,location`; 3 `manufacturer,version,serial,asset,sku`; 4 `sock_pfx,manufacturer,version,serial,asset,part,max-speed,current-speed,processor-id`; 11 `value`, `path` (repeatable OEM strings); 17 `loc_pfx,bank,manufacturer,serial,asset,part,speed`. `file=` takes only itself. `type=1,uuid=` also sets the machine UUID, like `-uuid`. Types 8 and 41 are not supported.",
+        handler: Run(smbios::handle_smbios),
     },
     OptionDef {
         names: &["no-hpet"],
@@ -443,13 +469,11 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
 /// QEMU options ferrovm rejects with "not supported" (rather than "invalid").
 pub(crate) const UNSUPPORTED: &[&str] = &[
     "D",
-    "L",
     "acpitable",
     "add-fd",
     "async-teardown",
     "audio",
     "audio-help",
-    "bios",
     "cdrom",
     "chroot",
     "compat",
@@ -498,7 +522,6 @@ pub(crate) const UNSUPPORTED: &[&str] = &[
     "seed",
     "set",
     "singlestep",
-    "smbios",
     "snapshot",
     "spice",
     "tpmdev",

@@ -171,3 +171,60 @@ fn libvirt_extras() {
     assert_eq!(c.actions.watchdog, WatchdogAction::Pause);
     assert_eq!(c.devices.len(), 3);
 }
+
+#[test]
+fn libvirt_sysinfo_and_firmware() {
+    // <sysinfo type='smbios'> with <smbios mode='sysinfo'/>, <bootmenu>,
+    // <bios rebootTimeout>, a custom <loader>: as libvirt 9 writes them.
+    let c = run(&[
+        "-machine",
+        "pc-q35-7.2,usb=off,dump-guest-core=off",
+        "-bios",
+        "/usr/share/seabios/bios-256k.bin",
+        "-smbios",
+        "type=0,vendor=LENOVO,version=6FET82WW (3.12 ),date=01/01/2012,release=20.12",
+        "-smbios",
+        "type=1,manufacturer=Fedora,product=Virt-Manager,version=0.9.4,serial=123456,uuid=c7a5fdbd-edaf-9455-926a-d65c16db1809,sku=1234567890,family=Red Hat",
+        "-smbios",
+        "type=2,manufacturer=Hewlett-Packard,product=0B4Ch,version=D,serial=CZC1065993,asset=CZC1065993,location=Upside down",
+        "-smbios",
+        "type=3,manufacturer=Lenovo,version=1,serial=2,asset=3,sku=4",
+        "-smbios",
+        "type=11,value=Hello,value=World",
+        "-uuid",
+        "c7a5fdbd-edaf-9455-926a-d65c16db1809",
+        "-boot",
+        "menu=on,splash-time=3000,reboot-timeout=0,strict=on",
+        "-nodefaults",
+    ]);
+    assert_eq!(c.bios, Some("/usr/share/seabios/bios-256k.bin".into()));
+    assert_eq!(c.boot.order, "cad");
+    assert!(c.boot.menu && c.boot.strict);
+    assert_eq!(
+        (c.boot.splash_time, c.boot.reboot_timeout),
+        (Some(3000), Some(0))
+    );
+    assert_eq!(c.smbios.len(), 5);
+    let SmbiosOption::Type0(t0) = &c.smbios[0] else {
+        panic!("{:?}", c.smbios[0])
+    };
+    assert_eq!(t0.version.as_deref(), Some("6FET82WW (3.12 )"));
+    assert_eq!(t0.release, Some((20, 12)));
+    let SmbiosOption::Type1(t1) = &c.smbios[1] else {
+        panic!("{:?}", c.smbios[1])
+    };
+    assert_eq!(t1.family.as_deref(), Some("Red Hat"));
+    assert_eq!(t1.uuid, c.uuid);
+    let SmbiosOption::Type2(t2) = &c.smbios[2] else {
+        panic!("{:?}", c.smbios[2])
+    };
+    assert_eq!(t2.location.as_deref(), Some("Upside down"));
+    assert_eq!(
+        c.smbios[4],
+        SmbiosOption::Type11(vec![
+            SmbiosOemString::Value("Hello".into()),
+            SmbiosOemString::Value("World".into())
+        ])
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}

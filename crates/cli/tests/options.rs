@@ -659,3 +659,230 @@ fn tolerated() {
     assert!(c.msg_timestamp && c.mem_lock && !c.sandbox);
     assert!(run(&["-sandbox", "on"]).sandbox);
 }
+
+#[test]
+fn bios_and_data_dirs() {
+    let c = run(&[]);
+    assert_eq!((c.bios.as_ref(), c.data_dirs.len()), (None, 0));
+    assert!(!c.list_data_dirs);
+    let c = run(&["-bios", "bios.bin", "-bios", "/opt/fw/bios-256k.bin"]);
+    assert_eq!(c.bios, Some(PathBuf::from("/opt/fw/bios-256k.bin")));
+    // QEMU stores -bios as the machine's firmware property.
+    let c = run(&["-machine", "q35,firmware=my.bin"]);
+    assert_eq!(c.bios, Some(PathBuf::from("my.bin")));
+    // -L: command-line order, a repeated directory once (qemu_add_data_dir).
+    let c = run(&["-L", "/a", "-L", "b", "-L", "/a"]);
+    assert_eq!(c.data_dirs, vec![PathBuf::from("/a"), PathBuf::from("b")]);
+    assert!(!c.list_data_dirs);
+    let c = run(&["-L", "/a", "-L", "help"]);
+    assert!(c.list_data_dirs);
+    assert_eq!(c.data_dirs, vec![PathBuf::from("/a")]);
+    assert!(run(&["-L", "?"]).list_data_dirs);
+    // QEMU keeps 16 directories and drops the rest silently.
+    let many: Vec<String> = (0..20).map(|i| format!("/d{i}")).collect();
+    let mut a: Vec<&str> = Vec::new();
+    for d in &many {
+        a.extend(["-L", d.as_str()]);
+    }
+    let c = run(&a);
+    assert_eq!(c.data_dirs.len(), 16);
+    assert_eq!(c.data_dirs[15], PathBuf::from("/d15"));
+    // `-L help` exits before QEMU validates -boot (qemu-system-x86_64 -L help -boot order=z: exit 0).
+    assert!(run(&["-L", "help", "-boot", "order=z"]).list_data_dirs);
+}
+
+#[test]
+fn boot() {
+    let d = run(&[]).boot;
+    assert_eq!(d, BootOptions::default());
+    assert_eq!(
+        (d.order.as_str(), d.once.as_deref(), d.menu, d.strict),
+        ("cad", None, false, false)
+    );
+    assert_eq!(
+        (d.splash_time, d.reboot_timeout, d.splash.as_deref()),
+        (None, None, None)
+    );
+    // The legacy form: the implied key is order.
+    assert_eq!(run(&["-boot", "dc"]).boot.order, "dc");
+    let c = run(&[
+        "-boot",
+        "order=nc,once=d,menu=on,splash=logo.bmp,splash-time=3000,reboot-timeout=-1,strict=on",
+    ]);
+    assert_eq!(
+        c.boot,
+        BootOptions {
+            order: "nc".into(),
+            once: Some("d".into()),
+            menu: true,
+            splash: Some("logo.bmp".into()),
+            splash_time: Some(3000),
+            reboot_timeout: Some(-1),
+            strict: true,
+        }
+    );
+    // Repeated -boot options merge; a later key wins (and an invalid order
+    // overridden later is fine, as in QEMU).
+    let c = run(&["-boot", "order=z", "-boot", "menu=yes", "-boot", "order=d"]);
+    assert_eq!((c.boot.order.as_str(), c.boot.menu), ("d", true));
+    // QAPI integers: hex and the limits.
+    let c = run(&["-boot", "splash-time=0xffff,reboot-timeout=65535"]);
+    assert_eq!(
+        (c.boot.splash_time, c.boot.reboot_timeout),
+        (Some(65535), Some(65535))
+    );
+    assert_eq!(
+        run(&["-boot", "order=abcdefghijklmnop"]).boot.order.len(),
+        16
+    );
+    assert_eq!(run(&["-boot", "order="]).boot.order, "");
+    assert!(c.warnings.is_empty());
+}
+
+#[test]
+fn smbios() {
+    assert!(run(&[]).smbios.is_empty());
+    let c = run(&[
+        "-smbios",
+        "file=/tmp/t1.bin",
+        "-smbios",
+        "type=0,vendor=V,version=1.0,date=01/02/2023,release=2.7,uefi=on",
+        "-smbios",
+        "type=1,manufacturer=M,product=P,version=v,serial=S,uuid=c7a5fdbd-edaf-9455-926a-d65c16db1809,sku=K,family=F",
+        "-smbios",
+        "type=2,manufacturer=BM,product=BP,version=BV,serial=BS,asset=BA,location=BL",
+        "-smbios",
+        "type=3,manufacturer=CM,version=CV,serial=CS,asset=CA,sku=CK",
+        "-smbios",
+        "type=4,sock_pfx=Socket,manufacturer=PM,version=PV,serial=PS,asset=PA,part=PP,max-speed=3000,current-speed=0x9c4,processor-id=0x12345678",
+        "-smbios",
+        "type=11,value=one,path=/tmp/oem,value=a,,b",
+        "-smbios",
+        "type=17,loc_pfx=Slot,bank=B0,manufacturer=DM,serial=DS,asset=DA,part=DP,speed=2400",
+    ]);
+    assert_eq!(c.smbios.len(), 8);
+    assert_eq!(
+        c.smbios[0],
+        SmbiosOption::File(PathBuf::from("/tmp/t1.bin"))
+    );
+    assert_eq!(
+        c.smbios[1],
+        SmbiosOption::Type0(SmbiosType0 {
+            vendor: Some("V".into()),
+            version: Some("1.0".into()),
+            date: Some("01/02/2023".into()),
+            release: Some((2, 7)),
+            uefi: Some(true),
+        })
+    );
+    let uuid: Uuid = "c7a5fdbd-edaf-9455-926a-d65c16db1809".parse().unwrap();
+    assert_eq!(
+        c.smbios[2],
+        SmbiosOption::Type1(SmbiosType1 {
+            manufacturer: Some("M".into()),
+            product: Some("P".into()),
+            version: Some("v".into()),
+            serial: Some("S".into()),
+            uuid: Some(uuid),
+            sku: Some("K".into()),
+            family: Some("F".into()),
+        })
+    );
+    // type=1,uuid= is QEMU's machine UUID too.
+    assert_eq!(c.uuid, Some(uuid));
+    let SmbiosOption::Type2(t2) = &c.smbios[3] else {
+        panic!("{:?}", c.smbios[3])
+    };
+    assert_eq!(
+        (t2.asset.as_deref(), t2.location.as_deref()),
+        (Some("BA"), Some("BL"))
+    );
+    let SmbiosOption::Type3(t3) = &c.smbios[4] else {
+        panic!("{:?}", c.smbios[4])
+    };
+    assert_eq!(
+        (t3.manufacturer.as_deref(), t3.sku.as_deref()),
+        (Some("CM"), Some("CK"))
+    );
+    assert_eq!(
+        c.smbios[5],
+        SmbiosOption::Type4(SmbiosType4 {
+            sock_pfx: Some("Socket".into()),
+            manufacturer: Some("PM".into()),
+            version: Some("PV".into()),
+            serial: Some("PS".into()),
+            asset: Some("PA".into()),
+            part: Some("PP".into()),
+            max_speed: Some(3000),
+            current_speed: Some(2500),
+            processor_id: Some(0x1234_5678),
+        })
+    );
+    assert_eq!(
+        c.smbios[6],
+        SmbiosOption::Type11(vec![
+            SmbiosOemString::Value("one".into()),
+            SmbiosOemString::Path(PathBuf::from("/tmp/oem")),
+            SmbiosOemString::Value("a,b".into()),
+        ])
+    );
+    let SmbiosOption::Type17(t17) = &c.smbios[7] else {
+        panic!("{:?}", c.smbios[7])
+    };
+    assert_eq!(
+        (t17.loc_pfx.as_deref(), t17.speed),
+        (Some("Slot"), Some(2400))
+    );
+    assert_eq!(c.smbios_locations[0], "-smbios file=/tmp/t1.bin");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    // Omitted keys stay None: the builder applies QEMU's per-option resets.
+    assert_eq!(
+        run(&["-smbios", "type=0"]).smbios,
+        vec![SmbiosOption::Type0(SmbiosType0::default())]
+    );
+    // Accepted by QEMU 7.2 as C reads them: %hhu wraps, a third part is ignored,
+    // speed=70000 is stored in 16 bits, negative numbers wrap.
+    let SmbiosOption::Type0(t0) = &run(&["-smbios", "type=0,release=256.1.9"]).smbios[0] else {
+        panic!()
+    };
+    assert_eq!(t0.release, Some((0, 1)));
+    let SmbiosOption::Type17(t17) = &run(&["-smbios", "type=17,speed=70000"]).smbios[0] else {
+        panic!()
+    };
+    assert_eq!(t17.speed, Some(4464)); // 70000 - 65536
+    let SmbiosOption::Type4(t4) = &run(&["-smbios", "type=4,processor-id=-1"]).smbios[0] else {
+        panic!()
+    };
+    assert_eq!(t4.processor_id, Some(u64::MAX));
+    // type= is read with strtoul: hex, and the last one wins.
+    assert!(matches!(
+        run(&["-smbios", "type=0x1,product=p"]).smbios[0],
+        SmbiosOption::Type1(_)
+    ));
+    assert!(matches!(
+        run(&["-smbios", "type=1,type=2,location=x"]).smbios[0],
+        SmbiosOption::Type2(_)
+    ));
+    // The later of -uuid and type=1,uuid= is the machine UUID.
+    let c = run(&[
+        "-smbios",
+        "type=1,uuid=c7a5fdbd-edaf-9455-926a-d65c16db1809",
+        "-uuid",
+        "12345678-1234-1234-1234-1234567890ab",
+    ]);
+    assert_eq!(
+        c.uuid.unwrap().to_string(),
+        "12345678-1234-1234-1234-1234567890ab"
+    );
+    // A short-form flag is QEMU's deprecation warning, and the string "on".
+    let c = run(&["-smbios", "type=1,manufacturer"]);
+    assert_eq!(
+        c.warnings,
+        vec!["-smbios type=1,manufacturer: warning: short-form boolean option 'manufacturer' deprecated; please use manufacturer=on instead".to_string()]
+    );
+    let SmbiosOption::Type1(t1) = &c.smbios[0] else {
+        panic!()
+    };
+    assert_eq!(t1.manufacturer.as_deref(), Some("on"));
+}

@@ -19,6 +19,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if config.list_data_dirs {
+        // `-L help`: QEMU lists the firmware directories and exits 0.
+        for d in vmm::firmware_file::search_dirs(&config.data_dirs) {
+            println!("{}", d.display());
+        }
+        return ExitCode::SUCCESS;
+    }
     match vmm::run(*config) {
         Ok(exit) => {
             if let vmm::Exit::Signal(sig) = exit {

@@ -9,6 +9,7 @@ pub mod cpuid;
 pub mod daemon;
 pub mod devices;
 pub mod error;
+pub mod firmware_file;
 pub mod machine;
 pub mod memory;
 pub mod memory_map;
