@@ -89,10 +89,10 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                         boot::layout::PCI_MMIO32_START,
                         boot::layout::PCI_MMIO32_START + boot::layout::PCI_MMIO32_SIZE,
                     ),
-                    firmware: spec
-                        .firmware
-                        .as_ref()
-                        .map(|_| firmware_spec(&config, &spec)),
+                    firmware: match spec.firmware {
+                        Some(_) => Some(firmware_spec(&config, &spec)?),
+                        None => None,
+                    },
                 },
                 requests,
             )?;
@@ -132,9 +132,10 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
 }
 
 /// What fw_cfg tells the firmware.
-fn firmware_spec(config: &Config, spec: &MachineSpec) -> FirmwareSpec {
+fn firmware_spec(config: &Config, spec: &MachineSpec) -> Result<FirmwareSpec, VmmError> {
     let layout = boot::MemoryLayout::new(spec.ram_bytes);
-    FirmwareSpec {
+    let b = &config.boot;
+    Ok(FirmwareSpec {
         ram_bytes: spec.ram_bytes,
         cpus: spec.cpus.min(255) as u16,
         max_cpus: spec.max_cpus.min(255) as u16,
@@ -144,9 +145,16 @@ fn firmware_spec(config: &Config, spec: &MachineSpec) -> FirmwareSpec {
             .map(|u| *u.as_bytes())
             .unwrap_or([0; 16]),
         nographic: config.nographic,
-        boot: BootConfig::default(),
+        // The CLI checked the ranges (QEMU's messages).
+        boot: BootConfig {
+            menu: b.menu,
+            splash_time: b.splash_time.map(|t| t.min(0xffff) as u16),
+            reboot_timeout: b.reboot_timeout.map(|t| t as i32),
+            strict: b.strict,
+        },
         acpi: boot::AcpiConfig::new(spec.cpus as u8, spec.max_cpus as u8, layout),
-    }
+        smbios: crate::devices::smbios_config::tables(config, spec.ram_bytes)?,
+    })
 }
 
 fn vm_info(config: &Config, serial_info: Option<serde_json::Value>) -> VmInfo {
@@ -214,10 +222,21 @@ fn machine_spec(config: &Config) -> Result<MachineSpec, VmmError> {
         kernel: config.kernel.clone(),
         initrd: config.initrd.clone(),
         cmdline: config.append.clone(),
-        // Without -kernel the machine boots its firmware, as QEMU's does.
+        // Without -kernel the machine boots its firmware, as QEMU's does,
+        // found as QEMU finds -bios (its message when it is not).
         firmware: match config.kernel {
             Some(_) => None,
-            None => Some(std::path::PathBuf::from("/usr/share/seabios/bios-256k.bin")),
+            None => {
+                let name = config
+                    .bios
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| crate::firmware_file::DEFAULT_BIOS.into());
+                Some(
+                    crate::firmware_file::find_firmware(&name, &config.data_dirs)
+                        .map_err(|e| VmmError::Boot(format!("qemu: {e}")))?,
+                )
+            }
         },
     })
 }

@@ -5,8 +5,8 @@
 //! tables through the table loader (see [`acpi_files`]).
 //!
 //! Not provided, unlike QEMU: `genroms/kvmvapic.bin` (an option ROM that
-//! patches Windows XP's TPR accesses), `etc/smbios/*` (SeaBIOS then builds
-//! its own SMBIOS tables), `etc/system-states`, HPET (the machine has none).
+//! patches Windows XP's TPR accesses), `etc/system-states`, HPET (the
+//! machine has none).
 
 use std::sync::{Arc, Mutex};
 
@@ -41,6 +41,7 @@ pub struct FirmwareSpec {
     pub boot: BootConfig,
     /// vCPUs and RAM layout for the ACPI tables.
     pub acpi: boot::AcpiConfig,
+    pub smbios: boot::smbios::SmbiosTables,
 }
 
 /// Builds the fw_cfg device for a firmware boot. `root` is read when the
@@ -86,6 +87,12 @@ pub fn fw_cfg(
     {
         f.add_file("bootorder", order).map_err(err)?;
     }
+    // hw/i386/fw_cfg.c fw_cfg_build_smbios: SeaBIOS places the tables and
+    // fixes the anchor's address.
+    f.add_file("etc/smbios/smbios-tables", spec.smbios.tables.clone())
+        .map_err(err)?;
+    f.add_file("etc/smbios/smbios-anchor", spec.smbios.anchor.clone())
+        .map_err(err)?;
     acpi_files(&mut f, &spec.acpi, root)?;
     Ok(f)
 }

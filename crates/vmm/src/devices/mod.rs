@@ -16,6 +16,7 @@ pub mod legacy;
 pub mod pci;
 pub mod plan;
 pub mod qdev;
+pub mod smbios_config;
 pub mod virtio;
 
 use std::sync::{Arc, Mutex};
