@@ -27,6 +27,10 @@ MBR = "bootdisk: mbr"
 FAR = "bootdisk: far sector, disk {}"
 # QEMU's RSDP OEM ID is x86ms->oem_id, ACPI_BUILD_APPNAME6 "BOCHS " by default
 # (qemu-7.2 include/hw/acpi/aml-build.h, hw/i386/x86.c; -machine oem-id=).
+# SeaBIOS's own fallback tables (when the VMM hands it none, e.g. QEMU with
+# acpi=off) also say "BOCHS "; SeaBIOS then logs this line (copy_acpi_rsdp,
+# src/fw/biostables.c), which it never logs for tables from the fw_cfg loader.
+SEABIOS_OWN_RSDP = "Copying ACPI RSDP from"
 RSDP_OEM = {"qemu": "BOCHS ", "ferrovm": "FERROV"}
 
 
@@ -82,6 +86,9 @@ class Machine:
     def lines(self):
         """COM1's lines so far (CR LF stripped, spaces kept: "BOCHS " ends in one)."""
         return [ln.rstrip("\r") for ln in self._read(self.serial).split("\n")]
+
+    def debug_log(self):
+        return self._read(self.debuglog)
 
     def report(self, why):
         self.stderr.flush()
@@ -194,6 +201,8 @@ def test_rsdp_oem_id_is_the_vmms(pci_boot, vmm):
     m, lines = pci_boot
     want = f"bootdisk: rsdp oem {RSDP_OEM[vmm[0]]}"
     assert want in lines, m.report(f"expected the line {want!r} (the RSDP's OEM ID, raw)")
+    assert SEABIOS_OWN_RSDP not in m.debug_log(), m.report(
+        "SeaBIOS built its own ACPI tables: the VMM's (fw_cfg etc/table-loader) did not arrive")
 
 
 def test_system_reset_boots_the_disk_again(pci_boot):
