@@ -16,6 +16,7 @@ deps:
 build: deps
 	$(CARGO) build --release --locked -p ferrovm
 	$(MAKE) -s -C firmware/testguest OUT=$(BUILD)
+	$(MAKE) -s -C firmware/bootdisk OUT=$(BUILD)
 
 # Boots the test guest in its idle plan with a virtio disk (build/disk.img): it
 # checks the disk, prints a tick every 100 ms and powers off when the ACPI power

@@ -134,6 +134,8 @@ def main():
     qmp_bench.run(FERROVM, QEMU)
     import blk_bench
     blk_bench.run(FERROVM, GUEST, QEMU)
+    import firmware_bench
+    firmware_bench.run(FERROVM, QEMU)
 
 
 if __name__ == "__main__":
