@@ -236,3 +236,21 @@ def test_bootindex_decides_which_disk_boots(vmm, tmp_path, first):
         assert FAR.format(other) not in lines, m.report(f"disk {other} booted too")
     finally:
         m.close()
+
+
+@pytest.mark.parametrize("bios", ["nosuch.bin", "short"])
+def test_a_bad_firmware_file_is_one_clear_error(vmm, tmp_path, bios):
+    """-bios that cannot be found, or whose size QEMU refuses (not a multiple of
+    64 KiB): exit 1 at once, one line naming the file as QEMU names it."""
+    name, binary = vmm
+    if bios == "short":
+        bios = str(tmp_path / "short.bin")
+        with open(bios, "wb") as f:
+            f.write(b"\xea" * 1000)
+    argv = [binary, "-accel", "kvm", "-machine", "q35", "-nodefaults", "-display", "none",
+            "-bios", bios]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    # QEMU may warn about CPUID features first; the error is the other line.
+    lines = [ln for ln in p.stderr.strip().splitlines() if ": warning: " not in ln]
+    assert p.returncode == 1, (name, p.returncode, p.stderr)
+    assert len(lines) == 1 and f"could not load PC BIOS '{bios}'" in lines[0], (name, p.stderr)

@@ -71,7 +71,7 @@ fn read_file(what: &'static str, path: &Path, max: u64) -> Result<Vec<u8>, VmmEr
 fn load_bios(path: &Path) -> Result<BiosRom, VmmError> {
     let fail = |why: String| {
         VmmError::Boot(format!(
-            "qemu: could not load PC BIOS '{}': {why}",
+            "could not load PC BIOS '{}': {why}",
             path.display()
         ))
     };

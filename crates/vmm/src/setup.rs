@@ -234,7 +234,7 @@ fn machine_spec(config: &Config) -> Result<MachineSpec, VmmError> {
                     .unwrap_or_else(|| crate::firmware_file::DEFAULT_BIOS.into());
                 Some(
                     crate::firmware_file::find_firmware(&name, &config.data_dirs)
-                        .map_err(|e| VmmError::Boot(format!("qemu: {e}")))?,
+                        .map_err(VmmError::Boot)?,
                 )
             }
         },
