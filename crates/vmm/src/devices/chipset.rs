@@ -153,3 +153,70 @@ pub fn program_like_seabios(root: &Mutex<PciRoot>, ecam_base: u64) {
     root.config_write(0, s, 0, lpc::PMBASE / 4, 0, &pmbase.to_le_bytes());
     root.config_write(0, s, 0, lpc::ACPI_CNTL / 4, 0, &[lpc::ACPI_EN]);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devices::{GuestRequestFn, PciConfigMmio};
+    use vmm_sys_util::eventfd::EventFd;
+
+    struct Rig {
+        root: Arc<Mutex<PciRoot>>,
+        mmio: Arc<Bus>,
+        pio: Arc<Bus>,
+    }
+
+    fn rig() -> Rig {
+        let (mmio, pio) = (Arc::new(Bus::new()), Arc::new(Bus::new()));
+        let root = Arc::new(Mutex::new(PciRoot::with_buses(pio.clone(), mmio.clone())));
+        let ecam = Arc::new(Mutex::new(PciConfigMmio::new(root.clone())));
+        let requests: GuestRequestFn = Arc::new(|_| {});
+        let pm = AcpiPm::new(EventFd::new(libc::EFD_NONBLOCK).unwrap(), requests);
+        Chipset::new(&root, &mmio, &pio, ecam, Arc::new(Mutex::new(pm))).unwrap();
+        Rig { root, mmio, pio }
+    }
+
+    fn dword(bus: &Bus, addr: u64) -> Option<u32> {
+        let mut b = [0u8; 4];
+        bus.read(addr, &mut b).then(|| u32::from_le_bytes(b))
+    }
+
+    #[test]
+    fn nothing_decodes_until_programmed_then_what_seabios_programs() {
+        let r = rig();
+        assert_eq!(dword(&r.mmio, 0xb000_0000), None, "ECAM off at power-on");
+        assert_eq!(dword(&r.pio, 0x630), None, "PM block off at power-on");
+        program_like_seabios(&r.root, 0xb000_0000);
+        // ECAM: 00:00.0 is the MCH, 00:1f.0 the LPC bridge (device 31 << 15).
+        assert_eq!(dword(&r.mmio, 0xb000_0000), Some(0x29c0_8086));
+        assert_eq!(dword(&r.mmio, 0xb000_0000 | 31 << 15), Some(0x2918_8086));
+        // SMI_EN at PMBASE + 0x30 says SMM is set up (APMC_EN).
+        assert_eq!(dword(&r.pio, 0x630), Some(1 << 5));
+        let pam = crate::sync::lock(&r.root).config_read(0, 0, 0, 0x90 / 4);
+        assert_eq!(pam, 0x3333_3330, "PAM0-3 RAM");
+        crate::sync::lock(&r.root).reset();
+        assert_eq!(dword(&r.mmio, 0xb000_0000), None, "reset turns ECAM off");
+        assert_eq!(dword(&r.pio, 0x630), None);
+    }
+
+    #[test]
+    fn the_guest_moves_ecam_and_the_pm_block() {
+        let r = rig();
+        program_like_seabios(&r.root, 0xb000_0000);
+        {
+            let mut root = crate::sync::lock(&r.root);
+            // PCIEXBAR: 64 MiB at 0xe0000000 (length field 2).
+            root.config_write(0, 0, 0, 0x60 / 4, 0, &0xe000_0005u32.to_le_bytes());
+            root.config_write(0, 31, 0, 0x40 / 4, 0, &0xb001u32.to_le_bytes());
+        }
+        assert_eq!(dword(&r.mmio, 0xb000_0000), None);
+        assert_eq!(dword(&r.mmio, 0xe000_0000), Some(0x29c0_8086));
+        assert_eq!(
+            dword(&r.mmio, 0xe000_0000 + (64 << 20)),
+            None,
+            "64 MiB long"
+        );
+        assert_eq!(dword(&r.pio, 0x630), None);
+        assert_eq!(dword(&r.pio, 0xb030), Some(1 << 5));
+    }
+}
