@@ -151,6 +151,7 @@ fn firmware_spec(config: &Config, spec: &MachineSpec) -> Result<FirmwareSpec, Vm
             splash_time: b.splash_time.map(|t| t.min(0xffff) as u16),
             reboot_timeout: b.reboot_timeout.map(|t| t as i32),
             strict: b.strict,
+            order: b.order.clone(),
         },
         acpi: boot::AcpiConfig::new(spec.cpus as u8, spec.max_cpus as u8, layout),
         smbios: crate::devices::smbios_config::tables(config, spec.ram_bytes)?,

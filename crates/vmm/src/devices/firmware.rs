@@ -28,6 +28,27 @@ pub struct BootConfig {
     pub reboot_timeout: Option<i32>,
     /// `strict=on`: boot only what `bootorder` lists.
     pub strict: bool,
+    /// `order=`: drive letters, validated by the CLI (default "cad").
+    pub order: String,
+}
+
+/// CMOS 0x3d and 0x38 for `-boot order=`, which SeaBIOS reads on QEMU for
+/// its default priorities (src/boot.c `boot_init`): a nibble per device,
+/// floppy 1, hard disk 2, CD-ROM 3, network 4 (hw/i386/pc.c `set_boot_dev`;
+/// 0x38 bit 0 clear: the floppy boot signature is checked, QEMU's default).
+pub fn cmos_boot_order(order: &str) -> (u8, u8) {
+    let nibble = |c: u8| match c {
+        b'a' | b'b' => 1,
+        b'c' => 2,
+        b'd' => 3,
+        b'n' => 4,
+        _ => 0,
+    };
+    let mut n = [0u8; 3];
+    for (slot, c) in n.iter_mut().zip(order.bytes()) {
+        *slot = nibble(c);
+    }
+    (n[1] << 4 | n[0], n[2] << 4)
 }
 
 /// The machine facts fw_cfg carries.
@@ -148,4 +169,17 @@ fn platform_as_programmed(cfg: &mut boot::AcpiConfig, root: &Mutex<PciRoot>) {
     let lo = u64::from(root.config_read(0, 0, 0, r));
     let hi = u64::from(root.config_read(0, 0, 0, r + 1));
     cfg.ecam = devices::chipset::mch::decode_pciexbar(hi << 32 | lo).map(|w| (w.base, w.size));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_order_nibbles_are_qemus() {
+        // QEMU's default "cad": hard disk, floppy, CD-ROM.
+        assert_eq!(cmos_boot_order("cad"), (0x12, 0x30));
+        assert_eq!(cmos_boot_order("n"), (0x04, 0x00));
+        assert_eq!(cmos_boot_order("dc"), (0x23, 0x00));
+    }
 }

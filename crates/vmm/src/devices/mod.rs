@@ -157,6 +157,11 @@ impl DeviceManager {
                 .map_err(|e| VmmError::Config(format!("{loc}: {e}")))?;
         }
         if let Some(spec) = &self.firmware {
+            let (b1, b2) = firmware::cmos_boot_order(&spec.boot.order);
+            let mut cmos = crate::sync::lock(&self.legacy.cmos);
+            cmos.set_cmos_byte(0x3d, b1);
+            cmos.set_cmos_byte(0x38, b2);
+            drop(cmos);
             let f = firmware::fw_cfg(
                 spec,
                 mem.clone(),
