@@ -90,6 +90,9 @@ pub struct AcpiConfig {
     /// The ECAM window `(base, size)` PCIEXBAR decodes, for the MCFG and the
     /// motherboard resources; `None` (not programmed) leaves the MCFG out.
     pub ecam: Option<(u64, u64)>,
+    /// PCI0's 64-bit window `(base, size)`; `None` is the layout's default
+    /// ([`MemoryLayout::pci_mmio64_window`]).
+    pub pci_mmio64: Option<(u64, u64)>,
 }
 
 impl AcpiConfig {
@@ -100,6 +103,7 @@ impl AcpiConfig {
             max_cpus,
             layout,
             ecam: Some((ECAM_START, ECAM_SIZE)),
+            pci_mmio64: None,
         }
     }
 }
@@ -434,7 +438,9 @@ fn dsdt(cfg: &AcpiConfig) -> Vec<u8> {
     let mut sb = Vec::new();
 
     // PCIe host bridge and its windows.
-    let (mmio64_base, mmio64_size) = cfg.layout.pci_mmio64_window();
+    let (mmio64_base, mmio64_size) = cfg
+        .pci_mmio64
+        .unwrap_or_else(|| cfg.layout.pci_mmio64_window());
     let bus = AddressSpace::new_bus_number(0u16, 0xffu16);
     let cfg_io = IO::new(0xcf8, 0xcf8, 1, 8);
     let io_low = AddressSpace::new_io(0x0000u16, 0x0cf7u16, None);

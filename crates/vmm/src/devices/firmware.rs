@@ -162,18 +162,54 @@ pub fn acpi_files(
     Ok(())
 }
 
-/// Fills in what the firmware chose: the ECAM window from the MCH.
+/// Fills in what the firmware chose: the ECAM window from the MCH, and a
+/// 64-bit window that covers every BAR it put above 4 GiB (QEMU's
+/// `q35_host_get_pci_hole64_start/end` take the range of the programmed
+/// BARs, and the default hole when there are none).
 fn platform_as_programmed(cfg: &mut boot::AcpiConfig, root: &Mutex<PciRoot>) {
     let mut root = crate::sync::lock(root);
     let r = devices::chipset::mch::PCIEXBAR / 4;
     let lo = u64::from(root.config_read(0, 0, 0, r));
     let hi = u64::from(root.config_read(0, 0, 0, r + 1));
     cfg.ecam = devices::chipset::mch::decode_pciexbar(hi << 32 | lo).map(|w| (w.base, w.size));
+    let high: Vec<(u64, u64)> = root
+        .addresses()
+        .into_iter()
+        .filter_map(|a| root.device(a))
+        .flat_map(|d| crate::sync::lock(&d).bars())
+        .filter_map(|b| b.window)
+        .filter(|w| w.base >= 1 << 32)
+        .map(|w| (w.base, w.base.saturating_add(w.size)))
+        .collect();
+    cfg.pci_mmio64 = covering(cfg.layout.pci_mmio64_window(), &high);
+}
+
+/// The default window grown to cover `bars` (`[start, end)` each), or
+/// `None` when it already does.
+fn covering(default: (u64, u64), bars: &[(u64, u64)]) -> Option<(u64, u64)> {
+    let (base, size) = default;
+    let lo = bars.iter().map(|b| b.0).min()?.min(base);
+    let hi = bars.iter().map(|b| b.1).max()?.max(base + size);
+    ((lo, hi) != (base, base + size)).then_some((lo, hi - lo))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_64_bit_window_grows_to_cover_the_firmwares_bars() {
+        let d = (4 << 30, 64 << 30);
+        assert_eq!(covering(d, &[]), None);
+        assert_eq!(
+            covering(d, &[(5 << 30, (5 << 30) + 0x4000)]),
+            None,
+            "inside"
+        );
+        // SeaBIOS may place big BARs high above RAM: the window reaches them.
+        let far = (0x80_0000_0000u64, 0x80_1000_0000u64);
+        assert_eq!(covering(d, &[far]), Some((4 << 30, far.1 - (4 << 30))));
+    }
 
     #[test]
     fn boot_order_nibbles_are_qemus() {
