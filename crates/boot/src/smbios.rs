@@ -66,77 +66,13 @@ pub struct MemArea {
     pub length: u64,
 }
 
-/// Type 0 (BIOS) fields from `-smbios type=0`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Type0 {
-    pub vendor: Option<String>,
-    pub version: Option<String>,
-    pub date: Option<String>,
-    pub release: Option<(u8, u8)>,
-    /// None resets to off, as QEMU does for every `type=0` option.
-    pub uefi: Option<bool>,
-}
-
-/// Type 1 (system) fields. The UUID is [`SmbiosInput::uuid`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Type1 {
-    pub manufacturer: Option<String>,
-    pub product: Option<String>,
-    pub version: Option<String>,
-    pub serial: Option<String>,
-    pub sku: Option<String>,
-    pub family: Option<String>,
-}
-
-/// Type 2 (baseboard) fields.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Type2 {
-    pub manufacturer: Option<String>,
-    pub product: Option<String>,
-    pub version: Option<String>,
-    pub serial: Option<String>,
-    pub asset: Option<String>,
-    pub location: Option<String>,
-}
-
-/// Type 3 (chassis) fields.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Type3 {
-    pub manufacturer: Option<String>,
-    pub version: Option<String>,
-    pub serial: Option<String>,
-    pub asset: Option<String>,
-    pub sku: Option<String>,
-}
-
-/// Type 4 (processor) fields.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Type4 {
-    pub sock_pfx: Option<String>,
-    pub manufacturer: Option<String>,
-    pub version: Option<String>,
-    pub serial: Option<String>,
-    pub asset: Option<String>,
-    pub part: Option<String>,
-    /// None resets to 2000 MHz (QEMU re-reads the default per option).
-    pub max_speed: Option<u16>,
-    pub current_speed: Option<u16>,
-    /// None or 0: the CPUID signature and feature flags.
-    pub processor_id: Option<u64>,
-}
-
-/// Type 17 (memory device) fields.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Type17 {
-    pub loc_pfx: Option<String>,
-    pub bank: Option<String>,
-    pub manufacturer: Option<String>,
-    pub serial: Option<String>,
-    pub asset: Option<String>,
-    pub part: Option<String>,
-    /// None resets to 0 (unknown).
-    pub speed: Option<u16>,
-}
+// The fields of each `-smbios type=N` option, as the command line parsed
+// them (QEMU 7.2's keys). Type 1's `uuid` is not read here: it is the
+// machine UUID, [`SmbiosInput::uuid`].
+pub use cli::{
+    SmbiosType0 as Type0, SmbiosType1 as Type1, SmbiosType17 as Type17, SmbiosType2 as Type2,
+    SmbiosType3 as Type3, SmbiosType4 as Type4,
+};
 
 /// One `-smbios` option, applied in command-line order.
 #[derive(Debug, Clone, PartialEq, Eq)]

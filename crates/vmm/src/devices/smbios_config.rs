@@ -37,47 +37,11 @@ pub fn tables(config: &Config, ram_bytes: u64) -> Result<SmbiosTables, VmmError>
             SmbiosOption::File(p) => {
                 SmbiosEntry::Blob(smbios::read_smbios_file(p).map_err(|e| at(i, e))?)
             }
-            SmbiosOption::Type0(t) => SmbiosEntry::Type0(smbios::Type0 {
-                vendor: t.vendor.clone(),
-                version: t.version.clone(),
-                date: t.date.clone(),
-                release: t.release,
-                uefi: t.uefi,
-            }),
-            SmbiosOption::Type1(t) => SmbiosEntry::Type1(smbios::Type1 {
-                manufacturer: t.manufacturer.clone(),
-                product: t.product.clone(),
-                version: t.version.clone(),
-                serial: t.serial.clone(),
-                sku: t.sku.clone(),
-                family: t.family.clone(),
-            }),
-            SmbiosOption::Type2(t) => SmbiosEntry::Type2(smbios::Type2 {
-                manufacturer: t.manufacturer.clone(),
-                product: t.product.clone(),
-                version: t.version.clone(),
-                serial: t.serial.clone(),
-                asset: t.asset.clone(),
-                location: t.location.clone(),
-            }),
-            SmbiosOption::Type3(t) => SmbiosEntry::Type3(smbios::Type3 {
-                manufacturer: t.manufacturer.clone(),
-                version: t.version.clone(),
-                serial: t.serial.clone(),
-                asset: t.asset.clone(),
-                sku: t.sku.clone(),
-            }),
-            SmbiosOption::Type4(t) => SmbiosEntry::Type4(smbios::Type4 {
-                sock_pfx: t.sock_pfx.clone(),
-                manufacturer: t.manufacturer.clone(),
-                version: t.version.clone(),
-                serial: t.serial.clone(),
-                asset: t.asset.clone(),
-                part: t.part.clone(),
-                max_speed: t.max_speed,
-                current_speed: t.current_speed,
-                processor_id: t.processor_id,
-            }),
+            SmbiosOption::Type0(t) => SmbiosEntry::Type0(t.clone()),
+            SmbiosOption::Type1(t) => SmbiosEntry::Type1(t.clone()),
+            SmbiosOption::Type2(t) => SmbiosEntry::Type2(t.clone()),
+            SmbiosOption::Type3(t) => SmbiosEntry::Type3(t.clone()),
+            SmbiosOption::Type4(t) => SmbiosEntry::Type4(t.clone()),
             SmbiosOption::Type11(strings) => {
                 let mut v = Vec::new();
                 for s in strings {
@@ -90,15 +54,7 @@ pub fn tables(config: &Config, ram_bytes: u64) -> Result<SmbiosTables, VmmError>
                 }
                 SmbiosEntry::Type11(v)
             }
-            SmbiosOption::Type17(t) => SmbiosEntry::Type17(smbios::Type17 {
-                loc_pfx: t.loc_pfx.clone(),
-                bank: t.bank.clone(),
-                manufacturer: t.manufacturer.clone(),
-                serial: t.serial.clone(),
-                asset: t.asset.clone(),
-                part: t.part.clone(),
-                speed: t.speed,
-            }),
+            SmbiosOption::Type17(t) => SmbiosEntry::Type17(t.clone()),
         });
     }
     smbios::build_smbios(&input).map_err(|e| VmmError::Config(format!("-smbios: {e}")))
