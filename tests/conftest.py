@@ -17,6 +17,21 @@ def require(path, what):
         pytest.fail(f"{what} not found at '{path}': run the tests through 'make test'")
 
 
+def vmm_binary(name, why):
+    """The binary of `name` ("qemu" or "ferrovm") for a test that runs on both;
+    `why` says what QEMU is needed for, in the failure when it is missing."""
+    import shutil
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.fail("/dev/kvm is missing or not accessible: these tests boot guests on KVM")
+    if name == "ferrovm":
+        require(FERROVM, "ferrovm binary (FERROVM)")
+        return FERROVM
+    path = shutil.which("qemu-system-x86_64")
+    if not path:
+        pytest.fail(f"qemu-system-x86_64 is missing: {why} (Debian's qemu-system-x86)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def ferrovm():
     require(FERROVM, "ferrovm binary (FERROVM)")

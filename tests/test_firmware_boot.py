@@ -18,6 +18,7 @@ import time
 import pytest
 
 import bootdisk
+from conftest import vmm_binary
 from qmp_util import Qmp, short_tmpdir
 
 BOOT_TIMEOUT = 30      # start (or reset) to the boot disk's lines
@@ -37,18 +38,8 @@ RSDP_OEM = {"qemu": "BOCHS ", "ferrovm": "FERROV"}
 @pytest.fixture(scope="module", params=["qemu", "ferrovm"])
 def vmm(request):
     """(name, binary): each check runs on QEMU q35 and on ferrovm, same line."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        pytest.fail("/dev/kvm is missing or not accessible: these tests boot guests on KVM")
-    if request.param == "ferrovm":
-        path = os.environ.get("FERROVM", "")
-        if not path or not os.path.exists(path):
-            pytest.fail(f"ferrovm binary (FERROVM) not found at '{path}': run through 'make test'")
-        return "ferrovm", path
-    path = shutil.which("qemu-system-x86_64")
-    if not path:
-        pytest.fail("qemu-system-x86_64 is missing: QEMU q35 is the oracle of the firmware "
-                    "boot tests (Debian's qemu-system-x86)")
-    return "qemu", path
+    why = "QEMU q35 is the oracle of the firmware boot tests"
+    return request.param, vmm_binary(request.param, why)
 
 
 def file_size(path):

@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from conftest import Guest, tap_results
+from conftest import Guest, tap_results, vmm_binary
 
 SECTOR = 512
 
@@ -30,18 +30,7 @@ def pattern(start, count, seed):
 @pytest.fixture(scope="module", params=["qemu", "ferrovm"])
 def vmm(request):
     """Each check runs on QEMU q35 (the oracle) and on ferrovm, same ELF, same line."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        pytest.fail("/dev/kvm is missing or not accessible: these tests boot guests on KVM")
-    if request.param == "ferrovm":
-        path = os.environ.get("FERROVM", "")
-        if not path or not os.path.exists(path):
-            pytest.fail(f"ferrovm binary (FERROVM) not found at '{path}': run through 'make test'")
-        return path
-    path = shutil.which("qemu-system-x86_64")
-    if not path:
-        pytest.fail("qemu-system-x86_64 is missing: these tests boot the test guest on QEMU q35 "
-                    "(Debian's qemu-system-x86)")
-    return path
+    return vmm_binary(request.param, "these tests boot the test guest on QEMU q35")
 
 
 def vmm_argv(vmm, kernel, append, image, drive_opts="", device_opts=""):
