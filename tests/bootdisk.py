@@ -12,6 +12,7 @@ DAP_OFFSET = 0x1A8          # mbr.bin: the Disk Address Packet (EDD 3.0)
 DAP_LBA_OFFSET = DAP_OFFSET + 8
 FAR_MAGIC_OFFSET = 2        # far.bin: u16 0xB0D5, checked by the MBR
 FAR_MAGIC = 0xB0D5
+REBOOT_OFFSET = 0x1DF       # far.bin: u8, nonzero = reboot once (0xCF9), CMOS 0x7E marks it
 LABEL_OFFSET = 0x1E0        # far.bin: NUL-terminated label
 LABEL_MAX = 31
 DEFAULT_FAR_LBA = 16384     # 8 MiB: far past what a BIOS reads by itself
@@ -50,9 +51,12 @@ def load_sectors(directory=None):
     return mbr, far
 
 
-def compose(path, label="disk A", far_lba=DEFAULT_FAR_LBA, mib=DEFAULT_MIB, directory=None):
+def compose(path, label="disk A", far_lba=DEFAULT_FAR_LBA, mib=DEFAULT_MIB, directory=None,
+            reboot_once=False):
     """Writes a bootable sparse image at `path`; returns its path. The far
-    sector prints "bootdisk: far sector, <label>"."""
+    sector prints "bootdisk: far sector, <label>"; with `reboot_once` the first
+    boot then prints "bootdisk: rebooting" and resets the machine, the next
+    prints "bootdisk: rebooted"."""
     mbr, far = load_sectors(directory)
     raw = label.encode()
     if len(raw) > LABEL_MAX or b"\0" in raw:
@@ -63,6 +67,7 @@ def compose(path, label="disk A", far_lba=DEFAULT_FAR_LBA, mib=DEFAULT_MIB, dire
     mbr[DAP_LBA_OFFSET:DAP_LBA_OFFSET + 8] = far_lba.to_bytes(8, "little")
     far = bytearray(far)
     far[LABEL_OFFSET:LABEL_OFFSET + LABEL_MAX + 1] = raw.ljust(LABEL_MAX + 1, b"\0")
+    far[REBOOT_OFFSET] = 1 if reboot_once else 0
     path = pathlib.Path(path)
     with open(path, "wb") as f:
         f.truncate(mib << 20)

@@ -25,6 +25,8 @@ BOOT_TIMEOUT = 30      # start (or reset) to the boot disk's lines
 FIRMWARE_SIGN = 15     # start to the firmware's first debug or serial byte
 
 MBR = "bootdisk: mbr"
+REBOOTING = "bootdisk: rebooting"
+REBOOTED = "bootdisk: rebooted"
 FAR = "bootdisk: far sector, disk {}"
 # QEMU's RSDP OEM ID is x86ms->oem_id, ACPI_BUILD_APPNAME6 "BOCHS " by default
 # (qemu-7.2 include/hw/acpi/aml-build.h, hw/i386/x86.c; -machine oem-id=).
@@ -208,10 +210,30 @@ def test_system_reset_boots_the_disk_again(pci_boot):
     assert after.count(MBR) == 2, m.report("exactly one reboot was expected")
 
 
-def test_boots_drive_if_virtio(vmm, tmp_path):
-    img = bootdisk.compose(tmp_path / "v.img", "disk V")
-    m, _ = boot_disk(vmm, tmp_path, ["-drive", f"if=virtio,file={img},format=raw"], "V")
-    m.close()
+def test_boots_drive_if_virtio_and_again_after_the_guest_reboots(vmm, tmp_path):
+    """-drive if=virtio (no bootindex); the boot disk then reboots the machine as
+    an OS does (0xCF9) and the firmware boots it again: a RESET event with
+    guest=true, then the lines a second time and the "rebooted" mark from CMOS."""
+    img = bootdisk.compose(tmp_path / "v.img", "disk V", reboot_once=True)
+    m = Machine(vmm[1], str(tmp_path), ["-drive", f"if=virtio,file={img},format=raw"])
+    try:
+        q = m.connect_qmp()   # before the reboot, to see its event
+        lines = m.wait_lines(lambda ls: REBOOTED in ls, f"'{REBOOTED}' after the guest's reboot",
+                             2 * BOOT_TIMEOUT)
+        first = index(lines, MBR)
+        reboot = index(lines, REBOOTING, first)
+        second = index(lines, MBR, reboot or first + 1)
+        assert None not in (reboot, second) and index(lines, FAR.format("V"), second) is not None \
+            and lines.count(MBR) == 2, m.report("expected: boot, 'rebooting', boot, 'rebooted'")
+        # QEMU 7.2 shows two: the guest's, then SeaBIOS's own. Its MCH keeps the
+        # PAM registers across a reset (mch_reset), so the reset vector runs the
+        # locked RAM copy of SeaBIOS, which restores the ROM image and resets
+        # once more (SeaBIOS src/fw/shadow.c qemu_reboot).
+        events = [e for e in q.events if e["event"] == "RESET"]
+        assert [e["data"] for e in events] == [{"guest": True, "reason": "guest-reset"}] * 2, \
+            m.report(f"two RESET events (guest-reset) expected: {events}")
+    finally:
+        m.close()
 
 
 @pytest.mark.parametrize("first", ["A", "B"])

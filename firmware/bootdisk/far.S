@@ -5,8 +5,14 @@
  * is the word at 0040:000E, or in 0E0000h-0FFFFFh), prints its 6-byte OEM ID
  * (offset 9) raw, and idles.
  *
+ * With the reboot flag set it then reboots the machine once, the way an OS
+ * does (0x06 to the reset control register 0xCF9), remembering in CMOS NVRAM
+ * byte 0x7E, which a PC keeps across resets and no firmware uses, that it
+ * did; the next boot prints "bootdisk: rebooted" instead.
+ *
  * Fixed offsets (relative to the sector) the image builder uses:
  *   0x002  magic FAR_MAGIC (u16), checked by the MBR before it jumps here
+ *   0x1DF  reboot flag (u8): nonzero = reboot once (patched: tests/bootdisk.py)
  *   0x1E0  label: up to 31 bytes, NUL-terminated (patched: tests/bootdisk.py)
  */
         .code16
@@ -31,7 +37,7 @@ far_start:
         jz      found
         mov     $msg_none, %si
         call    puts
-        jmp     halt
+        jmp     done
 
 found:  mov     $msg_oem, %si           /* ES:0 = the RSDP */
         call    puts
@@ -42,6 +48,26 @@ found:  mov     $msg_oem, %si           /* ES:0 = the RSDP */
         cmp     $15, %bx
         jne     1b
         mov     $msg_crlf2, %si
+        call    puts
+
+done:   cmpb    $0, reboot_flag
+        je      halt
+        mov     $CMOS_MARK, %al
+        out     %al, $0x70
+        in      $0x71, %al
+        test    %al, %al
+        jnz     1f
+        mov     $CMOS_MARK, %al         /* mark, then reset as an OS does */
+        out     %al, $0x70
+        mov     $1, %al
+        out     %al, $0x71
+        mov     $msg_reboot, %si
+        call    puts
+        mov     $0xcf9, %dx
+        mov     $0x06, %al
+        out     %al, %dx
+        jmp     halt
+1:      mov     $msg_rebooted, %si
         call    puts
         jmp     halt
 
@@ -74,7 +100,11 @@ msg_far:   .asciz "bootdisk: far sector, "
 msg_oem:   .asciz "bootdisk: rsdp oem "
 msg_none:  .asciz "bootdisk: rsdp none\r\n"
 msg_crlf2: .asciz "\r\n"
+msg_reboot:   .asciz "bootdisk: rebooting\r\n"
+msg_rebooted: .asciz "bootdisk: rebooted\r\n"
+        .set    CMOS_MARK, 0x7e
 
-        .org    0x1e0
+        .org    0x1df
+reboot_flag: .byte 0                    /* patched: 1 = reboot once */
 label:  .asciz  "disk ?"                /* patched: "disk A", "disk B" */
         .org    0x200

@@ -121,8 +121,18 @@ impl PciDevice for Mch {
         self.publish();
     }
 
+    /// A system reset keeps PAM0-6, as QEMU's `mch_reset` does (it resets
+    /// PCIEXBAR, SMRAM and ESMRAMC only): the reset vector then runs the
+    /// BIOS's locked RAM copy, and SeaBIOS, seeing it has run before, copies
+    /// the ROM back and resets once more (src/fw/shadow.c `qemu_reboot`) —
+    /// so a reboot shows QEMU's two RESET events.
     fn reset(&mut self) {
+        let pam = self.pam();
         self.config.reset();
+        for (i, v) in pam.iter().enumerate() {
+            let o = PAM0 + i;
+            self.config.write(o / 4, (o % 4) as u64, &[*v]);
+        }
         self.publish();
     }
 }
@@ -202,6 +212,9 @@ mod tests {
         assert_eq!(*log.lock().unwrap(), vec![ChipsetEvent::Pam(want)]);
         assert_eq!(*shared.lock().unwrap(), want);
         assert_eq!(m.pam(), want);
+        m.reset();
+        assert_eq!(m.pam(), want, "a reset keeps PAM, as QEMU's mch_reset");
+        assert_eq!(log.lock().unwrap().len(), 1);
     }
 
     #[test]

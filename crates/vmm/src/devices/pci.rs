@@ -111,7 +111,7 @@ impl PciDevices {
     }
 
     /// Machine reset: every function back to power-on state (ECAM and the
-    /// PM block stop decoding, the PAM area shows the ROM again).
+    /// PM block stop decoding; the MCH keeps PAM, as QEMU's does).
     pub fn reset(&self) {
         lock(&self.root).reset();
         lock(&self.config_io).reset();
