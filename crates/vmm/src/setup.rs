@@ -152,10 +152,44 @@ fn firmware_spec(config: &Config, spec: &MachineSpec) -> Result<FirmwareSpec, Vm
             reboot_timeout: b.reboot_timeout.map(|t| t as i32),
             strict: b.strict,
             order: b.order.clone(),
+            once: b.once.clone(),
+            splash: b
+                .splash
+                .as_deref()
+                .and_then(|s| splash(s, &config.data_dirs)),
         },
         acpi: boot::AcpiConfig::new(spec.cpus as u8, spec.max_cpus as u8, layout),
         smbios: crate::devices::smbios_config::tables(config, spec.ram_bytes)?,
     })
+}
+
+/// `-boot splash=FILE`, found and checked as QEMU's `fw_cfg_bootsplash`
+/// does: a problem is reported and the boot goes on without it.
+fn splash(name: &str, data_dirs: &[std::path::PathBuf]) -> Option<(&'static str, Vec<u8>)> {
+    let Ok(path) = crate::firmware_file::find_firmware(name, data_dirs) else {
+        eprintln!("ferrovm: failed to find file '{name}'");
+        return None;
+    };
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!(
+                "ferrovm: failed to read splash file '{}': {e}",
+                path.display()
+            );
+            return None;
+        }
+    };
+    match crate::devices::firmware::splash_name(&bytes) {
+        Some(fw_name) => Some((fw_name, bytes)),
+        None => {
+            eprintln!(
+                "ferrovm: splash file '{}' format not recognized; must be JPEG or 24 bit BMP",
+                path.display()
+            );
+            None
+        }
+    }
 }
 
 fn vm_info(config: &Config, serial_info: Option<serde_json::Value>) -> VmInfo {

@@ -30,6 +30,24 @@ pub struct BootConfig {
     pub strict: bool,
     /// `order=`: drive letters, validated by the CLI (default "cad").
     pub order: String,
+    /// `once=`: the order for the first boot only; resets go back to `order`
+    /// (QEMU's `restore_boot_order`).
+    pub once: Option<String>,
+    /// `splash=`: the boot splash picture, `bootsplash.jpg` or `.bmp`.
+    pub splash: Option<(&'static str, Vec<u8>)>,
+}
+
+/// The fw_cfg name of a boot splash picture, as QEMU's `read_splashfile`
+/// accepts it: a JPEG, or a 24-bit BMP, at least 30 bytes.
+pub fn splash_name(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.len() < 30 {
+        return None;
+    }
+    match u16::from_le_bytes([bytes[0], bytes[1]]) {
+        0xd8ff => Some("bootsplash.jpg"),
+        0x4d42 if u16::from_le_bytes([bytes[28], bytes[29]]) == 24 => Some("bootsplash.bmp"),
+        _ => None,
+    }
 }
 
 /// CMOS 0x3d and 0x38 for `-boot order=`, which SeaBIOS reads on QEMU for
@@ -99,6 +117,9 @@ pub fn fw_cfg(
     let wait = spec.boot.reboot_timeout.unwrap_or(-1);
     f.add_file("etc/boot-fail-wait", wait.to_le_bytes().to_vec())
         .map_err(err)?;
+    if let Some((name, picture)) = &spec.boot.splash {
+        f.add_file(name, picture.clone()).map_err(err)?;
+    }
     if let Some(ms) = spec.boot.splash_time {
         f.add_file("etc/boot-menu-wait", ms.to_le_bytes().to_vec())
             .map_err(err)?;
@@ -209,6 +230,20 @@ mod tests {
         // SeaBIOS may place big BARs high above RAM: the window reaches them.
         let far = (0x80_0000_0000u64, 0x80_1000_0000u64);
         assert_eq!(covering(d, &[far]), Some((4 << 30, far.1 - (4 << 30))));
+    }
+
+    #[test]
+    fn splash_pictures_are_checked_as_qemu_checks_them() {
+        let mut jpg = vec![0xff, 0xd8];
+        jpg.resize(30, 0);
+        assert_eq!(splash_name(&jpg), Some("bootsplash.jpg"));
+        let mut bmp = b"BM".to_vec();
+        bmp.resize(30, 0);
+        assert_eq!(splash_name(&bmp), None, "not 24 bits per pixel");
+        bmp[28] = 24;
+        assert_eq!(splash_name(&bmp), Some("bootsplash.bmp"));
+        assert_eq!(splash_name(&jpg[..29]), None, "too short");
+        assert_eq!(splash_name(&[0x89, b'P', b'N', b'G']), None);
     }
 
     #[test]

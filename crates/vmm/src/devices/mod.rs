@@ -157,11 +157,8 @@ impl DeviceManager {
                 .map_err(|e| VmmError::Config(format!("{loc}: {e}")))?;
         }
         if let Some(spec) = &self.firmware {
-            let (b1, b2) = firmware::cmos_boot_order(&spec.boot.order);
-            let mut cmos = crate::sync::lock(&self.legacy.cmos);
-            cmos.set_cmos_byte(0x3d, b1);
-            cmos.set_cmos_byte(0x38, b2);
-            drop(cmos);
+            let first = spec.boot.once.as_deref().unwrap_or(&spec.boot.order);
+            self.set_cmos_boot_order(first);
             let f = firmware::fw_cfg(
                 spec,
                 mem.clone(),
@@ -247,6 +244,14 @@ impl DeviceManager {
         Ok(addr)
     }
 
+    /// `-boot order=` where SeaBIOS reads it (CMOS NVRAM, kept across resets).
+    fn set_cmos_boot_order(&self, order: &str) {
+        let (b1, b2) = firmware::cmos_boot_order(order);
+        let mut cmos = crate::sync::lock(&self.legacy.cmos);
+        cmos.set_cmos_byte(0x3d, b1);
+        cmos.set_cmos_byte(0x38, b2);
+    }
+
     /// Direct boot has no firmware: program the chipset and every BAR as
     /// SeaBIOS would. A firmware boot leaves that to the firmware.
     fn program_like_firmware(&self) -> Result<(), VmmError> {
@@ -264,6 +269,10 @@ impl DeviceManager {
         self.pci.reset();
         if let Some(f) = &self.fw_cfg {
             crate::sync::lock(f).reset();
+        }
+        if let Some(spec) = &self.firmware {
+            // `-boot once=` was for the first boot only.
+            self.set_cmos_boot_order(&spec.boot.order);
         }
         self.program_like_firmware()
     }
