@@ -51,6 +51,42 @@ pub(crate) fn handle_serial(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<()
     Ok(())
 }
 
+/// `-debugcon dev`: QEMU's shorthand for a chardev `debugcon` and
+/// `-device isa-debugcon,chardev=debugcon` (port 0xe9 unless a
+/// `-global isa-debugcon.iobase=` says otherwise; softmmu/vl.c `debugcon_parse`).
+pub(crate) fn handle_debugcon(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(), CliError> {
+    let spec = inv.arg();
+    if spec == "none" {
+        return Ok(());
+    }
+    let id = match parse_compat(spec, false).map_err(|e| inv.err(e))? {
+        Compat::Existing(id) => id,
+        Compat::New { backend, mux, .. } => {
+            let label = "debugcon".to_string();
+            b.add_chardev(
+                inv,
+                ChardevSpec {
+                    id: label.clone(),
+                    backend,
+                    mux,
+                },
+            )?;
+            label
+        }
+    };
+    b.frontends.push((
+        id.clone(),
+        inv.clone(),
+        Frontend::Device("isa-debugcon".into()),
+    ));
+    let mut dev = serde_json::Map::new();
+    dev.insert("driver".into(), "isa-debugcon".into());
+    dev.insert("chardev".into(), id.into());
+    b.cfg.devices.push(serde_json::Value::Object(dev));
+    b.cfg.device_locations.push(inv.location());
+    Ok(())
+}
+
 /// `-mon` keys (QemuOpts, implied `chardev`).
 pub(crate) const MON_SCHEMA: Schema = Schema {
     implied: Some("chardev"),

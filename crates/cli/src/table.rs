@@ -193,6 +193,14 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         handler: Run(frontends::handle_serial),
     },
     OptionDef {
+        names: &["debugcon"],
+        args: "dev",
+        grammar: Raw(None),
+        help: "redirect the debug console (isa-debugcon) to a character device",
+        notes: "As `-serial`'s devices; creates chardev `debugcon` and `-device isa-debugcon,chardev=debugcon` at port 0xe9 (`-global isa-debugcon.iobase=0x402` for SeaBIOS's log).",
+        handler: Run(frontends::handle_debugcon),
+    },
+    OptionDef {
         names: &["mon"],
         args: "[chardev=]name[,mode=readline|control][,pretty=on|off]",
         grammar: Opts(&frontends::MON_SCHEMA),
@@ -478,7 +486,6 @@ pub(crate) const UNSUPPORTED: &[&str] = &[
     "chroot",
     "compat",
     "d",
-    "debugcon",
     "dfilter",
     "dtb",
     "dump-vmstate",

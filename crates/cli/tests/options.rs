@@ -886,3 +886,26 @@ fn smbios() {
     };
     assert_eq!(t1.manufacturer.as_deref(), Some("on"));
 }
+
+#[test]
+fn debugcon() {
+    // QEMU's -debugcon: chardev "debugcon" plus an isa-debugcon device on it.
+    let c = run(&["-debugcon", "file:/tmp/seabios.log"]);
+    assert_eq!(
+        c.chardev("debugcon").unwrap().backend,
+        ChardevBackend::File {
+            path: "/tmp/seabios.log".into(),
+            append: false
+        }
+    );
+    assert_eq!(
+        c.devices,
+        vec![json!({"driver": "isa-debugcon", "chardev": "debugcon"})]
+    );
+    let c = run(&["-chardev", "null,id=x", "-debugcon", "chardev:x"]);
+    assert_eq!(
+        c.devices,
+        vec![json!({"driver": "isa-debugcon", "chardev": "x"})]
+    );
+    assert!(run(&["-debugcon", "none"]).devices.is_empty());
+}

@@ -94,13 +94,22 @@ pub fn debugcons(config: &Config) -> Result<Vec<DebugConSpec>, VmmError> {
         .filter(|d| device_driver(d) == Some("isa-debugcon"))
     {
         let err = |m: String| VmmError::Config(format!("-device isa-debugcon: {m}"));
-        let prop = |k: &str, default: u64, max: u64| match d.get(k) {
-            None => Ok(default),
-            Some(v) => number(v).filter(|&n| n <= max).ok_or_else(|| {
-                err(format!(
-                    "Property 'isa-debugcon.{k}' doesn't take value {v}"
-                ))
-            }),
+        // The device's own property, else a `-global isa-debugcon.K=`, else QEMU's default.
+        let prop = |k: &str, default: u64, max: u64| {
+            let global = config
+                .globals
+                .iter()
+                .rev()
+                .find(|g| g.driver == "isa-debugcon" && g.property == k)
+                .map(|g| serde_json::Value::String(g.value.clone()));
+            match d.get(k).cloned().or(global) {
+                None => Ok(default),
+                Some(v) => number(&v).filter(|&n| n <= max).ok_or_else(|| {
+                    err(format!(
+                        "Property 'isa-debugcon.{k}' doesn't take value {v}"
+                    ))
+                }),
+            }
         };
         let iobase = prop(
             "iobase",
