@@ -6,7 +6,7 @@ GUEST    := $(BUILD)/testguest.elf
 PY       := $(BUILD)/venv/bin/python
 QMP_SOCK := $(BUILD)/qmp.sock
 
-.PHONY: all deps build run test unit integration lint bench linux clean docs fuzz
+.PHONY: all deps build run run-firmware test unit integration lint bench linux clean docs fuzz
 
 all: build
 
@@ -29,6 +29,14 @@ run: build
 	  -drive file=$(BUILD)/disk.img,format=raw,if=none,id=disk0 \
 	  -device virtio-blk-pci,drive=disk0,id=vdisk0 \
 	  -kernel $(GUEST) -append "plan=idle"
+
+# Boots a disk through SeaBIOS (no -kernel): the boot disk of the firmware tests.
+run-firmware: build
+	@$(PY) -c "import sys; sys.path.insert(0, 'tests'); import bootdisk; bootdisk.compose('$(BUILD)/bootdisk.img', 'disk A')"
+	@echo "QMP socket: $(QMP_SOCK); SeaBIOS's log: $(BUILD)/seabios.log"
+	$(FERROVM) -accel kvm -machine q35 -m 256 -nodefaults -display none -serial stdio \
+	  -qmp unix:$(QMP_SOCK),server=on,wait=off -debugcon file:$(BUILD)/seabios.log \
+	  -global isa-debugcon.iobase=0x402 -drive if=virtio,file=$(BUILD)/bootdisk.img,format=raw
 
 test: build lint unit integration
 
