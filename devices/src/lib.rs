@@ -15,6 +15,10 @@
 //! - [`virtio::pci::VirtioPciDevice`]: the virtio-pci modern transport for any
 //!   [`virtio::VirtioDevice`].
 //! - [`post::IgnoredPort`]: a port that exists but does nothing (0x80 POST, 0xed delay).
+//! - [`chipset`]: q35's MCH (PAM, PCIEXBAR) and ICH9 LPC bridge (PMBASE), and the PAM
+//!   area's exit handler; register changes are reported as [`chipset::ChipsetEvent`]s.
+//! - [`fw_cfg::FwCfg`]: QEMU's firmware configuration device (0x510-0x51b, DMA).
+//! - [`debugcon::DebugCon`]: QEMU's isa-debugcon (SeaBIOS logs to port 0x402).
 
 pub mod acpi_pm;
 pub mod bus;
