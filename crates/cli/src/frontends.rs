@@ -19,32 +19,15 @@ pub(crate) fn handle_serial(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<()
         return Ok(());
     }
     let label = format!("serial{}", b.cfg.serials.len());
-    let id = match parse_compat(spec, true).map_err(|e| inv.err(e))? {
-        Compat::Existing(id) => id,
-        Compat::New {
-            backend,
-            mux,
-            monitor,
-        } => {
-            b.add_chardev(
-                inv,
-                ChardevSpec {
-                    id: label.clone(),
-                    backend,
-                    mux,
-                },
-            )?;
-            if monitor {
-                b.cfg.monitors.push(MonitorSpec {
-                    id: None,
-                    chardev_id: label.clone(),
-                    mode: MonitorMode::Readline,
-                    pretty: false,
-                });
-            }
-            label
-        }
-    };
+    let (id, monitor) = compat_chardev(b, inv, label, true)?;
+    if monitor {
+        b.cfg.monitors.push(MonitorSpec {
+            id: None,
+            chardev_id: id.clone(),
+            mode: MonitorMode::Readline,
+            pretty: false,
+        });
+    }
     b.frontends
         .push((id.clone(), inv.clone(), Frontend::Serial));
     b.cfg.serials.push(SerialSpec { chardev_id: id });
@@ -59,21 +42,7 @@ pub(crate) fn handle_debugcon(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<
     if spec == "none" {
         return Ok(());
     }
-    let id = match parse_compat(spec, false).map_err(|e| inv.err(e))? {
-        Compat::Existing(id) => id,
-        Compat::New { backend, mux, .. } => {
-            let label = "debugcon".to_string();
-            b.add_chardev(
-                inv,
-                ChardevSpec {
-                    id: label.clone(),
-                    backend,
-                    mux,
-                },
-            )?;
-            label
-        }
-    };
+    let (id, _) = compat_chardev(b, inv, "debugcon".into(), false)?;
     b.frontends.push((
         id.clone(),
         inv.clone(),
@@ -85,6 +54,36 @@ pub(crate) fn handle_debugcon(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<
     b.cfg.devices.push(serde_json::Value::Object(dev));
     b.cfg.device_locations.push(inv.location());
     Ok(())
+}
+
+/// The chardev of a compat-syntax option (`-serial`, `-monitor`, `-debugcon`):
+/// `chardev:ID` names an existing one, anything else creates one called
+/// `label`. Also says whether a `mon:` prefix asked for a readline monitor
+/// on it (only where `permit_mux_mon`).
+fn compat_chardev(
+    b: &mut Builder,
+    inv: &Inv,
+    label: String,
+    permit_mux_mon: bool,
+) -> Result<(String, bool), CliError> {
+    match parse_compat(inv.arg(), permit_mux_mon).map_err(|e| inv.err(e))? {
+        Compat::Existing(id) => Ok((id, false)),
+        Compat::New {
+            backend,
+            mux,
+            monitor,
+        } => {
+            b.add_chardev(
+                inv,
+                ChardevSpec {
+                    id: label.clone(),
+                    backend,
+                    mux,
+                },
+            )?;
+            Ok((label, monitor))
+        }
+    }
 }
 
 /// `-mon` keys (QemuOpts, implied `chardev`).
@@ -139,20 +138,7 @@ fn add_monitor(
 ) -> Result<(), CliError> {
     let label = format!("compat_monitor{}", b.monitor_index);
     b.monitor_index += 1;
-    let id = match parse_compat(inv.arg(), true).map_err(|e| inv.err(e))? {
-        Compat::Existing(id) => id,
-        Compat::New { backend, mux, .. } => {
-            b.add_chardev(
-                inv,
-                ChardevSpec {
-                    id: label.clone(),
-                    backend,
-                    mux,
-                },
-            )?;
-            label
-        }
-    };
+    let (id, _) = compat_chardev(b, inv, label, true)?;
     b.frontends
         .push((id.clone(), inv.clone(), Frontend::Monitor));
     b.cfg.monitors.push(MonitorSpec {

@@ -132,19 +132,25 @@ pub(crate) fn parse_size(s: &str, default_mul: u64) -> Result<Size, NumError> {
 /// Parse an unsigned number the way `strtoull(s, 0)` does for QemuOpts
 /// numbers: decimal, `0x` hex or leading-`0` octal. Negative numbers are
 /// rejected.
+/// The digits of an unsigned C integer literal and their base, as `strtoull`
+/// with base 0 reads them: `0x` hex, a leading `0` octal, else decimal.
+pub(crate) fn split_radix(t: &str) -> (&str, u32) {
+    if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        (h, 16)
+    } else if t.len() > 1 && t.starts_with('0') {
+        (&t[1..], 8)
+    } else {
+        (t, 10)
+    }
+}
+
 pub(crate) fn parse_u64(s: &str) -> Result<u64, NumError> {
     let t = s.trim_start();
     let t = t.strip_prefix('+').unwrap_or(t);
     if t.is_empty() || t.starts_with('-') {
         return Err(NumError::Invalid);
     }
-    let (digits, radix) = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        (h, 16)
-    } else if t.len() > 1 && t.starts_with('0') {
-        (&t[1..], 8)
-    } else {
-        (t, 10)
-    };
+    let (digits, radix) = crate::size::split_radix(t);
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
         return Err(NumError::Invalid);
     }

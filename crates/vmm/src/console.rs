@@ -71,15 +71,12 @@ pub struct DebugConSpec {
     pub output: Box<dyn Write + Send>,
 }
 
-/// A number property as `-device` gives it: a JSON number, or a string in
-/// decimal or 0x-hex (QEMU's qdev integer parsing).
+/// A number property as `-device` gives it: a JSON number, or a string read
+/// as qdev reads integers (`devices::qdev::parse_uint`).
 fn number(v: &serde_json::Value) -> Option<u64> {
     match v {
         serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => match s.strip_prefix("0x").or(s.strip_prefix("0X")) {
-            Some(hex) => u64::from_str_radix(hex, 16).ok(),
-            None => s.parse().ok(),
-        },
+        serde_json::Value::String(s) => crate::devices::qdev::parse_uint(s),
         _ => None,
     }
 }

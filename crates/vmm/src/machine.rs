@@ -95,7 +95,7 @@ impl Machine {
             None => None,
         };
         devices.realize(&mem, rom)?;
-        let vm = create_vm(&kvm, &mem, &devices)?;
+        let vm = create_vm(&kvm, &devices)?;
         let kernel = match &spec.kernel {
             Some(path) => {
                 let bytes = read_file("could not load kernel", path, layout.low_end())?;
@@ -244,17 +244,13 @@ impl Machine {
         }
         self.devices.reset()?;
         self.devices.detach()?;
-        self.vm = create_vm(&self.kvm, &self.mem, &self.devices)?;
+        self.vm = create_vm(&self.kvm, &self.devices)?;
         Ok(())
     }
 }
 
 /// A VM with guest RAM, irqchip, PIT and interrupt lines.
-fn create_vm(
-    kvm: &Kvm,
-    mem: &GuestMemoryMmap,
-    devices: &DeviceManager,
-) -> Result<Arc<VmFd>, VmmError> {
+fn create_vm(kvm: &Kvm, devices: &DeviceManager) -> Result<Arc<VmFd>, VmmError> {
     let vm = kvm
         .create_vm()
         .map_err(|e| VmmError::Kvm("KVM_CREATE_VM", e))?;
@@ -264,10 +260,10 @@ fn create_vm(
         .map_err(|e| VmmError::Kvm("KVM_SET_IDENTITY_MAP_ADDR", e))?;
     let vm = Arc::new(vm);
     // Memory first: see MemoryMap::register_all for why the order matters.
-    match devices.memory() {
-        Some(m) => m.register_all(&vm)?,
-        None => memory::register(&vm, mem)?,
-    }
+    devices
+        .memory()
+        .ok_or_else(|| VmmError::Device("the VM is created before guest RAM".into()))?
+        .register_all(&vm)?;
     vm.create_irq_chip()
         .map_err(|e| VmmError::Kvm("KVM_CREATE_IRQCHIP", e))?;
     let pit = kvm_pit_config {

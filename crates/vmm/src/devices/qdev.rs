@@ -223,7 +223,7 @@ fn value(driver: &str, prop: &Prop, v: &Value) -> Result<V, String> {
 }
 
 /// QEMU's `qemu_strtou64`-based integer visitor: decimal, 0x hex, 0 octal.
-fn parse_uint(t: &str) -> Option<u64> {
+pub(crate) fn parse_uint(t: &str) -> Option<u64> {
     if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         u64::from_str_radix(h, 16).ok()
     } else if t.len() > 1 && t.starts_with('0') {
