@@ -48,16 +48,17 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     let cpus = config.smp.cpus.clamp(1, u32::from(u16::MAX)) as u16;
     let plan = plan::plan(&config, &sender, cpus)?;
     if config.machine.kind == MachineKind::None {
-        if let Some(p) = plan.virtio_blk.first() {
+        if let Some(p) = plan.virtio.first() {
             return Err(VmmError::Config(format!(
-                "{}: No 'PCI' bus found for device 'virtio-blk-pci'",
-                p.location
+                "{}: No 'PCI' bus found for device '{}'",
+                p.location,
+                p.driver()
             )));
         }
     }
     let plan::Plan {
         graph: block_graph,
-        virtio_blk,
+        virtio,
     } = plan;
 
     let mut unbuilt = None;
@@ -96,7 +97,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                 },
                 requests,
             )?;
-            devices.plan_virtio_blk(virtio_blk);
+            devices.plan_virtio(virtio);
             if config.start_paused {
                 // Built after the monitors greet (Vm::defer_start); missing
                 // files are still reported before anything listens.
@@ -335,7 +336,7 @@ fn check_supported(config: &Config) -> Result<(), VmmError> {
     if let Some(d) = config.devices.iter().find(|d| {
         let driver = console::device_driver(d).unwrap_or("?");
         !["isa-serial", "isa-debugcon"].contains(&driver)
-            && !crate::devices::qdev::DRIVERS.contains(&driver)
+            && crate::devices::qdev::driver(driver).is_none()
     }) {
         let driver = console::device_driver(d).unwrap_or("?");
         return unsupported(&format!("-device '{driver}'"));

@@ -7,7 +7,7 @@
 use qmp::{Args, EventSink, QmpError};
 use serde_json::Value;
 
-use crate::devices::qdev::{DRIVERS, ROOT_BUS};
+use crate::devices::qdev::{self, ROOT_BUS};
 use crate::sync::lock;
 use crate::vm::Vm;
 
@@ -25,7 +25,7 @@ pub(super) fn execute(
                 Some(Value::String(s)) => s.clone(),
                 Some(other) => other.to_string(),
             };
-            if !DRIVERS.contains(&driver.as_str()) {
+            if qdev::driver(&driver).is_none() {
                 return Err(QmpError::generic(format!(
                     "'{driver}' is not a valid device model name"
                 )));

@@ -17,6 +17,12 @@ pub fn virtio_blk_path(addr: PciAddress) -> String {
     format!("{PCI_ROOT}/{}/disk@0,0", pci_node("scsi", addr))
 }
 
+/// The path of a virtio-net-pci function: class "ethernet", and the NIC's
+/// own suffix (hw/net/virtio-net.c adds its bootindex as `/ethernet-phy@0`).
+pub fn virtio_net_path(addr: PciAddress) -> String {
+    format!("{PCI_ROOT}/{}/ethernet-phy@0", pci_node("ethernet", addr))
+}
+
 /// `name@slot[,function]` in hex (hw/pci/pci.c `pcibus_get_fw_dev_path`).
 fn pci_node(name: &str, addr: PciAddress) -> String {
     if addr.function == 0 {

@@ -18,14 +18,12 @@ pub mod plan;
 pub mod qdev;
 pub mod smbios_config;
 pub mod virtio;
+pub mod virtio_pci;
 
 use std::sync::{Arc, Mutex};
 
 use devices::bus::Bus;
-use devices::pci::{FunctionOptions, PciAddress};
 use devices::virtio::block::VirtioBlock;
-use devices::virtio::pci::VirtioPciDevice;
-use devices::virtio::VirtioDevice;
 use devices::GuestRequestFn;
 use kvm_ioctls::VmFd;
 use vm_memory::GuestMemoryMmap;
@@ -39,7 +37,6 @@ use devices::fw_cfg::{self, FwCfg};
 use kvm_wiring::KvmWiring;
 use legacy::{LegacyDevices, LegacySpec};
 use pci::PciDevices;
-use virtio::Served;
 
 /// What the device manager builds.
 pub struct DeviceSpec {
@@ -51,15 +48,30 @@ pub struct DeviceSpec {
     pub firmware: Option<firmware::FirmwareSpec>,
 }
 
-/// A virtio-blk-pci function to build once guest RAM exists.
-pub struct VirtioBlkPlan {
-    pub request: qdev::VirtioBlkPci,
-    /// The model, its properties already checked.
-    pub model: VirtioBlock,
-    /// Its attachment to the block graph.
-    pub backend: block::BlockBackend,
+/// A virtio-pci function to build once guest RAM exists.
+pub struct VirtioPlan {
+    pub model: PlannedModel,
     /// `-device ARG` (or `-drive ARG`), for errors found while building.
     pub location: String,
+}
+
+/// A device model whose properties are checked, waiting for guest RAM.
+pub enum PlannedModel {
+    Block {
+        request: qdev::VirtioBlkPci,
+        model: VirtioBlock,
+        /// Its attachment to the block graph.
+        backend: block::BlockBackend,
+    },
+}
+
+impl VirtioPlan {
+    /// The QOM type of the function.
+    pub fn driver(&self) -> &'static str {
+        match self.model {
+            PlannedModel::Block { .. } => "virtio-blk-pci",
+        }
+    }
 }
 
 pub struct DeviceManager {
@@ -70,7 +82,7 @@ pub struct DeviceManager {
     wiring: KvmWiring,
     backend: Backend,
     /// Devices to build once guest RAM exists ([`DeviceManager::realize`]).
-    planned: Vec<VirtioBlkPlan>,
+    planned: Vec<VirtioPlan>,
     firmware: Option<firmware::FirmwareSpec>,
     fw_cfg: Option<Arc<Mutex<FwCfg>>>,
     /// Devices with a `bootindex=`, for fw_cfg's `bootorder`.
@@ -127,7 +139,7 @@ impl DeviceManager {
         self.wiring.detach()
     }
 
-    pub fn plan_virtio_blk(&mut self, plans: Vec<VirtioBlkPlan>) {
+    pub fn plan_virtio(&mut self, plans: Vec<VirtioPlan>) {
         self.planned.extend(plans);
     }
 
@@ -153,7 +165,7 @@ impl DeviceManager {
         }
         for p in std::mem::take(&mut self.planned) {
             let loc = p.location.clone();
-            self.add_virtio_blk(mem, p)
+            self.add_planned(mem, p.model)
                 .map_err(|e| VmmError::Config(format!("{loc}: {e}")))?;
         }
         if let Some(spec) = &self.firmware {
@@ -175,73 +187,6 @@ impl DeviceManager {
             self.fw_cfg = Some(f);
         }
         self.program_like_firmware()
-    }
-
-    /// Builds a virtio-blk-pci function on bus 0: the model, its transport
-    /// with MSI-X vectors wired to KVM, its doorbells as ioeventfds served on
-    /// the backend thread. Errors are QEMU's texts.
-    pub fn add_virtio_blk(
-        &self,
-        mem: &GuestMemoryMmap,
-        plan: VirtioBlkPlan,
-    ) -> Result<PciAddress, String> {
-        let r = plan.request;
-        let model = plan.model;
-        let queues = model.queue_max_sizes().len() as u16;
-        let model = Arc::new(Mutex::new(model));
-        // block_resize reaches the guest as a capacity change (config interrupt).
-        let resized = Arc::downgrade(&model);
-        plan.backend.on_resize(move |size| {
-            if let Some(m) = resized.upgrade() {
-                crate::sync::lock(&m).resize(size);
-            }
-        });
-        let served = Served::new(model, self.backend.handle().clone());
-        // QEMU's default: one vector per queue plus one for configuration.
-        let nvectors = r.vectors.unwrap_or(queues + 1);
-        let msi = self.wiring.msi_group(nvectors).map_err(|e| e.to_string())?;
-        let line = intx::LevelLine::new().map_err(|e| e.to_string())?;
-        let transport = VirtioPciDevice::new(
-            Arc::new(Mutex::new(served)),
-            mem.clone(),
-            nvectors,
-            msi,
-            Some(line.clone()),
-        )
-        .map_err(|e| e.to_string())?;
-        let transport = Arc::new(Mutex::new(transport));
-        let addr = self.pci.add(
-            r.pci.addr,
-            transport.clone(),
-            FunctionOptions {
-                driver: "virtio-blk-pci".into(),
-                id: r.id.clone().unwrap_or_default(),
-                multifunction: r.pci.multifunction,
-            },
-        )?;
-        for io in crate::sync::lock(&transport).ioevents() {
-            self.wiring
-                .add_ioeventfd(
-                    pci::doorbell_owner(addr, io.bar),
-                    kvm_wiring::IoSpace::Mmio,
-                    io.offset,
-                    &io.eventfd,
-                )
-                .map_err(|e| e.to_string())?;
-        }
-        virtio::watch_kicks(&transport, self.backend.handle());
-        if let Some(index) = r.bootindex {
-            crate::sync::lock(&self.boot_devices).push(bootorder::BootDevice {
-                index,
-                path: bootorder::virtio_blk_path(addr),
-            });
-        }
-        // virtio-pci raises INTA# when MSI-X is off (QEMU: interrupt pin 1).
-        if let Some(gsi) = boot::pci_intx_gsi(addr.slot, 1) {
-            line.wire(gsi, &self.wiring, self.backend.handle())
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(addr)
     }
 
     /// `-boot order=` where SeaBIOS reads it (CMOS NVRAM, kept across resets).

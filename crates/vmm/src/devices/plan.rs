@@ -9,15 +9,15 @@ use cli::{Config, DriveInterface};
 use devices::virtio::block::{BlockIoError, VirtioBlock};
 use serde_json::Value;
 
-use super::qdev::{self, DeviceRequest, PciPlacement, VirtioBlkPci};
-use super::VirtioBlkPlan;
+use super::qdev::{self, DeviceRequest, VirtioBlkPci};
+use super::{PlannedModel, VirtioPlan};
 use crate::error::VmmError;
 use crate::messages::{ControlMsg, ControlSender, DeviceEvent};
 
 /// The block graph and the devices to build on it.
 pub struct Plan {
     pub graph: BlockGraph,
-    pub virtio_blk: Vec<VirtioBlkPlan>,
+    pub virtio: Vec<VirtioPlan>,
 }
 
 fn at(location: &str, msg: impl std::fmt::Display) -> VmmError {
@@ -51,21 +51,7 @@ pub fn plan(config: &Config, sender: &Arc<ControlSender>, cpus: u16) -> Result<P
             .map_err(|e| at(&d.location, e.full()))?;
         if d.interface == DriveInterface::Virtio {
             // `if=virtio` is shorthand for a virtio-blk-pci on that drive.
-            requests.push((
-                d.location.clone(),
-                VirtioBlkPci {
-                    id: None,
-                    drive: id.clone(),
-                    share_rw: false,
-                    pci: PciPlacement::default(),
-                    vectors: None,
-                    bootindex: None,
-                    blk: devices::virtio::block::BlkOptions {
-                        cpus,
-                        ..Default::default()
-                    },
-                },
-            ));
+            requests.push((d.location.clone(), VirtioBlkPci::for_drive(&id, cpus)));
         }
     }
     for w in graph.take_warnings() {
@@ -81,12 +67,15 @@ pub fn plan(config: &Config, sender: &Arc<ControlSender>, cpus: u16) -> Result<P
         }
         match qdev::parse(map, cpus).map_err(|e| at(loc, e))? {
             DeviceRequest::VirtioBlkPci(r) => requests.push((loc.clone(), r)),
+            DeviceRequest::VirtioNetPci(_) | DeviceRequest::VirtioBalloonPci(_) => {
+                return Err(at(loc, "not built yet"));
+            }
         }
     }
     let mut anon = 0;
-    let mut virtio_blk = Vec::new();
+    let mut virtio = Vec::new();
     for (loc, r) in requests {
-        let qdev_path = match &r.id {
+        let qdev_path = match &r.proxy.id {
             Some(id) => format!("/machine/peripheral/{id}/virtio-backend"),
             None => {
                 anon += 1;
@@ -116,14 +105,16 @@ pub fn plan(config: &Config, sender: &Arc<ControlSender>, cpus: u16) -> Result<P
         let on_error = error_reporter(backend.clone(), sender.clone());
         // The model validates its properties now, before anything runs.
         let model = VirtioBlock::new(backend.clone(), &r.blk, on_error).map_err(|e| at(&loc, e))?;
-        virtio_blk.push(VirtioBlkPlan {
-            request: r,
-            model,
-            backend,
+        virtio.push(VirtioPlan {
+            model: PlannedModel::Block {
+                request: r,
+                model,
+                backend,
+            },
             location: loc,
         });
     }
-    Ok(Plan { graph, virtio_blk })
+    Ok(Plan { graph, virtio })
 }
 
 /// Turns a failed request into BLOCK_IO_ERROR (and `io-error` on a stop)

@@ -1,16 +1,26 @@
 //! `-device` properties: QEMU's qdev property types, parsed from the command
 //! line's JSON object with QEMU 7.2's messages (hw/core/qdev-properties.c,
 //! qapi/qobject-input-visitor.c), into the typed options of each device model.
-//! Each driver declares its properties once, in a table.
+//! Each driver declares its properties once, in a table; [`DRIVERS`] is the
+//! registry of what `-device` builds, which `device_add`, `-device help` and
+//! the type queries read.
+
+mod balloon;
+mod blk;
+mod net;
 
 use serde_json::{Map, Value};
 
-use devices::virtio::block::{BlkOptions, WriteCache};
+pub use balloon::VirtioBalloonPci;
+pub use blk::VirtioBlkPci;
+pub use net::VirtioNetPci;
 
 /// A `-device` that ferrovm builds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeviceRequest {
     VirtioBlkPci(VirtioBlkPci),
+    VirtioNetPci(VirtioNetPci),
+    VirtioBalloonPci(VirtioBalloonPci),
 }
 
 /// Where a PCI function goes: `bus=` (only the root bus exists) and `addr=`.
@@ -21,17 +31,15 @@ pub struct PciPlacement {
     pub multifunction: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct VirtioBlkPci {
+/// What every virtio-*-pci driver has from QEMU's VirtIOPCIProxy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VirtioPciProxy {
     pub id: Option<String>,
-    pub drive: String,
-    pub share_rw: bool,
     pub pci: PciPlacement,
-    /// `vectors=`; `None` is QEMU's default (queues + 1).
+    /// `vectors=`; `None` is the driver's default.
     pub vectors: Option<u16>,
     /// `bootindex=`: its place in the firmware's boot order.
     pub bootindex: Option<u32>,
-    pub blk: BlkOptions,
 }
 
 /// QEMU's name for the root bus of a q35 machine.
@@ -47,6 +55,10 @@ enum Kind {
     /// A block size (`DEFINE_PROP_BLOCKSIZE`): a size with suffixes.
     Size,
     PciDevfn,
+    /// `DEFINE_PROP_MACADDR`: six hex pairs split by ':' or '-'.
+    Mac,
+    /// A signed 64-bit QOM integer (`guest-stats-polling-interval`).
+    I64,
     /// Accepted and checked, but only one value is modelled (see `fixed`).
     Fixed(&'static str),
 }
@@ -60,35 +72,19 @@ const fn p(name: &'static str, kind: Kind) -> Prop {
     Prop { name, kind }
 }
 
-/// virtio-blk-pci's properties: the PCI proxy's, then the virtio-blk
-/// device's (hw/virtio/virtio-pci.c, hw/block/virtio-blk.c).
-const VIRTIO_BLK_PCI: &[Prop] = &[
+/// A driver's properties, parsed, in command-line order.
+type Parsed = Vec<(&'static str, V)>;
+
+/// The virtio-pci proxy's own properties (hw/virtio/virtio-pci.c);
+/// `vectors` is each driver's, since not all have one.
+const VIRTIO_PCI_PROXY: &[Prop] = &[
     p("id", Kind::Str),
     p("bus", Kind::Str),
     p("addr", Kind::PciDevfn),
     p("multifunction", Kind::Bool),
-    p("vectors", Kind::U32),
     // Modern only (docs/known-gaps.md): the transitional device is not built.
     p("disable-legacy", Kind::Fixed("on")),
     p("disable-modern", Kind::Fixed("off")),
-    p("drive", Kind::Str),
-    p("share-rw", Kind::Bool),
-    p("serial", Kind::Str),
-    p("num-queues", Kind::U16),
-    p("queue-size", Kind::U16),
-    p("write-cache", Kind::OnOffAuto),
-    p("logical_block_size", Kind::Size),
-    p("physical_block_size", Kind::Size),
-    p("min_io_size", Kind::Size),
-    p("opt_io_size", Kind::Size),
-    p("discard_granularity", Kind::Size),
-    p("config-wce", Kind::Bool),
-    p("discard", Kind::Bool),
-    p("write-zeroes", Kind::Bool),
-    p("max-discard-sectors", Kind::U32),
-    p("max-write-zeroes-sectors", Kind::U32),
-    p("seg-max-adjust", Kind::Bool),
-    p("bootindex", Kind::U32),
 ];
 
 /// A parsed property value.
@@ -99,38 +95,113 @@ enum V {
     OnOffAuto(Option<bool>),
     Num(u64),
     Devfn(u8, u8),
+    Mac([u8; 6]),
+    Int(i64),
 }
 
-/// The drivers ferrovm builds from `-device` (besides `isa-serial`, which
-/// is COM1's front-end).
-pub const DRIVERS: &[&str] = &["virtio-blk-pci"];
+/// A driver `-device` builds: its QOM name, what `-device help` says of
+/// it, and its properties after the proxy's.
+pub struct Driver {
+    pub name: &'static str,
+    pub desc: &'static str,
+    props: &'static [Prop],
+    parse: fn(&Map<String, Value>, u16) -> Result<DeviceRequest, String>,
+}
+
+impl Driver {
+    /// Every property name `-device` accepts, the proxy's first.
+    pub fn property_names(&self) -> impl Iterator<Item = &'static str> {
+        VIRTIO_PCI_PROXY.iter().chain(self.props).map(|p| p.name)
+    }
+}
+
+/// The drivers ferrovm builds from `-device` (besides `isa-serial` and
+/// `isa-debugcon`, which are the console's front-ends).
+pub const DRIVERS: &[Driver] = &[
+    Driver {
+        name: "virtio-blk-pci",
+        desc: "Virtio block device",
+        props: blk::PROPS,
+        parse: |d, cpus| blk::parse(d, cpus).map(DeviceRequest::VirtioBlkPci),
+    },
+    Driver {
+        name: "virtio-net-pci",
+        desc: "Virtio network device",
+        props: net::PROPS,
+        parse: |d, _| net::parse(d).map(DeviceRequest::VirtioNetPci),
+    },
+    Driver {
+        name: "virtio-balloon-pci",
+        desc: "Virtio memory balloon",
+        props: balloon::PROPS,
+        parse: |d, _| balloon::parse(d).map(DeviceRequest::VirtioBalloonPci),
+    },
+];
+
+/// The registry entry for `name`.
+pub fn driver(name: &str) -> Option<&'static Driver> {
+    DRIVERS.iter().find(|d| d.name == name)
+}
 
 /// Parses one `-device` object. `cpus` feeds virtio-blk's automatic
 /// queue count. Errors are QEMU's message without the `-device ARG:` prefix.
 pub fn parse(dev: &Map<String, Value>, cpus: u16) -> Result<DeviceRequest, String> {
-    let driver = dev.get("driver").and_then(Value::as_str).unwrap_or("");
-    match driver {
-        "virtio-blk-pci" => virtio_blk_pci(dev, cpus).map(DeviceRequest::VirtioBlkPci),
-        d => Err(format!("'{d}' is not a valid device model name")),
+    let name = dev.get("driver").and_then(Value::as_str).unwrap_or("");
+    match driver(name) {
+        Some(d) => (d.parse)(dev, cpus),
+        None => Err(format!("'{name}' is not a valid device model name")),
     }
 }
 
+/// Checks every member of `dev` against the proxy's and `table`'s
+/// properties and parses its value.
+/// The device's own properties are aliases of the virtio device inside the
+/// proxy (`inner`, e.g. `virtio-net-device`), and QEMU's messages name it.
 fn props(
     driver: &str,
+    inner: &str,
     table: &[Prop],
     dev: &Map<String, Value>,
-) -> Result<Vec<(&'static str, V)>, String> {
+) -> Result<Parsed, String> {
     let mut out = Vec::new();
     for (k, v) in dev {
         if k == "driver" {
             continue;
         }
-        let Some(prop) = table.iter().find(|p| p.name == k) else {
+        let parsed = if let Some(prop) = VIRTIO_PCI_PROXY.iter().find(|p| p.name == k) {
+            (prop.name, value(driver, prop, v)?)
+        } else if let Some(prop) = table.iter().find(|p| p.name == k) {
+            (prop.name, value(inner, prop, v)?)
+        } else {
             return Err(format!("Property '{driver}.{k}' not found"));
         };
-        out.push((prop.name, value(driver, prop, v)?));
+        out.push(parsed);
     }
     Ok(out)
+}
+
+impl VirtioPciProxy {
+    /// Takes the proxy's properties (and `vectors`, `bootindex`) out of a
+    /// parsed list, leaving the device's own; checks `bus=`.
+    fn take(props: Parsed) -> Result<(Self, Parsed), String> {
+        let mut proxy = Self::default();
+        let mut rest = Vec::new();
+        for (name, v) in props {
+            match (name, v) {
+                ("id", V::Str(s)) => proxy.id = Some(s),
+                ("bus", V::Str(bus)) if bus != ROOT_BUS => {
+                    return Err(format!("Bus '{bus}' not found"))
+                }
+                ("bus", _) | ("disable-legacy", _) | ("disable-modern", _) => {}
+                ("addr", V::Devfn(s, f)) => proxy.pci.addr = Some((s, f)),
+                ("multifunction", V::Bool(x)) => proxy.pci.multifunction = x,
+                ("vectors", V::Num(n)) => proxy.vectors = Some(n.min(2048) as u16),
+                ("bootindex", V::Num(n)) => proxy.bootindex = Some(n as u32),
+                other => rest.push(other),
+            }
+        }
+        Ok((proxy, rest))
+    }
 }
 
 fn value(driver: &str, prop: &Prop, v: &Value) -> Result<V, String> {
@@ -199,6 +270,19 @@ fn value(driver: &str, prop: &Prop, v: &Value) -> Result<V, String> {
                 .map(|(s, f)| V::Devfn(s, f))
                 .ok_or_else(|| format!("Property '{driver}.{name}' doesn't take value '{t}'"))
         }
+        Kind::Mac => {
+            let t = text.unwrap_or_default();
+            mac(t)
+                .map(V::Mac)
+                .ok_or_else(|| format!("Property '{driver}.{name}' doesn't take value '{t}'"))
+        }
+        Kind::I64 => match (v, text) {
+            (Value::Number(n), _) => n.as_i64(),
+            (_, Some(t)) => t.parse().ok(),
+            _ => None,
+        }
+        .map(V::Int)
+        .ok_or_else(|| bad_type("integer")),
         Kind::Fixed(only) => {
             let t = match (v, text) {
                 (Value::Bool(true), _) => "on",
@@ -260,72 +344,31 @@ fn devfn(t: &str) -> Option<(u8, u8)> {
     (slot < 32 && func < 8).then_some((slot, func))
 }
 
-fn virtio_blk_pci(dev: &Map<String, Value>, cpus: u16) -> Result<VirtioBlkPci, String> {
-    let mut r = VirtioBlkPci {
-        id: None,
-        drive: String::new(),
-        share_rw: false,
-        pci: PciPlacement::default(),
-        vectors: None,
-        bootindex: None,
-        blk: BlkOptions {
-            cpus,
-            ..BlkOptions::default()
-        },
-    };
-    let mut bus = None;
-    for (name, v) in props("virtio-blk-pci", VIRTIO_BLK_PCI, dev)? {
-        let b = &mut r.blk;
-        match (name, v) {
-            ("id", V::Str(s)) => r.id = Some(s),
-            ("bus", V::Str(s)) => bus = Some(s),
-            ("addr", V::Devfn(s, f)) => r.pci.addr = Some((s, f)),
-            ("multifunction", V::Bool(x)) => r.pci.multifunction = x,
-            ("vectors", V::Num(n)) => r.vectors = Some(n.min(2048) as u16),
-            ("bootindex", V::Num(n)) => r.bootindex = Some(n as u32),
-            ("drive", V::Str(s)) => r.drive = s,
-            ("share-rw", V::Bool(x)) => r.share_rw = x,
-            ("serial", V::Str(s)) => b.serial = Some(s),
-            ("num-queues", V::Num(n)) => b.num_queues = Some(n as u16),
-            ("queue-size", V::Num(n)) => b.queue_size = n as u16,
-            ("write-cache", V::OnOffAuto(x)) => {
-                b.write_cache = match x {
-                    Some(true) => WriteCache::On,
-                    Some(false) => WriteCache::Off,
-                    None => WriteCache::Auto,
-                }
-            }
-            ("logical_block_size", V::Num(n)) => b.logical_block_size = n,
-            ("physical_block_size", V::Num(n)) => b.physical_block_size = n,
-            ("min_io_size", V::Num(n)) => b.min_io_size = n.min(u64::from(u32::MAX)) as u32,
-            ("opt_io_size", V::Num(n)) => b.opt_io_size = n.min(u64::from(u32::MAX)) as u32,
-            ("discard_granularity", V::Num(n)) => {
-                b.discard_granularity = Some(n.min(u64::from(u32::MAX)) as u32)
-            }
-            ("config-wce", V::Bool(x)) => b.config_wce = x,
-            ("discard", V::Bool(x)) => b.discard = x,
-            ("write-zeroes", V::Bool(x)) => b.write_zeroes = x,
-            ("max-discard-sectors", V::Num(n)) => b.max_discard_sectors = n as u32,
-            ("max-write-zeroes-sectors", V::Num(n)) => b.max_write_zeroes_sectors = n as u32,
-            ("seg-max-adjust", V::Bool(x)) => b.seg_max_adjust = x,
-            _ => {}
+/// `mac=`: QEMU's `set_mac` (hw/core/qdev-properties-system.c): six pairs
+/// of hex digits, each pair but the last followed by ':' or '-'.
+fn mac(t: &str) -> Option<[u8; 6]> {
+    let b = t.as_bytes();
+    if b.len() != 17 {
+        return None;
+    }
+    let mut out = [0u8; 6];
+    for (i, o) in out.iter_mut().enumerate() {
+        let pair = t.get(i * 3..i * 3 + 2)?;
+        if !pair.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        *o = u8::from_str_radix(pair, 16).ok()?;
+        if i < 5 && !matches!(b[i * 3 + 2], b':' | b'-') {
+            return None;
         }
     }
-    if let Some(bus) = bus {
-        if bus != ROOT_BUS {
-            return Err(format!("Bus '{bus}' not found"));
-        }
-    }
-    if r.drive.is_empty() {
-        return Err("drive property not set".into());
-    }
-    r.blk.id = r.id.clone().unwrap_or_default();
-    Ok(r)
+    Some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use devices::virtio::block::WriteCache;
     use serde_json::json;
 
     fn parse_kv(s: &str) -> Result<DeviceRequest, String> {
@@ -383,16 +426,17 @@ mod tests {
 
     #[test]
     fn properties_reach_the_device_options() {
-        let DeviceRequest::VirtioBlkPci(d) = parse_kv(
+        let Ok(DeviceRequest::VirtioBlkPci(d)) = parse_kv(
             "virtio-blk-pci,drive=d0,id=vd0,addr=0x5.1,multifunction=on,serial=abc,num-queues=4,\
              queue-size=128,write-cache=off,logical_block_size=4k,physical_block_size=4096,bus=pcie.0,\
              disable-legacy=on",
-        )
-        .unwrap();
-        assert_eq!(d.id.as_deref(), Some("vd0"));
+        ) else {
+            panic!("not a virtio-blk-pci")
+        };
+        assert_eq!(d.proxy.id.as_deref(), Some("vd0"));
         assert_eq!(d.drive, "d0");
         assert_eq!(
-            d.pci,
+            d.proxy.pci,
             PciPlacement {
                 addr: Some((5, 1)),
                 multifunction: true
@@ -414,7 +458,9 @@ mod tests {
     fn json_syntax_keeps_types_and_legacy_virtio_is_refused() {
         let m =
             json!({"driver": "virtio-blk-pci", "drive": "d0", "num-queues": 2, "share-rw": true});
-        let DeviceRequest::VirtioBlkPci(d) = parse(m.as_object().unwrap(), 1).unwrap();
+        let Ok(DeviceRequest::VirtioBlkPci(d)) = parse(m.as_object().unwrap(), 1) else {
+            panic!("not a virtio-blk-pci")
+        };
         assert_eq!(d.blk.num_queues, Some(2));
         assert!(d.share_rw);
         let e = parse_kv("virtio-blk-pci,drive=d0,disable-legacy=off").unwrap_err();
@@ -429,5 +475,56 @@ mod tests {
         assert_eq!(devfn("20"), None);
         assert_eq!(devfn(""), None);
         assert_eq!(devfn("123"), None);
+    }
+
+    /// QEMU 7.2's answers for the same arguments (`-device ARG` on q35).
+    #[test]
+    fn net_and_balloon_errors_are_qemus() {
+        let cases = [
+            (
+                "virtio-net-pci,mac=52:54:00:12:34",
+                "Property 'virtio-net-device.mac' doesn't take value '52:54:00:12:34'",
+            ),
+            (
+                "virtio-net-pci,mac=52:54:00:12:34:zz",
+                "Property 'virtio-net-device.mac' doesn't take value '52:54:00:12:34:zz'",
+            ),
+            (
+                "virtio-net-pci,vhost=on",
+                "Property 'virtio-net-pci.vhost' not found",
+            ),
+            (
+                "virtio-balloon-pci,vectors=2",
+                "Property 'virtio-balloon-pci.vectors' not found",
+            ),
+            (
+                "virtio-balloon-pci,deflate-on-oom=maybe",
+                "Parameter 'deflate-on-oom' expects 'on' or 'off'",
+            ),
+            (
+                "virtio-balloon-pci,guest-stats-polling-interval=x",
+                "Parameter 'guest-stats-polling-interval' expects integer",
+            ),
+        ];
+        for (arg, want) in cases {
+            assert_eq!(parse_kv(arg).unwrap_err(), want, "{arg}");
+        }
+    }
+
+    #[test]
+    fn net_properties_reach_the_request() {
+        let Ok(DeviceRequest::VirtioNetPci(n)) = parse_kv(
+            "virtio-net-pci,netdev=n0,mac=52-54-00-ab-cd-ef,id=nic0,mq=on,csum=off,host_mtu=9000,\
+             rx_queue_size=1024,addr=4,vectors=10,bootindex=2",
+        ) else {
+            panic!("not a virtio-net-pci")
+        };
+        assert_eq!(n.netdev.as_deref(), Some("n0"));
+        assert_eq!(n.mac, Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef]));
+        assert_eq!(n.proxy.id.as_deref(), Some("nic0"));
+        assert_eq!(n.proxy.pci.addr, Some((4, 0)));
+        assert_eq!((n.proxy.vectors, n.proxy.bootindex), (Some(10), Some(2)));
+        assert!(n.feature("mq") && !n.feature("csum") && n.feature("mrg_rxbuf"));
+        assert_eq!((n.host_mtu, n.rx_queue_size), (Some(9000), Some(1024)));
     }
 }

@@ -1,0 +1,119 @@
+//! Building virtio-pci functions on bus 0, the same way for every device
+//! model: the model wrapped for the backend thread, its transport with
+//! MSI-X vectors and an INTx line wired to KVM, its doorbells as ioeventfds,
+//! its place in the boot order.
+
+use std::sync::{Arc, Mutex};
+
+use devices::pci::{FunctionOptions, PciAddress};
+use devices::virtio::pci::VirtioPciDevice;
+use devices::virtio::VirtioDevice;
+use vm_memory::GuestMemoryMmap;
+
+use super::qdev::VirtioPciProxy;
+use super::virtio::{self as glue, Served};
+use super::{bootorder, intx, kvm_wiring, pci, DeviceManager, PlannedModel};
+use crate::sync::lock;
+
+/// What differs between virtio-pci drivers when the function is built.
+pub struct FunctionSpec<'a> {
+    /// The QOM type (`virtio-blk-pci`), which `query-pci` and errors name.
+    pub driver: &'static str,
+    pub proxy: &'a VirtioPciProxy,
+    /// The driver's MSI-X vector count when `vectors=` is not given (0:
+    /// INTx only, as QEMU's balloon).
+    pub default_vectors: u16,
+    /// The OpenFirmware path of the function at an address, for `bootindex=`.
+    pub boot_path: fn(PciAddress) -> String,
+}
+
+impl DeviceManager {
+    /// Builds `model` as a virtio-pci function. Errors are QEMU's texts.
+    pub fn add_virtio_pci<D: VirtioDevice + 'static>(
+        &self,
+        mem: &GuestMemoryMmap,
+        model: Arc<Mutex<D>>,
+        spec: FunctionSpec<'_>,
+    ) -> Result<(PciAddress, Arc<Mutex<VirtioPciDevice>>), String> {
+        let served = Served::new(model, self.backend.handle().clone());
+        let nvectors = spec.proxy.vectors.unwrap_or(spec.default_vectors);
+        let msi = self.wiring.msi_group(nvectors).map_err(|e| e.to_string())?;
+        let line = intx::LevelLine::new().map_err(|e| e.to_string())?;
+        let transport = VirtioPciDevice::new(
+            Arc::new(Mutex::new(served)),
+            mem.clone(),
+            nvectors,
+            msi,
+            Some(line.clone()),
+        )
+        .map_err(|e| e.to_string())?;
+        let transport = Arc::new(Mutex::new(transport));
+        let addr = self.pci.add(
+            spec.proxy.pci.addr,
+            transport.clone(),
+            FunctionOptions {
+                driver: spec.driver.into(),
+                id: spec.proxy.id.clone().unwrap_or_default(),
+                multifunction: spec.proxy.pci.multifunction,
+            },
+        )?;
+        for io in lock(&transport).ioevents() {
+            self.wiring
+                .add_ioeventfd(
+                    pci::doorbell_owner(addr, io.bar),
+                    kvm_wiring::IoSpace::Mmio,
+                    io.offset,
+                    &io.eventfd,
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        glue::watch_kicks(&transport, self.backend.handle());
+        if let Some(index) = spec.proxy.bootindex {
+            lock(&self.boot_devices).push(bootorder::BootDevice {
+                index,
+                path: (spec.boot_path)(addr),
+            });
+        }
+        // virtio-pci raises INTA# when MSI-X is off (QEMU: interrupt pin 1).
+        if let Some(gsi) = boot::pci_intx_gsi(addr.slot, 1) {
+            line.wire(gsi, &self.wiring, self.backend.handle())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok((addr, transport))
+    }
+}
+
+impl DeviceManager {
+    /// Builds a planned function.
+    pub(super) fn add_planned(
+        &self,
+        mem: &GuestMemoryMmap,
+        model: PlannedModel,
+    ) -> Result<PciAddress, String> {
+        match model {
+            PlannedModel::Block {
+                request,
+                model,
+                backend,
+            } => {
+                let queues = model.queue_max_sizes().len() as u16;
+                let model = Arc::new(Mutex::new(model));
+                // block_resize reaches the guest as a capacity change (config interrupt).
+                let resized = Arc::downgrade(&model);
+                backend.on_resize(move |size| {
+                    if let Some(m) = resized.upgrade() {
+                        lock(&m).resize(size);
+                    }
+                });
+                let spec = FunctionSpec {
+                    driver: "virtio-blk-pci",
+                    proxy: &request.proxy,
+                    // QEMU's default: one vector per queue plus one for configuration.
+                    default_vectors: queues + 1,
+                    boot_path: bootorder::virtio_blk_path,
+                };
+                Ok(self.add_virtio_pci(mem, model, spec)?.0)
+            }
+        }
+    }
+}
