@@ -20,7 +20,7 @@ pub mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use chain::ChainError;
+pub use chain::{ChainError, Segment};
 pub use config::BalloonOptions;
 pub use device::{ActualChangedFn, NowFn, VirtioBalloon};
 pub use pages::{parse_pfns, plan_inflate, plan_report, GuestRun, PageError, PfnList, RamRange};
