@@ -62,6 +62,9 @@ pub enum TapError {
     CantUseFd { id: String, fd: i32, err: OsError },
     #[error("Unable to query TUNGETIFF on FD {fd}: {err}")]
     NotTap { fd: i32, err: OsError },
+    /// Not in QEMU, which accepts these and feeds the guest non-Ethernet frames.
+    #[error("FD {fd} is not a TAP opened with IFF_TAP|IFF_NO_PI (TUNGETIFF flags {flags:#x})")]
+    NotEthernetTap { fd: i32, flags: i32 },
     #[error("vnet_hdr not consistent across given tap fds")]
     VnetHdrInconsistent,
     #[error("TUNSETSNDBUF ioctl failed: {0}")]

@@ -128,6 +128,11 @@ fn adopt(
         (Some(_), Err(_)) => return Err(TapError::VnetHdrInconsistent),
         (_, Ok(p)) => p,
     };
+    // QEMU takes a TUN (IP-level) or a PI-framed descriptor too, and the
+    // guest then sees garbage; refuse them.
+    if flags & sys::TUN_TYPE_MASK != sys::IFF_TAP || flags & sys::IFF_NO_PI == 0 {
+        return Err(TapError::NotEthernetTap { fd: raw, flags });
+    }
     let vnet_hdr = flags & sys::IFF_VNET_HDR != 0;
     if first_vnet_hdr.is_some_and(|v| v != vnet_hdr) {
         return Err(TapError::VnetHdrInconsistent);

@@ -12,6 +12,9 @@ pub(crate) use libc::{
     TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_UFO,
 };
 
+/// The device-type bits of the TUNSETIFF flags (IFF_TUN or IFF_TAP).
+pub(crate) const TUN_TYPE_MASK: c_int = libc::TUN_TYPE_MASK as c_int;
+
 /// `IFNAMSIZ - 1`: QEMU `pstrcpy`s the name into `ifr_name`, truncating.
 const IFNAME_MAX: usize = libc::IFNAMSIZ - 1;
 
