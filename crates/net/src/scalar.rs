@@ -152,6 +152,12 @@ mod tests {
         assert_eq!(parse_size("-1"), None);
         assert_eq!(parse_size(""), None);
         assert_eq!(parse_size("16E"), None);
+        // Odd input is refused, never a panic.
+        assert_eq!(parse_size("1.k"), Some(1024));
+        assert_eq!(parse_size("0x"), None);
+        assert_eq!(parse_size("1é"), None);
+        assert_eq!(parse_size("１"), None);
+        assert_eq!(parse_size("1.5e3k"), None);
     }
 
     #[test]
@@ -161,5 +167,7 @@ mod tests {
         assert_eq!(parse_uint("0"), Some(0));
         assert_eq!(parse_uint("-1"), None);
         assert_eq!(parse_uint("2a"), None);
+        assert_eq!(parse_uint("0é"), None);
+        assert_eq!(parse_uint("99999999999999999999"), None);
     }
 }

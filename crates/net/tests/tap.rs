@@ -114,6 +114,37 @@ fn multiqueue_gives_n_descriptors_on_one_interface() {
 }
 
 #[test]
+fn a_detached_queue_carries_nothing_until_reattached() {
+    in_netns(|| {
+        let mut taps = open(
+            json!({"id": "n0", "ifname": "dq0", "queues": 2, "script": "no", "downscript": "no"}),
+        );
+        // Detached before the link is up, so not even the kernel's own
+        // IPv6 frames can have reached it.
+        taps[1].set_queue_enabled(false).unwrap();
+        link_up("dq0");
+        let ps = PacketSocket::bind("dq0");
+        let f = frame(7);
+        let hdr = [0u8; 12];
+        // With one queue attached, every host frame goes to it, none to
+        // the detached one.
+        for tag in 10..14u8 {
+            ps.send(&frame(tag));
+            let (_, buf) = recv_ours(&mut taps[0], 12);
+            assert_eq!(buf[12 + 11], tag);
+        }
+        assert!(!readable(taps[1].raw_fd(), Duration::from_millis(100)));
+        // Detaching twice is an error (the tun driver's EINVAL).
+        assert!(taps[1].set_queue_enabled(false).is_err());
+        taps[1].set_queue_enabled(true).unwrap();
+        taps[1]
+            .send(&[IoSlice::new(&hdr), IoSlice::new(&f)])
+            .unwrap();
+        assert_eq!(ps.recv(), f);
+    });
+}
+
+#[test]
 fn a_busy_name_or_a_queue_mismatch_fails_as_in_qemu() {
     in_netns(|| {
         let _a = open(json!({"id": "a", "ifname": "qq0", "script": "no", "downscript": "no"}));
