@@ -30,7 +30,9 @@ static int peer_known, has_status, mrg, link_up;
 static unsigned rx_pending;     /* buffers added since the last rx kick */
 static unsigned rx_owed;        /* buffers of the frame last returned: given back on the next call */
 static u64 rx_frames, rx_bytes, tx_frames, tx_bytes;
-static u8 scratch[4 * NBUF];    /* a frame the device split over several buffers */
+static u8 scratch[4 * NBUF];
+static u64 echo_reply_tsc;      /* when our echo request to the peer was answered */
+#define ECHO_ID 0x7467    /* a frame the device split over several buffers */
 
 static const u8 bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 
@@ -193,6 +195,8 @@ static void on_ipv4(const u8 *f, u32 len)
         return;                             /* not ours, not ICMP, or a fragment */
     const u8 *icmp = f + 14 + ihl;
     u32 ilen = tot - ihl;
+    if (icmp[0] == 0 && get16(icmp + 4) == ECHO_ID && get32(f + 26) == GW_IP && csum(icmp, ilen, 0) == 0)
+        echo_reply_tsc = rdtsc();
     if (icmp[0] != 8 || icmp[1] != 0 || csum(icmp, ilen, 0) != 0 || 14 + tot > NBUF - NET_HDR)
         return;
     u8 *r = tx_buf();
@@ -354,15 +358,59 @@ int net_checks(void)
     return 1;
 }
 
-/* ---- blast ---- */
-static void blast_tx(void)
+/* The peer's (10.0.2.1) MAC: ARP for up to 200 ms. */
+static int resolve_peer(void)
 {
-    /* the peer's MAC: ARP for 10.0.2.1 for up to 200 ms, else broadcast */
     send_arp(1, 0, GW_IP);
     u64 end = rdtsc() + tsc_hz() / 5;
     while (!peer_known && rdtsc() < end)
         rx_poll(1);
-    end = rdtsc() + tsc_hz() / 10;
+    return peer_known;
+}
+
+/* One ICMP echo request to the peer, reply awaited for 1 s (answering meanwhile). */
+static void ping_peer(void)
+{
+    if (!resolve_peer()) {
+        puts_("# net ping 10.0.2.1: no arp reply\n");
+        return;
+    }
+    u8 *f = tx_buf();
+    if (!f)
+        return;
+    eth_hdr(f, peer_mac, 0x0800);
+    memset(f + 14, 0, 20 + 64);
+    f[14] = 0x45;
+    put16(f + 16, 20 + 64);
+    f[22] = 64;
+    f[23] = 1;
+    put32(f + 26, netcfg.ip);
+    put32(f + 30, GW_IP);
+    put16(f + 24, csum(f + 14, 20, 0));
+    u8 *ic = f + 34;
+    ic[0] = 8;
+    put16(ic + 4, ECHO_ID);
+    put16(ic + 6, 1);
+    for (int i = 8; i < 64; i++)
+        ic[i] = (u8)i;
+    put16(ic + 2, csum(ic, 64, 0));
+    echo_reply_tsc = 0;
+    u64 t0 = rdtsc(), end = t0 + tsc_hz();
+    tx_put(14 + 20 + 64, 1);
+    while (!echo_reply_tsc && rdtsc() < end)
+        rx_poll(1);
+    if (echo_reply_tsc)
+        printf_("# net ping 10.0.2.1 reply rtt_us=%lu\n", (echo_reply_tsc - t0) * 1000000 / tsc_hz());
+    else
+        puts_("# net ping 10.0.2.1: no reply\n");
+}
+
+/* ---- blast ---- */
+static void blast_tx(void)
+{
+    /* to the peer's MAC, else broadcast */
+    resolve_peer();
+    u64 end = rdtsc() + tsc_hz() / 10;
     while (txq.nfree < txq.size && rdtsc() < end)
         tx_reap();
     u32 size = netcfg.blast_size < ETH_MIN ? ETH_MIN : netcfg.blast_size > ETH_MAX ? ETH_MAX : (u32)netcfg.blast_size;
@@ -475,6 +523,8 @@ void net_run(int blast)
             blast_rx();
         else
             blast_tx();
+    } else {
+        ping_peer();
     }
     puts_("# net: answering arp and ping until the power button\n");
     for (;;) {
