@@ -26,7 +26,8 @@ struct hvm_memmap_entry {
 #define HVM_START_MAGIC 0x336ec578u
 #define BOOT_COUNT_CMOS 0x7e
 
-enum plan { PLAN_POWEROFF, PLAN_RESET, PLAN_IDLE, PLAN_REBOOT, PLAN_CRASH, PLAN_BLK };
+enum plan { PLAN_POWEROFF, PLAN_RESET, PLAN_IDLE, PLAN_REBOOT, PLAN_CRASH, PLAN_BLK, PLAN_NET, PLAN_NET_BLAST,
+             PLAN_BALLOON };
 enum reset { RESET_ACPI, RESET_KBD, RESET_TRIPLE };
 
 static struct {
@@ -37,8 +38,10 @@ static struct {
     int have_host_time;
     i64 host_time;
     char plan_str[32];
-    int bad_plan, bad_reset, bad_host_time, bad_blk;
+    int bad_plan, bad_reset, bad_host_time, bad_blk, bad_net;
 } cfg;
+
+struct net_cfg netcfg;
 
 static struct acpi_info acpi;
 static const struct hvm_start_info *si;
@@ -129,8 +132,54 @@ static int blk_key(const char *w, size_t kn, const char *v, size_t vn)
     return 0;
 }
 
+/* ip=A.B.C.D blast_size= blast_secs= blast_dir=tx|rx */
+static int parse_ip(const char *s, size_t n, u32 *out)
+{
+    u32 ip = 0;
+    size_t i = 0;
+    for (int part = 0; part < 4; part++) {
+        u64 v = 0;
+        size_t st = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9' && i - st < 3)
+            v = v * 10 + (u64)(s[i++] - '0');
+        if (i == st || v > 255 || (part < 3 && (i >= n || s[i++] != '.')))
+            return 0;
+        ip = ip << 8 | (u32)v;
+    }
+    if (i != n)
+        return 0;
+    *out = ip;
+    return 1;
+}
+
+static int net_key(const char *w, size_t kn, const char *v, size_t vn)
+{
+    u64 num;
+    if (word_is(w, kn, "ip")) {
+        if (!parse_ip(v, vn, &netcfg.ip))
+            cfg.bad_net = 1;
+    } else if (word_is(w, kn, "blast_size") || word_is(w, kn, "blast_secs")) {
+        u64 *dst = word_is(w, kn, "blast_size") ? &netcfg.blast_size : &netcfg.blast_secs;
+        if (parse_u64(v, vn, &num) && num)
+            *dst = num;
+        else
+            cfg.bad_net = 1;
+    } else if (word_is(w, kn, "blast_dir")) {
+        if (word_is(v, vn, "tx") || word_is(v, vn, "rx"))
+            netcfg.blast_rx = v[0] == 'r';
+        else
+            cfg.bad_net = 1;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 static void parse_cmdline(void)
 {
+    netcfg.ip = 10u << 24 | 2u << 8 | 15u;      /* 10.0.2.15 */
+    netcfg.blast_size = 1500;
+    netcfg.blast_secs = 3;
     blkcfg.sectors = 1024;
     blkcfg.mib = 16;
     blkcfg.bench_mib = 64;
@@ -173,6 +222,12 @@ static void parse_cmdline(void)
                 cfg.plan = PLAN_CRASH;
             else if (blk_plan_word(v, vn))
                 cfg.plan = PLAN_BLK;
+            else if (word_is(v, vn, "net"))
+                cfg.plan = PLAN_NET;
+            else if (word_is(v, vn, "net-blast"))
+                cfg.plan = PLAN_NET_BLAST;
+            else if (word_is(v, vn, "balloon"))
+                cfg.plan = PLAN_BALLOON;
             else if (vn > 7 && !memcmp(v, "reboot:", 7) && parse_u64(v + 7, vn - 7, &num)) {
                 cfg.plan = PLAN_REBOOT;
                 cfg.reboot_n = (unsigned)num;
@@ -192,7 +247,7 @@ static void parse_cmdline(void)
                 cfg.reset = RESET_TRIPLE;
             else
                 cfg.bad_reset = 1;
-        } else if (blk_key(w, kn, v, vn)) {
+        } else if (blk_key(w, kn, v, vn) || net_key(w, kn, v, vn)) {
             continue;
         } else if (word_is(w, kn, "host_time")) {
             if (parse_u64(v, vn, &num)) {
@@ -243,6 +298,47 @@ int ram_covers(u64 addr, u64 len)
         if (e[i].type == 1 && e[i].addr <= addr && e[i].addr + e[i].size >= addr + len)
             return 1;
     return 0;
+}
+
+u64 ram_total(void)
+{
+    if (!si || si->version < 1 || !si->memmap_paddr)
+        return 0;
+    const struct hvm_memmap_entry *e = phys(si->memmap_paddr);
+    u64 t = 0;
+    for (u32 i = 0; i < si->memmap_entries && i < 128; i++)
+        if (e[i].type == 1)
+            t += e[i].size;
+    return t;
+}
+
+/* Lowers *hi below anything the guest still knows to lie in [lo, *hi). */
+static void below(u64 lo, u64 *hi, u64 addr)
+{
+    if (addr >= lo && addr < *hi)
+        *hi = addr & ~0xfffull;
+}
+
+u64 ram_free_end(u64 lo, u64 margin)
+{
+    if (!si || si->version < 1 || !si->memmap_paddr)
+        return 0;
+    const struct hvm_memmap_entry *e = phys(si->memmap_paddr);
+    u64 hi = 0;
+    for (u32 i = 0; i < si->memmap_entries && i < 128; i++)
+        if (e[i].type == 1 && e[i].addr <= lo && e[i].addr + e[i].size > lo)
+            hi = e[i].addr + e[i].size;
+    if (hi > PHYS_LIMIT)
+        hi = PHYS_LIMIT;                    /* only 0-4 GiB is mapped (cacheable) */
+    hi = hi > lo + margin ? (hi - margin) & ~0xfffull : lo;
+    below(lo, &hi, (u64)(uintptr_t)si);
+    below(lo, &hi, si->memmap_paddr);
+    below(lo, &hi, si->cmdline_paddr);
+    below(lo, &hi, si->rsdp_paddr);
+    const u64 tables[] = {acpi.rsdp, acpi.root, acpi.fadt, acpi.dsdt, acpi.madt, acpi.mcfg};
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+        below(lo, &hi, tables[i]);
+    return hi;
 }
 
 static void check_memory(void)
@@ -439,7 +535,7 @@ static void __attribute__((noreturn)) hang(const char *msg)
         cpu_relax();
 }
 
-static void __attribute__((noreturn)) poweroff(void)
+void __attribute__((noreturn)) poweroff(void)
 {
     puts_("poweroff\n");
     acpi_mode();
@@ -499,29 +595,45 @@ static void __attribute__((noreturn)) reset(void)
     hang("not ok - reset did not happen\n");
 }
 
+static u16 pwrbtn_sts;
+
+int pwrbtn_arm(void)
+{
+    acpi_mode();
+    pwrbtn_sts = 0;
+    if (!acpi.pm1a_evt)
+        return 0;
+    u16 sts = (u16)acpi.pm1a_evt;
+    u16 en = (u16)(acpi.pm1a_evt + (acpi.pm1_evt_len ? acpi.pm1_evt_len / 2 : 2));
+    outw(sts, 0x0100);                      /* clear a stale PWRBTN_STS */
+    outw(en, (u16)(inw(en) | 0x0100));      /* PWRBTN_EN */
+    pwrbtn_sts = sts;
+    return en;
+}
+
+int pwrbtn_pressed(void)
+{
+    if (!pwrbtn_sts || !(inw(pwrbtn_sts) & 0x0100))
+        return 0;
+    outw(pwrbtn_sts, 0x0100);
+    puts_("power button\n");
+    return 1;
+}
+
 static void __attribute__((noreturn)) idle(void)
 {
-    u16 sts = 0, en = 0;
-    acpi_mode();
-    if (acpi.pm1a_evt) {
-        sts = (u16)acpi.pm1a_evt;
-        en = (u16)(acpi.pm1a_evt + (acpi.pm1_evt_len ? acpi.pm1_evt_len / 2 : 2));
-        outw(sts, 0x0100);                  /* clear a stale PWRBTN_STS */
-        outw(en, (u16)(inw(en) | 0x0100));  /* PWRBTN_EN */
-        printf_("# idle: power button via PM1a_STS 0x%x / PM1a_EN 0x%x, ticks from %s\n", sts, en,
+    int en = pwrbtn_arm();
+    if (en)
+        printf_("# idle: power button via PM1a_STS 0x%x / PM1a_EN 0x%x, ticks from %s\n", pwrbtn_sts, en,
                 clock_has_pmtmr() ? "pm timer" : "tsc");
-    } else {
+    else
         puts_("# idle: no PM1a_EVT_BLK, no power button\n");
-    }
     u64 next = clock_us() + 100000;
     u64 spin = tsc_hz() / 5000;             /* poll ports every ~200 us */
     unsigned k = 0;
     for (;;) {
-        if (sts && (inw(sts) & 0x0100)) {
-            outw(sts, 0x0100);
-            puts_("power button\n");
+        if (pwrbtn_pressed())
             poweroff();
-        }
         u64 now = clock_us();
         if (now >= next) {
             printf_("tick %u\n", ++k);
@@ -583,6 +695,8 @@ void tg_main(u64 start_info)
         puts_("# bad host_time value, ignored\n");
     if (cfg.bad_blk)
         puts_("# bad disk/seed/blk_*/bench_* value, ignored\n");
+    if (cfg.bad_net)
+        puts_("# bad ip/blast_* value, ignored\n");
 
     check_serial();
     acpi_scan(si ? si->rsdp_paddr : 0, &acpi);
@@ -594,6 +708,11 @@ void tg_main(u64 start_info)
     irq_init();
     blk_checks();
     int blk_reset = cfg.plan == PLAN_BLK && blk_plan_run(boot_count);
+    int dev_up = 0;
+    if (cfg.plan == PLAN_NET || cfg.plan == PLAN_NET_BLAST)
+        dev_up = net_checks();
+    else if (cfg.plan == PLAN_BALLOON)
+        dev_up = balloon_checks();
     printf_("1..%d\n", test_no);
     if (blk_reset)
         reset();
@@ -616,6 +735,15 @@ void tg_main(u64 start_info)
     case PLAN_CRASH:
         crash();
     case PLAN_BLK:
+        poweroff();
+    case PLAN_NET:
+    case PLAN_NET_BLAST:
+        if (dev_up)
+            net_run(cfg.plan == PLAN_NET_BLAST);
+        poweroff();
+    case PLAN_BALLOON:
+        if (dev_up)
+            balloon_run();
         poweroff();
     }
     poweroff();

@@ -234,6 +234,27 @@ u8 vblk_sync(u32 type, u64 sector, void *buf, u32 len, u64 timeout_us);
 /* ---- main.c helpers for the other files ---- */
 void tap(int ok, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int ram_covers(u64 addr, u64 len);          /* [addr, addr+len) is type-1 RAM in the memmap */
+u64 ram_total(void);                        /* bytes of type-1 RAM in the memmap */
+/* End of the type-1 region holding `lo` (capped at 4 GiB) less `margin`, lowered
+   below start_info, the memmap, the cmdline and the ACPI tables; <= lo if none. */
+u64 ram_free_end(u64 lo, u64 margin);
+int pwrbtn_arm(void);                       /* ACPI mode, PWRBTN_EN; 0: no PM1a_EVT_BLK */
+int pwrbtn_pressed(void);                   /* PWRBTN_STS was set (now cleared); prints "power button" */
+void poweroff(void) __attribute__((noreturn));
+
+/* ---- virtio_net.c: plan=net and plan=net-blast ---- */
+struct net_cfg {
+    u32 ip;                     /* ip= (host order), default 10.0.2.15 */
+    u64 blast_size, blast_secs; /* frame bytes (1500), seconds (3) */
+    int blast_rx;               /* blast_dir=rx */
+};
+extern struct net_cfg netcfg;
+int net_checks(void);           /* 1: the driver is up ("ok N - net") */
+void net_run(int blast) __attribute__((noreturn));
+
+/* ---- virtio_balloon.c: plan=balloon ---- */
+int balloon_checks(void);       /* 1: the driver is up ("ok N - balloon") */
+void balloon_run(void) __attribute__((noreturn));
 
 /* ---- blk.c: the virtio-blk checks and the blk-* plans ---- */
 enum blk_plan { BLK_NONE, BLK_WRITE, BLK_READ, BLK_RO, BLK_RESET, BLK_FILL, BLK_BENCH, BLK_RESIZE, BLK_INTX };
