@@ -2,10 +2,12 @@
 //!
 //! - [`device`]: the device/transport contract ([`VirtioDevice`]).
 //! - [`block`]: virtio-blk ([`block::VirtioBlock`]).
+//! - [`net`]: virtio-net ([`net::VirtioNet`]).
 //! - [`pci`]: the virtio-pci modern transport ([`pci::VirtioPciDevice`]).
 
 pub mod block;
 pub mod device;
+pub mod net;
 pub mod pci;
 
 pub use device::{ActivateError, ActiveQueue, EventSource, VirtioDevice, VirtioInterrupt};
