@@ -110,23 +110,26 @@ impl Chain {
     /// descriptors (QEMU `iov_to_buf`), in chunks of [`READ_CHUNK`] (the last
     /// one shorter). The buffers were checked to be in RAM by [`collect`].
     pub fn for_each_readable_chunk(&self, mem: &GuestMemoryMmap, mut f: impl FnMut(&[u8])) {
-        let mut buf = vec![0u8; READ_CHUNK];
+        let total: u64 = self.readable.iter().map(|s| u64::from(s.len)).sum();
+        let mut buf = vec![0u8; total.min(READ_CHUNK as u64) as usize];
         let mut fill = 0usize;
         for s in &self.readable {
             let mut done = 0usize;
             let len = s.len as usize;
             while done < len {
-                let n = (len - done).min(READ_CHUNK - fill);
+                let n = (len - done).min(buf.len() - fill);
                 let at = GuestAddress(s.addr + done as u64);
                 if mem.read_slice(&mut buf[fill..fill + n], at).is_err() {
                     // Cannot happen for a checked chain; stop short rather
                     // than hand over bytes that were not read.
-                    f(&buf[..fill]);
+                    if fill > 0 {
+                        f(&buf[..fill]);
+                    }
                     return;
                 }
                 fill += n;
                 done += n;
-                if fill == READ_CHUNK {
+                if fill == buf.len() {
                     f(&buf);
                     fill = 0;
                 }

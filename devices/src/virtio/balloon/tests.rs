@@ -389,6 +389,20 @@ fn pfns_may_straddle_descriptors() {
 }
 
 #[test]
+fn a_pfn_list_longer_than_one_read_chunk_is_read_to_the_end() {
+    let mut r = Rig::started(BalloonOptions::default());
+    let page = HIGH + 0xe000;
+    r.fill(page, 0x1000, 0x3c);
+    // 16380 PFNs fill the 65520-byte read chunk; the good one comes after.
+    let mut pfns = vec![u32::MAX; 16380];
+    pfns.push((page >> 12) as u32);
+    r.pfns(INFLATE_QUEUE, 0x9_0000, &pfns);
+    r.dev.queue_notify(INFLATE_QUEUE);
+    assert_eq!(r.bytes(page, 0x1000), vec![0; 0x1000]);
+    assert!(!r.dev.needs_reset());
+}
+
+#[test]
 fn deflated_pages_keep_their_contents() {
     let mut r = Rig::started(BalloonOptions::default());
     let page = HIGH + 0x9000;
