@@ -27,6 +27,9 @@ COMMANDS = [
     "query-iothreads", "query-commands", "query-qmp-schema", "qom-list", "qom-get",
     "human-monitor-command", "query-block", "query-blockstats", "query-named-block-nodes",
     "block_resize", "query-pci", "device_add", "device_del",
+    # issue 9: net and balloon
+    "set_link", "netdev_add", "netdev_del", "query-rx-filter", "announce-self", "balloon",
+    "query-balloon",
 ]
 EVENTS = ["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME"]
 

@@ -32,6 +32,10 @@ VALID_ARGS = {
     "human-monitor-command": {"command-line": "info name"},
     "block_resize": {"device": "nope", "size": 512},
     "device_del": {"id": "nope"},
+    "set_link": {"name": "nope", "up": False},
+    "netdev_add": {"type": "tap", "id": "n0", "fd": "nope"},
+    "netdev_del": {"id": "nope"},
+    "balloon": {"value": 1 << 20},
 }
 
 MALFORMED = [  # tests/qtest/qmp-test.c test_malformed, and more
@@ -120,7 +124,8 @@ def steps_after_negotiation():
                 "query-target", "query-machines", "query-current-machine", "query-cpus-fast",
                 "query-hotpluggable-cpus", "query-memory-size-summary", "query-chardev",
                 "query-iothreads", "query-commands", "query-qmp-schema", "system_wakeup",
-                "query-block", "query-blockstats", "query-named-block-nodes", "query-pci"):
+                "query-block", "query-blockstats", "query-named-block-nodes", "query-pci",
+                "query-rx-filter", "query-balloon", "announce-self"):
         s.append(req(cmd))
     # Bad arguments of every command.
     for cmd in COMMANDS:
@@ -154,6 +159,18 @@ def steps_after_negotiation():
         req("device_add", {"driver": "nosuch"}), req("device_add", {"driver": 5}),
         req("device_add", {}), req("device_del", {"id": "nope"}),
         req("device_del", {"id": "/machine/peripheral/nope"}),
+        req("set_link", {"name": "nope", "up": True}), req("set_link", {"name": "nope"}),
+        req("netdev_add", {"type": "tap", "id": "n0", "fd": "nope"}),
+        req("netdev_add", {"type": "tap", "id": "n0", "fd": "nope", "ifname": "x"}),
+        req("netdev_add", {"type": "tap"}), req("netdev_add", {"type": "bogus", "id": "n0"}),
+        req("netdev_add", {"id": "n0"}), req("netdev_add", {"type": "tap", "id": "n0", "queues": "x"}),
+        req("netdev_del", {"id": "nope"}), req("netdev_del", {}),
+        req("query-rx-filter", {"name": "nope"}), req("query-rx-filter", {"name": 1}),
+        req("balloon", {"value": 1 << 20}), req("balloon", {"value": "x"}), req("balloon", {}),
+        req("announce-self", {"initial": 50, "max": 550, "rounds": 1, "step": 50}),
+        req("announce-self", {"initial": 50, "max": 550, "rounds": 1, "step": 50,
+                              "interfaces": ["nope"], "id": "a1"}),
+        req("announce-self", {"initial": "x"}),
         req("set-action", {"shutdown": "bogus"}), req("set-action", {"reboot": 5}),
         req("set-action", {"panic": "exit-failure", "watchdog": "inject-nmi"}),
         req("set-action", {"reboot": "reset", "shutdown": "poweroff", "panic": "shutdown",
@@ -467,6 +484,13 @@ CANNOT_SUCCEED = {
                    "No 'PCI' bus found for device 'virtio-blk-pci'"},
     # The conversations' machines have no -device with an id.
     "device_del": {"Device 'nope' not found"},
+    # They have no netdev or NIC either (a TAP here would leave the test's
+    # network namespace), and no balloon.
+    "set_link": {"Device 'nope' not found"},
+    "netdev_del": {"Device 'nope' not found"},
+    "netdev_add": {"File descriptor named 'nope' has not been found"},
+    "balloon": {"No balloon device has been activated"},
+    "query-balloon": {"No balloon device has been activated"},
     # These conversations have no drive to resize.
     "block_resize": {"Cannot find device='nope' nor node-name=''"},
     # Machine none has no CPU hotplug (q35 compares its return).

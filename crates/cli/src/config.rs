@@ -84,6 +84,8 @@ pub struct Config {
     pub device_locations: Vec<String>,
     /// `-netdev`, as JSON objects with `type` and `id` members.
     pub netdevs: Vec<Value>,
+    /// `-netdev ARG` of each of [`Config::netdevs`], for error messages.
+    pub netdev_locations: Vec<String>,
     /// `-object`, as JSON objects with `qom-type` and `id` members.
     pub objects: Vec<Value>,
     /// `-global`.
@@ -154,6 +156,7 @@ impl Default for Config {
             blockdev_locations: Vec::new(),
             device_locations: Vec::new(),
             netdevs: Vec::new(),
+            netdev_locations: Vec::new(),
             objects: Vec::new(),
             globals: Vec::new(),
             mem_lock: false,

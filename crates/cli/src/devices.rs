@@ -127,6 +127,7 @@ pub(crate) fn handle_netdev(b: &mut Builder, inv: &Inv, p: Parsed) -> Result<(),
         return Err(inv.err(format!("Invalid parameter '{k}'")));
     }
     b.cfg.netdevs.push(Value::Object(map));
+    b.cfg.netdev_locations.push(inv.location());
     Ok(())
 }
 

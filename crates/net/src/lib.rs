@@ -7,11 +7,13 @@
 //! - [`open`]: [`open_tap`], one [`Tap`] per queue (open `/dev/net/tun`, or adopt `fd=`/`fds=`).
 //! - [`tap`]: a TAP queue behind [`NetQueue`]; queue 0 runs the downscript when it closes.
 //! - `script`: QEMU's `launch_script`; `tap_sys`: the TUN/TAP ioctls; `scalar`: option values.
+//! - [`no_peer`]: [`NoPeer`], what a NIC without a netdev talks to.
 //! - [`error`]: [`TapError`], QEMU's texts.
 //!
 //! vhost-net and the bridge helper are refused (see [`options::VHOST_UNSUPPORTED`]).
 
 pub mod error;
+pub mod no_peer;
 pub mod open;
 pub mod options;
 pub mod queue;
@@ -21,6 +23,7 @@ pub mod tap;
 mod tap_sys;
 
 pub use error::{OsError, TapError};
+pub use no_peer::NoPeer;
 pub use open::{open_tap, open_tap_with, NamedFds};
 pub use options::{
     TapOpen, TapOptions, TapSource, DEFAULT_NETWORK_DOWN_SCRIPT, DEFAULT_NETWORK_SCRIPT,

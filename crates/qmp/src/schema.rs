@@ -21,10 +21,12 @@ use crate::qobject::{QDict, QObject};
 /// counterparts.  The order only affects the numbering of masked type names.
 const SCHEMA_FILES: &[(&str, &str)] = &[
     ("common.json", include_str!("../schema/common.json")),
+    ("sockets.json", include_str!("../schema/sockets.json")),
     ("run-state.json", include_str!("../schema/run-state.json")),
     ("crypto.json", include_str!("../schema/crypto.json")),
     ("block-core.json", include_str!("../schema/block-core.json")),
     ("char.json", include_str!("../schema/char.json")),
+    ("net.json", include_str!("../schema/net.json")),
     ("control.json", include_str!("../schema/control.json")),
     ("introspect.json", include_str!("../schema/introspect.json")),
     ("qom.json", include_str!("../schema/qom.json")),
@@ -44,9 +46,10 @@ const CONFIG_TRUE: &[&str] = &[
     "CONFIG_LINUX_IO_URING",
     "CONFIG_REPLICATION",
     "CONFIG_ZSTD",
+    "HAVE_IPPROTO_MPTCP",
     "HAVE_HOST_BLOCK_DEVICE",
 ];
-const CONFIG_FALSE: &[&str] = &["CONFIG_BLKIO"];
+const CONFIG_FALSE: &[&str] = &["CONFIG_BLKIO", "CONFIG_VMNET"];
 
 /// Names of every command and event of QEMU 7.2 (for the support table).
 const QEMU_NAMES: &str = include_str!("../schema/qemu-7.2-names.txt");

@@ -106,6 +106,11 @@ impl Handler for FakeVm {
                 ("/machine", p) => return Err(QmpError::generic(format!("Property 'none-machine.{p}' not found"))),
                 (p, _) => return Err(QmpError::device_not_found(format!("Device '{p}' not found"))),
             },
+            "qom-set" => match (args.str("path")?, args.str("property")?) {
+                ("/machine", "type") => return Err(QmpError::generic("Property 'none-machine.type' is not writable")),
+                ("/machine", p) => return Err(QmpError::generic(format!("Property 'none-machine.{p}' not found"))),
+                (p, _) => return Err(QmpError::device_not_found(format!("Device '{p}' not found"))),
+            },
             // No drives and no PCI bus, as `-machine none`: the errors are
             // QEMU's for names that do not exist.
             "query-block" | "query-blockstats" | "query-named-block-nodes" | "query-pci" => json!([]),
@@ -125,6 +130,18 @@ impl Handler for FakeVm {
             },
             "device_del" => {
                 return Err(QmpError::device_not_found(format!("Device '{}' not found", args.str("id")?)))
+            }
+            // No NIC, no netdev, no balloon.
+            "query-rx-filter" => match args.opt_str("name") {
+                None => json!([]),
+                Some(n) => return Err(QmpError::generic(format!("invalid net client name: {n}"))),
+            },
+            "set_link" => return Err(QmpError::device_not_found(format!("Device '{}' not found", args.str("name")?))),
+            "netdev_del" => return Err(QmpError::device_not_found(format!("Device '{}' not found", args.str("id")?))),
+            "netdev_add" => return Err(QmpError::generic("netdev_add is not possible in a pretend machine")),
+            "announce-self" => json!({}),
+            "balloon" | "query-balloon" => {
+                return Err(QmpError::device_not_active("No balloon device has been activated"))
             }
             _ => return Err(QmpError::command_not_found(format!("The command {cmd} has not been found"))),
         })

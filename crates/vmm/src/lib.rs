@@ -1,6 +1,7 @@
 //! ferrovm's virtual machine monitor: builds the machine described by a
 //! [`cli::Config`] on KVM and runs it until it stops for good.
 
+pub mod announce;
 pub mod backend;
 pub mod commands;
 pub mod console;
@@ -14,6 +15,7 @@ pub mod machine;
 pub mod memory;
 pub mod memory_map;
 pub mod messages;
+pub mod network;
 pub mod pidfile;
 pub mod runstate;
 pub mod sync;

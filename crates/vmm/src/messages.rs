@@ -34,6 +34,11 @@ pub enum DeviceEvent {
     /// A block request failed (QEMU's `blk_error_action`): emit
     /// BLOCK_IO_ERROR with `data`; with `stop`, enter `io-error`.
     BlockIoError { data: serde_json::Value, stop: bool },
+    /// A NIC's receive filter changed (NIC_RX_FILTER_CHANGED; `name` is the
+    /// device id, `path` the virtio device's QOM path).
+    NicRxFilterChanged { name: Option<String>, path: String },
+    /// The balloon driver reported a new guest size (BALLOON_CHANGE).
+    BalloonChange { actual: u64 },
 }
 
 /// Messages that reach the controller from other threads.

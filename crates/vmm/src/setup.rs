@@ -46,7 +46,10 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     vcpu::install_kick_handler()?;
     let (poll, sender, msgs) = messages::channel()?;
     let cpus = config.smp.cpus.clamp(1, u32::from(u16::MAX)) as u16;
-    let plan = plan::plan(&config, &sender, cpus)?;
+    // QEMU opens the netdevs before it creates devices (net_init_clients).
+    let mut netdevs = crate::network::Netdevs::open(&config.netdevs, &config.netdev_locations)
+        .map_err(VmmError::Config)?;
+    let plan = plan::plan(&config, &sender, cpus, &mut netdevs)?;
     if config.machine.kind == MachineKind::None {
         if let Some(p) = plan.virtio.first() {
             return Err(VmmError::Config(format!(
@@ -119,7 +122,8 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         info,
         !config.monitors.is_empty(),
     )
-    .with_block(block_graph);
+    .with_block(block_graph)
+    .with_netdevs(netdevs);
     if config.start_paused {
         vm.defer_start(unbuilt);
     }
@@ -340,9 +344,6 @@ fn check_supported(config: &Config) -> Result<(), VmmError> {
     }) {
         let driver = console::device_driver(d).unwrap_or("?");
         return unsupported(&format!("-device '{driver}'"));
-    }
-    if !config.netdevs.is_empty() {
-        return unsupported("-netdev");
     }
     if console::serial_chardevs(config).len() > 1 {
         return unsupported("more than one serial port");

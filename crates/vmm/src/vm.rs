@@ -63,6 +63,10 @@ pub struct Vm {
     pub(crate) exit: Option<Result<Exit, VmmError>>,
     /// The block graph: nodes, and the backends devices use.
     pub(crate) block: block::BlockGraph,
+    /// The network backends (`-netdev`, `netdev_add`).
+    pub(crate) netdevs: crate::network::Netdevs,
+    /// `announce-self` timers.
+    pub(crate) announcers: crate::announce::Announcers,
 }
 
 impl Vm {
@@ -89,11 +93,19 @@ impl Vm {
             has_monitors,
             exit: None,
             block: block::BlockGraph::new(),
+            netdevs: crate::network::Netdevs::default(),
+            announcers: Default::default(),
         }
     }
 
     pub fn with_block(mut self, graph: block::BlockGraph) -> Self {
         self.block = graph;
+        self
+    }
+
+    /// The netdevs opened at start-up.
+    pub fn with_netdevs(mut self, netdevs: crate::network::Netdevs) -> Self {
+        self.netdevs = netdevs;
         self
     }
 
@@ -205,6 +217,21 @@ impl Vm {
                 if stop {
                     self.vm_stop(RunState::IoError, events);
                 }
+            }
+            ControlMsg::Device(DeviceEvent::NicRxFilterChanged { name, path }) => {
+                let mut data = serde_json::Map::new();
+                if let Some(n) = name {
+                    data.insert("name".into(), n.into());
+                }
+                data.insert("path".into(), path.into());
+                events.emit(Event::new("NIC_RX_FILTER_CHANGED", Some(data.into())));
+            }
+            ControlMsg::Device(DeviceEvent::BalloonChange { actual }) => {
+                // The monitor rate-limits it (QEMU monitor_qapi_event_conf).
+                events.emit(Event::new(
+                    "BALLOON_CHANGE",
+                    Some(serde_json::json!({ "actual": actual })),
+                ));
             }
         }
     }

@@ -26,7 +26,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::sync::lock;
-use clock::{ClockMode, TimerId, Timers, VirtualClock};
+pub use clock::TimerId;
+use clock::{ClockMode, Timers, VirtualClock};
 
 const WAKER: Token = Token(0);
 /// After serving a device, keep polling without sleeping for this long: the
@@ -70,6 +71,8 @@ pub enum BackendMsg {
     AddDrainable(Arc<Mutex<dyn Drainable>>),
     CreateTimer(TimerId, Arc<Mutex<dyn TimerSubscriber>>),
     ArmTimer(TimerId, u64),
+    /// Arms a timer `delay_ns` after the virtual clock's present.
+    ArmTimerIn(TimerId, u64),
     CancelTimer(TimerId),
     /// Drain and stop serving; the reply comes once drained.
     Pause(Sender<()>),
@@ -119,6 +122,12 @@ impl BackendHandle {
     /// Fires `id` at virtual time `deadline_ns` (replacing an earlier arming).
     pub fn arm_timer(&self, id: TimerId, deadline_ns: u64) {
         self.send(BackendMsg::ArmTimer(id, deadline_ns));
+    }
+
+    /// Fires `id` once `delay_ns` of virtual time has passed from now (the
+    /// backend thread's now: callers elsewhere have no clock to add to).
+    pub fn arm_timer_in(&self, id: TimerId, delay_ns: u64) {
+        self.send(BackendMsg::ArmTimerIn(id, delay_ns));
     }
 
     pub fn cancel_timer(&self, id: TimerId) {
@@ -301,6 +310,10 @@ impl Loop {
                     self.timer_targets.insert(id, t);
                 }
                 BackendMsg::ArmTimer(id, d) => self.timers.arm(id, d),
+                BackendMsg::ArmTimerIn(id, d) => {
+                    let at = self.clock.now_ns().saturating_add(d);
+                    self.timers.arm(id, at)
+                }
                 BackendMsg::CancelTimer(id) => self.timers.cancel(id),
                 BackendMsg::Pause(reply) => {
                     if !self.paused {

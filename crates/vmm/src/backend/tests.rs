@@ -142,3 +142,22 @@ fn unwatch_and_clear_stop_delivery() {
     assert!(c1.lock().unwrap().seen.is_empty());
     assert!(c2.lock().unwrap().seen.is_empty());
 }
+
+#[test]
+fn a_relative_timer_counts_from_the_backend_clocks_present() {
+    let b = Backend::start(ClockMode::Stepped).unwrap();
+    b.handle().resume();
+    let fired = Arc::new(Mutex::new(Vec::new()));
+    let id = b
+        .handle()
+        .create_timer(Arc::new(Mutex::new(Fired(fired.clone()))));
+    assert_eq!(b.handle().step(5_000), 5_000);
+    b.handle().arm_timer_in(id, 1_000);
+    assert_eq!(b.handle().step(999), 5_999);
+    assert!(
+        fired.lock().unwrap().is_empty(),
+        "armed at 5000 for 1000 ns"
+    );
+    b.handle().step(1);
+    assert_eq!(*fired.lock().unwrap(), vec![(id, 6_000)]);
+}

@@ -12,11 +12,22 @@ use crate::vm::Vm;
 pub(super) fn execute(
     vm: &mut Vm,
     cmd: &str,
-    _args: &Args,
+    args: &Args,
     events: &mut dyn EventSink,
 ) -> Result<Value, QmpError> {
     let none = Value::Null;
     Ok(match cmd {
+        "balloon" => {
+            let target = args.get("value").and_then(Value::as_i64).unwrap_or(0);
+            let b = balloon(vm)?;
+            if target <= 0 {
+                // hw/core/machine-qmp-cmds.c qmp_balloon.
+                return Err(QmpError::generic("Parameter 'target' expects a size"));
+            }
+            lock(&b.model).set_target(target as u64);
+            none
+        }
+        "query-balloon" => json!({"actual": lock(&balloon(vm)?.model).actual_bytes()}),
         "system_reset" => {
             vm.reset_request(ShutdownCause::HostQmpSystemReset, events);
             none
@@ -123,6 +134,15 @@ fn machines() -> Value {
         {"name": "none", "cpu-max": 1, "hotpluggable-cpus": false, "numa-mem-supported": false,
          "deprecated": false, "default-ram-id": "ram"}
     ])
+}
+
+/// The balloon, or QEMU's `have_balloon` error: a balloon counts once it is
+/// realized, whether or not a driver has found it.
+fn balloon(vm: &Vm) -> Result<&crate::devices::balloon::Balloon, QmpError> {
+    vm.machine
+        .as_ref()
+        .and_then(|m| m.devices.balloon())
+        .ok_or_else(|| QmpError::device_not_active("No balloon device has been activated"))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod char;
 mod control;
 mod machine;
 mod misc;
+mod net;
 mod pci;
 mod qdev;
 mod qom;
@@ -19,6 +20,8 @@ use serde_json::Value;
 
 use crate::vm::Vm;
 
+pub(crate) use net::nics_of;
+
 type Serve = fn(&mut Vm, &str, &Args, &mut dyn EventSink) -> Result<Value, QmpError>;
 
 /// Schema module → the subsystem that serves its commands.
@@ -28,6 +31,7 @@ const ROUTES: &[(&str, Serve)] = &[
     ("misc", misc::execute),
     ("control", control::execute),
     ("char", char::execute),
+    ("net", net::execute),
     ("qom", qom::execute),
     ("block-core", block::execute),
     ("pci", pci::execute),

@@ -4,6 +4,8 @@ use qmp::{Args, EventSink, QmpError};
 use serde_json::{json, Value};
 
 use super::machine::cpu_qom_path;
+use crate::devices::Peripheral;
+use crate::sync::lock;
 use crate::vm::Vm;
 
 pub(super) fn execute(
@@ -15,6 +17,12 @@ pub(super) fn execute(
     match cmd {
         "qom-list" => qom_list(vm, args.str("path")?),
         "qom-get" => qom_get(vm, args.str("path")?, args.str("property")?),
+        "qom-set" => qom_set(
+            vm,
+            args.str("path")?,
+            args.str("property")?,
+            args.get("value").unwrap_or(&Value::Null),
+        ),
         _ => Err(super::not_found(cmd)),
     }
 }
@@ -34,7 +42,39 @@ fn qom_paths(vm: &Vm) -> Vec<String> {
     .map(|p| p.to_string())
     .collect();
     paths.extend(vm.vcpus.iter().map(|v| cpu_qom_path(v.index)));
+    paths.extend(peripherals(vm).into_iter().map(|p| p.qom_path));
     paths
+}
+
+fn peripherals(vm: &Vm) -> Vec<Peripheral> {
+    vm.machine
+        .as_ref()
+        .map(|m| m.devices.peripherals())
+        .unwrap_or_default()
+}
+
+/// The children of a peripheral container, as `child<TYPE>` links.
+fn children_of(vm: &Vm, container: &str) -> Vec<(String, String)> {
+    peripherals(vm)
+        .into_iter()
+        .filter_map(|p| {
+            let (parent, name) = p.qom_path.rsplit_once('/')?;
+            (parent == container).then(|| (name.to_string(), format!("child<{}>", p.driver)))
+        })
+        .collect()
+}
+
+fn peripheral_at(vm: &Vm, path: &str) -> Option<Peripheral> {
+    peripherals(vm).into_iter().find(|p| p.qom_path == path)
+}
+
+/// The balloon's own QOM properties (hw/virtio/virtio-balloon.c), if
+/// `path` is the balloon.
+fn balloon_at<'a>(vm: &'a Vm, path: &str) -> Option<&'a crate::devices::balloon::Balloon> {
+    vm.machine
+        .as_ref()
+        .and_then(|m| m.devices.balloon())
+        .filter(|b| b.qom_path == path)
 }
 
 /// QEMU's `object_resolve_path()`: an absolute path ignores empty
@@ -82,8 +122,11 @@ fn qom_list(vm: &Vm, path: &str) -> Result<Value, QmpError> {
             ("peripheral-anon", "child<container>"),
             ("unattached", "child<container>"),
         ]),
-        "/objects" | "/chardevs" | "/machine/peripheral" | "/machine/peripheral-anon" => {
-            pairs(&[("type", "string")])
+        "/objects" | "/chardevs" => pairs(&[("type", "string")]),
+        c @ ("/machine/peripheral" | "/machine/peripheral-anon") => {
+            let mut v = pairs(&[("type", "string")]);
+            v.extend(children_of(vm, c));
+            v
         }
         "/machine/unattached" => {
             let mut v = pairs(&[("type", "string")]);
@@ -95,6 +138,13 @@ fn qom_list(vm: &Vm, path: &str) -> Result<Value, QmpError> {
             v
         }
         p if cpu_by_path(vm, p).is_some() => pairs(&[("type", "string"), ("realized", "bool")]),
+        p if balloon_at(vm, p).is_some() => pairs(&[
+            ("type", "string"),
+            ("realized", "bool"),
+            ("guest-stats", "guest statistics"),
+            ("guest-stats-polling-interval", "int"),
+        ]),
+        p if peripheral_at(vm, p).is_some() => pairs(&[("type", "string"), ("realized", "bool")]),
         p => {
             return Err(QmpError::device_not_found(format!(
                 "Device '{p}' not found"
@@ -120,17 +170,57 @@ fn qom_get(vm: &Vm, path: &str, property: &str) -> Result<Value, QmpError> {
         | "/machine/peripheral-anon"
         | "/machine/unattached" => "container".into(),
         p if cpu_by_path(vm, p).is_some() => "qemu64-x86_64-cpu".into(),
-        p => {
-            return Err(QmpError::device_not_found(format!(
-                "Device '{p}' not found"
-            )))
-        }
+        p => match peripheral_at(vm, p) {
+            Some(d) => d.driver.into(),
+            None => {
+                return Err(QmpError::device_not_found(format!(
+                    "Device '{p}' not found"
+                )))
+            }
+        },
     };
+    if let Some(b) = balloon_at(vm, &path) {
+        match property {
+            "guest-stats" => return Ok(lock(&b.model).guest_stats_json()),
+            "guest-stats-polling-interval" => return Ok(json!(lock(&b.model).stats_interval())),
+            _ => {}
+        }
+    }
     match property {
         "type" => Ok(json!(type_name)),
-        "realized" if type_name.ends_with("-cpu") => Ok(json!(true)),
+        "realized" if type_name.ends_with("-cpu") || peripheral_at(vm, &path).is_some() => {
+            Ok(json!(true))
+        }
         p => Err(QmpError::generic(format!(
             "Property '{type_name}.{p}' not found"
+        ))),
+    }
+}
+
+/// `qom-set`: the balloon's polling interval is the one writable property
+/// ferrovm models; the others are read-only, as `type` is in QEMU.
+fn qom_set(vm: &Vm, path: &str, property: &str, value: &Value) -> Result<Value, QmpError> {
+    let path = resolve_qom_path(vm, path)?;
+    if let Some(b) = balloon_at(vm, &path) {
+        if property == "guest-stats-polling-interval" {
+            let secs = value.as_i64().ok_or_else(|| {
+                QmpError::generic(format!(
+                    "Invalid parameter type for '{property}', expected: integer"
+                ))
+            })?;
+            b.set_stats_interval(secs).map_err(QmpError::generic)?;
+            return Ok(json!({}));
+        }
+    }
+    let type_name = qom_get(vm, &path, "type")?;
+    let type_name = type_name.as_str().unwrap_or_default();
+    // A property qom-get can read is read-only; any other is unknown.
+    match qom_get(vm, &path, property) {
+        Ok(_) => Err(QmpError::generic(format!(
+            "Property '{type_name}.{property}' is not writable"
+        ))),
+        Err(_) => Err(QmpError::generic(format!(
+            "Property '{type_name}.{property}' not found"
         ))),
     }
 }

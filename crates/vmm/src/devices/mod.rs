@@ -7,12 +7,14 @@
 //! irqfd, ioeventfd and route from the old VM and [`DeviceManager::attach`]
 //! re-creates all of them on the new one.
 
+pub mod balloon;
 pub mod bootorder;
 pub mod chipset;
 pub mod firmware;
 pub mod intx;
 pub mod kvm_wiring;
 pub mod legacy;
+pub mod nic;
 pub mod pci;
 pub mod plan;
 pub mod qdev;
@@ -23,7 +25,9 @@ pub mod virtio_pci;
 use std::sync::{Arc, Mutex};
 
 use devices::bus::Bus;
+use devices::virtio::balloon::VirtioBalloon;
 use devices::virtio::block::VirtioBlock;
+use devices::virtio::net::VirtioNet;
 use devices::GuestRequestFn;
 use kvm_ioctls::VmFd;
 use vm_memory::GuestMemoryMmap;
@@ -51,6 +55,8 @@ pub struct DeviceSpec {
 /// A virtio-pci function to build once guest RAM exists.
 pub struct VirtioPlan {
     pub model: PlannedModel,
+    /// Its QOM path: `/machine/peripheral/ID`, or `peripheral-anon/device[N]`.
+    pub qom_path: String,
     /// `-device ARG` (or `-drive ARG`), for errors found while building.
     pub location: String,
 }
@@ -63,6 +69,18 @@ pub enum PlannedModel {
         /// Its attachment to the block graph.
         backend: block::BlockBackend,
     },
+    Net {
+        request: qdev::VirtioNetPci,
+        model: VirtioNet,
+        /// Its net client name (`set_link`, `query-rx-filter`).
+        name: String,
+        /// The virtio device's QOM path.
+        device_path: String,
+    },
+    Balloon {
+        request: qdev::VirtioBalloonPci,
+        model: VirtioBalloon,
+    },
 }
 
 impl VirtioPlan {
@@ -70,6 +88,8 @@ impl VirtioPlan {
     pub fn driver(&self) -> &'static str {
         match self.model {
             PlannedModel::Block { .. } => "virtio-blk-pci",
+            PlannedModel::Net { .. } => "virtio-net-pci",
+            PlannedModel::Balloon { .. } => "virtio-balloon-pci",
         }
     }
 }
@@ -87,6 +107,21 @@ pub struct DeviceManager {
     fw_cfg: Option<Arc<Mutex<FwCfg>>>,
     /// Devices with a `bootindex=`, for fw_cfg's `bootorder`.
     boot_devices: Mutex<Vec<bootorder::BootDevice>>,
+    /// Every `-device` built, in order: what QOM lists under /machine.
+    peripherals: Mutex<Vec<Peripheral>>,
+    /// The NICs, in creation order.
+    nics: Mutex<Vec<Arc<nic::Nic>>>,
+    /// The virtio balloon, if there is one (QEMU allows one).
+    balloon: std::sync::OnceLock<balloon::Balloon>,
+}
+
+/// A device built from `-device` (or implied by `-drive if=virtio`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peripheral {
+    /// `/machine/peripheral/ID` or `/machine/peripheral-anon/device[N]`.
+    pub qom_path: String,
+    /// Its QOM type (`virtio-net-pci`).
+    pub driver: &'static str,
 }
 
 impl DeviceManager {
@@ -116,12 +151,28 @@ impl DeviceManager {
             firmware: spec.firmware,
             fw_cfg: None,
             boot_devices: Mutex::new(Vec::new()),
+            peripherals: Mutex::new(Vec::new()),
+            nics: Mutex::new(Vec::new()),
+            balloon: std::sync::OnceLock::new(),
         })
     }
 
     /// The devices given a `bootindex=`, in the order they were built.
     pub fn boot_devices(&self) -> Vec<bootorder::BootDevice> {
         crate::sync::lock(&self.boot_devices).clone()
+    }
+
+    /// The devices built from `-device`, in creation order.
+    pub fn peripherals(&self) -> Vec<Peripheral> {
+        crate::sync::lock(&self.peripherals).clone()
+    }
+
+    pub fn nics(&self) -> Vec<Arc<nic::Nic>> {
+        crate::sync::lock(&self.nics).clone()
+    }
+
+    pub fn balloon(&self) -> Option<&balloon::Balloon> {
+        self.balloon.get()
     }
 
     /// The KVM memory slots (set by [`DeviceManager::realize`]).
@@ -165,7 +216,7 @@ impl DeviceManager {
         }
         for p in std::mem::take(&mut self.planned) {
             let loc = p.location.clone();
-            self.add_planned(mem, p.model)
+            self.add_planned(mem, p.model, p.qom_path)
                 .map_err(|e| VmmError::Config(format!("{loc}: {e}")))?;
         }
         if let Some(spec) = &self.firmware {

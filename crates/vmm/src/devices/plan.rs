@@ -6,13 +6,16 @@ use std::sync::Arc;
 
 use block::{AttachOptions, BlockGraph};
 use cli::{Config, DriveInterface};
+use devices::virtio::balloon::{BalloonOptions, VirtioBalloon};
 use devices::virtio::block::{BlockIoError, VirtioBlock};
+use devices::virtio::net::{MacAddr, MacAllocator, NetOptions, VirtioNet};
 use serde_json::Value;
 
-use super::qdev::{self, DeviceRequest, VirtioBlkPci};
+use super::qdev::{self, DeviceRequest, VirtioBalloonPci, VirtioBlkPci, VirtioNetPci};
 use super::{PlannedModel, VirtioPlan};
 use crate::error::VmmError;
 use crate::messages::{ControlMsg, ControlSender, DeviceEvent};
+use crate::network::Netdevs;
 
 /// The block graph and the devices to build on it.
 pub struct Plan {
@@ -30,9 +33,14 @@ fn default_drive_id(interface: DriveInterface, index: usize) -> String {
     format!("{interface}{index}")
 }
 
-pub fn plan(config: &Config, sender: &Arc<ControlSender>, cpus: u16) -> Result<Plan, VmmError> {
+pub fn plan(
+    config: &Config,
+    sender: &Arc<ControlSender>,
+    cpus: u16,
+    netdevs: &mut Netdevs,
+) -> Result<Plan, VmmError> {
     let mut graph = BlockGraph::new();
-    let mut requests: Vec<(String, VirtioBlkPci)> = Vec::new();
+    let mut implied: Vec<(String, VirtioBlkPci)> = Vec::new();
     // QEMU opens every -blockdev before any -drive (vl.c configure_blockdev),
     // which decides the automatic node names' counters.
     for (b, loc) in config.blockdevs.iter().zip(&config.blockdev_locations) {
@@ -51,12 +59,13 @@ pub fn plan(config: &Config, sender: &Arc<ControlSender>, cpus: u16) -> Result<P
             .map_err(|e| at(&d.location, e.full()))?;
         if d.interface == DriveInterface::Virtio {
             // `if=virtio` is shorthand for a virtio-blk-pci on that drive.
-            requests.push((d.location.clone(), VirtioBlkPci::for_drive(&id, cpus)));
+            implied.push((d.location.clone(), VirtioBlkPci::for_drive(&id, cpus)));
         }
     }
     for w in graph.take_warnings() {
         eprintln!("ferrovm: warning: {w}");
     }
+    let mut devices = Vec::new();
     for (d, loc) in config.devices.iter().zip(&config.device_locations) {
         let Some(map) = d.as_object() else { continue };
         if matches!(
@@ -65,56 +74,197 @@ pub fn plan(config: &Config, sender: &Arc<ControlSender>, cpus: u16) -> Result<P
         ) {
             continue; // COM1's front-end (console.rs)
         }
-        match qdev::parse(map, cpus).map_err(|e| at(loc, e))? {
-            DeviceRequest::VirtioBlkPci(r) => requests.push((loc.clone(), r)),
-            DeviceRequest::VirtioNetPci(_) | DeviceRequest::VirtioBalloonPci(_) => {
-                return Err(at(loc, "not built yet"));
-            }
-        }
+        devices.push((loc.clone(), qdev::parse(map, cpus).map_err(|e| at(loc, e))?));
     }
+    // QEMU queues the devices `if=virtio` implies after every -device
+    // (drive_new runs after the command line is read), so they come later
+    // in the anonymous numbering and on the bus.
+    devices.extend(
+        implied
+            .into_iter()
+            .map(|(loc, r)| (loc, DeviceRequest::VirtioBlkPci(r))),
+    );
     let mut anon = 0;
     let mut virtio = Vec::new();
-    for (loc, r) in requests {
-        let qdev_path = match &r.proxy.id {
-            Some(id) => format!("/machine/peripheral/{id}/virtio-backend"),
+    let mut balloons = 0;
+    let mut nics = NicNaming::default();
+    for (loc, request) in devices {
+        let qom_path = match request.proxy().id.as_deref() {
+            Some(id) => format!("/machine/peripheral/{id}"),
             None => {
                 anon += 1;
-                format!(
-                    "/machine/peripheral-anon/device[{}]/virtio-backend",
-                    anon - 1
-                )
+                format!("/machine/peripheral-anon/device[{}]", anon - 1)
             }
         };
-        let backend = graph
-            .attach(
-                &r.drive,
-                &qdev_path,
-                AttachOptions {
-                    share_rw: r.share_rw,
-                    read_only: false,
-                },
-            )
-            .map_err(|e| {
-                let msg = e.full();
-                // QEMU names the property of the virtio device it sets.
-                at(
-                    &loc,
-                    msg.replace("Property 'drive'", "Property 'virtio-blk-device.drive'"),
-                )
-            })?;
-        let on_error = error_reporter(backend.clone(), sender.clone());
-        // The model validates its properties now, before anything runs.
-        let model = VirtioBlock::new(backend.clone(), &r.blk, on_error).map_err(|e| at(&loc, e))?;
+        let model = match request {
+            DeviceRequest::VirtioBlkPci(r) => block_device(&mut graph, sender, r, &qom_path, &loc)?,
+            DeviceRequest::VirtioNetPci(r) => {
+                net_device(sender, netdevs, &mut nics, r, &qom_path).map_err(|e| at(&loc, e))?
+            }
+            DeviceRequest::VirtioBalloonPci(r) => {
+                balloons += 1;
+                if balloons > 1 {
+                    // hw/virtio/virtio-balloon.c: qemu_add_balloon_handler refuses a second.
+                    return Err(at(&loc, "Only one balloon device is supported"));
+                }
+                balloon_device(config, sender, r).map_err(|e| at(&loc, e))?
+            }
+        };
         virtio.push(VirtioPlan {
-            model: PlannedModel::Block {
-                request: r,
-                model,
-                backend,
-            },
+            model,
+            qom_path,
             location: loc,
         });
     }
     Ok(Plan { graph, virtio })
+}
+
+/// A virtio-blk-pci on its drive: attached to the block graph, the model's
+/// properties checked.
+fn block_device(
+    graph: &mut BlockGraph,
+    sender: &Arc<ControlSender>,
+    r: VirtioBlkPci,
+    qom_path: &str,
+    loc: &str,
+) -> Result<PlannedModel, VmmError> {
+    let backend = graph
+        .attach(
+            &r.drive,
+            &format!("{qom_path}/virtio-backend"),
+            AttachOptions {
+                share_rw: r.share_rw,
+                read_only: false,
+            },
+        )
+        .map_err(|e| {
+            let msg = e.full();
+            // QEMU names the property of the virtio device it sets.
+            at(
+                loc,
+                msg.replace("Property 'drive'", "Property 'virtio-blk-device.drive'"),
+            )
+        })?;
+    let on_error = error_reporter(backend.clone(), sender.clone());
+    // The model validates its properties now, before anything runs.
+    let model = VirtioBlock::new(backend.clone(), &r.blk, on_error).map_err(|e| at(loc, e))?;
+    Ok(PlannedModel::Block {
+        request: r,
+        model,
+        backend,
+    })
+}
+
+/// QEMU's default NIC names and addresses, in creation order.
+#[derive(Default)]
+struct NicNaming {
+    macs: MacAllocator,
+    /// NICs of model virtio-net-pci so far (net/net.c `assign_name` counts
+    /// every client of the same model, named or not).
+    count: usize,
+}
+
+/// A virtio-net-pci on its netdev's queues (or on nothing: QEMU allows a
+/// NIC without a peer).
+fn net_device(
+    sender: &Arc<ControlSender>,
+    netdevs: &mut Netdevs,
+    naming: &mut NicNaming,
+    r: VirtioNetPci,
+    qom_path: &str,
+) -> Result<PlannedModel, String> {
+    let name = r
+        .proxy
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("virtio-net-pci.{}", naming.count));
+    naming.count += 1;
+    let queues: Vec<Box<dyn net::NetQueue>> = match &r.netdev {
+        Some(id) => netdevs
+            .attach(id, &name, "virtio-net-device.netdev")?
+            .into_iter()
+            .map(|t| Box::new(t) as Box<dyn net::NetQueue>)
+            .collect(),
+        None => vec![Box::new(net::NoPeer::new().map_err(|e| e.to_string())?)],
+    };
+    let f = |n: &str| r.feature(n);
+    let options = NetOptions {
+        mac: naming.macs.default_if_unset(r.mac.map(MacAddr)),
+        host_mtu: r.host_mtu,
+        rx_queue_size: r
+            .rx_queue_size
+            .unwrap_or(NetOptions::default().rx_queue_size),
+        tx_queue_size: r
+            .tx_queue_size
+            .unwrap_or(NetOptions::default().tx_queue_size),
+        csum: f("csum"),
+        guest_csum: f("guest_csum"),
+        gso: f("gso"),
+        guest_tso4: f("guest_tso4"),
+        guest_tso6: f("guest_tso6"),
+        guest_ecn: f("guest_ecn"),
+        guest_ufo: f("guest_ufo"),
+        host_tso4: f("host_tso4"),
+        host_tso6: f("host_tso6"),
+        host_ecn: f("host_ecn"),
+        host_ufo: f("host_ufo"),
+        mrg_rxbuf: f("mrg_rxbuf"),
+        status: f("status"),
+        ctrl_vq: f("ctrl_vq"),
+        ctrl_rx: f("ctrl_rx"),
+        ctrl_vlan: f("ctrl_vlan"),
+        ctrl_rx_extra: f("ctrl_rx_extra"),
+        ctrl_mac_addr: f("ctrl_mac_addr"),
+        ctrl_guest_offloads: f("ctrl_guest_offloads"),
+        guest_announce: f("guest_announce"),
+        mq: f("mq"),
+    };
+    let device_path = format!("{qom_path}/virtio-backend");
+    let changed = {
+        let sender = sender.clone();
+        let (name, path) = (r.proxy.id.clone(), device_path.clone());
+        Arc::new(move || {
+            sender.send(ControlMsg::Device(DeviceEvent::NicRxFilterChanged {
+                name: name.clone(),
+                path: path.clone(),
+            }));
+        })
+    };
+    let model = VirtioNet::new(options, queues, changed).map_err(|e| e.to_string())?;
+    Ok(PlannedModel::Net {
+        request: r,
+        model,
+        name,
+        device_path,
+    })
+}
+
+/// A virtio-balloon-pci: the guest's RAM size, BALLOON_CHANGE when the
+/// driver reports a new size.
+fn balloon_device(
+    config: &Config,
+    sender: &Arc<ControlSender>,
+    r: VirtioBalloonPci,
+) -> Result<PlannedModel, String> {
+    let options = BalloonOptions {
+        deflate_on_oom: r.deflate_on_oom,
+        free_page_reporting: r.free_page_reporting,
+    };
+    let sender = sender.clone();
+    let changed = Arc::new(move |actual: u64| {
+        sender.send(ControlMsg::Device(DeviceEvent::BalloonChange { actual }));
+    });
+    // `last-update` is wall-clock seconds (QEMU: g_get_real_time()).
+    let now = Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    });
+    let mut model = VirtioBalloon::new(options, config.memory_bytes, changed, now);
+    if let Some(secs) = r.stats_interval {
+        model.set_stats_interval(secs).map_err(|e| e.to_string())?;
+    }
+    Ok(PlannedModel::Balloon { request: r, model })
 }
 
 /// Turns a failed request into BLOCK_IO_ERROR (and `io-error` on a stop)

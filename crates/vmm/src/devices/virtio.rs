@@ -18,11 +18,59 @@ use crate::sync::lock;
 /// transport, so it cannot deadlock with a vCPU inside the transport.
 pub struct Served<D: VirtioDevice + 'static> {
     inner: Arc<Mutex<D>>,
-    backend: BackendHandle,
-    watched: Vec<RawFd>,
+    watch: Watched<D>,
     /// The model's queue sizes (fixed at construction), so the transport can
     /// borrow them without holding the model's lock.
     sizes: Vec<u16>,
+}
+
+/// The event sources of a model being watched on the backend thread. A
+/// model whose sources change while it is active (a NIC losing its
+/// backend to `netdev_del`) has them watched again with [`Watched::refresh`].
+pub struct Watched<D: VirtioDevice + 'static> {
+    inner: Arc<Mutex<D>>,
+    backend: BackendHandle,
+    fds: Arc<Mutex<Vec<RawFd>>>,
+}
+
+impl<D: VirtioDevice + 'static> Clone for Watched<D> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            backend: self.backend.clone(),
+            fds: self.fds.clone(),
+        }
+    }
+}
+
+impl<D: VirtioDevice + 'static> Watched<D> {
+    fn unwatch(&self) {
+        for fd in lock(&self.fds).drain(..) {
+            self.backend.unwatch(fd);
+        }
+    }
+
+    fn watch(&self, sources: Vec<EventSource>) {
+        let mut fds = lock(&self.fds);
+        for s in sources {
+            self.backend.watch(
+                s.fd,
+                s.tag,
+                Arc::new(Mutex::new(Events(self.inner.clone()))),
+            );
+            fds.push(s.fd);
+        }
+    }
+
+    /// Stops watching the model's old sources and watches its present ones.
+    /// Call it before closing a descriptor the model gave up: the backend
+    /// thread serves watch changes in order, so the old one is forgotten
+    /// before its number can come back.
+    pub fn refresh(&self) {
+        self.unwatch();
+        let sources = lock(&self.inner).event_sources();
+        self.watch(sources);
+    }
 }
 
 impl<D: VirtioDevice + 'static> Served<D> {
@@ -30,17 +78,19 @@ impl<D: VirtioDevice + 'static> Served<D> {
         backend.add_drainable(Arc::new(Mutex::new(Drain(inner.clone()))));
         let sizes = lock(&inner).queue_max_sizes().to_vec();
         Self {
+            watch: Watched {
+                inner: inner.clone(),
+                backend,
+                fds: Arc::new(Mutex::new(Vec::new())),
+            },
             inner,
-            backend,
-            watched: Vec::new(),
             sizes,
         }
     }
 
-    fn unwatch(&mut self) {
-        for fd in self.watched.drain(..) {
-            self.backend.unwatch(fd);
-        }
+    /// A handle on what the backend thread watches for this model.
+    pub fn watched(&self) -> Watched<D> {
+        self.watch.clone()
     }
 }
 
@@ -72,15 +122,8 @@ impl<D: VirtioDevice + 'static> VirtioDevice for Served<D> {
             d.activate(mem, features, queues, interrupt)?;
             d.event_sources()
         };
-        self.unwatch();
-        for s in sources {
-            self.backend.watch(
-                s.fd,
-                s.tag,
-                Arc::new(Mutex::new(Events(self.inner.clone()))),
-            );
-            self.watched.push(s.fd);
-        }
+        self.watch.unwatch();
+        self.watch.watch(sources);
         Ok(())
     }
     fn queue_notify(&mut self, queue: u16) {
@@ -93,7 +136,7 @@ impl<D: VirtioDevice + 'static> VirtioDevice for Served<D> {
         lock(&self.inner).handle_event(tag)
     }
     fn reset(&mut self) {
-        self.unwatch();
+        self.watch.unwatch();
         lock(&self.inner).reset()
     }
     fn pause(&mut self) {

@@ -10,9 +10,10 @@ use devices::virtio::pci::VirtioPciDevice;
 use devices::virtio::VirtioDevice;
 use vm_memory::GuestMemoryMmap;
 
+use super::nic::Nic;
 use super::qdev::VirtioPciProxy;
-use super::virtio::{self as glue, Served};
-use super::{bootorder, intx, kvm_wiring, pci, DeviceManager, PlannedModel};
+use super::virtio::{self as glue, Served, Watched};
+use super::{balloon, bootorder, intx, kvm_wiring, pci, DeviceManager, Peripheral, PlannedModel};
 use crate::sync::lock;
 
 /// What differs between virtio-pci drivers when the function is built.
@@ -25,6 +26,8 @@ pub struct FunctionSpec<'a> {
     pub default_vectors: u16,
     /// The OpenFirmware path of the function at an address, for `bootindex=`.
     pub boot_path: fn(PciAddress) -> String,
+    /// Its QOM path.
+    pub qom_path: &'a str,
 }
 
 impl DeviceManager {
@@ -34,8 +37,9 @@ impl DeviceManager {
         mem: &GuestMemoryMmap,
         model: Arc<Mutex<D>>,
         spec: FunctionSpec<'_>,
-    ) -> Result<(PciAddress, Arc<Mutex<VirtioPciDevice>>), String> {
+    ) -> Result<(PciAddress, Watched<D>), String> {
         let served = Served::new(model, self.backend.handle().clone());
+        let watched = served.watched();
         let nvectors = spec.proxy.vectors.unwrap_or(spec.default_vectors);
         let msi = self.wiring.msi_group(nvectors).map_err(|e| e.to_string())?;
         let line = intx::LevelLine::new().map_err(|e| e.to_string())?;
@@ -68,6 +72,10 @@ impl DeviceManager {
                 .map_err(|e| e.to_string())?;
         }
         glue::watch_kicks(&transport, self.backend.handle());
+        lock(&self.peripherals).push(Peripheral {
+            qom_path: spec.qom_path.to_string(),
+            driver: spec.driver,
+        });
         if let Some(index) = spec.proxy.bootindex {
             lock(&self.boot_devices).push(bootorder::BootDevice {
                 index,
@@ -79,7 +87,7 @@ impl DeviceManager {
             line.wire(gsi, &self.wiring, self.backend.handle())
                 .map_err(|e| e.to_string())?;
         }
-        Ok((addr, transport))
+        Ok((addr, watched))
     }
 }
 
@@ -89,6 +97,7 @@ impl DeviceManager {
         &self,
         mem: &GuestMemoryMmap,
         model: PlannedModel,
+        qom_path: String,
     ) -> Result<PciAddress, String> {
         match model {
             PlannedModel::Block {
@@ -111,8 +120,53 @@ impl DeviceManager {
                     // QEMU's default: one vector per queue plus one for configuration.
                     default_vectors: queues + 1,
                     boot_path: bootorder::virtio_blk_path,
+                    qom_path: &qom_path,
                 };
                 Ok(self.add_virtio_pci(mem, model, spec)?.0)
+            }
+            PlannedModel::Net {
+                request,
+                model,
+                name,
+                device_path,
+            } => {
+                let pairs = model.queue_pairs() as u16;
+                let model = Arc::new(Mutex::new(model));
+                let spec = FunctionSpec {
+                    driver: "virtio-net-pci",
+                    proxy: &request.proxy,
+                    // hw/virtio/virtio-net-pci.c: two per queue pair, one for
+                    // configuration changes (and the control queue).
+                    default_vectors: 2 * pairs.max(1) + 1,
+                    boot_path: bootorder::virtio_net_path,
+                    qom_path: &qom_path,
+                };
+                let (addr, watched) = self.add_virtio_pci(mem, model.clone(), spec)?;
+                lock(&self.nics).push(Arc::new(Nic::new(
+                    name,
+                    device_path,
+                    model,
+                    request.netdev.clone(),
+                    watched,
+                )));
+                Ok(addr)
+            }
+            PlannedModel::Balloon { request, model } => {
+                let model = Arc::new(Mutex::new(model));
+                let spec = FunctionSpec {
+                    driver: "virtio-balloon-pci",
+                    proxy: &request.proxy,
+                    // QEMU's virtio-balloon-pci has no MSI-X: INTx only.
+                    default_vectors: 0,
+                    boot_path: |_| String::new(),
+                    qom_path: &qom_path,
+                };
+                let addr = self.add_virtio_pci(mem, model.clone(), spec)?.0;
+                let b = balloon::Balloon::new(qom_path, model, self.backend.handle().clone());
+                if self.balloon.set(b).is_err() {
+                    return Err("Only one balloon device is supported".into());
+                }
+                Ok(addr)
             }
         }
     }

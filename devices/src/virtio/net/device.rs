@@ -2,6 +2,8 @@
 //! contract (devices/src/virtio/device.rs), QEMU 7.2's hw/net/virtio-net.c
 //! without vhost.
 
+mod host_side;
+
 use std::fmt::Display;
 use std::sync::Arc;
 
@@ -581,7 +583,7 @@ impl VirtioDevice for VirtioNet {
             self.run_ctrl();
         } else if queue < a.ctrl_index {
             let p = usize::from(queue / 2);
-            if queue % 2 == 0 {
+            if queue.is_multiple_of(2) {
                 self.run_rx(p);
             } else {
                 self.run_tx(p);

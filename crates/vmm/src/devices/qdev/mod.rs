@@ -23,6 +23,17 @@ pub enum DeviceRequest {
     VirtioBalloonPci(VirtioBalloonPci),
 }
 
+impl DeviceRequest {
+    /// The virtio-pci proxy part every request has.
+    pub fn proxy(&self) -> &VirtioPciProxy {
+        match self {
+            Self::VirtioBlkPci(r) => &r.proxy,
+            Self::VirtioNetPci(r) => &r.proxy,
+            Self::VirtioBalloonPci(r) => &r.proxy,
+        }
+    }
+}
+
 /// Where a PCI function goes: `bus=` (only the root bus exists) and `addr=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PciPlacement {
