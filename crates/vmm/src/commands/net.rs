@@ -46,8 +46,9 @@ fn not_found(name: &str) -> QmpError {
     QmpError::device_not_found(format!("Device '{name}' not found"))
 }
 
-/// QEMU `qmp_netdev_del`: a NIC's name is not a netdev; a netdev with a
-/// NIC leaves that NIC with its link down and nothing behind it.
+/// QEMU `qmp_netdev_del`: only netdevs are found (`qemu_find_netdev`
+/// skips NICs); a netdev with a NIC leaves that NIC with its link down
+/// and nothing behind it.
 fn netdev_del(vm: &mut Vm, id: &str) -> Result<Value, QmpError> {
     match vm.netdevs.remove(id) {
         Some(Removed::Closed) => Ok(json!({})),
@@ -56,9 +57,6 @@ fn netdev_del(vm: &mut Vm, id: &str) -> Result<Value, QmpError> {
                 n.lose_backend();
             }
             Ok(json!({}))
-        }
-        None if nics_of(vm).iter().any(|n| n.name == id) => {
-            Err(QmpError::generic(format!("Device '{id}' is not a netdev")))
         }
         None => Err(not_found(id)),
     }

@@ -138,7 +138,7 @@ impl VirtioNet {
             pairs,
             exposed_pairs,
             status: S_LINK_UP,
-            filter: RxFilter::default(),
+            filter: RxFilter::after_device_reset(),
             curr_queue_pairs: 1,
             multiqueue: false,
             mergeable: false,
@@ -632,7 +632,7 @@ impl VirtioDevice for VirtioNet {
     /// pair; a parked frame is dropped.
     fn reset(&mut self) {
         self.deactivate();
-        self.filter = RxFilter::default();
+        self.filter = RxFilter::after_device_reset();
         self.mac = self.opts.mac;
         self.status &= !S_ANNOUNCE;
         self.curr_queue_pairs = 1;

@@ -90,6 +90,16 @@ impl RxFilter {
 
     /// Fills the VLAN table: all ids pass unless the driver negotiated
     /// CTRL_VLAN (QEMU `virtio_net_set_features`).
+    /// The filter after a device reset: `virtio_net_reset` clears the VLAN
+    /// table, then `virtio_reset` applies features 0, which without
+    /// CTRL_VLAN passes every VLAN (`virtio_net_set_features`). So before a
+    /// driver negotiates, `query-rx-filter` lists all 4096.
+    pub fn after_device_reset() -> Self {
+        let mut f = Self::default();
+        f.set_all_vlans(true);
+        f
+    }
+
     pub fn set_all_vlans(&mut self, pass: bool) {
         self.vlans.fill(if pass { u32::MAX } else { 0 });
     }

@@ -96,6 +96,10 @@ const VIRTIO_PCI_PROXY: &[Prop] = &[
     // Modern only (docs/known-gaps.md): the transitional device is not built.
     p("disable-legacy", Kind::Fixed("on")),
     p("disable-modern", Kind::Fixed("off")),
+    // PCIDevice's option ROM: ferrovm loads none (docs/known-gaps.md), so
+    // only `romfile=` (none) is accepted; `rombar` then has nothing to map.
+    p("romfile", Kind::Str),
+    p("rombar", Kind::U32),
 ];
 
 /// A parsed property value.
@@ -203,7 +207,16 @@ impl VirtioPciProxy {
                 ("bus", V::Str(bus)) if bus != ROOT_BUS => {
                     return Err(format!("Bus '{bus}' not found"))
                 }
-                ("bus", _) | ("disable-legacy", _) | ("disable-modern", _) => {}
+                ("romfile", V::Str(f)) if !f.is_empty() => {
+                    return Err(format!(
+                        "romfile={f}: ferrovm loads no PCI option ROMs; use romfile= (none)"
+                    ))
+                }
+                ("bus", _)
+                | ("disable-legacy", _)
+                | ("disable-modern", _)
+                | ("romfile", _)
+                | ("rombar", _) => {}
                 ("addr", V::Devfn(s, f)) => proxy.pci.addr = Some((s, f)),
                 ("multifunction", V::Bool(x)) => proxy.pci.multifunction = x,
                 ("vectors", V::Num(n)) => proxy.vectors = Some(n.min(2048) as u16),
