@@ -36,6 +36,12 @@ pub trait NetQueue: Send {
     fn set_vnet_hdr_len(&mut self, len: usize) -> bool;
     /// Tells the backend which offloads the guest accepts on receive.
     fn set_offloads(&mut self, offloads: Offloads) -> io::Result<()>;
+    /// Attaches (true) or detaches this queue of a multiqueue backend, so
+    /// that the host steers frames only to the queues the guest uses (QEMU
+    /// `peer_attach`/`peer_detach`, TUNSETQUEUE). A single queue ignores it.
+    fn set_enabled(&mut self, _enabled: bool) -> io::Result<()> {
+        Ok(())
+    }
     /// Readable whenever a frame waits for [`NetQueue::recv`]. The backend
     /// thread watches it edge-triggered: the model reads until WouldBlock
     /// or until the guest has no receive buffers left.

@@ -271,6 +271,10 @@ impl NetQueue for Tap {
     fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+
+    fn set_enabled(&mut self, enabled: bool) -> io::Result<()> {
+        self.set_queue_enabled(enabled)
+    }
 }
 
 #[cfg(test)]

@@ -129,7 +129,7 @@ impl VirtioNet {
             queue_sizes.push(tx_size);
         }
         queue_sizes.push(CTRL_QUEUE_SIZE);
-        Ok(Self {
+        let mut dev = Self {
             offered: config::device_features(&options, has_vnet_hdr, has_ufo),
             mac: options.mac,
             opts: options,
@@ -148,7 +148,10 @@ impl VirtioNet {
             active: None,
             broken: false,
             paused: false,
-        })
+        };
+        // Until a driver asks for more, only the first queue pair is used.
+        dev.steer_to_used_pairs();
+        Ok(dev)
     }
 
     /// The address the guest sees (and the filter's own address).
@@ -428,6 +431,7 @@ impl VirtioNet {
                 }
                 let old = self.curr_queue_pairs;
                 self.curr_queue_pairs = usize::from(n);
+                self.steer_to_used_pairs();
                 // Pairs that may receive again: frames may wait in them.
                 for p in old..self.curr_queue_pairs {
                     self.run_rx(p);
@@ -636,6 +640,7 @@ impl VirtioDevice for VirtioNet {
         self.mac = self.opts.mac;
         self.status &= !S_ANNOUNCE;
         self.curr_queue_pairs = 1;
+        self.steer_to_used_pairs();
         self.multiqueue = false;
         self.mergeable = false;
         self.broken = false;

@@ -31,6 +31,24 @@ impl VirtioNet {
         old
     }
 
+    /// Attaches the backend queues of the pairs the guest uses and detaches
+    /// the others, so a multiqueue TAP steers every frame to a queue that is
+    /// served (QEMU `virtio_net_set_queue_pairs`).
+    pub(super) fn steer_to_used_pairs(&mut self) {
+        if self.pairs.len() < 2 {
+            return;
+        }
+        let used = self.curr_queue_pairs;
+        for p in self.pairs.iter_mut() {
+            if let Err(e) = p.backend.set_enabled(p.index < used) {
+                log::warn!(
+                    "virtio-net: queue pair {}: cannot attach/detach: {e}",
+                    p.index
+                );
+            }
+        }
+    }
+
     /// Sends `frame` (bare Ethernet) out of queue pair 0's backend, as QEMU's
     /// `qemu_send_packet_raw` does for announcements; dropped while the
     /// link is down.
