@@ -29,7 +29,7 @@ COMMANDS = [
     "block_resize", "query-pci", "device_add", "device_del",
     # issue 9: net and balloon
     "set_link", "netdev_add", "netdev_del", "query-rx-filter", "announce-self", "balloon",
-    "query-balloon",
+    "query-balloon", "qom-set",
 ]
 EVENTS = ["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME"]
 

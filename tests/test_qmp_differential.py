@@ -36,6 +36,7 @@ VALID_ARGS = {
     "netdev_add": {"type": "tap", "id": "n0", "fd": "nope"},
     "netdev_del": {"id": "nope"},
     "balloon": {"value": 1 << 20},
+    "qom-set": {"path": "/machine", "property": "type", "value": "x"},
 }
 
 MALFORMED = [  # tests/qtest/qmp-test.c test_malformed, and more
@@ -159,11 +160,19 @@ def steps_after_negotiation():
         req("device_add", {"driver": "nosuch"}), req("device_add", {"driver": 5}),
         req("device_add", {}), req("device_del", {"id": "nope"}),
         req("device_del", {"id": "/machine/peripheral/nope"}),
+        req("qom-set", {"path": "/machine", "property": "type", "value": "x"}),
+        req("qom-set", {"path": "/machine", "property": "nope", "value": 1}),
+        req("qom-set", {"path": "/nope", "property": "type", "value": 1}),
+        req("qom-set", {"path": "/machine", "property": "type"}),
         req("set_link", {"name": "nope", "up": True}), req("set_link", {"name": "nope"}),
         req("netdev_add", {"type": "tap", "id": "n0", "fd": "nope"}),
         req("netdev_add", {"type": "tap", "id": "n0", "fd": "nope", "ifname": "x"}),
         req("netdev_add", {"type": "tap"}), req("netdev_add", {"type": "bogus", "id": "n0"}),
         req("netdev_add", {"id": "n0"}), req("netdev_add", {"type": "tap", "id": "n0", "queues": "x"}),
+        req("netdev_add", {"type": "tap", "id": "n0", "queues": 5000000000}),
+        req("netdev_add", {"type": "tap", "id": "n0", "queues": 1.5}),
+        req("netdev_add", {"type": "tap", "id": "n0", "sndbuf": "x"}),
+        req("netdev_add", {"type": "tap", "id": "n0", "poll-us": -1, "fd": "x"}),
         req("netdev_del", {"id": "nope"}), req("netdev_del", {}),
         req("query-rx-filter", {"name": "nope"}), req("query-rx-filter", {"name": 1}),
         req("balloon", {"value": 1 << 20}), req("balloon", {"value": "x"}), req("balloon", {}),
@@ -491,6 +500,9 @@ CANNOT_SUCCEED = {
     "netdev_add": {"File descriptor named 'nope' has not been found"},
     "balloon": {"No balloon device has been activated"},
     "query-balloon": {"No balloon device has been activated"},
+    # Nothing writable in these machines' QOM trees.
+    "qom-set": {"Property 'pc-q35-7.2-machine.type' is not writable",
+                "Property 'none-machine.type' is not writable"},
     # These conversations have no drive to resize.
     "block_resize": {"Cannot find device='nope' nor node-name=''"},
     # Machine none has no CPU hotplug (q35 compares its return).

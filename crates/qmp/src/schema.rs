@@ -1349,20 +1349,20 @@ impl<'v> InputVisitor<'_, 'v> {
                 Some(i) => Ok(QObject::Int(i)),
             }
         };
+        // qapi/qobject-input-visitor.c `qobject_input_type_uint64`: anything
+        // but an integer (a string, a float) "expects uint64" whatever the
+        // width, negative integers wrap for backward compatibility; then
+        // qapi-visit-core.c `visit_type_uintN` checks the width against
+        // its C type's name. `size` has no type_size here, so it is uint64.
         let urange = |hi: u64, label: &str| -> Result<QObject, String> {
-            // type_uint64 accepts negative numbers (wrapping) for backward
-            // compatibility, then the size check rejects them.
             let u = match (v.as_u64(), v.as_i64()) {
                 (Some(u), _) => u,
                 (None, Some(i)) => i as u64,
                 _ => {
-                    return Err(
-                        if matches!(v, QObject::Int(_) | QObject::UInt(_) | QObject::Double(_)) {
-                            format!("Parameter '{}' expects {label}", self.full_name(name))
-                        } else {
-                            self.type_err(name, "integer")
-                        },
-                    )
+                    return Err(format!(
+                        "Parameter '{}' expects uint64",
+                        self.full_name(name)
+                    ))
                 }
             };
             if u > hi {
@@ -1377,14 +1377,13 @@ impl<'v> InputVisitor<'_, 'v> {
         };
         match k {
             IntKind::Int | IntKind::Int64 => range(i64::MIN, i64::MAX, "int64"),
-            IntKind::Int8 => range(i8::MIN.into(), i8::MAX.into(), "int8"),
-            IntKind::Int16 => range(i16::MIN.into(), i16::MAX.into(), "int16"),
-            IntKind::Int32 => range(i32::MIN.into(), i32::MAX.into(), "int32"),
-            IntKind::Uint8 => urange(u8::MAX.into(), "uint8"),
-            IntKind::Uint16 => urange(u16::MAX.into(), "uint16"),
-            IntKind::Uint32 => urange(u32::MAX.into(), "uint32"),
-            IntKind::Uint64 => urange(u64::MAX, "uint64"),
-            IntKind::Size => urange(u64::MAX, "size"),
+            IntKind::Int8 => range(i8::MIN.into(), i8::MAX.into(), "int8_t"),
+            IntKind::Int16 => range(i16::MIN.into(), i16::MAX.into(), "int16_t"),
+            IntKind::Int32 => range(i32::MIN.into(), i32::MAX.into(), "int32_t"),
+            IntKind::Uint8 => urange(u8::MAX.into(), "uint8_t"),
+            IntKind::Uint16 => urange(u16::MAX.into(), "uint16_t"),
+            IntKind::Uint32 => urange(u32::MAX.into(), "uint32_t"),
+            IntKind::Uint64 | IntKind::Size => urange(u64::MAX, "uint64"),
         }
     }
 }
