@@ -370,7 +370,12 @@ def test_argument_errors(vm):
             # Mandatory arguments are checked first, so give them.
             args = {"qom-list": {"path": "/"}, "qom-get": {"path": "/", "property": "type"},
                     "human-monitor-command": {"command-line": "info status"},
-                    "block_resize": {"size": 512}, "device_del": {"id": "x"}}.get(cmd, {})
+                    "block_resize": {"size": 512}, "device_del": {"id": "x"},
+                    "set_link": {"name": "x", "up": True}, "netdev_del": {"id": "x"},
+                    "netdev_add": {"type": "tap", "id": "x"}, "balloon": {"value": 1},
+                    "qom-set": {"path": "/", "property": "type", "value": 1},
+                    "announce-self": {"initial": 1, "max": 1, "rounds": 1, "step": 1},
+                    }.get(cmd, {})
             cls, desc = q.error(cmd, {**args, "no-such-arg": 1})
             assert (cls, desc) == ("GenericError", "Parameter 'no-such-arg' is unexpected"), cmd
         assert q.error("qom-list", {"no-such-arg": 1}) == ("GenericError", "Parameter 'path' is missing")
