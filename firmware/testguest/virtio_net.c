@@ -34,6 +34,8 @@ static struct vq rxq, txq, ctrlq;
 static u8 *rxmem, *txmem;
 static u8 *ctrlmem;             /* a command (header + data) at 0, its ack byte at CTRL_ACK */
 static int ctrl_up;             /* the control queue is set up and has not timed out */
+static int ctrl_armed;          /* link toggles run the script (only in net_run's answering loop,
+                                   not during a blast, which owns every tx buffer) */
 #define CTRL_ACK 256u
 #define CTRL_QSIZE 16u
 static u8 mac[6], peer_mac[6];
@@ -450,7 +452,7 @@ static void ctrl_phase2(void)
 static void ctrl_on_link(int up)
 {
     static int phase, seen_down;
-    if (!ctrl_up || phase >= 2)
+    if (!ctrl_up || !ctrl_armed || phase >= 2)
         return;
     if (!up) {
         seen_down = 1;
@@ -712,8 +714,10 @@ void net_run(int blast)
         ping_peer();
     }
     puts_("# net: answering arp and ping until the power button\n");
-    if (ctrl_up)
+    if (ctrl_up) {
         puts_("# net ctrl: phase 1 runs on the next link down and up\n");
+        ctrl_armed = 1;
+    }
     for (;;) {
         rx_poll(1);
         tx_reap();
