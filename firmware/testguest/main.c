@@ -132,7 +132,7 @@ static int blk_key(const char *w, size_t kn, const char *v, size_t vn)
     return 0;
 }
 
-/* ip=A.B.C.D blast_size= blast_secs= blast_dir=tx|rx */
+/* ip=A.B.C.D blast_size= blast_secs= blast_dir=tx|rx net_ctrl=0|1 */
 static int parse_ip(const char *s, size_t n, u32 *out)
 {
     u32 ip = 0;
@@ -162,6 +162,11 @@ static int net_key(const char *w, size_t kn, const char *v, size_t vn)
         u64 *dst = word_is(w, kn, "blast_size") ? &netcfg.blast_size : &netcfg.blast_secs;
         if (parse_u64(v, vn, &num) && num)
             *dst = num;
+        else
+            cfg.bad_net = 1;
+    } else if (word_is(w, kn, "net_ctrl")) {
+        if (word_is(v, vn, "0") || word_is(v, vn, "1"))
+            netcfg.ctrl = v[0] == '1';
         else
             cfg.bad_net = 1;
     } else if (word_is(w, kn, "blast_dir")) {
@@ -696,7 +701,7 @@ void tg_main(u64 start_info)
     if (cfg.bad_blk)
         puts_("# bad disk/seed/blk_*/bench_* value, ignored\n");
     if (cfg.bad_net)
-        puts_("# bad ip/blast_* value, ignored\n");
+        puts_("# bad ip/blast_*/net_ctrl value, ignored\n");
 
     check_serial();
     acpi_scan(si ? si->rsdp_paddr : 0, &acpi);

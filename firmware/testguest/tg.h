@@ -247,6 +247,7 @@ struct net_cfg {
     u32 ip;                     /* ip= (host order), default 10.0.2.15 */
     u64 blast_size, blast_secs; /* frame bytes (1500), seconds (3) */
     int blast_rx;               /* blast_dir=rx */
+    int ctrl;                   /* net_ctrl=1: control queue and its two-phase script */
 };
 extern struct net_cfg netcfg;
 int net_checks(void);           /* 1: the driver is up ("ok N - net") */

@@ -3,7 +3,9 @@
  * and prints link changes from the config STATUS field; plan=net-blast
  * first sends or counts UDP frames for blast_secs (README.md has the lines).
  *
- * Queues: 0 receive, 1 transmit (no MQ, no control queue).  Every buffer is
+ * Queues: 0 receive, 1 transmit (no MQ); with net_ctrl=1 also 2, the control
+ * queue (virtio 1.2 §5.1.6.5), whose command script runs in two phases, each
+ * started by the host toggling the link down and up.  Every rx/tx buffer is
  * one descriptor of NBUF bytes: the 12-byte virtio_net_hdr (VERSION_1 always
  * has num_buffers) and the frame.  Descriptor i always uses buffer i of its
  * queue, so a used id names its buffer. */
@@ -12,6 +14,11 @@
 #define VIRTIO_NET_F_MAC 5
 #define VIRTIO_NET_F_MRG_RXBUF 15
 #define VIRTIO_NET_F_STATUS 16
+#define VIRTIO_NET_F_CTRL_VQ 17
+#define VIRTIO_NET_F_CTRL_RX 18
+#define VIRTIO_NET_F_CTRL_VLAN 19
+#define VIRTIO_NET_F_CTRL_RX_EXTRA 20
+#define VIRTIO_NET_F_CTRL_MAC_ADDR 23
 #define VIRTIO_NET_S_LINK_UP 1
 
 #define NET_HDR 12
@@ -23,8 +30,14 @@
 #define GW_IP (10u << 24 | 2u << 8 | 1u)    /* 10.0.2.1: the blast peer */
 
 static struct vdev dev;
-static struct vq rxq, txq;
+static struct vq rxq, txq, ctrlq;
 static u8 *rxmem, *txmem;
+static u8 *ctrlmem;             /* a command (header + data) at 0, its ack byte at CTRL_ACK */
+static int ctrl_up;             /* the control queue is set up and has not timed out */
+static int ctrl_armed;          /* link toggles run the script (only in net_run's answering loop,
+                                   not during a blast, which owns every tx buffer) */
+#define CTRL_ACK 256u
+#define CTRL_QSIZE 16u
 static u8 mac[6], peer_mac[6];
 static int peer_known, has_status, mrg, link_up;
 static unsigned rx_pending;     /* buffers added since the last rx kick */
@@ -73,7 +86,10 @@ static void read_config(u8 m[6], u16 *status)
     } while (gen != virtio_cfg_gen(&dev));
 }
 
-/* Reads STATUS and prints a change of LINK_UP at once. */
+static void ctrl_on_link(int up);
+
+/* Reads STATUS and prints a change of LINK_UP at once (and, with net_ctrl=1,
+   runs the control script's next phase on a down then up). */
 static void watch_link(void)
 {
     if (!has_status)
@@ -82,6 +98,7 @@ static void watch_link(void)
     if (up != link_up) {
         link_up = up;
         printf_("# net link=%s\n", up ? "up" : "down");
+        ctrl_on_link(up);
     }
 }
 
@@ -307,6 +324,155 @@ static unsigned rx_poll(int answer)
     return n;
 }
 
+/* ---- control queue (virtio 1.2 §5.1.6.5) ---- */
+#define CTRL_RX 0
+#define CTRL_RX_PROMISC 0
+#define CTRL_RX_ALLMULTI 1
+#define CTRL_RX_NOBCAST 5
+#define CTRL_MAC 1
+#define CTRL_MAC_TABLE_SET 0
+#define CTRL_MAC_ADDR_SET 1
+#define CTRL_VLAN 2
+#define CTRL_VLAN_ADD 0
+#define CTRL_VLAN_DEL 1
+#define CTRL_ACK_NONE 0xee      /* what the ack byte holds until the device writes it */
+
+static int has(unsigned bit) { return !!(dev.features >> bit & 1); }
+
+/* One command: a device-readable descriptor with the header and `n` data bytes,
+   then a device-writable one for the ack.  Waits up to 1 s for the device to use
+   it (answering ARP and ping meanwhile) and prints `# net ctrl CLASS.CMD ack=A`.
+   Returns the ack, -1 on a timeout (the queue is then given up: the device may
+   still own the buffers). */
+static int ctrl_cmd(u8 cls, u8 cmd, const u8 *data, u32 n)
+{
+    if (!ctrl_up)
+        return -1;
+    volatile u8 *ack = ctrlmem + CTRL_ACK;
+    ctrlmem[0] = cls;
+    ctrlmem[1] = cmd;
+    memcpy(ctrlmem + 2, data, n);
+    *ack = CTRL_ACK_NONE;
+    struct vbuf b[2] = {{(u64)(uintptr_t)ctrlmem, 2 + n}, {(u64)(uintptr_t)ack, 1}};
+    if (vq_add(&ctrlq, b, 1, 1) < 0) {
+        printf_("# net ctrl %u.%u ack=none (ring full)\n", cls, cmd);
+        ctrl_up = 0;
+        return -1;
+    }
+    vq_kick(&ctrlq);
+    u32 len;
+    u64 end = rdtsc() + tsc_hz();
+    int head;
+    while ((head = vq_reap(&ctrlq, &len)) == -1 && rdtsc() < end)
+        rx_poll(1);
+    if (head < 0) {
+        printf_("# net ctrl %u.%u ack=none (not used in 1 s)\n", cls, cmd);
+        ctrl_up = 0;
+        return -1;
+    }
+    u8 a = *ack;
+    printf_("# net ctrl %u.%u ack=%u\n", cls, cmd, a);
+    return a;
+}
+
+static int ctrl_rx(u8 cmd, u8 on) { return ctrl_cmd(CTRL_RX, cmd, &on, 1); }
+
+static int ctrl_vlan(u8 cmd, u16 vid)
+{
+    u8 d[2] = {(u8)vid, (u8)(vid >> 8)};    /* little endian (VERSION_1) */
+    return ctrl_cmd(CTRL_VLAN, cmd, d, 2);
+}
+
+static void put_le32(u8 *p, u32 v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (u8)(v >> (8 * i));
+}
+
+static void print_mac(const char *what, const u8 *m)
+{
+    printf_("%s%02x:%02x:%02x:%02x:%02x:%02x", what, m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+/* Phase 1: promiscuous off, a MAC table of one unicast and two multicast
+   addresses, VLANs 5 and 100 added and 100 deleted again. */
+static void ctrl_phase1(void)
+{
+    if (has(VIRTIO_NET_F_CTRL_RX))
+        ctrl_rx(CTRL_RX_PROMISC, 0);
+    if (has(VIRTIO_NET_F_CTRL_RX)) {            /* MAC_TABLE_SET belongs to CTRL_RX */
+        static const u8 uni[6] = {0x52, 0x54, 0x00, 0x00, 0x00, 0x01};
+        static const u8 multi[12] = {0x01, 0x00, 0x5e, 0x00, 0x00, 0x01, 0x33, 0x33, 0x00, 0x00, 0x00, 0x01};
+        u8 d[4 + 6 + 4 + 12];
+        put_le32(d, 1);
+        memcpy(d + 4, uni, 6);
+        put_le32(d + 10, 2);
+        memcpy(d + 14, multi, 12);
+        ctrl_cmd(CTRL_MAC, CTRL_MAC_TABLE_SET, d, sizeof d);
+    }
+    if (has(VIRTIO_NET_F_CTRL_VLAN)) {
+        ctrl_vlan(CTRL_VLAN_ADD, 5);
+        ctrl_vlan(CTRL_VLAN_ADD, 100);
+        ctrl_vlan(CTRL_VLAN_DEL, 100);
+    }
+}
+
+/* Phase 2: all-multicast on, broadcast off (RX_EXTRA), a new MAC address
+   (CTRL_MAC_ADDR), then two commands the device must refuse: VLAN_ADD 4096
+   (ids are 0-4095) and an unknown class 0xff. */
+static void ctrl_phase2(void)
+{
+    if (has(VIRTIO_NET_F_CTRL_RX))
+        ctrl_rx(CTRL_RX_ALLMULTI, 1);
+    if (has(VIRTIO_NET_F_CTRL_RX_EXTRA))
+        ctrl_rx(CTRL_RX_NOBCAST, 1);
+    if (has(VIRTIO_NET_F_CTRL_MAC_ADDR)) {
+        static const u8 nmac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x99};
+        if (ctrl_cmd(CTRL_MAC, CTRL_MAC_ADDR_SET, nmac, 6) == 0) {
+            /* Frames we send carry the new address from now on.  The host still
+               maps our IP to the old one, which the filter now drops (promiscuous
+               is off and it is not in the MAC table), and its ARP broadcasts are
+               dropped too (NOBCAST): a gratuitous ARP updates its entry. */
+            u8 cm[6];
+            u16 st;
+            memcpy(mac, nmac, 6);
+            read_config(cm, &st);
+            print_mac("# net mac=", mac);
+            print_mac(" config=", cm);
+            puts_(" (gratuitous arp sent)\n");
+            send_arp(1, 0, netcfg.ip);
+        }
+    }
+    if (has(VIRTIO_NET_F_CTRL_VLAN))
+        ctrl_vlan(CTRL_VLAN_ADD, 4096);
+    ctrl_cmd(0xff, 0, 0, 0);
+}
+
+/* Called on every link change: a down then an up runs the next phase. */
+static void ctrl_on_link(int up)
+{
+    static int phase, seen_down;
+    if (!ctrl_up || !ctrl_armed || phase >= 2)
+        return;
+    if (!up) {
+        seen_down = 1;
+        return;
+    }
+    if (!seen_down)
+        return;
+    seen_down = 0;
+    phase++;
+    if (phase == 1)
+        ctrl_phase1();
+    else
+        ctrl_phase2();
+    if (!ctrl_up)
+        return;
+    printf_("# net ctrl phase %d done\n", phase);
+    if (phase == 1)
+        puts_("# net ctrl: phase 2 runs on the next link down and up\n");
+}
+
 /* ------------------------------------------------------------------ */
 int net_checks(void)
 {
@@ -321,10 +487,25 @@ int net_checks(void)
         return 0;
     }
     u64 want = 1ull << VIRTIO_NET_F_MAC | 1ull << VIRTIO_NET_F_STATUS | 1ull << VIRTIO_NET_F_MRG_RXBUF;
+    if (netcfg.ctrl)
+        want |= 1ull << VIRTIO_NET_F_CTRL_VQ | 1ull << VIRTIO_NET_F_CTRL_RX | 1ull << VIRTIO_NET_F_CTRL_VLAN |
+                1ull << VIRTIO_NET_F_CTRL_RX_EXTRA | 1ull << VIRTIO_NET_F_CTRL_MAC_ADDR;
     if (!virtio_start(&dev, f, want, why, sizeof why) || !virtio_queue(&dev, &rxq, 0, VQ_MAX, why, sizeof why) ||
         !virtio_queue(&dev, &txq, 1, VQ_MAX, why, sizeof why)) {
         tap(0, "net", "%s", why);
         return 0;
+    }
+    /* The control queue is the last one: 2 without MQ (§5.1.2). */
+    if (has(VIRTIO_NET_F_CTRL_VQ)) {
+        if (!virtio_queue(&dev, &ctrlq, 2, CTRL_QSIZE, why, sizeof why)) {
+            tap(0, "net", "control queue: %s", why);
+            return 0;
+        }
+        if (!(ctrlmem = virtio_dma_alloc(CTRL_ACK + 1, 64))) {
+            tap(0, "net", "no DMA memory for the control queue's buffer");
+            return 0;
+        }
+        ctrl_up = 1;
     }
     rxmem = virtio_dma_alloc((u64)rxq.size * NBUF, 4096);
     txmem = virtio_dma_alloc((u64)txq.size * NBUF, 4096);
@@ -354,6 +535,12 @@ int net_checks(void)
             netcfg.ip >> 24, (netcfg.ip >> 16) & 255, (netcfg.ip >> 8) & 255, netcfg.ip & 255);
     printf_("# net mac=%02x:%02x:%02x:%02x:%02x:%02x link=%s\n", mac[0], mac[1], mac[2], mac[3], mac[4],
             mac[5], link_up ? "up" : "down");
+    if (netcfg.ctrl && !ctrl_up)
+        puts_("# net ctrl: the device offers no control queue\n");
+    else if (ctrl_up)
+        printf_("# net ctrl queue 2: %u entries; rx %s, vlan %s, rx_extra %s, mac_addr %s\n", ctrlq.size,
+                has(VIRTIO_NET_F_CTRL_RX) ? "yes" : "no", has(VIRTIO_NET_F_CTRL_VLAN) ? "yes" : "no",
+                has(VIRTIO_NET_F_CTRL_RX_EXTRA) ? "yes" : "no", has(VIRTIO_NET_F_CTRL_MAC_ADDR) ? "yes" : "no");
     tap(1, "net", 0);
     return 1;
 }
@@ -527,6 +714,10 @@ void net_run(int blast)
         ping_peer();
     }
     puts_("# net: answering arp and ping until the power button\n");
+    if (ctrl_up) {
+        puts_("# net ctrl: phase 1 runs on the next link down and up\n");
+        ctrl_armed = 1;
+    }
     for (;;) {
         rx_poll(1);
         tx_reap();
