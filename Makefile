@@ -18,16 +18,16 @@ build: deps
 	$(MAKE) -s -C firmware/testguest OUT=$(BUILD)
 	$(MAKE) -s -C firmware/bootdisk OUT=$(BUILD)
 
-# Boots the test guest in its idle plan with a virtio disk (build/disk.img): it
-# checks the disk, prints a tick every 100 ms and powers off when the ACPI power
-# button is pressed (QMP system_powerdown).
+# Boots the test guest in its idle plan with a virtio disk (build/disk.img) and a
+# balloon (QMP query-balloon): it checks the disk, prints a tick every 100 ms and
+# powers off when the ACPI power button is pressed (QMP system_powerdown).
 run: build
 	@test -f $(BUILD)/disk.img || truncate -s 64M $(BUILD)/disk.img
 	@echo "QMP socket: $(QMP_SOCK)   (e.g. $(PY) -m qemu.qmp.qmp_shell $(QMP_SOCK))"
 	$(FERROVM) -accel kvm -m 128 -smp 2 -nodefaults -display none -serial stdio \
 	  -qmp unix:$(QMP_SOCK),server=on,wait=off \
 	  -drive file=$(BUILD)/disk.img,format=raw,if=none,id=disk0 \
-	  -device virtio-blk-pci,drive=disk0,id=vdisk0 \
+	  -device virtio-blk-pci,drive=disk0,id=vdisk0 -device virtio-balloon-pci,id=balloon0 \
 	  -kernel $(GUEST) -append "plan=idle"
 
 # Boots a disk through SeaBIOS (no -kernel): the boot disk of the firmware tests.
