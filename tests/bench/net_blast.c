@@ -14,12 +14,14 @@
  * here, so it leaves the CPU to the VMM (the bench host has two cores) instead of
  * spinning on errors, and the queue never runs dry.
  *
+ * SIGTERM or SIGINT ends it early (the bench stops it once the guest has counted).
  * Prints "sent=N secs=S full=K" (frames the TAP accepted, times it was full). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <linux/if_packet.h>
 #include <net/ethernet.h>
 #include <net/if.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,14 @@
 #include <unistd.h>
 
 #define BATCH 64
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
 
 static uint16_t csum(const uint8_t *p, size_t n)
 {
@@ -140,7 +150,10 @@ int main(int argc, char **argv)
     }
     unsigned long long sent = 0, errors = 0;
     double t0 = now(), end = t0 + secs, t = t0;
-    while (t < end) {
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    while (t < end && !stop) {
         for (int k = 0; k < 16; k++) {
             int n = sendmmsg(s, msgs, BATCH, 0);
             if (n > 0)
