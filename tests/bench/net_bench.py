@@ -134,12 +134,12 @@ def vmm_argv(kind, binary, guest, tap, ifup, append, extra=(), fast_firmware=Fal
     argv += list(extra)
     argv += ["-netdev", f"tap,id=n0,ifname={tap},script={ifup},downscript=no,vhost=off",
              "-device", f"virtio-net-pci,netdev=n0,romfile={legacy}"]
-    return argv, legacy
+    return argv
 
 
 def blast(ns, kind, binary, guest, sender, direction, size, tap):
     append = f"plan=net-blast blast_dir={direction} blast_size={size} blast_secs={BLAST_SECS}"
-    argv, _ = vmm_argv(kind, binary, guest, tap, ns.ifup, append, fast_firmware=True)
+    argv = vmm_argv(kind, binary, guest, tap, ns.ifup, append, fast_firmware=True)
     g = Guest(ns, argv)
     s = None
     try:
@@ -197,7 +197,7 @@ def rss_with_devices(ns, kind, binary, guest, image, tap):
     legacy = ",disable-legacy=on" if kind == "qemu" else ""
     disk = ["-drive", f"file={image},format=raw,if=none,id=d0", "-device", f"virtio-blk-pci,drive=d0{legacy}",
             "-device", f"virtio-balloon-pci{legacy}"]
-    argv, _ = vmm_argv(kind, binary, guest, tap, ns.ifup, "plan=net", disk)
+    argv = vmm_argv(kind, binary, guest, tap, ns.ifup, "plan=net", disk)
     g = Guest(ns, argv)
     try:
         g.wait_for(READY, 90)
