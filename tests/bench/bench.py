@@ -136,6 +136,8 @@ def main():
     blk_bench.run(FERROVM, GUEST, QEMU)
     import firmware_bench
     firmware_bench.run(FERROVM, QEMU)
+    import net_bench
+    net_bench.run(FERROVM, GUEST, QEMU)
 
 
 if __name__ == "__main__":
