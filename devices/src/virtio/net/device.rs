@@ -529,7 +529,7 @@ impl VirtioDevice for VirtioNet {
                 ctrl = Some(vq);
             } else if index < ctrl_index {
                 let pair = &mut self.pairs[usize::from(index / 2)];
-                if index % 2 == 0 {
+                if index.is_multiple_of(2) {
                     pair.rx = Some(vq);
                 } else {
                     pair.tx = Some(vq);
@@ -581,7 +581,7 @@ impl VirtioDevice for VirtioNet {
             self.run_ctrl();
         } else if queue < a.ctrl_index {
             let p = usize::from(queue / 2);
-            if queue % 2 == 0 {
+            if queue.is_multiple_of(2) {
                 self.run_rx(p);
             } else {
                 self.run_tx(p);
