@@ -19,7 +19,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::chain::{self, ChainError};
 use super::filter::RxFilter;
-use super::header::{HDR_LEN, NUM_BUFFERS_OFFSET};
+use super::header::{self, HDR_LEN, NUM_BUFFERS_OFFSET};
 use super::options::MacAddr;
 use super::pair::Pair;
 use super::ring::Vq;
@@ -160,6 +160,10 @@ impl Pair {
         };
         if size < host {
             return Ok(Delivery::Dropped);
+        }
+        if host >= HDR_LEN {
+            let (h, f) = self.rx_buf[..size].split_at_mut(host);
+            header::work_around_broken_dhclient(h, f);
         }
         let frame = &self.rx_buf[..size];
         let bufsize = (size - host + GUEST_HDR_LEN) as u64;

@@ -1469,3 +1469,63 @@ fn with_mergeable_buffers_a_readable_only_rx_chain_leaves_the_frame_waiting() {
     assert!(!r.dev.needs_reset());
     assert_eq!(r.rings[0].used_idx(&r.mem), 0);
 }
+
+/// A DHCP reply (UDP 67 -> 68) of `payload` bytes, checksum field garbage.
+fn dhcp_reply(payload: usize) -> Vec<u8> {
+    let mut f = eth(OUR_MAC, 14);
+    let total = (20 + 8 + payload) as u16;
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0]);
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[10, 0, 2, 2, 255, 255, 255, 255]);
+    f.extend_from_slice(&[0, 67, 0, 68]);
+    f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+    f.extend_from_slice(&[0x12, 0x34]);
+    f.extend((0..payload).map(|i| (i * 7) as u8));
+    f
+}
+
+/// RFC 768: the one's complement sum over the pseudo header and the UDP
+/// datagram, its checksum included, is all ones.
+fn udp_checksum_ok(f: &[u8]) -> bool {
+    let udp_len = usize::from(u16::from_be_bytes([f[38], f[39]]));
+    let mut pseudo = f[26..34].to_vec();
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    pseudo.extend_from_slice(&f[34..34 + udp_len]);
+    let mut sum: u32 = pseudo
+        .chunks(2)
+        .map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0)))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
+}
+
+#[test]
+fn a_partial_checksum_dhcp_reply_is_completed_for_old_dhclients() {
+    let mut r = Rig::with(NetOptions::default(), 1, 12);
+    let f = r.dev.device_features();
+    r.activate(f);
+    let b = r.post_rx(0, 1526);
+    let frame = dhcp_reply(301);
+    assert!(!udp_checksum_ok(&frame));
+    let mut msg = vec![1u8, 0, 0, 0, 0, 0, 34, 0, 6, 0, 0, 0];
+    msg.extend_from_slice(&frame);
+    r.host_send(0, &msg);
+    let got = r.read(b, 12 + frame.len());
+    assert_eq!(got[0], 0, "NEEDS_CSUM cleared");
+    assert!(udp_checksum_ok(&got[12..]));
+    assert_eq!(got[12..12 + 40], frame[..40], "only the checksum changed");
+
+    // Not a DHCP server reply: left alone.
+    let b = r.post_rx(0, 1526);
+    let mut other = frame.clone();
+    other[35] = 68;
+    let mut msg = vec![1u8, 0, 0, 0, 0, 0, 34, 0, 6, 0, 0, 0];
+    msg.extend_from_slice(&other);
+    r.host_send(0, &msg);
+    let got = r.read(b, 12 + other.len());
+    assert_eq!(got[0], 1);
+    assert_eq!(got[12..], other[..]);
+}
