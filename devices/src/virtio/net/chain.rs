@@ -55,6 +55,11 @@ pub fn total(segs: &[Segment]) -> u64 {
     segs.iter().map(|s| u64::from(s.len)).sum()
 }
 
+/// The driver's avail index now.
+pub fn avail_idx(queue: &Queue, mem: &GuestMemoryMmap) -> Result<u16, ChainError> {
+    Ok(queue.avail_idx(mem, Ordering::Acquire)?.0)
+}
+
 /// Whether the driver made chains available that were not popped yet
 /// (`!virtio_queue_empty`); a bogus avail index is an error.
 pub fn has_avail(queue: &Queue, mem: &GuestMemoryMmap) -> Result<bool, ChainError> {

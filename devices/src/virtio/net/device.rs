@@ -535,7 +535,7 @@ impl VirtioDevice for VirtioNet {
                 ctrl = Some(vq);
             } else if index < ctrl_index {
                 let pair = &mut self.pairs[usize::from(index / 2)];
-                if index % 2 == 0 {
+                if index.is_multiple_of(2) {
                     pair.rx = Some(vq);
                 } else {
                     pair.tx = Some(vq);

@@ -141,3 +141,71 @@ pub fn tx_plan(
         len: len as usize,
     })
 }
+
+/// QEMU `work_around_broken_dhclient` (hw/net/virtio-net.c): old dhclients
+/// read DHCP replies through AF_PACKET without the checksum-offload
+/// metadata, so a reply the host left with NEEDS_CSUM (partial checksum)
+/// looks corrupt to them. For such a frame — NEEDS_CSUM, 42..1499 bytes,
+/// IPv4, UDP, from port 67 — QEMU computes the UDP checksum and clears the
+/// flag. `hdr` is the backend's vnet header, `frame` the Ethernet frame.
+pub fn work_around_broken_dhclient(hdr: &mut [u8], frame: &mut [u8]) {
+    let size = frame.len();
+    let Some(flags) = hdr.first_mut() else {
+        return;
+    };
+    if *flags & F_NEEDS_CSUM != 0
+        && (14 + 20 + 8..1500).contains(&size)
+        && frame[12..14] == [0x08, 0x00]
+        && frame[23] == 17
+        && frame[34..36] == [0, 67]
+    {
+        udp_checksum(frame);
+        *flags &= !F_NEEDS_CSUM;
+    }
+}
+
+/// `net_checksum_calculate(data, length, CSUM_UDP)` for an untagged IPv4
+/// frame, QEMU's quirks kept: the UDP header is taken right after a
+/// 20-byte IP header whatever its IHL, and a sum of 0 is stored as 0.
+fn udp_checksum(frame: &mut [u8]) {
+    const ETH: usize = 14;
+    let len = frame.len() - ETH;
+    let ip = &frame[ETH..];
+    if len < 20 || ip[0] >> 4 != 4 {
+        return;
+    }
+    let ihl = usize::from(ip[0] & 0xf) << 2;
+    // Fragments carry no whole datagram.
+    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+        return;
+    }
+    let ip_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    if len < ip_len {
+        return;
+    }
+    // C: `ip_len -= IHL` in int, compared unsigned with the UDP header's
+    // size (a negative length passes), then used as a uint16_t; bytes past
+    // the frame are not summed.
+    let diff = ip_len as i32 - ihl as i32;
+    if (0..8).contains(&diff) {
+        return;
+    }
+    let l4_len = diff as u16;
+    let udp = ETH + 20;
+    frame[udp + 6] = 0;
+    frame[udp + 7] = 0;
+    let sum_be = |b: &[u8]| -> u32 {
+        b.chunks(2)
+            .map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0)))
+            .sum()
+    };
+    let end = (udp + usize::from(l4_len)).min(frame.len());
+    let mut sum = sum_be(&frame[udp..end]);
+    sum += sum_be(&frame[ETH + 12..ETH + 20]);
+    sum += 17 + u32::from(l4_len);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let csum = !(sum as u16);
+    frame[udp + 6..udp + 8].copy_from_slice(&csum.to_be_bytes());
+}

@@ -19,7 +19,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::chain::{self, ChainError};
 use super::filter::RxFilter;
-use super::header::{HDR_LEN, NUM_BUFFERS_OFFSET};
+use super::header::{self, HDR_LEN, NUM_BUFFERS_OFFSET};
 use super::options::MacAddr;
 use super::pair::Pair;
 use super::ring::Vq;
@@ -57,7 +57,9 @@ enum Delivery {
 
 /// `virtio_net_has_buffers`: whether the ring holds room for `bufsize`
 /// bytes (any chain at all without MRG_RXBUF). When it does not,
-/// notifications are enabled so the driver kicks once it adds buffers.
+/// notifications are enabled so the driver kicks once it adds buffers;
+/// buffers it added meanwhile are counted again
+/// (`virtio_queue_enable_notification_and_check`).
 fn has_buffers(
     vq: &mut Vq,
     mem: &GuestMemoryMmap,
@@ -65,6 +67,7 @@ fn has_buffers(
     mergeable: bool,
 ) -> Result<bool, ChainError> {
     loop {
+        let seen = chain::avail_idx(&vq.queue, mem)?;
         let avail = chain::has_avail(&vq.queue, mem)?;
         if avail && !mergeable {
             break;
@@ -72,7 +75,8 @@ fn has_buffers(
         if avail && avail_bytes(vq, mem, bufsize)? >= bufsize {
             break;
         }
-        if !vq.enable_notification(mem)? {
+        vq.enable_notification(mem)?;
+        if chain::avail_idx(&vq.queue, mem)? == seen {
             return Ok(false);
         }
     }
@@ -156,6 +160,10 @@ impl Pair {
         };
         if size < host {
             return Ok(Delivery::Dropped);
+        }
+        if host >= HDR_LEN {
+            let (h, f) = self.rx_buf[..size].split_at_mut(host);
+            header::work_around_broken_dhclient(h, f);
         }
         let frame = &self.rx_buf[..size];
         let bufsize = (size - host + GUEST_HDR_LEN) as u64;
