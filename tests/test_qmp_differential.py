@@ -573,6 +573,7 @@ def probe_steps():
          req("qom-list-properties", {"typename": "pc-q35-7.2-machine"}),
          req("qom-list-properties", {"typename": "max-x86_64-cpu"}),
          req("qom-list-properties", {"typename": "host-x86_64-cpu"}),
+         req("qom-list-properties", {"typename": "memory-backend-file"}),
          req("query-tpm-models"), req("query-tpm-types"),
          req("query-command-line-options"), req("query-command-line-options", {"option": "drive"}),
          req("query-command-line-options", {"option": "nosuch"}),

@@ -173,9 +173,21 @@ const PC_MACHINE_PROPS: &[(&str, &str, &str)] = &[
     ("pic", "OnOffAuto", "Enable i8259 PIC"),
 ];
 
+/// A type ferrovm lacks but libvirt 9.0 assumes every QEMU has: its probe
+/// asks `qom-list-properties` of it unconditionally (qemu_capabilities.c
+/// `virQEMUCapsObjectProps`, condition -1) and dereferences the missing
+/// list when the answer is DeviceNotFound (`virQEMUCapsProcessStringFlags`:
+/// libvirtd segfaults). An empty list is the answer that keeps libvirtd up
+/// and claims nothing: it sets none of libvirt's memory-backend-file
+/// capabilities, and `qom-list-types` does not list the type.
+const LIBVIRT_ASSUMED: &str = "memory-backend-file";
+
 /// `qom-list-properties`: the properties of a machine or CPU type
 /// (device types answer through [`device_properties`] as well).
 pub fn class_properties(typename: &str) -> Result<Value, TypeError> {
+    if typename == LIBVIRT_ASSUMED {
+        return Ok(json!([]));
+    }
     let t = find(typename)
         .ok_or_else(|| TypeError::NotFound(format!("Class '{typename}' not found")))?;
     let mut out = vec![json!({"name": "type", "type": "string"})];
@@ -349,6 +361,14 @@ mod tests {
         assert_eq!(device_properties("virtio-pci"), Err(abstract_.clone()));
         assert_eq!(device_properties("device"), Err(abstract_.clone()));
         assert_eq!(device_properties("none-machine"), Err(abstract_));
+        // Not a ferrovm type, but asked by libvirt 9.0 unconditionally.
+        assert_eq!(class_properties("memory-backend-file"), Ok(json!([])));
+        assert_eq!(
+            device_properties("memory-backend-file"),
+            Err(TypeError::NotFound(
+                "Device 'memory-backend-file' not found".into()
+            ))
+        );
         assert_eq!(
             class_properties("nosuch"),
             Err(TypeError::NotFound("Class 'nosuch' not found".into()))
