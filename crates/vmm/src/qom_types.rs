@@ -113,7 +113,7 @@ pub fn list(implements_: Option<&str>, abstract_: bool) -> Value {
         all()
             .into_iter()
             .filter(|t| abstract_ || !t.is_abstract)
-            .filter(|t| implements_.map_or(true, |a| implements(&t.name, a)))
+            .filter(|t| implements_.is_none_or(|a| implements(&t.name, a)))
             .map(|t| {
                 let mut o = json!({"name": t.name});
                 if t.is_abstract {
