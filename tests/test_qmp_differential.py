@@ -591,6 +591,10 @@ def probe_steps():
          req("query-cpu-model-expansion", {"type": "static", "model": {"name": "nosuch"}}),
          req("query-cpu-model-expansion",
              {"type": "static", "model": {"name": "host", "props": {"nosuch": True}}}),
+         req("query-cpu-model-expansion",
+             {"type": "full", "model": {"name": "base", "props": {"sse2": True, "lm": True}}}),
+         req("query-cpu-model-expansion",
+             {"type": "full", "model": {"name": "base", "props": {"nosuch": True}}}),
          req("query-cpu-model-expansion", {"type": "bogus", "model": {"name": "host"}}),
          req("query-cpu-model-expansion", {"type": "static"})]
     s += [req("device-list-properties", {"typename": t}) for t in PROBE_TYPES]

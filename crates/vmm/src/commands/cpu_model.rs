@@ -93,6 +93,9 @@ pub(super) fn expansion(args: &Args) -> Result<Value, QmpError> {
         .ok_or_else(|| QmpError::generic("Parameter 'model' is missing"))?;
     let name = model.get("name").and_then(Value::as_str).unwrap_or("");
     let typename = cpu_type_name(name);
+    if name == "base" {
+        return expand_base(model.get("props"), &typename);
+    }
     if model_of(name, Vec::new()).is_none() {
         return Err(QmpError::generic(format!("CPU model '{name}' not found")));
     }
@@ -122,6 +125,39 @@ pub(super) fn expansion(args: &Args) -> Result<Value, QmpError> {
     signature(&c, &mut props);
     let shown = if kind == "static" { "base" } else { name };
     Ok(json!({"model": {"name": shown, "props": props}}))
+}
+
+/// The signature properties a static expansion carries besides features.
+const SIGNATURE: &[&str] = &["family", "model", "stepping", "vendor", "model-id"];
+
+/// `base`, QEMU's static model (no features at all), plus `props`: what a
+/// static expansion of ferrovm's models names, so libvirt expands it back
+/// (`full`) when `max-x86_64-cpu` has no `migratable` property
+/// (qemu_capabilities.c, `QEMU_MONITOR_CPU_MODEL_EXPANSION_STATIC_FULL`).
+/// It describes a CPU; `-cpu base` is not one ferrovm builds, so
+/// `query-cpu-definitions` does not list it.
+fn expand_base(props: Option<&Value>, typename: &str) -> Result<Value, QmpError> {
+    let given = props
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Map::new();
+    for (f, ..) in FEATURE_NAMES {
+        out.insert((*f).into(), json!(false));
+    }
+    for (k, v) in given {
+        let known = FEATURE_NAMES.iter().any(|(f, ..)| *f == k) && v.is_boolean()
+            || SIGNATURE.contains(&k.as_str());
+        if !known && !INERT_PROPS.contains(&k.as_str()) {
+            return Err(QmpError::generic(format!(
+                "Property '{typename}.{k}' not found"
+            )));
+        }
+        if known {
+            out.insert(k, v);
+        }
+    }
+    Ok(json!({"model": {"name": "base", "props": out}}))
 }
 
 fn leaf(c: &[kvm_cpuid_entry2], function: u32) -> Option<&kvm_cpuid_entry2> {
@@ -206,6 +242,27 @@ mod tests {
             (p["family"].clone(), p["model"].clone()),
             (json!(6), json!(0x5e))
         );
+    }
+
+    /// libvirt expands the static `base` result back with `full`: the
+    /// properties come back as given, the others false; an unknown one is
+    /// QEMU's "Property 'base-x86_64-cpu.X' not found".
+    #[test]
+    fn base_expands_to_the_given_properties() {
+        let props = json!({"sse2": true, "family": 25, "vendor": "AuthenticAMD"});
+        let v = expand_base(Some(&props), "base-x86_64-cpu").unwrap();
+        let p = &v["model"]["props"];
+        assert_eq!(v["model"]["name"], "base");
+        assert_eq!(
+            (p["sse2"].clone(), p["lm"].clone()),
+            (json!(true), json!(false))
+        );
+        assert_eq!(
+            (p["family"].clone(), p["vendor"].clone()),
+            (json!(25), json!("AuthenticAMD"))
+        );
+        let e = expand_base(Some(&json!({"nosuch": 1})), "base-x86_64-cpu").unwrap_err();
+        assert_eq!(e.desc, "Property 'base-x86_64-cpu.nosuch' not found");
     }
 
     /// Feature bits by QEMU's names (target/i386/cpu.c feature_word_info:
