@@ -30,6 +30,11 @@ COMMANDS = [
     # issue 9: net and balloon
     "set_link", "netdev_add", "netdev_del", "query-rx-filter", "announce-self", "balloon",
     "query-balloon", "qom-set",
+    # issue 13: libvirt's capability probe
+    "qom-list-types", "qom-list-properties", "device-list-properties", "query-tpm-models",
+    "query-tpm-types", "query-command-line-options", "query-migrate-capabilities",
+    "query-sev-capabilities", "query-sgx-capabilities", "query-cpu-definitions",
+    "query-cpu-model-expansion",
 ]
 EVENTS = ["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME"]
 

@@ -133,6 +133,7 @@ def steps_after_negotiation():
         s.append(req(cmd, {**VALID_ARGS.get(cmd, {}), "no-such-arg": 1}, id=f"extra-{cmd}"))
         s.append(req(cmd, []))
         s.append(req(cmd, "x"))
+    s += probe_steps()  # issue 13, see the block at the end
     s += [
         req("qom-list", {}), req("qom-list", {"path": 1}), req("qom-list", {"path": None}),
         req("qom-list", {"path": "/"}), req("qom-list", {"path": "/machine"}),
@@ -235,6 +236,8 @@ def norm_return(cmd, args, value):
       entries must be QEMU's (the schema is compared as resolved types,
       since both number their type names).
     """
+    if cmd in PROBE_NORMS:  # issue 13, see the block at the end
+        return PROBE_NORMS[cmd](args, value)
     if cmd == "query-version":
         return shape(value), value["qemu"]["major"], value["qemu"]["minor"]
     if cmd == "query-cpus-fast":
@@ -315,7 +318,7 @@ def message_key(msg, cmd=None):
                 sorted(msg)]
     ret = msg["return"]
     if cmd in SUBSET_RETURNS:
-        ret = ret[:0] if isinstance(ret, list) else ret
+        ret = ret[:0] if isinstance(ret, list) else probe_key_return(cmd, ret)
     return ["return", msg.get("id", "<none>"), shape(ret), sorted(msg)]
 
 
@@ -541,3 +544,122 @@ def test_schema_entries_match_qemu(conversations):
     assert set(COMMANDS) <= set(cf), set(COMMANDS) - set(cf)
     wrong = sorted(k for k in cf if cq.get(k) != cf[k])
     assert not wrong, f"declared differently from QEMU: {wrong}"
+
+
+# --- issue 13: libvirt's capability probe ----------------------------------
+# What `virsh domcapabilities` sends (QEMU 7.2 recorded). ferrovm lists only
+# the types, properties, options and CPU models it has, so for the listings
+# every entry it gives must be QEMU's own entry (a subset, compared exactly);
+# errors are compared as usual.
+
+PROBE_TYPES = ("virtio-blk-pci", "virtio-net-pci", "virtio-balloon-pci")
+
+
+def probe_steps():
+    s = [req("qom-list-types"), req("qom-list-types", {"abstract": True}),
+         req("qom-list-types", {"implements": "virtio-pci"}),
+         req("qom-list-types", {"implements": "virtio-pci", "abstract": True}),
+         req("qom-list-types", {"implements": "x86_64-cpu", "abstract": False}),
+         req("qom-list-types", {"implements": "nosuch"}),
+         req("qom-list-types", {"implements": 1}),
+         req("device-list-properties", {"typename": "nosuch"}),
+         req("device-list-properties", {"typename": "virtio-pci"}),
+         req("device-list-properties", {"typename": "device"}),
+         req("device-list-properties", {"typename": "virtio-net-ccw"}),
+         req("device-list-properties", {"typename": "none-machine"}),
+         req("device-list-properties", {}),
+         req("qom-list-properties", {"typename": "nosuch"}),
+         req("qom-list-properties", {"typename": "none-machine"}),
+         req("qom-list-properties", {"typename": "pc-q35-7.2-machine"}),
+         req("qom-list-properties", {"typename": "max-x86_64-cpu"}),
+         req("qom-list-properties", {"typename": "host-x86_64-cpu"}),
+         req("qom-list-properties", {"typename": "memory-backend-file"}),
+         req("query-tpm-models"), req("query-tpm-types"),
+         req("query-command-line-options"), req("query-command-line-options", {"option": "drive"}),
+         req("query-command-line-options", {"option": "nosuch"}),
+         req("query-command-line-options", {"option": "m"}),
+         req("query-migrate-capabilities"),
+         req("query-sev-capabilities"), req("query-sgx-capabilities"),
+         req("query-cpu-definitions"),
+         req("query-cpu-model-expansion", {"type": "static", "model": {"name": "host"}}),
+         req("query-cpu-model-expansion",
+             {"type": "static", "model": {"name": "host", "props": {"migratable": False}}}),
+         req("query-cpu-model-expansion",
+             {"type": "full", "model": {"name": "host",
+                                        "props": {"migratable": False, "hv-passthrough": True}}}),
+         req("query-cpu-model-expansion", {"type": "static", "model": {"name": "max"}}),
+         req("query-cpu-model-expansion", {"type": "static", "model": {"name": "nosuch"}}),
+         req("query-cpu-model-expansion",
+             {"type": "static", "model": {"name": "host", "props": {"nosuch": True}}}),
+         req("query-cpu-model-expansion",
+             {"type": "full", "model": {"name": "base", "props": {"sse2": True, "lm": True}}}),
+         req("query-cpu-model-expansion",
+             {"type": "full", "model": {"name": "base", "props": {"nosuch": True}}}),
+         req("query-cpu-model-expansion", {"type": "bogus", "model": {"name": "host"}}),
+         req("query-cpu-model-expansion", {"type": "static"})]
+    s += [req("device-list-properties", {"typename": t}) for t in PROBE_TYPES]
+    return s
+
+
+def _entries(args, value):
+    return value
+
+
+def _cmdline_options(args, value):
+    # ferrovm keeps no help texts and accepts its own keys: the options
+    # (QemuOpts groups) must be QEMU's.
+    return [o["option"] for o in value]
+
+
+def _cpu_definitions(args, value):
+    # unavailable-features is each one's own truth on this host; ferrovm
+    # has no versioned models (qemu64-v1) for qemu64 to be an alias of.
+    # (-sandbox is left out of query-command-line-options on purpose: no
+    # seccomp filter; the CLI's unit tests check that.)
+    return [{k: v for k, v in d.items() if k not in ("unavailable-features", "alias-of")}
+            for d in value]
+
+
+def _expansion(args, value):
+    # The model and which properties exist; their values are compared for
+    # the features below, which any x86-64 host running both has alike.
+    props = value["model"]["props"]
+    base = {f: props.get(f) for f in ("fpu", "sse2", "lm", "nx", "syscall", "cmov")}
+    return [value["model"]["name"], base] + [("prop", k) for k in props]
+
+
+def _types(args, value):
+    # ferrovm's own machine type is not QEMU's.
+    return [t for t in value if t["name"] != "ferrovm-machine"]
+
+
+def probe_key_return(cmd, ret):
+    """A listing that is a dict (a CPU model's expansion): its keys are
+    compared by _expansion, not as a shape."""
+    if cmd == "query-cpu-model-expansion":
+        return {"model": {"name": ret["model"]["name"]}}
+    return ret
+
+
+PROBE_NORMS = {
+    "qom-list-types": _types,
+    "device-list-properties": _entries,
+    "qom-list-properties": _entries,
+    "query-tpm-models": _entries,
+    "query-tpm-types": _entries,
+    "query-migrate-capabilities": _entries,
+    "query-command-line-options": _cmdline_options,
+    "query-cpu-definitions": _cpu_definitions,
+    "query-cpu-model-expansion": _expansion,
+}
+SUBSET_RETURNS += tuple(c for c in PROBE_NORMS)
+VALID_ARGS.update({
+    "device-list-properties": {"typename": "virtio-blk-pci"},
+    "qom-list-properties": {"typename": "none-machine"},
+    "query-cpu-model-expansion": {"type": "static", "model": {"name": "host"}},
+})
+CANNOT_SUCCEED.update({
+    # ferrovm offers neither; QEMU's words on this host's KVM.
+    "query-sev-capabilities": {"SEV is not enabled in KVM"},
+    "query-sgx-capabilities": {"SGX is not enabled in KVM"},
+})

@@ -1,7 +1,7 @@
 //! Parse state shared by the option handlers, and the final checks that need
 //! the whole command line (references between options, defaults, topology).
 
-use crate::config::{ChardevBackend, ChardevSpec, Config, SerialSpec};
+use crate::config::{ChardevBackend, ChardevSpec, Config, MachineKind, SerialSpec};
 use crate::error::CliError;
 use crate::firmware;
 use crate::machine;
@@ -63,6 +63,9 @@ pub(crate) struct Builder {
     pub machine_type: Option<(String, Inv)>,
     /// The last `-cpu`.
     pub cpu: Option<Inv>,
+    /// `accel=tcg` (or `-accel tcg`) chose TCG: only `-machine none`, which
+    /// runs no vCPU, may start with it (libvirt's second capability probe).
+    pub tcg: Option<Inv>,
     /// Every `-boot` merged (keyval leaves), validated in [`Builder::finish`]
     /// as QEMU validates the machine's `boot` property.
     pub boot: serde_json::Map<String, serde_json::Value>,
@@ -92,6 +95,7 @@ impl Builder {
             append_set: false,
             ids: HashSet::new(),
             machine_type: None,
+            tcg: None,
             cpu: None,
             boot: serde_json::Map::new(),
         }
@@ -138,6 +142,12 @@ impl Builder {
         if let Some((name, inv)) = &self.machine_type {
             self.cfg.machine.kind = machine::machine_kind(name).map_err(|e| inv.err(e))?;
             self.cfg.machine.name = name.clone();
+        }
+        if let Some(inv) = &self.tcg {
+            if self.cfg.machine.kind != MachineKind::None {
+                return Err(inv.err(machine::tcg_refused("tcg")));
+            }
+            self.cfg.accel_tcg = true;
         }
         if let Some(inv) = &self.cpu {
             self.cfg.cpu = machine::parse_cpu(inv.arg()).map_err(|e| inv.err(e))?;

@@ -16,6 +16,9 @@ pub struct Config {
     /// KVM was requested (`-accel kvm`, `-enable-kvm`, `-machine accel=kvm`).
     /// ferrovm always uses KVM; this records whether the user asked.
     pub accel_kvm: bool,
+    /// TCG was chosen (`accel=tcg`): accepted for `-machine none` only,
+    /// where no vCPU runs, so nothing is accelerated (libvirt probes so).
+    pub accel_tcg: bool,
     /// `-cpu`; default `qemu64`.
     pub cpu: CpuModel,
     /// `-m` size, rounded up to 8 KiB as QEMU does; default 128 MiB.
@@ -123,6 +126,7 @@ impl Default for Config {
         Config {
             machine: MachineSpec::default(),
             accel_kvm: false,
+            accel_tcg: false,
             cpu: CpuModel::default(),
             memory_bytes: DEFAULT_MEMORY_BYTES,
             memory_given: false,

@@ -29,6 +29,7 @@ mod machine;
 mod memory;
 mod misc;
 mod opts;
+mod qmp_options;
 mod rtc;
 mod runstate;
 mod schema;
@@ -41,6 +42,7 @@ pub use config::*;
 pub use error::CliError;
 pub use firmware::{validate_boot_devices, MAX_DATA_DIRS};
 pub use help::{help_text, options_markdown, version_text, QEMU_COMPAT_VERSION};
+pub use qmp_options::command_line_options;
 
 use builder::{Builder, Inv};
 use keyval::{is_json, parse_json_object, parse_keyval};

@@ -125,14 +125,20 @@ fn not_supported(key: &str, value: &str) -> String {
     format!("'{key}={value}' is not supported by ferrovm")
 }
 
-/// `accel=` lists accelerators to try in order; KVM must come first.
-fn check_accel_list(list: &str) -> Result<(), String> {
+/// `accel=` lists accelerators to try in order; KVM must come first, or
+/// TCG, which only `-machine none` may use (see [`Builder::finish`]).
+/// Returns whether TCG was chosen.
+fn check_accel_list(list: &str) -> Result<bool, String> {
     match list.split(':').next().unwrap_or("") {
-        "kvm" => Ok(()),
-        other => Err(format!(
-            "accelerator '{other}' is not supported (ferrovm runs on KVM only)"
-        )),
+        "kvm" => Ok(false),
+        "tcg" => Ok(true),
+        other => Err(tcg_refused(other)),
     }
+}
+
+/// The error for an accelerator ferrovm cannot run vCPUs with.
+pub(crate) fn tcg_refused(accel: &str) -> String {
+    format!("accelerator '{accel}' is not supported (ferrovm runs on KVM only)")
 }
 
 pub(crate) fn handle_machine(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(), CliError> {
@@ -160,8 +166,12 @@ pub(crate) fn handle_machine(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(
             // Resolved once all options are read: the last type wins.
             "type" => b.machine_type = Some((v.to_string(), inv.clone())),
             "accel" => {
-                check_accel_list(v).map_err(|e| inv.err(e))?;
-                b.cfg.accel_kvm = true;
+                if check_accel_list(v).map_err(|e| inv.err(e))? {
+                    b.tcg = Some(inv.clone());
+                } else {
+                    b.tcg = None;
+                    b.cfg.accel_kvm = true;
+                }
             }
             "kernel" => {
                 b.cfg.kernel = Some(PathBuf::from(v));
@@ -205,11 +215,12 @@ pub(crate) fn handle_accel(b: &mut Builder, inv: &Inv, p: Parsed) -> Result<(), 
     let o = p.opts();
     match o.str("accel") {
         Some("kvm") => {}
-        Some(a) if OTHER_ACCELS.contains(&a) => {
-            return Err(inv.err(format!(
-                "accelerator '{a}' is not supported (ferrovm runs on KVM only)"
-            )))
+        // Allowed for `-machine none` only, checked once the type is known.
+        Some("tcg") => {
+            b.tcg = Some(inv.clone());
+            return Ok(());
         }
+        Some(a) if OTHER_ACCELS.contains(&a) => return Err(inv.err(tcg_refused(a))),
         Some(a) => return Err(inv.err(format!("invalid accelerator {a}"))),
         None => return Err(inv.err("Parameter 'accel' is missing")),
     }

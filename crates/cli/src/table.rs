@@ -109,7 +109,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         args: "[type=]name[,prop=value[,...]]",
         grammar: Raw(Some(&machine::MACHINE_SCHEMA)),
         help: "select the machine type and its properties",
-        notes: "Types: `q35`, `pc`, `pc-q35-X.Y`, `pc-i440fx-X.Y` (QEMU 7.2's versions), `ferrovm` all build ferrovm's Q35-like PC, the name is kept; `none` has no board. Types before 6.2 compute omitted `-smp` sockets first, as QEMU does. `accel=` must list `kvm` first. Only these values are accepted: LIMITS. Any other key is an error. Repeated options merge.",
+        notes: "Types: `q35`, `pc`, `pc-q35-X.Y`, `pc-i440fx-X.Y` (QEMU 7.2's versions), `ferrovm` all build ferrovm's Q35-like PC, the name is kept; `none` has no board. Types before 6.2 compute omitted `-smp` sockets first, as QEMU does. `accel=` must list `kvm` first (`tcg` is accepted with `none` only, which runs no vCPU: libvirt's second capability probe). Only these values are accepted: LIMITS. Any other key is an error. Repeated options merge.",
         handler: Run(machine::handle_machine),
     },
     OptionDef {
@@ -117,7 +117,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         args: "kvm[,prop=value[,...]]",
         grammar: Opts(&machine::ACCEL_SCHEMA),
         help: "select the accelerator (only kvm)",
-        notes: "Any accelerator other than `kvm` is an error. `kernel-irqchip` must be `on`; `kvm-shadow-mem` and `dirty-ring-size` are accepted.",
+        notes: "Any accelerator other than `kvm` is an error, but `tcg` with `-machine none` (no vCPU runs). `kernel-irqchip` must be `on`; `kvm-shadow-mem` and `dirty-ring-size` are accepted.",
         handler: Run(machine::handle_accel),
     },
     OptionDef {

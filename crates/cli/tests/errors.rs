@@ -65,6 +65,10 @@ fn machine() {
             "-M q35,accel=tcg: accelerator 'tcg' is not supported (ferrovm runs on KVM only)",
         ),
         (
+            &["-machine", "none,accel=tcg", "-machine", "q35"],
+            "-machine none,accel=tcg: accelerator 'tcg' is not supported (ferrovm runs on KVM only)",
+        ),
+        (
             &["-M", "q35,max-ram-below-4g=1G"],
             "-M q35,max-ram-below-4g=1G: Invalid parameter 'max-ram-below-4g'",
         ),

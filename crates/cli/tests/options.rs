@@ -61,6 +61,19 @@ fn accel() {
     assert!(!run(&[]).accel_kvm);
 }
 
+/// libvirt's second capability probe runs `-machine none,accel=tcg`:
+/// machine none runs no vCPU, so it starts (a board with TCG is refused,
+/// see errors.rs).
+#[test]
+fn tcg_starts_machine_none_only() {
+    let c = run(&["-machine", "none,accel=tcg"]);
+    assert!(c.accel_tcg && !c.accel_kvm);
+    assert!(run(&["-accel", "tcg", "-machine", "none"]).accel_tcg);
+    // The last accel= wins, as QEMU's machine options merge.
+    assert!(!run(&["-machine", "none,accel=tcg", "-machine", "accel=kvm"]).accel_tcg);
+    assert!(!run(&["-machine", "none,accel=kvm:tcg"]).accel_tcg);
+}
+
 #[test]
 fn machine() {
     for (n, k) in [

@@ -34,6 +34,8 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
     ("machine.json", include_str!("../schema/machine.json")),
     ("misc.json", include_str!("../schema/misc.json")),
     ("pci.json", include_str!("../schema/pci.json")),
+    ("tpm.json", include_str!("../schema/tpm.json")),
+    ("migration.json", include_str!("../schema/migration.json")),
 ];
 
 /// The build whose QMP ferrovm reproduces: Debian's qemu-system-x86_64 7.2
@@ -48,8 +50,18 @@ const CONFIG_TRUE: &[&str] = &[
     "CONFIG_ZSTD",
     "HAVE_IPPROTO_MPTCP",
     "HAVE_HOST_BLOCK_DEVICE",
+    "CONFIG_TPM",
+    "TARGET_I386",
 ];
-const CONFIG_FALSE: &[&str] = &["CONFIG_BLKIO", "CONFIG_VMNET"];
+const CONFIG_FALSE: &[&str] = &[
+    "CONFIG_BLKIO",
+    "CONFIG_VMNET",
+    "TARGET_S390X",
+    "TARGET_ARM",
+    "TARGET_PPC",
+    "TARGET_MIPS",
+    "TARGET_LOONGARCH64",
+];
 
 /// Names of every command and event of QEMU 7.2 (for the support table).
 const QEMU_NAMES: &str = include_str!("../schema/qemu-7.2-names.txt");

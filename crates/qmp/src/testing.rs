@@ -143,6 +143,29 @@ impl Handler for FakeVm {
             "balloon" | "query-balloon" => {
                 return Err(QmpError::device_not_active("No balloon device has been activated"))
             }
+            // No devices, no CPU models, no TPM, no migration: only the
+            // board-less machine type exists.
+            "qom-list-types" => json!([{"name": "none-machine", "parent": "machine"}]),
+            "qom-list-properties" => match args.str("typename")? {
+                "none-machine" => json!([{"name": "type", "type": "string"}]),
+                t => return Err(QmpError::device_not_found(format!("Class '{t}' not found"))),
+            },
+            "device-list-properties" => {
+                return Err(QmpError::device_not_found(format!("Device '{}' not found", args.str("typename")?)))
+            }
+            "query-tpm-models" | "query-tpm-types" | "query-migrate-capabilities" | "query-cpu-definitions" => {
+                json!([])
+            }
+            "query-command-line-options" => match args.opt_str("option") {
+                None => json!([]),
+                Some(o) => return Err(QmpError::generic(format!("invalid option name: {o}"))),
+            },
+            "query-sev-capabilities" => return Err(QmpError::generic("SEV is not enabled in KVM")),
+            "query-sgx-capabilities" => return Err(QmpError::generic("SGX is not enabled in KVM")),
+            "query-cpu-model-expansion" => {
+                let name = args.get("model").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("");
+                return Err(QmpError::generic(format!("CPU model '{name}' not found")));
+            }
             _ => return Err(QmpError::command_not_found(format!("The command {cmd} has not been found"))),
         })
     }

@@ -61,6 +61,12 @@ enum Reg {
     Ecx,
 }
 
+/// The feature names `-cpu host,-NAME` removes (the CPU's QOM properties
+/// ferrovm honours).
+pub fn removable_feature_names() -> impl Iterator<Item = &'static str> {
+    NAMED_FEATURES.iter().map(|(n, ..)| *n)
+}
+
 /// Errors for unknown feature names given to `-cpu host,-NAME`.
 pub fn check_feature_names(removed: &[String]) -> Result<(), String> {
     for name in removed {

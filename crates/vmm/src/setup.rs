@@ -220,6 +220,7 @@ fn vm_info(config: &Config, serial_info: Option<serde_json::Value>) -> VmInfo {
         cores: config.smp.cores * config.smp.dies,
         threads: config.smp.threads,
         chardevs: serial_info.into_iter().collect(),
+        accel_tcg: config.accel_tcg,
     }
 }
 

@@ -39,6 +39,8 @@ pub struct VmInfo {
     /// `query-chardev` entries for chardevs that are not monitors (the QMP
     /// library adds the monitors' own, which only it knows live).
     pub chardevs: Vec<Value>,
+    /// `-machine none,accel=tcg`: KVM is present but not in use.
+    pub accel_tcg: bool,
 }
 
 pub struct Vm {

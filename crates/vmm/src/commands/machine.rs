@@ -61,9 +61,12 @@ pub(super) fn execute(
         "query-uuid" => {
             json!({"UUID": vm.info.uuid.clone().unwrap_or_else(|| "00000000-0000-0000-0000-000000000000".into())})
         }
-        "query-kvm" => json!({"enabled": true, "present": true}),
+        // Under `-machine none,accel=tcg` KVM is present but not in use.
+        "query-kvm" => json!({"enabled": !vm.info.accel_tcg, "present": true}),
         "query-target" => json!({"arch": "x86_64"}),
         "query-machines" => machines(),
+        "query-cpu-definitions" => super::cpu_model::definitions()?,
+        "query-cpu-model-expansion" => super::cpu_model::expansion(args)?,
         "query-current-machine" => json!({"wakeup-suspend-support": false}),
         "query-cpus-fast" => cpus_fast(vm),
         "query-hotpluggable-cpus" => {

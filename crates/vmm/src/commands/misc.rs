@@ -1,4 +1,6 @@
-//! `misc.json`: `stop`, `cont`, the VM's name and its iothreads.
+//! `misc.json`: `stop`, `cont`, the VM's name and its iothreads, the
+//! command-line options (from the CLI's option table); `misc-target.json`:
+//! SEV and SGX, which ferrovm does not offer.
 
 use qmp::{Args, EventSink, QmpError};
 use serde_json::{json, Value};
@@ -9,7 +11,7 @@ use crate::vm::Vm;
 pub(super) fn execute(
     vm: &mut Vm,
     cmd: &str,
-    _args: &Args,
+    args: &Args,
     events: &mut dyn EventSink,
 ) -> Result<Value, QmpError> {
     match cmd {
@@ -37,6 +39,14 @@ pub(super) fn execute(
             None => json!({}),
         }),
         "query-iothreads" => Ok(json!([])),
+        "query-command-line-options" => cli::command_line_options(args.opt_str("option"))
+            .map(Value::Array)
+            .map_err(QmpError::generic),
+        // QEMU 7.2's words on a KVM without SEV or SGX (target/i386/sev.c
+        // `sev_get_capabilities`, hw/i386/sgx.c `sgx_get_capabilities`):
+        // ferrovm never enables either.
+        "query-sev-capabilities" => Err(QmpError::generic("SEV is not enabled in KVM")),
+        "query-sgx-capabilities" => Err(QmpError::generic("SGX is not enabled in KVM")),
         _ => Err(super::not_found(cmd)),
     }
 }

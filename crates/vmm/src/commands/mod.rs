@@ -7,13 +7,16 @@
 mod block;
 mod char;
 mod control;
+mod cpu_model;
 mod machine;
+mod migration;
 mod misc;
 mod net;
 mod pci;
 mod qdev;
 mod qom;
 mod run_state;
+mod tpm;
 
 use qmp::{Args, EventSink, QmpError};
 use serde_json::Value;
@@ -36,6 +39,8 @@ const ROUTES: &[(&str, Serve)] = &[
     ("block-core", block::execute),
     ("pci", pci::execute),
     ("qdev", qdev::execute),
+    ("tpm", tpm::execute),
+    ("migration", migration::execute),
 ];
 
 fn not_found(cmd: &str) -> QmpError {

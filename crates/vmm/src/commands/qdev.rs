@@ -1,4 +1,5 @@
-//! `qdev.json`: `device_add` and `device_del`. Every device ferrovm builds
+//! `qdev.json`: `device_add`, `device_del` and `device-list-properties`
+//! (from the `-device` registry, see `qom_types`). Every device ferrovm builds
 //! sits on pcie.0, which has no hotplug on q35; QEMU answers the same (PCIe
 //! root ports, where hotplug lives, are not modelled yet). `device_add` is
 //! `'gen': false`: its arguments arrive unchecked, so it checks `driver`
@@ -55,6 +56,7 @@ pub(super) fn execute(
                 )))
             }
         }
+        "device-list-properties" => Ok(crate::qom_types::device_properties(args.str("typename")?)?),
         _ => Err(super::not_found(cmd)),
     }
 }

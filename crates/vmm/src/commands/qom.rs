@@ -1,4 +1,5 @@
-//! `qom.json`: the QOM tree ferrovm models (containers, the machine, vCPUs).
+//! `qom.json`: the QOM tree ferrovm models (containers, the machine, vCPUs),
+//! and the QOM types it has (`qom_types`).
 
 use qmp::{Args, EventSink, QmpError};
 use serde_json::{json, Value};
@@ -23,6 +24,11 @@ pub(super) fn execute(
             args.str("property")?,
             args.get("value").unwrap_or(&Value::Null),
         ),
+        "qom-list-types" => Ok(crate::qom_types::list(
+            args.opt_str("implements"),
+            args.opt_bool("abstract").unwrap_or(false),
+        )),
+        "qom-list-properties" => Ok(crate::qom_types::class_properties(args.str("typename")?)?),
         _ => Err(super::not_found(cmd)),
     }
 }

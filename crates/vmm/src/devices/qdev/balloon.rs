@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{p, props, Kind, Prop, VirtioPciProxy, V};
+use super::{p, props, Def, Kind, Prop, VirtioPciProxy, V};
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VirtioBalloonPci {
@@ -16,8 +16,9 @@ pub struct VirtioBalloonPci {
 }
 
 pub(super) const PROPS: &[Prop] = &[
-    p("deflate-on-oom", Kind::Bool),
-    p("free-page-reporting", Kind::Bool),
+    p("deflate-on-oom", Kind::Bool).def(Def::Bool(false)),
+    p("free-page-reporting", Kind::Bool).def(Def::Bool(false)),
+    // A plain QOM property of the balloon (no qdev default).
     p("guest-stats-polling-interval", Kind::I64),
 ];
 

@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 
 use devices::virtio::block::{BlkOptions, WriteCache};
 
-use super::{p, props, Kind, Prop, VirtioPciProxy, V};
+use super::{p, props, Def, Kind, Prop, VirtioPciProxy, V};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VirtioBlkPci {
@@ -16,25 +16,33 @@ pub struct VirtioBlkPci {
 
 /// virtio-blk-pci's properties after the proxy's.
 pub(super) const PROPS: &[Prop] = &[
-    p("vectors", Kind::U32),
-    p("drive", Kind::Str),
-    p("share-rw", Kind::Bool),
+    p("vectors", Kind::U32).def(Def::Int(4294967295)),
+    p("drive", Kind::Str).desc(Some(
+        "Node name or ID of a block device to use as a backend",
+    )),
+    p("share-rw", Kind::Bool).desc(None).def(Def::Bool(false)),
     p("serial", Kind::Str),
-    p("num-queues", Kind::U16),
-    p("queue-size", Kind::U16),
-    p("write-cache", Kind::OnOffAuto),
-    p("logical_block_size", Kind::Size),
-    p("physical_block_size", Kind::Size),
-    p("min_io_size", Kind::Size),
-    p("opt_io_size", Kind::Size),
-    p("discard_granularity", Kind::Size),
-    p("config-wce", Kind::Bool),
-    p("discard", Kind::Bool),
-    p("write-zeroes", Kind::Bool),
-    p("max-discard-sectors", Kind::U32),
-    p("max-write-zeroes-sectors", Kind::U32),
-    p("seg-max-adjust", Kind::Bool),
-    p("bootindex", Kind::U32),
+    p("num-queues", Kind::U16).def(Def::Int(65535)),
+    p("queue-size", Kind::U16).def(Def::Int(256)),
+    p("write-cache", Kind::OnOffAuto).def(Def::Str("auto")),
+    p("logical_block_size", Kind::Size)
+        .desc(Some("A power of two between 512 B and 2 MiB"))
+        .def(Def::Int(0)),
+    p("physical_block_size", Kind::Size)
+        .desc(Some("A power of two between 512 B and 2 MiB"))
+        .def(Def::Int(0)),
+    p("min_io_size", Kind::Size).def(Def::Int(0)),
+    p("opt_io_size", Kind::Size).def(Def::Int(0)),
+    p("discard_granularity", Kind::Size).def(Def::Int(4294967295)),
+    p("config-wce", Kind::Bool).def(Def::Bool(true)),
+    p("discard", Kind::Bool).def(Def::Bool(true)),
+    p("write-zeroes", Kind::Bool).def(Def::Bool(true)),
+    p("max-discard-sectors", Kind::U32).def(Def::Int(4194303)),
+    p("max-write-zeroes-sectors", Kind::U32).def(Def::Int(4194303)),
+    p("seg-max-adjust", Kind::Bool)
+        .desc(None)
+        .def(Def::Bool(true)),
+    p("bootindex", Kind::U32).qtype("int32"),
 ];
 
 impl VirtioBlkPci {

@@ -74,13 +74,97 @@ enum Kind {
     Fixed(&'static str),
 }
 
+/// A `-device` property: how `-device` parses it, and what
+/// `device-list-properties` says of it (QEMU's `ObjectPropertyInfo`: the
+/// PropertyInfo's type name and description, the qdev default).
 struct Prop {
     name: &'static str,
     kind: Kind,
+    qtype: &'static str,
+    desc: Option<&'static str>,
+    default: Def,
 }
 
+/// A property's `default-value` as QEMU reports it (none for strings,
+/// links and properties without a qdev default).
+#[derive(Clone, Copy)]
+enum Def {
+    None,
+    Bool(bool),
+    Int(i64),
+    Str(&'static str),
+}
+
+/// A property whose QEMU type and description follow from its kind
+/// (hw/core/qdev-properties.c: `qdev_prop_bool` says "on/off", and so on).
 const fn p(name: &'static str, kind: Kind) -> Prop {
-    Prop { name, kind }
+    let (qtype, desc) = match kind {
+        Kind::Str => ("str", None),
+        Kind::Bool => ("bool", Some("on/off")),
+        Kind::OnOffAuto => ("OnOffAuto", Some("on/off/auto")),
+        Kind::U16 => ("uint16", None),
+        Kind::U32 => ("uint32", None),
+        Kind::Size => ("size", None),
+        Kind::PciDevfn => (
+            "int32",
+            Some("Slot and optional function number, example: 06.0 or 06"),
+        ),
+        Kind::Mac => (
+            "str",
+            Some("Ethernet 6-byte MAC Address, example: 52:54:00:12:34:56"),
+        ),
+        Kind::I64 => ("int", None),
+        Kind::Fixed(_) => ("str", None),
+    };
+    Prop {
+        name,
+        kind,
+        qtype,
+        desc,
+        default: Def::None,
+    }
+}
+
+impl Prop {
+    /// QEMU's default value.
+    const fn def(mut self, d: Def) -> Self {
+        self.default = d;
+        self
+    }
+    /// A type other than the kind's (e.g. `bootindex` is an int32 in QEMU).
+    const fn qtype(mut self, t: &'static str) -> Self {
+        self.qtype = t;
+        self
+    }
+    /// QEMU's description; `None` where QEMU gives none (e.g. properties
+    /// declared with `DEFINE_PROP_BIT` through an alias, or plain QOM ones).
+    const fn desc(mut self, d: Option<&'static str>) -> Self {
+        self.desc = d;
+        self
+    }
+
+    /// The `ObjectPropertyInfo` of `device-list-properties`.
+    fn info(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("name".into(), Value::from(self.name));
+        m.insert("type".into(), Value::from(self.qtype));
+        if let Some(d) = self.desc {
+            m.insert("description".into(), Value::from(d));
+        }
+        match self.default {
+            Def::None => {}
+            Def::Bool(b) => {
+                m.insert("default-value".into(), Value::from(b));
+            }
+            Def::Int(i) => {
+                m.insert("default-value".into(), Value::from(i));
+            }
+            Def::Str(s) => {
+                m.insert("default-value".into(), Value::from(s));
+            }
+        }
+        Value::Object(m)
+    }
 }
 
 /// A driver's properties, parsed, in command-line order.
@@ -89,18 +173,28 @@ type Parsed = Vec<(&'static str, V)>;
 /// The virtio-pci proxy's own properties (hw/virtio/virtio-pci.c);
 /// `vectors` is each driver's, since not all have one.
 const VIRTIO_PCI_PROXY: &[Prop] = &[
+    // `id` and `bus` are DeviceState's, not qdev properties: QEMU does not
+    // list them in device-list-properties (see [`NOT_LISTED`]).
     p("id", Kind::Str),
     p("bus", Kind::Str),
-    p("addr", Kind::PciDevfn),
-    p("multifunction", Kind::Bool),
+    p("addr", Kind::PciDevfn).def(Def::Int(-1)),
+    p("multifunction", Kind::Bool).def(Def::Bool(false)),
     // Modern only (docs/known-gaps.md): the transitional device is not built.
-    p("disable-legacy", Kind::Fixed("on")),
-    p("disable-modern", Kind::Fixed("off")),
+    p("disable-legacy", Kind::Fixed("on"))
+        .qtype("OnOffAuto")
+        .desc(Some("on/off/auto"))
+        .def(Def::Str("auto")),
+    p("disable-modern", Kind::Fixed("off"))
+        .qtype("bool")
+        .def(Def::Bool(false)),
     // PCIDevice's option ROM: ferrovm loads none (docs/known-gaps.md), so
     // only `romfile=` (none) is accepted; `rombar` then has nothing to map.
     p("romfile", Kind::Str),
-    p("rombar", Kind::U32),
+    p("rombar", Kind::U32).def(Def::Int(1)),
 ];
+
+/// Accepted by `-device` but not qdev properties in QEMU.
+const NOT_LISTED: &[&str] = &["id", "bus"];
 
 /// A parsed property value.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,14 +213,36 @@ enum V {
 pub struct Driver {
     pub name: &'static str,
     pub desc: &'static str,
+    /// The QOM parent type (QEMU's `virtio_pci_types_register()` gives each
+    /// virtio-pci driver an abstract `*-base` parent below `virtio-pci`).
+    pub parent: &'static str,
     props: &'static [Prop],
     parse: fn(&Map<String, Value>, u16) -> Result<DeviceRequest, String>,
 }
+
+/// The abstract QOM types above every driver in [`DRIVERS`], each with its
+/// parent (hw/virtio/virtio-pci.c, hw/pci/pci.c, hw/core/qdev.c).
+pub const ABSTRACT_ANCESTORS: &[(&str, &str)] = &[
+    ("virtio-pci", "pci-device"),
+    ("pci-device", "device"),
+    ("device", "object"),
+];
 
 impl Driver {
     /// Every property name `-device` accepts, the proxy's first.
     pub fn property_names(&self) -> impl Iterator<Item = &'static str> {
         VIRTIO_PCI_PROXY.iter().chain(self.props).map(|p| p.name)
+    }
+
+    /// `device-list-properties`: every qdev property `-device` accepts for
+    /// this driver, in QEMU's `ObjectPropertyInfo` shape.
+    pub fn property_infos(&self) -> Vec<Value> {
+        VIRTIO_PCI_PROXY
+            .iter()
+            .chain(self.props)
+            .filter(|p| !NOT_LISTED.contains(&p.name))
+            .map(Prop::info)
+            .collect()
     }
 }
 
@@ -136,18 +252,21 @@ pub const DRIVERS: &[Driver] = &[
     Driver {
         name: "virtio-blk-pci",
         desc: "Virtio block device",
+        parent: "virtio-blk-pci-base",
         props: blk::PROPS,
         parse: |d, cpus| blk::parse(d, cpus).map(DeviceRequest::VirtioBlkPci),
     },
     Driver {
         name: "virtio-net-pci",
         desc: "Virtio network device",
+        parent: "virtio-net-pci-base",
         props: net::PROPS,
         parse: |d, _| net::parse(d).map(DeviceRequest::VirtioNetPci),
     },
     Driver {
         name: "virtio-balloon-pci",
         desc: "Virtio memory balloon",
+        parent: "virtio-balloon-pci-base",
         props: balloon::PROPS,
         parse: |d, _| balloon::parse(d).map(DeviceRequest::VirtioBalloonPci),
     },

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{p, props, Kind, Prop, VirtioPciProxy, V};
+use super::{p, props, Def, Kind, Prop, VirtioPciProxy, V};
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VirtioNetPci {
@@ -49,34 +49,34 @@ pub const FEATURE_PROPS: &[(&str, bool)] = &[
 /// virtio-net-pci's properties after the proxy's (the feature bits are
 /// matched through [`FEATURE_PROPS`]).
 pub(super) const PROPS: &[Prop] = &[
-    p("vectors", Kind::U32),
-    p("bootindex", Kind::U32),
+    p("vectors", Kind::U32).def(Def::Int(4294967295)),
+    p("bootindex", Kind::U32).qtype("int32"),
     p("mac", Kind::Mac),
-    p("netdev", Kind::Str),
-    p("rx_queue_size", Kind::U16),
-    p("tx_queue_size", Kind::U16),
-    p("host_mtu", Kind::U16),
-    p("csum", Kind::Bool),
-    p("guest_csum", Kind::Bool),
-    p("gso", Kind::Bool),
-    p("guest_tso4", Kind::Bool),
-    p("guest_tso6", Kind::Bool),
-    p("guest_ecn", Kind::Bool),
-    p("guest_ufo", Kind::Bool),
-    p("guest_announce", Kind::Bool),
-    p("host_tso4", Kind::Bool),
-    p("host_tso6", Kind::Bool),
-    p("host_ecn", Kind::Bool),
-    p("host_ufo", Kind::Bool),
-    p("mrg_rxbuf", Kind::Bool),
-    p("status", Kind::Bool),
-    p("ctrl_vq", Kind::Bool),
-    p("ctrl_rx", Kind::Bool),
-    p("ctrl_vlan", Kind::Bool),
-    p("ctrl_rx_extra", Kind::Bool),
-    p("ctrl_mac_addr", Kind::Bool),
-    p("ctrl_guest_offloads", Kind::Bool),
-    p("mq", Kind::Bool),
+    p("netdev", Kind::Str).desc(Some("ID of a netdev to use as a backend")),
+    p("rx_queue_size", Kind::U16).def(Def::Int(256)),
+    p("tx_queue_size", Kind::U16).def(Def::Int(256)),
+    p("host_mtu", Kind::U16).def(Def::Int(0)),
+    p("csum", Kind::Bool).def(Def::Bool(true)),
+    p("guest_csum", Kind::Bool).def(Def::Bool(true)),
+    p("gso", Kind::Bool).def(Def::Bool(true)),
+    p("guest_tso4", Kind::Bool).def(Def::Bool(true)),
+    p("guest_tso6", Kind::Bool).def(Def::Bool(true)),
+    p("guest_ecn", Kind::Bool).def(Def::Bool(true)),
+    p("guest_ufo", Kind::Bool).def(Def::Bool(true)),
+    p("guest_announce", Kind::Bool).def(Def::Bool(true)),
+    p("host_tso4", Kind::Bool).def(Def::Bool(true)),
+    p("host_tso6", Kind::Bool).def(Def::Bool(true)),
+    p("host_ecn", Kind::Bool).def(Def::Bool(true)),
+    p("host_ufo", Kind::Bool).def(Def::Bool(true)),
+    p("mrg_rxbuf", Kind::Bool).def(Def::Bool(true)),
+    p("status", Kind::Bool).def(Def::Bool(true)),
+    p("ctrl_vq", Kind::Bool).def(Def::Bool(true)),
+    p("ctrl_rx", Kind::Bool).def(Def::Bool(true)),
+    p("ctrl_vlan", Kind::Bool).def(Def::Bool(true)),
+    p("ctrl_rx_extra", Kind::Bool).def(Def::Bool(true)),
+    p("ctrl_mac_addr", Kind::Bool).def(Def::Bool(true)),
+    p("ctrl_guest_offloads", Kind::Bool).def(Def::Bool(true)),
+    p("mq", Kind::Bool).def(Def::Bool(false)),
 ];
 
 pub(super) fn parse(dev: &Map<String, Value>) -> Result<VirtioNetPci, String> {
