@@ -375,6 +375,9 @@ def test_argument_errors(vm):
                     "netdev_add": {"type": "tap", "id": "x"}, "balloon": {"value": 1},
                     "qom-set": {"path": "/", "property": "type", "value": 1},
                     "announce-self": {"initial": 1, "max": 1, "rounds": 1, "step": 1},
+                    "qom-list-properties": {"typename": "virtio-net-pci"},
+                    "device-list-properties": {"typename": "virtio-net-pci"},
+                    "query-cpu-model-expansion": {"type": "static", "model": {"name": "qemu64"}},
                     }.get(cmd, {})
             cls, desc = q.error(cmd, {**args, "no-such-arg": 1})
             assert (cls, desc) == ("GenericError", "Parameter 'no-such-arg' is unexpected"), cmd
