@@ -1,0 +1,1 @@
+//! Split-virtqueue test helpers shared by the virtio device tests.
