@@ -15,7 +15,6 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::chain::{self, Chain, ChainError};
 use super::config::{self, BalloonOptions, ConfigState, CONFIG_SIZE, F_PAGE_POISON, F_STATS_VQ};
 use super::pages::{self, Plan, RamRange};
 use super::stats::{self, StatsIntervalError, StatsReport, StatsTimer, STAT_COUNT, STAT_UNKNOWN};
@@ -23,6 +22,7 @@ use super::{
     DEFLATE_QUEUE, INFLATE_QUEUE, PFN_SHIFT, QUEUE_SIZE, REPORTING_QUEUE, REPORTING_QUEUE_SIZE,
     STATS_QUEUE, VIRTIO_ID_BALLOON,
 };
+use crate::virtio::chain::{self, Chain, ChainError};
 use crate::virtio::{ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt};
 
 /// Receives the new guest-visible size (`ram_size - actual << 12`) whenever

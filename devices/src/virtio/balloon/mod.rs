@@ -3,8 +3,9 @@
 //!
 //! - [`config`]: the device's properties ([`BalloonOptions`]), the feature
 //!   bits QEMU offers and the configuration space (§5.5.4).
-//! - [`chain`]: a descriptor chain walked as QEMU's `virtqueue_pop` does,
-//!   with its `virtio_error` cases ([`ChainError`]).
+//! - [`chain`]: how a chain's bytes are read; the chain itself is walked
+//!   by [`crate::virtio::chain`], with its `virtio_error` cases
+//!   ([`ChainError`]).
 //! - [`pages`]: page frame numbers and reported ranges turned into runs of
 //!   guest RAM to discard (pure), and the host side (`madvise`).
 //! - [`stats`]: the memory statistics (§5.5.6.3): parser, QEMU's names,
@@ -20,7 +21,7 @@ pub mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use chain::{ChainError, Segment};
+pub use super::chain::{ChainError, Segment};
 pub use config::BalloonOptions;
 pub use device::{ActualChangedFn, NowFn, VirtioBalloon};
 pub use pages::{parse_pfns, plan_inflate, plan_report, GuestRun, PageError, PfnList, RamRange};
@@ -49,6 +50,4 @@ pub const REPORTING_QUEUE: u16 = 3;
 pub const QUEUE_SIZE: u16 = 128;
 pub const REPORTING_QUEUE_SIZE: u16 = 32;
 
-/// QEMU's VIRTQUEUE_MAX_SIZE (include/hw/virtio/virtio.h): the most
-/// descriptors one chain may have.
-pub const VIRTQUEUE_MAX_SIZE: usize = 1024;
+pub use super::VIRTQUEUE_MAX_SIZE;

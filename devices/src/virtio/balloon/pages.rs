@@ -12,8 +12,8 @@ use std::os::fd::AsRawFd;
 
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use super::chain::Segment;
 use super::{BALLOON_PAGE_SIZE, PFN_SHIFT};
+use crate::virtio::chain::Segment;
 
 /// One region of guest RAM, as the device sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,14 +4,13 @@
 //! `qemu-system-x86_64` 7.2 answers over QMP (`qom-get … guest-stats`,
 //! `qom-set … guest-stats-polling-interval`, `x-query-virtio-status`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::*;
-use crate::virtio::{ActiveQueue, VirtioDevice, VirtioInterrupt};
+use crate::virtio::test_support::*;
+use crate::virtio::VirtioDevice;
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -31,118 +30,12 @@ const F_STATS_VQ: u64 = 1 << 1;
 const F_DEFLATE_ON_OOM: u64 = 1 << 2;
 const F_PAGE_POISON: u64 = 1 << 4;
 const F_REPORTING: u64 = 1 << 5;
-const F_INDIRECT: u64 = 1 << 28;
-const F_EVENT_IDX: u64 = 1 << 29;
-
-const DESC_F_NEXT: u16 = 1;
-const DESC_F_WRITE: u16 = 2;
 
 // Stats tags (§5.5.6.3).
 const S_SWAP_IN: u16 = 0;
 const S_MEMFREE: u16 = 4;
 const S_MEMTOT: u16 = 5;
 const S_HTLB_PGFAIL: u16 = 9;
-
-#[derive(Default)]
-struct Irq {
-    queues: Mutex<Vec<u16>>,
-    config: AtomicUsize,
-}
-
-impl VirtioInterrupt for Irq {
-    fn notify_queue(&self, queue: u16) {
-        self.queues.lock().unwrap().push(queue);
-    }
-    fn notify_config(&self) {
-        self.config.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-impl Irq {
-    fn config_count(&self) -> usize {
-        self.config.load(Ordering::SeqCst)
-    }
-    fn queue_irqs(&self, q: u16) -> usize {
-        self.queues
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|&&x| x == q)
-            .count()
-    }
-}
-
-/// A split ring in guest memory, driven the way a driver does.
-struct Ring {
-    base: u64,
-    next_desc: u16,
-    avail_idx: u16,
-}
-
-impl Ring {
-    fn new(q: u16) -> Self {
-        Self {
-            base: ring_base(q),
-            next_desc: 0,
-            avail_idx: 0,
-        }
-    }
-    fn desc_addr(&self) -> u64 {
-        self.base
-    }
-    fn avail_addr(&self) -> u64 {
-        self.base + 16 * u64::from(QSIZE)
-    }
-    fn used_addr(&self) -> u64 {
-        self.base + 0x1000
-    }
-    fn queue(&self) -> Queue {
-        let mut q = Queue::new(128).unwrap();
-        q.set_size(QSIZE);
-        let split = |a: u64| (Some(a as u32), Some((a >> 32) as u32));
-        let (l, h) = split(self.desc_addr());
-        q.set_desc_table_address(l, h);
-        let (l, h) = split(self.avail_addr());
-        q.set_avail_ring_address(l, h);
-        let (l, h) = split(self.used_addr());
-        q.set_used_ring_address(l, h);
-        q.set_ready(true);
-        q
-    }
-    /// Descriptors `(addr, len, device_writable)` chained and published.
-    fn add_chain(&mut self, mem: &GuestMemoryMmap, descs: &[(u64, u32, bool)]) -> u16 {
-        let head = self.next_desc;
-        for (k, &(addr, len, w)) in descs.iter().enumerate() {
-            let i = self.next_desc;
-            let last = k + 1 == descs.len();
-            let flags = if w { DESC_F_WRITE } else { 0 } | if last { 0 } else { DESC_F_NEXT };
-            let at = GuestAddress(self.desc_addr() + 16 * u64::from(i));
-            mem.write_obj(addr, at).unwrap();
-            mem.write_obj(len, GuestAddress(at.0 + 8)).unwrap();
-            mem.write_obj(flags, GuestAddress(at.0 + 12)).unwrap();
-            mem.write_obj((i + 1) % QSIZE, GuestAddress(at.0 + 14))
-                .unwrap();
-            self.next_desc = (i + 1) % QSIZE;
-        }
-        let slot = self.avail_addr() + 4 + 2 * u64::from(self.avail_idx % QSIZE);
-        mem.write_obj(head, GuestAddress(slot)).unwrap();
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        mem.write_obj(self.avail_idx, GuestAddress(self.avail_addr() + 2))
-            .unwrap();
-        head
-    }
-    fn used_idx(&self, mem: &GuestMemoryMmap) -> u16 {
-        mem.read_obj(GuestAddress(self.used_addr() + 2)).unwrap()
-    }
-    /// Used element `i`: (id, len).
-    fn used(&self, mem: &GuestMemoryMmap, i: u16) -> (u32, u32) {
-        let at = self.used_addr() + 4 + 8 * u64::from(i % QSIZE);
-        (
-            mem.read_obj(GuestAddress(at)).unwrap(),
-            mem.read_obj(GuestAddress(at + 4)).unwrap(),
-        )
-    }
-}
 
 struct Rig {
     mem: GuestMemoryMmap,
@@ -162,11 +55,7 @@ impl Rig {
             Arc::new(move |v| c.lock().unwrap().push(v)),
             Arc::new(|| NOW),
         );
-        let mem = GuestMemoryMmap::from_ranges(&[
-            (GuestAddress(0), MIB as usize),
-            (GuestAddress(HIGH), MIB as usize),
-        ])
-        .unwrap();
+        let mem = guest_ram(&[(0, MIB), (HIGH, MIB)]);
         Self {
             mem,
             dev,
@@ -177,16 +66,8 @@ impl Rig {
     }
     fn activate(&mut self, features: u64) {
         let n = self.dev.queue_max_sizes().len() as u16;
-        self.rings = (0..n).map(Ring::new).collect();
-        let queues = self
-            .rings
-            .iter()
-            .enumerate()
-            .map(|(i, r)| ActiveQueue {
-                index: i as u16,
-                queue: r.queue(),
-            })
-            .collect();
+        self.rings = (0..n).map(|q| Ring::new(ring_base(q), QSIZE)).collect();
+        let queues = active_queues(&self.rings);
         self.dev
             .activate(self.mem.clone(), features, queues, self.irq.clone())
             .unwrap();

@@ -38,9 +38,7 @@ pub const SECTOR_SIZE: u64 = 1 << SECTOR_SHIFT;
 /// block layer accepts (include/block/block-common.h).
 pub const MAX_REQUEST_SECTORS: u64 = (i32::MAX as u64) >> SECTOR_SHIFT;
 
-/// QEMU's VIRTQUEUE_MAX_SIZE (include/hw/virtio/virtio.h): the largest queue
-/// and the most descriptors one request may have.
-pub const VIRTQUEUE_MAX_SIZE: u16 = 1024;
+pub use super::VIRTQUEUE_MAX_SIZE;
 
 /// Length of the GET_ID answer (VIRTIO_BLK_ID_BYTES).
 pub const ID_BYTES: usize = 20;

@@ -6,7 +6,8 @@
 //! descriptors, then data, then one status byte, the last byte of the last
 //! device-writable descriptor. What QEMU answers with `virtio_error()` (the
 //! chain itself is unusable: loops, bad indices, missing headers, descriptors
-//! out of order) is a [`ChainError`]: the device then needs a reset. Requests
+//! out of order, walked by [`crate::virtio::chain`]) is a [`ChainError`]: the
+//! device then needs a reset. Requests
 //! that are well formed but wrong (out of range, unaligned, data outside
 //! guest RAM) complete with an error status.
 
@@ -15,7 +16,9 @@ use virtio_bindings::virtio_blk::*;
 use virtio_queue::DescriptorChain;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryMmap};
 
-use super::{ID_BYTES, MAX_REQUEST_SECTORS, SECTOR_SHIFT, SECTOR_SIZE, VIRTQUEUE_MAX_SIZE};
+use super::{ID_BYTES, MAX_REQUEST_SECTORS, SECTOR_SHIFT, SECTOR_SIZE};
+pub use crate::virtio::chain::Segment;
+use crate::virtio::chain::{self, gather, scatter, total};
 
 /// `struct virtio_blk_outhdr`.
 pub const OUTHDR_LEN: usize = 16;
@@ -30,14 +33,9 @@ pub const STATUS_UNSUPP: u8 = VIRTIO_BLK_S_UNSUPP as u8;
 /// broken until reset).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
-    #[error("virtio: descriptor chain {0} is malformed (bad index, loop or bad indirect table)")]
-    Malformed(u16),
-    #[error("virtio: zero sized buffers are not allowed")]
-    ZeroSized,
-    #[error("Incorrect order for descriptors")]
-    Order,
-    #[error("virtio: too many descriptors in a chain")]
-    TooMany,
+    /// The walk itself failed (`virtqueue_split_pop`).
+    #[error(transparent)]
+    Desc(#[from] chain::ChainError),
     #[error("virtio-blk missing headers")]
     MissingHeaders,
     #[error("virtio-blk request outhdr too short")]
@@ -48,13 +46,6 @@ pub enum ChainError {
     StatusOutsideRam,
     #[error("virtio-blk discard/write_zeroes header too short")]
     DwzHeaderTooShort,
-}
-
-/// One guest buffer (a descriptor, or the part of one a request uses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
-    pub addr: u64,
-    pub len: u32,
 }
 
 /// What the request checks need to know about the device.
@@ -127,10 +118,6 @@ pub struct Request {
     pub action: Action,
 }
 
-fn total(segs: &[Segment]) -> u64 {
-    segs.iter().map(|s| u64::from(s.len)).sum()
-}
-
 /// `segs` without their first `n` bytes.
 fn skip_front(segs: &[Segment], mut n: u64) -> Vec<Segment> {
     let mut out = Vec::with_capacity(segs.len());
@@ -147,45 +134,6 @@ fn skip_front(segs: &[Segment], mut n: u64) -> Vec<Segment> {
         n = 0;
     }
     out
-}
-
-/// Copies from guest memory spread over `segs` into `buf`; false if a
-/// segment is outside guest RAM or `segs` is too short.
-fn gather(mem: &GuestMemoryMmap, segs: &[Segment], buf: &mut [u8]) -> bool {
-    let mut done = 0;
-    for s in segs {
-        if done == buf.len() {
-            break;
-        }
-        let n = (s.len as usize).min(buf.len() - done);
-        if mem
-            .read_slice(&mut buf[done..done + n], GuestAddress(s.addr))
-            .is_err()
-        {
-            return false;
-        }
-        done += n;
-    }
-    done == buf.len()
-}
-
-/// Copies `data` into guest memory spread over `segs`.
-fn scatter(mem: &GuestMemoryMmap, segs: &[Segment], data: &[u8]) -> bool {
-    let mut done = 0;
-    for s in segs {
-        if done == data.len() {
-            break;
-        }
-        let n = (s.len as usize).min(data.len() - done);
-        if mem
-            .write_slice(&data[done..done + n], GuestAddress(s.addr))
-            .is_err()
-        {
-            return false;
-        }
-        done += n;
-    }
-    done == data.len()
 }
 
 /// Translates guest buffers to host memory, split at region boundaries.
@@ -205,45 +153,6 @@ pub fn host_bufs(mem: &GuestMemoryMmap, segs: &[Segment]) -> Option<Vec<IoBuf>> 
     Some(bufs)
 }
 
-/// Walks the chain as `virtqueue_split_pop` does: readable descriptors, then
-/// writable ones; a chain that ends early (loop, index past the table,
-/// unreadable descriptor, bad indirect table) is malformed.
-fn collect<M>(chain: DescriptorChain<M>) -> Result<(Vec<Segment>, Vec<Segment>), ChainError>
-where
-    M: std::ops::Deref,
-    M::Target: GuestMemory,
-{
-    let head = chain.head_index();
-    let (mut readable, mut writable) = (Vec::new(), Vec::new());
-    let mut last_has_next = true;
-    let mut count = 0usize;
-    for d in chain {
-        count += 1;
-        if count > usize::from(VIRTQUEUE_MAX_SIZE) {
-            return Err(ChainError::TooMany);
-        }
-        if d.len() == 0 {
-            return Err(ChainError::ZeroSized);
-        }
-        let seg = Segment {
-            addr: d.addr().raw_value(),
-            len: d.len(),
-        };
-        if d.is_write_only() {
-            writable.push(seg);
-        } else if writable.is_empty() {
-            readable.push(seg);
-        } else {
-            return Err(ChainError::Order);
-        }
-        last_has_next = d.has_next();
-    }
-    if count == 0 || last_has_next {
-        return Err(ChainError::Malformed(head));
-    }
-    Ok((readable, writable))
-}
-
 /// Parses one chain. GET_ID's answer is written here; everything else that
 /// touches guest memory (data, status, used ring) happens later.
 pub fn parse<M>(
@@ -255,8 +164,13 @@ where
     M: std::ops::Deref,
     M::Target: GuestMemory,
 {
-    let head = chain.head_index();
-    let (readable, writable) = collect(chain)?;
+    // Buffers outside RAM are not a broken chain here: the request
+    // completes with an error status (checked below and by `host_bufs`).
+    let chain::Chain {
+        head,
+        readable,
+        writable,
+    } = chain::collect_unmapped(chain)?;
     if readable.is_empty() || writable.is_empty() {
         return Err(ChainError::MissingHeaders);
     }
@@ -264,7 +178,7 @@ where
     if total(&readable) < OUTHDR_LEN as u64 {
         return Err(ChainError::OutHdrTooShort);
     }
-    if !gather(mem, &readable, &mut hdr) {
+    if gather(mem, &readable, 0, &mut hdr) != hdr.len() {
         return Err(ChainError::HeaderOutsideRam);
     }
     let type_ = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
@@ -347,7 +261,7 @@ where
             let mut id = limits.serial.to_vec();
             id.push(0);
             let size = id.len().min(ID_BYTES).min(total(&data_in) as usize);
-            if !scatter(mem, &data_in, &id[..size]) {
+            if scatter(mem, &data_in, 0, &id[..size]) != size {
                 return complete(STATUS_IOERR);
             }
             complete(STATUS_OK)
@@ -365,7 +279,7 @@ where
             if out_len < DWZ_SEGMENT_LEN as u64 {
                 return Err(ChainError::DwzHeaderTooShort);
             }
-            if !gather(mem, &data_out, &mut seg) {
+            if gather(mem, &data_out, 0, &mut seg) != seg.len() {
                 return Err(ChainError::HeaderOutsideRam);
             }
             parse_dwz(&seg, is_write_zeroes, limits)

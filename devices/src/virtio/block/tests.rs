@@ -6,15 +6,15 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use block::{BlockBackend, ErrorAction};
-use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::*;
-use crate::virtio::{ActiveQueue, VirtioDevice, VirtioInterrupt};
+use crate::virtio::test_support::*;
+use crate::virtio::VirtioDevice;
 
 const MIB: u64 = 1 << 20;
 /// Guest RAM: two adjacent 1 MiB regions; everything from 2 MiB is outside.
@@ -37,8 +37,6 @@ const F_CONFIG_WCE: u64 = 1 << 11;
 const F_MQ: u64 = 1 << 12;
 const F_DISCARD: u64 = 1 << 13;
 const F_WRITE_ZEROES: u64 = 1 << 14;
-const F_INDIRECT: u64 = 1 << 28;
-const F_EVENT_IDX: u64 = 1 << 29;
 
 // Request types and statuses (§5.2.6).
 const T_IN: u32 = 0;
@@ -51,10 +49,6 @@ const S_OK: u8 = 0;
 const S_IOERR: u8 = 1;
 const S_UNSUPP: u8 = 2;
 
-const DESC_F_NEXT: u16 = 1;
-const DESC_F_WRITE: u16 = 2;
-const DESC_F_INDIRECT: u16 = 4;
-
 fn memfd(len: u64) -> File {
     // SAFETY: a plain syscall with a static NUL-terminated name.
     let fd = unsafe { libc::memfd_create(c"vblk-test".as_ptr(), 0) };
@@ -65,122 +59,7 @@ fn memfd(len: u64) -> File {
     f
 }
 
-#[derive(Default)]
-struct Irq {
-    queues: Mutex<Vec<u16>>,
-    config: AtomicUsize,
-}
-
-impl VirtioInterrupt for Irq {
-    fn notify_queue(&self, queue: u16) {
-        self.queues.lock().unwrap().push(queue);
-    }
-    fn notify_config(&self) {
-        self.config.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-impl Irq {
-    fn queue_count(&self) -> usize {
-        self.queues.lock().unwrap().len()
-    }
-}
-
 type Errors = Arc<Mutex<Vec<BlockIoError>>>;
-
-/// A split ring in guest memory, driven the way a driver does.
-struct Ring {
-    base: u64,
-    next_desc: u16,
-    avail_idx: u16,
-}
-
-impl Ring {
-    fn new(q: u16) -> Self {
-        Self {
-            base: ring_base(q),
-            next_desc: 0,
-            avail_idx: 0,
-        }
-    }
-    fn desc_addr(&self) -> u64 {
-        self.base
-    }
-    fn avail_addr(&self) -> u64 {
-        self.base + 16 * u64::from(QSIZE)
-    }
-    fn used_addr(&self) -> u64 {
-        self.base + 0x1000
-    }
-    fn queue(&self) -> Queue {
-        let mut q = Queue::new(256).unwrap();
-        q.set_size(QSIZE);
-        let split = |a: u64| (Some(a as u32), Some((a >> 32) as u32));
-        let (l, h) = split(self.desc_addr());
-        q.set_desc_table_address(l, h);
-        let (l, h) = split(self.avail_addr());
-        q.set_avail_ring_address(l, h);
-        let (l, h) = split(self.used_addr());
-        q.set_used_ring_address(l, h);
-        q.set_ready(true);
-        q
-    }
-    fn write_desc(
-        mem: &GuestMemoryMmap,
-        table: u64,
-        i: u16,
-        addr: u64,
-        len: u32,
-        flags: u16,
-        next: u16,
-    ) {
-        let at = GuestAddress(table + 16 * u64::from(i));
-        mem.write_obj(addr, at).unwrap();
-        mem.write_obj(len, GuestAddress(at.0 + 8)).unwrap();
-        mem.write_obj(flags, GuestAddress(at.0 + 12)).unwrap();
-        mem.write_obj(next, GuestAddress(at.0 + 14)).unwrap();
-    }
-    /// Descriptors `(addr, len, device_writable)` chained in the table.
-    fn add_descs(&mut self, mem: &GuestMemoryMmap, descs: &[(u64, u32, bool)]) -> u16 {
-        let head = self.next_desc;
-        for (k, &(addr, len, w)) in descs.iter().enumerate() {
-            let i = self.next_desc;
-            let last = k + 1 == descs.len();
-            let flags = if w { DESC_F_WRITE } else { 0 } | if last { 0 } else { DESC_F_NEXT };
-            Self::write_desc(mem, self.desc_addr(), i, addr, len, flags, (i + 1) % QSIZE);
-            self.next_desc = (i + 1) % QSIZE;
-        }
-        head
-    }
-    fn publish(&mut self, mem: &GuestMemoryMmap, head: u16) {
-        let slot = self.avail_addr() + 4 + 2 * u64::from(self.avail_idx % QSIZE);
-        mem.write_obj(head, GuestAddress(slot)).unwrap();
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        mem.write_obj(self.avail_idx, GuestAddress(self.avail_addr() + 2))
-            .unwrap();
-    }
-    fn add_chain(&mut self, mem: &GuestMemoryMmap, descs: &[(u64, u32, bool)]) -> u16 {
-        let head = self.add_descs(mem, descs);
-        self.publish(mem, head);
-        head
-    }
-    fn used_idx(&self, mem: &GuestMemoryMmap) -> u16 {
-        mem.read_obj(GuestAddress(self.used_addr() + 2)).unwrap()
-    }
-    /// Used element `i`: (id, len).
-    fn used(&self, mem: &GuestMemoryMmap, i: u16) -> (u32, u32) {
-        let at = self.used_addr() + 4 + 8 * u64::from(i % QSIZE);
-        (
-            mem.read_obj(GuestAddress(at)).unwrap(),
-            mem.read_obj(GuestAddress(at + 4)).unwrap(),
-        )
-    }
-    /// `used_event`, the driver's EVENT_IDX threshold after the avail ring.
-    fn set_used_event(&self, mem: &GuestMemoryMmap, v: u16) {
-        let at = self.avail_addr() + 4 + 2 * u64::from(QSIZE);
-        mem.write_obj(v, GuestAddress(at)).unwrap();
-    }
-}
 
 /// Writes a request header and returns its address.
 fn header(mem: &GuestMemoryMmap, at: u64, type_: u32, sector: u64) -> u64 {
@@ -209,11 +88,7 @@ impl Rig {
         let e = errors.clone();
         let dev =
             VirtioBlock::new(backend, opts, Arc::new(move |x| e.lock().unwrap().push(x))).unwrap();
-        let mem = GuestMemoryMmap::from_ranges(&[
-            (GuestAddress(0), MIB as usize),
-            (GuestAddress(MIB), MIB as usize),
-        ])
-        .unwrap();
+        let mem = guest_ram(&[(0, MIB), (MIB, MIB)]);
         // Poison the status and data areas so untouched bytes show.
         mem.write_slice(&vec![0xaa; 0x4_0000], GuestAddress(DATA))
             .unwrap();
@@ -233,16 +108,8 @@ impl Rig {
     }
     fn activate(&mut self, features: u64) {
         let n = self.dev.queue_max_sizes().len() as u16;
-        self.rings = (0..n).map(Ring::new).collect();
-        let queues = self
-            .rings
-            .iter()
-            .enumerate()
-            .map(|(i, r)| ActiveQueue {
-                index: i as u16,
-                queue: r.queue(),
-            })
-            .collect();
+        self.rings = (0..n).map(|q| Ring::new(ring_base(q), QSIZE)).collect();
+        let queues = active_queues(&self.rings);
         self.dev
             .activate(self.mem.clone(), features, queues, self.irq.clone())
             .unwrap();

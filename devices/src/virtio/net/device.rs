@@ -13,7 +13,6 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::QueueT;
 use vm_memory::GuestMemoryMmap;
 
-use super::chain::{self, ChainError};
 use super::config::{self, bit, ConfigState, GUEST_OFFLOADS_MASK, S_ANNOUNCE, S_LINK_UP};
 use super::ctrl::{self, CtrlCommand, CtrlError, MQ_VQ_PAIRS_MAX, MQ_VQ_PAIRS_MIN};
 use super::filter::{RxFilter, RxFilterInfo};
@@ -23,6 +22,7 @@ use super::ring::Vq;
 use super::rx::RxCtx;
 use super::tx::TxCtx;
 use super::{CTRL_QUEUE_SIZE, GUEST_HDR_LEN, VIRTIO_ID_NET};
+use crate::virtio::chain::{self, ChainError};
 use crate::virtio::{ActivateError, ActiveQueue, EventSource, VirtioDevice, VirtioInterrupt};
 
 /// The most device-readable bytes a control command may have; longer ones

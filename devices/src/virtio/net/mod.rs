@@ -12,8 +12,8 @@
 //!   pure, for the fuzz target.
 //! - [`filter`]: the receive filter (QEMU `receive_filter`) and its
 //!   `query-rx-filter` view ([`RxFilterInfo`]).
-//! - `chain`, `ring`: descriptor chains checked as QEMU's `virtqueue_pop`
-//!   does; used elements published and interrupts decided as QEMU does.
+//! - `ring`: used elements published and interrupts decided as QEMU does
+//!   (chains are popped with [`crate::virtio::chain`]).
 //! - `pair`, `rx`, `tx`: one queue pair (a backend queue, its receive and
 //!   transmit virtqueues) and its two paths.
 //! - [`device`]: [`VirtioNet`], the `VirtioDevice` implementation.
@@ -22,7 +22,6 @@
 //! QEMU always has the control queue, even with `ctrl_vq=off` (the driver
 //! just never gets the feature to use it); so does this model.
 
-mod chain;
 pub mod config;
 pub mod ctrl;
 pub mod device;
@@ -66,9 +65,7 @@ pub const MAX_VLAN: usize = 1 << 12;
 /// The control queue's size (QEMU `virtio_add_queue(vdev, 64, ...)`).
 pub const CTRL_QUEUE_SIZE: u16 = 64;
 
-/// QEMU's VIRTQUEUE_MAX_SIZE: the largest queue, and the most descriptors
-/// (or merged receive buffers) one element may have.
-pub const VIRTQUEUE_MAX_SIZE: u16 = 1024;
+pub use super::VIRTQUEUE_MAX_SIZE;
 
 /// QEMU's VIRTIO_QUEUE_MAX: queues one device may have.
 pub const VIRTIO_QUEUE_MAX: usize = 1024;

@@ -17,13 +17,13 @@ use std::io::{self, IoSliceMut};
 
 use vm_memory::GuestMemoryMmap;
 
-use super::chain::{self, ChainError};
 use super::filter::RxFilter;
 use super::header::{self, HDR_LEN, NUM_BUFFERS_OFFSET};
 use super::options::MacAddr;
 use super::pair::Pair;
 use super::ring::Vq;
 use super::{GUEST_HDR_LEN, RX_BURST, VIRTQUEUE_MAX_SIZE};
+use crate::virtio::chain::{self, ChainError};
 
 /// What receiving needs from the device.
 pub(crate) struct RxCtx<'a> {

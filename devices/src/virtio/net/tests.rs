@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ::net::{NetQueue, Offloads};
-use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::ctrl::*;
 use super::*;
-use crate::virtio::{ActiveQueue, VirtioDevice, VirtioInterrupt};
+use crate::virtio::test_support::*;
+use crate::virtio::VirtioDevice;
 
 const MIB: u64 = 1 << 20;
 const QSIZE: u16 = 16;
@@ -50,11 +50,6 @@ const F_CTRL_RX_EXTRA: u64 = 1 << 20;
 const F_GUEST_ANNOUNCE: u64 = 1 << 21;
 const F_MQ: u64 = 1 << 22;
 const F_CTRL_MAC_ADDR: u64 = 1 << 23;
-const F_INDIRECT: u64 = 1 << 28;
-const F_EVENT_IDX: u64 = 1 << 29;
-
-const DESC_F_NEXT: u16 = 1;
-const DESC_F_WRITE: u16 = 2;
 
 const OUR_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 const OTHER_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc];
@@ -172,90 +167,9 @@ fn backend(hdr_len: usize) -> (Box<dyn NetQueue>, Seq, Arc<BackendLog>) {
 
 // ---- interrupts and rings -----------------------------------------------
 
-#[derive(Default)]
-struct Irq {
-    queues: Mutex<Vec<u16>>,
-    config: AtomicUsize,
-}
-
-impl VirtioInterrupt for Irq {
-    fn notify_queue(&self, queue: u16) {
-        self.queues.lock().unwrap().push(queue);
-    }
-    fn notify_config(&self) {
-        self.config.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// A split ring in guest memory, driven the way a driver does.
-struct Ring {
-    base: u64,
-    size: u16,
-    next_desc: u16,
-    avail_idx: u16,
-}
-
-impl Ring {
-    fn new(q: u16, size: u16) -> Self {
-        Self {
-            base: ring_base(q),
-            size,
-            next_desc: 0,
-            avail_idx: 0,
-        }
-    }
-    fn avail_addr(&self) -> u64 {
-        self.base + 16 * u64::from(self.size)
-    }
-    fn used_addr(&self) -> u64 {
-        self.base + 0x8000
-    }
-    fn queue(&self) -> Queue {
-        let mut q = Queue::new(1024).unwrap();
-        q.set_size(self.size);
-        let split = |a: u64| (Some(a as u32), Some((a >> 32) as u32));
-        let (l, h) = split(self.base);
-        q.set_desc_table_address(l, h);
-        let (l, h) = split(self.avail_addr());
-        q.set_avail_ring_address(l, h);
-        let (l, h) = split(self.used_addr());
-        q.set_used_ring_address(l, h);
-        q.set_ready(true);
-        q
-    }
-    /// Descriptors `(addr, len, device_writable)` chained and published.
-    fn add_chain(&mut self, mem: &GuestMemoryMmap, descs: &[(u64, u32, bool)]) -> u16 {
-        let head = self.next_desc;
-        for (k, &(addr, len, w)) in descs.iter().enumerate() {
-            let i = self.next_desc;
-            let last = k + 1 == descs.len();
-            let flags = if w { DESC_F_WRITE } else { 0 } | if last { 0 } else { DESC_F_NEXT };
-            let at = GuestAddress(self.base + 16 * u64::from(i));
-            let next = (i + 1) % self.size;
-            mem.write_obj(addr, at).unwrap();
-            mem.write_obj(len, GuestAddress(at.0 + 8)).unwrap();
-            mem.write_obj(flags, GuestAddress(at.0 + 12)).unwrap();
-            mem.write_obj(next, GuestAddress(at.0 + 14)).unwrap();
-            self.next_desc = next;
-        }
-        let slot = self.avail_addr() + 4 + 2 * u64::from(self.avail_idx % self.size);
-        mem.write_obj(head, GuestAddress(slot)).unwrap();
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        mem.write_obj(self.avail_idx, GuestAddress(self.avail_addr() + 2))
-            .unwrap();
-        head
-    }
-    fn used_idx(&self, mem: &GuestMemoryMmap) -> u16 {
-        mem.read_obj(GuestAddress(self.used_addr() + 2)).unwrap()
-    }
-    /// Used element `i`: (id, len).
-    fn used(&self, mem: &GuestMemoryMmap, i: u16) -> (u32, u32) {
-        let at = self.used_addr() + 4 + 8 * u64::from(i % self.size);
-        (
-            mem.read_obj(GuestAddress(at)).unwrap(),
-            mem.read_obj(GuestAddress(at + 4)).unwrap(),
-        )
-    }
+/// Queue `q`'s ring of `size` entries, its used ring 32 KiB in.
+fn net_ring(q: u16, size: u16) -> Ring {
+    Ring::new(ring_base(q), size).with_used_offset(0x8000)
 }
 
 // ---- the rig ------------------------------------------------------------
@@ -292,11 +206,7 @@ impl Rig {
             }),
         )
         .unwrap();
-        let mem = GuestMemoryMmap::from_ranges(&[
-            (GuestAddress(0), MIB as usize),
-            (GuestAddress(MIB), MIB as usize),
-        ])
-        .unwrap();
+        let mem = guest_ram(&[(0, MIB), (MIB, MIB)]);
         Self {
             mem,
             dev,
@@ -315,17 +225,9 @@ impl Rig {
     fn activate(&mut self, features: u64) {
         let sizes = self.dev.queue_max_sizes().to_vec();
         self.rings = (0..sizes.len() as u16)
-            .map(|q| Ring::new(q, QSIZE.min(sizes[usize::from(q)])))
+            .map(|q| net_ring(q, QSIZE.min(sizes[usize::from(q)])))
             .collect();
-        let queues = self
-            .rings
-            .iter()
-            .enumerate()
-            .map(|(i, r)| ActiveQueue {
-                index: i as u16,
-                queue: r.queue(),
-            })
-            .collect();
+        let queues = active_queues(&self.rings);
         self.dev
             .activate(self.mem.clone(), features, queues, self.irq.clone())
             .unwrap();
@@ -878,17 +780,9 @@ fn a_receive_burst_yields_and_continues_on_its_eventfd() {
     let f = r.dev.device_features();
     // A 64-entry receive ring.
     r.rings = (0..3)
-        .map(|q| Ring::new(q, if q == 0 { 64 } else { QSIZE }))
+        .map(|q| net_ring(q, if q == 0 { 64 } else { QSIZE }))
         .collect();
-    let queues = r
-        .rings
-        .iter()
-        .enumerate()
-        .map(|(i, g)| ActiveQueue {
-            index: i as u16,
-            queue: g.queue(),
-        })
-        .collect();
+    let queues = active_queues(&r.rings);
     r.dev
         .activate(r.mem.clone(), f, queues, r.irq.clone())
         .unwrap();

@@ -18,10 +18,10 @@ use std::io::{self, IoSlice};
 use virtio_queue::QueueOwnedT;
 use vm_memory::GuestMemoryMmap;
 
-use super::chain::{self, ChainError};
 use super::header::{self, TxPlan};
 use super::pair::{Pair, Parked};
 use super::{GUEST_HDR_LEN, NET_BUFSIZE, TX_BURST};
+use crate::virtio::chain::{self, ChainError};
 
 pub(crate) struct TxCtx<'a> {
     pub mem: &'a GuestMemoryMmap,
