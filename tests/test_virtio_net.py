@@ -2,6 +2,7 @@
 firmware/testguest/README.md) is pinged from the host's own network stack inside a private
 network namespace, pings the host itself, follows set_link, and loses its backend to
 netdev_del. Command-line errors are compared with QEMU 7.2's."""
+import json
 import os
 import subprocess
 import sys
@@ -86,7 +87,12 @@ def test_frames_cross_both_ways_and_set_link_stops_them(netns, boot):  # noqa: F
 
 
 def test_multiqueue_tap_and_mq_nic_carry_traffic(netns, boot):  # noqa: F811
-    b = boot(nic_args(netns, "fvmq0", "queues=2", device_extra=",mq=on,vectors=6"))
+    # The JSON forms, with native types, as libvirt writes them.
+    netdev = json.dumps({"type": "tap", "id": "n0", "ifname": "fvmq0", "script": netns.ifup,
+                         "downscript": "no", "queues": 2, "vnet_hdr": True})
+    device = json.dumps({"driver": "virtio-net-pci", "netdev": "n0", "id": "nic0", "mq": True,
+                         "vectors": 6})
+    b = boot(["-netdev", netdev, "-device", device])
     flags = int(netns.run("cat", "/sys/class/net/fvmq0/tun_flags").stdout, 16)
     assert flags & 0x0100, f"the TAP is not multiqueue (tun_flags {flags:#x})"  # IFF_MULTI_QUEUE
     assert netns.ping(count=3)
