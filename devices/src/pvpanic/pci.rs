@@ -65,8 +65,14 @@ impl PciDevice for PvPanicPci {
         self.config.write(reg_idx, offset, data);
     }
 
+    /// The header back to power-on; bytes from 0x40 keep what the guest
+    /// wrote, as hw/pci/pci.c `pci_do_device_reset` leaves them.
     fn reset(&mut self) {
+        let kept: Vec<u32> = (0x10..0x40).map(|r| self.config.read(r)).collect();
         self.config.reset();
+        for (i, v) in kept.iter().enumerate() {
+            self.config.write(0x10 + i, 0, &v.to_le_bytes());
+        }
     }
 
     fn bars(&self) -> Vec<PciBar> {
@@ -136,8 +142,11 @@ mod tests {
                 size: 2
             })
         );
+        d.write_config(0x40 / 4, 1, &[0x5a]);
         d.reset();
         assert_eq!(d.bars()[0].window, None);
+        assert_eq!(d.read_config(4), 0, "BAR address cleared");
+        assert_eq!(d.read_config(0x40 / 4), 0x5a00, "0x40-0xff survive reset");
     }
 
     #[test]
