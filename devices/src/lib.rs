@@ -19,6 +19,9 @@
 //!   area's exit handler; register changes are reported as [`chipset::ChipsetEvent`]s.
 //! - [`fw_cfg::FwCfg`]: QEMU's firmware configuration device (0x510-0x51b, DMA).
 //! - [`debugcon::DebugCon`]: QEMU's isa-debugcon (SeaBIOS logs to port 0x402).
+//! - [`watchdog::I6300Esb`]: the i6300esb PCI watchdog, on a caller-supplied virtual clock.
+//! - [`pvpanic::PvPanicIsa`] (port 0x505) and [`pvpanic::PvPanicPci`]: guest panic
+//!   notification, reported as [`pvpanic::PvPanicEvent`]s.
 
 pub mod acpi_pm;
 pub mod bus;
@@ -30,8 +33,10 @@ pub mod i8042;
 pub mod interrupt;
 pub mod pci;
 pub mod post;
+pub mod pvpanic;
 pub mod serial;
 pub mod virtio;
+pub mod watchdog;
 
 pub use acpi_pm::AcpiPm;
 pub use cmos::Cmos;
