@@ -37,7 +37,7 @@ class Netns:
                               check=check, timeout=timeout)
 
     def ping(self, count=3, timeout=1, size=None, ip=GUEST_IP):
-        """True if every echo request got its reply."""
+        """True if the guest answered (ping exits 0 on any reply; False: none came back)."""
         cmd = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(timeout)]
         if size is not None:
             cmd += ["-s", str(size)]
