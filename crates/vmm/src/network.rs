@@ -99,14 +99,6 @@ impl Netdevs {
         }
     }
 
-    /// The NIC that owns netdev `id`'s queues, if any.
-    pub fn peer(&self, id: &str) -> Option<&str> {
-        match &self.get(id)?.state {
-            State::Attached(nic) => Some(nic),
-            State::Idle(_) => None,
-        }
-    }
-
     /// `netdev_del`: forgets `id`. Idle TAPs close here; attached ones are
     /// the NIC's to drop ([`Removed::FromNic`]).
     pub fn remove(&mut self, id: &str) -> Option<Removed> {
@@ -119,10 +111,6 @@ impl Netdevs {
             }
             State::Attached(nic) => Removed::FromNic(nic),
         })
-    }
-
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
-        self.list.iter().map(|n| n.id.as_str())
     }
 }
 
