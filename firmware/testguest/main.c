@@ -27,7 +27,7 @@ struct hvm_memmap_entry {
 #define BOOT_COUNT_CMOS 0x7e
 
 enum plan { PLAN_POWEROFF, PLAN_RESET, PLAN_IDLE, PLAN_REBOOT, PLAN_CRASH, PLAN_BLK, PLAN_NET, PLAN_NET_BLAST,
-             PLAN_BALLOON };
+             PLAN_BALLOON, PLAN_PANIC, PLAN_CRASHLOADED };
 enum reset { RESET_ACPI, RESET_KBD, RESET_TRIPLE };
 
 static struct {
@@ -233,6 +233,10 @@ static void parse_cmdline(void)
                 cfg.plan = PLAN_NET_BLAST;
             else if (word_is(v, vn, "balloon"))
                 cfg.plan = PLAN_BALLOON;
+            else if (word_is(v, vn, "panic"))
+                cfg.plan = PLAN_PANIC;
+            else if (word_is(v, vn, "crashloaded"))
+                cfg.plan = PLAN_CRASHLOADED;
             else if (vn > 7 && !memcmp(v, "reboot:", 7) && parse_u64(v + 7, vn - 7, &num)) {
                 cfg.plan = PLAN_REBOOT;
                 cfg.reboot_n = (unsigned)num;
@@ -663,6 +667,19 @@ static void __attribute__((noreturn)) crash(void)
     __builtin_unreachable();
 }
 
+/* plan=panic / plan=crashloaded: QEMU's ISA pvpanic at its default port
+   (hw/misc/pvpanic-isa.c): a read returns the events it supports, a write
+   of bit 0 (PVPANIC_PANICKED) or bit 1 (PVPANIC_CRASH_LOADED) reports one.
+   Then idle: what happens next is the VMM's -action panic= policy. */
+#define PVPANIC_PORT 0x505
+static void __attribute__((noreturn)) pvpanic(u8 event)
+{
+    printf_("# pvpanic port 0x%x reads 0x%x; writing 0x%x\n", PVPANIC_PORT, inb(PVPANIC_PORT), event);
+    outb(PVPANIC_PORT, event);
+    puts_("pvpanic written\n");
+    idle();
+}
+
 /* ------------------------------------------------------------------ */
 extern char __bss_start[], __bss_end[];
 extern char tss_iomap[8192], dead_idt[32 * 16];     /* entry.S, user-writable */
@@ -750,6 +767,10 @@ void tg_main(u64 start_info)
         if (dev_up)
             balloon_run();
         poweroff();
+    case PLAN_PANIC:
+        pvpanic(1);
+    case PLAN_CRASHLOADED:
+        pvpanic(2);
     }
     poweroff();
 }

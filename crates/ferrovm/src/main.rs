@@ -27,6 +27,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     match vmm::run(*config) {
+        // `-action panic=exit-failure`: QEMU's exit status 1.
+        Ok(vmm::Exit::GuestPanicFailure) => ExitCode::FAILURE,
         Ok(exit) => {
             if let vmm::Exit::Signal(sig) = exit {
                 // QEMU prints the same line and exits 0 on SIGINT/SIGTERM.

@@ -22,6 +22,9 @@ pub enum Exit {
     GuestResetNoReboot,
     /// QMP `system_reset` under `-no-reboot`.
     ResetNoReboot,
+    /// A guest panic under `-action panic=exit-failure`: QEMU exits 1
+    /// (softmmu/runstate.c `main_loop_should_exit`).
+    GuestPanicFailure,
     /// QMP `quit`.
     Quit,
     /// SIGINT, SIGTERM or SIGHUP.
@@ -39,6 +42,9 @@ pub enum DeviceEvent {
     NicRxFilterChanged { name: Option<String>, path: String },
     /// The balloon driver reported a new guest size (BALLOON_CHANGE).
     BalloonChange { actual: u64 },
+    /// The guest wrote to a pvpanic device (GUEST_PANICKED or
+    /// GUEST_CRASHLOADED, then the `-action panic=` policy).
+    GuestPanic(devices::pvpanic::PvPanicEvent),
 }
 
 /// Messages that reach the controller from other threads.

@@ -71,8 +71,10 @@ pub fn all() -> Vec<QomType> {
             .map(|(n, p)| t(n, Some(p), true)),
     );
     for d in qdev::DRIVERS {
-        if !v.iter().any(|x| x.name == d.parent) {
-            v.push(t(d.parent, Some("virtio-pci"), true));
+        if let Some(gp) = d.grandparent {
+            if !v.iter().any(|x| x.name == d.parent) {
+                v.push(t(d.parent, Some(gp), true));
+            }
         }
         v.push(t(d.name, Some(d.parent), false));
     }

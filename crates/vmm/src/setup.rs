@@ -62,6 +62,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     let plan::Plan {
         graph: block_graph,
         virtio,
+        pvpanic,
     } = plan;
 
     let mut unbuilt = None;
@@ -88,6 +89,10 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                         rtc_offset: rtc_offset(&config),
                         debugcons: console::debugcons(&config)?,
                         keyboard: spec.firmware.is_some(),
+                        pvpanic: pvpanic
+                            .iter()
+                            .map(|r| (r.ioport, r.events, panic_report(&sender)))
+                            .collect(),
                     },
                     pci_mmio32: (
                         boot::layout::PCI_MMIO32_START,
@@ -134,6 +139,16 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         d.ready();
     }
     controller.run(config.start_paused)
+}
+
+/// How a pvpanic device reaches the controller (`Vm::handle`).
+fn panic_report(sender: &std::sync::Arc<messages::ControlSender>) -> devices::pvpanic::PvPanicFn {
+    let sender = sender.clone();
+    std::sync::Arc::new(move |e| {
+        sender.send(messages::ControlMsg::Device(
+            messages::DeviceEvent::GuestPanic(e),
+        ))
+    })
 }
 
 /// What fw_cfg tells the firmware.

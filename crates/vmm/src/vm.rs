@@ -235,6 +235,42 @@ impl Vm {
                     Some(serde_json::json!({ "actual": actual })),
                 ));
             }
+            ControlMsg::Device(DeviceEvent::GuestPanic(e)) => self.guest_panic(e, events),
+        }
+    }
+
+    /// QEMU's `qemu_system_guest_panicked()` / `qemu_system_guest_crashloaded()`
+    /// (softmmu/runstate.c). pvpanic reports no `info`, so neither event has
+    /// one. A panic that shuts down goes through the main loop's shutdown
+    /// (SHUTDOWN, reason `guest-panic`, no STOP); `exit-failure` then exits 1.
+    fn guest_panic(&mut self, e: devices::pvpanic::PvPanicEvent, events: &mut dyn EventSink) {
+        use devices::pvpanic::PvPanicEvent;
+        match e {
+            PvPanicEvent::Panicked => {
+                let (action, pause, shutdown) = crate::runstate::on_panic(&self.actions);
+                events.emit(Event::new(
+                    "GUEST_PANICKED",
+                    Some(json!({ "action": action })),
+                ));
+                if shutdown {
+                    // QEMU asks the main loop for both the stop and the
+                    // shutdown from the vCPU thread; the main loop serves the
+                    // shutdown first, and a stop of a VM that is no longer
+                    // running does nothing: no STOP, no guest-panicked.
+                    self.shutdown(ShutdownCause::GuestPanic, events);
+                    if self.actions.panic == crate::runstate::PanicAction::ExitFailure
+                        && matches!(self.exit, Some(Ok(Exit::GuestPoweroff)))
+                    {
+                        self.exit = Some(Ok(Exit::GuestPanicFailure));
+                    }
+                } else if pause {
+                    self.vm_stop(RunState::GuestPanicked, events);
+                }
+            }
+            PvPanicEvent::CrashLoaded => events.emit(Event::new(
+                "GUEST_CRASHLOADED",
+                Some(json!({ "action": crate::runstate::GuestPanicAction::Run })),
+            )),
         }
     }
 

@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd;
 
 use devices::bus::{Bus, BusDevice};
 use devices::debugcon::DebugCon;
+use devices::pvpanic::{PvPanicFn, PvPanicIsa, PVPANIC_ISA_LEN};
 use devices::{AcpiPm, Cmos, GuestRequestFn, IgnoredPort, Serial, WallClock, I8042};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -39,6 +40,8 @@ pub struct LegacySpec {
     /// to answer its reset. Direct boot leaves it out, which spares Linux's
     /// atkbd probe in emulated ring 0.
     pub keyboard: bool,
+    /// `-device pvpanic`s: port, `events`, and where a panic goes.
+    pub pvpanic: Vec<(u16, u8, PvPanicFn)>,
 }
 
 /// The legacy devices, shared with the vCPUs through the buses.
@@ -108,6 +111,15 @@ impl LegacyDevices {
         for d in spec.debugcons {
             let dev = DebugCon::new(d.output, d.readback);
             insert(pio, Arc::new(Mutex::new(dev)), u64::from(d.iobase), 1)?;
+        }
+        for (port, events, report) in spec.pvpanic {
+            let dev = PvPanicIsa::new(events, report);
+            insert(
+                pio,
+                Arc::new(Mutex::new(dev)),
+                u64::from(port),
+                PVPANIC_ISA_LEN,
+            )?;
         }
         // Mapped where the LPC bridge's PMBASE says (devices::chipset).
         let acpi_pm = Arc::new(Mutex::new(AcpiPm::new(sci.try_clone()?, requests)));

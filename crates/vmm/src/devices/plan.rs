@@ -11,7 +11,9 @@ use devices::virtio::block::{BlockIoError, VirtioBlock};
 use devices::virtio::net::{MacAddr, MacAllocator, NetOptions, VirtioNet};
 use serde_json::Value;
 
-use super::qdev::{self, DeviceRequest, VirtioBalloonPci, VirtioBlkPci, VirtioNetPci};
+use super::qdev::{
+    self, DeviceRequest, PvPanicIsaRequest, VirtioBalloonPci, VirtioBlkPci, VirtioNetPci,
+};
 use super::{PlannedModel, VirtioPlan};
 use crate::error::VmmError;
 use crate::messages::{ControlMsg, ControlSender, DeviceEvent};
@@ -21,6 +23,8 @@ use crate::network::Netdevs;
 pub struct Plan {
     pub graph: BlockGraph,
     pub virtio: Vec<VirtioPlan>,
+    /// `-device pvpanic`s, built with the legacy devices.
+    pub pvpanic: Vec<PvPanicIsaRequest>,
 }
 
 fn at(location: &str, msg: impl std::fmt::Display) -> VmmError {
@@ -86,10 +90,11 @@ pub fn plan(
     );
     let mut anon = 0;
     let mut virtio = Vec::new();
+    let mut pvpanic = Vec::new();
     let mut balloons = 0;
     let mut nics = NicNaming::default();
     for (loc, request) in devices {
-        let qom_path = match request.proxy().id.as_deref() {
+        let qom_path = match request.id() {
             Some(id) => format!("/machine/peripheral/{id}"),
             None => {
                 anon += 1;
@@ -109,6 +114,10 @@ pub fn plan(
                 }
                 balloon_device(config, sender, r).map_err(|e| at(&loc, e))?
             }
+            DeviceRequest::PvPanicIsa(r) => {
+                pvpanic.push(r);
+                continue;
+            }
         };
         virtio.push(VirtioPlan {
             model,
@@ -116,7 +125,11 @@ pub fn plan(
             location: loc,
         });
     }
-    Ok(Plan { graph, virtio })
+    Ok(Plan {
+        graph,
+        virtio,
+        pvpanic,
+    })
 }
 
 /// A virtio-blk-pci on its drive: attached to the block graph, the model's

@@ -8,12 +8,14 @@
 mod balloon;
 mod blk;
 mod net;
+mod pvpanic;
 
 use serde_json::{Map, Value};
 
 pub use balloon::VirtioBalloonPci;
 pub use blk::VirtioBlkPci;
 pub use net::VirtioNetPci;
+pub use pvpanic::PvPanicIsaRequest;
 
 /// A `-device` that ferrovm builds.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,15 +23,17 @@ pub enum DeviceRequest {
     VirtioBlkPci(VirtioBlkPci),
     VirtioNetPci(VirtioNetPci),
     VirtioBalloonPci(VirtioBalloonPci),
+    PvPanicIsa(PvPanicIsaRequest),
 }
 
 impl DeviceRequest {
-    /// The virtio-pci proxy part every request has.
-    pub fn proxy(&self) -> &VirtioPciProxy {
+    /// `id=`, which names the device's QOM path.
+    pub fn id(&self) -> Option<&str> {
         match self {
-            Self::VirtioBlkPci(r) => &r.proxy,
-            Self::VirtioNetPci(r) => &r.proxy,
-            Self::VirtioBalloonPci(r) => &r.proxy,
+            Self::VirtioBlkPci(r) => r.proxy.id.as_deref(),
+            Self::VirtioNetPci(r) => r.proxy.id.as_deref(),
+            Self::VirtioBalloonPci(r) => r.proxy.id.as_deref(),
+            Self::PvPanicIsa(r) => r.id.as_deref(),
         }
     }
 }
@@ -61,6 +65,7 @@ enum Kind {
     Str,
     Bool,
     OnOffAuto,
+    U8,
     U16,
     U32,
     /// A block size (`DEFINE_PROP_BLOCKSIZE`): a size with suffixes.
@@ -102,6 +107,7 @@ const fn p(name: &'static str, kind: Kind) -> Prop {
         Kind::Str => ("str", None),
         Kind::Bool => ("bool", Some("on/off")),
         Kind::OnOffAuto => ("OnOffAuto", Some("on/off/auto")),
+        Kind::U8 => ("uint8", None),
         Kind::U16 => ("uint16", None),
         Kind::U32 => ("uint32", None),
         Kind::Size => ("size", None),
@@ -193,6 +199,10 @@ const VIRTIO_PCI_PROXY: &[Prop] = &[
     p("rombar", Kind::U32).def(Def::Int(1)),
 ];
 
+/// What every ISA device accepts besides its own properties: `id` and
+/// `bus` (DeviceState's; the ISA bus is `isa.0`). Neither is listed.
+const ISA_DEVICE: &[Prop] = &[p("id", Kind::Str), p("bus", Kind::Str)];
+
 /// Accepted by `-device` but not qdev properties in QEMU.
 const NOT_LISTED: &[&str] = &["id", "bus"];
 
@@ -209,13 +219,19 @@ enum V {
 }
 
 /// A driver `-device` builds: its QOM name, what `-device help` says of
-/// it, and its properties after the proxy's.
+/// it, and its properties after its kind's (`base`).
 pub struct Driver {
     pub name: &'static str,
     pub desc: &'static str,
     /// The QOM parent type (QEMU's `virtio_pci_types_register()` gives each
     /// virtio-pci driver an abstract `*-base` parent below `virtio-pci`).
     pub parent: &'static str,
+    /// The parent's own parent when it is not in [`ABSTRACT_ANCESTORS`]
+    /// (`virtio-pci` for the `*-base` types).
+    pub grandparent: Option<&'static str>,
+    /// The properties the kind of device shares: [`VIRTIO_PCI_PROXY`] or
+    /// [`ISA_DEVICE`].
+    base: &'static [Prop],
     props: &'static [Prop],
     parse: fn(&Map<String, Value>, u16) -> Result<DeviceRequest, String>,
 }
@@ -225,19 +241,20 @@ pub struct Driver {
 pub const ABSTRACT_ANCESTORS: &[(&str, &str)] = &[
     ("virtio-pci", "pci-device"),
     ("pci-device", "device"),
+    ("isa-device", "device"),
     ("device", "object"),
 ];
 
 impl Driver {
-    /// Every property name `-device` accepts, the proxy's first.
+    /// Every property name `-device` accepts, the base's first.
     pub fn property_names(&self) -> impl Iterator<Item = &'static str> {
-        VIRTIO_PCI_PROXY.iter().chain(self.props).map(|p| p.name)
+        self.base.iter().chain(self.props).map(|p| p.name)
     }
 
     /// `device-list-properties`: every qdev property `-device` accepts for
     /// this driver, in QEMU's `ObjectPropertyInfo` shape.
     pub fn property_infos(&self) -> Vec<Value> {
-        VIRTIO_PCI_PROXY
+        self.base
             .iter()
             .chain(self.props)
             .filter(|p| !NOT_LISTED.contains(&p.name))
@@ -253,6 +270,8 @@ pub const DRIVERS: &[Driver] = &[
         name: "virtio-blk-pci",
         desc: "Virtio block device",
         parent: "virtio-blk-pci-base",
+        grandparent: Some("virtio-pci"),
+        base: VIRTIO_PCI_PROXY,
         props: blk::PROPS,
         parse: |d, cpus| blk::parse(d, cpus).map(DeviceRequest::VirtioBlkPci),
     },
@@ -260,6 +279,8 @@ pub const DRIVERS: &[Driver] = &[
         name: "virtio-net-pci",
         desc: "Virtio network device",
         parent: "virtio-net-pci-base",
+        grandparent: Some("virtio-pci"),
+        base: VIRTIO_PCI_PROXY,
         props: net::PROPS,
         parse: |d, _| net::parse(d).map(DeviceRequest::VirtioNetPci),
     },
@@ -267,8 +288,19 @@ pub const DRIVERS: &[Driver] = &[
         name: "virtio-balloon-pci",
         desc: "Virtio memory balloon",
         parent: "virtio-balloon-pci-base",
+        grandparent: Some("virtio-pci"),
+        base: VIRTIO_PCI_PROXY,
         props: balloon::PROPS,
         parse: |d, _| balloon::parse(d).map(DeviceRequest::VirtioBalloonPci),
+    },
+    Driver {
+        name: "pvpanic",
+        desc: "",
+        parent: "isa-device",
+        grandparent: None,
+        base: ISA_DEVICE,
+        props: pvpanic::PROPS,
+        parse: |d, _| pvpanic::parse(d).map(DeviceRequest::PvPanicIsa),
     },
 ];
 
@@ -297,12 +329,23 @@ fn props(
     table: &[Prop],
     dev: &Map<String, Value>,
 ) -> Result<Parsed, String> {
+    props_on(VIRTIO_PCI_PROXY, driver, inner, table, dev)
+}
+
+/// [`props`] over another `base` table (an ISA device's).
+fn props_on(
+    base: &[Prop],
+    driver: &str,
+    inner: &str,
+    table: &[Prop],
+    dev: &Map<String, Value>,
+) -> Result<Parsed, String> {
     let mut out = Vec::new();
     for (k, v) in dev {
         if k == "driver" {
             continue;
         }
-        let parsed = if let Some(prop) = VIRTIO_PCI_PROXY.iter().find(|p| p.name == k) {
+        let parsed = if let Some(prop) = base.iter().find(|p| p.name == k) {
             (prop.name, value(driver, prop, v)?)
         } else if let Some(prop) = table.iter().find(|p| p.name == k) {
             (prop.name, value(inner, prop, v)?)
@@ -377,23 +420,20 @@ fn value(driver: &str, prop: &Prop, v: &Value) -> Result<V, String> {
                 "Invalid parameter type for '{name}', expected: string"
             )),
         },
-        Kind::U16 | Kind::U32 => {
+        Kind::U8 | Kind::U16 | Kind::U32 => {
             let n = match (v, text) {
                 (Value::Number(n), _) => n.as_u64(),
                 (_, Some(t)) => parse_uint(t),
                 _ => None,
             }
             .ok_or_else(|| bad_type("integer"))?;
-            let max = if matches!(prop.kind, Kind::U16) {
-                u64::from(u16::MAX)
-            } else {
-                u64::from(u32::MAX)
+            let bits = match prop.kind {
+                Kind::U8 => 8,
+                Kind::U16 => 16,
+                _ => 32,
             };
-            if n > max {
-                return Err(format!(
-                    "Parameter '{name}' expects uint{}",
-                    if max == u64::from(u16::MAX) { 16 } else { 32 }
-                ));
+            if n >> bits != 0 {
+                return Err(format!("Parameter '{name}' expects uint{bits}_t"));
             }
             Ok(V::Num(n))
         }
