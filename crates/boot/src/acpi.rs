@@ -93,6 +93,8 @@ pub struct AcpiConfig {
     /// PCI0's 64-bit window `(base, size)`; `None` is the layout's default
     /// ([`MemoryLayout::pci_mmio64_window`]).
     pub pci_mmio64: Option<(u64, u64)>,
+    /// The port of `-device pvpanic`, described as QEMU's `PEVT` device.
+    pub pvpanic_port: Option<u16>,
 }
 
 impl AcpiConfig {
@@ -104,7 +106,14 @@ impl AcpiConfig {
             layout,
             ecam: Some((ECAM_START, ECAM_SIZE)),
             pci_mmio64: None,
+            pvpanic_port: None,
         }
+    }
+
+    /// The same with a pvpanic device at `port`.
+    pub fn with_pvpanic(mut self, port: Option<u16>) -> Self {
+        self.pvpanic_port = port;
+        self
     }
 }
 
@@ -424,6 +433,24 @@ fn cpu_device_name(n: u8) -> String {
     format!("C{n:03X}")
 }
 
+/// QEMU's `PEVT` (hw/misc/pvpanic-isa.c `build_pvpanic_isa_aml`): `_HID`
+/// QEMU0001, the port in `_CRS`, `_STA` 0xF, for Linux's pvpanic driver.
+/// QEMU's PEOR region and its RDPT/WRPT methods are left out: no driver
+/// calls them.
+fn pvpanic_device(port: u16, sb: &mut Vec<u8>) {
+    let io = IO::new(port, port, 1, 1);
+    let crs = ResourceTemplate::new(vec![&io]);
+    Device::new(
+        "PEVT".into(),
+        vec![
+            &Name::new("_HID".into(), &"QEMU0001"),
+            &Name::new("_CRS".into(), &crs),
+            &Name::new("_STA".into(), &0x0fu8),
+        ],
+    )
+    .to_aml_bytes(sb);
+}
+
 fn dsdt(cfg: &AcpiConfig) -> Vec<u8> {
     let mut aml = Vec::new();
 
@@ -532,6 +559,10 @@ fn dsdt(cfg: &AcpiConfig) -> Vec<u8> {
         ],
     )
     .to_aml_bytes(&mut sb);
+
+    if let Some(port) = cfg.pvpanic_port {
+        pvpanic_device(port, &mut sb);
+    }
 
     // Processor devices (ACPI0007), _UID = MADT processor UID. CPUs past
     // `cpus` are absent until hot-added.

@@ -40,6 +40,8 @@ pub struct MachineSpec {
     /// The BIOS image for a firmware boot (no `kernel`), resolved as QEMU
     /// resolves `-bios`.
     pub firmware: Option<PathBuf>,
+    /// `-device pvpanic`'s port, for the DSDT and fw_cfg.
+    pub pvpanic_port: Option<u16>,
 }
 
 pub struct Machine {
@@ -175,7 +177,8 @@ impl Machine {
             return Ok(vcpus);
         }
         let acpi =
-            boot::AcpiConfig::new(self.spec.cpus as u8, self.spec.max_cpus as u8, self.layout);
+            boot::AcpiConfig::new(self.spec.cpus as u8, self.spec.max_cpus as u8, self.layout)
+                .with_pvpanic(self.spec.pvpanic_port);
         let rsdp = boot::build_acpi(&self.mem, &acpi).map_err(|e| VmmError::Boot(e.to_string()))?;
         let entry = match &self.kernel {
             Some(k) => Some(

@@ -68,7 +68,8 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     let mut unbuilt = None;
     let machine = match config.machine.kind {
         MachineKind::Q35 => {
-            let spec = machine_spec(&config)?;
+            let mut spec = machine_spec(&config)?;
+            spec.pvpanic_port = pvpanic.first().map(|r| r.ioport);
             let layout = boot::MemoryLayout::new(spec.ram_bytes);
             let requests = {
                 let sender = sender.clone();
@@ -178,7 +179,8 @@ fn firmware_spec(config: &Config, spec: &MachineSpec) -> Result<FirmwareSpec, Vm
                 .as_deref()
                 .and_then(|s| splash(s, &config.data_dirs)),
         },
-        acpi: boot::AcpiConfig::new(spec.cpus as u8, spec.max_cpus as u8, layout),
+        acpi: boot::AcpiConfig::new(spec.cpus as u8, spec.max_cpus as u8, layout)
+            .with_pvpanic(spec.pvpanic_port),
         smbios: crate::devices::smbios_config::tables(config, spec.ram_bytes)?,
     })
 }
@@ -294,6 +296,7 @@ fn machine_spec(config: &Config) -> Result<MachineSpec, VmmError> {
                 )
             }
         },
+        pvpanic_port: None,
     })
 }
 

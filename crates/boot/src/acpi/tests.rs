@@ -755,3 +755,37 @@ fn firmware_tables_keep_their_size_whatever_the_chipset_says() {
     );
     assert!(find(&files[1].2, b"MCFG").is_none(), "no MCFG without ECAM");
 }
+
+/// `-device pvpanic`: QEMU's PEVT (hw/misc/pvpanic-isa.c), as iasl reads it
+/// back; absent without the device.
+#[test]
+fn pvpanic_is_described_as_qemus_pevt() {
+    let (_, p) = build(&cfg(1, 1, 1 << 30));
+    assert!(find(&p.dsdt, b"PEVT").is_none());
+    let (_, p) = build(&cfg(1, 1, 1 << 30).with_pvpanic(Some(0x505)));
+    let at = find(&p.dsdt, b"PEVT").expect("PEVT in the DSDT");
+    let dev = &p.dsdt[at..];
+    assert!(find(dev, b"QEMU0001").is_some());
+    // _CRS: IO (Decode16, 0x0505, 0x0505, 0x01, 0x01), the end tag.
+    assert!(find(dev, &[0x47, 0x01, 0x05, 0x05, 0x05, 0x05, 0x01, 0x01, 0x79]).is_some());
+    // _STA 0x0F (BytePrefix).
+    assert!(find(dev, &[b'_', b'S', b'T', b'A', 0x0a, 0x0f]).is_some());
+    let Ok(_) = std::process::Command::new("iasl").arg("-v").output() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("ferrovm-pevt-iasl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("dsdt.dat"), &p.dsdt).unwrap();
+    let out = std::process::Command::new("iasl")
+        .arg("-d")
+        .arg(dir.join("dsdt.dat"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let dsl = std::fs::read_to_string(dir.join("dsdt.dsl")).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(dsl.contains("Device (PEVT)"), "{dsl}");
+    assert!(dsl.contains("Name (_HID, \"QEMU0001\")"), "{dsl}");
+    assert!(dsl.contains("0x0505"), "{dsl}");
+    assert!(dsl.contains("Name (_STA, 0x0F)"), "{dsl}");
+}

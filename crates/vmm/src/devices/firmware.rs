@@ -135,6 +135,11 @@ pub fn fw_cfg(
         .map_err(err)?;
     f.add_file("etc/smbios/smbios-anchor", spec.smbios.anchor.clone())
         .map_err(err)?;
+    // hw/misc/pvpanic-isa.c pvpanic_isa_realizefn: the port, for SeaBIOS.
+    if let Some(port) = spec.acpi.pvpanic_port {
+        f.add_file("etc/pvpanic-port", port.to_le_bytes().to_vec())
+            .map_err(err)?;
+    }
     acpi_files(&mut f, &spec.acpi, root)?;
     Ok(f)
 }
