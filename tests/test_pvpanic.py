@@ -80,3 +80,37 @@ def test_guest_reads_the_events_property(ferrovm, testguest, sockdir, launch):
     g, q, _ = panic_boot(launch, ferrovm, testguest, sockdir, "panic", "pause")
     g.wait_line(r"pvpanic port 0x505 reads 0x3; writing 0x1", 10)
     q.close()
+
+
+def test_type_queries_match_qemu(ferrovm, qemu, sockdir, launch):
+    """device-list-properties and qom-list-types for pvpanic, as QEMU 7.2
+    answers them; QEMU's `pvpanic[0]` child<memory-region> (its I/O region
+    as a QOM child) is not modelled."""
+    seen = {}
+    for binary in (ferrovm, qemu):
+        g, sock = start_vm(launch, binary, None, sockdir, name=os.path.basename(binary))
+        q = Qmp(sock, proc=g.proc)
+        props = [p for p in q.cmd("device-list-properties", {"typename": "pvpanic"})
+                 if not p["type"].startswith("child<")]
+        types = sorted((t["name"], t.get("parent"), t.get("abstract", False))
+                       for t in q.cmd("qom-list-types", {"abstract": True})
+                       if t["name"] in ("pvpanic", "isa-device"))
+        seen[binary] = (props, types)
+        q.close()
+        g.kill()
+    assert seen[ferrovm] == (
+        [{"name": "ioport", "type": "uint16", "default-value": 0x505},
+         {"name": "events", "type": "uint8", "default-value": 3}],
+        [("isa-device", "device", True), ("pvpanic", "isa-device", False)])
+    assert seen[qemu] == seen[ferrovm]
+
+
+def test_set_action_changes_the_policy_before_the_panic(ferrovm, testguest, sockdir, launch):
+    g, sock = start_vm(launch, ferrovm, testguest, sockdir, "-device", "pvpanic",
+                       "-action", "panic=pause", plan="panic")
+    q = Qmp(sock, proc=g.proc)
+    q.cmd("set-action", {"panic": "none"})
+    q.cmd("cont")
+    assert q.wait_event("GUEST_PANICKED")["data"] == {"action": "run"}
+    assert q.cmd("query-status")["status"] == "running"
+    q.close()
