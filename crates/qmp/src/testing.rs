@@ -71,7 +71,7 @@ impl Handler for FakeVm {
                 }
                 Value::Null
             }
-            "set-action" => Value::Null,
+            "set-action" | "watchdog-set-action" => Value::Null,
             "query-name" => match &self.name {
                 Some(n) => json!({"name": n}),
                 None => json!({}),

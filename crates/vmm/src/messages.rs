@@ -27,6 +27,9 @@ pub enum Exit {
     GuestPanicFailure,
     /// QMP `quit`.
     Quit,
+    /// The watchdog's `poweroff` action: QEMU exits 0 at once, with no
+    /// SHUTDOWN event (hw/watchdog/watchdog.c).
+    WatchdogPoweroff,
     /// SIGINT, SIGTERM or SIGHUP.
     Signal(i32),
 }
@@ -45,6 +48,8 @@ pub enum DeviceEvent {
     /// The guest wrote to a pvpanic device (GUEST_PANICKED or
     /// GUEST_CRASHLOADED, then the `-action panic=` policy).
     GuestPanic(devices::pvpanic::PvPanicEvent),
+    /// A watchdog ran out: WATCHDOG, then the `-watchdog-action`.
+    WatchdogExpired,
 }
 
 /// Messages that reach the controller from other threads.

@@ -342,6 +342,38 @@ pub fn on_panic(actions: &Actions) -> (GuestPanicAction, bool, bool) {
     }
 }
 
+/// What the machine does after WATCHDOG, per `-watchdog-action`
+/// (hw/watchdog/watchdog.c `watchdog_perform_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchdogEffect {
+    /// `qemu_system_reset_request(SHUTDOWN_CAUSE_GUEST_RESET)` (so
+    /// `-no-reboot` turns it into a shutdown).
+    ResetRequest,
+    /// `qemu_system_powerdown_request()`: POWERDOWN and the ACPI button.
+    Powerdown,
+    /// `exit(0)`: no SHUTDOWN event.
+    Exit,
+    /// `qemu_system_vmstop_request(RUN_STATE_WATCHDOG)`: STOP.
+    Stop,
+    /// `nmi_monitor_handle()`: an NMI on every vCPU, as `inject-nmi`.
+    Nmi,
+    /// "watchdog: timer fired" on stderr.
+    Debug,
+    Nothing,
+}
+
+pub fn on_watchdog(action: WatchdogAction) -> WatchdogEffect {
+    match action {
+        WatchdogAction::Reset => WatchdogEffect::ResetRequest,
+        WatchdogAction::Shutdown => WatchdogEffect::Powerdown,
+        WatchdogAction::Poweroff => WatchdogEffect::Exit,
+        WatchdogAction::Pause => WatchdogEffect::Stop,
+        WatchdogAction::Debug => WatchdogEffect::Debug,
+        WatchdogAction::None => WatchdogEffect::Nothing,
+        WatchdogAction::InjectNmi => WatchdogEffect::Nmi,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

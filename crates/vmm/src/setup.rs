@@ -51,7 +51,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         .map_err(VmmError::Config)?;
     let plan = plan::plan(&config, &sender, cpus, &mut netdevs)?;
     if config.machine.kind == MachineKind::None {
-        if let Some(p) = plan.virtio.first() {
+        if let Some(p) = plan.pci.first() {
             return Err(VmmError::Config(format!(
                 "{}: No 'PCI' bus found for device '{}'",
                 p.location,
@@ -61,7 +61,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     }
     let plan::Plan {
         graph: block_graph,
-        virtio,
+        pci,
         pvpanic,
     } = plan;
 
@@ -92,7 +92,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                         keyboard: spec.firmware.is_some(),
                         pvpanic: pvpanic
                             .iter()
-                            .map(|r| (r.ioport, r.events, panic_report(&sender)))
+                            .map(|r| (r.ioport, r.events, plan::panic_report(&sender)))
                             .collect(),
                     },
                     pci_mmio32: (
@@ -106,7 +106,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                 },
                 requests,
             )?;
-            devices.plan_virtio(virtio);
+            devices.plan_pci(pci, sender.clone());
             if config.start_paused {
                 // Built after the monitors greet (Vm::defer_start); missing
                 // files are still reported before anything listens.
@@ -140,16 +140,6 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         d.ready();
     }
     controller.run(config.start_paused)
-}
-
-/// How a pvpanic device reaches the controller (`Vm::handle`).
-fn panic_report(sender: &std::sync::Arc<messages::ControlSender>) -> devices::pvpanic::PvPanicFn {
-    let sender = sender.clone();
-    std::sync::Arc::new(move |e| {
-        sender.send(messages::ControlMsg::Device(
-            messages::DeviceEvent::GuestPanic(e),
-        ))
-    })
 }
 
 /// What fw_cfg tells the firmware.

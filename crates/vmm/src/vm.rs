@@ -236,6 +236,42 @@ impl Vm {
                 ));
             }
             ControlMsg::Device(DeviceEvent::GuestPanic(e)) => self.guest_panic(e, events),
+            ControlMsg::Device(DeviceEvent::WatchdogExpired) => self.watchdog_expired(events),
+        }
+    }
+
+    /// hw/watchdog/watchdog.c `watchdog_perform_action`: WATCHDOG with the
+    /// action, then the action (the monitor rate-limits the event).
+    fn watchdog_expired(&mut self, events: &mut dyn EventSink) {
+        use crate::runstate::{on_watchdog, WatchdogEffect};
+        let action = self.actions.watchdog;
+        events.emit(Event::new(
+            "WATCHDOG",
+            Some(json!({ "action": action.as_str() })),
+        ));
+        match on_watchdog(action) {
+            WatchdogEffect::ResetRequest => self.reset_request(ShutdownCause::GuestReset, events),
+            WatchdogEffect::Powerdown => self.powerdown(events),
+            WatchdogEffect::Exit => self.exit = Some(Ok(Exit::WatchdogPoweroff)),
+            WatchdogEffect::Stop => self.vm_stop(RunState::Watchdog, events),
+            WatchdogEffect::Nmi => self.inject_nmi(),
+            WatchdogEffect::Debug => eprintln!("watchdog: timer fired"),
+            WatchdogEffect::Nothing => {}
+        }
+    }
+
+    /// `qemu_system_powerdown()`: POWERDOWN, then the ACPI power button.
+    pub(crate) fn powerdown(&mut self, events: &mut dyn EventSink) {
+        events.emit(Event::new("POWERDOWN", None));
+        if let Some(m) = &self.machine {
+            crate::sync::lock(&m.devices.legacy.acpi_pm).press_power_button();
+        }
+    }
+
+    /// An NMI on every vCPU (x86's `nmi_monitor_handle`).
+    pub(crate) fn inject_nmi(&self) {
+        for v in &self.vcpus {
+            v.send(crate::vcpu::VcpuCommand::Nmi);
         }
     }
 

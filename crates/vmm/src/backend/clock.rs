@@ -7,6 +7,7 @@
 //! clock kept by [`Timers`]; the backend thread sleeps until the earliest.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,27 @@ impl VirtualClock {
         Some(Duration::from_nanos(
             deadline_ns.saturating_sub(self.now_ns()),
         ))
+    }
+}
+
+/// A read-only view of the backend's [`VirtualClock`] for other threads.
+/// Only the backend thread moves the clock (run, pause, step).
+#[derive(Clone)]
+pub struct GuestClock(Arc<Mutex<VirtualClock>>);
+
+impl GuestClock {
+    pub(super) fn new(clock: Arc<Mutex<VirtualClock>>) -> Self {
+        Self(clock)
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        crate::sync::lock(&self.0).now_ns()
+    }
+}
+
+impl devices::Clock for GuestClock {
+    fn now_ns(&self) -> i128 {
+        i128::from(GuestClock::now_ns(self))
     }
 }
 

@@ -26,6 +26,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::sync::lock;
+pub use clock::GuestClock;
 pub use clock::TimerId;
 use clock::{ClockMode, Timers, VirtualClock};
 
@@ -91,6 +92,7 @@ pub struct BackendHandle {
     tx: Sender<BackendMsg>,
     waker: Arc<Waker>,
     next_timer: Arc<AtomicU32>,
+    clock: GuestClock,
 }
 
 impl BackendHandle {
@@ -128,6 +130,12 @@ impl BackendHandle {
     /// backend thread's now: callers elsewhere have no clock to add to).
     pub fn arm_timer_in(&self, id: TimerId, delay_ns: u64) {
         self.send(BackendMsg::ArmTimerIn(id, delay_ns));
+    }
+
+    /// The guest's virtual clock, readable on any thread (a watchdog's
+    /// register write on a vCPU computes its deadline from it).
+    pub fn guest_clock(&self) -> GuestClock {
+        self.clock.clone()
     }
 
     pub fn cancel_timer(&self, id: TimerId) {
@@ -172,12 +180,14 @@ impl Backend {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = mpsc::channel();
+        let clock = Arc::new(Mutex::new(VirtualClock::new(mode)));
         let handle = BackendHandle {
             tx,
             waker,
             next_timer: Arc::new(AtomicU32::new(1)),
+            clock: GuestClock::new(clock.clone()),
         };
-        let mut state = Loop::new(poll, rx, mode);
+        let mut state = Loop::new(poll, rx, clock);
         let thread = std::thread::Builder::new()
             .name("backend".into())
             .spawn(move || {
@@ -230,7 +240,8 @@ struct Loop {
     by_fd: HashMap<RawFd, Token>,
     next_token: usize,
     drainables: Vec<Arc<Mutex<dyn Drainable>>>,
-    clock: VirtualClock,
+    /// Written only here; [`GuestClock`]s read it on other threads.
+    clock: Arc<Mutex<VirtualClock>>,
     timers: Timers,
     timer_targets: HashMap<TimerId, Arc<Mutex<dyn TimerSubscriber>>>,
     paused: bool,
@@ -240,7 +251,7 @@ struct Loop {
 }
 
 impl Loop {
-    fn new(poll: Poll, rx: Receiver<BackendMsg>, mode: ClockMode) -> Self {
+    fn new(poll: Poll, rx: Receiver<BackendMsg>, clock: Arc<Mutex<VirtualClock>>) -> Self {
         Self {
             poll,
             rx,
@@ -248,7 +259,7 @@ impl Loop {
             by_fd: HashMap::new(),
             next_token: 1,
             drainables: Vec::new(),
-            clock: VirtualClock::new(mode),
+            clock,
             timers: Timers::default(),
             timer_targets: HashMap::new(),
             paused: true,
@@ -269,7 +280,7 @@ impl Loop {
             } else {
                 self.timers
                     .next_deadline()
-                    .and_then(|d| self.clock.host_delay_until(d))
+                    .and_then(|d| lock(&self.clock).host_delay_until(d))
                     // Round up so a wake-up never comes just before the deadline.
                     .map(|d| d + Duration::from_micros(1))
             };
@@ -311,14 +322,14 @@ impl Loop {
                 }
                 BackendMsg::ArmTimer(id, d) => self.timers.arm(id, d),
                 BackendMsg::ArmTimerIn(id, d) => {
-                    let at = self.clock.now_ns().saturating_add(d);
+                    let at = lock(&self.clock).now_ns().saturating_add(d);
                     self.timers.arm(id, at)
                 }
                 BackendMsg::CancelTimer(id) => self.timers.cancel(id),
                 BackendMsg::Pause(reply) => {
                     if !self.paused {
                         self.paused = true;
-                        self.clock.pause();
+                        lock(&self.clock).pause();
                         for d in &self.drainables {
                             lock(d).pause();
                         }
@@ -328,16 +339,16 @@ impl Loop {
                 BackendMsg::Resume => {
                     if self.paused {
                         self.paused = false;
-                        self.clock.resume();
+                        lock(&self.clock).resume();
                         for d in &self.drainables {
                             lock(d).resume();
                         }
                     }
                 }
                 BackendMsg::Step(ns, reply) => {
-                    self.clock.step(ns);
+                    lock(&self.clock).step(ns);
                     self.run_timers();
-                    let _ = reply.send(self.clock.now_ns());
+                    let _ = reply.send(lock(&self.clock).now_ns());
                 }
                 BackendMsg::Clear(reply) => {
                     for fd in self.by_fd.keys().copied().collect::<Vec<_>>() {
@@ -389,7 +400,7 @@ impl Loop {
     }
 
     fn run_timers(&mut self) {
-        let now = self.clock.now_ns();
+        let now = lock(&self.clock).now_ns();
         for id in self.timers.expire(now) {
             if let Some(t) = self.timer_targets.get(&id) {
                 lock(t).expired(id, now);

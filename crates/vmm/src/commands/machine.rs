@@ -1,12 +1,11 @@
 //! `machine.json`: power and reset, NMI, and what the machine is (type,
 //! vCPUs, memory, KVM).
 
-use qmp::{Args, Event, EventSink, QmpError};
+use qmp::{Args, EventSink, QmpError};
 use serde_json::{json, Value};
 
 use crate::runstate::ShutdownCause;
 use crate::sync::lock;
-use crate::vcpu::VcpuCommand;
 use crate::vm::Vm;
 
 pub(super) fn execute(
@@ -33,10 +32,7 @@ pub(super) fn execute(
             none
         }
         "system_powerdown" => {
-            events.emit(Event::new("POWERDOWN", None));
-            if let Some(m) = &vm.machine {
-                lock(&m.devices.legacy.acpi_pm).press_power_button();
-            }
+            vm.powerdown(events);
             none
         }
         "system_wakeup" => {
@@ -53,9 +49,7 @@ pub(super) fn execute(
             if vm.vcpus.is_empty() {
                 return Err(QmpError::unsupported());
             }
-            for v in &vm.vcpus {
-                v.send(VcpuCommand::Nmi);
-            }
+            vm.inject_nmi();
             none
         }
         "query-uuid" => {

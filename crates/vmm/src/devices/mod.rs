@@ -21,6 +21,7 @@ pub mod qdev;
 pub mod smbios_config;
 pub mod virtio;
 pub mod virtio_pci;
+pub mod watchdog;
 
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +37,7 @@ use crate::backend::clock::ClockMode;
 use crate::backend::{Backend, BackendHandle};
 use crate::error::VmmError;
 use crate::memory_map::{BiosRom, MemoryMap};
+use crate::messages::ControlSender;
 use devices::chipset::pam::{self, PamArea};
 use devices::fw_cfg::{self, FwCfg};
 use kvm_wiring::KvmWiring;
@@ -52,8 +54,9 @@ pub struct DeviceSpec {
     pub firmware: Option<firmware::FirmwareSpec>,
 }
 
-/// A virtio-pci function to build once guest RAM exists.
-pub struct VirtioPlan {
+/// A PCI function to build once guest RAM exists, in `-device` order (which
+/// decides the slots, as in QEMU).
+pub struct PciPlan {
     pub model: PlannedModel,
     /// Its QOM path: `/machine/peripheral/ID`, or `peripheral-anon/device[N]`.
     pub qom_path: String,
@@ -81,15 +84,24 @@ pub enum PlannedModel {
         request: qdev::VirtioBalloonPci,
         model: VirtioBalloon,
     },
+    /// `-device i6300esb`.
+    Watchdog { request: qdev::I6300EsbRequest },
+    /// `-device pvpanic-pci`; `report` hears the guest's writes.
+    PvPanicPci {
+        request: qdev::PvPanicPciRequest,
+        report: devices::pvpanic::PvPanicFn,
+    },
 }
 
-impl VirtioPlan {
+impl PciPlan {
     /// The QOM type of the function.
     pub fn driver(&self) -> &'static str {
         match self.model {
             PlannedModel::Block { .. } => "virtio-blk-pci",
             PlannedModel::Net { .. } => "virtio-net-pci",
             PlannedModel::Balloon { .. } => "virtio-balloon-pci",
+            PlannedModel::Watchdog { .. } => "i6300esb",
+            PlannedModel::PvPanicPci { .. } => "pvpanic-pci",
         }
     }
 }
@@ -102,7 +114,7 @@ pub struct DeviceManager {
     wiring: KvmWiring,
     backend: Backend,
     /// Devices to build once guest RAM exists ([`DeviceManager::realize`]).
-    planned: Vec<VirtioPlan>,
+    planned: Vec<PciPlan>,
     firmware: Option<firmware::FirmwareSpec>,
     fw_cfg: Option<Arc<Mutex<FwCfg>>>,
     /// Devices with a `bootindex=`, for fw_cfg's `bootorder`.
@@ -113,6 +125,8 @@ pub struct DeviceManager {
     nics: Mutex<Vec<Arc<nic::Nic>>>,
     /// The virtio balloon, if there is one (QEMU allows one).
     balloon: std::sync::OnceLock<balloon::Balloon>,
+    /// Where a watchdog's expiry goes (the machine's owner).
+    events: Option<Arc<ControlSender>>,
 }
 
 /// A device built from `-device` (or implied by `-drive if=virtio`).
@@ -154,6 +168,7 @@ impl DeviceManager {
             peripherals: Mutex::new(Vec::new()),
             nics: Mutex::new(Vec::new()),
             balloon: std::sync::OnceLock::new(),
+            events: None,
         })
     }
 
@@ -190,8 +205,11 @@ impl DeviceManager {
         self.wiring.detach()
     }
 
-    pub fn plan_virtio(&mut self, plans: Vec<VirtioPlan>) {
+    /// The functions to build in [`DeviceManager::realize`]; `events`
+    /// receives what their timers report (a watchdog's expiry).
+    pub fn plan_pci(&mut self, plans: Vec<PciPlan>, events: Arc<ControlSender>) {
         self.planned.extend(plans);
+        self.events = Some(events);
     }
 
     /// Builds the memory slots over `mem` (and the BIOS `rom`, for a

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::qdev::{
     self, DeviceRequest, PvPanicIsaRequest, VirtioBalloonPci, VirtioBlkPci, VirtioNetPci,
 };
-use super::{PlannedModel, VirtioPlan};
+use super::{PciPlan, PlannedModel};
 use crate::error::VmmError;
 use crate::messages::{ControlMsg, ControlSender, DeviceEvent};
 use crate::network::Netdevs;
@@ -22,7 +22,8 @@ use crate::network::Netdevs;
 /// The block graph and the devices to build on it.
 pub struct Plan {
     pub graph: BlockGraph,
-    pub virtio: Vec<VirtioPlan>,
+    /// The PCI functions, in `-device` order.
+    pub pci: Vec<PciPlan>,
     /// `-device pvpanic`s, built with the legacy devices.
     pub pvpanic: Vec<PvPanicIsaRequest>,
 }
@@ -89,7 +90,7 @@ pub fn plan(
             .map(|(loc, r)| (loc, DeviceRequest::VirtioBlkPci(r))),
     );
     let mut anon = 0;
-    let mut virtio = Vec::new();
+    let mut pci = Vec::new();
     let mut pvpanic = Vec::new();
     let mut balloons = 0;
     let mut nics = NicNaming::default();
@@ -118,8 +119,13 @@ pub fn plan(
                 pvpanic.push(r);
                 continue;
             }
+            DeviceRequest::PvPanicPci(request) => PlannedModel::PvPanicPci {
+                request,
+                report: panic_report(sender),
+            },
+            DeviceRequest::I6300Esb(request) => PlannedModel::Watchdog { request },
         };
-        virtio.push(VirtioPlan {
+        pci.push(PciPlan {
             model,
             qom_path,
             location: loc,
@@ -127,9 +133,16 @@ pub fn plan(
     }
     Ok(Plan {
         graph,
-        virtio,
+        pci,
         pvpanic,
     })
+}
+
+/// Where a pvpanic device's events go: GUEST_PANICKED or GUEST_CRASHLOADED,
+/// then the `-action panic=` policy, on the machine's owner.
+pub fn panic_report(sender: &Arc<ControlSender>) -> devices::pvpanic::PvPanicFn {
+    let sender = sender.clone();
+    Arc::new(move |e| sender.send(ControlMsg::Device(DeviceEvent::GuestPanic(e))))
 }
 
 /// A virtio-blk-pci on its drive: attached to the block graph, the model's

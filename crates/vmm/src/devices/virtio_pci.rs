@@ -92,7 +92,7 @@ impl DeviceManager {
 }
 
 impl DeviceManager {
-    /// Builds a planned function.
+    /// Builds a planned function (virtio or not).
     pub(super) fn add_planned(
         &self,
         mem: &GuestMemoryMmap,
@@ -167,6 +167,13 @@ impl DeviceManager {
                     return Err("Only one balloon device is supported".into());
                 }
                 Ok(addr)
+            }
+            PlannedModel::Watchdog { request } => self.add_i6300esb(request, qom_path),
+            PlannedModel::PvPanicPci { request, report } => {
+                let dev = devices::pvpanic::PvPanicPci::new(request.events, report)
+                    .map_err(|e| e.to_string())?;
+                let dev = Arc::new(Mutex::new(dev));
+                self.add_pci_function(dev, "pvpanic-pci", request.pci, qom_path)
             }
         }
     }

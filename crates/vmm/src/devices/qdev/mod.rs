@@ -9,13 +9,15 @@ mod balloon;
 mod blk;
 mod net;
 mod pvpanic;
+mod watchdog;
 
 use serde_json::{Map, Value};
 
 pub use balloon::VirtioBalloonPci;
 pub use blk::VirtioBlkPci;
 pub use net::VirtioNetPci;
-pub use pvpanic::PvPanicIsaRequest;
+pub use pvpanic::{PvPanicIsaRequest, PvPanicPciRequest};
+pub use watchdog::I6300EsbRequest;
 
 /// A `-device` that ferrovm builds.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +26,8 @@ pub enum DeviceRequest {
     VirtioNetPci(VirtioNetPci),
     VirtioBalloonPci(VirtioBalloonPci),
     PvPanicIsa(PvPanicIsaRequest),
+    PvPanicPci(PvPanicPciRequest),
+    I6300Esb(I6300EsbRequest),
 }
 
 impl DeviceRequest {
@@ -34,6 +38,8 @@ impl DeviceRequest {
             Self::VirtioNetPci(r) => r.proxy.id.as_deref(),
             Self::VirtioBalloonPci(r) => r.proxy.id.as_deref(),
             Self::PvPanicIsa(r) => r.id.as_deref(),
+            Self::PvPanicPci(r) => r.pci.id.as_deref(),
+            Self::I6300Esb(r) => r.pci.id.as_deref(),
         }
     }
 }
@@ -199,6 +205,38 @@ const VIRTIO_PCI_PROXY: &[Prop] = &[
     p("rombar", Kind::U32).def(Def::Int(1)),
 ];
 
+/// What a plain PCI function (not virtio) accepts from QEMU's PCIDevice
+/// (hw/pci/pci.c `pci_props`), as far as ferrovm models it: no option ROM
+/// (see [`VIRTIO_PCI_PROXY`]), no failover pairing, no ACPI index.
+const PCI_DEVICE: &[Prop] = &[
+    p("id", Kind::Str),
+    p("bus", Kind::Str),
+    p("addr", Kind::PciDevfn).def(Def::Int(-1)),
+    p("multifunction", Kind::Bool).def(Def::Bool(false)),
+    p("romfile", Kind::Str),
+    p("rombar", Kind::U32).def(Def::Int(1)),
+];
+
+/// A plain PCI function's `id`, `bus` and `addr`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PciFunctionRequest {
+    pub id: Option<String>,
+    pub pci: PciPlacement,
+}
+
+impl PciFunctionRequest {
+    /// Takes [`PCI_DEVICE`]'s properties out of a parsed list, leaving the
+    /// device's own; checks `bus=` and `romfile=`.
+    fn take(props: Parsed) -> Result<(Self, Parsed), String> {
+        let (proxy, rest) = VirtioPciProxy::take(props)?;
+        let r = Self {
+            id: proxy.id,
+            pci: proxy.pci,
+        };
+        Ok((r, rest))
+    }
+}
+
 /// What every ISA device accepts besides its own properties: `id` and
 /// `bus` (DeviceState's; the ISA bus is `isa.0`). Neither is listed.
 const ISA_DEVICE: &[Prop] = &[p("id", Kind::Str), p("bus", Kind::Str)];
@@ -229,8 +267,8 @@ pub struct Driver {
     /// The parent's own parent when it is not in [`ABSTRACT_ANCESTORS`]
     /// (`virtio-pci` for the `*-base` types).
     pub grandparent: Option<&'static str>,
-    /// The properties the kind of device shares: [`VIRTIO_PCI_PROXY`] or
-    /// [`ISA_DEVICE`].
+    /// The properties the kind of device shares: [`VIRTIO_PCI_PROXY`],
+    /// [`PCI_DEVICE`] or [`ISA_DEVICE`].
     base: &'static [Prop],
     props: &'static [Prop],
     parse: fn(&Map<String, Value>, u16) -> Result<DeviceRequest, String>,
@@ -301,6 +339,24 @@ pub const DRIVERS: &[Driver] = &[
         base: ISA_DEVICE,
         props: pvpanic::PROPS,
         parse: |d, _| pvpanic::parse(d).map(DeviceRequest::PvPanicIsa),
+    },
+    Driver {
+        name: "pvpanic-pci",
+        desc: "",
+        parent: "pci-device",
+        grandparent: None,
+        base: PCI_DEVICE,
+        props: pvpanic::PROPS_PCI,
+        parse: |d, _| pvpanic::parse_pci(d).map(DeviceRequest::PvPanicPci),
+    },
+    Driver {
+        name: "i6300esb",
+        desc: "Intel 6300ESB",
+        parent: "pci-device",
+        grandparent: None,
+        base: PCI_DEVICE,
+        props: &[],
+        parse: |d, _| watchdog::parse(d).map(DeviceRequest::I6300Esb),
     },
 ];
 

@@ -1,11 +1,14 @@
 //! `pvpanic`: QEMU's ISA pvpanic (hw/misc/pvpanic-isa.c), one I/O port the
 //! guest writes when it panics. Its parent is `isa-device`, so it has none
-//! of the virtio-pci proxy's properties.
+//! of the virtio-pci proxy's properties. `pvpanic-pci`
+//! (hw/misc/pvpanic-pci.c) is the same register in a PCI BAR.
 
 use devices::pvpanic::{PVPANIC_EVENTS_DEFAULT, PVPANIC_ISA_PORT};
 use serde_json::{Map, Value};
 
-use super::{p, props_on, Def, Kind, Prop, ISA_DEVICE, ROOT_BUS, V};
+use super::{
+    p, props_on, Def, Kind, PciFunctionRequest, Prop, ISA_DEVICE, PCI_DEVICE, ROOT_BUS, V,
+};
 
 /// QEMU's name of the q35 machine's ISA bus (behind the LPC bridge).
 pub const ISA_BUS: &str = "isa.0";
@@ -23,6 +26,31 @@ pub(super) const PROPS: &[Prop] = &[
     p("ioport", Kind::U16).def(Def::Int(PVPANIC_ISA_PORT as i64)),
     p("events", Kind::U8).def(Def::Int(PVPANIC_EVENTS_DEFAULT as i64)),
 ];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PvPanicPciRequest {
+    pub pci: PciFunctionRequest,
+    /// `events=`: what a read of the register returns (default 3).
+    pub events: u8,
+}
+
+pub(super) const PROPS_PCI: &[Prop] =
+    &[p("events", Kind::U8).def(Def::Int(PVPANIC_EVENTS_DEFAULT as i64))];
+
+pub(super) fn parse_pci(dev: &Map<String, Value>) -> Result<PvPanicPciRequest, String> {
+    let parsed = props_on(PCI_DEVICE, "pvpanic-pci", "pvpanic-pci", PROPS_PCI, dev)?;
+    let (pci, rest) = PciFunctionRequest::take(parsed)?;
+    let mut r = PvPanicPciRequest {
+        pci,
+        events: PVPANIC_EVENTS_DEFAULT,
+    };
+    for (name, v) in rest {
+        if let ("events", V::Num(n)) = (name, v) {
+            r.events = u8::try_from(n).unwrap_or(u8::MAX);
+        }
+    }
+    Ok(r)
+}
 
 pub(super) fn parse(dev: &Map<String, Value>) -> Result<PvPanicIsaRequest, String> {
     let mut r = PvPanicIsaRequest {
@@ -73,6 +101,27 @@ mod tests {
                 ioport: 0x600,
                 events: 1
             }))
+        );
+    }
+
+    #[test]
+    fn pvpanic_pci_takes_events_and_placement() {
+        let Ok(DeviceRequest::PvPanicPci(r)) =
+            parse_json(json!({"driver": "pvpanic-pci", "id": "pp", "events": "2", "addr": "7"}))
+        else {
+            panic!("not a pvpanic-pci")
+        };
+        assert_eq!(
+            (r.pci.id.as_deref(), r.pci.pci.addr, r.events),
+            (Some("pp"), Some((7, 0)), 2)
+        );
+        assert_eq!(
+            parse_json(json!({"driver": "pvpanic-pci", "ioport": "0x505"})).unwrap_err(),
+            "Property 'pvpanic-pci.ioport' not found"
+        );
+        assert_eq!(
+            parse_json(json!({"driver": "pvpanic-pci", "events": "256"})).unwrap_err(),
+            "Parameter 'events' expects uint8_t"
         );
     }
 
