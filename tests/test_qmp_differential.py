@@ -186,6 +186,8 @@ def steps_after_negotiation():
         req("set-action", {"reboot": "reset", "shutdown": "poweroff", "panic": "shutdown",
                            "watchdog": "reset"}),
         req("set-action", {}),
+        req("watchdog-set-action", {"action": "pause"}), req("watchdog-set-action", {}),
+        req("watchdog-set-action", {"action": "bogus"}), req("watchdog-set-action", {"action": 1}),
         req("human-monitor-command", {}), req("human-monitor-command", {"command-line": 1}),
         req("human-monitor-command", {"command-line": "info status", "cpu-index": 9}),
         req("human-monitor-command", {"command-line": "info status", "cpu-index": -1}),
@@ -552,7 +554,8 @@ def test_schema_entries_match_qemu(conversations):
 # every entry it gives must be QEMU's own entry (a subset, compared exactly);
 # errors are compared as usual.
 
-PROBE_TYPES = ("virtio-blk-pci", "virtio-net-pci", "virtio-balloon-pci")
+PROBE_TYPES = ("virtio-blk-pci", "virtio-net-pci", "virtio-balloon-pci", "i6300esb",
+               "pvpanic-pci")
 
 
 def probe_steps():

@@ -378,6 +378,7 @@ def test_argument_errors(vm):
                     "qom-list-properties": {"typename": "virtio-net-pci"},
                     "device-list-properties": {"typename": "virtio-net-pci"},
                     "query-cpu-model-expansion": {"type": "static", "model": {"name": "qemu64"}},
+                    "watchdog-set-action": {"action": "none"},
                     }.get(cmd, {})
             cls, desc = q.error(cmd, {**args, "no-such-arg": 1})
             assert (cls, desc) == ("GenericError", "Parameter 'no-such-arg' is unexpected"), cmd
