@@ -30,6 +30,8 @@ pub enum Exit {
     /// The watchdog's `poweroff` action: QEMU exits 0 at once, with no
     /// SHUTDOWN event (hw/watchdog/watchdog.c).
     WatchdogPoweroff,
+    /// `-device help`: printed, nothing was run.
+    HelpPrinted,
     /// SIGINT, SIGTERM or SIGHUP.
     Signal(i32),
 }

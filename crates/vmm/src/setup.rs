@@ -21,6 +21,14 @@ use crate::vm::{Vm, VmInfo};
 
 /// Runs the machine `config` describes until it stops for good.
 pub fn run(config: Config) -> Result<Exit, VmmError> {
+    // `-device help` and `-device DRIVER,help` print and exit, as QEMU.
+    if let Some(help) = crate::devices::qdev::help::requested(&config.devices) {
+        match help {
+            Ok(text) => print!("{text}"),
+            Err(e) => eprintln!("ferrovm: {e}"),
+        }
+        return Ok(Exit::HelpPrinted);
+    }
     check_supported(&config)?;
     // Before any thread exists: fork() keeps only the calling thread.
     let daemon = if config.daemonize {

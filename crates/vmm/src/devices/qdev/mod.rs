@@ -7,6 +7,7 @@
 
 mod balloon;
 mod blk;
+pub mod help;
 mod net;
 mod pvpanic;
 mod watchdog;
@@ -260,7 +261,12 @@ enum V {
 /// it, and its properties after its kind's (`base`).
 pub struct Driver {
     pub name: &'static str,
+    /// `-device help`'s `desc` (QEMU's `dc->desc`, empty for most), its `alias` (`virtio-blk` for
+    /// virtio-blk-pci), its bus type and category.
     pub desc: &'static str,
+    pub alias: Option<&'static str>,
+    pub bus: &'static str,
+    pub category: help::Category,
     /// The QOM parent type (QEMU's `virtio_pci_types_register()` gives each
     /// virtio-pci driver an abstract `*-base` parent below `virtio-pci`).
     pub parent: &'static str,
@@ -306,7 +312,10 @@ impl Driver {
 pub const DRIVERS: &[Driver] = &[
     Driver {
         name: "virtio-blk-pci",
-        desc: "Virtio block device",
+        desc: "",
+        alias: Some("virtio-blk"),
+        bus: "PCI",
+        category: help::Category::Storage,
         parent: "virtio-blk-pci-base",
         grandparent: Some("virtio-pci"),
         base: VIRTIO_PCI_PROXY,
@@ -315,7 +324,10 @@ pub const DRIVERS: &[Driver] = &[
     },
     Driver {
         name: "virtio-net-pci",
-        desc: "Virtio network device",
+        desc: "",
+        alias: Some("virtio-net"),
+        bus: "PCI",
+        category: help::Category::Network,
         parent: "virtio-net-pci-base",
         grandparent: Some("virtio-pci"),
         base: VIRTIO_PCI_PROXY,
@@ -324,7 +336,10 @@ pub const DRIVERS: &[Driver] = &[
     },
     Driver {
         name: "virtio-balloon-pci",
-        desc: "Virtio memory balloon",
+        desc: "",
+        alias: Some("virtio-balloon"),
+        bus: "PCI",
+        category: help::Category::Misc,
         parent: "virtio-balloon-pci-base",
         grandparent: Some("virtio-pci"),
         base: VIRTIO_PCI_PROXY,
@@ -334,6 +349,9 @@ pub const DRIVERS: &[Driver] = &[
     Driver {
         name: "pvpanic",
         desc: "",
+        alias: None,
+        bus: "ISA",
+        category: help::Category::Misc,
         parent: "isa-device",
         grandparent: None,
         base: ISA_DEVICE,
@@ -343,6 +361,9 @@ pub const DRIVERS: &[Driver] = &[
     Driver {
         name: "pvpanic-pci",
         desc: "",
+        alias: None,
+        bus: "PCI",
+        category: help::Category::Misc,
         parent: "pci-device",
         grandparent: None,
         base: PCI_DEVICE,
@@ -352,6 +373,9 @@ pub const DRIVERS: &[Driver] = &[
     Driver {
         name: "i6300esb",
         desc: "Intel 6300ESB",
+        alias: None,
+        bus: "PCI",
+        category: help::Category::Watchdog,
         parent: "pci-device",
         grandparent: None,
         base: PCI_DEVICE,
@@ -360,9 +384,12 @@ pub const DRIVERS: &[Driver] = &[
     },
 ];
 
-/// The registry entry for `name`.
+/// The registry entry for `name` or its alias (QEMU's
+/// `qdev_class_get_alias`: `-device virtio-blk` is virtio-blk-pci on q35).
 pub fn driver(name: &str) -> Option<&'static Driver> {
-    DRIVERS.iter().find(|d| d.name == name)
+    DRIVERS
+        .iter()
+        .find(|d| d.name == name || d.alias == Some(name))
 }
 
 /// Parses one `-device` object. `cpus` feeds virtio-blk's automatic
