@@ -80,7 +80,15 @@ fn assert_check_clean(img: &Path) {
 fn compare(a: &Path, afmt: &str, b: &Path, bfmt: &str) {
     let (rc, out) = tool(
         "qemu-img",
-        &["compare", "-f", afmt, "-F", bfmt, a.to_str().unwrap(), b.to_str().unwrap()],
+        &[
+            "compare",
+            "-f",
+            afmt,
+            "-F",
+            bfmt,
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ],
     );
     assert_eq!(rc, 0, "qemu-img compare: {out}");
 }
@@ -158,7 +166,12 @@ fn header_incompat(path: &Path) -> u64 {
 #[test]
 fn reads_patterns_qemu_wrote_v2_and_v3() {
     let d = Dir::new("read");
-    for opts in ["compat=1.1", "compat=0.10", "compat=1.1,cluster_size=4096", "compat=0.10,cluster_size=512"] {
+    for opts in [
+        "compat=1.1",
+        "compat=0.10",
+        "compat=1.1,cluster_size=4096",
+        "compat=0.10,cluster_size=512",
+    ] {
         let p = d.path("a.qcow2");
         let _ = std::fs::remove_file(&p);
         qcreate(&p, "4M", opts);
@@ -172,7 +185,10 @@ fn reads_patterns_qemu_wrote_v2_and_v3() {
         assert!(r[..1000].iter().all(|&b| b == 0), "{opts}");
         assert!(r[1000..6000].iter().all(|&b| b == 0xcd), "{opts}");
         assert!(r[6000..].iter().all(|&b| b == 0), "{opts}");
-        assert!(read(&img, 4_190_000, 4304).iter().all(|&b| b == 0x11), "{opts}");
+        assert!(
+            read(&img, 4_190_000, 4304).iter().all(|&b| b == 0x11),
+            "{opts}"
+        );
         assert!(read(&img, 2 << 20, 8192).iter().all(|&b| b == 0), "{opts}");
         let want_compat = if opts.contains("0.10") { "0.10" } else { "1.1" };
         assert_eq!(img.info().compat, want_compat);
@@ -206,11 +222,22 @@ fn reads_compressed_image_from_qemu_img_convert() {
     let f = raw_file(&raw, 2 << 20);
     let mut rng = Rng(7);
     // Compressible text-like data with some randomness, and a zero gap.
-    let data: Vec<u8> = (0..(1 << 20)).map(|i| b"qcow2 "[i % 6] ^ (rng.below(4) as u8)).collect();
+    let data: Vec<u8> = (0..(1 << 20))
+        .map(|i| b"qcow2 "[i % 6] ^ (rng.below(4) as u8))
+        .collect();
     pwrite(&f, &data, 0);
     pwrite(&f, &data[..300_000], 1_500_000);
     let q = d.path("c.qcow2");
-    qemu_img(&["convert", "-c", "-f", "raw", "-O", "qcow2", raw.to_str().unwrap(), q.to_str().unwrap()]);
+    qemu_img(&[
+        "convert",
+        "-c",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        raw.to_str().unwrap(),
+        q.to_str().unwrap(),
+    ]);
     let img = open_ro(&q);
     let m = img.map(0, 1 << 20).unwrap();
     assert!(m.iter().any(|e| e.kind == ExtentKind::Compressed), "{m:?}");
@@ -236,10 +263,21 @@ fn backing_chain_qcow2_over_qcow2_over_raw() {
     let bf = raw_file(&base, 1 << 20);
     pwrite(&bf, &[0x0b; 1 << 20], 0);
     let mid = d.path("mid.qcow2");
-    qcreate(&mid, "1M", &format!("backing_file={},backing_fmt=raw", base.display()));
+    qcreate(
+        &mid,
+        "1M",
+        &format!("backing_file={},backing_fmt=raw", base.display()),
+    );
     qemu_io(&mid, "qcow2", "write -P 0x33 64k 64k");
     let top = d.path("top.qcow2");
-    qcreate(&top, "2M", &format!("backing_file={},backing_fmt=qcow2,cluster_size=4096", mid.display()));
+    qcreate(
+        &top,
+        "2M",
+        &format!(
+            "backing_file={},backing_fmt=qcow2,cluster_size=4096",
+            mid.display()
+        ),
+    );
     qemu_io(&top, "qcow2", "write -P 0x44 100k 8k");
 
     let topimg = open_rw(&top);
@@ -248,7 +286,9 @@ fn backing_chain_qcow2_over_qcow2_over_raw() {
     assert_eq!(info.backing_format.as_deref(), Some("qcow2"));
     let midimg = open_ro(&mid);
     assert_eq!(midimg.info().backing_format.as_deref(), Some("raw"));
-    midimg.set_backing(Some(Arc::new(RawImage::new(std::fs::File::open(&base).unwrap()).unwrap())));
+    midimg.set_backing(Some(Arc::new(
+        RawImage::new(std::fs::File::open(&base).unwrap()).unwrap(),
+    )));
     topimg.set_backing(Some(Arc::new(midimg) as Arc<dyn ImageRead>));
 
     let r = read(&topimg, 0, 2 << 20);
@@ -257,7 +297,10 @@ fn backing_chain_qcow2_over_qcow2_over_raw() {
     assert!(r[100 << 10..108 << 10].iter().all(|&b| b == 0x44));
     assert!(r[108 << 10..128 << 10].iter().all(|&b| b == 0x33));
     assert!(r[128 << 10..1 << 20].iter().all(|&b| b == 0x0b));
-    assert!(r[1 << 20..].iter().all(|&b| b == 0), "beyond the backing file: zeros");
+    assert!(
+        r[1 << 20..].iter().all(|&b| b == 0),
+        "beyond the backing file: zeros"
+    );
 
     // A partial write COWs the rest of its cluster from the chain.
     topimg.write_at(&[0x77; 100], 64 * 1024 + 10).unwrap();
@@ -380,12 +423,16 @@ fn create_is_accepted_by_qemu() {
         create(Arc::new(raw_file(&p, 0)), &o).unwrap();
         assert_check_clean(&p);
         let info: serde_json::Value =
-            serde_json::from_str(&qemu_img(&["info", "--output=json", p.to_str().unwrap()])).unwrap();
+            serde_json::from_str(&qemu_img(&["info", "--output=json", p.to_str().unwrap()]))
+                .unwrap();
         assert_eq!(info["virtual-size"], o.size);
         assert_eq!(info["cluster-size"], o.cluster_size);
         assert_eq!(info["format-specific"]["data"]["compat"], compat);
         if o.compat == Compat::V3 {
-            assert_eq!(info["format-specific"]["data"]["lazy-refcounts"], o.lazy_refcounts);
+            assert_eq!(
+                info["format-specific"]["data"]["lazy-refcounts"],
+                o.lazy_refcounts
+            );
         }
         if let Some(b) = &o.backing_file {
             assert_eq!(info["backing-filename"], b.as_str());
@@ -400,7 +447,10 @@ fn create_is_accepted_by_qemu() {
         ..CreateOptions::new(1 << 20)
     };
     let e = create(Arc::new(raw_file(&d.path("bad.qcow2"), 0)), &bad).unwrap_err();
-    assert_eq!(e.to_string(), "Cluster size must be a power of two between 512 and 2048k");
+    assert_eq!(
+        e.to_string(),
+        "Cluster size must be a power of two between 512 and 2048k"
+    );
 }
 
 #[test]
@@ -456,7 +506,10 @@ fn truncate_grows_the_disk() {
     img.truncate(64 << 20).unwrap();
     assert_eq!(img.virtual_size(), 64 << 20);
     img.write_at(&[0x62; 4096], (64 << 20) - 4096).unwrap();
-    assert!(matches!(img.truncate(1 << 20), Err(Qcow2Error::Unsupported(_))));
+    assert!(matches!(
+        img.truncate(1 << 20),
+        Err(Qcow2Error::Unsupported(_))
+    ));
     img.close().unwrap();
     drop(img);
     assert_check_clean(&q);
@@ -527,8 +580,8 @@ impl ImageFile for CutFile {
     fn flush(&self) -> std::io::Result<()> {
         Ok(())
     }
-    fn len(&self) -> std::io::Result<u64> {
-        ImageFile::len(&self.f)
+    fn file_size(&self) -> std::io::Result<u64> {
+        ImageFile::file_size(&self.f)
     }
     fn set_len(&self, len: u64) -> std::io::Result<()> {
         ImageFile::set_len(&self.f, len)
@@ -551,7 +604,11 @@ fn crash_workload(img: &Qcow2) -> Result<(), Qcow2Error> {
 }
 
 fn cut_image(q: &Path, limit: usize, lazy: bool) {
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(q).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(q)
+        .unwrap();
     let cut = Arc::new(CutFile {
         f,
         writes: AtomicUsize::new(0),
@@ -582,9 +639,26 @@ fn crash_at_any_write_leaves_only_leaks() {
     qcreate(&src, "4M", "cluster_size=4096");
     // Count the writes of the whole workload once.
     std::fs::copy(&src, &q).unwrap();
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&q).unwrap();
-    let counter = Arc::new(CutFile { f, writes: AtomicUsize::new(0), limit: usize::MAX });
-    let img = Qcow2::open(counter.clone(), OpenOptions { writable: true, l2_cache_tables: 2, refblock_cache_blocks: 1, ..Default::default() }).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&q)
+        .unwrap();
+    let counter = Arc::new(CutFile {
+        f,
+        writes: AtomicUsize::new(0),
+        limit: usize::MAX,
+    });
+    let img = Qcow2::open(
+        counter.clone(),
+        OpenOptions {
+            writable: true,
+            l2_cache_tables: 2,
+            refblock_cache_blocks: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     crash_workload(&img).unwrap();
     drop(img);
     let total = counter.writes.load(Ordering::SeqCst);
@@ -595,10 +669,16 @@ fn crash_at_any_write_leaves_only_leaks() {
         std::fs::copy(&src, &q).unwrap();
         cut_image(&q, limit, false);
         let (rc, out) = check(&q);
-        assert!(rc == 0 || rc == 3, "cut after {limit}/{total} writes: rc {rc}: {out}");
+        assert!(
+            rc == 0 || rc == 3,
+            "cut after {limit}/{total} writes: rc {rc}: {out}"
+        );
         leaks_seen |= rc == 3;
     }
-    assert!(leaks_seen, "no cut point left leaked clusters; the test cuts nowhere useful");
+    assert!(
+        leaks_seen,
+        "no cut point left leaked clusters; the test cuts nowhere useful"
+    );
 }
 
 #[test]
@@ -611,7 +691,11 @@ fn lazy_refcounts_crash_is_dirty_and_repaired_on_open() {
     std::fs::copy(&src, &q).unwrap();
     let img = open_rw(&q);
     img.write_at(&[1; 8192], 0).unwrap();
-    assert_eq!(header_incompat(&q) & 1, 1, "dirty while writing with lazy refcounts");
+    assert_eq!(
+        header_incompat(&q) & 1,
+        1,
+        "dirty while writing with lazy refcounts"
+    );
     img.close().unwrap();
     drop(img);
     assert_eq!(header_incompat(&q) & 1, 0, "clean after close");
@@ -622,7 +706,11 @@ fn lazy_refcounts_crash_is_dirty_and_repaired_on_open() {
     for limit in [40, 80, 120, 200, 400] {
         std::fs::copy(&src, &q).unwrap();
         cut_image(&q, limit, true);
-        assert_eq!(header_incompat(&q) & 1, 1, "cut at {limit}: image must be dirty");
+        assert_eq!(
+            header_incompat(&q) & 1,
+            1,
+            "cut at {limit}: image must be dirty"
+        );
         let (rc, out) = check(&q);
         found_broken |= rc == 2 || out.contains("ERROR");
         let img = open_rw(&q);
@@ -633,7 +721,10 @@ fn lazy_refcounts_crash_is_dirty_and_repaired_on_open() {
         assert_eq!(rc, 0, "after repair (cut at {limit}): {out}");
         assert!(out.contains("No errors were found"), "{out}");
     }
-    assert!(found_broken, "no cut point left refcount errors for the repair to fix");
+    assert!(
+        found_broken,
+        "no cut point left refcount errors for the repair to fix"
+    );
 }
 
 // ---- refused and corrupt images ---------------------------------------------
@@ -644,7 +735,10 @@ fn unsupported_features_are_refused_with_qemus_message() {
     let p = d.path("x.qcow2");
     qcreate(&p, "1M", "extended_l2=on");
     let e = Qcow2::open_path(&p, OpenOptions::default()).err().unwrap();
-    assert_eq!(e.to_string(), "Unsupported qcow2 feature(s): extended L2 entries");
+    assert_eq!(
+        e.to_string(),
+        "Unsupported qcow2 feature(s): extended L2 entries"
+    );
     let p = d.path("u.qcow2");
     qcreate(&p, "1M", "");
     let mut b = std::fs::read(&p).unwrap();
@@ -687,7 +781,7 @@ impl ImageFile for MemFile {
     fn flush(&self) -> std::io::Result<()> {
         Ok(())
     }
-    fn len(&self) -> std::io::Result<u64> {
+    fn file_size(&self) -> std::io::Result<u64> {
         Ok(self.0.lock().unwrap().len() as u64)
     }
     fn set_len(&self, len: u64) -> std::io::Result<()> {
@@ -709,7 +803,13 @@ fn corrupt_images_give_errors_never_panics() {
     let l2_off = (u64::from_be_bytes(pristine[l1_off..l1_off + 8].try_into().unwrap())
         & 0x00ff_ffff_ffff_fe00) as usize;
     let rb_off = u64::from_be_bytes(pristine[rt_off..rt_off + 8].try_into().unwrap()) as usize;
-    let regions = [(0usize, 112usize), (l1_off, 16), (l2_off, 800), (rt_off, 16), (rb_off, 200)];
+    let regions = [
+        (0usize, 112usize),
+        (l1_off, 16),
+        (l2_off, 800),
+        (rt_off, 16),
+        (rb_off, 200),
+    ];
     let mut rng = Rng(2024);
     let mut errors = 0;
     for _ in 0..400 {
@@ -721,7 +821,13 @@ fn corrupt_images_give_errors_never_panics() {
         }
         let f = Arc::new(MemFile(Mutex::new(img)));
         let writable = rng.below(2) == 0;
-        let q = match Qcow2::open(f, OpenOptions { writable, ..Default::default() }) {
+        let q = match Qcow2::open(
+            f,
+            OpenOptions {
+                writable,
+                ..Default::default()
+            },
+        ) {
             Ok(q) => q,
             Err(_) => {
                 errors += 1;
@@ -767,8 +873,8 @@ fn sequential_small_writes_hit_the_metadata_cache() {
         fn flush(&self) -> std::io::Result<()> {
             ImageFile::flush(&self.f)
         }
-        fn len(&self) -> std::io::Result<u64> {
-            ImageFile::len(&self.f)
+        fn file_size(&self) -> std::io::Result<u64> {
+            ImageFile::file_size(&self.f)
         }
         fn set_len(&self, len: u64) -> std::io::Result<()> {
             ImageFile::set_len(&self.f, len)
@@ -777,9 +883,23 @@ fn sequential_small_writes_hit_the_metadata_cache() {
     let d = Dir::new("cache");
     let q = d.path("s.qcow2");
     qcreate(&q, "64M", "");
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&q).unwrap();
-    let c = Arc::new(Counting { f, reads: AtomicUsize::new(0) });
-    let img = Qcow2::open(c.clone(), OpenOptions { writable: true, ..Default::default() }).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&q)
+        .unwrap();
+    let c = Arc::new(Counting {
+        f,
+        reads: AtomicUsize::new(0),
+    });
+    let img = Qcow2::open(
+        c.clone(),
+        OpenOptions {
+            writable: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let before = c.reads.load(Ordering::SeqCst);
     for i in 0..2048u64 {
         img.write_at(&[7; 4096], i * 4096).unwrap();
@@ -787,7 +907,10 @@ fn sequential_small_writes_hit_the_metadata_cache() {
     let reads = c.reads.load(Ordering::SeqCst) - before;
     // 8 MiB of 4k writes: 128 cluster allocations in one L2 table and one
     // refcount block; without caches every write would re-read both.
-    assert!(reads < 20, "{reads} metadata reads for 2048 sequential writes");
+    assert!(
+        reads < 20,
+        "{reads} metadata reads for 2048 sequential writes"
+    );
     img.close().unwrap();
     drop(img);
     assert_check_clean(&q);

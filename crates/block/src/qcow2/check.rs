@@ -71,7 +71,7 @@ fn walk_l1(m: &mut Meta, refs: &mut Refs, l1: &[u64], active: bool) -> Result<()
         if l2 == 0 {
             continue;
         }
-        if l2 % cs != 0 {
+        if !l2.is_multiple_of(cs) {
             refs.corruptions += 1;
             refs.messages.push(format!(
                 "ERROR l2_offset={l2:x}: Table is not cluster aligned; L1 entry corrupted"
@@ -137,7 +137,7 @@ fn collect(m: &mut Meta) -> Result<Refs> {
         let id_len = u16::from_be_bytes([h[12], h[13]]) as u64;
         let name_len = u16::from_be_bytes([h[14], h[15]]) as u64;
         let extra = be32(36) as u64;
-        if l1_size * 8 > super::header::MAX_L1_SIZE || l1_off % cs != 0 {
+        if l1_size * 8 > super::header::MAX_L1_SIZE || !l1_off.is_multiple_of(cs) {
             return Err(Qcow2Error::Corrupt("snapshot L1 table invalid".into()));
         }
         refs.add_range(cs, l1_off, l1_size * 8);
@@ -154,7 +154,7 @@ fn collect(m: &mut Meta) -> Result<Refs> {
         if off == 0 {
             continue;
         }
-        if off % cs != 0 {
+        if !off.is_multiple_of(cs) {
             return Err(Qcow2Error::Corrupt(format!(
                 "ERROR refcount block {i} is not cluster aligned; refcount table entry corrupted"
             )));
@@ -203,14 +203,22 @@ fn compare(m: &mut Meta, refs: &Refs, r: &mut CheckReport) -> Result<Vec<(u64, u
 
 /// COPIED flags that disagree with the refcounts: (L1 index or None,
 /// L2 offset, L2 index, fixed entry).
-fn copied_errors(m: &mut Meta, refs: &Refs) -> Result<Vec<(usize, u64, Option<usize>, u64)>> {
+/// (L1 index, L2 offset, L2 index or None for the L1 entry, fixed entry).
+type CopiedFix = (usize, u64, Option<usize>, u64);
+
+fn copied_errors(m: &mut Meta, refs: &Refs) -> Result<Vec<CopiedFix>> {
     let cs = m.cs;
     let mut out = Vec::new();
     for &(i, l2) in &refs.active_l2 {
         let e = m.l1[i];
         let want = m.refcount(l2 / cs)? == 1;
         if (e & OFLAG_COPIED != 0) != want {
-            out.push((i, l2, None, (e & !OFLAG_COPIED) | if want { OFLAG_COPIED } else { 0 }));
+            out.push((
+                i,
+                l2,
+                None,
+                (e & !OFLAG_COPIED) | if want { OFLAG_COPIED } else { 0 },
+            ));
         }
         let t = m.l2_table(l2)?;
         for (j, &le) in t.iter().enumerate() {
@@ -244,7 +252,10 @@ pub(crate) fn check(m: &mut Meta) -> Result<CheckReport> {
     for (i, l2, j, _) in copied_errors(m, &refs)? {
         r.corruptions += 1;
         r.messages.push(match j {
-            None => format!("ERROR OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={:x}", m.l1[i]),
+            None => format!(
+                "ERROR OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={:x}",
+                m.l1[i]
+            ),
             Some(j) => format!("ERROR OFLAG_COPIED data cluster: l2_offset={l2:x} index={j}"),
         });
     }

@@ -60,7 +60,7 @@ pub fn create(file: Arc<dyn ImageFile>, o: &CreateOptions) -> Result<()> {
             "Cluster size must be a power of two between 512 and 2048k".into(),
         ));
     }
-    if o.size % 512 != 0 {
+    if !o.size.is_multiple_of(512) {
         return Err(Qcow2Error::Invalid(
             "Image size must be a multiple of 512 bytes".into(),
         ));
@@ -158,7 +158,8 @@ pub fn create(file: Arc<dyn ImageFile>, o: &CreateOptions) -> Result<()> {
             }
         }
     }
-    let io = |r: std::io::Result<()>| r.map_err(|e| Qcow2Error::io("Could not write qcow2 header", &e));
+    let io =
+        |r: std::io::Result<()>| r.map_err(|e| Qcow2Error::io("Could not write qcow2 header", &e));
     io(file.set_len(0))?;
     io(file.write_at(&h, 0))?;
     io(file.write_at(&rt, cs))?;

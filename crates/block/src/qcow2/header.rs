@@ -272,8 +272,11 @@ impl Header {
                     for e in data.chunks_exact(48) {
                         let name = &e[2..];
                         let n = name.iter().position(|&c| c == 0).unwrap_or(name.len());
-                        self.feature_table
-                            .push((e[0], e[1], String::from_utf8_lossy(&name[..n]).into()));
+                        self.feature_table.push((
+                            e[0],
+                            e[1],
+                            String::from_utf8_lossy(&name[..n]).into(),
+                        ));
                     }
                 }
                 _ => {}
@@ -320,7 +323,7 @@ pub fn validate_table(
     if entries > max_bytes / entry_len {
         return Err(Qcow2Error::Invalid(format!("{name} too large")));
     }
-    if (i64::MAX as u64) - entries * entry_len < offset || offset % cs != 0 {
+    if (i64::MAX as u64) - entries * entry_len < offset || !offset.is_multiple_of(cs) {
         return Err(Qcow2Error::Invalid(format!("{name} offset invalid")));
     }
     Ok(())

@@ -103,8 +103,8 @@ impl Meta {
         rb_cache_blocks: usize,
     ) -> Result<Self> {
         let cs = h.cluster_size();
-        let l1 = read_u64_table(&*file, h.l1_table_offset, h.l1_size as usize)
-            .map_err(|e| match e {
+        let l1 =
+            read_u64_table(&*file, h.l1_table_offset, h.l1_size as usize).map_err(|e| match e {
                 Qcow2Error::Io { errno, .. } => Qcow2Error::Io {
                     what: "Could not read L1 table".into(),
                     errno,
@@ -113,7 +113,7 @@ impl Meta {
             })?;
         let rt_entries = (h.refcount_table_clusters as u64 * cs / 8) as usize;
         let reftable = read_u64_table(&*file, h.refcount_table_offset, rt_entries)?;
-        let flen = file.len().map_err(eio("Could not get file size"))?;
+        let flen = file.file_size().map_err(eio("Could not get file size"))?;
         let cb = h.cluster_bits;
         let csize_shift = 62 - (cb - 8);
         Ok(Meta {
@@ -148,7 +148,7 @@ impl Meta {
 
     /// Refcount entries per refcount block.
     pub fn rb_entries(&self) -> u64 {
-        self.cs * 8 >> self.refcount_order
+        (self.cs * 8) >> self.refcount_order
     }
 
     fn refcount_max(&self) -> u64 {
@@ -186,7 +186,7 @@ impl Meta {
         if off == 0 {
             return Ok(ClusterKind::Unallocated);
         }
-        if off % self.cs != 0 {
+        if !off.is_multiple_of(self.cs) {
             return Err(Qcow2Error::Corrupt(format!(
                 "Cluster allocation offset {off:#x} unaligned (L2 offset: {l2_off:#x}, L2 index: {l2_index:#x})"
             )));
@@ -202,7 +202,7 @@ impl Meta {
             return Ok((l1i, 0, false));
         };
         let off = e & L1E_OFFSET_MASK;
-        if off % self.cs != 0 {
+        if !off.is_multiple_of(self.cs) {
             return Err(Qcow2Error::Corrupt(format!(
                 "L2 table offset {off:#x} unaligned (L1 index: {l1i:#x})"
             )));
@@ -268,7 +268,7 @@ impl Meta {
     }
 
     fn check_table_offset(&self, off: u64, what: &str) -> Result<()> {
-        if off == 0 || off % self.cs != 0 || off >= MAX_HOST_OFFSET {
+        if off == 0 || !off.is_multiple_of(self.cs) || off >= MAX_HOST_OFFSET {
             return Err(Qcow2Error::Corrupt(format!(
                 "{what} offset {off:#x} invalid"
             )));
@@ -452,7 +452,7 @@ impl Meta {
             return Ok(0);
         };
         let off = e & L1E_OFFSET_MASK;
-        if off % self.cs != 0 {
+        if !off.is_multiple_of(self.cs) {
             return Err(Qcow2Error::Corrupt(format!(
                 "Refblock offset {off:#x} unaligned (reftable index: {idx:#x})"
             )));
@@ -566,7 +566,9 @@ impl Meta {
             self.end_cluster = self.end_cluster.max(start + n);
             return Ok(start * self.cs);
         }
-        Err(Qcow2Error::Corrupt("cluster allocation does not converge".into()))
+        Err(Qcow2Error::Corrupt(
+            "cluster allocation does not converge".into(),
+        ))
     }
 
     /// Decreases the refcount of `n` clusters from host byte offset `off`.
@@ -602,7 +604,9 @@ impl Meta {
     /// whose refblocks would have to cover each other.
     fn ensure_refblock(&mut self, idx: u64, depth: u32) -> Result<bool> {
         if depth > 8 {
-            return Err(Qcow2Error::Corrupt("refcount block allocation loops".into()));
+            return Err(Qcow2Error::Corrupt(
+                "refcount block allocation loops".into(),
+            ));
         }
         if idx < self.reftable.len() as u64 && self.rb_offset(idx)? != 0 {
             return Ok(false);
@@ -635,10 +639,7 @@ impl Meta {
             self.rb_cache.insert(off, blk, false);
             self.reftable[idx as usize] = off;
             self.file
-                .write_at(
-                    &off.to_be_bytes(),
-                    self.reftable_offset + idx * 8,
-                )
+                .write_at(&off.to_be_bytes(), self.reftable_offset + idx * 8)
                 .map_err(eio("Could not update refcount table"))?;
             self.sync()?;
             return Ok(true);

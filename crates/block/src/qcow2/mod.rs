@@ -207,14 +207,17 @@ impl Qcow2 {
         let m = self.meta();
         ImageInfo {
             version: self.header.version,
-            compat: if self.header.version >= 3 { "1.1" } else { "0.10" },
+            compat: if self.header.version >= 3 {
+                "1.1"
+            } else {
+                "0.10"
+            },
             virtual_size: m.size,
             cluster_size: m.cs,
             refcount_bits: 1 << m.refcount_order,
             backing_file: self.header.backing_file.clone(),
             backing_format: self.header.backing_format.clone(),
-            lazy_refcounts: self.header.compatible_features & header::COMPAT_LAZY_REFCOUNTS
-                != 0,
+            lazy_refcounts: self.header.compatible_features & header::COMPAT_LAZY_REFCOUNTS != 0,
             dirty: m.incompat & header::INCOMPAT_DIRTY != 0,
             corrupt: m.incompat & header::INCOMPAT_CORRUPT != 0,
             snapshots: m.nb_snapshots,
@@ -245,7 +248,11 @@ impl Qcow2 {
         let size = self.virtual_size();
         match off.checked_add(len) {
             Some(end) if end <= size => Ok(size),
-            _ => Err(Qcow2Error::OutOfRange { offset: off, len, size }),
+            _ => Err(Qcow2Error::OutOfRange {
+                offset: off,
+                len,
+                size,
+            }),
         }
     }
 
@@ -539,7 +546,11 @@ impl Qcow2 {
         let first = off.div_ceil(cs);
         let end = off + len;
         // The last partial cluster of the image counts as whole.
-        let last = if end == size { end.div_ceil(cs) } else { end / cs };
+        let last = if end == size {
+            end.div_ceil(cs)
+        } else {
+            end / cs
+        };
         let has_backing = self.backing().is_some();
         for gc in first..last {
             let (kind, entry) = m.lookup(gc)?;
@@ -562,10 +573,11 @@ impl Qcow2 {
             };
             if let Some(o) = old {
                 m.release(&[o])?;
-                if self.pass_discard && !matches!(kind, ClusterKind::Compressed(..)) {
-                    if m.refcount(o.0 / cs)? == 0 {
-                        let _ = self.file.punch_hole(o.0, cs);
-                    }
+                if self.pass_discard
+                    && !matches!(kind, ClusterKind::Compressed(..))
+                    && m.refcount(o.0 / cs)? == 0
+                {
+                    let _ = self.file.punch_hole(o.0, cs);
                 }
             }
         }
@@ -587,7 +599,7 @@ impl Qcow2 {
         self.check_writable()?;
         let _w = self.gate.write().unwrap_or_else(|e| e.into_inner());
         let mut m = self.meta();
-        if new_size % 512 != 0 {
+        if !new_size.is_multiple_of(512) {
             return Err(Qcow2Error::Invalid(
                 "The new size must be a multiple of 512".into(),
             ));

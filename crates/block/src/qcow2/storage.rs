@@ -15,7 +15,7 @@ pub trait ImageFile: Send + Sync {
     fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()>;
     /// fdatasync: what was written before is on stable storage after.
     fn flush(&self) -> std::io::Result<()>;
-    fn len(&self) -> std::io::Result<u64>;
+    fn file_size(&self) -> std::io::Result<u64>;
     fn set_len(&self, len: u64) -> std::io::Result<()>;
     /// Drop the host blocks of a range (best effort; reads then give zeros).
     fn punch_hole(&self, _off: u64, _len: u64) -> std::io::Result<()> {
@@ -48,7 +48,7 @@ impl ImageFile for File {
         self.sync_data()
     }
 
-    fn len(&self) -> std::io::Result<u64> {
+    fn file_size(&self) -> std::io::Result<u64> {
         Ok(self.metadata()?.len())
     }
 
@@ -90,7 +90,7 @@ pub struct RawImage<F: ImageFile> {
 impl<F: ImageFile> RawImage<F> {
     pub fn new(file: F) -> Result<Self> {
         let size = file
-            .len()
+            .file_size()
             .map_err(|e| Qcow2Error::io("Could not get file size", &e))?;
         Ok(RawImage { file, size })
     }
