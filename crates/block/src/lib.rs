@@ -5,6 +5,7 @@
 //! - [`io`]: the request/completion interface devices use.
 //! - [`graph`]: nodes by name, `-drive`/`-blockdev`, attach, `block_resize`.
 //! - [`node`], [`file`], [`raw`]: the node, its driver trait, the drivers.
+//! - [`qcow2`]: the qcow2 image format (translation layer the qcow2 driver wraps).
 //! - [`perm`], [`lock`]: QEMU's permission bits and OFD image locks.
 //! - [`engine`]: thread pool and io_uring behind the queues.
 //! - [`stats`], [`qapi`]: accounting and the QMP query data.
@@ -21,6 +22,7 @@ pub mod options;
 pub mod perm;
 pub mod policy;
 pub mod qapi;
+pub mod qcow2;
 pub mod raw;
 pub mod stats;
 

@@ -1,0 +1,681 @@
+//! The qcow2 image format (docs/interop/qcow2.txt of QEMU 7.2; behaviour of
+//! QEMU's block/qcow2.c, qcow2-cluster.c, qcow2-refcount.c, qcow2-cache.c).
+//!
+//! # Why our own code and not `imago`
+//!
+//! `imago` 0.2.6 (crates.io, MIT, by Hanna Czenczek) was evaluated first: it
+//! builds here (`default-features = false, features = ["sync", "vm-memory"]`,
+//! about 20 s, pulls nix 0.30, parking_lot, tracing, miniz_oxide 0.8,
+//! page_size, maybe-async). It reads and writes qcow2, allocates with
+//! refcounts, handles backing files, zero and compressed clusters, and its
+//! `sync` build has plain blocking methods. It does not fit ferrovm's needs:
+//!
+//! - a dirty image (incompatible bit 0) is refused as an "Unrecognized
+//!   incompatible feature"; there is no lazy-refcounts mode, no
+//!   `qcow2_check_refcounts` and no repair, so an image QEMU left dirty
+//!   after a crash cannot be opened at all;
+//! - discard and write-zeroes with unmap return `Unsupported` on v2 images,
+//!   and images are only created as v3;
+//! - errors are `std::io::Error` with imago's own wording, not QEMU's
+//!   (`Unsupported qcow2 feature(s): ...`, `Image is not in qcow2 format`);
+//! - discards need `&mut self` (exclusive access), which a thread-pool
+//!   engine sharing one image between I/O threads cannot give without a
+//!   lock around every request.
+//!
+//! Wrapping it would mean patching its open path and writing check/repair
+//! against its private metadata. So this module implements qcow2 itself:
+//! v2 and v3, reads of unallocated/zero/normal/compressed (deflate) clusters,
+//! allocating writes with COW from the backing image, refcount tables and
+//! blocks that grow as needed, discard, write-zeroes, truncate (grow),
+//! lazy refcounts with the dirty bit, check and repair, create, and an
+//! allocation map. Not done: extended L2 entries, external data files,
+//! encryption, persistent bitmaps (their autoclear bit is cleared on a
+//! read-write open, as the spec asks of programs that do not update them),
+//! zstd compression, writing compressed clusters, internal snapshot
+//! management (images with snapshots open, COW keeps them intact), shrink.
+//!
+//! # Use from the node graph
+//!
+//! [`Qcow2`] is `Send + Sync` and all I/O methods take `&self`: a qcow2
+//! `Driver` owns an `Arc<Qcow2>` over its `file` child's host file (any
+//! [`ImageFile`]; `std::fs::File` implements it) and the I/O engine calls
+//! [`Qcow2::read_at`], [`Qcow2::write_at`], [`Qcow2::write_zeroes`],
+//! [`Qcow2::discard`], [`Qcow2::flush`] from its pool threads instead of
+//! `preadv` on the protocol node (qcow2 has no `Driver::linear()` mapping).
+//! The backing child is opened from [`ImageInfo::backing_file`] /
+//! `backing_format` and attached with [`Qcow2::set_backing`] as an
+//! `Arc<dyn ImageRead>` (a [`RawImage`] or another `Qcow2`).
+//! `block_resize` maps to [`Qcow2::truncate`], closing to [`Qcow2::close`].
+//!
+//! Locking: one mutex over the metadata and caches; data I/O to clusters
+//! that are already allocated runs outside it. A read-write gate keeps
+//! freeing operations (discard, write-zeroes, writes that replace
+//! compressed or shared clusters) from running while data I/O is in flight
+//! on clusters they could free.
+
+mod cache;
+mod check;
+mod compress;
+mod create;
+mod error;
+pub mod header;
+mod map;
+mod meta;
+mod storage;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+pub use check::CheckReport;
+pub use create::{create, Compat, CreateOptions};
+pub use error::{Qcow2Error, Result};
+pub use header::Header;
+pub use map::{Extent, ExtentKind};
+pub use storage::{ImageFile, ImageRead, RawImage};
+
+use meta::{ClusterKind, Meta, OFLAG_COPIED, OFLAG_ZERO};
+
+/// How to open an image.
+#[derive(Clone)]
+pub struct OpenOptions {
+    pub writable: bool,
+    /// The backing image; may also be set later with [`Qcow2::set_backing`].
+    pub backing: Option<Arc<dyn ImageRead>>,
+    /// `lazy-refcounts`; `None` takes the image's compatible feature bit.
+    pub lazy_refcounts: Option<bool>,
+    /// L2 tables kept in memory.
+    pub l2_cache_tables: usize,
+    /// Refcount blocks kept in memory.
+    pub refblock_cache_blocks: usize,
+    /// `pass-discard-request`: punch holes in the file for clusters a
+    /// discard frees (QEMU: on with `discard=unmap`).
+    pub pass_discard: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            writable: false,
+            backing: None,
+            lazy_refcounts: None,
+            l2_cache_tables: 16,
+            refblock_cache_blocks: 4,
+            pass_discard: false,
+        }
+    }
+}
+
+/// What `qemu-img info` shows of an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub version: u32,
+    /// `0.10` for v2, `1.1` for v3.
+    pub compat: &'static str,
+    pub virtual_size: u64,
+    pub cluster_size: u64,
+    pub refcount_bits: u32,
+    pub backing_file: Option<String>,
+    pub backing_format: Option<String>,
+    pub lazy_refcounts: bool,
+    pub dirty: bool,
+    pub corrupt: bool,
+    pub snapshots: u32,
+}
+
+/// An open qcow2 image.
+pub struct Qcow2 {
+    file: Arc<dyn ImageFile>,
+    header: Header,
+    backing: RwLock<Option<Arc<dyn ImageRead>>>,
+    meta: Mutex<Meta>,
+    gate: RwLock<()>,
+    pass_discard: bool,
+    closed: AtomicBool,
+}
+
+/// Work a freeing step needs the exclusive gate for.
+struct NeedExclusive;
+
+impl Qcow2 {
+    /// Opens an image (`qcow2_do_open`): validates the header, refuses
+    /// unsupported features, clears autoclear bits and repairs a dirty
+    /// image when opened read-write.
+    pub fn open(file: Arc<dyn ImageFile>, opts: OpenOptions) -> Result<Qcow2> {
+        let header = Header::read(&*file)?;
+        if header.incompatible_features & header::INCOMPAT_CORRUPT != 0 && opts.writable {
+            return Err(Qcow2Error::Invalid(
+                "qcow2: Image is corrupt; cannot be opened read/write".into(),
+            ));
+        }
+        let compat_lazy = header.compatible_features & header::COMPAT_LAZY_REFCOUNTS != 0;
+        let lazy = opts.lazy_refcounts.unwrap_or(compat_lazy);
+        if lazy && header.version < 3 {
+            return Err(Qcow2Error::Invalid(
+                "Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level"
+                    .into(),
+            ));
+        }
+        let mut meta = Meta::new(
+            file.clone(),
+            &header,
+            opts.writable,
+            lazy && opts.writable,
+            opts.l2_cache_tables,
+            opts.refblock_cache_blocks,
+        )?;
+        if opts.writable {
+            if header.autoclear_features != 0 {
+                file.write_at(&0u64.to_be_bytes(), header::OFF_AUTOCLEAR)
+                    .map_err(|e| Qcow2Error::io("Could not update qcow2 header", &e))?;
+            }
+            if meta.incompat & header::INCOMPAT_DIRTY != 0 {
+                check::repair(&mut meta).map_err(|e| match e {
+                    Qcow2Error::Io { errno, .. } => Qcow2Error::Io {
+                        what: "Could not repair dirty image".into(),
+                        errno,
+                    },
+                    e => Qcow2Error::Invalid(format!("Could not repair dirty image: {e}")),
+                })?;
+            }
+        }
+        Ok(Qcow2 {
+            file,
+            header,
+            backing: RwLock::new(opts.backing),
+            meta: Mutex::new(meta),
+            gate: RwLock::new(()),
+            pass_discard: opts.pass_discard,
+            closed: AtomicBool::new(!opts.writable),
+        })
+    }
+
+    /// Opens the file at `path` (read-write when `opts.writable`).
+    pub fn open_path(path: &std::path::Path, opts: OpenOptions) -> Result<Qcow2> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(opts.writable)
+            .open(path)
+            .map_err(|e| Qcow2Error::io(format!("Could not open '{}'", path.display()), &e))?;
+        Qcow2::open(Arc::new(f), opts)
+    }
+
+    fn meta(&self) -> MutexGuard<'_, Meta> {
+        self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn info(&self) -> ImageInfo {
+        let m = self.meta();
+        ImageInfo {
+            version: self.header.version,
+            compat: if self.header.version >= 3 {
+                "1.1"
+            } else {
+                "0.10"
+            },
+            virtual_size: m.size,
+            cluster_size: m.cs,
+            refcount_bits: 1 << m.refcount_order,
+            backing_file: self.header.backing_file.clone(),
+            backing_format: self.header.backing_format.clone(),
+            lazy_refcounts: self.header.compatible_features & header::COMPAT_LAZY_REFCOUNTS != 0,
+            dirty: m.incompat & header::INCOMPAT_DIRTY != 0,
+            corrupt: m.incompat & header::INCOMPAT_CORRUPT != 0,
+            snapshots: m.nb_snapshots,
+        }
+    }
+
+    pub fn virtual_size(&self) -> u64 {
+        self.meta().size
+    }
+
+    pub fn cluster_size(&self) -> u64 {
+        self.meta().cs
+    }
+
+    /// Attaches (or detaches) the backing image.
+    pub fn set_backing(&self, b: Option<Arc<dyn ImageRead>>) {
+        *self.backing.write().unwrap_or_else(|e| e.into_inner()) = b;
+    }
+
+    fn backing(&self) -> Option<Arc<dyn ImageRead>> {
+        self.backing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn check_range(&self, off: u64, len: u64) -> Result<u64> {
+        let size = self.virtual_size();
+        match off.checked_add(len) {
+            Some(end) if end <= size => Ok(size),
+            _ => Err(Qcow2Error::OutOfRange {
+                offset: off,
+                len,
+                size,
+            }),
+        }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.meta().writable {
+            Ok(())
+        } else {
+            Err(Qcow2Error::ReadOnly)
+        }
+    }
+
+    fn read_backing(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        match self.backing() {
+            Some(b) => b.read_at(buf, off),
+            None => {
+                buf.fill(0);
+                Ok(())
+            }
+        }
+    }
+
+    fn io_err(what: &str) -> impl Fn(std::io::Error) -> Qcow2Error + '_ {
+        move |e| Qcow2Error::io(what, &e)
+    }
+
+    fn read_compressed(&self, m: &Meta, host: u64, len: u64) -> Result<Vec<u8>> {
+        let max = 2 * m.cs + 512;
+        let mut input = vec![0u8; len.min(max) as usize];
+        self.file
+            .read_at(&mut input, host)
+            .map_err(Self::io_err("Could not read compressed cluster"))?;
+        compress::inflate_cluster(&input, m.cs as usize)
+    }
+
+    /// Reads guest bytes (`qcow2_co_preadv_part`): unallocated clusters from
+    /// the backing image or as zeros, zero clusters as zeros.
+    pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        self.check_range(off, buf.len() as u64)?;
+        let _g = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = off + done as u64;
+            let mut m = self.meta();
+            let cs = m.cs;
+            let in_cl = pos % cs;
+            let mut n = (cs - in_cl).min((buf.len() - done) as u64);
+            let (kind, _) = m.lookup(pos / cs)?;
+            if let ClusterKind::Normal(h) = kind {
+                // Merge host-contiguous clusters into one read.
+                while done as u64 + n < buf.len() as u64 {
+                    let next = (pos + n) / cs;
+                    match m.lookup(next)?.0 {
+                        ClusterKind::Normal(h2) if h2 == h + (next - pos / cs) * cs => {
+                            n += cs.min(buf.len() as u64 - done as u64 - n);
+                        }
+                        _ => break,
+                    }
+                }
+                drop(m);
+                let chunk = &mut buf[done..done + n as usize];
+                self.file
+                    .read_at(chunk, h + in_cl)
+                    .map_err(Self::io_err("Could not read image"))?;
+                done += n as usize;
+                continue;
+            }
+            let chunk = &mut buf[done..done + n as usize];
+            match kind {
+                ClusterKind::Unallocated => {
+                    drop(m);
+                    self.read_backing(chunk, pos)?;
+                }
+                ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc(_) => chunk.fill(0),
+                ClusterKind::Compressed(h, len) => {
+                    let data = self.read_compressed(&m, h, len)?;
+                    drop(m);
+                    chunk.copy_from_slice(&data[in_cl as usize..(in_cl + n) as usize]);
+                }
+                ClusterKind::Normal(_) => {}
+            }
+            done += n as usize;
+        }
+        Ok(())
+    }
+
+    /// Writes guest bytes (`qcow2_co_pwritev_part`). Clusters that are
+    /// allocated and not shared are written in place; others get a new
+    /// cluster, filled with the old contents around the write (COW from the
+    /// backing image, a compressed or a shared cluster).
+    pub fn write_at(&self, buf: &[u8], off: u64) -> Result<()> {
+        self.check_writable()?;
+        self.check_range(off, buf.len() as u64)?;
+        let mut done = 0usize;
+        let mut g = Some(self.gate.read().unwrap_or_else(|e| e.into_inner()));
+        while done < buf.len() {
+            let pos = off + done as u64;
+            let cs = self.cluster_size();
+            let n = (cs - pos % cs).min((buf.len() - done) as u64) as usize;
+            let chunk = &buf[done..done + n];
+            match self.write_chunk(pos, chunk, false)? {
+                Ok(()) => {}
+                Err(NeedExclusive) => {
+                    drop(g.take());
+                    let _w = self.gate.write().unwrap_or_else(|e| e.into_inner());
+                    if let Err(NeedExclusive) = self.write_chunk(pos, chunk, true)? {
+                        return Err(Qcow2Error::Corrupt("write needs exclusive access".into()));
+                    }
+                    drop(_w);
+                    g = Some(self.gate.read().unwrap_or_else(|e| e.into_inner()));
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// One write within a cluster. `exclusive`: the caller holds the gate
+    /// for writing, so old clusters may be freed.
+    fn write_chunk(
+        &self,
+        pos: u64,
+        data: &[u8],
+        exclusive: bool,
+    ) -> Result<std::result::Result<(), NeedExclusive>> {
+        let mut m = self.meta();
+        let cs = m.cs;
+        let gc = pos / cs;
+        let in_cl = pos % cs;
+        let (kind, entry) = m.lookup(gc)?;
+        if let ClusterKind::Normal(h) = kind {
+            if entry & OFLAG_COPIED != 0 {
+                m.check_overlap(h + in_cl, data.len() as u64)?;
+                drop(m);
+                self.file
+                    .write_at(data, h + in_cl)
+                    .map_err(Self::io_err("Could not write image"))?;
+                return Ok(Ok(()));
+            }
+        }
+        let frees = !matches!(kind, ClusterKind::Unallocated | ClusterKind::ZeroPlain)
+            && !matches!(kind, ClusterKind::ZeroAlloc(_) if entry & OFLAG_COPIED != 0);
+        if frees && !exclusive {
+            return Ok(Err(NeedExclusive));
+        }
+        self.write_alloc(&mut m, gc, in_cl, data, kind, entry)?;
+        Ok(Ok(()))
+    }
+
+    /// Allocating write of one cluster with the metadata lock held
+    /// (`qcow2_alloc_host_offset` + `perform_cow` + `qcow2_alloc_cluster_link_l2`).
+    fn write_alloc(
+        &self,
+        m: &mut Meta,
+        gc: u64,
+        in_cl: u64,
+        data: &[u8],
+        kind: ClusterKind,
+        entry: u64,
+    ) -> Result<()> {
+        let cs = m.cs;
+        let full = in_cl == 0 && data.len() as u64 == cs;
+        let mut cl: Vec<u8>;
+        let content: &[u8] = if full {
+            data
+        } else {
+            cl = vec![0u8; cs as usize];
+            match kind {
+                ClusterKind::Unallocated => {
+                    let end = (gc * cs + cs).min(m.size) - gc * cs;
+                    self.read_backing(&mut cl[..end as usize], gc * cs)?;
+                }
+                ClusterKind::Normal(h) => self
+                    .file
+                    .read_at(&mut cl, h)
+                    .map_err(Self::io_err("Could not read image"))?,
+                ClusterKind::Compressed(h, len) => cl = self.read_compressed(m, h, len)?,
+                ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc(_) => {}
+            }
+            cl[in_cl as usize..in_cl as usize + data.len()].copy_from_slice(data);
+            &cl
+        };
+        let reuse = match kind {
+            ClusterKind::ZeroAlloc(h) if entry & OFLAG_COPIED != 0 => Some(h),
+            _ => None,
+        };
+        let host = match reuse {
+            Some(h) => h,
+            None => m.alloc(1)?,
+        };
+        let wr = m.check_overlap(host, cs).and_then(|_| {
+            self.file
+                .write_at(content, host)
+                .map_err(Self::io_err("Could not write image"))
+        });
+        if let Err(e) = wr {
+            if reuse.is_none() {
+                // Nothing references the new cluster yet.
+                let _ = m.set_refcount(host / cs, 0);
+            }
+            return Err(e);
+        }
+        m.set_l2(gc, host | OFLAG_COPIED, reuse.is_none())?;
+        let old = match kind {
+            ClusterKind::Normal(h) => vec![(h, cs)],
+            ClusterKind::ZeroAlloc(h) if reuse.is_none() => vec![(h, cs)],
+            ClusterKind::Compressed(h, len) => vec![(h, len)],
+            _ => vec![],
+        };
+        m.release(&old)
+    }
+
+    /// Whether guest cluster `kind` reads as zeros.
+    fn reads_zero(&self, kind: ClusterKind) -> bool {
+        match kind {
+            ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc(_) => true,
+            ClusterKind::Unallocated => self.backing().is_none(),
+            _ => false,
+        }
+    }
+
+    /// Write-zeroes (`qcow2_co_pwrite_zeroes`): whole clusters become zero
+    /// clusters on v3 (keeping their host cluster unless `may_unmap`), or
+    /// are deallocated on v2 without a backing file; partial clusters and
+    /// v2 with a backing file get zeros written.
+    pub fn write_zeroes(&self, off: u64, len: u64, may_unmap: bool) -> Result<()> {
+        self.check_writable()?;
+        self.check_range(off, len)?;
+        let _w = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.meta();
+        let cs = m.cs;
+        let v3 = m.version >= 3;
+        let has_backing = self.backing().is_some();
+        let mut pos = off;
+        let end = off + len;
+        while pos < end {
+            let gc = pos / cs;
+            let in_cl = pos % cs;
+            let n = (cs - in_cl).min(end - pos);
+            let (kind, entry) = m.lookup(gc)?;
+            let full = n == cs || (in_cl == 0 && pos + n == m.size);
+            if self.reads_zero(kind) && !(may_unmap && matches!(kind, ClusterKind::ZeroAlloc(_))) {
+                pos += n;
+                continue;
+            }
+            if full && (v3 || !has_backing) {
+                let keep = !may_unmap && entry & OFLAG_COPIED != 0;
+                let (new, old) = match kind {
+                    ClusterKind::Normal(_) if keep && v3 => (entry | OFLAG_ZERO, None),
+                    ClusterKind::ZeroAlloc(_) if keep => (entry, None),
+                    ClusterKind::Normal(h) | ClusterKind::ZeroAlloc(h) => (0, Some((h, cs))),
+                    ClusterKind::Compressed(h, l) => (0, Some((h, l))),
+                    _ => (0, None),
+                };
+                let new = if v3 && new == 0 { OFLAG_ZERO } else { new };
+                if new != entry {
+                    m.set_l2(gc, new, false)?;
+                }
+                if let Some(o) = old {
+                    m.release(&[o])?;
+                }
+            } else {
+                let zeros = vec![0u8; n as usize];
+                if let ClusterKind::Normal(h) = kind {
+                    if entry & OFLAG_COPIED != 0 {
+                        m.check_overlap(h + in_cl, n)?;
+                        self.file
+                            .write_at(&zeros, h + in_cl)
+                            .map_err(Self::io_err("Could not write image"))?;
+                        pos += n;
+                        continue;
+                    }
+                }
+                self.write_alloc(&mut m, gc, in_cl, &zeros, kind, entry)?;
+            }
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// Discard (`qcow2_co_pdiscard` with `full_discard=false`): whole
+    /// clusters in the range lose their host cluster and read as zeros on
+    /// v3 (from the backing file, or zeros, on v2); partial clusters at the
+    /// ends are left alone, as QEMU's cluster-aligned discard does.
+    pub fn discard(&self, off: u64, len: u64) -> Result<()> {
+        self.check_writable()?;
+        self.check_range(off, len)?;
+        let _w = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.meta();
+        let cs = m.cs;
+        let size = m.size;
+        let first = off.div_ceil(cs);
+        let end = off + len;
+        // The last partial cluster of the image counts as whole.
+        let last = if end == size {
+            end.div_ceil(cs)
+        } else {
+            end / cs
+        };
+        let has_backing = self.backing().is_some();
+        for gc in first..last {
+            let (kind, entry) = m.lookup(gc)?;
+            let allocated = matches!(
+                kind,
+                ClusterKind::Normal(_) | ClusterKind::ZeroAlloc(_) | ClusterKind::Compressed(..)
+            );
+            if !(has_backing || allocated) {
+                continue;
+            }
+            let new = if m.version >= 3 { OFLAG_ZERO } else { 0 };
+            if new == entry {
+                continue;
+            }
+            m.set_l2(gc, new, false)?;
+            let old = match kind {
+                ClusterKind::Normal(h) | ClusterKind::ZeroAlloc(h) => Some((h, cs)),
+                ClusterKind::Compressed(h, l) => Some((h, l)),
+                _ => None,
+            };
+            if let Some(o) = old {
+                m.release(&[o])?;
+                if self.pass_discard
+                    && !matches!(kind, ClusterKind::Compressed(..))
+                    && m.refcount(o.0 / cs)? == 0
+                {
+                    let _ = self.file.punch_hole(o.0, cs);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes back every cached table and syncs the file (`qcow2_co_flush_to_os`
+    /// + the protocol flush). The dirty bit stays, as in QEMU.
+    pub fn flush(&self) -> Result<()> {
+        let mut m = self.meta();
+        if !m.writable {
+            return Ok(());
+        }
+        m.flush()
+    }
+
+    /// Grows the virtual disk (`qcow2_co_truncate`, growing only).
+    pub fn truncate(&self, new_size: u64) -> Result<()> {
+        self.check_writable()?;
+        let _w = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.meta();
+        if !new_size.is_multiple_of(512) {
+            return Err(Qcow2Error::Invalid(
+                "The new size must be a multiple of 512".into(),
+            ));
+        }
+        if m.version < 3 && m.nb_snapshots > 0 {
+            return Err(Qcow2Error::Unsupported(
+                "Can't resize a v2 image which has snapshots".into(),
+            ));
+        }
+        if new_size < m.size {
+            return Err(Qcow2Error::Unsupported(
+                "qcow2 doesn't support shrinking images yet".into(),
+            ));
+        }
+        let need = new_size.div_ceil(m.cs).div_ceil(m.l2_entries());
+        if need > i32::MAX as u64 {
+            return Err(Qcow2Error::Invalid("Image is too big".into()));
+        }
+        m.grow_l1(need)?;
+        m.set_size(new_size)
+    }
+
+    /// `qemu-img check` of the image (no changes).
+    pub fn check(&self) -> Result<CheckReport> {
+        let _w = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.meta();
+        if m.writable {
+            m.flush()?;
+        }
+        check::check(&mut m)
+    }
+
+    /// `qemu-img check -r all`: fixes refcounts and COPIED flags.
+    pub fn repair(&self) -> Result<CheckReport> {
+        self.check_writable()?;
+        let _w = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.meta();
+        check::repair(&mut m)
+    }
+
+    /// The allocation status of guest bytes `[off, off + len)`, merged into
+    /// extents (`qemu-img map`; block-status for the graph).
+    pub fn map(&self, off: u64, len: u64) -> Result<Vec<Extent>> {
+        self.check_range(off, len)?;
+        let mut m = self.meta();
+        map::map(&mut m, off, len)
+    }
+
+    /// Flushes and marks the image clean (`qcow2_inactivate`). Dropping an
+    /// image does the same, ignoring errors.
+    pub fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut m = self.meta();
+        m.flush()?;
+        m.mark_clean()
+    }
+}
+
+impl Drop for Qcow2 {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+impl ImageRead for Qcow2 {
+    fn size(&self) -> u64 {
+        self.virtual_size()
+    }
+
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        let size = self.virtual_size();
+        storage::read_clipped(buf, off, size, |b, o| Qcow2::read_at(self, b, o))
+    }
+}
+
+#[cfg(test)]
+mod tests;
