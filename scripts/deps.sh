@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in gcc make binutils python3 python3-venv qemu-system-x86 seabios busybox-static cpio xz-utils fio \
+for pkg in gcc make binutils python3 python3-venv qemu-system-x86 qemu-utils seabios busybox-static cpio xz-utils fio \
     iproute2 iputils-ping libvirt-daemon-system libvirt-clients; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
