@@ -35,6 +35,8 @@ COMMANDS = [
     "query-tpm-types", "query-command-line-options", "query-migrate-capabilities",
     "query-sev-capabilities", "query-sgx-capabilities", "query-cpu-definitions",
     "query-cpu-model-expansion",
+    # issue 10: the RTC
+    "rtc-reset-reinjection",
 ]
 EVENTS = ["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME"]
 

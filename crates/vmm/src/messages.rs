@@ -45,6 +45,9 @@ pub enum DeviceEvent {
     /// The guest wrote to a pvpanic device (GUEST_PANICKED or
     /// GUEST_CRASHLOADED, then the `-action panic=` policy).
     GuestPanic(devices::pvpanic::PvPanicEvent),
+    /// The guest set the RTC (RTC_CHANGE: `offset` from the `-rtc base=`
+    /// time in seconds, `qom_path` the RTC's).
+    RtcChange { offset: i64, qom_path: String },
 }
 
 /// Messages that reach the controller from other threads.

@@ -8,10 +8,11 @@ use std::os::fd::AsRawFd;
 use devices::bus::{Bus, BusDevice};
 use devices::debugcon::DebugCon;
 use devices::pvpanic::{PvPanicFn, PvPanicIsa, PVPANIC_ISA_LEN};
-use devices::{AcpiPm, Cmos, GuestRequestFn, IgnoredPort, Serial, WallClock, I8042};
+use devices::{AcpiPm, Cmos, GuestRequestFn, IgnoredPort, Serial, I8042};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::kvm_wiring::KvmWiring;
+use super::rtc::{RtcSpec, VmTime};
 use crate::backend::{BackendHandle, Subscriber};
 use crate::error::VmmError;
 use crate::sync::lock;
@@ -31,8 +32,8 @@ pub struct LegacySpec {
     pub cpus: u8,
     /// Where COM1's output goes; `None` leaves COM1 out (`-serial none`).
     pub serial_out: Option<Box<dyn Write + Send>>,
-    /// Seconds added to host UTC for the CMOS clock (`-rtc base=`).
-    pub rtc_offset: i64,
+    /// The CMOS clock (`-rtc`) and where its RTC_CHANGE goes.
+    pub rtc: RtcSpec,
     /// `-device isa-debugcon` ports.
     pub debugcons: Vec<crate::console::DebugConSpec>,
     /// A (key-less) PS/2 keyboard behind the i8042, as QEMU always has.
@@ -55,6 +56,8 @@ pub struct LegacyDevices {
     sci: EventFd,
     sci_resample: EventFd,
     rtc_irq: EventFd,
+    /// `-rtc clock=vm`: the virtual clock the RTC runs on.
+    rtc_time: Option<VmTime>,
 }
 
 fn eventfd() -> Result<EventFd, VmmError> {
@@ -86,13 +89,8 @@ impl LegacyDevices {
             }
             None => None,
         };
-        let mut cmos = Cmos::new(
-            spec.mem_below_4g,
-            spec.mem_above_4g,
-            spec.cpus,
-            Box::new(WallClock),
-        );
-        cmos.set_base_offset(spec.rtc_offset);
+        let (mut cmos, rtc_time) =
+            super::rtc::cmos(spec.mem_below_4g, spec.mem_above_4g, spec.cpus, spec.rtc);
         cmos.enable_irq(rtc_irq.try_clone()?)?;
         let cmos = Arc::new(Mutex::new(cmos));
         insert(pio, cmos.clone(), CMOS_PORT, 2)?;
@@ -133,6 +131,7 @@ impl LegacyDevices {
             sci,
             sci_resample: eventfd()?,
             rtc_irq,
+            rtc_time,
         })
     }
 
@@ -146,6 +145,10 @@ impl LegacyDevices {
             wiring.add_irqfd(KBD_GSI, fd)?;
         }
         wiring.add_level_irqfd(ACPI_SCI_GSI, &self.sci, &self.sci_resample)?;
+        if let Some(t) = &self.rtc_time {
+            // Stands while the backend is paused, as its own clock does.
+            backend.add_drainable(Arc::new(Mutex::new(t.clone())));
+        }
         if let Some(fd) = lock(&self.cmos).timer_fd() {
             backend.watch(fd, 0, Arc::new(Mutex::new(RtcTimer(self.cmos.clone()))));
         }

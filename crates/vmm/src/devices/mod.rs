@@ -18,6 +18,7 @@ pub mod nic;
 pub mod pci;
 pub mod plan;
 pub mod qdev;
+pub mod rtc;
 pub mod smbios_config;
 pub mod virtio;
 pub mod virtio_pci;
