@@ -38,9 +38,9 @@ pub fn rtc_qom_path(cpus: usize) -> String {
 #[derive(Clone)]
 pub struct VmTime(Arc<Mutex<VirtualClock>>);
 
-impl VmTime {
+impl Default for VmTime {
     /// Stopped at 0 until the VM first runs, as the backend's clock.
-    pub fn new() -> Self {
+    fn default() -> Self {
         Self(Arc::new(Mutex::new(VirtualClock::new(ClockMode::Realtime))))
     }
 }
@@ -74,7 +74,7 @@ pub fn cmos(
         cli::RtcClock::Host => Box::new(WallClock),
         cli::RtcClock::Rt => Box::new(EpochClock::new(MonotonicClock::new())),
         cli::RtcClock::Vm => {
-            let t = VmTime::new();
+            let t = VmTime::default();
             vm_time = Some(t.clone());
             Box::new(EpochClock::new(t))
         }
@@ -102,7 +102,7 @@ mod tests {
 
     #[test]
     fn vm_time_stands_while_paused() {
-        let mut t = VmTime::new();
+        let mut t = VmTime::default();
         let rtc = EpochClock::new(t.clone());
         let start = rtc.now_ns();
         std::thread::sleep(Duration::from_millis(20));
