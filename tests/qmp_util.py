@@ -37,6 +37,8 @@ COMMANDS = [
     "query-cpu-model-expansion",
     # issue 10: watchdog
     "watchdog-set-action",
+    # issue 10: the RTC
+    "rtc-reset-reinjection",
 ]
 EVENTS = ["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME"]
 

@@ -583,6 +583,7 @@ def probe_steps():
          req("query-command-line-options", {"option": "m"}),
          req("query-migrate-capabilities"),
          req("query-sev-capabilities"), req("query-sgx-capabilities"),
+         req("rtc-reset-reinjection"),
          req("query-cpu-definitions"),
          req("query-cpu-model-expansion", {"type": "static", "model": {"name": "host"}}),
          req("query-cpu-model-expansion",

@@ -106,6 +106,35 @@ impl Clock for MonotonicClock {
     }
 }
 
+/// Host UTC read once, at creation, plus what `elapsed` counts from then on:
+/// the RTC's time base for `-rtc clock=rt` (a [`MonotonicClock`]) and
+/// `clock=vm` (the guest's virtual clock, which stands while the VM is
+/// paused). QEMU softmmu/rtc.c `qemu_ref_timedate` does the same with
+/// QEMU_CLOCK_REALTIME / QEMU_CLOCK_VIRTUAL and `rtc_ref_start_datetime`.
+#[derive(Debug, Clone)]
+pub struct EpochClock<C> {
+    start_ns: i128,
+    elapsed: C,
+}
+
+impl<C: Clock> EpochClock<C> {
+    pub fn new(elapsed: C) -> Self {
+        Self::starting_at(WallClock.now_ns(), elapsed)
+    }
+
+    /// Reads `start_ns` when `elapsed` shows its present value.
+    pub fn starting_at(start_ns: i128, elapsed: C) -> Self {
+        let start_ns = start_ns - elapsed.now_ns();
+        Self { start_ns, elapsed }
+    }
+}
+
+impl<C: Clock> Clock for EpochClock<C> {
+    fn now_ns(&self) -> i128 {
+        self.start_ns + self.elapsed.now_ns()
+    }
+}
+
 /// A clock that moves only when told to; clones share the same time. For tests.
 #[derive(Debug, Default, Clone)]
 pub struct ManualClock(Arc<AtomicI64>);

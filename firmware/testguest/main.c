@@ -27,7 +27,7 @@ struct hvm_memmap_entry {
 #define BOOT_COUNT_CMOS 0x7e
 
 enum plan { PLAN_POWEROFF, PLAN_RESET, PLAN_IDLE, PLAN_REBOOT, PLAN_CRASH, PLAN_BLK, PLAN_NET, PLAN_NET_BLAST,
-             PLAN_BALLOON, PLAN_PANIC, PLAN_CRASHLOADED };
+             PLAN_BALLOON, PLAN_PANIC, PLAN_CRASHLOADED, PLAN_RTC_SET, PLAN_RTC_IRQ };
 enum reset { RESET_ACPI, RESET_KBD, RESET_TRIPLE };
 
 static struct {
@@ -237,6 +237,10 @@ static void parse_cmdline(void)
                 cfg.plan = PLAN_PANIC;
             else if (word_is(v, vn, "crashloaded"))
                 cfg.plan = PLAN_CRASHLOADED;
+            else if (word_is(v, vn, "rtc-set"))
+                cfg.plan = PLAN_RTC_SET;
+            else if (word_is(v, vn, "rtc-irq"))
+                cfg.plan = PLAN_RTC_IRQ;
             else if (vn > 7 && !memcmp(v, "reboot:", 7) && parse_u64(v + 7, vn - 7, &num)) {
                 cfg.plan = PLAN_REBOOT;
                 cfg.reboot_n = (unsigned)num;
@@ -771,6 +775,9 @@ void tg_main(u64 start_info)
         pvpanic(1);
     case PLAN_CRASHLOADED:
         pvpanic(2);
+    case PLAN_RTC_SET:
+    case PLAN_RTC_IRQ:
+        rtc_run(cfg.plan == PLAN_RTC_IRQ);
     }
     poweroff();
 }

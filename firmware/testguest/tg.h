@@ -257,6 +257,9 @@ void net_run(int blast) __attribute__((noreturn));
 int balloon_checks(void);       /* 1: the driver is up ("ok N - balloon") */
 void balloon_run(void) __attribute__((noreturn));
 
+/* ---- rtc.c: plan=rtc-set and plan=rtc-irq ---- */
+void rtc_run(int irq) __attribute__((noreturn));
+
 /* ---- blk.c: the virtio-blk checks and the blk-* plans ---- */
 enum blk_plan { BLK_NONE, BLK_WRITE, BLK_READ, BLK_RO, BLK_RESET, BLK_FILL, BLK_BENCH, BLK_RESIZE, BLK_INTX };
 struct blk_cfg {

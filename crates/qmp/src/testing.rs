@@ -160,6 +160,7 @@ impl Handler for FakeVm {
                 None => json!([]),
                 Some(o) => return Err(QmpError::generic(format!("invalid option name: {o}"))),
             },
+            "rtc-reset-reinjection" => Value::Null,
             "query-sev-capabilities" => return Err(QmpError::generic("SEV is not enabled in KVM")),
             "query-sgx-capabilities" => return Err(QmpError::generic("SGX is not enabled in KVM")),
             "query-cpu-model-expansion" => {

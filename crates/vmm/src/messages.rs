@@ -52,6 +52,9 @@ pub enum DeviceEvent {
     GuestPanic(devices::pvpanic::PvPanicEvent),
     /// A watchdog ran out: WATCHDOG, then the `-watchdog-action`.
     WatchdogExpired,
+    /// The guest set the RTC (RTC_CHANGE: `offset` from the `-rtc base=`
+    /// time in seconds, `qom_path` the RTC's).
+    RtcChange { offset: i64, qom_path: String },
 }
 
 /// Messages that reach the controller from other threads.

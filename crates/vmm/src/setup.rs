@@ -95,7 +95,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                         mem_above_4g: layout.high_bytes(),
                         cpus: spec.cpus.min(255) as u8,
                         serial_out,
-                        rtc_offset: rtc_offset(&config),
+                        rtc: rtc_spec(&config, spec.cpus as usize, &sender),
                         debugcons: console::debugcons(&config)?,
                         keyboard: spec.firmware.is_some(),
                         pvpanic: pvpanic
@@ -314,6 +314,29 @@ fn cpu_model(cpu: &cli::CpuModel) -> Result<CpuModel, VmmError> {
         cli::CpuModelName::Host | cli::CpuModelName::Max => CpuModel::Host { removed },
         cli::CpuModelName::Qemu64 => CpuModel::Baseline,
     })
+}
+
+/// `-rtc`, and RTC_CHANGE to the controller as a [`messages::DeviceEvent`].
+fn rtc_spec(
+    config: &Config,
+    cpus: usize,
+    sender: &std::sync::Arc<messages::ControlSender>,
+) -> crate::devices::rtc::RtcSpec {
+    let sender = sender.clone();
+    let qom_path = crate::devices::rtc::rtc_qom_path(cpus);
+    crate::devices::rtc::RtcSpec {
+        base_offset: rtc_offset(config),
+        clock: config.rtc.clock,
+        slew: config.rtc.driftfix == cli::RtcDriftfix::Slew,
+        report: Box::new(move |offset| {
+            sender.send(messages::ControlMsg::Device(
+                messages::DeviceEvent::RtcChange {
+                    offset,
+                    qom_path: qom_path.clone(),
+                },
+            ))
+        }),
+    }
 }
 
 fn rtc_offset(config: &Config) -> i64 {

@@ -237,6 +237,9 @@ impl Vm {
             }
             ControlMsg::Device(DeviceEvent::GuestPanic(e)) => self.guest_panic(e, events),
             ControlMsg::Device(DeviceEvent::WatchdogExpired) => self.watchdog_expired(events),
+            ControlMsg::Device(DeviceEvent::RtcChange { offset, qom_path }) => {
+                events.emit(rtc_change_event(offset, qom_path))
+            }
         }
     }
 
@@ -467,6 +470,15 @@ impl Vm {
             self.exit = Some(Err(VmmError::Guest(index, why)));
         }
     }
+}
+
+/// QEMU's RTC_CHANGE (hw/rtc/mc146818rtc.c `rtc_set_time`); the monitor
+/// rate-limits it (monitor_qapi_event_conf).
+fn rtc_change_event(offset: i64, qom_path: String) -> Event {
+    Event::new(
+        "RTC_CHANGE",
+        Some(serde_json::json!({ "offset": offset, "qom-path": qom_path })),
+    )
 }
 
 pub(crate) fn shutdown_event(cause: ShutdownCause) -> Event {

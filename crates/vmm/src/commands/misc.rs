@@ -1,6 +1,6 @@
 //! `misc.json`: `stop`, `cont`, the VM's name and its iothreads, the
 //! command-line options (from the CLI's option table); `misc-target.json`:
-//! SEV and SGX, which ferrovm does not offer.
+//! the RTC's lost-tick reinjection, SEV and SGX (which ferrovm does not offer).
 
 use qmp::{Args, EventSink, QmpError};
 use serde_json::{json, Value};
@@ -39,6 +39,14 @@ pub(super) fn execute(
             None => json!({}),
         }),
         "query-iothreads" => Ok(json!([])),
+        // hw/rtc/mc146818rtc.c qmp_rtc_reset_reinjection: succeeds whether
+        // or not there is an RTC, or one with driftfix=slew.
+        "rtc-reset-reinjection" => {
+            if let Some(m) = &vm.machine {
+                crate::sync::lock(&m.devices.legacy.cmos).reset_reinjection();
+            }
+            Ok(Value::Null)
+        }
         "query-command-line-options" => cli::command_line_options(args.opt_str("option"))
             .map(Value::Array)
             .map_err(QmpError::generic),

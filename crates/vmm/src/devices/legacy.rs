@@ -8,10 +8,12 @@ use std::os::fd::AsRawFd;
 use devices::bus::{Bus, BusDevice};
 use devices::debugcon::DebugCon;
 use devices::pvpanic::{PvPanicFn, PvPanicIsa, PVPANIC_ISA_LEN};
-use devices::{AcpiPm, Cmos, GuestRequestFn, IgnoredPort, Serial, WallClock, I8042};
+use devices::{AcpiPm, Cmos, GuestRequestFn, IgnoredPort, Serial, I8042};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::kvm_wiring::KvmWiring;
+use super::rtc::RtcSpec;
+use crate::backend::GuestClock;
 use crate::backend::{BackendHandle, Subscriber};
 use crate::error::VmmError;
 use crate::sync::lock;
@@ -31,8 +33,8 @@ pub struct LegacySpec {
     pub cpus: u8,
     /// Where COM1's output goes; `None` leaves COM1 out (`-serial none`).
     pub serial_out: Option<Box<dyn Write + Send>>,
-    /// Seconds added to host UTC for the CMOS clock (`-rtc base=`).
-    pub rtc_offset: i64,
+    /// The CMOS clock (`-rtc`) and where its RTC_CHANGE goes.
+    pub rtc: RtcSpec,
     /// `-device isa-debugcon` ports.
     pub debugcons: Vec<crate::console::DebugConSpec>,
     /// A (key-less) PS/2 keyboard behind the i8042, as QEMU always has.
@@ -72,8 +74,14 @@ pub(super) fn insert(
 }
 
 impl LegacyDevices {
-    /// Creates the devices and puts them on `pio`.
-    pub fn new(spec: LegacySpec, requests: GuestRequestFn, pio: &Bus) -> Result<Self, VmmError> {
+    /// Creates the devices and puts them on `pio`; `guest_clock` is the
+    /// backend's virtual clock (`-rtc clock=vm` runs on it).
+    pub fn new(
+        spec: LegacySpec,
+        requests: GuestRequestFn,
+        pio: &Bus,
+        guest_clock: GuestClock,
+    ) -> Result<Self, VmmError> {
         let serial_irq = eventfd()?;
         let sci = eventfd()?;
         let rtc_irq = eventfd()?;
@@ -86,13 +94,13 @@ impl LegacyDevices {
             }
             None => None,
         };
-        let mut cmos = Cmos::new(
+        let mut cmos = super::rtc::cmos(
             spec.mem_below_4g,
             spec.mem_above_4g,
             spec.cpus,
-            Box::new(WallClock),
+            spec.rtc,
+            guest_clock,
         );
-        cmos.set_base_offset(spec.rtc_offset);
         cmos.enable_irq(rtc_irq.try_clone()?)?;
         let cmos = Arc::new(Mutex::new(cmos));
         insert(pio, cmos.clone(), CMOS_PORT, 2)?;

@@ -18,6 +18,7 @@ pub mod nic;
 pub mod pci;
 pub mod plan;
 pub mod qdev;
+pub mod rtc;
 pub mod smbios_config;
 pub mod virtio;
 pub mod virtio_pci;
@@ -144,7 +145,12 @@ impl DeviceManager {
         let mmio = Arc::new(Bus::new());
         let backend = Backend::start(ClockMode::Realtime)?;
         let wiring = KvmWiring::new();
-        let legacy = LegacyDevices::new(spec.legacy, requests.clone(), &pio)?;
+        let legacy = LegacyDevices::new(
+            spec.legacy,
+            requests.clone(),
+            &pio,
+            backend.handle().guest_clock(),
+        )?;
         legacy.wire(&wiring, backend.handle())?;
         let pci = PciDevices::new(
             requests,

@@ -6,16 +6,18 @@
 //! are regenerated from the clock on every read while the clock runs, in the
 //! format register B selects (BCD or binary, 12 or 24 hour); they are frozen
 //! while SET is set or the dividers are held in reset. When the guest sets the
-//! time, the offset changes and [`Cmos::take_rtc_change`] yields the value of
-//! QEMU's RTC_CHANGE event.
+//! time, the offset changes and the callback given to [`Cmos::on_rtc_change`]
+//! gets the `offset` of QEMU's RTC_CHANGE event, measured against the host's
+//! UTC clock whatever clock the RTC itself runs on (QEMU softmmu/rtc.c
+//! `qemu_timedate_diff` uses QEMU_CLOCK_HOST).
 //!
 //! Register C's flags (UF each second, AF on alarm match, PF each period while
 //! PIE is set) are computed when they are looked at, from the time elapsed since
 //! last looked. IRQ 8 is delivered only if the VMM calls [`Cmos::enable_irq`]
 //! and serves [`Cmos::timer_fd`]: the device arms that timer for the next flag
-//! whose interrupt is enabled. The periodic interrupt has no lost-tick
-//! compensation (QEMU's default `lost_tick_policy=discard`), so QMP
-//! `rtc-reset-reinjection` has nothing to reset.
+//! whose interrupt is enabled. Periodic interrupts the guest missed are
+//! dropped (QEMU's default `lost_tick_policy=discard`) unless
+//! [`Cmos::set_lost_tick_slew`] asks for them back ([`slew`]).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -26,6 +28,11 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use crate::bus::BusDevice;
 use crate::{read_bytewise, write_bytewise, Clock};
+
+mod calendar;
+mod slew;
+use calendar::civil_from_days;
+use slew::Slew;
 
 const NS_PER_SEC: i128 = 1_000_000_000;
 const SECS_PER_DAY: i64 = 86_400;
@@ -75,19 +82,26 @@ const REG_C_UF: u8 = 0x10;
 const REG_C_MASK: u8 = 0x70;
 const REG_D_VRT: u8 = 0x80;
 
+/// Told the RTC_CHANGE `offset` each time the guest sets the clock.
+pub type RtcChangeFn = Box<dyn FnMut(i64) + Send>;
+
 /// The CMOS RTC and NVRAM.
 pub struct Cmos {
     index: u8,
     data: [u8; 128],
+    /// What the RTC runs on (`-rtc clock=`): UTC nanoseconds since the epoch.
     clock: Box<dyn Clock>,
-    /// Guest RTC time minus host clock time.
+    /// Host UTC, the reference of RTC_CHANGE; `None`: `clock` is host UTC.
+    host: Option<Box<dyn Clock>>,
+    /// Guest RTC time minus `clock` time.
     offset_ns: i128,
     /// The offset `-rtc base=` asked for; RTC_CHANGE is reported relative to it.
     base_offset_s: i64,
-    rtc_change: Option<i64>,
+    rtc_change: Option<RtcChangeFn>,
     /// Guest time up to which register C's flags have been computed.
     flags_ns: i128,
     irq: Option<Irq>,
+    slew: Slew,
 }
 
 struct Irq {
@@ -137,10 +151,12 @@ impl Cmos {
             data,
             clock,
             offset_ns: 0,
+            host: None,
             base_offset_s: 0,
             rtc_change: None,
             flags_ns: 0,
             irq: None,
+            slew: Slew::default(),
         };
         cmos.flags_ns = cmos.guest_ns();
         cmos.latch_time();
@@ -154,7 +170,6 @@ impl Cmos {
         let secs = secs.clamp(-MAX_OFFSET_SECS, MAX_OFFSET_SECS);
         self.base_offset_s = secs;
         self.offset_ns = i128::from(secs) * NS_PER_SEC;
-        self.rtc_change = None;
         self.flags_ns = self.guest_ns();
         self.latch_time();
         self.rearm();
@@ -171,11 +186,36 @@ impl Cmos {
         secs_of(self.guest_ns())
     }
 
-    /// Once after each time the guest set the clock: the new RTC time minus
-    /// the time the configured base implies now, in seconds, which is the
-    /// `offset` of QEMU's RTC_CHANGE event. Several sets in a row yield the last.
-    pub fn take_rtc_change(&mut self) -> Option<i64> {
-        self.rtc_change.take()
+    /// The RTC runs on `clock` (`-rtc clock=rt|vm`) while RTC_CHANGE
+    /// offsets stay relative to `host` (host UTC), as in QEMU.
+    pub fn with_host_clock(mut self, host: Box<dyn Clock>) -> Self {
+        self.host = Some(host);
+        self
+    }
+
+    /// Calls `report` each time the guest sets the clock, with the new RTC
+    /// time minus the time the configured base implies now (host UTC plus
+    /// the `-rtc base=` offset), in seconds: QEMU's RTC_CHANGE `offset`.
+    /// It runs on the vCPU thread that wrote the register, with the device
+    /// locked: it must only pass the value on.
+    pub fn on_rtc_change(&mut self, report: RtcChangeFn) {
+        self.rtc_change = Some(report);
+    }
+
+    /// `-rtc driftfix=slew`: reinject periodic interrupts the guest missed.
+    pub fn set_lost_tick_slew(&mut self, on: bool) {
+        self.slew = Slew::new(on);
+    }
+
+    /// Periodic interrupts owed to the guest under `driftfix=slew`.
+    pub fn lost_ticks(&self) -> u32 {
+        self.slew.lost_ticks()
+    }
+
+    /// QMP `rtc-reset-reinjection`: forget the periodic interrupts owed.
+    pub fn reset_reinjection(&mut self) {
+        self.slew.reset_reinjection();
+        self.rearm();
     }
 
     /// A CMOS byte as the guest would find it in storage (no clock refresh).
@@ -238,6 +278,7 @@ impl Cmos {
         }
         self.data[REG_B] &= !(REG_B_PIE | REG_B_AIE | REG_B_SQWE);
         self.data[REG_C] = 0;
+        self.slew.reset();
         self.flags_ns = self.guest_ns();
         self.rearm();
     }
@@ -338,7 +379,11 @@ impl Cmos {
         let secs = self.regs_time();
         let now = self.clock.now_ns();
         self.offset_ns = i128::from(secs) * NS_PER_SEC + phase_ns - now;
-        self.rtc_change = Some(secs - (secs_of(now) + self.base_offset_s));
+        let host_now = self.host.as_ref().map_or(now, |h| h.now_ns());
+        let offset = secs.saturating_sub(secs_of(host_now).saturating_add(self.base_offset_s));
+        if let Some(report) = &mut self.rtc_change {
+            report(offset);
+        }
         self.flags_ns = self.guest_ns();
     }
 
@@ -423,12 +468,36 @@ impl Cmos {
             }
         }
         let period = self.period_ticks();
-        if period != 0 && ticks_32k(now) / period > ticks_32k(prev) / period {
-            flags |= REG_C_PF;
+        let line_low = self.data[REG_C] & REG_C_IRQF == 0;
+        if period != 0 {
+            let ticks = ticks_32k(now) / period - ticks_32k(prev) / period;
+            if ticks > 0 {
+                flags |= REG_C_PF;
+            }
+            // One edge for all of them: the first is delivered if the line
+            // was low, every other one is lost.
+            self.slew.ticks(ticks, line_low, now, period);
         }
         let fresh = flags & !self.data[REG_C];
         self.data[REG_C] |= flags;
         if fresh & self.data[REG_B] & REG_C_MASK != 0 {
+            self.raise_irq();
+        }
+        if self.slew.deadline().is_some_and(|t| now >= t) {
+            // QEMU rtc_coalesced_timer: PF and IRQF, and an edge that
+            // reaches the guest only if the line was low.
+            let delivered = self.data[REG_C] & REG_C_IRQF == 0;
+            self.raise_irq();
+            self.data[REG_C] |= REG_C_PF;
+            self.slew.timer_fired(delivered, now, period);
+        }
+    }
+
+    /// Register C was read (and cleared): under slew an owed periodic
+    /// interrupt comes back at once (QEMU `cmos_ioport_read`).
+    fn acked(&mut self) {
+        if self.slew.on_ack(self.data[REG_B] & REG_B_PIE != 0) {
+            self.data[REG_C] |= REG_C_PF;
             self.raise_irq();
         }
     }
@@ -445,11 +514,11 @@ impl Cmos {
     }
 
     /// Guest time of the next event that would raise IRQ 8: a flag whose
-    /// enable is set and which is not already pending. None while IRQF is set
+    /// enable is set and which is not already pending, or a reinjection. None while IRQF is set
     /// (no new edge until the guest reads C) or the dividers are in reset.
     fn next_irq_deadline(&self) -> Option<i128> {
         let wanted = self.data[REG_B] & REG_C_MASK & !self.data[REG_C];
-        if wanted == 0 || self.data[REG_C] & REG_C_IRQF != 0 || !self.ticking() {
+        if self.data[REG_C] & REG_C_IRQF != 0 || !self.ticking() {
             return None;
         }
         let now = self.guest_ns();
@@ -469,6 +538,9 @@ impl Cmos {
             let tick = (ticks_32k(now) / period + 1) * period;
             // First nanosecond at which ticks_32k reaches `tick`.
             consider((tick * NS_PER_SEC + 32767).div_euclid(32768));
+        }
+        if let Some(t) = self.slew.deadline() {
+            consider(t.max(now));
         }
         deadline
     }
@@ -518,7 +590,11 @@ impl Cmos {
                         0
                     }
             }
-            REG_C => std::mem::take(&mut self.data[REG_C]),
+            REG_C => {
+                let v = std::mem::take(&mut self.data[REG_C]);
+                self.acked();
+                v
+            }
             _ => self.data[idx],
         }
     }
@@ -609,7 +685,13 @@ impl BusDevice for Cmos {
             INDEX_OFFSET => self.index = v & 0x7f,
             DATA_OFFSET => {
                 self.catch_up();
+                let old_period = self.period_ticks();
                 self.write_data(v);
+                let period = self.period_ticks();
+                if period != old_period {
+                    let now = self.guest_ns();
+                    self.slew.period_changed(old_period, period, now);
+                }
                 self.rearm();
             }
             _ => {}
@@ -626,487 +708,5 @@ fn ticks_32k(ns: i128) -> i128 {
     (ns * 32768).div_euclid(NS_PER_SEC)
 }
 
-/// Proleptic Gregorian (year, month 1-12, day 1-31) of a day count from
-/// 1970-01-01 (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms").
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testutil::hammer;
-    use crate::ManualClock;
-
-    const MIB: u64 = 1 << 20;
-    const GIB: u64 = 1 << 30;
-    /// 2024-02-29 12:34:56 UTC, a Thursday.
-    const LEAP_DAY: i64 = 1_709_210_096;
-    const SEC: i64 = 1_000_000_000;
-
-    fn cmos_at(secs: i64, frac_ns: i64) -> (Cmos, ManualClock) {
-        let clock = ManualClock::new(secs * SEC + frac_ns);
-        (Cmos::new(128 * MIB, 0, 1, Box::new(clock.clone())), clock)
-    }
-
-    fn rd(c: &mut Cmos, idx: u8) -> u8 {
-        c.write(0, &[idx]);
-        let mut b = [0u8];
-        c.read(1, &mut b);
-        b[0]
-    }
-
-    fn wr(c: &mut Cmos, idx: u8, v: u8) {
-        c.write(0, &[idx]);
-        c.write(1, &[v]);
-    }
-
-    /// (sec, min, hour, wday, mday, month, year, century) as the guest reads them.
-    fn time_regs(c: &mut Cmos) -> [u8; 8] {
-        [0x00, 0x02, 0x04, 0x06, 0x07, 0x08, 0x09, 0x32].map(|i| rd(c, i))
-    }
-
-    fn set_time_bcd(c: &mut Cmos, regs: [u8; 8]) {
-        for (i, v) in [0x00, 0x02, 0x04, 0x06, 0x07, 0x08, 0x09, 0x32]
-            .into_iter()
-            .zip(regs)
-        {
-            wr(c, i, v);
-        }
-    }
-
-    #[test]
-    fn memory_bytes_follow_pc_cmos_init() {
-        let c = Cmos::new(8 * MIB, 0, 1, Box::new(ManualClock::default()));
-        let word = |i: u8| u16::from(c.cmos_byte(i)) | u16::from(c.cmos_byte(i + 1)) << 8;
-        assert_eq!(word(0x15), 640);
-        assert_eq!(word(0x17), 7 * 1024);
-        assert_eq!(word(0x30), 7 * 1024);
-        assert_eq!(word(0x34), 0, "nothing above 16 MiB");
-        assert_eq!(c.cmos_byte(0x5f), 0);
-        assert_eq!(c.cmos_byte(0x14), 0x06);
-
-        let c = Cmos::new(3 * GIB, 5 * GIB, 4, Box::new(ManualClock::default()));
-        let word = |i: u8| u16::from(c.cmos_byte(i)) | u16::from(c.cmos_byte(i + 1)) << 8;
-        assert_eq!(word(0x17), 0xffff, "capped at 65535 KiB");
-        assert_eq!(word(0x30), 0xffff);
-        assert_eq!(word(0x34), ((3 * GIB - 16 * MIB) / 65536) as u16);
-        assert_eq!(
-            [c.cmos_byte(0x5b), c.cmos_byte(0x5c), c.cmos_byte(0x5d)],
-            [0x00, 0x40, 0x01]
-        );
-        assert_eq!(c.cmos_byte(0x5f), 3);
-
-        let c = Cmos::new(512 * 1024, 0, 0, Box::new(ManualClock::default()));
-        assert_eq!(
-            [c.cmos_byte(0x15), c.cmos_byte(0x16)],
-            [0x00, 0x02],
-            "512 KiB base memory"
-        );
-        assert_eq!(c.cmos_byte(0x17), 0);
-        assert_eq!(c.cmos_byte(0x5f), 0, "0 CPUs does not wrap");
-    }
-
-    #[test]
-    fn power_on_registers() {
-        let (mut c, _) = cmos_at(LEAP_DAY, 0);
-        assert_eq!(rd(&mut c, 0x0a), 0x26);
-        assert_eq!(rd(&mut c, 0x0b), 0x02);
-        assert_eq!(rd(&mut c, 0x0c), 0x00);
-        assert_eq!(rd(&mut c, 0x0d), 0x80);
-        wr(&mut c, 0x0d, 0);
-        wr(&mut c, 0x0c, 0xff);
-        assert_eq!(rd(&mut c, 0x0d), 0x80, "D is read-only");
-        assert_eq!(rd(&mut c, 0x0c), 0x00, "C is read-only");
-    }
-
-    #[test]
-    fn reads_host_time_in_bcd_24h() {
-        let (mut c, clock) = cmos_at(LEAP_DAY, 0);
-        assert_eq!(
-            time_regs(&mut c),
-            [0x56, 0x34, 0x12, 0x05, 0x29, 0x02, 0x24, 0x20]
-        );
-        clock.advance_ns(4 * SEC);
-        assert_eq!(rd(&mut c, 0x00), 0x00);
-        assert_eq!(rd(&mut c, 0x02), 0x35);
-        assert_eq!(c.guest_time(), LEAP_DAY + 4);
-        clock.set_ns(946_684_799 * SEC); // 1999-12-31 23:59:59, a Friday
-        assert_eq!(
-            time_regs(&mut c),
-            [0x59, 0x59, 0x23, 0x06, 0x31, 0x12, 0x99, 0x19]
-        );
-    }
-
-    #[test]
-    fn honours_binary_and_12_hour_formats() {
-        let (mut c, clock) = cmos_at(LEAP_DAY, 0);
-        wr(&mut c, 0x0b, REG_B_DM); // binary, 12-hour
-        assert_eq!(time_regs(&mut c), [56, 34, 0x80 | 12, 5, 29, 2, 24, 20]);
-        clock.set_ns(1_709_165_100 * SEC); // 00:05:00 is 12 AM
-        assert_eq!(rd(&mut c, 0x04), 12);
-        wr(&mut c, 0x0b, 0); // BCD, 12-hour
-        assert_eq!(rd(&mut c, 0x04), 0x12);
-        clock.set_ns((1_709_165_100 + 13 * 3600) * SEC); // 13:05 is 1 PM
-        assert_eq!(rd(&mut c, 0x04), 0x81);
-    }
-
-    #[test]
-    fn uip_is_set_in_the_last_244us_of_a_second() {
-        let (mut c, clock) = cmos_at(LEAP_DAY, 500_000_000);
-        assert_eq!(rd(&mut c, 0x0a) & 0x80, 0);
-        clock.set_ns(LEAP_DAY * SEC + 999_800_000);
-        assert_eq!(rd(&mut c, 0x0a), 0x80 | 0x26);
-        clock.set_ns(LEAP_DAY * SEC + 999_700_000);
-        assert_eq!(rd(&mut c, 0x0a) & 0x80, 0, "300 us before the update");
-        clock.set_ns(LEAP_DAY * SEC + 999_800_000);
-        wr(&mut c, 0x0b, REG_B_SET | REG_B_24H);
-        assert_eq!(rd(&mut c, 0x0a) & 0x80, 0, "no updates while SET");
-        wr(&mut c, 0x0a, 0xa6);
-        assert_eq!(rd(&mut c, 0x0a) & 0x80, 0, "UIP cannot be written");
-    }
-
-    #[test]
-    fn guest_sets_time_under_set_and_reports_rtc_change() {
-        let (mut c, clock) = cmos_at(LEAP_DAY, 250_000_000);
-        assert_eq!(c.take_rtc_change(), None);
-        wr(&mut c, 0x0b, REG_B_SET | REG_B_24H);
-        // 2030-01-02 03:04:05
-        set_time_bcd(&mut c, [0x05, 0x04, 0x03, 0x04, 0x02, 0x01, 0x30, 0x20]);
-        clock.advance_ns(3 * SEC);
-        assert_eq!(rd(&mut c, 0x00), 0x05, "frozen while SET");
-        assert_eq!(
-            c.take_rtc_change(),
-            None,
-            "nothing happens until SET clears"
-        );
-        wr(&mut c, 0x0b, REG_B_24H);
-        let new_time = 1_893_553_445;
-        assert_eq!(c.take_rtc_change(), Some(new_time - (LEAP_DAY + 3)));
-        assert_eq!(c.take_rtc_change(), None, "taken once");
-        assert_eq!(c.rtc_offset(), new_time - (LEAP_DAY + 3));
-        assert_eq!(
-            time_regs(&mut c),
-            [0x05, 0x04, 0x03, 0x04, 0x02, 0x01, 0x30, 0x20]
-        );
-        // The fraction of the second carried over: 0.75 s later the second ticks.
-        clock.advance_ns(740_000_000);
-        assert_eq!(rd(&mut c, 0x00), 0x05);
-        clock.advance_ns(20_000_000);
-        assert_eq!(rd(&mut c, 0x00), 0x06);
-    }
-
-    #[test]
-    fn writing_a_time_register_while_running_sets_the_clock() {
-        let (mut c, _) = cmos_at(LEAP_DAY, 0);
-        wr(&mut c, 0x09, 0x25); // year 2025, same day and time
-        let delta = c.take_rtc_change().unwrap();
-        assert_eq!(
-            delta,
-            366 * 86_400,
-            "2024-02-29 + 1 year = 2025-03-01 in mktimegm's arithmetic"
-        );
-        assert_eq!(rd(&mut c, 0x09), 0x25);
-        assert_eq!(rd(&mut c, 0x08), 0x03);
-        assert_eq!(rd(&mut c, 0x07), 0x01);
-    }
-
-    #[test]
-    fn set_time_is_read_in_the_guests_format() {
-        let (mut c, _) = cmos_at(LEAP_DAY, 0);
-        // Binary, 12-hour: 11 PM on 2024-02-29.
-        wr(&mut c, 0x0b, REG_B_SET | REG_B_DM);
-        set_time_bcd(&mut c, [0, 0, 0x80 | 11, 5, 29, 2, 24, 20]);
-        wr(&mut c, 0x0b, REG_B_DM);
-        assert_eq!(
-            c.take_rtc_change(),
-            Some(1_709_164_800 + 23 * 3600 - LEAP_DAY)
-        );
-    }
-
-    #[test]
-    fn base_offset_shifts_the_clock_and_rtc_change_is_relative_to_it() {
-        let (mut c, _) = cmos_at(LEAP_DAY, 0);
-        c.set_base_offset(3600);
-        assert_eq!(rd(&mut c, 0x04), 0x13);
-        assert_eq!(c.rtc_offset(), 3600);
-        wr(&mut c, 0x02, 0x34); // rewrite the same minute: no change from the base
-        assert_eq!(c.take_rtc_change(), Some(0));
-        c.set_base_offset(i64::MIN);
-        let _ = time_regs(&mut c);
-        c.set_base_offset(i64::MAX);
-        let _ = time_regs(&mut c);
-    }
-
-    #[test]
-    fn divider_reset_freezes_and_restarts_half_a_second_later() {
-        let (mut c, clock) = cmos_at(LEAP_DAY, 0);
-        wr(&mut c, 0x0a, 0x76);
-        clock.advance_ns(10 * SEC);
-        assert_eq!(rd(&mut c, 0x00), 0x56, "stopped");
-        assert_eq!(rd(&mut c, 0x0a), 0x76, "no UIP while stopped");
-        wr(&mut c, 0x0a, 0x26);
-        assert_eq!(c.take_rtc_change(), Some(-10));
-        clock.advance_ns(499_000_000);
-        assert_eq!(rd(&mut c, 0x00), 0x56);
-        clock.advance_ns(2_000_000);
-        assert_eq!(rd(&mut c, 0x00), 0x57);
-    }
-
-    #[test]
-    fn register_c_flags_update_and_alarm() {
-        let (mut c, clock) = cmos_at(LEAP_DAY, 100_000_000);
-        assert_eq!(rd(&mut c, 0x0c), 0);
-        clock.advance_ns(SEC);
-        assert_eq!(
-            rd(&mut c, 0x0c),
-            REG_C_UF,
-            "a second went by; no IRQF since UIE is clear"
-        );
-        assert_eq!(rd(&mut c, 0x0c), 0, "reading C clears it");
-        // Alarm at 12:35:00 (BCD), now 12:34:57.1.
-        wr(&mut c, 0x01, 0x00);
-        wr(&mut c, 0x03, 0x35);
-        wr(&mut c, 0x05, 0x12);
-        clock.advance_ns(2 * SEC);
-        assert_eq!(rd(&mut c, 0x0c), REG_C_UF, "12:34:59: no alarm yet");
-        clock.advance_ns(SEC);
-        assert_eq!(rd(&mut c, 0x0c), REG_C_UF | REG_C_AF);
-        // Don't-care hours and minutes: every minute at :30.
-        wr(&mut c, 0x01, 0x30);
-        wr(&mut c, 0x03, 0xc0);
-        wr(&mut c, 0x05, 0xff);
-        clock.advance_ns(29 * SEC);
-        assert_eq!(rd(&mut c, 0x0c), REG_C_UF);
-        clock.advance_ns(SEC);
-        assert_eq!(rd(&mut c, 0x0c), REG_C_UF | REG_C_AF);
-        // A whole day unobserved still catches a daily alarm.
-        wr(&mut c, 0x05, 0x03);
-        wr(&mut c, 0x03, 0x00);
-        wr(&mut c, 0x01, 0x00);
-        clock.advance_ns(86_400 * SEC);
-        assert_eq!(rd(&mut c, 0x0c), REG_C_UF | REG_C_AF);
-        // An impossible alarm never fires.
-        wr(&mut c, 0x01, 0x61);
-        clock.advance_ns(2 * 86_400 * SEC);
-        assert_eq!(rd(&mut c, 0x0c), REG_C_UF);
-    }
-
-    #[test]
-    fn alarm_search() {
-        let (mut c, _) = cmos_at(LEAP_DAY, 0);
-        c.data[REG_B] = REG_B_24H | REG_B_DM;
-        let at = |h: u8, m: u8, s: u8| [s, m, h];
-        let check = |c: &mut Cmos, alarm: [u8; 3], from: i64, want: Option<i64>| {
-            c.data[SECONDS_ALARM] = alarm[0];
-            c.data[MINUTES_ALARM] = alarm[1];
-            c.data[HOURS_ALARM] = alarm[2];
-            assert_eq!(c.secs_to_alarm(from), want, "alarm {alarm:?} from {from}");
-        };
-        check(&mut c, at(0xff, 0xff, 0xff), 100, Some(1));
-        check(&mut c, at(0, 0, 0), 0, Some(86_400));
-        check(&mut c, at(0, 0, 1), 0, Some(1));
-        check(&mut c, at(23, 59, 59), 0, Some(86_399));
-        check(&mut c, at(0xff, 0xff, 0), 59, Some(1));
-        check(&mut c, at(0xff, 0xff, 0), 60, Some(60));
-        check(
-            &mut c,
-            at(0xff, 5, 0xff),
-            3600 + 5 * 60 + 59,
-            Some(3600 - 59),
-        );
-        check(&mut c, at(24, 0, 0), 0, None);
-        check(&mut c, at(0, 60, 0), 0, None);
-        check(&mut c, at(0, 0, 60), 0, None);
-        check(&mut c, at(0xc0, 0xc0, 0xc0), -1, Some(1));
-        // 12-hour: 12 AM is midnight, 0x80|12 is noon.
-        c.data[REG_B] = REG_B_DM;
-        check(&mut c, at(12, 0, 0), 100, Some(86_400 - 100));
-        check(&mut c, at(0x80 | 12, 0, 0), 0, Some(43_200));
-        check(&mut c, at(0x80 | 13, 0, 0), 0, None);
-    }
-
-    #[test]
-    fn periodic_flag_only_with_pie() {
-        let (mut c, clock) = cmos_at(LEAP_DAY, 0);
-        clock.advance_ns(SEC / 1024 + 1);
-        assert_eq!(rd(&mut c, 0x0c) & REG_C_PF, 0);
-        wr(&mut c, 0x0b, REG_B_24H | REG_B_PIE);
-        clock.advance_ns(SEC / 1024 + 1);
-        assert_eq!(rd(&mut c, 0x0c), REG_C_IRQF | REG_C_PF);
-        assert_eq!(c.period_ticks(), 32);
-        c.data[REG_A] = 0x21;
-        assert_eq!(c.period_ticks(), 128, "rate 1 is rate 8 (256 Hz)");
-        c.data[REG_A] = 0x20;
-        assert_eq!(c.period_ticks(), 0);
-    }
-
-    #[test]
-    fn irq_is_raised_on_enabled_flags() {
-        let (mut c, clock) = cmos_at(LEAP_DAY, 100_000_000);
-        let line = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        c.enable_irq(line.try_clone().unwrap()).unwrap();
-        assert!(c.timer_fd().is_some());
-        assert_eq!(c.next_irq_deadline(), None, "nothing enabled");
-        wr(&mut c, 0x0b, REG_B_24H | REG_B_UIE);
-        let next = i128::from(LEAP_DAY + 1) * NS_PER_SEC;
-        assert_eq!(c.next_irq_deadline(), Some(next));
-        assert!(line.read().is_err());
-        clock.advance_ns(SEC);
-        c.handle_timer();
-        assert_eq!(line.read().unwrap(), 1);
-        assert_eq!(c.next_irq_deadline(), None, "IRQF pending until C is read");
-        clock.advance_ns(SEC);
-        c.handle_timer();
-        assert!(line.read().is_err(), "no second edge before C is read");
-        assert_eq!(rd(&mut c, 0x0c), REG_C_IRQF | REG_C_UF);
-        assert_eq!(c.next_irq_deadline(), Some(next + 2 * NS_PER_SEC));
-        // Enabling an interrupt whose flag is pending raises it at once.
-        wr(&mut c, 0x0b, REG_B_24H);
-        clock.advance_ns(SEC);
-        c.handle_timer();
-        assert!(line.read().is_err());
-        wr(&mut c, 0x0b, REG_B_24H | REG_B_UIE);
-        assert_eq!(line.read().unwrap(), 1);
-        assert_eq!(rd(&mut c, 0x0c), REG_C_IRQF | REG_C_UF);
-        // Setting SET clears UIE.
-        wr(&mut c, 0x0b, REG_B_SET | REG_B_24H | REG_B_UIE);
-        assert_eq!(rd(&mut c, 0x0b), REG_B_SET | REG_B_24H);
-        wr(&mut c, 0x0b, REG_B_24H | REG_B_PIE);
-        let d = c.next_irq_deadline().unwrap() - c.guest_ns();
-        assert!(
-            d > 0 && d <= NS_PER_SEC / 1024 + 1,
-            "next periodic tick within 1/1024 s, got {d}"
-        );
-        wr(&mut c, 0x0a, 0x66);
-        assert_eq!(
-            c.next_irq_deadline(),
-            None,
-            "dividers in reset: no interrupts"
-        );
-        c.handle_timer();
-    }
-
-    #[test]
-    fn timer_fd_fires_for_the_next_update() {
-        let (mut c, clock) = cmos_at(LEAP_DAY, SEC - 1_000_000);
-        let line = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        c.enable_irq(line.try_clone().unwrap()).unwrap();
-        wr(&mut c, 0x0b, REG_B_24H | REG_B_UIE);
-        let mut pfd = libc::pollfd {
-            fd: c.timer_fd().unwrap(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, 5000) };
-        assert_eq!(n, 1, "the timer armed for 1 ms fired");
-        clock.advance_ns(1_000_000);
-        c.handle_timer();
-        assert_eq!(line.read().unwrap(), 1);
-        c.handle_timer(); // nothing to read now: must not block
-    }
-
-    #[test]
-    fn reset_keeps_nvram_and_clock() {
-        let (mut c, _) = cmos_at(LEAP_DAY, 0);
-        wr(&mut c, 0x40, 0xab);
-        wr(&mut c, 0x7f, 0xcd);
-        wr(&mut c, 0x0f, 0x0a);
-        wr(
-            &mut c,
-            0x0b,
-            REG_B_24H | REG_B_PIE | REG_B_AIE | REG_B_UIE | REG_B_SQWE | REG_B_DM,
-        );
-        wr(&mut c, 0x09, 30);
-        c.reset();
-        assert_eq!(rd(&mut c, 0x40), 0xab);
-        assert_eq!(rd(&mut c, 0x7f), 0xcd);
-        assert_eq!(rd(&mut c, 0x0f), 0x00);
-        assert_eq!(rd(&mut c, 0x0b), REG_B_24H | REG_B_UIE | REG_B_DM);
-        assert_eq!(rd(&mut c, 0x09), 30, "clock kept (binary mode kept too)");
-        assert_eq!(rd(&mut c, 0x15), 0x80, "memory bytes kept");
-        wr(&mut c, 0x0f, 0xfe);
-        c.reset();
-        assert_eq!(rd(&mut c, 0x0f), 0xfe, "S3 resume marker survives");
-    }
-
-    #[test]
-    fn index_port_details() {
-        let (mut c, _) = cmos_at(LEAP_DAY, 0);
-        let mut b = [0u8];
-        c.read(0, &mut b);
-        assert_eq!(b[0], 0xff, "index port reads as 0xff (QEMU)");
-        assert_eq!(
-            rd(&mut c, 0x80 | 0x0d),
-            0x80,
-            "bit 7 (NMI mask) is not part of the index"
-        );
-        assert_eq!(rd(&mut c, 0x37), 0x20, "0x37 aliases the century");
-        wr(&mut c, 0x37, 0x21);
-        assert_eq!(rd(&mut c, 0x32), 0x21);
-        c.set_cmos_byte(0xc1, 7);
-        assert_eq!(c.cmos_byte(0x41), 7);
-        // A word write at 0x70 is index then data.
-        c.write(0, &[0x42, 0x99]);
-        assert_eq!(c.cmos_byte(0x42), 0x99);
-    }
-
-    #[test]
-    fn garbage_time_registers_do_not_panic() {
-        let (mut c, _) = cmos_at(LEAP_DAY, 0);
-        for v in [0x00, 0x99, 0xaa, 0xbf, 0xc0, 0xff] {
-            for fmt in [0, REG_B_DM, REG_B_24H, REG_B_24H | REG_B_DM] {
-                wr(&mut c, 0x0b, REG_B_SET | fmt);
-                set_time_bcd(&mut c, [v; 8]);
-                wr(&mut c, 0x0b, fmt);
-                let _ = time_regs(&mut c);
-                assert!(c.take_rtc_change().is_some());
-            }
-        }
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(LEAP_DAY / 86_400), (2024, 2, 29));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        let _ = civil_from_days(i64::MAX / 86_400);
-        let _ = civil_from_days(i64::MIN / 86_400);
-    }
-
-    #[test]
-    fn survives_any_access() {
-        let (mut c, clock) = cmos_at(LEAP_DAY, 0);
-        c.enable_irq(EventFd::new(libc::EFD_NONBLOCK).unwrap())
-            .unwrap();
-        hammer(&mut c, 2);
-        for index in 0..=255u8 {
-            for value in [
-                0x00, 0x01, 0x26, 0x59, 0x70, 0x7f, 0x80, 0x9a, 0xc0, 0xfe, 0xff,
-            ] {
-                for width in [1usize, 2, 4, 8] {
-                    let mut buf = [0u8; 8];
-                    c.write(0, &[index]);
-                    c.write(1, &[value; 8][..width]);
-                    c.read(1, &mut buf[..width]);
-                    c.read(0, &mut buf[..width]);
-                }
-                clock.advance_ns(SEC / 3);
-                c.handle_timer();
-            }
-        }
-        c.reset();
-        hammer(&mut c, 2);
-    }
-}
+mod tests;
