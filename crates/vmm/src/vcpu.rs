@@ -187,9 +187,11 @@ impl Vcpu {
                     }
                     VcpuCommand::Resume => paused = false,
                     VcpuCommand::Nmi => {
-                        // KVM queues it for the next entry; a failure only means
-                        // the vCPU cannot take NMIs, which the guest would see anyway.
-                        let _ = self.fd.nmi();
+                        if lint1_takes_nmi(&self.fd) {
+                            // KVM queues it for the next entry; a failure only means
+                            // the vCPU cannot take NMIs, which the guest would see anyway.
+                            let _ = self.fd.nmi();
+                        }
                     }
                     VcpuCommand::Exit => break 'outer,
                 }
@@ -297,4 +299,13 @@ fn describe_internal_error(fd: &mut VcpuFd) -> String {
         _ => "internal error",
     };
     format!("KVM internal error {}: {what}", internal.suberror)
+}
+
+/// An external NMI (`inject-nmi`, the watchdog's `inject-nmi`) arrives on
+/// the local APIC's LINT1 pin: QEMU injects it only while LVT LINT1 is
+/// unmasked with delivery mode NMI (hw/i386/kvm/apic.c
+/// `do_inject_external_nmi`), so a guest that masked LINT1 never sees it.
+fn lint1_takes_nmi(fd: &kvm_ioctls::VcpuFd) -> bool {
+    fd.get_lapic()
+        .is_ok_and(|l| crate::vcpu_setup::lint1_delivers_nmi(&l))
 }

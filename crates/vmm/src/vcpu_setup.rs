@@ -49,6 +49,13 @@ const APIC_LVT_LINT1: usize = 0x360;
 const APIC_MODE_NMI: u32 = 0x4;
 const APIC_MODE_EXTINT: u32 = 0x7;
 
+/// LVT LINT1 unmasked (Intel SDM vol. 3 §10.5.1: mask bit 16) with
+/// delivery mode NMI (bits 8-10).
+pub(crate) fn lint1_delivers_nmi(l: &kvm_lapic_state) -> bool {
+    let lvt = lapic_reg(l, APIC_LVT_LINT1);
+    lvt & (1 << 16) == 0 && (lvt >> 8) & 7 == APIC_MODE_NMI
+}
+
 fn lapic_reg(l: &kvm_lapic_state, off: usize) -> u32 {
     let b = &l.regs[off..off + 4];
     u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
