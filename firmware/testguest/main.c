@@ -27,7 +27,7 @@ struct hvm_memmap_entry {
 #define BOOT_COUNT_CMOS 0x7e
 
 enum plan { PLAN_POWEROFF, PLAN_RESET, PLAN_IDLE, PLAN_REBOOT, PLAN_CRASH, PLAN_BLK, PLAN_NET, PLAN_NET_BLAST,
-             PLAN_BALLOON, PLAN_PANIC, PLAN_CRASHLOADED };
+             PLAN_BALLOON, PLAN_PANIC, PLAN_CRASHLOADED, PLAN_WATCHDOG, PLAN_PANIC_PCI, PLAN_CRASHLOADED_PCI };
 enum reset { RESET_ACPI, RESET_KBD, RESET_TRIPLE };
 
 static struct {
@@ -237,6 +237,13 @@ static void parse_cmdline(void)
                 cfg.plan = PLAN_PANIC;
             else if (word_is(v, vn, "crashloaded"))
                 cfg.plan = PLAN_CRASHLOADED;
+            else if (word_is(v, vn, "watchdog") || word_is(v, vn, "watchdog-loop")) {
+                cfg.plan = PLAN_WATCHDOG;
+                wdtcfg.loop = vn == 13;     /* watchdog-loop */
+            } else if (word_is(v, vn, "panic-pci"))
+                cfg.plan = PLAN_PANIC_PCI;
+            else if (word_is(v, vn, "crashloaded-pci"))
+                cfg.plan = PLAN_CRASHLOADED_PCI;
             else if (vn > 7 && !memcmp(v, "reboot:", 7) && parse_u64(v + 7, vn - 7, &num)) {
                 cfg.plan = PLAN_REBOOT;
                 cfg.reboot_n = (unsigned)num;
@@ -258,6 +265,8 @@ static void parse_cmdline(void)
                 cfg.bad_reset = 1;
         } else if (blk_key(w, kn, v, vn) || net_key(w, kn, v, vn)) {
             continue;
+        } else if (word_is(w, kn, "pets") && parse_u64(v, vn, &num)) {
+            wdtcfg.pets = (unsigned)num;
         } else if (word_is(w, kn, "host_time")) {
             if (parse_u64(v, vn, &num)) {
                 cfg.have_host_time = 1;
@@ -735,6 +744,8 @@ void tg_main(u64 start_info)
         dev_up = net_checks();
     else if (cfg.plan == PLAN_BALLOON)
         dev_up = balloon_checks();
+    else if (cfg.plan == PLAN_WATCHDOG)
+        dev_up = watchdog_checks(boot_count);
     printf_("1..%d\n", test_no);
     if (blk_reset)
         reset();
@@ -771,6 +782,12 @@ void tg_main(u64 start_info)
         pvpanic(1);
     case PLAN_CRASHLOADED:
         pvpanic(2);
+    case PLAN_WATCHDOG:
+        watchdog_run();
+    case PLAN_PANIC_PCI:
+    case PLAN_CRASHLOADED_PCI:
+        pvpanic_pci(cfg.plan == PLAN_PANIC_PCI ? 1 : 2);
+        idle();
     }
     poweroff();
 }
