@@ -40,7 +40,8 @@ struct watchdog_cfg wdtcfg = {.pets = 3};
 
 #define STAGE_UNITS 200         /* per stage: 200 * 0.983 ms = 197 ms */
 #define PET_US 100000           /* well inside one stage */
-#define REARM_US 1500000        /* watchdog-loop: > QEMU's 1 s WATCHDOG event rate limit */
+#define REARM_US 1200000        /* watchdog-loop: expiries ~1.7 s apart, beyond QEMU's 1 s WATCHDOG event rate limit */
+#define GRACE_US 100000          /* see watchdog_run */
 #define LAPIC_TICR 0x380
 #define LAPIC_LVT_LINT1 0x360
 #define LVT_DM_NMI (4u << 8)
@@ -189,7 +190,7 @@ void __attribute__((noreturn)) watchdog_run(void)
             boot > 1 ? "idle" : "stopped petting", en ? "the power button" : "no power button");
     u64 seen_nmi = nmi_count;
     unsigned fired = 0, armed = boot > 1 ? 0 : 1;
-    u64 rearm_at = 0;
+    u64 rearm_at = 0, flag_at = 0;
     for (;;) {
         nap();
         if (pwrbtn_pressed())
@@ -199,9 +200,14 @@ void __attribute__((noreturn)) watchdog_run(void)
             seen_nmi = n;
             printf_("# nmi %lu\n", n);
         }
-        if (esb_reload() & ESB_WDT_TIMEOUT) {
-            /* (not the lock register: with inject-nmi the NMI can be taken
-               before QEMU has reset the device) */
+        /* The flag is taken (reported and cleared) only after a grace
+           period: with the reset action the machine resets a moment after
+           the flag is set, and boot 2 must still find it. */
+        u64 now = clock_us();
+        if (!flag_at && (esb_reload() & ESB_WDT_TIMEOUT))
+            flag_at = now + GRACE_US;
+        if (flag_at && now >= flag_at) {
+            flag_at = 0;
             esb_clear_flag();
             printf_("# watchdog fired %u (flag cleared, reload reads 0x%x)\n", ++fired, esb_reload());
             if (wdtcfg.loop) {
