@@ -239,7 +239,7 @@ static void parse_cmdline(void)
                 cfg.plan = PLAN_CRASHLOADED;
             else if (word_is(v, vn, "watchdog") || word_is(v, vn, "watchdog-loop")) {
                 cfg.plan = PLAN_WATCHDOG;
-                wdtcfg.loop = vn == 13;     /* watchdog-loop */
+                wdtcfg.loop = word_is(v, vn, "watchdog-loop");
             } else if (word_is(v, vn, "panic-pci"))
                 cfg.plan = PLAN_PANIC_PCI;
             else if (word_is(v, vn, "crashloaded-pci"))
@@ -263,10 +263,8 @@ static void parse_cmdline(void)
                 cfg.reset = RESET_TRIPLE;
             else
                 cfg.bad_reset = 1;
-        } else if (blk_key(w, kn, v, vn) || net_key(w, kn, v, vn)) {
+        } else if (blk_key(w, kn, v, vn) || net_key(w, kn, v, vn) || watchdog_key(w, kn, v, vn)) {
             continue;
-        } else if (word_is(w, kn, "pets") && parse_u64(v, vn, &num)) {
-            wdtcfg.pets = (unsigned)num;
         } else if (word_is(w, kn, "host_time")) {
             if (parse_u64(v, vn, &num)) {
                 cfg.have_host_time = 1;

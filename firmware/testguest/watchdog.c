@@ -24,6 +24,27 @@
 
 struct watchdog_cfg wdtcfg = {.pets = 3};
 
+/* pets=N, lint1=0|1; 1: the word was one of these (bad values are ignored) */
+int watchdog_key(const char *w, size_t kn, const char *v, size_t vn)
+{
+    u64 num = 0;
+    int ok = vn > 0 && vn < 10;
+    for (size_t i = 0; i < vn && ok; i++) {
+        ok = v[i] >= '0' && v[i] <= '9';
+        num = num * 10 + (u64)(v[i] - '0');
+    }
+    if (kn == 4 && !memcmp(w, "pets", 4)) {
+        if (ok)
+            wdtcfg.pets = (unsigned)num;
+    } else if (kn == 5 && !memcmp(w, "lint1", 5)) {
+        if (ok && num <= 1)
+            wdtcfg.lint1_masked = num == 0;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 #define ESB_VENDOR 0x8086
 #define ESB_DEVICE 0x25ab
 #define ESB_CONFIG_REG 0x60
@@ -73,8 +94,11 @@ void nmi_init(void)
     /* LINT1 unmasked, delivery mode NMI, as Linux programs the boot CPU
        (arch/x86/kernel/apic/apic.c setup_local_APIC).  QEMU delivers an
        external NMI (the watchdog's, QMP inject-nmi) only through it
-       (hw/i386/kvm/apic.c do_inject_external_nmi); irq_init masked it. */
-    mmio_write32(LAPIC_BASE + LAPIC_LVT_LINT1, LVT_DM_NMI);
+       (hw/i386/kvm/apic.c do_inject_external_nmi); irq_init masked it.
+       lint1=0 keeps it masked, to see that. */
+    if (!wdtcfg.lint1_masked)
+        mmio_write32(LAPIC_BASE + LAPIC_LVT_LINT1, LVT_DM_NMI);
+    printf_("# vector 2 (nmi) counted; lvt lint1 0x%x\n", mmio_read32(LAPIC_BASE + LAPIC_LVT_LINT1));
 }
 
 /* ---- the device ---- */
