@@ -27,7 +27,8 @@ struct hvm_memmap_entry {
 #define BOOT_COUNT_CMOS 0x7e
 
 enum plan { PLAN_POWEROFF, PLAN_RESET, PLAN_IDLE, PLAN_REBOOT, PLAN_CRASH, PLAN_BLK, PLAN_NET, PLAN_NET_BLAST,
-             PLAN_BALLOON, PLAN_PANIC, PLAN_CRASHLOADED, PLAN_RTC_SET, PLAN_RTC_IRQ };
+             PLAN_BALLOON, PLAN_PANIC, PLAN_CRASHLOADED, PLAN_RTC_SET, PLAN_RTC_IRQ, PLAN_WATCHDOG,
+             PLAN_PANIC_PCI, PLAN_CRASHLOADED_PCI };
 enum reset { RESET_ACPI, RESET_KBD, RESET_TRIPLE };
 
 static struct {
@@ -241,6 +242,13 @@ static void parse_cmdline(void)
                 cfg.plan = PLAN_RTC_SET;
             else if (word_is(v, vn, "rtc-irq"))
                 cfg.plan = PLAN_RTC_IRQ;
+            else if (word_is(v, vn, "watchdog") || word_is(v, vn, "watchdog-loop")) {
+                cfg.plan = PLAN_WATCHDOG;
+                wdtcfg.loop = word_is(v, vn, "watchdog-loop");
+            } else if (word_is(v, vn, "panic-pci"))
+                cfg.plan = PLAN_PANIC_PCI;
+            else if (word_is(v, vn, "crashloaded-pci"))
+                cfg.plan = PLAN_CRASHLOADED_PCI;
             else if (vn > 7 && !memcmp(v, "reboot:", 7) && parse_u64(v + 7, vn - 7, &num)) {
                 cfg.plan = PLAN_REBOOT;
                 cfg.reboot_n = (unsigned)num;
@@ -260,7 +268,7 @@ static void parse_cmdline(void)
                 cfg.reset = RESET_TRIPLE;
             else
                 cfg.bad_reset = 1;
-        } else if (blk_key(w, kn, v, vn) || net_key(w, kn, v, vn)) {
+        } else if (blk_key(w, kn, v, vn) || net_key(w, kn, v, vn) || watchdog_key(w, kn, v, vn)) {
             continue;
         } else if (word_is(w, kn, "host_time")) {
             if (parse_u64(v, vn, &num)) {
@@ -739,6 +747,8 @@ void tg_main(u64 start_info)
         dev_up = net_checks();
     else if (cfg.plan == PLAN_BALLOON)
         dev_up = balloon_checks();
+    else if (cfg.plan == PLAN_WATCHDOG)
+        dev_up = watchdog_checks(boot_count);
     printf_("1..%d\n", test_no);
     if (blk_reset)
         reset();
@@ -778,6 +788,12 @@ void tg_main(u64 start_info)
     case PLAN_RTC_SET:
     case PLAN_RTC_IRQ:
         rtc_run(cfg.plan == PLAN_RTC_IRQ);
+    case PLAN_WATCHDOG:
+        watchdog_run();
+    case PLAN_PANIC_PCI:
+    case PLAN_CRASHLOADED_PCI:
+        pvpanic_pci(cfg.plan == PLAN_PANIC_PCI ? 1 : 2);
+        idle();
     }
     poweroff();
 }

@@ -276,4 +276,20 @@ int blk_checks(void);           /* 1: the device is up (after the common checks)
 int blk_plan_run(unsigned boot_count);
 void blk_bench(void);           /* bench.c */
 
+/* ---- watchdog.c: plan=watchdog / watchdog-loop (i6300esb), NMI counting ---- */
+struct watchdog_cfg {
+    unsigned pets;              /* pets= (3): pets on boot 1 before idling */
+    int loop;                   /* watchdog-loop: re-arm 1.2 s after taking each expiry */
+    int lint1_masked;           /* lint1=0: leave LVT LINT1 masked (QEMU then drops NMIs) */
+};
+extern struct watchdog_cfg wdtcfg;
+int watchdog_key(const char *w, size_t kn, const char *v, size_t vn);  /* pets= lint1= */
+extern volatile u64 nmi_count;
+void nmi_init(void);            /* IDT vector 2 -> a stub counting in nmi_count; LINT1 = NMI unless lint1=0 */
+int watchdog_checks(unsigned boot_count);   /* 1: the device is there (boot 1: armed, petted) */
+void watchdog_run(void) __attribute__((noreturn));
+
+/* ---- pvpanic_pci.c: plan=panic-pci / crashloaded-pci ---- */
+int pvpanic_pci(u8 event);      /* 1: the event was written to 1b36:0011's BAR0 */
+
 #endif
