@@ -208,11 +208,14 @@ impl Driver for FileDriver {
         self.io.filename.clone()
     }
 
+    /// QEMU counts lengths in 512-byte sectors (`bdrv_getlength` is
+    /// `total_sectors * 512`, rounded up), so a file of 196616 bytes is a
+    /// node of 197120.
     fn size(&self) -> Result<u64, BlockError> {
         self.io
             .file
             .metadata()
-            .map(|m| m.len())
+            .map(|m| m.len().div_ceil(512) * 512)
             .map_err(|e| BlockError::errno("Failed to get file size", errno_of(&e)))
     }
 

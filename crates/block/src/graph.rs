@@ -13,7 +13,19 @@ use crate::node::{Child, Driver, Node, NodeFlags};
 use crate::options::{nest, Opts};
 use crate::perm;
 use crate::policy::{CacheMode, OnError};
+use crate::qcow2_node::{Qcow2Driver, Qcow2Options};
 use crate::raw::RawDriver;
+
+/// Format probing (`bdrv_probe_all`) as far as ferrovm has formats: the
+/// qcow2 magic `QFI\xfb`, else raw.
+fn probe_qcow2(filename: Option<&str>) -> bool {
+    use std::io::Read;
+    let Some(f) = filename else { return false };
+    let mut magic = [0u8; 4];
+    std::fs::File::open(f)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| magic == *b"QFI\xfb")
+}
 
 /// How leftover options are reported.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -241,6 +253,7 @@ impl BlockGraph {
         let mut top = Map::new();
         let driver = match o.take_str("format")? {
             Some(f) => f,
+            None if probe_qcow2(file.get("filename").and_then(Value::as_str)) => "qcow2".into(),
             None => {
                 let file = file.get("filename").and_then(Value::as_str).unwrap_or("");
                 self.warnings.push(format!(
@@ -249,7 +262,7 @@ impl BlockGraph {
                 "raw".to_string()
             }
         };
-        if !matches!(driver.as_str(), "raw" | "file") {
+        if !matches!(driver.as_str(), "raw" | "qcow2" | "file") {
             return Err(BlockError::new(format!("Unknown driver '{driver}'")));
         }
         top.insert("driver".into(), Value::String(driver.clone()));
@@ -341,30 +354,23 @@ impl BlockGraph {
             flags.discard = matches!(d.as_str(), "unmap" | "on");
         }
         let detect_zeroes = o.take_enum("detect-zeroes", &["off", "on", "unmap"])?;
+        let mut name = name;
+        let mut reserved = None;
         for k in ["auto-read-only", "force-share"] {
             o.take_bool(k)?;
         }
         let (drv, children): (Box<dyn Driver>, Vec<Child>) = match driver.as_str() {
             "file" => (Box::new(FileDriver::open(&mut o, &flags)?), Vec::new()),
+            "qcow2" => {
+                let file = self.child_node(&mut o, "file", flags, &prefix, syntax)?;
+                // QEMU names the node and lists it before it opens the
+                // backing chain (bdrv_open_common, then bdrv_open_backing_file):
+                // that decides the `#block` counters and the listing order.
+                reserved = Some((self.take_name(name.take()), self.nodes.len()));
+                self.open_qcow2(&mut o, file, flags, &prefix, syntax)?
+            }
             "raw" => {
-                let child = match o.take("file") {
-                    Some(Value::String(r)) => self.node(&r).cloned().ok_or_else(|| {
-                        BlockError::new(format!("Cannot find device='{r}' nor node-name='{r}'"))
-                    })?,
-                    Some(Value::Object(m)) => {
-                        self.open_node(m, flags, format!("{prefix}file."), syntax)?
-                    }
-                    Some(_) => {
-                        return Err(BlockError::new(format!(
-                            "Invalid parameter type for '{prefix}file', expected: string or object"
-                        )))
-                    }
-                    None => {
-                        return Err(BlockError::new(format!(
-                            "Parameter '{prefix}file' is missing"
-                        )))
-                    }
-                };
+                let child = self.child_node(&mut o, "file", flags, &prefix, syntax)?;
                 let offset = o.take_size("offset")?;
                 let size = o.take_size("size")?;
                 let d = RawDriver::open(child.clone(), offset, size)?;
@@ -398,17 +404,139 @@ impl BlockGraph {
                 )),
             });
         }
-        let (name, auto) = match name {
-            Some(n) => (n, false),
-            None => (self.auto_name(), true),
+        let ((name, auto), at) = match reserved {
+            Some(r) => r,
+            None => (self.take_name(name), self.nodes.len()),
         };
         let mut node = Node::new(name, auto, flags, drv, children);
         if let Some(dz) = detect_zeroes {
             node.detect_zeroes = dz;
         }
         let node = Arc::new(node);
-        self.nodes.push(node.clone());
+        self.nodes.insert(at, node.clone());
         Ok(node)
+    }
+
+    /// The node's name: the user's, or the next automatic one.
+    fn take_name(&mut self, name: Option<String>) -> (String, bool) {
+        match name {
+            Some(n) => (n, false),
+            None => (self.auto_name(), true),
+        }
+    }
+
+    /// A child given by reference (a node name) or inline (options), as
+    /// `bdrv_open_child` takes it.
+    fn child_node(
+        &mut self,
+        o: &mut Opts,
+        role: &str,
+        flags: NodeFlags,
+        prefix: &str,
+        syntax: Syntax,
+    ) -> Result<Arc<Node>, BlockError> {
+        match o.take(role) {
+            Some(Value::String(r)) => self.node(&r).cloned().ok_or_else(|| {
+                BlockError::new(format!("Cannot find device='{r}' nor node-name='{r}'"))
+            }),
+            Some(Value::Object(m)) => self.open_node(m, flags, format!("{prefix}{role}."), syntax),
+            Some(_) => Err(BlockError::new(format!(
+                "Invalid parameter type for '{prefix}{role}', expected: string or object"
+            ))),
+            None => Err(BlockError::new(format!(
+                "Parameter '{prefix}{role}' is missing"
+            ))),
+        }
+    }
+
+    /// `qcow2_open` over `file`, then the backing chain (`bdrv_open_backing_file`):
+    /// `backing` names a node or gives its options, `null` means none, and
+    /// absent means the one the image header names, opened read-only.
+    fn open_qcow2(
+        &mut self,
+        o: &mut Opts,
+        file: Arc<Node>,
+        flags: NodeFlags,
+        prefix: &str,
+        syntax: Syntax,
+    ) -> Result<(Box<dyn Driver>, Vec<Child>), BlockError> {
+        let lazy = o.take_bool("lazy-refcounts")?;
+        let pass = o.take_bool("pass-discard-request")?;
+        let backing_opt = o.take("backing");
+        let d = Qcow2Driver::open(
+            file.clone(),
+            !flags.read_only,
+            Qcow2Options {
+                lazy_refcounts: lazy,
+                pass_discard: pass.unwrap_or(flags.discard),
+            },
+        )?;
+        let backing_flags = NodeFlags {
+            read_only: true,
+            ..flags
+        };
+        let backing = match backing_opt {
+            // `null`, or the empty string of the dotted syntax: no backing.
+            Some(Value::Null) => None,
+            Some(Value::String(r)) if r.is_empty() => None,
+            Some(Value::String(r)) => Some(self.node(&r).cloned().ok_or_else(|| {
+                BlockError::new(format!(
+                    "Could not open backing file: Cannot find device='{r}' nor node-name='{r}'"
+                ))
+            })?),
+            Some(Value::Object(m)) => {
+                Some(self.open_node(m, backing_flags, format!("{prefix}backing."), syntax)?)
+            }
+            Some(_) => {
+                return Err(BlockError::new(format!(
+                    "Invalid parameter type for '{prefix}backing', expected: string or null"
+                )))
+            }
+            None => match d.image().info().backing_file {
+                Some(name) => {
+                    let fmt = d.image().info().backing_format;
+                    Some(self.open_backing_file(&file.filename(), &name, fmt, backing_flags)?)
+                }
+                None => None,
+            },
+        };
+        d.set_backing(backing.clone());
+        let mut children = vec![Child {
+            role: "file",
+            node: file,
+        }];
+        if let Some(b) = backing {
+            children.push(Child {
+                role: "backing",
+                node: b,
+            });
+        }
+        Ok((Box::new(d), children))
+    }
+
+    /// The header's backing file, relative to the overlay's directory
+    /// (`bdrv_get_full_backing_filename`), as auto-named nodes.
+    fn open_backing_file(
+        &mut self,
+        overlay: &str,
+        name: &str,
+        format: Option<String>,
+        flags: NodeFlags,
+    ) -> Result<Arc<Node>, BlockError> {
+        let path = crate::qcow2_node::full_backing_path(overlay, name);
+        let format = match format {
+            Some(f) => f,
+            None if probe_qcow2(Some(&path)) => "qcow2".into(),
+            None => "raw".into(),
+        };
+        let mut file = Map::new();
+        file.insert("driver".into(), Value::String("file".into()));
+        file.insert("filename".into(), Value::String(path.clone()));
+        let mut top = Map::new();
+        top.insert("driver".into(), Value::String(format));
+        top.insert("file".into(), Value::Object(file));
+        self.open_node(top, flags, String::new(), Syntax::Blockdev)
+            .map_err(|e| BlockError::new(format!("Could not open backing file: {}", e.full())))
     }
 
     /// `-device ...,drive=X`: X is a drive id or a node name. The device's
@@ -510,6 +638,17 @@ impl BlockGraph {
             }
         }
         Ok(())
+    }
+
+    /// QEMU's `bdrv_close_all` at exit, once the devices are gone: every
+    /// format node top-down writes its metadata back and marks its image
+    /// clean. Errors are printed; the others still close.
+    pub fn close_all(&self) {
+        for n in self.nodes.iter().rev() {
+            if let Err(e) = n.driver.close() {
+                eprintln!("ferrovm: closing node '{}': {}", n.name, e.full());
+            }
+        }
     }
 
     /// `bdrv_lookup_bs`.

@@ -20,7 +20,7 @@ use crate::engine::uring::{Op, Uring};
 use crate::engine::{sync_ops, Meta, Shared};
 use crate::error::BlockError;
 use crate::file::{Aio, FileIo};
-use crate::node::{new_parent_id, DataPath, Node};
+use crate::node::{new_parent_id, DataPath, FormatIo, Node};
 use crate::policy::{IoStatus, OnError};
 use crate::stats::{AcctType, Stats};
 
@@ -126,6 +126,8 @@ pub(crate) struct Backend {
     /// None for an empty drive, and for [`BlockBackend::from_file`].
     pub root: Option<Arc<Node>>,
     data: Option<DataPath>,
+    /// A root that maps non-linearly (qcow2): requests go through it.
+    format: Option<Arc<dyn FormatIo>>,
     pub read_only: bool,
     pub write_cache: AtomicBool,
     pub werror: OnError,
@@ -146,10 +148,15 @@ impl Backend {
         rerror: OnError,
     ) -> Self {
         let data = root.as_ref().and_then(|r| r.resolve_file());
+        let format = match data {
+            Some(_) => None,
+            None => root.as_ref().and_then(|r| r.driver.format_io()),
+        };
         Backend {
             name,
             root,
             data,
+            format,
             read_only,
             write_cache: AtomicBool::new(write_cache),
             werror,
@@ -199,9 +206,17 @@ impl Backend {
                 meta.requests,
             );
         }
-        if let (Ok(_), Some(end), Some(d)) = (result, meta.write_end, &self.data) {
-            for (n, off) in &d.path {
-                n.wr_highest_offset.fetch_max(end + off, Ordering::Relaxed);
+        if let (Ok(_), Some(end)) = (result, meta.write_end) {
+            match (&self.data, &self.root) {
+                (Some(d), _) => {
+                    for (n, off) in &d.path {
+                        n.wr_highest_offset.fetch_max(end + off, Ordering::Relaxed);
+                    }
+                }
+                (None, Some(r)) => {
+                    r.wr_highest_offset.fetch_max(end, Ordering::Relaxed);
+                }
+                (None, None) => {}
             }
         }
     }
@@ -460,9 +475,9 @@ impl BlockQueue {
             requests: requests.max(1),
         };
         let b = &self.backend;
-        let Some(data) = b.data.clone() else {
+        if b.data.is_none() && b.format.is_none() {
             return self.finish_now(meta, Err(libc::ENOMEDIUM));
-        };
+        }
         let writes = !matches!(req.kind, IoKind::Read | IoKind::Flush);
         if writes && b.read_only {
             return self.finish_now(meta, Err(libc::EROFS));
@@ -471,6 +486,13 @@ impl BlockQueue {
         if req.kind != IoKind::Flush && req.offset.checked_add(bytes).is_none_or(|e| e > b.size()) {
             return self.finish_now(meta, Err(libc::EIO));
         }
+        let Some(data) = b.data.clone() else {
+            let f = b.format.clone();
+            if let Some(f) = f {
+                self.submit_format(f, req, meta);
+            }
+            return;
+        };
         let off = data.base + req.offset;
         let io = data.io.clone();
         match req.kind {
@@ -525,6 +547,33 @@ impl BlockQueue {
 
     fn discard_enabled(&self) -> bool {
         self.backend.root.as_ref().is_some_and(|r| r.flags.discard)
+    }
+
+    /// A request through a format driver (qcow2), on the I/O thread pool.
+    fn submit_format(&mut self, f: Arc<dyn FormatIo>, req: IoRequest, meta: Meta) {
+        let no_flush = self.backend.root.as_ref().is_some_and(|r| r.flags.no_flush);
+        match req.kind {
+            IoKind::Discard if !self.discard_enabled() => {
+                return self.finish_now(meta, Ok(meta.bytes))
+            }
+            IoKind::Flush if no_flush => return self.finish_now(meta, Ok(0)),
+            _ => {}
+        }
+        let discard = self.discard_enabled();
+        let shared = self.shared.clone();
+        let backend = self.backend.clone();
+        shared.pool_in_flight.fetch_add(1, Ordering::AcqRel);
+        pool().run(Box::new(move || {
+            let r = format_op(&*f, &req, discard).map(|()| meta.bytes);
+            backend.complete(&meta, r);
+            shared.push(
+                IoCompletion {
+                    user_data: meta.user_data,
+                    result: r,
+                },
+                true,
+            );
+        }));
     }
 
     fn finish_now(&mut self, meta: Meta, r: Result<u64, i32>) {
@@ -605,6 +654,34 @@ impl Drop for BlockQueue {
     /// ring; finish them before the ring goes away.
     fn drop(&mut self) {
         self.drain();
+    }
+}
+
+/// Runs `req` through a format driver, buffer by buffer.
+fn format_op(f: &dyn FormatIo, req: &IoRequest, discard: bool) -> Result<(), i32> {
+    let mut off = req.offset;
+    match req.kind {
+        IoKind::Read => {
+            for b in &req.bufs {
+                // SAFETY: see IoBuf.
+                let dst = unsafe { std::slice::from_raw_parts_mut(b.ptr, b.len) };
+                f.read(off, dst)?;
+                off += b.len as u64;
+            }
+            Ok(())
+        }
+        IoKind::Write => {
+            for b in &req.bufs {
+                // SAFETY: see IoBuf.
+                let src = unsafe { std::slice::from_raw_parts(b.ptr, b.len) };
+                f.write(off, src)?;
+                off += b.len as u64;
+            }
+            Ok(())
+        }
+        IoKind::Flush => f.flush(),
+        IoKind::Discard => f.discard(off, req.len),
+        IoKind::WriteZeroes { may_unmap } => f.write_zeroes(off, req.len, may_unmap && discard),
     }
 }
 

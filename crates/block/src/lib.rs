@@ -5,7 +5,7 @@
 //! - [`io`]: the request/completion interface devices use.
 //! - [`graph`]: nodes by name, `-drive`/`-blockdev`, attach, `block_resize`.
 //! - [`node`], [`file`], [`raw`]: the node, its driver trait, the drivers.
-//! - [`qcow2`]: the qcow2 image format (translation layer the qcow2 driver wraps).
+//! - [`qcow2`]: the qcow2 image format; [`qcow2_node`]: the `qcow2` node over it.
 //! - [`perm`], [`lock`]: QEMU's permission bits and OFD image locks.
 //! - [`engine`]: thread pool and io_uring behind the queues.
 //! - [`stats`], [`qapi`]: accounting and the QMP query data.
@@ -23,6 +23,7 @@ pub mod perm;
 pub mod policy;
 pub mod qapi;
 pub mod qcow2;
+pub mod qcow2_node;
 pub mod raw;
 pub mod stats;
 

@@ -57,11 +57,39 @@ pub trait Driver: Send + Sync {
     fn driver_specific_stats(&self) -> Option<serde_json::Value> {
         None
     }
+    /// A format that maps non-linearly (qcow2): its requests, run on the
+    /// I/O thread pool.
+    fn format_io(&self) -> Option<Arc<dyn FormatIo>> {
+        None
+    }
+    /// The emulator exits (`bdrv_close_all`): metadata caches written
+    /// back, the image marked clean.
+    fn close(&self) -> Result<(), BlockError> {
+        Ok(())
+    }
+    /// The backing file the image header names, resolved.
+    fn full_backing_filename(&self) -> Option<String> {
+        None
+    }
+    /// A qcow2 image's header facts (query-block's `format-specific`).
+    fn image_info(&self) -> Option<crate::qcow2::ImageInfo> {
+        None
+    }
+}
+
+/// Blocking I/O through a format driver, in guest offsets; errors are
+/// positive errnos. Called on I/O pool threads, concurrently.
+pub trait FormatIo: Send + Sync {
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), i32>;
+    fn write(&self, off: u64, buf: &[u8]) -> Result<(), i32>;
+    fn flush(&self) -> Result<(), i32>;
+    fn discard(&self, off: u64, len: u64) -> Result<(), i32>;
+    fn write_zeroes(&self, off: u64, len: u64, may_unmap: bool) -> Result<(), i32>;
 }
 
 /// An edge to a child node (QEMU's BdrvChild).
 pub struct Child {
-    /// `file`, later `backing`, `data-file`.
+    /// `file` or `backing` (later `data-file`).
     pub role: &'static str,
     pub node: Arc<Node>,
 }

@@ -13,34 +13,82 @@ use crate::node::Node;
 use crate::policy::OnError;
 use crate::stats::Stats;
 
-/// `bdrv_query_image_info` for a raw or file node.
-fn image_info(n: &Node) -> Value {
+/// `bdrv_query_image_info`; with `chain`, the backing images nested as
+/// `backing-image` (`bdrv_query_image_info` + `bdrv_block_device_info`'s
+/// loop down the chain).
+fn image_info(n: &Node, chain: bool) -> Value {
     let mut m = Map::new();
     m.insert("filename".into(), json!(n.filename()));
     m.insert("format".into(), json!(n.driver.format_name()));
-    // bdrv_get_info succeeds for raw and file: dirty-flag false.
-    m.insert("dirty-flag".into(), json!(false));
+    let q = n.driver.image_info();
+    m.insert(
+        "dirty-flag".into(),
+        json!(q.as_ref().is_some_and(|q| q.dirty)),
+    );
     if let Some(a) = n.driver.actual_size() {
         m.insert("actual-size".into(), json!(a));
     }
     m.insert("virtual-size".into(), json!(n.size().unwrap_or(0)));
+    if let Some(q) = &q {
+        m.insert("cluster-size".into(), json!(q.cluster_size));
+        if let Some(b) = &q.backing_file {
+            m.insert("backing-filename".into(), json!(b));
+            if let Some(f) = n.driver.full_backing_filename() {
+                m.insert("full-backing-filename".into(), json!(f));
+            }
+            if let Some(f) = &q.backing_format {
+                m.insert("backing-filename-format".into(), json!(f));
+            }
+        }
+    }
+    if chain {
+        if let Some(c) = n.child("backing") {
+            m.insert("backing-image".into(), image_info(c, true));
+        }
+    }
+    if let Some(q) = &q {
+        // ImageInfoSpecificQCow2, as qcow2_get_specific_info fills it.
+        let mut d = Map::new();
+        d.insert("compat".into(), json!(q.compat));
+        if q.version >= 3 {
+            d.insert("extended-l2".into(), json!(false));
+            d.insert("lazy-refcounts".into(), json!(q.lazy_refcounts));
+            d.insert("corrupt".into(), json!(q.corrupt));
+        }
+        d.insert("refcount-bits".into(), json!(q.refcount_bits));
+        d.insert("compression-type".into(), json!("zlib"));
+        m.insert(
+            "format-specific".into(),
+            json!({"type": "qcow2", "data": Value::Object(d)}),
+        );
+    }
     Value::Object(m)
 }
 
-/// `bdrv_block_device_info` (`BlockDeviceInfo`).
-fn block_device_info(bb: Option<&BlockBackend>, n: &Node) -> Value {
+/// How many backing nodes lie below `n`.
+fn backing_depth(n: &Node) -> u64 {
+    n.child("backing").map_or(0, |b| 1 + backing_depth(b))
+}
+
+/// `bdrv_block_device_info` (`BlockDeviceInfo`); `flat` leaves the backing
+/// chain out (and reports depth 0, as QEMU 7.2 does).
+fn block_device_info(bb: Option<&BlockBackend>, n: &Node, flat: bool) -> Value {
     let mut m = Map::new();
     m.insert("file".into(), json!(n.filename()));
     m.insert("node-name".into(), json!(n.name));
     m.insert("ro".into(), json!(n.flags.read_only));
     m.insert("drv".into(), json!(n.driver.format_name()));
-    m.insert("backing_file_depth".into(), json!(0));
+    if let Some(c) = n.child("backing") {
+        m.insert("backing_file".into(), json!(c.filename()));
+    }
+    let depth = if flat { 0 } else { backing_depth(n) };
+    m.insert("backing_file_depth".into(), json!(depth));
     m.insert("encrypted".into(), json!(false));
     m.insert("detect_zeroes".into(), json!(n.detect_zeroes));
     for k in ["bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr"] {
         m.insert(k.into(), json!(0));
     }
-    m.insert("image".into(), image_info(n));
+    m.insert("image".into(), image_info(n, !flat));
     m.insert(
         "cache".into(),
         json!({
@@ -93,10 +141,13 @@ impl BlockGraph {
                     m.insert("qdev".into(), json!(q));
                 }
                 m.insert("type".into(), json!("unknown"));
-                m.insert("removable".into(), json!(false));
+                // blk_dev_has_removable_media: without a device (or with
+                // one that has no removable medium callbacks) QEMU says
+                // true for none, false for virtio-blk.
+                m.insert("removable".into(), json!(d.qdev.is_none()));
                 m.insert("locked".into(), json!(false));
                 if let Some(r) = b.root() {
-                    m.insert("inserted".into(), block_device_info(Some(b), r));
+                    m.insert("inserted".into(), block_device_info(Some(b), r, false));
                 }
                 // blk_iostatus_is_enabled: a device enabled it and a policy
                 // other than report is set.
@@ -112,13 +163,14 @@ impl BlockGraph {
         Value::Array(list)
     }
 
-    /// `query-named-block-nodes` (newest node first, as QEMU's list prepend).
-    pub fn query_named_block_nodes(&self) -> Value {
+    /// `query-named-block-nodes` (newest node first, as QEMU's list
+    /// prepend); `flat` leaves out the backing images.
+    pub fn query_named_block_nodes(&self, flat: bool) -> Value {
         Value::Array(
             self.nodes()
                 .iter()
                 .rev()
-                .map(|n| block_device_info(None, n))
+                .map(|n| block_device_info(None, n, flat))
                 .collect(),
         )
     }

@@ -83,7 +83,7 @@ fn query_shapes_match_qemu_7_2() {
         "QEMU 7.2 shows 26 members before any I/O (no idle_time_ns)"
     );
     assert_eq!(s["parent"]["driver-specific"]["driver"], "file");
-    let n = g.query_named_block_nodes();
+    let n = g.query_named_block_nodes(false);
     assert_eq!(n[0]["drv"], "raw", "newest node first");
     assert_eq!(n[1]["drv"], "file");
     assert_eq!(n[1]["image"]["format"], "file");

@@ -327,6 +327,8 @@ impl Vm {
         if let Some(b) = self.building.take() {
             let _ = b.join();
         }
+        // No device holds a queue any more: images can be closed cleanly.
+        self.block.close_all();
     }
 
     /// Stops every vCPU thread for good (process exit).

@@ -19,7 +19,9 @@ pub(super) fn execute(
         "query-blockstats" => Ok(vm
             .block
             .query_blockstats(args.opt_bool("query-nodes").unwrap_or(false))),
-        "query-named-block-nodes" => Ok(vm.block.query_named_block_nodes()),
+        "query-named-block-nodes" => Ok(vm
+            .block
+            .query_named_block_nodes(args.opt_bool("flat").unwrap_or(false))),
         "block_resize" => {
             let size = args.i64("size")?;
             vm.block

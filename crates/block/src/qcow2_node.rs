@@ -1,0 +1,345 @@
+//! The `qcow2` format node: a [`Qcow2`] image over its `file` child's host
+//! file, with an optional `backing` child it reads unallocated clusters
+//! from. qcow2 maps guest offsets through its tables, so it has no linear
+//! mapping; its requests run on the I/O thread pool through [`FormatIo`].
+//!
+//! Permissions follow QEMU 7.2 block.c: the `file` child gets
+//! `bdrv_default_perms_for_storage` (metadata and data: consistent read
+//! always, write and resize when the node is writable, nobody else may
+//! write or resize), the `backing` child `bdrv_default_perms_for_cow`
+//! (consistent read only, others may read and write unchanged).
+
+use std::sync::Arc;
+
+use crate::engine::sync_ops;
+use crate::error::BlockError;
+use crate::file::FileIo;
+use crate::io::IoBuf;
+use crate::node::{Driver, FormatIo, Node};
+use crate::perm;
+use crate::qcow2::{ImageFile, ImageRead, OpenOptions, Qcow2, Qcow2Error};
+
+/// The qcow2 image's host file: the `file` child's descriptor, through the
+/// same positional I/O the pool engine uses (bounce buffers under O_DIRECT).
+struct ProtocolFile(Arc<FileIo>);
+
+fn errno_io(e: i32) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e)
+}
+
+fn buf(ptr: *mut u8, len: usize) -> [IoBuf; 1] {
+    [IoBuf { ptr, len }]
+}
+
+impl ImageFile for ProtocolFile {
+    fn read_at(&self, b: &mut [u8], off: u64) -> std::io::Result<()> {
+        sync_ops::read(&self.0, off, &buf(b.as_mut_ptr(), b.len()))
+            .map(|_| ())
+            .map_err(errno_io)
+    }
+
+    fn write_at(&self, b: &[u8], off: u64) -> std::io::Result<()> {
+        // The engine's write only reads from the buffer.
+        sync_ops::write(&self.0, off, &buf(b.as_ptr().cast_mut(), b.len()))
+            .map(|_| ())
+            .map_err(errno_io)
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        sync_ops::flush(&self.0).map(|_| ()).map_err(errno_io)
+    }
+
+    fn file_size(&self) -> std::io::Result<u64> {
+        Ok(self.0.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.file.set_len(len)
+    }
+
+    fn punch_hole(&self, off: u64, len: u64) -> std::io::Result<()> {
+        sync_ops::discard(&self.0, off, len)
+            .map(|_| ())
+            .map_err(errno_io)
+    }
+}
+
+/// A backing node as the image below a qcow2 overlay: raw (linear onto a
+/// file) or another format node.
+pub(crate) struct NodeImage(pub Arc<Node>);
+
+impl ImageRead for NodeImage {
+    fn size(&self) -> u64 {
+        self.0.size().unwrap_or(0)
+    }
+
+    fn read_at(&self, b: &mut [u8], off: u64) -> crate::qcow2::Result<()> {
+        // A backing file shorter than the overlay reads as zeros past its end.
+        let size = ImageRead::size(self);
+        let n = size.saturating_sub(off).min(b.len() as u64) as usize;
+        b[n..].fill(0);
+        if n == 0 {
+            return Ok(());
+        }
+        let failed = |e: i32| Qcow2Error::io("Could not read backing file", &errno_io(e));
+        if let Some(dp) = self.0.resolve_file() {
+            sync_ops::read(&dp.io, dp.base + off, &buf(b.as_mut_ptr(), n))
+                .map(|_| ())
+                .map_err(failed)
+        } else if let Some(f) = self.0.driver.format_io() {
+            f.read(off, &mut b[..n]).map_err(failed)
+        } else {
+            Err(failed(libc::EIO))
+        }
+    }
+}
+
+/// The pool engine's view of the image.
+struct Qcow2Io(Arc<Qcow2>);
+
+fn errno(e: Qcow2Error) -> i32 {
+    if !matches!(e, Qcow2Error::Io { .. } | Qcow2Error::ReadOnly) {
+        log::error!("qcow2: {e}");
+    }
+    e.errno()
+}
+
+impl FormatIo for Qcow2Io {
+    fn read(&self, off: u64, b: &mut [u8]) -> Result<(), i32> {
+        self.0.read_at(b, off).map_err(errno)
+    }
+    fn write(&self, off: u64, b: &[u8]) -> Result<(), i32> {
+        self.0.write_at(b, off).map_err(errno)
+    }
+    fn flush(&self) -> Result<(), i32> {
+        self.0.flush().map_err(errno)
+    }
+    fn discard(&self, off: u64, len: u64) -> Result<(), i32> {
+        self.0.discard(off, len).map_err(errno)
+    }
+    fn write_zeroes(&self, off: u64, len: u64, may_unmap: bool) -> Result<(), i32> {
+        self.0.write_zeroes(off, len, may_unmap).map_err(errno)
+    }
+}
+
+pub struct Qcow2Driver {
+    image: Arc<Qcow2>,
+    io: Arc<Qcow2Io>,
+    file: Arc<Node>,
+    writable: bool,
+    /// `json:{...}` when the backing is not the one the header names
+    /// (QEMU's `bdrv_refresh_filename` with `bdrv_backing_overridden`).
+    json_filename: std::sync::OnceLock<String>,
+}
+
+/// The header's backing file name resolved against the overlay's
+/// directory (`bdrv_get_full_backing_filename`).
+pub fn full_backing_path(overlay: &str, name: &str) -> String {
+    if name.starts_with('/') {
+        return name.to_string();
+    }
+    let dir = std::path::Path::new(overlay)
+        .parent()
+        .unwrap_or(std::path::Path::new(""));
+    dir.join(name).to_string_lossy().into_owned()
+}
+
+/// JSON as QEMU's `qobject_to_json` writes it: `", "` and `": "` between
+/// members.
+fn qobject_json(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let items: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{}: {}", Value::from(k.as_str()), qobject_json(v)))
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(qobject_json).collect();
+            format!("[{}]", items.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A node's `full_open_options` as QEMU's `json:` filenames spell them:
+/// keys in alphabetical order, children inline.
+fn open_options(n: &Node) -> serde_json::Value {
+    // A node that already needs a `json:` filename has its options there.
+    if let Some(v) = n
+        .filename()
+        .strip_prefix("json:")
+        .and_then(|j| serde_json::from_str(j).ok())
+    {
+        return v;
+    }
+    let mut m = serde_json::Map::new();
+    m.insert("driver".into(), n.driver.format_name().into());
+    match n.child("file") {
+        Some(f) => {
+            m.insert("file".into(), open_options(f));
+        }
+        None => {
+            m.insert("filename".into(), n.filename().into());
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+/// What `-blockdev driver=qcow2` takes besides the common node options.
+pub struct Qcow2Options {
+    pub lazy_refcounts: Option<bool>,
+    pub pass_discard: bool,
+}
+
+impl Qcow2Driver {
+    /// Opens the image in `file` (a protocol node); `backing` is attached
+    /// afterwards with [`Qcow2Driver::set_backing`].
+    pub fn open(file: Arc<Node>, writable: bool, o: Qcow2Options) -> Result<Self, BlockError> {
+        let io =
+            file.driver.file_io().cloned().ok_or_else(|| {
+                BlockError::new("ferrovm: a qcow2 node's file must be a file node")
+            })?;
+        let image = Qcow2::open(
+            Arc::new(ProtocolFile(io)),
+            OpenOptions {
+                writable,
+                lazy_refcounts: o.lazy_refcounts,
+                pass_discard: o.pass_discard,
+                ..OpenOptions::default()
+            },
+        )
+        .map_err(|e| BlockError::new(e.to_string()))?;
+        let image = Arc::new(image);
+        Ok(Self {
+            io: Arc::new(Qcow2Io(image.clone())),
+            image,
+            file,
+            writable,
+            json_filename: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The header's backing file, resolved, if it names one.
+    pub fn full_backing_filename(&self) -> Option<String> {
+        let name = self.image.info().backing_file?;
+        Some(full_backing_path(&self.file.filename(), &name))
+    }
+
+    pub fn image(&self) -> &Arc<Qcow2> {
+        &self.image
+    }
+
+    /// Attaches the backing node (or none); a backing other than the
+    /// header's gives the node a `json:` filename, as in QEMU.
+    pub fn set_backing(&self, backing: Option<Arc<Node>>) {
+        let header = self.full_backing_filename();
+        let overridden = match (&header, &backing) {
+            (None, None) => false,
+            (Some(h), Some(b)) => b.filename() != *h,
+            _ => true,
+        };
+        if overridden {
+            let mut m = serde_json::Map::new();
+            m.insert(
+                "backing".into(),
+                backing
+                    .as_deref()
+                    .map_or(serde_json::Value::Null, open_options),
+            );
+            m.insert("driver".into(), "qcow2".into());
+            m.insert("file".into(), open_options(&self.file));
+            let text = qobject_json(&serde_json::Value::Object(m));
+            let _ = self.json_filename.set(format!("json:{text}"));
+        }
+        self.image
+            .set_backing(backing.map(|n| Arc::new(NodeImage(n)) as Arc<dyn ImageRead>));
+    }
+}
+
+impl Drop for Qcow2Driver {
+    /// `qcow2_close` for a node that goes away before the emulator exits
+    /// (`blockdev-del`); a second close does nothing.
+    fn drop(&mut self) {
+        if let Err(e) = Driver::close(self) {
+            log::error!("qcow2: closing: {e}");
+        }
+    }
+}
+
+impl Driver for Qcow2Driver {
+    fn format_name(&self) -> &'static str {
+        "qcow2"
+    }
+
+    fn filename(&self) -> String {
+        match self.json_filename.get() {
+            Some(j) => j.clone(),
+            None => self.file.filename(),
+        }
+    }
+
+    fn full_backing_filename(&self) -> Option<String> {
+        Qcow2Driver::full_backing_filename(self)
+    }
+
+    fn size(&self) -> Result<u64, BlockError> {
+        Ok(self.image.virtual_size())
+    }
+
+    fn actual_size(&self) -> Option<u64> {
+        self.file.driver.actual_size()
+    }
+
+    fn truncate(&self, size: u64) -> Result<(), BlockError> {
+        self.image
+            .truncate(size)
+            .map_err(|e| BlockError::new(e.to_string()))
+    }
+
+    fn child_perm(&self, role: &str, p: u64, shared: u64) -> (u64, u64) {
+        if role == "backing" {
+            let mut s = if shared & perm::WRITE != 0 {
+                perm::WRITE | perm::RESIZE
+            } else {
+                0
+            };
+            s |= perm::CONSISTENT_READ | perm::WRITE_UNCHANGED;
+            return (p & perm::CONSISTENT_READ, s);
+        }
+        // bdrv_filter_default_perms, then the metadata and data rules.
+        let mut np = p & perm::DEFAULT_PERM_PASSTHROUGH;
+        let mut ns = (shared & perm::DEFAULT_PERM_PASSTHROUGH) | perm::DEFAULT_PERM_UNCHANGED;
+        if self.writable {
+            np |= perm::WRITE | perm::RESIZE;
+        }
+        np |= perm::CONSISTENT_READ;
+        ns &= !(perm::WRITE | perm::RESIZE);
+        if np & perm::WRITE_UNCHANGED != 0 {
+            np |= perm::WRITE;
+        }
+        if np & perm::WRITE != 0 {
+            np |= perm::RESIZE;
+        }
+        (np, ns)
+    }
+
+    fn format_io(&self) -> Option<Arc<dyn FormatIo>> {
+        Some(self.io.clone())
+    }
+
+    fn close(&self) -> Result<(), BlockError> {
+        if !self.writable {
+            return Ok(());
+        }
+        self.image
+            .close()
+            .map_err(|e| BlockError::new(format!("{}: {e}", self.file.filename())))
+    }
+
+    fn image_info(&self) -> Option<crate::qcow2::ImageInfo> {
+        Some(self.image.info())
+    }
+}

@@ -1,0 +1,168 @@
+"""qcow2 images and backing chains under virtio-blk: the test guest reads
+through a chain and writes into its top, and `qemu-img` (QEMU 7.2's own
+checker) judges the images: `check` finds them clean, `compare` finds the
+same content as QEMU produces from the same guest plan on the same chain,
+the backing files stay untouched, and a `kill -9` in the middle of writes
+leaves at most leaked clusters. `query-block` and `query-named-block-nodes`
+on the same command lines equal QEMU's."""
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import guest_args
+from test_virtio_blk import SECTOR, pattern, results
+
+
+def qemu_img(*args, check=True):
+    if shutil.which("qemu-img") is None:
+        pytest.fail("qemu-img is missing (apt-get install qemu-utils)")
+    r = subprocess.run(["qemu-img", *args], capture_output=True, text=True, timeout=60)
+    if check and r.returncode != 0:
+        raise AssertionError(f"qemu-img {' '.join(args)}: rc {r.returncode}\n{r.stdout}{r.stderr}")
+    return r
+
+
+def sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()
+
+
+def chain(d):
+    """base.raw (a host-written pattern) <- mid.qcow2 (v2) <- top.qcow2 (v3)."""
+    base = os.path.join(d, "base.raw")
+    with open(base, "wb") as f:
+        f.write(pattern(0, 4096, seed=3))
+        f.truncate(16 << 20)
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "compat=0.10", "-b", "base.raw", "-F", "raw",
+             os.path.join(d, "mid.qcow2"))
+    top = os.path.join(d, "top.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", "-b", "mid.qcow2",
+             "-F", "qcow2", top)
+    return base, top
+
+
+def boot(launch, binary, testguest, image, append, timeout=120):
+    g = launch(guest_args(binary, testguest, append, "-M", "q35", "-m", "128", "-drive",
+                          f"file={image},format=qcow2,if=none,id=d0",
+                          # modern-only, the device the guest drives (ferrovm's only kind)
+                          "-device", "virtio-blk-pci,drive=d0,id=vd0,disable-legacy=on"))
+    rc = g.wait_exit(timeout)
+    assert rc == 0, g.output()
+    return results(g)
+
+
+WRITE = "plan=blk-write blk_start=1000 blk_sectors=2048 seed=7"
+
+
+def test_guest_reads_and_writes_through_a_chain_as_on_qemu(ferrovm, qemu, testguest, launch,
+                                                           tmp_path):
+    ours, theirs = tmp_path / "f", tmp_path / "q"
+    ours.mkdir()
+    theirs.mkdir()
+    base, top = chain(str(ours))
+    base_sum = sha(base)
+    # The pattern the host wrote into the raw base reaches the guest
+    # through two qcow2 layers that allocate nothing.
+    r = boot(launch, ferrovm, testguest, top, "plan=blk-read blk_start=0 blk_sectors=4096 seed=3")
+    assert r.get("blk read sectors=0+4096 seed=3") is True, r
+    r = boot(launch, ferrovm, testguest, top, WRITE)
+    assert r.get("blk write sectors=1000+2048 seed=7") is True, r
+    # ... and what it wrote reads back through the chain on the next boot.
+    r = boot(launch, ferrovm, testguest, top, "plan=blk-read blk_start=1000 blk_sectors=2048 seed=7")
+    assert r.get("blk read sectors=1000+2048 seed=7") is True, r
+    assert sha(base) == base_sum, "the backing file was written"
+    check = json.loads(qemu_img("check", "--output=json", top).stdout)
+    assert check.get("corruptions", 0) == 0 and check.get("leaks", 0) == 0, check
+    # QEMU runs the same write plan on the same chain: the guest-visible
+    # content of both tops is the same.
+    qbase, qtop = chain(str(theirs))
+    r = boot(launch, qemu, testguest, qtop, WRITE, timeout=180)
+    assert r.get("blk write sectors=1000+2048 seed=7") is True, r
+    assert sha(qbase) == base_sum
+    qemu_img("compare", "-f", "qcow2", "-F", "qcow2", top, qtop)
+    # And it is what the plan wrote over the base's pattern.
+    raw = tmp_path / "expected.raw"
+    qemu_img("convert", "-O", "raw", qtop, str(raw))
+    with open(raw, "rb") as f:
+        got = f.read(4096 * SECTOR)
+    assert got[1000 * SECTOR:3048 * SECTOR] == pattern(1000, 2048, seed=7)
+    assert got[:1000 * SECTOR] == pattern(0, 1000, seed=3)
+    # Only the written clusters were allocated in ferrovm's top.
+    m = json.loads(qemu_img("map", "--output=json", top).stdout)
+    top_data = [e for e in m if e["depth"] == 0 and e["data"]]
+    assert top_data and all(1000 * SECTOR // 4096 * 4096 <= e["start"] and
+                            e["start"] + e["length"] <= (3048 + 8) * SECTOR // 4096 * 4096 + 4096
+                            for e in top_data), m
+
+
+@pytest.mark.parametrize("lazy", ["off", "on"])
+def test_kill_during_writes_leaves_at_most_leaks(ferrovm, testguest, launch, tmp_path, lazy):
+    img = str(tmp_path / "disk.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-o", f"lazy_refcounts={lazy},cluster_size=4096",
+             img, "64M")
+    g = launch(guest_args(ferrovm, testguest, "plan=blk-fill blk_mib=48", "-m", "128", "-drive",
+                          f"file={img},format=qcow2,if=none,id=d0",
+                          "-device", "virtio-blk-pci,drive=d0,id=vd0"))
+    g.wait_line(r"# blk-fill: writing", timeout=60)
+    time.sleep(0.4)
+    g.proc.send_signal(signal.SIGKILL)
+    g.wait_exit(10)
+    r = qemu_img("check", img, check=False)
+    info = json.loads(qemu_img("info", "--output=json", img).stdout)
+    if lazy == "off":
+        # QEMU's promise without lazy refcounts: leaks (exit 3) at worst.
+        assert r.returncode in (0, 3), r.stdout + r.stderr
+        assert not info["dirty-flag"]
+    else:
+        assert info["dirty-flag"], "lazy refcounts: the image stays marked dirty"
+        # ferrovm's next read-write open repairs it, as QEMU's does.
+        boot(launch, ferrovm, testguest, img, "plan=blk-read blk_start=0 blk_sectors=8 seed=0")
+        r = qemu_img("check", img, check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not json.loads(qemu_img("info", "--output=json", img).stdout)["dirty-flag"]
+
+
+def normalized(out):
+    # Automatic node names end in two random digits.
+    return json.loads(re.sub(r'#block(\d+)\d\d"', r'#block\1XX"', json.dumps(out)))
+
+
+def test_queries_equal_qemus(ferrovm, qemu, tmp_path, sockdir):
+    from qmp_util import Qmp
+    _, top = chain(str(tmp_path))
+    lines = [
+        ["-drive", f"if=none,id=d0,file={top},format=qcow2"],
+        ["-blockdev", f"driver=file,filename={top},node-name=f0",
+         "-blockdev", '{"driver": "qcow2", "file": "f0", "node-name": "q0", "backing": null}',
+         "-device", "virtio-blk-pci,drive=q0,id=vd0"],
+        # A backing given by node name, and the dotted syntax's "no backing".
+        ["-blockdev", f"driver=file,filename={tmp_path}/mid.qcow2,node-name=mf,read-only=on",
+         "-blockdev", "driver=qcow2,file=mf,node-name=mq,backing=,read-only=on",
+         "-blockdev", f"driver=file,filename={top},node-name=tf",
+         "-blockdev", "driver=qcow2,file=tf,node-name=tq,backing=mq",
+         "-device", "virtio-blk-pci,drive=tq,id=vd0"],
+    ]
+    queries = [("query-block", {}), ("query-named-block-nodes", {}),
+               ("query-named-block-nodes", {"flat": True})]
+    for extra in lines:
+        got = {}
+        for binary in (ferrovm, qemu):
+            sock = f"{sockdir}/b.sock"
+            p = subprocess.Popen([binary, "-nodefaults", "-display", "none", "-S", "-M", "q35",
+                                  "-accel", "kvm", "-qmp", f"unix:{sock},server=on,wait=off",
+                                  *extra], stderr=subprocess.PIPE)
+            try:
+                q = Qmp(sock, proc=p)
+                got[binary] = [normalized(q.cmd(c, a)) for c, a in queries]
+                q.close()
+            finally:
+                p.kill()
+                p.wait()
+        assert got[ferrovm] == got[qemu], extra
