@@ -37,6 +37,8 @@ COMMANDS = [
     "query-cpu-model-expansion",
     # issue 10: watchdog
     "watchdog-set-action",
+    # issue 11: the node graph
+    "blockdev-add", "blockdev-del",
     # issue 10: the RTC
     "rtc-reset-reinjection",
 ]

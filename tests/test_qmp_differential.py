@@ -37,6 +37,8 @@ VALID_ARGS = {
     "netdev_del": {"id": "nope"},
     "balloon": {"value": 1 << 20},
     "qom-set": {"path": "/machine", "property": "type", "value": "x"},
+    "blockdev-add": {"driver": "file", "filename": "/nonexistent"},
+    "blockdev-del": {"node-name": "x"},
 }
 
 MALFORMED = [  # tests/qtest/qmp-test.c test_malformed, and more
@@ -187,6 +189,18 @@ def steps_after_negotiation():
                            "watchdog": "reset"}),
         req("set-action", {}),
         req("watchdog-set-action", {"action": "pause"}), req("watchdog-set-action", {}),
+        req("blockdev-add", {"driver": "file", "filename": "/nonexistent/x", "node-name": "n1"}),
+        req("blockdev-add", {"driver": "file", "filename": os.path.abspath(__file__),
+                             "node-name": "n0", "read-only": True}),
+        req("blockdev-add", {"driver": "raw", "file": "n0", "node-name": "r0", "read-only": True}),
+        req("blockdev-del", {"node-name": "n0"}),
+        req("blockdev-del", {"node-name": "r0"}), req("blockdev-del", {"node-name": "n0"}),
+        req("blockdev-add", {"driver": "qcow2", "node-name": "n2", "file": "nosuch"}),
+        req("blockdev-add", {"driver": "bogus", "node-name": "n3"}),
+        req("blockdev-add", {"driver": "raw", "node-name": "n4", "file": {"driver": "file"}}),
+        req("blockdev-add", {"driver": "raw"}),
+        req("blockdev-add", {"node-name": "n5"}),
+        req("blockdev-del", {"node-name": "nosuch"}), req("blockdev-del", {}),
         req("watchdog-set-action", {"action": "bogus"}), req("watchdog-set-action", {"action": 1}),
         req("human-monitor-command", {}), req("human-monitor-command", {"command-line": 1}),
         req("human-monitor-command", {"command-line": "info status", "cpu-index": 9}),

@@ -379,6 +379,8 @@ def test_argument_errors(vm):
                     "device-list-properties": {"typename": "virtio-net-pci"},
                     "query-cpu-model-expansion": {"type": "static", "model": {"name": "qemu64"}},
                     "watchdog-set-action": {"action": "none"},
+                    "blockdev-add": {"driver": "file", "filename": "/nonexistent"},
+                    "blockdev-del": {"node-name": "x"},
                     }.get(cmd, {})
             cls, desc = q.error(cmd, {**args, "no-such-arg": 1})
             assert (cls, desc) == ("GenericError", "Parameter 'no-such-arg' is unexpected"), cmd

@@ -16,6 +16,49 @@ use crate::policy::{CacheMode, OnError};
 use crate::qcow2_node::{Qcow2Driver, Qcow2Options};
 use crate::raw::RawDriver;
 
+/// QEMU 7.2's `BlockdevDriver` values on this host that ferrovm has no
+/// driver for: refused by name rather than as unknown.
+const QEMU_DRIVERS: &[&str] = &[
+    "blkdebug",
+    "blklogwrites",
+    "blkreplay",
+    "blkverify",
+    "bochs",
+    "cloop",
+    "compress",
+    "copy-before-write",
+    "copy-on-read",
+    "dmg",
+    "snapshot-access",
+    "ftp",
+    "ftps",
+    "gluster",
+    "host_cdrom",
+    "host_device",
+    "http",
+    "https",
+    "iscsi",
+    "luks",
+    "nbd",
+    "nfs",
+    "null-aio",
+    "null-co",
+    "nvme",
+    "parallels",
+    "preallocate",
+    "qcow",
+    "qed",
+    "quorum",
+    "rbd",
+    "ssh",
+    "throttle",
+    "vdi",
+    "vhdx",
+    "vmdk",
+    "vpc",
+    "vvfat",
+];
+
 /// Format probing (`bdrv_probe_all`) as far as ferrovm has formats: the
 /// qcow2 magic `QFI\xfb`, else raw.
 fn probe_qcow2(filename: Option<&str>) -> bool {
@@ -384,6 +427,11 @@ impl BlockGraph {
             }
             _ if syntax == Syntax::Drive => {
                 return Err(BlockError::new(format!("Unknown driver '{driver}'")))
+            }
+            d if QEMU_DRIVERS.contains(&d) => {
+                return Err(BlockError::new(format!(
+                    "ferrovm: block driver '{d}' is not supported (only file, raw and qcow2)"
+                )))
             }
             _ => {
                 return Err(BlockError::new(format!(

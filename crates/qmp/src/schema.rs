@@ -1770,7 +1770,8 @@ mod tests {
         let t = support_table_markdown();
         assert!(t.contains("| `query-status` | yes |"));
         assert!(t.contains("| `block-commit` | no |"));
-        assert!(t.contains("| `blockdev-add` | no |"));
+        assert!(t.contains("| `blockdev-add` | yes |"));
+        assert!(t.contains("| `blockdev-snapshot-sync` | no |"));
         assert!(t.contains("| `SHUTDOWN` | yes |"));
     }
 }

@@ -72,6 +72,14 @@ impl Handler for FakeVm {
                 Value::Null
             }
             "set-action" | "watchdog-set-action" => Value::Null,
+            // No block graph: nothing to add to or delete from.
+            "blockdev-add" => return Err(QmpError::generic("The fake VM has no block layer")),
+            "blockdev-del" => {
+                let n = args.str("node-name")?;
+                return Err(QmpError::generic(format!(
+                    "Failed to find node with node-name='{n}'"
+                )));
+            }
             "query-name" => match &self.name {
                 Some(n) => json!({"name": n}),
                 None => json!({}),

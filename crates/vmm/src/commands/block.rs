@@ -1,5 +1,5 @@
 //! The block commands (QEMU's qapi/block-core.json): what the graph holds,
-//! its statistics and resizing. The answers are the
+//! its statistics and resizing, nodes added and deleted. The answers are the
 //! block layer's (`block::qapi`); this file only routes.
 
 use qmp::{Args, EventSink, QmpError};
@@ -27,6 +27,16 @@ pub(super) fn execute(
             vm.block
                 .block_resize(args.opt_str("device"), args.opt_str("node-name"), size)
                 .map_err(err)?;
+            Ok(Value::Null)
+        }
+        // The schema has checked the options against QEMU's BlockdevOptions;
+        // the graph opens what ferrovm has drivers for.
+        "blockdev-add" => {
+            vm.block.add_blockdev(args.as_map()).map_err(err)?;
+            Ok(Value::Null)
+        }
+        "blockdev-del" => {
+            vm.block.blockdev_del(args.str("node-name")?).map_err(err)?;
             Ok(Value::Null)
         }
         _ => Err(super::not_found(cmd)),
