@@ -173,6 +173,20 @@ impl BlockGraph {
         Ok(node)
     }
 
+    /// A snapshot's new overlay, opened with the flags of the node it will
+    /// sit on (`external_snapshot_prepare`: `old_bs->open_flags`).
+    pub(crate) fn open_overlay(
+        &mut self,
+        opts: Map<String, Value>,
+        old: &Node,
+    ) -> Result<Arc<Node>, BlockError> {
+        let flags = NodeFlags {
+            read_only: false,
+            ..old.flags
+        };
+        self.open_node(opts, flags, String::new(), Syntax::Blockdev)
+    }
+
     /// QMP `blockdev-del` (blockdev.c `qmp_blockdev_del`): a monitor-owned
     /// node nobody uses goes, with the inline children only it holds.
     pub fn blockdev_del(&mut self, name: &str) -> Result<(), BlockError> {
@@ -184,7 +198,7 @@ impl BlockGraph {
         if self
             .backends
             .iter()
-            .any(|b| b.root().is_some_and(|r| Arc::ptr_eq(r, &node)))
+            .any(|b| b.root().is_some_and(|r| Arc::ptr_eq(&r, &node)))
         {
             return Err(BlockError::new(format!("Node {name} is in use")));
         }
@@ -196,7 +210,7 @@ impl BlockGraph {
         let parents = self
             .nodes
             .iter()
-            .filter(|n| n.children.iter().any(|c| Arc::ptr_eq(&c.node, &node)))
+            .filter(|n| n.children().iter().any(|c| Arc::ptr_eq(&c.node, &node)))
             .count();
         if parents > 0 {
             return Err(BlockError::new(format!("Block device {name} is in use")));
@@ -209,16 +223,16 @@ impl BlockGraph {
     /// Drops `node` and every child no other node or backend still holds.
     fn remove_subtree(&mut self, node: &Arc<Node>) {
         self.nodes.retain(|n| !Arc::ptr_eq(n, node));
-        for c in &node.children {
+        for c in &node.children() {
             let held = self.monitor_owned.iter().any(|n| *n == c.node.name)
                 || self
                     .nodes
                     .iter()
-                    .any(|n| n.children.iter().any(|cc| Arc::ptr_eq(&cc.node, &c.node)))
+                    .any(|n| n.children().iter().any(|cc| Arc::ptr_eq(&cc.node, &c.node)))
                 || self
                     .backends
                     .iter()
-                    .any(|b| b.root().is_some_and(|r| Arc::ptr_eq(r, &c.node)));
+                    .any(|b| b.root().is_some_and(|r| Arc::ptr_eq(&r, &c.node)));
             if !held {
                 let child = c.node.clone();
                 self.remove_subtree(&child);
@@ -625,7 +639,6 @@ impl BlockGraph {
         }
         let root = bb
             .root()
-            .cloned()
             .ok_or_else(|| BlockError::new(format!("Drive '{drive}' has no medium")))?;
         let ro = bb.read_only() || o.read_only;
         let (p, s) = perm::device_perms(ro, true, o.share_rw);
@@ -681,7 +694,7 @@ impl BlockGraph {
         node.driver.truncate(size)?;
         let new = node.size()?;
         for b in &self.backends {
-            if b.root().is_some_and(|r| Arc::ptr_eq(r, &node)) {
+            if b.root().is_some_and(|r| Arc::ptr_eq(&r, &node)) {
                 b.inner.notify_resize(new);
             }
         }
@@ -709,7 +722,6 @@ impl BlockGraph {
             if let Some(b) = self.backend(d) {
                 return b
                     .root()
-                    .cloned()
                     .ok_or_else(|| BlockError::new(format!("Device '{d}' has no medium")));
             }
         }

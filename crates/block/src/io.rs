@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -120,14 +120,34 @@ pub struct BlockBackend {
     pub(crate) inner: Arc<Backend>,
 }
 
+/// A backend's root node and how its requests reach the image.
+#[derive(Clone, Default)]
+pub(crate) struct Route {
+    /// None for an empty drive, and for [`BlockBackend::from_file`].
+    pub root: Option<Arc<Node>>,
+    /// The host file, when the formats down to it map linearly (raw).
+    pub data: Option<DataPath>,
+    /// A root that maps non-linearly (qcow2): requests go through it.
+    pub format: Option<Arc<dyn FormatIo>>,
+}
+
+impl Route {
+    pub(crate) fn of(root: Option<Arc<Node>>) -> Self {
+        let data = root.as_ref().and_then(|r| r.resolve_file());
+        let format = match data {
+            Some(_) => None,
+            None => root.as_ref().and_then(|r| r.driver.format_io()),
+        };
+        Route { root, data, format }
+    }
+}
+
 pub(crate) struct Backend {
     /// The drive id (`device` in query-block); "" for anonymous backends.
     pub name: String,
-    /// None for an empty drive, and for [`BlockBackend::from_file`].
-    pub root: Option<Arc<Node>>,
-    data: Option<DataPath>,
-    /// A root that maps non-linearly (qcow2): requests go through it.
-    format: Option<Arc<dyn FormatIo>>,
+    /// Where requests go; replaced (in a drained section) when a snapshot
+    /// puts a new overlay on top.
+    route: RwLock<Route>,
     pub read_only: bool,
     pub write_cache: AtomicBool,
     pub werror: OnError,
@@ -147,16 +167,9 @@ impl Backend {
         werror: OnError,
         rerror: OnError,
     ) -> Self {
-        let data = root.as_ref().and_then(|r| r.resolve_file());
-        let format = match data {
-            Some(_) => None,
-            None => root.as_ref().and_then(|r| r.driver.format_io()),
-        };
         Backend {
             name,
-            root,
-            data,
-            format,
+            route: RwLock::new(Route::of(root)),
             read_only,
             write_cache: AtomicBool::new(write_cache),
             werror,
@@ -187,8 +200,25 @@ impl Backend {
         }
     }
 
+    pub(crate) fn route(&self) -> Route {
+        self.route.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_route(&self, r: Route) {
+        *self.route.write().unwrap_or_else(|e| e.into_inner()) = r;
+    }
+
+    fn root(&self) -> Option<Arc<Node>> {
+        self.route
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .root
+            .clone()
+    }
+
     fn size(&self) -> u64 {
-        match (&self.root, &self.data) {
+        let r = self.route();
+        match (&r.root, &r.data) {
             (Some(r), _) => r.size().unwrap_or(0),
             (None, Some(d)) => d.io.file.metadata().map(|m| m.len()).unwrap_or(0),
             (None, None) => 0,
@@ -207,7 +237,8 @@ impl Backend {
             );
         }
         if let (Ok(_), Some(end)) = (result, meta.write_end) {
-            match (&self.data, &self.root) {
+            let r = self.route();
+            match (&r.data, &r.root) {
                 (Some(d), _) => {
                     for (n, off) in &d.path {
                         n.wr_highest_offset.fetch_max(end + off, Ordering::Relaxed);
@@ -260,7 +291,7 @@ impl BlockBackend {
             discard_nb_failed: Default::default(),
             discard_bytes_ok: Default::default(),
         });
-        let mut b = Backend::new(
+        let b = Backend::new(
             String::new(),
             None,
             read_only,
@@ -268,10 +299,14 @@ impl BlockBackend {
             on_error(werror),
             on_error(rerror),
         );
-        b.data = Some(DataPath {
-            io,
-            base: 0,
-            path: Vec::new(),
+        b.set_route(Route {
+            root: None,
+            data: Some(DataPath {
+                io,
+                base: 0,
+                path: Vec::new(),
+            }),
+            format: None,
         });
         BlockBackend { inner: Arc::new(b) }
     }
@@ -291,8 +326,8 @@ impl BlockBackend {
     }
 
     /// The root node (None for an empty drive).
-    pub fn root(&self) -> Option<&Arc<Node>> {
-        self.inner.root.as_ref()
+    pub fn root(&self) -> Option<Arc<Node>> {
+        self.inner.root()
     }
 
     /// Whether the guest sees a volatile write cache (`write-cache`/`cache=`):
@@ -309,7 +344,7 @@ impl BlockBackend {
 
     /// Whether discard requests reach the image (`discard=unmap`).
     pub fn discard_enabled(&self) -> bool {
-        self.inner.root.as_ref().is_some_and(|r| r.flags.discard)
+        self.inner.root().is_some_and(|r| r.flags.discard)
     }
 
     /// The policy for a failed request (`is_read`: rerror, else werror);
@@ -341,7 +376,7 @@ impl BlockBackend {
         }
         let mut m = serde_json::Map::new();
         m.insert("device".into(), json!(self.inner.name));
-        if let Some(r) = &self.inner.root {
+        if let Some(r) = self.inner.root() {
             m.insert("node-name".into(), json!(r.name));
         }
         m.insert(
@@ -385,8 +420,7 @@ impl BlockBackend {
     pub fn stats_json(&self) -> Value {
         let w = self
             .inner
-            .root
-            .as_ref()
+            .root()
             .map_or(0, |r| r.wr_highest_offset.load(Ordering::Relaxed));
         self.inner.stats.to_json(w)
     }
@@ -394,7 +428,7 @@ impl BlockBackend {
     /// A new submission queue with its own completion eventfd.
     pub fn open_queue(&self) -> std::io::Result<BlockQueue> {
         let shared = Arc::new(Shared::new()?);
-        let uring = match &self.inner.data {
+        let uring = match &self.inner.route().data {
             Some(d) if d.io.aio == Aio::IoUring => {
                 Uring::new(d.io.clone(), shared.done.as_raw_fd()).ok()
             }
@@ -475,7 +509,8 @@ impl BlockQueue {
             requests: requests.max(1),
         };
         let b = &self.backend;
-        if b.data.is_none() && b.format.is_none() {
+        let route = b.route();
+        if route.data.is_none() && route.format.is_none() {
             return self.finish_now(meta, Err(libc::ENOMEDIUM));
         }
         let writes = !matches!(req.kind, IoKind::Read | IoKind::Flush);
@@ -486,8 +521,8 @@ impl BlockQueue {
         if req.kind != IoKind::Flush && req.offset.checked_add(bytes).is_none_or(|e| e > b.size()) {
             return self.finish_now(meta, Err(libc::EIO));
         }
-        let Some(data) = b.data.clone() else {
-            let f = b.format.clone();
+        let Some(data) = route.data.clone() else {
+            let f = route.format.clone();
             if let Some(f) = f {
                 self.submit_format(f, req, meta);
             }
@@ -500,7 +535,9 @@ impl BlockQueue {
             IoKind::Flush if io.no_flush => return self.finish_now(meta, Ok(0)),
             _ => {}
         }
-        if let Some(u) = self.uring.as_mut() {
+        // A queue's ring is bound to the file it was opened on; after a
+        // snapshot moved the backend elsewhere, requests take the pool.
+        if let Some(u) = self.uring.as_mut().filter(|u| Arc::ptr_eq(u.io(), &io)) {
             let op = match req.kind {
                 IoKind::Read => Some(Op::Read),
                 IoKind::Write => Some(Op::Write),
@@ -546,12 +583,12 @@ impl BlockQueue {
     }
 
     fn discard_enabled(&self) -> bool {
-        self.backend.root.as_ref().is_some_and(|r| r.flags.discard)
+        self.backend.root().is_some_and(|r| r.flags.discard)
     }
 
     /// A request through a format driver (qcow2), on the I/O thread pool.
     fn submit_format(&mut self, f: Arc<dyn FormatIo>, req: IoRequest, meta: Meta) {
-        let no_flush = self.backend.root.as_ref().is_some_and(|r| r.flags.no_flush);
+        let no_flush = self.backend.root().is_some_and(|r| r.flags.no_flush);
         match req.kind {
             IoKind::Discard if !self.discard_enabled() => {
                 return self.finish_now(meta, Ok(meta.bytes))

@@ -8,6 +8,7 @@
 //! - [`qcow2`]: the qcow2 image format; [`qcow2_node`]: the `qcow2` node over it.
 //! - [`perm`], [`lock`]: QEMU's permission bits and OFD image locks.
 //! - [`engine`]: thread pool and io_uring behind the queues.
+//! - [`snapshot`]: external snapshots (a new overlay on top, devices moved).
 //! - [`stats`], [`qapi`]: accounting and the QMP query data.
 //! - [`policy`]: werror/rerror, I/O status, cache modes.
 
@@ -25,6 +26,7 @@ pub mod qapi;
 pub mod qcow2;
 pub mod qcow2_node;
 pub mod raw;
+pub mod snapshot;
 pub mod stats;
 
 pub use error::BlockError;

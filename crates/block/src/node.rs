@@ -67,6 +67,14 @@ pub trait Driver: Send + Sync {
     fn close(&self) -> Result<(), BlockError> {
         Ok(())
     }
+    /// Reads unallocated data through `backing` from now on (formats with
+    /// a backing file: qcow2).
+    fn set_backing(&self, _backing: Option<Arc<Node>>) -> Result<(), BlockError> {
+        Err(BlockError::new(format!(
+            "Driver '{}' of node does not support backing files",
+            self.format_name()
+        )))
+    }
     /// The backing file the image header names, resolved.
     fn full_backing_filename(&self) -> Option<String> {
         None
@@ -88,6 +96,7 @@ pub trait FormatIo: Send + Sync {
 }
 
 /// An edge to a child node (QEMU's BdrvChild).
+#[derive(Clone)]
 pub struct Child {
     /// `file` or `backing` (later `data-file`).
     pub role: &'static str,
@@ -116,7 +125,8 @@ pub struct Node {
     /// `detect-zeroes` (only `off` is implemented).
     pub detect_zeroes: String,
     pub driver: Box<dyn Driver>,
-    pub children: Vec<Child>,
+    /// Changes only when a snapshot gives an overlay its backing.
+    children: std::sync::RwLock<Vec<Child>>,
     id: u64,
     perms: Mutex<PermState>,
     /// `bs->wr_highest_offset`: end of the highest write through this node.
@@ -137,7 +147,7 @@ impl Node {
             flags,
             detect_zeroes: "off".into(),
             driver,
-            children,
+            children: std::sync::RwLock::new(children),
             id: new_parent_id(),
             perms: Mutex::new(PermState {
                 parents: Vec::new(),
@@ -147,16 +157,50 @@ impl Node {
         }
     }
 
-    pub fn child(&self, role: &str) -> Option<&Arc<Node>> {
+    pub fn children(&self) -> Vec<Child> {
         self.children
-            .iter()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn child(&self, role: &str) -> Option<Arc<Node>> {
+        self.children()
+            .into_iter()
             .find(|c| c.role == role)
-            .map(|c| &c.node)
+            .map(|c| c.node)
+    }
+
+    /// Gives the node the backing child `backing` (QEMU's
+    /// `bdrv_set_backing_hd`, used by `blockdev-snapshot`): the driver reads
+    /// through it from now on, and it gets the permissions the driver asks
+    /// for on a backing child.
+    pub(crate) fn set_backing(&self, backing: Arc<Node>) -> Result<(), BlockError> {
+        let (p, sh) = self.perms();
+        let want = self.driver.child_perm("backing", p, sh);
+        backing.set_parent_perm(self.id, Some(want))?;
+        if let Err(e) = self.driver.set_backing(Some(backing.clone())) {
+            let _ = backing.set_parent_perm(self.id, None);
+            return Err(e);
+        }
+        let mut c = self.children.write().unwrap_or_else(|e| e.into_inner());
+        c.retain(|c| c.role != "backing");
+        c.push(Child {
+            role: "backing",
+            node: backing,
+        });
+        Ok(())
     }
 
     /// The cumulative (perm, shared) held on this node.
     pub fn perms(&self) -> (u64, u64) {
         self.perms.lock().unwrap_or_else(|e| e.into_inner()).cur
+    }
+
+    /// What parent `id` holds on this node.
+    pub(crate) fn parent_perm(&self, id: u64) -> Option<(u64, u64)> {
+        let st = self.perms.lock().unwrap_or_else(|e| e.into_inner());
+        st.parents.iter().find(|e| e.0 == id).map(|e| (e.1, e.2))
     }
 
     pub fn has_parents(&self) -> bool {
@@ -196,10 +240,11 @@ impl Node {
 
     fn apply(&self, old: (u64, u64), new: (u64, u64)) -> Result<(), BlockError> {
         self.driver.set_perm(old, new)?;
-        for (i, c) in self.children.iter().enumerate() {
+        let children = self.children();
+        for (i, c) in children.iter().enumerate() {
             let want = self.driver.child_perm(c.role, new.0, new.1);
             if let Err(e) = c.node.set_parent_perm(self.id, Some(want)) {
-                for c in &self.children[..i] {
+                for c in &children[..i] {
                     let back = self.driver.child_perm(c.role, old.0, old.1);
                     let _ = c.node.set_parent_perm(self.id, Some(back));
                 }

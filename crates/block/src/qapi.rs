@@ -43,7 +43,7 @@ fn image_info(n: &Node, chain: bool) -> Value {
     }
     if chain {
         if let Some(c) = n.child("backing") {
-            m.insert("backing-image".into(), image_info(c, true));
+            m.insert("backing-image".into(), image_info(&c, true));
         }
     }
     if let Some(q) = &q {
@@ -67,7 +67,7 @@ fn image_info(n: &Node, chain: bool) -> Value {
 
 /// How many backing nodes lie below `n`.
 fn backing_depth(n: &Node) -> u64 {
-    n.child("backing").map_or(0, |b| 1 + backing_depth(b))
+    n.child("backing").map_or(0, |b| 1 + backing_depth(&b))
 }
 
 /// `bdrv_block_device_info` (`BlockDeviceInfo`); `flat` leaves the backing
@@ -114,10 +114,10 @@ fn node_stats(n: &Node) -> Value {
         m.insert("driver-specific".into(), d);
     }
     if let Some(c) = n.child("file") {
-        m.insert("parent".into(), node_stats(c));
+        m.insert("parent".into(), node_stats(&c));
     }
     if let Some(c) = n.child("backing") {
-        m.insert("backing".into(), node_stats(c));
+        m.insert("backing".into(), node_stats(&c));
     }
     Value::Object(m)
 }
@@ -147,7 +147,7 @@ impl BlockGraph {
                 m.insert("removable".into(), json!(d.qdev.is_none()));
                 m.insert("locked".into(), json!(false));
                 if let Some(r) = b.root() {
-                    m.insert("inserted".into(), block_device_info(Some(b), r, false));
+                    m.insert("inserted".into(), block_device_info(Some(b), &r, false));
                 }
                 // blk_iostatus_is_enabled: a device enabled it and a policy
                 // other than report is set.
@@ -199,7 +199,7 @@ impl BlockGraph {
                         m.insert("driver-specific".into(), d);
                     }
                     if let Some(c) = r.child("file") {
-                        m.insert("parent".into(), node_stats(c));
+                        m.insert("parent".into(), node_stats(&c));
                     }
                 }
                 Value::Object(m)

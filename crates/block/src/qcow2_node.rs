@@ -129,7 +129,7 @@ pub struct Qcow2Driver {
     writable: bool,
     /// `json:{...}` when the backing is not the one the header names
     /// (QEMU's `bdrv_refresh_filename` with `bdrv_backing_overridden`).
-    json_filename: std::sync::OnceLock<String>,
+    json_filename: std::sync::Mutex<Option<String>>,
 }
 
 /// The header's backing file name resolved against the overlay's
@@ -179,7 +179,7 @@ fn open_options(n: &Node) -> serde_json::Value {
     m.insert("driver".into(), n.driver.format_name().into());
     match n.child("file") {
         Some(f) => {
-            m.insert("file".into(), open_options(f));
+            m.insert("file".into(), open_options(&f));
         }
         None => {
             m.insert("filename".into(), n.filename().into());
@@ -218,7 +218,7 @@ impl Qcow2Driver {
             image,
             file,
             writable,
-            json_filename: std::sync::OnceLock::new(),
+            json_filename: std::sync::Mutex::new(None),
         })
     }
 
@@ -241,6 +241,7 @@ impl Qcow2Driver {
             (Some(h), Some(b)) => b.filename() != *h,
             _ => true,
         };
+        let mut json = None;
         if overridden {
             let mut m = serde_json::Map::new();
             m.insert(
@@ -252,8 +253,9 @@ impl Qcow2Driver {
             m.insert("driver".into(), "qcow2".into());
             m.insert("file".into(), open_options(&self.file));
             let text = qobject_json(&serde_json::Value::Object(m));
-            let _ = self.json_filename.set(format!("json:{text}"));
+            json = Some(format!("json:{text}"));
         }
+        *self.json_filename.lock().unwrap_or_else(|e| e.into_inner()) = json;
         self.image
             .set_backing(backing.map(|n| Arc::new(NodeImage(n)) as Arc<dyn ImageRead>));
     }
@@ -275,7 +277,7 @@ impl Driver for Qcow2Driver {
     }
 
     fn filename(&self) -> String {
-        match self.json_filename.get() {
+        match &*self.json_filename.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(j) => j.clone(),
             None => self.file.filename(),
         }
@@ -283,6 +285,11 @@ impl Driver for Qcow2Driver {
 
     fn full_backing_filename(&self) -> Option<String> {
         Qcow2Driver::full_backing_filename(self)
+    }
+
+    fn set_backing(&self, backing: Option<Arc<Node>>) -> Result<(), BlockError> {
+        Qcow2Driver::set_backing(self, backing);
+        Ok(())
     }
 
     fn size(&self) -> Result<u64, BlockError> {

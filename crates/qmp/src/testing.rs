@@ -74,6 +74,12 @@ impl Handler for FakeVm {
             "set-action" | "watchdog-set-action" => Value::Null,
             // No block graph: nothing to add to or delete from.
             "blockdev-add" => return Err(QmpError::generic("The fake VM has no block layer")),
+            "blockdev-snapshot-sync" | "blockdev-snapshot" => {
+                let d = args.opt_str("device").or(args.opt_str("node")).unwrap_or("");
+                return Err(QmpError::generic(format!(
+                    "Cannot find device='{d}' nor node-name=''"
+                )));
+            }
             "blockdev-del" => {
                 let n = args.str("node-name")?;
                 return Err(QmpError::generic(format!(

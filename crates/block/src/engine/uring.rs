@@ -49,6 +49,11 @@ pub(crate) struct Uring {
 }
 
 impl Uring {
+    /// The file the ring's requests go to.
+    pub fn io(&self) -> &Arc<FileIo> {
+        &self.io
+    }
+
     pub fn new(io: Arc<FileIo>, eventfd: RawFd) -> std::io::Result<Self> {
         let ring = IoUring::new(ENTRIES)?;
         ring.submitter().register_eventfd(eventfd)?;

@@ -77,6 +77,11 @@ pub enum BackendMsg {
     CancelTimer(TimerId),
     /// Drain and stop serving; the reply comes once drained.
     Pause(Sender<()>),
+    /// A drained section (QEMU's `bdrv_drained_begin`): drain and stop
+    /// serving devices while guest time goes on; the reply says whether it
+    /// drained (false: already paused).
+    DrainBegin(Sender<bool>),
+    DrainEnd,
     Resume,
     /// Stepped clock: advance and run what became due; reply when done.
     Step(u64, Sender<u64>),
@@ -151,6 +156,20 @@ impl BackendHandle {
 
     pub fn resume(&self) {
         self.send(BackendMsg::Resume);
+    }
+
+    /// Runs `f` with every device drained and held (no request in flight,
+    /// none started), the VM's clock running on: a block graph change such
+    /// as a snapshot's switch to a new overlay happens here.
+    pub fn drained<T>(&self, f: impl FnOnce() -> T) -> T {
+        let (tx, rx) = mpsc::channel();
+        self.send(BackendMsg::DrainBegin(tx));
+        let drained = rx.recv().unwrap_or(false);
+        let out = f();
+        if drained {
+            self.send(BackendMsg::DrainEnd);
+        }
+        out
     }
 
     /// Stepped clock only: advances it by `ns`, runs the timers that became
@@ -335,6 +354,24 @@ impl Loop {
                         }
                     }
                     let _ = reply.send(());
+                }
+                BackendMsg::DrainBegin(reply) => {
+                    let drained = !self.paused;
+                    if drained {
+                        self.paused = true;
+                        for d in &self.drainables {
+                            lock(d).pause();
+                        }
+                    }
+                    let _ = reply.send(drained);
+                }
+                BackendMsg::DrainEnd => {
+                    if self.paused {
+                        self.paused = false;
+                        for d in &self.drainables {
+                            lock(d).resume();
+                        }
+                    }
                 }
                 BackendMsg::Resume => {
                     if self.paused {

@@ -35,10 +35,40 @@ pub(super) fn execute(
             vm.block.add_blockdev(args.as_map()).map_err(err)?;
             Ok(Value::Null)
         }
+        // A drained section around the switch (QEMU drains old_bs): no
+        // guest request is in flight while the devices move to the overlay.
+        "blockdev-snapshot-sync" => {
+            let a = block::snapshot::SnapshotSync {
+                device: args.opt_str("device"),
+                node_name: args.opt_str("node-name"),
+                snapshot_file: args.str("snapshot-file")?,
+                snapshot_node_name: args.opt_str("snapshot-node-name"),
+                format: args.opt_str("format"),
+                existing: args.opt_str("mode") == Some("existing"),
+            };
+            drained(vm, |g| g.snapshot_sync(&a)).map_err(err)?;
+            Ok(Value::Null)
+        }
+        "blockdev-snapshot" => {
+            let (node, overlay) = (args.str("node")?, args.str("overlay")?);
+            drained(vm, |g| g.snapshot(node, overlay)).map_err(err)?;
+            Ok(Value::Null)
+        }
         "blockdev-del" => {
             vm.block.blockdev_del(args.str("node-name")?).map_err(err)?;
             Ok(Value::Null)
         }
         _ => Err(super::not_found(cmd)),
+    }
+}
+
+/// Runs `f` on the block graph with every device drained (no machine: no
+/// device to drain).
+fn drained<T>(vm: &mut Vm, f: impl FnOnce(&mut block::BlockGraph) -> T) -> T {
+    let backend = vm.machine.as_ref().map(|m| m.devices.backend().clone());
+    let graph = &mut vm.block;
+    match backend {
+        Some(b) => b.drained(|| f(graph)),
+        None => f(graph),
     }
 }

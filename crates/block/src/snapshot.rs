@@ -1,0 +1,139 @@
+//! External snapshots (QEMU 7.2 blockdev.c `external_snapshot_prepare`,
+//! block.c `bdrv_append`): a new overlay goes on top of a node, the node
+//! becomes the overlay's backing file, and every device on the node moves
+//! to the overlay. The caller runs this in a drained section, so no request
+//! is in flight while the devices switch and none is lost.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::engine::sync_ops;
+use crate::error::BlockError;
+use crate::graph::BlockGraph;
+use crate::io::Route;
+use crate::node::Node;
+use crate::qcow2::{create, CreateOptions, ImageFile};
+
+/// `blockdev-snapshot-sync`'s arguments.
+pub struct SnapshotSync<'a> {
+    pub device: Option<&'a str>,
+    pub node_name: Option<&'a str>,
+    pub snapshot_file: &'a str,
+    pub snapshot_node_name: Option<&'a str>,
+    pub format: Option<&'a str>,
+    /// `mode=existing`: the file is there already (else it is created with
+    /// the node as its backing file, `absolute-paths`).
+    pub existing: bool,
+}
+
+impl BlockGraph {
+    /// QMP `blockdev-snapshot-sync`.
+    pub fn snapshot_sync(&mut self, a: &SnapshotSync<'_>) -> Result<(), BlockError> {
+        let old = self.lookup_bs(a.device, a.node_name)?;
+        if a.node_name.is_some() && a.snapshot_node_name.is_none() {
+            return Err(BlockError::new("New overlay node-name missing"));
+        }
+        if let Some(n) = a.snapshot_node_name {
+            if self.node(n).is_some() || self.backend(n).is_some() {
+                return Err(BlockError::new("New overlay node-name already in use"));
+            }
+        }
+        self.flush_node(&old)?;
+        let format = a.format.unwrap_or("qcow2");
+        if !a.existing {
+            if format != "qcow2" {
+                return Err(BlockError::new(format!(
+                    "ferrovm: snapshot overlays are created as qcow2 only, not '{format}'"
+                )));
+            }
+            let size = old.size()?;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(a.snapshot_file)
+                .map_err(|e| {
+                    BlockError::new(format!(
+                        "Could not create '{}': {}",
+                        a.snapshot_file,
+                        crate::error::strerror(e.raw_os_error().unwrap_or(libc::EIO))
+                    ))
+                })?;
+            let mut o = CreateOptions::new(size);
+            o.backing_file = Some(old.filename());
+            o.backing_format = Some(old.driver.format_name().to_string());
+            create(Arc::new(file) as Arc<dyn ImageFile>, &o)
+                .map_err(|e| BlockError::new(e.to_string()))?;
+        }
+        let mut opts = Map::new();
+        opts.insert("driver".into(), Value::from(format));
+        if let Some(n) = a.snapshot_node_name {
+            opts.insert("node-name".into(), Value::from(n));
+        }
+        let mut file = Map::new();
+        file.insert("driver".into(), Value::from("file"));
+        file.insert("filename".into(), Value::from(a.snapshot_file));
+        opts.insert("file".into(), Value::Object(file));
+        if format == "qcow2" {
+            // BDRV_O_NO_BACKING: the backing is attached below.
+            opts.insert("backing".into(), Value::Null);
+        }
+        let new = self.open_overlay(opts, &old)?;
+        self.append(&new, &old)
+    }
+
+    /// QMP `blockdev-snapshot`: `overlay` (added with `backing: null`)
+    /// goes on top of `node`.
+    pub fn snapshot(&mut self, node: &str, overlay: &str) -> Result<(), BlockError> {
+        let old = self.lookup_bs(Some(node), Some(node))?;
+        let new = self.node(overlay).cloned().ok_or_else(|| {
+            BlockError::new(format!(
+                "Cannot find device='{overlay}' nor node-name='{overlay}'"
+            ))
+        })?;
+        self.flush_node(&old)?;
+        if new.perms().0 & crate::perm::CONSISTENT_READ != 0 {
+            return Err(BlockError::new("The overlay is already in use"));
+        }
+        if new.child("backing").is_some() {
+            return Err(BlockError::new("The overlay already has a backing image"));
+        }
+        if new.driver.format_io().is_none() {
+            return Err(BlockError::new(
+                "The overlay does not support backing images",
+            ));
+        }
+        self.append(&new, &old)
+    }
+
+    fn flush_node(&self, n: &Arc<Node>) -> Result<(), BlockError> {
+        if n.flags.read_only {
+            return Ok(());
+        }
+        let r = match (n.driver.format_io(), n.resolve_file()) {
+            (Some(f), _) => f.flush(),
+            (None, Some(dp)) => sync_ops::flush(&dp.io).map(|_| ()),
+            (None, None) => Ok(()),
+        };
+        r.map_err(|_| BlockError::new("Input/output error"))
+    }
+
+    /// `bdrv_append(new, old)`: `old` becomes `new`'s backing child, and
+    /// every device on `old` moves to `new` with its permissions.
+    fn append(&mut self, new: &Arc<Node>, old: &Arc<Node>) -> Result<(), BlockError> {
+        new.set_backing(old.clone())?;
+        for b in self.backends().to_vec() {
+            if !b.root().is_some_and(|r| Arc::ptr_eq(&r, old)) {
+                continue;
+            }
+            let id = b.inner.parent_id;
+            let held = old.parent_perm(id);
+            new.set_parent_perm(id, held)?;
+            old.set_parent_perm(id, None)?;
+            b.inner.set_route(Route::of(Some(new.clone())));
+        }
+        Ok(())
+    }
+}
