@@ -267,7 +267,11 @@ impl PciRoot {
                 function,
                 driver: options.driver,
                 other: other.options.driver.clone(),
-                other_id: other.options.id.clone(),
+                // QEMU prints a NULL id through %s: "(null)".
+                other_id: match other.options.id.as_str() {
+                    "" => "(null)".into(),
+                    id => id.into(),
+                },
             });
         }
         if function > 0 {
@@ -1132,7 +1136,7 @@ mod tests {
             root.add_function(Some((0, 0)), bridge(), blk("vb1"))
                 .unwrap_err()
                 .to_string(),
-            "PCI: slot 0 function 0 not available for virtio-blk-pci, in use by mch,id="
+            "PCI: slot 0 function 0 not available for virtio-blk-pci, in use by mch,id=(null)"
         );
         root.add_function(Some((0xa, 2)), bridge(), blk("vb2"))
             .unwrap();
