@@ -1,4 +1,7 @@
-/* ferrovm test guest: PCI configuration access, bus-0 enumeration, BAR
+/* ferrovm test guest: PCI configuration access, enumeration of bus 0 and
+ * of every bus behind a bridge whose secondary bus number is set (type 1
+ * headers, PCI-to-PCI Bridge 1.2 §3.2.5.3; firmware or the VMM numbers the
+ * buses, the guest only follows them), BAR
  * sizing and assignment, capability walk, and identity mapping of BARs that
  * lie above 4 GiB (PCI Local Bus 3.0 §6.2.5, PCIe Base 4.0 §7.5.1).
  *
@@ -220,7 +223,9 @@ static void assign_bars(void)
         }
     for (int k = 0; k < nfns; k++) {
         struct pci_fn *f = &fns[k];
-        if ((f->hdr & 0x7f) != 0)
+        /* Behind a bridge a BAR must lie in its windows: leave those to
+           whoever programmed the windows. */
+        if ((f->hdr & 0x7f) != 0 || f->bdf >> 8)
             continue;
         for (int i = 0; i < 6; i++) {
             struct pci_bar *b = &f->bar[i];
@@ -278,12 +283,15 @@ static const char *bar_kind(const struct pci_bar *b)
     return "?";
 }
 
-int pci_enumerate(void)
+/* Scans bus `bus`, then, depth first, the secondary bus of every bridge on
+   it whose secondary number lies above `bus` (a bound that also stops
+   loops in a misprogrammed hierarchy). */
+static void scan_bus(unsigned bus, int depth)
 {
-    nfns = 0;
+    int first = nfns;
     for (unsigned dev = 0; dev < 32; dev++) {
         for (unsigned fn = 0; fn < 8; fn++) {
-            unsigned bdf = dev << 3 | fn;
+            unsigned bdf = bus << 8 | dev << 3 | fn;
             u32 id = pci_read32(bdf, 0);
             if ((id & 0xffff) == 0xffff || (id & 0xffff) == 0) {
                 if (fn == 0)
@@ -306,6 +314,23 @@ int pci_enumerate(void)
                 break;                          /* single-function device */
         }
     }
+    int last = nfns;
+    for (int k = first; k < last && depth < 8; k++) {
+        if ((fns[k].hdr & 0x7f) != 1)
+            continue;
+        u32 buses = pci_read32(fns[k].bdf, 0x18);
+        unsigned sec = (buses >> 8) & 0xff, sub = (buses >> 16) & 0xff;
+        fns[k].secondary = (u8)sec;
+        fns[k].subordinate = (u8)sub;
+        if (sec > bus && sec <= sub)
+            scan_bus(sec, depth + 1);
+    }
+}
+
+int pci_enumerate(void)
+{
+    nfns = 0;
+    scan_bus(0, 0);
     assign_bars();
     for (int k = 0; k < nfns; k++) {
         struct pci_fn *f = &fns[k];
@@ -315,6 +340,9 @@ int pci_enumerate(void)
                           (f->bdf >> 3) & 31, f->bdf & 7, f->vendor, f->device, f->class);
         if (f->hdr & 0x80)
             n += snprintf_(line + n, sizeof line - n, " mf");
+        if ((f->hdr & 0x7f) == 1)
+            n += snprintf_(line + n, sizeof line - n, " buses=%02x:%02x", f->secondary,
+                           f->subordinate);
         for (int i = 0; i < 6 && n < (int)sizeof line; i++) {
             struct pci_bar *b = &f->bar[i];
             if (b->type == BAR_NONE || b->type == BAR_UPPER)

@@ -123,6 +123,7 @@ struct pci_fn {
     u16 vendor, device;
     u32 class;
     u8 hdr;
+    u8 secondary, subordinate;  /* a bridge's bus numbers (type 1 header) */
     struct pci_bar bar[6];
     u8 ncaps;
     u8 cap_id[PCI_MAX_CAPS], cap_off[PCI_MAX_CAPS];

@@ -299,7 +299,7 @@ mod tests {
         // What ferrovm cannot build is not listed (libvirt probes these).
         for absent in [
             "virtio-scsi-pci",
-            "pcie-root-port",
+            "ioh3420",
             "memory-backend-file",
             "base-x86_64-cpu",
         ] {

@@ -174,8 +174,19 @@ impl WindowAllocator {
     }
 
     /// `size` bytes aligned to `size` (a power of two), or `None` if full.
+    #[cfg(test)]
     pub(crate) fn allocate(&mut self, size: u64) -> Option<u64> {
-        let base = self.next.checked_next_multiple_of(size)?;
+        self.allocate_aligned(size, size)
+    }
+
+    /// Where the next allocation would start.
+    pub(crate) fn peek(&self) -> u64 {
+        self.next
+    }
+
+    /// `size` bytes at a multiple of `align`, or `None` if full.
+    pub(crate) fn allocate_aligned(&mut self, size: u64, align: u64) -> Option<u64> {
+        let base = self.next.checked_next_multiple_of(align)?;
         let end = base.checked_add(size)?;
         (end <= self.end).then(|| {
             self.next = end;

@@ -2,8 +2,9 @@
 //! `PciDeviceInfo`; filled like hw/pci/pci.c `qmp_query_pci_device`), in
 //! plain Rust types: the VMM turns them into JSON.
 
+use super::bridge::BridgeState;
 use super::capability::{self, PciCapability};
-use super::root::{lock_fn, PciRoot};
+use super::root::{lock_fn, BusIndex, PciRoot};
 use super::{BarKind, PciAddress};
 
 /// `PciDeviceClass`.
@@ -69,6 +70,17 @@ pub struct PciDeviceInfo {
     pub qdev_id: String,
     pub regions: Vec<PciRegionInfo>,
     pub capabilities: Vec<PciCapability>,
+    /// For a bridge, QMP's `pci_bridge`.
+    pub bridge: Option<PciBridgeInfo>,
+}
+
+/// `PciBridgeInfo`: the bridge's bus numbers and windows, and the functions
+/// on its secondary bus once that has a number (hw/pci/pci.c
+/// `qmp_query_pci_bridge`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PciBridgeInfo {
+    pub state: BridgeState,
+    pub devices: Option<Vec<PciDeviceInfo>>,
 }
 
 /// QEMU's hw/pci/pci.c `pci_class_descriptions`, looked up like its
@@ -133,16 +145,26 @@ pub fn class_description(class: u16) -> Option<&'static str> {
 }
 
 impl PciRoot {
-    /// `query-pci`'s device list for bus 0, in devfn order.
+    /// `query-pci`'s device list for bus 0, in devfn order, with the
+    /// functions behind each bridge nested in its `bridge`.
     pub fn query_pci(&mut self) -> Vec<PciDeviceInfo> {
+        self.bus_info(0, 0)
+    }
+
+    fn bus_info(&mut self, bus: BusIndex, depth: usize) -> Vec<PciDeviceInfo> {
         self.addresses()
             .into_iter()
-            .filter_map(|a| self.function_info(a))
+            .filter(|a| a.bus == bus)
+            .filter_map(|a| self.function_info_nested(a, depth))
             .collect()
     }
 
-    /// One function's [`PciDeviceInfo`].
+    /// One function's [`PciDeviceInfo`] (`a` a topology address).
     pub fn function_info(&mut self, a: PciAddress) -> Option<PciDeviceInfo> {
+        self.function_info_nested(a, 0)
+    }
+
+    fn function_info_nested(&mut self, a: PciAddress, depth: usize) -> Option<PciDeviceInfo> {
         let qdev_id = self.options(a)?.id.clone();
         let dev = self.device(a)?;
         let regions = lock_fn(&dev)
@@ -155,7 +177,8 @@ impl PciRoot {
                 size: b.size,
             })
             .collect();
-        let mut read = |reg: usize| self.config_read(a.bus, a.slot, a.function, reg);
+        let key = (a.bus, a.devfn());
+        let read = |reg: usize| self.read_at(key, reg);
         let id = read(0);
         let class = read(2);
         let header = read(3);
@@ -164,8 +187,17 @@ impl PciRoot {
         let type0 = (header >> 16) as u8 & 0x7f == 0;
         let capabilities = capability::walk(|o| read(o / 4).to_le_bytes()[o % 4]);
         let irq_pin = (intr >> 8) as u8;
+        let bridge = match self.secondary_of(a) {
+            // The bridge count bounds the nesting even if the guest loops numbers.
+            Some(child) if depth < 256 => {
+                let state = self.bridge_info(a)?;
+                let devices = (state.secondary != 0).then(|| self.bus_info(child, depth + 1));
+                Some(PciBridgeInfo { state, devices })
+            }
+            _ => None,
+        };
         Some(PciDeviceInfo {
-            address: a,
+            address: PciAddress::new(self.bus_number(a.bus), a.slot, a.function),
             class_info: PciClassInfo {
                 class: (class >> 16) as u16,
                 desc: class_description((class >> 16) as u16),
@@ -183,6 +215,7 @@ impl PciRoot {
             qdev_id,
             regions,
             capabilities,
+            bridge,
         })
     }
 }

@@ -11,28 +11,42 @@
 //!   buses and the [`BarObserver`]; its configuration front-ends are
 //!   [`PciConfigIo`] at 0xcf8 (with RST_CNT) and [`PciConfigMmio`] for ECAM.
 //! - [`host_bridge`]: the host bridge at 00:00.0.
+//! - [`bridge`]: the type 1 header and its windows; [`root_port`] and
+//!   [`pcie_pci_bridge`] are QEMU's `pcie-root-port` and `pcie-pci-bridge`.
+//! - [`enumerate`]: what firmware does on a direct boot: bus numbers, bridge
+//!   windows and BARs ([`PciRoot::assign_bars`]).
 //! - [`info`]: what QMP `query-pci` reports ([`PciDeviceInfo`]).
 
 pub mod bar;
+pub mod bridge;
+#[cfg(test)]
+mod bridge_tests;
 pub mod capability;
 pub mod config;
+pub mod enumerate;
 pub mod host_bridge;
 pub mod info;
 pub mod msix;
+pub mod pcie_pci_bridge;
 pub mod root;
+pub mod root_port;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
 pub use bar::{BarKind, BarSpace, BarWindow, PciBar, PciWindows};
+pub use bridge::{BridgeRange, BridgeState};
 pub use capability::PciCapability;
 pub use config::PciConfigSpace;
 pub use host_bridge::HostBridge;
 pub use info::{PciClassInfo, PciDeviceId, PciDeviceInfo, PciRegionInfo};
 pub use msix::Msix;
+pub use pcie_pci_bridge::PciePciBridge;
 pub use root::{
-    BarObserver, FunctionOptions, PciConfigIo, PciConfigMmio, PciRoot, ECAM_SIZE, PCI_CONFIG_IO_LEN,
+    BarObserver, BusIndex, FunctionOptions, PciConfigIo, PciConfigMmio, PciRoot, SecondaryBus,
+    ECAM_SIZE, PCI_CONFIG_IO_LEN,
 };
+pub use root_port::{PcieRootPort, RootPortError, RootPortOptions};
 
 /// Devices on bus 0.
 pub const PCI_SLOTS: usize = 32;
@@ -136,6 +150,14 @@ pub enum PciError {
         other: String,
         other_id: String,
     },
+    #[error("no room for the {size:#x}-byte window of bridge {addr} in the {space} window")]
+    NoWindowSpace {
+        addr: PciAddress,
+        size: u64,
+        space: &'static str,
+    },
+    #[error("PCI bus {0} does not exist")]
+    NoBus(u8),
     #[error("PCI: no slot/function available for {0}, all in use or reserved")]
     NoFreeSlot(String),
     /// QEMU hw/pci/pci.c `pci_init_multifunction`.

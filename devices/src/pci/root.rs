@@ -22,11 +22,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::bar::{no_space, window_for, WindowAllocator};
+use super::bridge::BridgeState;
 use super::{
-    BarSpace, BarWindow, HostBridge, PciAddress, PciBar, PciDevice, PciError, PciWindows,
-    SharedPciDevice, COMMAND_IO, COMMAND_MEMORY, PCIE_CONFIG_REGS, PCI_FUNCTIONS, PCI_NUM_BARS,
-    PCI_SLOTS,
+    BarSpace, BarWindow, HostBridge, PciAddress, PciBar, PciDevice, PciError, SharedPciDevice,
+    PCIE_CONFIG_REGS, PCI_FUNCTIONS, PCI_NUM_BARS, PCI_SLOTS,
 };
 use crate::bus::{Bus, BusDevice};
 use crate::{GuestRequest, GuestRequestFn};
@@ -75,6 +74,19 @@ struct Function {
     device: SharedPciDevice,
     options: FunctionOptions,
     maps: [BarMap; PCI_NUM_BARS],
+    /// The bus behind it, for a bridge.
+    secondary: Option<BusIndex>,
+}
+
+impl Function {
+    fn new(device: SharedPciDevice, options: FunctionOptions) -> Self {
+        Self {
+            device,
+            options,
+            maps: Default::default(),
+            secondary: None,
+        }
+    }
 }
 
 /// The bus a BAR range points at: forwards to the function's BAR handler.
@@ -92,9 +104,36 @@ impl BusDevice for BarRegion {
     }
 }
 
-/// Bus 0 and its functions.
+/// Index of a bus in the topology, fixed when the bus is created: 0 is
+/// `pcie.0`, then one per bridge in the order bridges are added. Guest bus
+/// numbers are whatever firmware (or [`PciRoot::assign_bars`]) programs
+/// into the bridges; a [`PciAddress`] that [`PciRoot`] hands out or takes
+/// (other than in configuration cycles) carries this index as `bus`, so it
+/// stays the same whatever the guest numbers.
+pub type BusIndex = u8;
+
+/// What a bus behind a bridge is. QEMU 7.2 places functions at any slot of
+/// either (only `pci_get_function_0` treats a PCIe link as one device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondaryBus {
+    /// A PCIe link below a root port (QEMU's TYPE_PCIE_BUS).
+    PcieLink,
+    /// A conventional PCI bus (behind a pcie-pci-bridge): slots 0-31.
+    Conventional,
+}
+
+struct BusNode {
+    /// The bridge whose secondary side this is (`None` for pcie.0).
+    parent: Option<(BusIndex, u8)>,
+    kind: Option<SecondaryBus>,
+    /// QEMU's bus name (`pcie.0`, or the bridge's `id`).
+    name: String,
+}
+
+/// Bus 0 and its functions, and the buses behind bridges.
 pub struct PciRoot {
-    functions: BTreeMap<u8, Function>,
+    functions: BTreeMap<(BusIndex, u8), Function>,
+    buses: Vec<BusNode>,
     pio: Option<Arc<Bus>>,
     mmio: Option<Arc<Bus>>,
     observer: Option<Arc<dyn BarObserver>>,
@@ -106,19 +145,23 @@ impl PciRoot {
     pub fn new() -> Self {
         let mut functions = BTreeMap::new();
         functions.insert(
-            0,
-            Function {
-                device: Arc::new(Mutex::new(HostBridge::new())),
+            (0, 0),
+            Function::new(
+                Arc::new(Mutex::new(HostBridge::new())),
                 // What QEMU's q35 calls its host bridge in error messages.
-                options: FunctionOptions {
+                FunctionOptions {
                     driver: "mch".into(),
                     ..Default::default()
                 },
-                maps: Default::default(),
-            },
+            ),
         );
         Self {
             functions,
+            buses: vec![BusNode {
+                parent: None,
+                kind: None,
+                name: "pcie.0".into(),
+            }],
             pio: None,
             mmio: None,
             observer: None,
@@ -134,52 +177,78 @@ impl PciRoot {
 
     /// Where BARs are mapped from now on; every decoded BAR is mapped anew.
     pub fn set_buses(&mut self, pio: Arc<Bus>, mmio: Arc<Bus>) {
-        let devfns: Vec<u8> = self.functions.keys().copied().collect();
-        for &d in &devfns {
-            self.sync_bars(d, Vec::new());
+        let keys = self.keys();
+        for &k in &keys {
+            self.sync_bars(k, Vec::new());
         }
         self.pio = Some(pio);
         self.mmio = Some(mmio);
-        for d in devfns {
-            self.refresh(d);
+        for k in keys {
+            self.refresh(k);
         }
     }
 
     /// Puts `device` at 00:00.0 in place of the generic host bridge (q35's
     /// MCH: chipset::mch), named `driver` in messages and `query-pci`.
     pub fn set_host_bridge(&mut self, device: SharedPciDevice, driver: &str) {
-        self.sync_bars(0, Vec::new());
+        self.sync_bars((0, 0), Vec::new());
         self.functions.insert(
-            0,
-            Function {
+            (0, 0),
+            Function::new(
                 device,
-                options: FunctionOptions {
+                FunctionOptions {
                     driver: driver.into(),
                     ..Default::default()
                 },
-                maps: Default::default(),
-            },
+            ),
         );
-        self.refresh(0);
+        self.refresh((0, 0));
     }
 
     pub fn set_bar_observer(&mut self, observer: Arc<dyn BarObserver>) {
         self.observer = Some(observer);
     }
 
-    /// Plugs `device` in at `slot.function`, or, with `None`, at function 0
-    /// of the lowest slot whose function 0 is free, as QEMU does on a bus
-    /// whose `devfn_min` is 0 (hw/pci/pci.c `do_pci_register_device`; q35's
-    /// pcie.0 starts at slot 1 since the host bridge holds slot 0). Refused
-    /// like QEMU's `pci_init_multifunction`: a function > 0 when function 0
-    /// exists without `multifunction`, or function 0 without it when other
-    /// functions of the slot exist.
+    /// Plugs `device` in on bus 0 (see [`PciRoot::add_function_on`]).
     pub fn add_function(
         &mut self,
         addr: Option<(u8, u8)>,
         device: SharedPciDevice,
         options: FunctionOptions,
     ) -> Result<PciAddress, PciError> {
+        self.add_function_on(0, addr, device, options)
+    }
+
+    /// The bus QEMU calls `name` (`pcie.0` or a bridge's id).
+    pub fn bus_by_name(&self, name: &str) -> Option<BusIndex> {
+        self.buses
+            .iter()
+            .position(|b| b.name == name)
+            .map(|i| i as BusIndex)
+    }
+
+    /// What kind of bus `bus` is (`None`: pcie.0, or no such bus).
+    pub fn bus_kind(&self, bus: BusIndex) -> Option<SecondaryBus> {
+        self.buses.get(usize::from(bus)).and_then(|b| b.kind)
+    }
+
+    /// Plugs `device` in on bus `bus` at `slot.function`, or, with `None`,
+    /// at function 0 of the lowest slot whose function 0 is free, as QEMU
+    /// does (hw/pci/pci.c `do_pci_register_device`; q35's pcie.0 starts at
+    /// slot 1 since the host bridge holds slot 0; a PCIe link has slot 0
+    /// only). Refused like QEMU's `pci_init_multifunction`: a function > 0
+    /// when function 0 exists without `multifunction`, or function 0 without
+    /// it when other functions of the slot exist.
+    pub fn add_function_on(
+        &mut self,
+        bus: BusIndex,
+        addr: Option<(u8, u8)>,
+        device: SharedPciDevice,
+        options: FunctionOptions,
+    ) -> Result<PciAddress, PciError> {
+        if self.buses.get(usize::from(bus)).is_none() {
+            return Err(PciError::NoBus(bus));
+        }
         let (slot, function) = match addr {
             Some((s, _)) if usize::from(s) >= PCI_SLOTS => return Err(PciError::InvalidSlot(s)),
             Some((_, f)) if usize::from(f) >= PCI_FUNCTIONS => {
@@ -187,86 +256,205 @@ impl PciRoot {
             }
             Some(a) => a,
             None => (0..PCI_SLOTS as u8)
-                .find(|&s| !self.functions.contains_key(&(s << 3)))
+                .find(|&s| !self.functions.contains_key(&(bus, s << 3)))
                 .map(|s| (s, 0))
                 .ok_or_else(|| PciError::NoFreeSlot(options.driver.clone()))?,
         };
         let devfn = slot << 3 | function;
-        if let Some(other) = self.functions.get(&devfn) {
+        if let Some(other) = self.functions.get(&(bus, devfn)) {
             return Err(PciError::SlotInUse {
                 slot,
                 function,
                 driver: options.driver,
                 other: other.options.driver.clone(),
-                other_id: other.options.id.clone(),
+                // QEMU prints a NULL id through %s: "(null)".
+                other_id: match other.options.id.as_str() {
+                    "" => "(null)".into(),
+                    id => id.into(),
+                },
             });
         }
         if function > 0 {
-            if let Some(f0) = self.functions.get(&(slot << 3)) {
+            if let Some(f0) = self.functions.get(&(bus, slot << 3)) {
                 if !f0.options.multifunction {
                     return Err(PciError::SingleFunctionSlot { slot, function });
                 }
             }
         } else if !options.multifunction {
-            if let Some(f) =
-                (1..PCI_FUNCTIONS as u8).find(|f| self.functions.contains_key(&(slot << 3 | f)))
+            if let Some(f) = (1..PCI_FUNCTIONS as u8)
+                .find(|f| self.functions.contains_key(&(bus, slot << 3 | f)))
             {
                 return Err(PciError::FunctionsPopulated { slot, function: f });
             }
         }
-        self.functions.insert(
-            devfn,
-            Function {
-                device,
-                options,
-                maps: Default::default(),
-            },
-        );
-        self.refresh(devfn);
-        Ok(PciAddress::new(0, slot, function))
+        self.functions
+            .insert((bus, devfn), Function::new(device, options));
+        self.refresh((bus, devfn));
+        Ok(PciAddress::new(bus, slot, function))
     }
 
-    /// The function at `addr`, if any.
+    /// Plugs in a bridge (a function with a type 1 header) like
+    /// [`PciRoot::add_function_on`] and creates the bus behind it, named
+    /// after its `id` as QEMU names it (hw/pci/pci_bridge.c
+    /// `pci_bridge_initfn`). Returns the bridge's address and the new bus.
+    pub fn add_bridge(
+        &mut self,
+        bus: BusIndex,
+        addr: Option<(u8, u8)>,
+        device: SharedPciDevice,
+        options: FunctionOptions,
+        secondary: SecondaryBus,
+    ) -> Result<(PciAddress, BusIndex), PciError> {
+        if self.buses.len() > usize::from(u8::MAX) {
+            return Err(PciError::NoFreeSlot(options.driver));
+        }
+        let name = options.id.clone();
+        let a = self.add_function_on(bus, addr, device, options)?;
+        let index = self.buses.len() as BusIndex;
+        self.buses.push(BusNode {
+            parent: Some((bus, a.devfn())),
+            kind: Some(secondary),
+            name,
+        });
+        if let Some(f) = self.functions.get_mut(&(bus, a.devfn())) {
+            f.secondary = Some(index);
+        }
+        Ok((a, index))
+    }
+
+    /// The function at `addr` (a topology address), if any.
     pub fn device(&self, addr: PciAddress) -> Option<SharedPciDevice> {
-        (addr.bus == 0)
-            .then(|| self.functions.get(&addr.devfn()))
-            .flatten()
+        self.functions
+            .get(&(addr.bus, addr.devfn()))
             .map(|f| f.device.clone())
     }
 
-    /// Every populated address, in devfn order.
+    /// Every populated topology address, bus by bus in devfn order.
     pub fn addresses(&self) -> Vec<PciAddress> {
-        self.functions.keys().map(|&d| devfn_address(d)).collect()
+        self.keys().into_iter().map(key_address).collect()
     }
 
     /// The options `addr` was plugged in with.
     pub fn options(&self, addr: PciAddress) -> Option<&FunctionOptions> {
-        (addr.bus == 0)
-            .then(|| self.functions.get(&addr.devfn()))
-            .flatten()
+        self.functions
+            .get(&(addr.bus, addr.devfn()))
             .map(|f| &f.options)
     }
 
-    /// Whether function 0 of `slot` is populated.
+    /// Whether function 0 of `slot` on bus 0 is populated.
     pub fn slot_in_use(&self, slot: u8) -> bool {
-        slot < 32 && self.functions.contains_key(&(slot << 3))
+        slot < 32 && self.functions.contains_key(&(0, slot << 3))
     }
 
-    fn function(&self, bus: u8, device: u8, function: u8) -> Option<&Function> {
-        if bus != 0 || device >= 32 || function >= 8 {
+    /// The bus behind the bridge at `addr`, if it is one.
+    pub fn secondary_of(&self, addr: PciAddress) -> Option<BusIndex> {
+        self.functions
+            .get(&(addr.bus, addr.devfn()))
+            .and_then(|f| f.secondary)
+    }
+
+    /// The bridge whose secondary side `bus` is.
+    pub fn parent_of(&self, bus: BusIndex) -> Option<PciAddress> {
+        self.buses
+            .get(usize::from(bus))?
+            .parent
+            .map(|(b, d)| key_address((b, d)))
+    }
+
+    /// Where INTx pin `pin` (1-4) of the function at `addr` arrives on bus 0:
+    /// (slot on bus 0, pin), swizzled at every bridge on the way (PCI-to-PCI
+    /// Bridge 1.2 §9.1: pin = (pin - 1 + device) % 4 + 1; QEMU's
+    /// `pci_swizzle_map_irq_fn`).
+    pub fn intx_route(&self, addr: PciAddress, pin: u8) -> Option<(u8, u8)> {
+        if !(1..=4).contains(&pin) {
             return None;
         }
-        self.functions.get(&(device << 3 | function))
+        let (mut bus, mut slot, mut pin) = (addr.bus, addr.slot, pin);
+        for _ in 0..self.buses.len() {
+            if bus == 0 {
+                return Some((slot, pin));
+            }
+            let (pb, pdevfn) = self.buses.get(usize::from(bus))?.parent?;
+            pin = (pin - 1 + slot) % 4 + 1;
+            bus = pb;
+            slot = pdevfn >> 3;
+        }
+        None
+    }
+
+    /// The guest-visible bus number of bus `bus`: 0 for pcie.0, else what
+    /// its bridge's secondary bus number register holds.
+    pub fn bus_number(&self, bus: BusIndex) -> u8 {
+        match self.buses.get(usize::from(bus)).and_then(|b| b.parent) {
+            Some(k) => self.bridge_state(k).map_or(0, |s| s.secondary),
+            None => 0,
+        }
+    }
+
+    /// The bridge registers of the function at `key`.
+    fn bridge_state(&self, key: (BusIndex, u8)) -> Option<BridgeState> {
+        let f = self.functions.get(&key)?;
+        let mut d = lock_fn(&f.device);
+        Some(BridgeState::read(|r| d.read_config(r)))
+    }
+
+    /// The bridge state of the function at `addr`, if it is a bridge.
+    pub fn bridge_info(&self, addr: PciAddress) -> Option<BridgeState> {
+        self.secondary_of(addr)?;
+        self.bridge_state((addr.bus, addr.devfn()))
+    }
+
+    /// The bus a configuration cycle for bus number `n` reaches: pcie.0 for
+    /// 0, else the bus behind the bridge whose secondary number is `n`,
+    /// found through the bridges whose secondary..subordinate range holds it
+    /// (type 1 forwarding, PCI-to-PCI Bridge 1.2 §3.1.2.1; QEMU's
+    /// `pci_find_bus_nr`).
+    fn route(&self, n: u8) -> Option<BusIndex> {
+        let mut cur: BusIndex = 0;
+        if n == 0 {
+            return Some(0);
+        }
+        for _ in 0..self.buses.len() {
+            let (child, state) = self
+                .functions
+                .range((cur, 0)..=(cur, u8::MAX))
+                .filter_map(|(&k, f)| Some((f.secondary?, k)))
+                .find_map(|(child, k)| {
+                    let s = self.bridge_state(k)?;
+                    s.routes_bus(n).then_some((child, s))
+                })?;
+            if state.secondary == n {
+                return Some(child);
+            }
+            cur = child;
+        }
+        None
+    }
+
+    fn function(&self, bus: u8, device: u8, function: u8) -> Option<((BusIndex, u8), &Function)> {
+        if device >= 32 || function >= 8 {
+            return None;
+        }
+        let key = (self.route(bus)?, device << 3 | function);
+        self.functions.get(&key).map(|f| (key, f))
     }
 
     /// A configuration dword; all ones if nothing answers.
     pub fn config_read(&mut self, bus: u8, device: u8, function: u8, reg_idx: usize) -> u32 {
+        match self.function(bus, device, function) {
+            Some((k, _)) => self.read_at(k, reg_idx),
+            None => u32::MAX,
+        }
+    }
+
+    /// A configuration dword of the function at topology `key`.
+    pub(crate) fn read_at(&self, key: (BusIndex, u8), reg_idx: usize) -> u32 {
+        let Some(f) = self.functions.get(&key) else {
+            return u32::MAX;
+        };
         if reg_idx >= PCIE_CONFIG_REGS {
             return u32::MAX;
         }
-        let Some(f) = self.function(bus, device, function) else {
-            return u32::MAX;
-        };
         let v = lock_fn(&f.device).read_config(reg_idx);
         if reg_idx == 3 && f.options.multifunction {
             v | MULTIFUNCTION_BIT
@@ -285,104 +473,131 @@ impl PciRoot {
         offset: u64,
         data: &[u8],
     ) {
+        if let Some((k, _)) = self.function(bus, device, function) {
+            self.write_at(k, reg_idx, offset, data);
+        }
+    }
+
+    /// A configuration write to the function at topology `key`. A write to
+    /// a bridge re-gates every BAR behind it (its command register and
+    /// windows decide what it forwards), and setting its secondary bus reset
+    /// bit resets every function behind it (QEMU `pci_bridge_write_config`).
+    pub(crate) fn write_at(
+        &mut self,
+        key: (BusIndex, u8),
+        reg_idx: usize,
+        offset: u64,
+        data: &[u8],
+    ) {
         if reg_idx >= PCIE_CONFIG_REGS || !dword_access(offset, data.len()) {
             return;
         }
-        let Some(f) = self.function(bus, device, function) else {
+        let Some(f) = self.functions.get(&key) else {
             return;
         };
+        let secondary = f.secondary;
+        let before = secondary.and_then(|_| self.bridge_state(key));
         let bars = {
             let mut d = lock_fn(&f.device);
             d.write_config(reg_idx, offset, data);
             d.bars()
         };
-        self.sync_bars(device << 3 | function, bars);
+        self.sync_bars(key, bars);
+        let (Some(child), Some(before)) = (secondary, before) else {
+            return;
+        };
+        let after = self.bridge_state(key);
+        let reset = after.is_some_and(|a| {
+            !before.control & a.control & super::bridge::BRIDGE_CTL_BUS_RESET != 0
+        });
+        let behind = self.keys_behind(child);
+        for k in behind {
+            if reset {
+                if let Some(f) = self.functions.get(&k) {
+                    lock_fn(&f.device).reset();
+                }
+            }
+            self.refresh(k);
+        }
     }
 
-    /// Machine reset of every function on the bus; their BARs stop decoding.
+    /// Every function on `bus` and the buses below it, top-down.
+    fn keys_behind(&self, bus: BusIndex) -> Vec<(BusIndex, u8)> {
+        let mut out = Vec::new();
+        let mut todo = vec![bus];
+        while let Some(b) = todo.pop() {
+            for (&k, f) in self.functions.range((b, 0)..=(b, u8::MAX)) {
+                out.push(k);
+                todo.extend(f.secondary);
+            }
+        }
+        out
+    }
+
+    /// Machine reset of every function; their BARs stop decoding.
     pub fn reset(&mut self) {
-        let devfns: Vec<u8> = self.functions.keys().copied().collect();
-        for d in devfns {
-            if let Some(f) = self.functions.get(&d) {
+        for k in self.keys() {
+            if let Some(f) = self.functions.get(&k) {
                 lock_fn(&f.device).reset();
             }
-            self.refresh(d);
+        }
+        for k in self.keys() {
+            self.refresh(k);
         }
     }
 
-    /// Assigns every BAR an address, as firmware would on a machine booted
-    /// without it (`-kernel`): largest first, naturally aligned, I/O BARs
-    /// from `windows.io`, 32-bit memory BARs from `windows.mmio32`, 64-bit
-    /// ones from `windows.mmio64` (or `mmio32` without it); then enables I/O
-    /// and memory decode on each function that has such BARs. Goes through
-    /// configuration writes, so the buses and the observer follow.
-    pub fn assign_bars(&mut self, windows: &PciWindows) -> Result<(), PciError> {
-        let mut allocs = [
-            WindowAllocator::new(windows.io, "I/O"),
-            WindowAllocator::new(windows.mmio32, "32-bit MMIO"),
-            WindowAllocator::new(windows.mmio64.unwrap_or((0, 0)), "64-bit MMIO"),
-        ];
-        let mut todo: Vec<(u8, PciBar)> = self
-            .functions
-            .iter()
-            .flat_map(|(&d, f)| lock_fn(&f.device).bars().into_iter().map(move |b| (d, b)))
-            .collect();
-        // Stable: equal sizes keep devfn and BAR order.
-        todo.sort_by_key(|(_, b)| std::cmp::Reverse(b.size));
-        let mut enables: BTreeMap<u8, u16> = BTreeMap::new();
-        for (devfn, bar) in todo {
-            let a = &mut allocs[window_for(bar.kind, windows.mmio64.is_some())];
-            let addr = devfn_address(devfn);
-            let base = a
-                .allocate(bar.size)
-                .ok_or_else(|| no_space(addr, &bar, a.name))?;
-            let reg = 4 + usize::from(bar.index);
-            self.config_write(
-                0,
-                addr.slot,
-                addr.function,
-                reg,
-                0,
-                &(base as u32).to_le_bytes(),
-            );
-            if bar.kind.is_64bit() {
-                let hi = ((base >> 32) as u32).to_le_bytes();
-                self.config_write(0, addr.slot, addr.function, reg + 1, 0, &hi);
-            }
-            *enables.entry(devfn).or_default() |= match bar.kind.space() {
-                BarSpace::Io => COMMAND_IO,
-                BarSpace::Memory => COMMAND_MEMORY,
+    /// Every populated topology key.
+    pub(crate) fn keys(&self) -> Vec<(BusIndex, u8)> {
+        self.functions.keys().copied().collect()
+    }
+
+    /// The functions on `bus`, in devfn order.
+    pub(crate) fn keys_on(&self, bus: BusIndex) -> Vec<(BusIndex, u8)> {
+        self.functions
+            .range((bus, 0)..=(bus, u8::MAX))
+            .map(|(&k, _)| k)
+            .collect()
+    }
+
+    /// Whether every bridge between `bus` and pcie.0 forwards `w`.
+    fn forwarded(&self, mut bus: BusIndex, w: &BarWindow) -> bool {
+        for _ in 0..self.buses.len() {
+            let Some(parent) = self.buses.get(usize::from(bus)).and_then(|b| b.parent) else {
+                return true;
             };
+            let Some(s) = self.bridge_state(parent) else {
+                return false;
+            };
+            if !s.forwards(w.space == BarSpace::Io, w.base, w.size) {
+                return false;
+            }
+            bus = parent.0;
         }
-        for (devfn, bits) in enables {
-            let a = devfn_address(devfn);
-            let command = self.config_read(0, a.slot, a.function, 1) as u16 | bits;
-            self.config_write(0, a.slot, a.function, 1, 0, &command.to_le_bytes());
-        }
-        Ok(())
+        false
     }
 
-    /// Asks function `devfn` for its BARs and maps them.
-    fn refresh(&mut self, devfn: u8) {
-        let Some(f) = self.functions.get(&devfn) else {
+    /// Asks function `key` for its BARs and maps them.
+    fn refresh(&mut self, key: (BusIndex, u8)) {
+        let Some(f) = self.functions.get(&key) else {
             return;
         };
         let bars = lock_fn(&f.device).bars();
-        self.sync_bars(devfn, bars);
+        self.sync_bars(key, bars);
     }
 
-    /// Moves the bus mappings of `devfn` to match `bars`.
-    fn sync_bars(&mut self, devfn: u8, bars: Vec<PciBar>) {
-        let addr = devfn_address(devfn);
-        let Some(f) = self.functions.get_mut(&devfn) else {
-            return;
-        };
+    /// Moves the bus mappings of `key` to match `bars`, as far as the
+    /// bridges above it forward them (PCI-to-PCI Bridge 1.2 §4).
+    fn sync_bars(&mut self, key: (BusIndex, u8), bars: Vec<PciBar>) {
+        let addr = key_address(key);
         let mut wanted = [None; PCI_NUM_BARS];
         for b in bars {
             if let Some(w) = wanted.get_mut(usize::from(b.index)) {
-                *w = b.window;
+                *w = b.window.filter(|w| key.0 == 0 || self.forwarded(key.0, w));
             }
         }
+        let Some(f) = self.functions.get_mut(&key) else {
+            return;
+        };
         for (i, want) in wanted.into_iter().enumerate() {
             let map = f.maps[i];
             if map.wanted == want {
@@ -449,8 +664,8 @@ fn remap(
     }
 }
 
-fn devfn_address(devfn: u8) -> PciAddress {
-    PciAddress::new(0, devfn >> 3, devfn & 7)
+fn key_address((bus, devfn): (BusIndex, u8)) -> PciAddress {
+    PciAddress::new(bus, devfn >> 3, devfn & 7)
 }
 
 impl Default for PciRoot {
@@ -607,7 +822,7 @@ impl BusDevice for PciConfigMmio {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pci::PciConfigSpace;
+    use crate::pci::{PciConfigSpace, PciWindows};
     use crate::testutil::{hammer, recorder};
 
     type RequestLog = Arc<Mutex<Vec<GuestRequest>>>;
@@ -921,7 +1136,7 @@ mod tests {
             root.add_function(Some((0, 0)), bridge(), blk("vb1"))
                 .unwrap_err()
                 .to_string(),
-            "PCI: slot 0 function 0 not available for virtio-blk-pci, in use by mch,id="
+            "PCI: slot 0 function 0 not available for virtio-blk-pci, in use by mch,id=(null)"
         );
         root.add_function(Some((0xa, 2)), bridge(), blk("vb2"))
             .unwrap();

@@ -1,6 +1,8 @@
 //! `pci.json`: `query-pci`, in QEMU's shape (hw/pci/pci.c `qmp_query_pci`):
-//! bus 0 and every function on it.
+//! bus 0 and every function on it, the functions behind a bridge nested in
+//! its `pci_bridge`.
 
+use devices::pci::info::PciBridgeInfo;
 use devices::pci::PciDeviceInfo;
 use qmp::{Args, EventSink, QmpError};
 use serde_json::{json, Value};
@@ -65,6 +67,25 @@ fn device(d: &PciDeviceInfo) -> Value {
     });
     if let Some(irq) = d.irq {
         v["irq"] = json!(irq);
+    }
+    if let Some(b) = &d.bridge {
+        v["pci_bridge"] = bridge(b);
+    }
+    v
+}
+
+/// `PciBridgeInfo`: the bus numbers, the windows as [base, limit], and the
+/// functions behind it once its secondary bus has a number.
+fn bridge(b: &PciBridgeInfo) -> Value {
+    let s = &b.state;
+    let range = |r: &devices::pci::BridgeRange| json!({"base": r.base, "limit": r.limit});
+    let mut v = json!({"bus": {
+        "number": s.primary, "secondary": s.secondary, "subordinate": s.subordinate,
+        "io_range": range(&s.io), "memory_range": range(&s.memory),
+        "prefetchable_range": range(&s.prefetchable),
+    }});
+    if let Some(devs) = &b.devices {
+        v["devices"] = json!(devs.iter().map(device).collect::<Vec<_>>());
     }
     v
 }

@@ -9,6 +9,7 @@
 
 pub mod balloon;
 pub mod bootorder;
+pub mod bridges;
 pub mod chipset;
 pub mod firmware;
 pub mod intx;
@@ -92,6 +93,10 @@ pub enum PlannedModel {
         request: qdev::PvPanicPciRequest,
         report: devices::pvpanic::PvPanicFn,
     },
+    /// `-device pcie-root-port`.
+    RootPort { request: qdev::PcieRootPortRequest },
+    /// `-device pcie-pci-bridge`.
+    PciBridge { request: qdev::PciePciBridgeRequest },
 }
 
 impl PciPlan {
@@ -103,6 +108,8 @@ impl PciPlan {
             PlannedModel::Balloon { .. } => "virtio-balloon-pci",
             PlannedModel::Watchdog { .. } => "i6300esb",
             PlannedModel::PvPanicPci { .. } => "pvpanic-pci",
+            PlannedModel::RootPort { .. } => "pcie-root-port",
+            PlannedModel::PciBridge { .. } => "pcie-pci-bridge",
         }
     }
 }

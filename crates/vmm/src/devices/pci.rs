@@ -6,12 +6,16 @@
 use std::sync::{Arc, Mutex};
 
 use devices::bus::Bus;
-use devices::pci::{BarSpace, BarWindow, FunctionOptions, PciAddress, PciWindows, SharedPciDevice};
+use devices::pci::{
+    BarSpace, BarWindow, BusIndex, FunctionOptions, PciAddress, PciWindows, SecondaryBus,
+    SharedPciDevice,
+};
 use devices::{AcpiPm, BarObserver, GuestRequestFn, PciConfigIo, PciConfigMmio, PciRoot};
 
 use super::chipset::{self, Chipset};
 use super::kvm_wiring::{IoSpace, KvmWiring};
 use super::legacy::insert;
+use super::qdev::PciPlacement;
 use crate::error::VmmError;
 use crate::sync::lock;
 
@@ -35,16 +39,17 @@ impl BarObserver for MoveDoorbells {
         _old: Option<BarWindow>,
         new: Option<BarWindow>,
     ) {
-        let owner = (u32::from(addr.devfn()), bar);
+        let owner = doorbell_owner(addr, bar);
         if let Err(e) = self.0.move_window(owner, new.map(|w| w.base)) {
             log::error!("PCI {addr} BAR{bar}: {e}");
         }
     }
 }
 
-/// The KVM doorbell owner id of a function's BAR.
+/// The KVM doorbell owner id of a function's BAR (`addr` a topology
+/// address: its bus is the bus index, stable whatever the guest numbers).
 pub fn doorbell_owner(addr: PciAddress, bar: u8) -> (u32, u8) {
-    (u32::from(addr.devfn()), bar)
+    (u32::from(addr.bus) << 8 | u32::from(addr.devfn()), bar)
 }
 
 /// The space an ioeventfd of a BAR listens in.
@@ -89,15 +94,69 @@ impl PciDevices {
         })
     }
 
-    pub fn add(
+    /// Plugs `device` in where `at` says (`bus=`, `addr=`); `multifunction`
+    /// comes from `options`.
+    pub fn add_on(
         &self,
-        addr: Option<(u8, u8)>,
+        at: &PciPlacement,
         device: SharedPciDevice,
         options: FunctionOptions,
     ) -> Result<PciAddress, String> {
-        lock(&self.root)
-            .add_function(addr, device, options)
+        let mut root = lock(&self.root);
+        let bus = bus_index(&root, at)?;
+        root.add_function_on(bus, at.addr, device, options)
             .map_err(|e| e.to_string())
+    }
+
+    /// Plugs in a bridge and creates the bus behind it, named by its id.
+    pub fn add_bridge(
+        &self,
+        at: &PciPlacement,
+        device: SharedPciDevice,
+        options: FunctionOptions,
+        kind: SecondaryBus,
+    ) -> Result<PciAddress, String> {
+        let mut root = lock(&self.root);
+        let bus = bus_index(&root, at)?;
+        root.add_bridge(bus, at.addr, device, options, kind)
+            .map(|(a, _)| a)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The GSI INTx pin `pin` of the function at `addr` raises, swizzled
+    /// through the bridges above it.
+    pub fn intx_gsi(&self, addr: PciAddress, pin: u8) -> Option<u32> {
+        let (slot, pin) = lock(&self.root).intx_route(addr, pin)?;
+        boot::pci_intx_gsi(slot, pin)
+    }
+
+    /// `path` (an OpenFirmware path computed as if the function at `addr`
+    /// were on pcie.0) with a `pci-bridge@slot[,fn]` node for every bridge
+    /// above it, as QEMU's `qdev_get_fw_dev_path` builds it (the class name
+    /// of 06.04 is "pci-bridge" in hw/pci/pci.c `pci_class_descriptions`).
+    pub fn fw_path(&self, path: String, addr: PciAddress) -> String {
+        let root = lock(&self.root);
+        let mut nodes = Vec::new();
+        let mut bus = addr.bus;
+        let mut last = addr;
+        while let Some(b) = root.parent_of(bus) {
+            nodes.push(if b.function == 0 {
+                format!("pci-bridge@{:x}", b.slot)
+            } else {
+                format!("pci-bridge@{:x},{:x}", b.slot, b.function)
+            });
+            last = b;
+            bus = b.bus;
+        }
+        if nodes.is_empty() {
+            return path;
+        }
+        let _ = last;
+        nodes.reverse();
+        match path.split_once("/pci@i0cf8/") {
+            Some((pre, rest)) => format!("{pre}/pci@i0cf8/{}/{rest}", nodes.join("/")),
+            None => path,
+        }
     }
 
     /// Direct boot has no firmware to program the chipset and the BARs:
@@ -115,5 +174,16 @@ impl PciDevices {
     pub fn reset(&self) {
         lock(&self.root).reset();
         lock(&self.config_io).reset();
+    }
+}
+
+/// The bus `bus=` names (pcie.0 when absent), in QEMU's words if none.
+fn bus_index(root: &PciRoot, at: &PciPlacement) -> Result<BusIndex, String> {
+    match &at.bus {
+        None => Ok(0),
+        Some(b) => root
+            .bus_by_name(b)
+            .filter(|_| !b.is_empty())
+            .ok_or_else(|| format!("Bus '{b}' not found")),
     }
 }

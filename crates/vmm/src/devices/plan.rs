@@ -94,7 +94,9 @@ pub fn plan(
     let mut pvpanic = Vec::new();
     let mut balloons = 0;
     let mut nics = NicNaming::default();
+    let mut buses = super::bridges::BusNames::default();
     for (loc, request) in devices {
+        buses.check(&request).map_err(|e| at(&loc, e))?;
         let qom_path = match request.id() {
             Some(id) => format!("/machine/peripheral/{id}"),
             None => {
@@ -124,6 +126,8 @@ pub fn plan(
                 report: panic_report(sender),
             },
             DeviceRequest::I6300Esb(request) => PlannedModel::Watchdog { request },
+            DeviceRequest::PcieRootPort(request) => PlannedModel::RootPort { request },
+            DeviceRequest::PciePciBridge(request) => PlannedModel::PciBridge { request },
         };
         pci.push(PciPlan {
             model,

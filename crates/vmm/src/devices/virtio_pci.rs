@@ -52,8 +52,8 @@ impl DeviceManager {
         )
         .map_err(|e| e.to_string())?;
         let transport = Arc::new(Mutex::new(transport));
-        let addr = self.pci.add(
-            spec.proxy.pci.addr,
+        let addr = self.pci.add_on(
+            &spec.proxy.pci,
             transport.clone(),
             FunctionOptions {
                 driver: spec.driver.into(),
@@ -79,11 +79,11 @@ impl DeviceManager {
         if let Some(index) = spec.proxy.bootindex {
             lock(&self.boot_devices).push(bootorder::BootDevice {
                 index,
-                path: (spec.boot_path)(addr),
+                path: self.pci.fw_path((spec.boot_path)(addr), addr),
             });
         }
         // virtio-pci raises INTA# when MSI-X is off (QEMU: interrupt pin 1).
-        if let Some(gsi) = boot::pci_intx_gsi(addr.slot, 1) {
+        if let Some(gsi) = self.pci.intx_gsi(addr, 1) {
             line.wire(gsi, &self.wiring, self.backend.handle())
                 .map_err(|e| e.to_string())?;
         }
@@ -175,6 +175,8 @@ impl DeviceManager {
                 let dev = Arc::new(Mutex::new(dev));
                 self.add_pci_function(dev, "pvpanic-pci", request.pci, qom_path)
             }
+            PlannedModel::RootPort { request } => self.add_root_port(request, qom_path),
+            PlannedModel::PciBridge { request } => self.add_pcie_pci_bridge(request, qom_path),
         }
     }
 }

@@ -72,8 +72,8 @@ impl DeviceManager {
         request: super::qdev::PciFunctionRequest,
         qom_path: String,
     ) -> Result<devices::pci::PciAddress, String> {
-        let addr = self.pci.add(
-            request.pci.addr,
+        let addr = self.pci.add_on(
+            &request.pci,
             device,
             FunctionOptions {
                 driver: driver.into(),

@@ -197,10 +197,15 @@ mod tests {
             "\nWatchdog devices:\nname \"i6300esb\", bus PCI, desc \"Intel 6300ESB\"\n",
             "name \"pvpanic\", bus ISA\nname \"pvpanic-pci\", bus PCI\n",
             "\nInput devices:\nname \"isa-serial\", bus ISA\n",
+            "Controller/Bridge/Hub devices:\nname \"pcie-pci-bridge\", bus PCI\n\
+             name \"pcie-root-port\", bus PCI, desc \"PCI Express Root Port\"\n",
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }
-        assert!(text.starts_with("\nStorage devices:\n"), "{text}");
+        assert!(
+            text.starts_with("Controller/Bridge/Hub devices:\n"),
+            "{text}"
+        );
     }
 
     #[test]

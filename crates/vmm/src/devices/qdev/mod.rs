@@ -7,6 +7,7 @@
 
 mod balloon;
 mod blk;
+mod bridge;
 pub mod help;
 mod net;
 mod pvpanic;
@@ -16,6 +17,7 @@ use serde_json::{Map, Value};
 
 pub use balloon::VirtioBalloonPci;
 pub use blk::VirtioBlkPci;
+pub use bridge::{PciePciBridgeRequest, PcieRootPortRequest};
 pub use net::VirtioNetPci;
 pub use pvpanic::{PvPanicIsaRequest, PvPanicPciRequest};
 pub use watchdog::I6300EsbRequest;
@@ -29,6 +31,8 @@ pub enum DeviceRequest {
     PvPanicIsa(PvPanicIsaRequest),
     PvPanicPci(PvPanicPciRequest),
     I6300Esb(I6300EsbRequest),
+    PcieRootPort(PcieRootPortRequest),
+    PciePciBridge(PciePciBridgeRequest),
 }
 
 impl DeviceRequest {
@@ -41,13 +45,33 @@ impl DeviceRequest {
             Self::PvPanicIsa(r) => r.id.as_deref(),
             Self::PvPanicPci(r) => r.pci.id.as_deref(),
             Self::I6300Esb(r) => r.pci.id.as_deref(),
+            Self::PcieRootPort(r) => r.pci.id.as_deref(),
+            Self::PciePciBridge(r) => r.pci.id.as_deref(),
         }
+    }
+
+    /// The `bus=` of a PCI function (`None`: pcie.0, or not a PCI device).
+    pub fn pci_bus(&self) -> Option<&str> {
+        let p = match self {
+            Self::VirtioBlkPci(r) => &r.proxy.pci,
+            Self::VirtioNetPci(r) => &r.proxy.pci,
+            Self::VirtioBalloonPci(r) => &r.proxy.pci,
+            Self::PvPanicIsa(_) => return None,
+            Self::PvPanicPci(r) => &r.pci.pci,
+            Self::I6300Esb(r) => &r.pci.pci,
+            Self::PcieRootPort(r) => &r.pci.pci,
+            Self::PciePciBridge(r) => &r.pci.pci,
+        };
+        p.bus.as_deref()
     }
 }
 
-/// Where a PCI function goes: `bus=` (only the root bus exists) and `addr=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Where a PCI function goes: `bus=` and `addr=`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PciPlacement {
+    /// `bus=`: a bridge's id; `None` for pcie.0. Whether it exists is
+    /// known only in `-device` order (plan.rs), where QEMU checks it too.
+    pub bus: Option<String>,
     /// `addr=slot[.function]`; `None` takes the first free slot.
     pub addr: Option<(u8, u8)>,
     pub multifunction: bool,
@@ -105,6 +129,8 @@ enum Def {
     Bool(bool),
     Int(i64),
     Str(&'static str),
+    /// An unsigned default beyond i64 (QEMU's -1 of a size property).
+    UInt(u64),
 }
 
 /// A property whose QEMU type and description follow from its kind
@@ -174,6 +200,9 @@ impl Prop {
             }
             Def::Str(s) => {
                 m.insert("default-value".into(), Value::from(s));
+            }
+            Def::UInt(u) => {
+                m.insert("default-value".into(), Value::from(u));
             }
         }
         Value::Object(m)
@@ -285,6 +314,10 @@ pub struct Driver {
 pub const ABSTRACT_ANCESTORS: &[(&str, &str)] = &[
     ("virtio-pci", "pci-device"),
     ("pci-device", "device"),
+    ("pcie-root-port-base", "pcie-slot"),
+    ("pcie-slot", "pcie-port"),
+    ("pcie-port", "base-pci-bridge"),
+    ("base-pci-bridge", "pci-device"),
     ("isa-device", "device"),
     ("device", "object"),
 ];
@@ -382,7 +415,41 @@ pub const DRIVERS: &[Driver] = &[
         props: &[],
         parse: |d, _| watchdog::parse(d).map(DeviceRequest::I6300Esb),
     },
+    Driver {
+        name: "pcie-root-port",
+        desc: "PCI Express Root Port",
+        alias: None,
+        bus: "PCI",
+        category: help::Category::Bridge,
+        parent: "pcie-root-port-base",
+        grandparent: None,
+        base: PCI_DEVICE,
+        props: bridge::PROPS_ROOT_PORT,
+        parse: |d, _| bridge::parse_root_port(d).map(DeviceRequest::PcieRootPort),
+    },
+    Driver {
+        name: "pcie-pci-bridge",
+        desc: "",
+        alias: None,
+        bus: "PCI",
+        category: help::Category::Bridge,
+        parent: "base-pci-bridge",
+        grandparent: None,
+        base: PCI_DEVICE,
+        props: &[],
+        parse: |d, _| bridge::parse_pci_bridge(d).map(DeviceRequest::PciePciBridge),
+    },
 ];
+
+/// QEMU's check of `bus=` when a device is created: the bus must exist by
+/// then (qdev-monitor.c `qbus_find`: "Bus 'X' not found"). `known` holds
+/// the ids of the bridges created so far.
+pub fn check_bus(request: &DeviceRequest, known: &[String]) -> Result<(), String> {
+    match request.pci_bus() {
+        Some(b) if !known.iter().any(|k| k == b) => Err(format!("Bus '{b}' not found")),
+        _ => Ok(()),
+    }
+}
 
 /// The registry entry for `name` or its alias (QEMU's
 /// `qdev_class_get_alias`: `-device virtio-blk` is virtio-blk-pci on q35).
@@ -449,9 +516,7 @@ impl VirtioPciProxy {
         for (name, v) in props {
             match (name, v) {
                 ("id", V::Str(s)) => proxy.id = Some(s),
-                ("bus", V::Str(bus)) if bus != ROOT_BUS => {
-                    return Err(format!("Bus '{bus}' not found"))
-                }
+                ("bus", V::Str(bus)) if bus != ROOT_BUS => proxy.pci.bus = Some(bus),
                 ("romfile", V::Str(f)) if !f.is_empty() => {
                     return Err(format!(
                         "romfile={f}: ferrovm loads no PCI option ROMs; use romfile= (none)"
@@ -675,11 +740,6 @@ mod tests {
                 "virtio-blk-pci,drive=d0,write-cache=maybe",
                 "Parameter 'write-cache' does not accept value 'maybe'",
             ),
-            ("virtio-blk-pci,drive=d0,bus=pci.0", "Bus 'pci.0' not found"),
-            (
-                "virtio-blk-pci,drive=d0,bus=pcie.1",
-                "Bus 'pcie.1' not found",
-            ),
             (
                 "nosuch,drive=d0",
                 "'nosuch' is not a valid device model name",
@@ -704,6 +764,7 @@ mod tests {
         assert_eq!(
             d.proxy.pci,
             PciPlacement {
+                bus: None,
                 addr: Some((5, 1)),
                 multifunction: true
             }
@@ -792,5 +853,23 @@ mod tests {
         assert_eq!((n.proxy.vectors, n.proxy.bootindex), (Some(10), Some(2)));
         assert!(n.feature("mq") && !n.feature("csum") && n.feature("mrg_rxbuf"));
         assert_eq!((n.host_mtu, n.rx_queue_size), (Some(9000), Some(1024)));
+    }
+
+    /// `bus=` must name pcie.0 or a bridge created earlier (QEMU 7.2:
+    /// `-device virtio-blk-pci,drive=d0,bus=pci.0` on q35 says "Bus 'pci.0'
+    /// not found", as does a bus=pci.1 given before its root port).
+    #[test]
+    fn unknown_buses_are_refused_in_device_order() {
+        let blk = |bus: &str| parse_kv(&format!("virtio-blk-pci,drive=d0,bus={bus}")).unwrap();
+        assert_eq!(
+            check_bus(&blk("pci.0"), &[]).unwrap_err(),
+            "Bus 'pci.0' not found"
+        );
+        assert_eq!(
+            check_bus(&blk("pcie.1"), &[]).unwrap_err(),
+            "Bus 'pcie.1' not found"
+        );
+        assert_eq!(check_bus(&blk("pcie.0"), &[]), Ok(()));
+        assert_eq!(check_bus(&blk("pci.1"), &["pci.1".into()]), Ok(()));
     }
 }
