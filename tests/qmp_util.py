@@ -38,7 +38,7 @@ COMMANDS = [
     # issue 10: watchdog
     "watchdog-set-action",
     # issue 11: the node graph
-    "blockdev-add", "blockdev-del",
+    "blockdev-add", "blockdev-del", "blockdev-snapshot-sync", "blockdev-snapshot",
     # issue 10: the RTC
     "rtc-reset-reinjection",
 ]

@@ -166,3 +166,58 @@ def test_queries_equal_qemus(ferrovm, qemu, tmp_path, sockdir):
                 p.kill()
                 p.wait()
         assert got[ferrovm] == got[qemu], extra
+
+
+def fill_pattern(sectors):
+    """pattern(0, sectors, seed=0), fast: a sector's bytes depend only on
+    (sector * 131) & 0xff."""
+    kinds = [bytes((b + 7 * i) & 0xff for i in range(SECTOR)) for b in range(256)]
+    return b"".join(kinds[(s * 131) & 0xff] for s in range(sectors))
+
+
+def test_snapshots_while_the_guest_writes(ferrovm, testguest, launch, tmp_path, sockdir):
+    """libvirt's two ways to take an external snapshot of a running disk,
+    while the guest fills it: blockdev-snapshot-sync (ferrovm creates the
+    overlay), then blockdev-add of an overlay qemu-img made plus
+    blockdev-snapshot. The device moves live; nothing the guest wrote is
+    lost; the chain reads as what it wrote."""
+    from qmp_util import Qmp
+    mib = 192
+    base = str(tmp_path / "base.raw")
+    with open(base, "wb") as f:
+        f.truncate(256 << 20)
+    ov1, ov2 = str(tmp_path / "ov1.qcow2"), str(tmp_path / "ov2.qcow2")
+    sock = f"{sockdir}/s.sock"
+    g = launch(guest_args(
+        ferrovm, testguest, f"plan=blk-fill blk_mib={mib}", "-m", "128",
+        "-qmp", f"unix:{sock},server=on,wait=off",
+        "-blockdev", json.dumps({"driver": "file", "filename": base, "node-name": "s0"}),
+        "-blockdev", json.dumps({"driver": "raw", "file": "s0", "node-name": "f0"}),
+        "-device", "virtio-blk-pci,drive=f0,id=vd0"))
+    with Qmp(sock, proc=g.proc) as q:
+        g.wait_line(r"# blk-fill: writing", timeout=60)
+        q.cmd("blockdev-snapshot-sync", {"node-name": "f0", "snapshot-file": ov1,
+                                         "snapshot-node-name": "ov1", "format": "qcow2"})
+        qemu_img("create", "-q", "-f", "qcow2", "-b", ov1, "-F", "qcow2", ov2, "256M")
+        q.cmd("blockdev-add", {"driver": "file", "filename": ov2, "node-name": "ov2f"})
+        q.cmd("blockdev-add", {"driver": "qcow2", "file": "ov2f", "node-name": "ov2",
+                               "backing": None})
+        q.cmd("blockdev-snapshot", {"node": "ov1", "overlay": "ov2"})
+        blk = q.cmd("query-block")[0]["inserted"]
+        assert (blk["node-name"], blk["backing_file_depth"]) == ("ov2", 2), blk
+        assert blk["image"]["backing-image"]["filename"] == ov1, blk
+        assert blk["image"]["backing-image"]["backing-image"]["filename"] == base, blk
+        assert g.wait_exit(120) == 0, g.output()
+    assert results(g).get(f"blk fill mib={mib}") is True, g.output()
+    for img in (ov1, ov2):
+        r = qemu_img("check", img, check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+    # The chain holds every write, in order.
+    flat = str(tmp_path / "flat.raw")
+    qemu_img("convert", "-O", "raw", ov2, flat)
+    with open(flat, "rb") as f:
+        assert f.read(mib << 20) == fill_pattern(mib * 2048), "a write was lost"
+    # The writes went where the device was at the time: some into each layer.
+    for img in (ov1, ov2):
+        m = json.loads(qemu_img("map", "--output=json", img).stdout)
+        assert any(e["depth"] == 0 and e["data"] for e in m), (img, m)

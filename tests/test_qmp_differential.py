@@ -39,6 +39,8 @@ VALID_ARGS = {
     "qom-set": {"path": "/machine", "property": "type", "value": "x"},
     "blockdev-add": {"driver": "file", "filename": "/nonexistent"},
     "blockdev-del": {"node-name": "x"},
+    "blockdev-snapshot-sync": {"device": "nope", "snapshot-file": "/nonexistent/s"},
+    "blockdev-snapshot": {"node": "nope", "overlay": "x"},
 }
 
 MALFORMED = [  # tests/qtest/qmp-test.c test_malformed, and more
@@ -201,6 +203,11 @@ def steps_after_negotiation():
         req("blockdev-add", {"driver": "raw"}),
         req("blockdev-add", {"node-name": "n5"}),
         req("blockdev-del", {"node-name": "nosuch"}), req("blockdev-del", {}),
+        req("blockdev-snapshot-sync", {"device": "nope", "snapshot-file": "/nonexistent/s"}),
+        req("blockdev-snapshot-sync", {"node-name": "nope", "snapshot-file": "/nonexistent/s"}),
+        req("blockdev-snapshot-sync", {"snapshot-file": "/nonexistent/s", "mode": "bogus"}),
+        req("blockdev-snapshot-sync", {}),
+        req("blockdev-snapshot", {"node": "nope", "overlay": "x"}), req("blockdev-snapshot", {}),
         req("watchdog-set-action", {"action": "bogus"}), req("watchdog-set-action", {"action": 1}),
         req("human-monitor-command", {}), req("human-monitor-command", {"command-line": 1}),
         req("human-monitor-command", {"command-line": "info status", "cpu-index": 9}),
@@ -522,6 +529,9 @@ CANNOT_SUCCEED = {
     # Nothing writable in these machines' QOM trees.
     "qom-set": {"Property 'pc-q35-7.2-machine.type' is not writable",
                 "Property 'none-machine.type' is not writable"},
+    # ... nor a drive to snapshot.
+    "blockdev-snapshot-sync": {"Cannot find device='nope' nor node-name=''"},
+    "blockdev-snapshot": {"Cannot find device='nope' nor node-name='nope'"},
     # These conversations have no drive to resize.
     "block_resize": {"Cannot find device='nope' nor node-name=''"},
     # Machine none has no CPU hotplug (q35 compares its return).

@@ -381,6 +381,8 @@ def test_argument_errors(vm):
                     "watchdog-set-action": {"action": "none"},
                     "blockdev-add": {"driver": "file", "filename": "/nonexistent"},
                     "blockdev-del": {"node-name": "x"},
+                    "blockdev-snapshot-sync": {"device": "x", "snapshot-file": "/nonexistent"},
+                    "blockdev-snapshot": {"node": "x", "overlay": "y"},
                     }.get(cmd, {})
             cls, desc = q.error(cmd, {**args, "no-such-arg": 1})
             assert (cls, desc) == ("GenericError", "Parameter 'no-such-arg' is unexpected"), cmd
