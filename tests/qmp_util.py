@@ -39,6 +39,7 @@ COMMANDS = [
     "watchdog-set-action",
     # issue 11: the node graph
     "blockdev-add", "blockdev-del", "blockdev-snapshot-sync", "blockdev-snapshot",
+    "block_set_io_throttle",
     # issue 10: the RTC
     "rtc-reset-reinjection",
 ]

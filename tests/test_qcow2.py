@@ -221,3 +221,31 @@ def test_snapshots_while_the_guest_writes(ferrovm, testguest, launch, tmp_path, 
     for img in (ov1, ov2):
         m = json.loads(qemu_img("map", "--output=json", img).stdout)
         assert any(e["depth"] == 0 and e["data"] for e in m), (img, m)
+
+
+def test_throttling_bounds_what_the_guest_writes(ferrovm, testguest, launch, tmp_path, sockdir):
+    """block_set_io_throttle (libvirt's blkdeviotune) really limits the disk:
+    the bytes the guest wrote stay within limit x time + the burst QEMU's
+    leaky bucket allows (avg/10). Accuracy is a bench figure, not asserted."""
+    from qmp_util import Qmp
+    img = str(tmp_path / "t.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", img, "64M")
+    sock = f"{sockdir}/t.sock"
+    mib, limit = 6, 3 << 20
+    g = launch(guest_args(ferrovm, testguest, f"plan=blk-fill blk_mib={mib}", "-m", "128", "-S",
+                          "-qmp", f"unix:{sock},server=on,wait=off",
+                          "-drive", f"file={img},format=qcow2,if=none,id=d0",
+                          "-device", "virtio-blk-pci,drive=d0,id=vd0"))
+    with Qmp(sock, proc=g.proc) as q:
+        zero = {"bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0}
+        q.cmd("block_set_io_throttle", {"id": "/machine/peripheral/vd0/virtio-backend",
+                                        "bps": limit, **zero})
+        inserted = q.cmd("query-block")[0]["inserted"]
+        assert (inserted["bps"], inserted["group"]) == (limit, "/machine/peripheral/vd0/virtio-backend")
+        start = time.monotonic()
+        q.cmd("cont")
+        assert g.wait_exit(60) == 0, g.output()
+        elapsed = time.monotonic() - start
+    assert results(g).get(f"blk fill mib={mib}") is True, g.output()
+    written = mib << 20
+    assert written <= limit * elapsed + limit / 10 + (1 << 20), (written, elapsed)

@@ -26,6 +26,7 @@ def req(cmd, args=None, **extra):
 
 
 # Mandatory arguments, so that argument checks reach the one under test.
+THROTTLE_ZERO = {"bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0}
 VALID_ARGS = {
     "qom-list": {"path": "/machine"},
     "qom-get": {"path": "/machine", "property": "type"},
@@ -41,6 +42,7 @@ VALID_ARGS = {
     "blockdev-del": {"node-name": "x"},
     "blockdev-snapshot-sync": {"device": "nope", "snapshot-file": "/nonexistent/s"},
     "blockdev-snapshot": {"node": "nope", "overlay": "x"},
+    "block_set_io_throttle": {"device": "nope", **THROTTLE_ZERO},
 }
 
 MALFORMED = [  # tests/qtest/qmp-test.c test_malformed, and more
@@ -208,6 +210,11 @@ def steps_after_negotiation():
         req("blockdev-snapshot-sync", {"snapshot-file": "/nonexistent/s", "mode": "bogus"}),
         req("blockdev-snapshot-sync", {}),
         req("blockdev-snapshot", {"node": "nope", "overlay": "x"}), req("blockdev-snapshot", {}),
+        req("block_set_io_throttle", {"device": "nope", **THROTTLE_ZERO}),
+        req("block_set_io_throttle", {"id": "nope", **THROTTLE_ZERO}),
+        req("block_set_io_throttle", THROTTLE_ZERO),
+        req("block_set_io_throttle", {"device": "nope", **THROTTLE_ZERO, "bps": "x"}),
+        req("block_set_io_throttle", {"device": "nope"}),
         req("watchdog-set-action", {"action": "bogus"}), req("watchdog-set-action", {"action": 1}),
         req("human-monitor-command", {}), req("human-monitor-command", {"command-line": 1}),
         req("human-monitor-command", {"command-line": "info status", "cpu-index": 9}),
@@ -532,6 +539,7 @@ CANNOT_SUCCEED = {
     # ... nor a drive to snapshot.
     "blockdev-snapshot-sync": {"Cannot find device='nope' nor node-name=''"},
     "blockdev-snapshot": {"Cannot find device='nope' nor node-name='nope'"},
+    "block_set_io_throttle": {"Device 'nope' not found"},
     # These conversations have no drive to resize.
     "block_resize": {"Cannot find device='nope' nor node-name=''"},
     # Machine none has no CPU hotplug (q35 compares its return).

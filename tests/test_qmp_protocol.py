@@ -383,6 +383,8 @@ def test_argument_errors(vm):
                     "blockdev-del": {"node-name": "x"},
                     "blockdev-snapshot-sync": {"device": "x", "snapshot-file": "/nonexistent"},
                     "blockdev-snapshot": {"node": "x", "overlay": "y"},
+                    "block_set_io_throttle": {"device": "x", "bps": 0, "bps_rd": 0, "bps_wr": 0,
+                                              "iops": 0, "iops_rd": 0, "iops_wr": 0},
                     }.get(cmd, {})
             cls, desc = q.error(cmd, {**args, "no-such-arg": 1})
             assert (cls, desc) == ("GenericError", "Parameter 'no-such-arg' is unexpected"), cmd

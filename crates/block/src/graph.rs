@@ -146,6 +146,14 @@ impl BlockGraph {
         self.nodes.iter().find(|n| n.name == name)
     }
 
+    /// The BlockBackend attached to the device at QOM path `qdev`.
+    pub fn backend_of_device(&self, qdev: &str) -> Option<BlockBackend> {
+        self.backends
+            .iter()
+            .find(|b| b.inner.dev().qdev.as_deref() == Some(qdev))
+            .cloned()
+    }
+
     /// A BlockBackend by drive id.
     pub fn backend(&self, name: &str) -> Option<&BlockBackend> {
         self.backends

@@ -23,6 +23,7 @@ use crate::file::{Aio, FileIo};
 use crate::node::{new_parent_id, DataPath, FormatIo, Node};
 use crate::policy::{IoStatus, OnError};
 use crate::stats::{AcctType, Stats};
+use crate::throttle::{Throttle, ThrottleConfig};
 
 /// A range of host memory (mapped guest RAM) a request reads into or writes from.
 #[derive(Debug, Clone, Copy)]
@@ -148,6 +149,8 @@ pub(crate) struct Backend {
     /// Where requests go; replaced (in a drained section) when a snapshot
     /// puts a new overlay on top.
     route: RwLock<Route>,
+    /// `block_set_io_throttle`'s limits, if any.
+    throttle: Mutex<Option<Arc<Throttle>>>,
     pub read_only: bool,
     pub write_cache: AtomicBool,
     pub werror: OnError,
@@ -170,6 +173,7 @@ impl Backend {
         Backend {
             name,
             route: RwLock::new(Route::of(root)),
+            throttle: Mutex::new(None),
             read_only,
             write_cache: AtomicBool::new(write_cache),
             werror,
@@ -206,6 +210,13 @@ impl Backend {
 
     pub(crate) fn set_route(&self, r: Route) {
         *self.route.write().unwrap_or_else(|e| e.into_inner()) = r;
+    }
+
+    pub(crate) fn throttle(&self) -> Option<Arc<Throttle>> {
+        self.throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn root(&self) -> Option<Arc<Node>> {
@@ -416,6 +427,35 @@ impl BlockBackend {
             .push(Arc::new(cb));
     }
 
+    /// `block_set_io_throttle`: new limits (`None`: all zero, limits off;
+    /// what waits goes). `group` names them in query-block.
+    pub fn set_throttle(&self, cfg: ThrottleConfig, group: &str) -> Result<(), BlockError> {
+        cfg.validate()?;
+        let mut t = self
+            .inner
+            .throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !cfg.enabled() {
+            *t = None;
+            return Ok(());
+        }
+        match &*t {
+            Some(cur) if cur.group == group => cur.set_config(cfg),
+            _ => {
+                let n = Throttle::new(cfg, group.to_string())
+                    .map_err(|e| BlockError::new(format!("cannot start throttling: {e}")))?;
+                *t = Some(Arc::new(n));
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits in force and their group, for query-block.
+    pub fn throttle(&self) -> Option<(ThrottleConfig, String)> {
+        self.inner.throttle().map(|t| (t.config(), t.group.clone()))
+    }
+
     /// The stats as `BlockDeviceStats` JSON (for tests and tools).
     pub fn stats_json(&self) -> Value {
         let w = self
@@ -521,10 +561,16 @@ impl BlockQueue {
         if req.kind != IoKind::Flush && req.offset.checked_add(bytes).is_none_or(|e| e > b.size()) {
             return self.finish_now(meta, Err(libc::EIO));
         }
+        // QEMU throttles reads and writes (write-zeroes is a write), not
+        // flushes or discards.
+        let throttle = match req.kind {
+            IoKind::Read | IoKind::Write | IoKind::WriteZeroes { .. } => b.throttle(),
+            _ => None,
+        };
         let Some(data) = route.data.clone() else {
             let f = route.format.clone();
             if let Some(f) = f {
-                self.submit_format(f, req, meta);
+                self.submit_format(f, req, meta, throttle);
             }
             return;
         };
@@ -537,7 +583,12 @@ impl BlockQueue {
         }
         // A queue's ring is bound to the file it was opened on; after a
         // snapshot moved the backend elsewhere, requests take the pool.
-        if let Some(u) = self.uring.as_mut().filter(|u| Arc::ptr_eq(u.io(), &io)) {
+        // Throttled requests are started later, from another thread: the pool.
+        if let Some(u) = self
+            .uring
+            .as_mut()
+            .filter(|u| throttle.is_none() && Arc::ptr_eq(u.io(), &io))
+        {
             let op = match req.kind {
                 IoKind::Read => Some(Op::Read),
                 IoKind::Write => Some(Op::Write),
@@ -561,33 +612,58 @@ impl BlockQueue {
         let shared = self.shared.clone();
         let backend = self.backend.clone();
         shared.pool_in_flight.fetch_add(1, Ordering::AcqRel);
-        pool().run(Box::new(move || {
-            let r = match req.kind {
-                IoKind::Read => sync_ops::read(&io, off, &req.bufs),
-                IoKind::Write => sync_ops::write(&io, off, &req.bufs),
-                IoKind::Flush => sync_ops::flush(&io),
-                IoKind::Discard => sync_ops::discard(&io, off, req.len),
-                IoKind::WriteZeroes { may_unmap } => {
-                    sync_ops::write_zeroes(&io, off, req.len, may_unmap && discard)
-                }
-            };
-            backend.complete(&meta, r);
-            shared.push(
-                IoCompletion {
-                    user_data: meta.user_data,
-                    result: r,
-                },
-                true,
-            );
-        }));
+        let write = is_write;
+        Self::run_job(
+            throttle,
+            write,
+            bytes,
+            Box::new(move || {
+                let r = match req.kind {
+                    IoKind::Read => sync_ops::read(&io, off, &req.bufs),
+                    IoKind::Write => sync_ops::write(&io, off, &req.bufs),
+                    IoKind::Flush => sync_ops::flush(&io),
+                    IoKind::Discard => sync_ops::discard(&io, off, req.len),
+                    IoKind::WriteZeroes { may_unmap } => {
+                        sync_ops::write_zeroes(&io, off, req.len, may_unmap && discard)
+                    }
+                };
+                backend.complete(&meta, r);
+                shared.push(
+                    IoCompletion {
+                        user_data: meta.user_data,
+                        result: r,
+                    },
+                    true,
+                );
+            }),
+        );
     }
 
     fn discard_enabled(&self) -> bool {
         self.backend.root().is_some_and(|r| r.flags.discard)
     }
 
+    /// Starts `job` on the pool, once `throttle` (if any) lets it.
+    fn run_job(
+        throttle: Option<Arc<Throttle>>,
+        write: bool,
+        bytes: u64,
+        job: Box<dyn FnOnce() + Send>,
+    ) {
+        match throttle {
+            Some(t) => t.submit(write, bytes, Box::new(move || pool().run(job))),
+            None => pool().run(job),
+        }
+    }
+
     /// A request through a format driver (qcow2), on the I/O thread pool.
-    fn submit_format(&mut self, f: Arc<dyn FormatIo>, req: IoRequest, meta: Meta) {
+    fn submit_format(
+        &mut self,
+        f: Arc<dyn FormatIo>,
+        req: IoRequest,
+        meta: Meta,
+        throttle: Option<Arc<Throttle>>,
+    ) {
         let no_flush = self.backend.root().is_some_and(|r| r.flags.no_flush);
         match req.kind {
             IoKind::Discard if !self.discard_enabled() => {
@@ -600,17 +676,23 @@ impl BlockQueue {
         let shared = self.shared.clone();
         let backend = self.backend.clone();
         shared.pool_in_flight.fetch_add(1, Ordering::AcqRel);
-        pool().run(Box::new(move || {
-            let r = format_op(&*f, &req, discard).map(|()| meta.bytes);
-            backend.complete(&meta, r);
-            shared.push(
-                IoCompletion {
-                    user_data: meta.user_data,
-                    result: r,
-                },
-                true,
-            );
-        }));
+        let write = !matches!(req.kind, IoKind::Read);
+        Self::run_job(
+            throttle,
+            write,
+            meta.bytes,
+            Box::new(move || {
+                let r = format_op(&*f, &req, discard).map(|()| meta.bytes);
+                backend.complete(&meta, r);
+                shared.push(
+                    IoCompletion {
+                        user_data: meta.user_data,
+                        result: r,
+                    },
+                    true,
+                );
+            }),
+        );
     }
 
     fn finish_now(&mut self, meta: Meta, r: Result<u64, i32>) {

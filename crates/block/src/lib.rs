@@ -9,6 +9,7 @@
 //! - [`perm`], [`lock`]: QEMU's permission bits and OFD image locks.
 //! - [`engine`]: thread pool and io_uring behind the queues.
 //! - [`snapshot`]: external snapshots (a new overlay on top, devices moved).
+//! - [`throttle`]: `block_set_io_throttle`'s leaky buckets.
 //! - [`stats`], [`qapi`]: accounting and the QMP query data.
 //! - [`policy`]: werror/rerror, I/O status, cache modes.
 
@@ -28,6 +29,7 @@ pub mod qcow2_node;
 pub mod raw;
 pub mod snapshot;
 pub mod stats;
+pub mod throttle;
 
 pub use error::BlockError;
 pub use graph::{AttachOptions, BlockGraph};

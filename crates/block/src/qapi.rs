@@ -85,8 +85,10 @@ fn block_device_info(bb: Option<&BlockBackend>, n: &Node, flat: bool) -> Value {
     m.insert("backing_file_depth".into(), json!(depth));
     m.insert("encrypted".into(), json!(false));
     m.insert("detect_zeroes".into(), json!(n.detect_zeroes));
-    for k in ["bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr"] {
-        m.insert(k.into(), json!(0));
+    let throttle = bb.and_then(|b| b.throttle());
+    for (i, k) in crate::throttle::BUCKET_NAMES.iter().enumerate() {
+        let v = throttle.as_ref().map_or(0, |(c, _)| c.buckets[i].avg);
+        m.insert((*k).into(), json!(v));
     }
     m.insert("image".into(), image_info(n, !flat));
     m.insert(
@@ -97,6 +99,23 @@ fn block_device_info(bb: Option<&BlockBackend>, n: &Node, flat: bool) -> Value {
             "no-flush": n.flags.no_flush,
         }),
     );
+    if let Some((c, group)) = &throttle {
+        // block/qapi.c: each `*_max` (with its `*_max_length`) only when set.
+        for (i, k) in crate::throttle::BUCKET_NAMES.iter().enumerate() {
+            if c.buckets[i].max != 0 {
+                m.insert(format!("{k}_max"), json!(c.buckets[i].max));
+            }
+        }
+        for (i, k) in crate::throttle::BUCKET_NAMES.iter().enumerate() {
+            if c.buckets[i].max != 0 {
+                m.insert(format!("{k}_max_length"), json!(c.buckets[i].burst_length));
+            }
+        }
+        if c.op_size != 0 {
+            m.insert("iops_size".into(), json!(c.op_size));
+        }
+        m.insert("group".into(), json!(group));
+    }
     m.insert("write_threshold".into(), json!(0));
     Value::Object(m)
 }

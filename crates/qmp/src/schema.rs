@@ -1771,7 +1771,7 @@ mod tests {
         assert!(t.contains("| `query-status` | yes |"));
         assert!(t.contains("| `block-commit` | no |"));
         assert!(t.contains("| `blockdev-add` | yes |"));
-        assert!(t.contains("| `blockdev-snapshot-sync` | no |"));
+        assert!(t.contains("| `drive-mirror` | no |"));
         assert!(t.contains("| `SHUTDOWN` | yes |"));
     }
 }

@@ -74,6 +74,9 @@ impl Handler for FakeVm {
             "set-action" | "watchdog-set-action" => Value::Null,
             // No block graph: nothing to add to or delete from.
             "blockdev-add" => return Err(QmpError::generic("The fake VM has no block layer")),
+            "block_set_io_throttle" => {
+                return Err(QmpError::generic("Need exactly one of 'device' and 'id'"))
+            }
             "blockdev-snapshot-sync" | "blockdev-snapshot" => {
                 let d = args.opt_str("device").or(args.opt_str("node")).unwrap_or("");
                 return Err(QmpError::generic(format!(

@@ -54,6 +54,13 @@ pub(super) fn execute(
             drained(vm, |g| g.snapshot(node, overlay)).map_err(err)?;
             Ok(Value::Null)
         }
+        "block_set_io_throttle" => {
+            let (bb, group) = throttled_backend(vm, args)?;
+            let cfg = throttle_config(args);
+            let group = args.opt_str("group").map_or(group, str::to_string);
+            bb.set_throttle(cfg, &group).map_err(err)?;
+            Ok(Value::Null)
+        }
         "blockdev-del" => {
             vm.block.blockdev_del(args.str("node-name")?).map_err(err)?;
             Ok(Value::Null)
@@ -71,4 +78,59 @@ fn drained<T>(vm: &mut Vm, f: impl FnOnce(&mut block::BlockGraph) -> T) -> T {
         Some(b) => b.drained(|| f(graph)),
         None => f(graph),
     }
+}
+
+/// blockdev.c `qmp_get_blk`: `device` is a drive name; `id` a device's
+/// QOM path or `/machine/peripheral/ID`, which must be the device the
+/// drive is attached to (a virtio-blk-pci's `virtio-backend`). Returns the
+/// backend and the group name QEMU defaults to (`device`, else `id`).
+fn throttled_backend(vm: &Vm, args: &Args) -> Result<(block::BlockBackend, String), QmpError> {
+    match (args.opt_str("device"), args.opt_str("id")) {
+        (Some(d), None) => vm
+            .block
+            .backend(d)
+            .cloned()
+            .map(|b| (b, d.to_string()))
+            .ok_or_else(|| QmpError::device_not_found(format!("Device '{d}' not found"))),
+        (None, Some(id)) => {
+            let path = if id.starts_with('/') {
+                id.to_string()
+            } else {
+                format!("/machine/peripheral/{id}")
+            };
+            if let Some(b) = vm.block.backend_of_device(&path) {
+                return Ok((b, id.to_string()));
+            }
+            let is_device = vm.machine.as_ref().is_some_and(|m| {
+                m.devices
+                    .peripherals()
+                    .iter()
+                    .any(|p| p.qom_path == path || format!("{}/virtio-backend", p.qom_path) == path)
+            });
+            Err(if is_device {
+                QmpError::generic("Device does not have a block device backend")
+            } else {
+                QmpError::device_not_found(format!("Device '{id}' not found"))
+            })
+        }
+        _ => Err(QmpError::generic("Need exactly one of 'device' and 'id'")),
+    }
+}
+
+/// The limits in QEMU's ThrottleConfig (the schema has checked the types).
+fn throttle_config(args: &Args) -> block::throttle::ThrottleConfig {
+    let mut c = block::throttle::ThrottleConfig::default();
+    let u = |k: &str| args.opt_i64(k).map(|v| v.max(0) as u64);
+    for (i, name) in block::throttle::BUCKET_NAMES.iter().enumerate() {
+        let b = &mut c.buckets[i];
+        b.avg = u(name).unwrap_or(0);
+        if let Some(m) = u(&format!("{name}_max")) {
+            b.max = m;
+        }
+        if let Some(l) = u(&format!("{name}_max_length")) {
+            b.burst_length = l;
+        }
+    }
+    c.op_size = u("iops_size").unwrap_or(0);
+    c
 }
