@@ -23,6 +23,7 @@ pub mod smbios_config;
 pub mod virtio;
 pub mod virtio_pci;
 pub mod watchdog;
+pub mod xhci;
 
 use std::sync::{Arc, Mutex};
 
@@ -92,6 +93,8 @@ pub enum PlannedModel {
         request: qdev::PvPanicPciRequest,
         report: devices::pvpanic::PvPanicFn,
     },
+    /// `-device qemu-xhci`.
+    Xhci { request: qdev::XhciRequest },
 }
 
 impl PciPlan {
@@ -103,6 +106,7 @@ impl PciPlan {
             PlannedModel::Balloon { .. } => "virtio-balloon-pci",
             PlannedModel::Watchdog { .. } => "i6300esb",
             PlannedModel::PvPanicPci { .. } => "pvpanic-pci",
+            PlannedModel::Xhci { .. } => "qemu-xhci",
         }
     }
 }

@@ -124,6 +124,7 @@ pub fn plan(
                 report: panic_report(sender),
             },
             DeviceRequest::I6300Esb(request) => PlannedModel::Watchdog { request },
+            DeviceRequest::Xhci(request) => PlannedModel::Xhci { request },
         };
         pci.push(PciPlan {
             model,

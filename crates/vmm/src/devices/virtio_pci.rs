@@ -175,6 +175,7 @@ impl DeviceManager {
                 let dev = Arc::new(Mutex::new(dev));
                 self.add_pci_function(dev, "pvpanic-pci", request.pci, qom_path)
             }
+            PlannedModel::Xhci { request } => self.add_xhci(mem, request, qom_path),
         }
     }
 }

@@ -200,7 +200,10 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }
-        assert!(text.starts_with("\nStorage devices:\n"), "{text}");
+        assert!(
+            text.starts_with("\nUSB devices:\nname \"qemu-xhci\", bus PCI\n\nStorage devices:\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod help;
 mod net;
 mod pvpanic;
 mod watchdog;
+mod xhci;
 
 use serde_json::{Map, Value};
 
@@ -19,6 +20,7 @@ pub use blk::VirtioBlkPci;
 pub use net::VirtioNetPci;
 pub use pvpanic::{PvPanicIsaRequest, PvPanicPciRequest};
 pub use watchdog::I6300EsbRequest;
+pub use xhci::XhciRequest;
 
 /// A `-device` that ferrovm builds.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +31,7 @@ pub enum DeviceRequest {
     PvPanicIsa(PvPanicIsaRequest),
     PvPanicPci(PvPanicPciRequest),
     I6300Esb(I6300EsbRequest),
+    Xhci(XhciRequest),
 }
 
 impl DeviceRequest {
@@ -41,6 +44,7 @@ impl DeviceRequest {
             Self::PvPanicIsa(r) => r.id.as_deref(),
             Self::PvPanicPci(r) => r.pci.id.as_deref(),
             Self::I6300Esb(r) => r.pci.id.as_deref(),
+            Self::Xhci(r) => r.pci.id.as_deref(),
         }
     }
 }
@@ -381,6 +385,18 @@ pub const DRIVERS: &[Driver] = &[
         base: PCI_DEVICE,
         props: &[],
         parse: |d, _| watchdog::parse(d).map(DeviceRequest::I6300Esb),
+    },
+    Driver {
+        name: "qemu-xhci",
+        desc: "",
+        alias: None,
+        bus: "PCI",
+        category: help::Category::Usb,
+        parent: "pci-xhci",
+        grandparent: Some("pci-device"),
+        base: PCI_DEVICE,
+        props: xhci::PROPS,
+        parse: |d, _| xhci::parse(d).map(DeviceRequest::Xhci),
     },
 ];
 
