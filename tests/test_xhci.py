@@ -58,6 +58,25 @@ def test_port_counts_are_qemus(ferrovm, qemu, testguest, launch, props):
     assert got == xhci_lines(launch, qemu, testguest, "-device", f"qemu-xhci,{props}")
 
 
+@pytest.mark.parametrize("gsi, arrives", [(21, True), (22, False)])
+def test_intx_without_msix_is_qemus(ferrovm, qemu, testguest, launch, gsi, arrives):
+    """MSI-X left off: interrupter 0 raises INTA# of slot 1, GSI 21 on q35
+    (QEMU's table and the DSDT's _PRT), level; writing IMAN.IP drops it.
+    A neighbouring GSI sees nothing."""
+    args = ("-device", "qemu-xhci")
+    plan = f"xhci intx_gsi={gsi}"
+    g = launch(vm_argv(ferrovm, testguest, *args, plan=plan))
+    assert g.wait_exit(60) == 0, g.output()
+    got = [l for l in g.output().splitlines() if "xhci" in l and "cmdline" not in l]
+    taps = [l for l in got if re.match(r"(not )?ok \d+ - xhci (noop|enable slot|event ring wrap)", l)]
+    assert len(taps) == 3, got
+    assert all(("interrupt taken" in l) == arrives and l.startswith("ok") == arrives
+               for l in taps), taps
+    o = launch(vm_argv(qemu, testguest, *args, plan=plan))
+    assert o.wait_exit(60) == 0, o.output()
+    assert got == [l for l in o.output().splitlines() if "xhci" in l and "cmdline" not in l]
+
+
 def pci_entry(q):
     """query-pci's entry for 1b36:000d, less the BAR address (ferrovm
     assigns it on direct boot, QEMU leaves it to SeaBIOS)."""

@@ -7,7 +7,10 @@
  * MSI-X vector 0 at LAPIC vector 0x42; then commands (No Op, Enable Slot,
  * Disable Slot, Address Device, Stop Endpoint, a transfer TRB type), each
  * batch's completions taken after its interrupt, the event ring wrapping
- * with its cycle bit; every PORTSC read; HCRST at the end.  Every value is
+ * with its cycle bit; every PORTSC read; HCRST at the end.  With
+ * intx_gsi= MSI-X stays off and interrupter 0 signals INTA# instead, routed
+ * through the IOAPIC (level, active high) to the same vector; writing
+ * IMAN.IP drops the line (QEMU xhci_intr_update).  Every value is
  * printed, so the VMMs can be compared line for line. */
 #include "tg.h"
 
@@ -33,9 +36,17 @@
 #define T_STOP_EP 15
 #define T_NOOP 23
 
+#define IOAPIC_BASE 0xfec00000ul
+
 static u64 op, rt, db;
 static unsigned cmd_idx, ev_idx;
 static int cmd_cycle = 1, ev_cycle = 1;
+
+static void ioapic_write(u32 reg, u32 v)
+{
+    mmio_write32(IOAPIC_BASE, reg);
+    mmio_write32(IOAPIC_BASE + 0x10, v);
+}
 
 static u32 rd(u64 a) { return mmio_read32(a); }
 static void wr(u64 a, u32 v) { mmio_write32(a, v); }
@@ -167,15 +178,28 @@ int xhci_checks(void)
     wr64(rt + 0x38, EV_RING);                       /* ERDP */
     wr64(rt + 0x30, ERST);                          /* ERSTBA last: the ring is read then */
     wr(rt + 0x20, 2);                               /* IMAN.IE */
-    struct msix mx;
-    if (!msix_setup(f, &mx)) {
-        tap(0, "xhci msi-x", "no MSI-X capability");
-        return 0;
+    u32 gsi = (u32)blkcfg.intx_gsi;
+    if (gsi) {
+        if (gsi > 23) {
+            tap(0, "xhci intx", "intx_gsi= must be 16-23");
+            return 0;
+        }
+        irq_drain();
+        /* fixed delivery, physical destination, active high, level, unmasked */
+        ioapic_write(0x11 + 2 * gsi, lapic_id() << 24);
+        ioapic_write(0x10 + 2 * gsi, (IRQ_BASE + XHCI_VEC) | 1u << 15);
+        printf_("# xhci intx gsi %u vector 0x%x\n", gsi, IRQ_BASE + XHCI_VEC);
+    } else {
+        struct msix mx;
+        if (!msix_setup(f, &mx)) {
+            tap(0, "xhci msi-x", "no MSI-X capability");
+            return 0;
+        }
+        msix_set(&mx, 0, IRQ_BASE + XHCI_VEC);
+        msix_enable(&mx);
+        printf_("# xhci msi-x %u vectors table bar %u +0x%lx pba +0x%lx\n", mx.n, mx.table_bir,
+                mx.table - base, mx.pba - base);
     }
-    msix_set(&mx, 0, IRQ_BASE + XHCI_VEC);
-    msix_enable(&mx);
-    printf_("# xhci msi-x %u vectors table bar %u +0x%lx pba +0x%lx\n", mx.n, mx.table_bir, mx.table - base,
-            mx.pba - base);
     wr(op, 1 | 4);                                  /* Run/Stop, INTE */
     sts = rd(op + 4);
     tap(!(sts & 1), "xhci running", "usbcmd 0x%x usbsts 0x%x crcr 0x%x", rd(op), sts, rd(op + 0x18));
@@ -215,6 +239,8 @@ int xhci_checks(void)
     printf_("# xhci port 1 portsc 0x%08x after clearing CSC\n", rd(op + 0x400));
     tap(connected == 0, "xhci root hub ports empty", "%u ports, %u connected", ports, connected);
 
+    if (gsi)
+        ioapic_write(0x10 + 2 * gsi, 1u << 16);     /* masked again */
     wr(op, 0);
     t0 = clock_us();
     while (!(rd(op + 4) & 1) && clock_us() - t0 < 1000000)
