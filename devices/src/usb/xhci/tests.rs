@@ -589,3 +589,66 @@ impl crate::bus::BusDevice for Bus<'_> {
         self.0.bar_write(0, offset, data);
     }
 }
+
+#[test]
+fn machine_reset_returns_a_running_controller_to_power_on() {
+    let mut r = rig();
+    r.start(64);
+    r.cmd(0, t::ENABLE_SLOT, 0, 0, true);
+    r.cmd(1, t::ENABLE_SLOT, 0, 0, true);
+    r.doorbell();
+    r.w32(portsc_off(0), regs::PORTSC_CSC | regs::PORTSC_PP);
+    assert!(r.intx.0.load(Ordering::SeqCst));
+    r.dev.reset();
+    assert!(!r.intx.0.load(Ordering::SeqCst), "the line drops");
+    assert_eq!(
+        (r.r32(USBCMD), r.r32(USBSTS), r.r32(CRCR), r.r32(DCBAAP)),
+        (0, USBSTS_HCH, 0, 0)
+    );
+    assert_eq!((r.r32(IMAN), r.r32(ERSTSZ), r.r32(ERDP)), (0, 0, 0));
+    assert_eq!(r.r32(portsc_off(0)), 0x0002_02a0, "CSC again");
+    // Every slot is free again: the first Enable Slot gets slot 1.
+    r.mem
+        .write_slice(&[0u8; 0x100], GuestAddress(CMD_RING))
+        .unwrap();
+    r.mem
+        .write_slice(&[0u8; 0x100], GuestAddress(EV_RING))
+        .unwrap();
+    r.start(64);
+    r.cmd(0, t::ENABLE_SLOT, 0, 0, true);
+    r.doorbell();
+    assert_eq!((ev(r.event(0)).1, ev(r.event(0)).2), (cc::SUCCESS, 1));
+}
+
+#[test]
+fn command_ring_stop_reports_command_ring_stopped() {
+    let mut r = rig();
+    r.start(64);
+    r.cmd(0, t::NOOP_COMMAND, 0, 0, true);
+    r.doorbell();
+    // CRCR.CS with the ring running (QEMU: CRR set by the doorbell).
+    r.w64(CRCR, 1 << 1);
+    assert_eq!(
+        ev(r.event(1)),
+        (t::COMMAND_COMPLETION, cc::COMMAND_RING_STOPPED, 0, true, 0)
+    );
+    // Stopped: the next CRCR write sets a new ring.
+    r.w64(CRCR, (CMD_RING + 0x400) | 1);
+    r.cmd(0x40, t::NOOP_COMMAND, 0, 0, true);
+    r.doorbell();
+    assert_eq!(ev(r.event(2)).4, CMD_RING + 0x400);
+}
+
+#[test]
+fn doorbells_are_ignored_while_halted() {
+    let mut r = rig();
+    r.start(64);
+    r.w32(USBCMD, 0);
+    assert_eq!(r.r32(USBSTS) & USBSTS_HCH, USBSTS_HCH);
+    r.cmd(0, t::NOOP_COMMAND, 0, 0, true);
+    r.doorbell();
+    assert_eq!(r.event(0), Trb::default());
+    r.w32(USBCMD, USBCMD_RS | USBCMD_INTE);
+    r.doorbell();
+    assert_eq!(ev(r.event(0)).1, cc::SUCCESS);
+}
