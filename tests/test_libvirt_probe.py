@@ -105,12 +105,12 @@ def cached_flags(binary):
 
 
 # Flags libvirt 9.0 sets from qom-list-types and device-list-properties:
-# the ones for ferrovm's three virtio devices, and some for devices ferrovm
+# the ones for ferrovm's three virtio devices and qemu-xhci, and some for devices ferrovm
 # does not have (checked to be real flag names against QEMU's probe).
 HAS = {"virtio-net", "virtio-balloon-pci.deflate-on-oom", "virtio-balloon.free-page-reporting",
        "virtio-blk.queue-size", "x86-max-cpu", "query-cpu-model-expansion",
-       "query-cpu-definitions"}
-LACKS = {"pcie-root-port", "qemu-xhci", "piix3-usb-uhci", "virtio-scsi-pci", "vfio-pci",
+       "query-cpu-definitions", "qemu-xhci"}
+LACKS = {"pcie-root-port", "piix3-usb-uhci", "virtio-scsi-pci", "vfio-pci",
          "usb-storage", "ich9-ahci", "VGA", "virtio-rng", "pci-bridge", "virtio-gpu"}
 
 

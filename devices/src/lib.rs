@@ -22,6 +22,7 @@
 //! - [`watchdog::I6300Esb`]: the i6300esb PCI watchdog, on a caller-supplied virtual clock.
 //! - [`pvpanic::PvPanicIsa`] (port 0x505) and [`pvpanic::PvPanicPci`]: guest panic
 //!   notification, reported as [`pvpanic::PvPanicEvent`]s.
+//! - [`usb::xhci::XhciPci`]: QEMU's qemu-xhci USB 3 host controller, with no USB devices.
 
 pub mod acpi_pm;
 pub mod bus;
@@ -35,6 +36,7 @@ pub mod pci;
 pub mod post;
 pub mod pvpanic;
 pub mod serial;
+pub mod usb;
 pub mod virtio;
 pub mod watchdog;
 

@@ -28,7 +28,7 @@ struct hvm_memmap_entry {
 
 enum plan { PLAN_POWEROFF, PLAN_RESET, PLAN_IDLE, PLAN_REBOOT, PLAN_CRASH, PLAN_BLK, PLAN_NET, PLAN_NET_BLAST,
              PLAN_BALLOON, PLAN_PANIC, PLAN_CRASHLOADED, PLAN_RTC_SET, PLAN_RTC_IRQ, PLAN_WATCHDOG,
-             PLAN_PANIC_PCI, PLAN_CRASHLOADED_PCI };
+             PLAN_PANIC_PCI, PLAN_CRASHLOADED_PCI, PLAN_XHCI };
 enum reset { RESET_ACPI, RESET_KBD, RESET_TRIPLE };
 
 static struct {
@@ -249,6 +249,8 @@ static void parse_cmdline(void)
                 cfg.plan = PLAN_PANIC_PCI;
             else if (word_is(v, vn, "crashloaded-pci"))
                 cfg.plan = PLAN_CRASHLOADED_PCI;
+            else if (word_is(v, vn, "xhci"))
+                cfg.plan = PLAN_XHCI;
             else if (vn > 7 && !memcmp(v, "reboot:", 7) && parse_u64(v + 7, vn - 7, &num)) {
                 cfg.plan = PLAN_REBOOT;
                 cfg.reboot_n = (unsigned)num;
@@ -749,6 +751,8 @@ void tg_main(u64 start_info)
         dev_up = balloon_checks();
     else if (cfg.plan == PLAN_WATCHDOG)
         dev_up = watchdog_checks(boot_count);
+    else if (cfg.plan == PLAN_XHCI)
+        dev_up = xhci_checks();
     printf_("1..%d\n", test_no);
     if (blk_reset)
         reset();
@@ -794,6 +798,8 @@ void tg_main(u64 start_info)
     case PLAN_CRASHLOADED_PCI:
         pvpanic_pci(cfg.plan == PLAN_PANIC_PCI ? 1 : 2);
         idle();
+    case PLAN_XHCI:
+        poweroff();
     }
     poweroff();
 }

@@ -293,4 +293,7 @@ void watchdog_run(void) __attribute__((noreturn));
 /* ---- pvpanic_pci.c: plan=panic-pci / crashloaded-pci ---- */
 int pvpanic_pci(u8 event);      /* 1: the event was written to 1b36:0011's BAR0 */
 
+/* ---- xhci.c: plan=xhci (qemu-xhci, 1b36:000d) ---- */
+int xhci_checks(void);          /* 1: the controller ran its commands */
+
 #endif

@@ -207,6 +207,14 @@ impl PciConfigSpace {
         (PCI_BAR0 / 4..PCI_BAR0 / 4 + PCI_NUM_BARS).contains(&reg_idx)
     }
 
+    /// Where the next [`PciConfigSpace::add_capability`] goes (4-aligned,
+    /// from 0x40): QEMU's `pci_add_capability` with an explicit offset, for
+    /// functions whose capabilities sit at fixed places (qemu-xhci's MSI-X
+    /// at 0x90 and PCIe at 0xa0).
+    pub fn set_capability_start(&mut self, offset: usize) {
+        self.cap_end = offset.max(CAP_START).next_multiple_of(4);
+    }
+
     /// Adds a capability with ID `id` whose bytes after the ID and next
     /// pointer are `body`; returns its offset. Like QEMU
     /// (hw/pci/pci.c `pci_add_capability`), the newest capability heads the

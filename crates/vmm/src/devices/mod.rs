@@ -24,6 +24,7 @@ pub mod smbios_config;
 pub mod virtio;
 pub mod virtio_pci;
 pub mod watchdog;
+pub mod xhci;
 
 use std::sync::{Arc, Mutex};
 
@@ -97,6 +98,8 @@ pub enum PlannedModel {
     RootPort { request: qdev::PcieRootPortRequest },
     /// `-device pcie-pci-bridge`.
     PciBridge { request: qdev::PciePciBridgeRequest },
+    /// `-device qemu-xhci`.
+    Xhci { request: qdev::XhciRequest },
 }
 
 impl PciPlan {
@@ -110,6 +113,7 @@ impl PciPlan {
             PlannedModel::PvPanicPci { .. } => "pvpanic-pci",
             PlannedModel::RootPort { .. } => "pcie-root-port",
             PlannedModel::PciBridge { .. } => "pcie-pci-bridge",
+            PlannedModel::Xhci { .. } => "qemu-xhci",
         }
     }
 }

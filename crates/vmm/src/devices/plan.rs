@@ -128,6 +128,7 @@ pub fn plan(
             DeviceRequest::I6300Esb(request) => PlannedModel::Watchdog { request },
             DeviceRequest::PcieRootPort(request) => PlannedModel::RootPort { request },
             DeviceRequest::PciePciBridge(request) => PlannedModel::PciBridge { request },
+            DeviceRequest::Xhci(request) => PlannedModel::Xhci { request },
         };
         pci.push(PciPlan {
             model,

@@ -177,6 +177,7 @@ impl DeviceManager {
             }
             PlannedModel::RootPort { request } => self.add_root_port(request, qom_path),
             PlannedModel::PciBridge { request } => self.add_pcie_pci_bridge(request, qom_path),
+            PlannedModel::Xhci { request } => self.add_xhci(mem, request, qom_path),
         }
     }
 }

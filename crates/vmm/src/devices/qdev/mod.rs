@@ -12,6 +12,7 @@ pub mod help;
 mod net;
 mod pvpanic;
 mod watchdog;
+mod xhci;
 
 use serde_json::{Map, Value};
 
@@ -21,6 +22,7 @@ pub use bridge::{PciePciBridgeRequest, PcieRootPortRequest};
 pub use net::VirtioNetPci;
 pub use pvpanic::{PvPanicIsaRequest, PvPanicPciRequest};
 pub use watchdog::I6300EsbRequest;
+pub use xhci::XhciRequest;
 
 /// A `-device` that ferrovm builds.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +35,7 @@ pub enum DeviceRequest {
     I6300Esb(I6300EsbRequest),
     PcieRootPort(PcieRootPortRequest),
     PciePciBridge(PciePciBridgeRequest),
+    Xhci(XhciRequest),
 }
 
 impl DeviceRequest {
@@ -47,6 +50,7 @@ impl DeviceRequest {
             Self::I6300Esb(r) => r.pci.id.as_deref(),
             Self::PcieRootPort(r) => r.pci.id.as_deref(),
             Self::PciePciBridge(r) => r.pci.id.as_deref(),
+            Self::Xhci(r) => r.pci.id.as_deref(),
         }
     }
 
@@ -61,6 +65,7 @@ impl DeviceRequest {
             Self::I6300Esb(r) => &r.pci.pci,
             Self::PcieRootPort(r) => &r.pci.pci,
             Self::PciePciBridge(r) => &r.pci.pci,
+            Self::Xhci(r) => &r.pci.pci,
         };
         p.bus.as_deref()
     }
@@ -438,6 +443,18 @@ pub const DRIVERS: &[Driver] = &[
         base: PCI_DEVICE,
         props: &[],
         parse: |d, _| bridge::parse_pci_bridge(d).map(DeviceRequest::PciePciBridge),
+    },
+    Driver {
+        name: "qemu-xhci",
+        desc: "",
+        alias: None,
+        bus: "PCI",
+        category: help::Category::Usb,
+        parent: "pci-xhci",
+        grandparent: Some("pci-device"),
+        base: PCI_DEVICE,
+        props: xhci::PROPS,
+        parse: |d, _| xhci::parse(d).map(DeviceRequest::Xhci),
     },
 ];
 
