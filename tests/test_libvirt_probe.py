@@ -109,8 +109,8 @@ def cached_flags(binary):
 # does not have (checked to be real flag names against QEMU's probe).
 HAS = {"virtio-net", "virtio-balloon-pci.deflate-on-oom", "virtio-balloon.free-page-reporting",
        "virtio-blk.queue-size", "x86-max-cpu", "query-cpu-model-expansion",
-       "query-cpu-definitions", "qemu-xhci"}
-LACKS = {"pcie-root-port", "piix3-usb-uhci", "virtio-scsi-pci", "vfio-pci",
+       "query-cpu-definitions", "pcie-root-port", "qemu-xhci"}
+LACKS = {"piix3-usb-uhci", "virtio-scsi-pci", "vfio-pci",
          "usb-storage", "ich9-ahci", "VGA", "virtio-rng", "pci-bridge", "virtio-gpu"}
 
 

@@ -88,10 +88,6 @@ mod tests {
                 "Parameter 'p2' expects integer",
             ),
             (
-                json!({"driver": "qemu-xhci", "bus": "pci.2"}),
-                "Bus 'pci.2' not found",
-            ),
-            (
                 json!({"driver": "usb-kbd"}),
                 "'usb-kbd' is not a valid device model name",
             ),
