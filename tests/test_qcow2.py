@@ -131,7 +131,7 @@ def test_kill_during_writes_leaves_at_most_leaks(ferrovm, testguest, launch, tmp
 
 def normalized(out):
     # Automatic node names end in two random digits.
-    return json.loads(re.sub(r'#block(\d+)\d\d"', r'#block\1XX"', json.dumps(out)))
+    return json.loads(re.sub(r'#block(\d+)\d\d\b', r'#block\1XX', json.dumps(out)))
 
 
 def test_queries_equal_qemus(ferrovm, qemu, tmp_path, sockdir):
@@ -150,7 +150,9 @@ def test_queries_equal_qemus(ferrovm, qemu, tmp_path, sockdir):
          "-device", "virtio-blk-pci,drive=tq,id=vd0"],
     ]
     queries = [("query-block", {}), ("query-named-block-nodes", {}),
-               ("query-named-block-nodes", {"flat": True})]
+               ("query-named-block-nodes", {"flat": True}),
+               ("human-monitor-command", {"command-line": "info block"}),
+               ("human-monitor-command", {"command-line": "info block -n"})]
     for extra in lines:
         got = {}
         for binary in (ferrovm, qemu):

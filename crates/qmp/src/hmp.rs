@@ -26,6 +26,7 @@ enum Action {
     InfoChardev,
     InfoIothreads,
     InfoMemorySizeSummary,
+    InfoBlock,
 }
 
 struct HmpCommand {
@@ -88,6 +89,12 @@ const COMMANDS: &[HmpCommand] = &[
 ];
 
 const INFO_COMMANDS: &[HmpCommand] = &[
+    HmpCommand {
+        name: "block",
+        params: "[-n] [-v] [device]",
+        help: "show info of one block device or all block devices (-n: show named nodes; -v: show details)",
+        action: Action::InfoBlock,
+    },
     HmpCommand { name: "chardev", params: "", help: "show the character devices", action: Action::InfoChardev },
     HmpCommand { name: "cpus", params: "", help: "show infos for each CPU", action: Action::InfoCpus },
     HmpCommand { name: "iothreads", params: "", help: "show iothreads", action: Action::InfoIothreads },
@@ -208,6 +215,7 @@ impl Ctx<'_> {
             let rest = &line[p..];
             match cmd.action {
                 Action::Help => return self.help(rest),
+                Action::InfoBlock => return self.info_block(rest),
                 Action::Info => return self.help_dump(INFO_COMMANDS, &["info".to_string()], 1),
                 _ => {}
             }
@@ -226,6 +234,173 @@ impl Ctx<'_> {
         }
     }
 
+    /// `info block [-n] [-v] [device]` (block/monitor/block-hmp-cmds.c
+    /// `hmp_info_block`): the BlockBackends, or with `-n` the named nodes.
+    /// `-v` is accepted; the image details it adds are not printed.
+    fn info_block(&mut self, rest: &str) {
+        let mut nodes = false;
+        let mut device = None;
+        for t in rest.split_whitespace() {
+            match t {
+                "-n" => nodes = true,
+                "-v" => {}
+                d if device.is_none() && !d.starts_with('-') => device = Some(d.to_string()),
+                _ => {
+                    self.out
+                        .line("info: extraneous characters at the end of line");
+                    self.out.line("Try \"help info\" for more information");
+                    return;
+                }
+            }
+        }
+        let list = |v: Result<Value, QmpError>| match v {
+            Ok(Value::Array(l)) => l,
+            _ => Vec::new(),
+        };
+        let mut first = true;
+        if !nodes {
+            for b in list(self.call("query-block")) {
+                let name = b.get("device").and_then(Value::as_str).unwrap_or("");
+                if device.as_deref().is_some_and(|d| d != name) {
+                    continue;
+                }
+                if !first {
+                    self.out.line("");
+                }
+                first = false;
+                self.print_block_info(Some(&b), b.get("inserted"));
+            }
+            return;
+        }
+        for n in list(self.call("query-named-block-nodes")) {
+            let name = n.get("node-name").and_then(Value::as_str).unwrap_or("");
+            if device.as_deref().is_some_and(|d| d != name) {
+                continue;
+            }
+            if !first {
+                self.out.line("");
+            }
+            first = false;
+            self.print_block_info(None, Some(&n));
+        }
+    }
+
+    /// `print_block_info`.
+    fn print_block_info(&mut self, info: Option<&Value>, ins: Option<&Value>) {
+        let s = |v: Option<&Value>, k: &str| {
+            v.and_then(|v| v.get(k))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let b = |v: Option<&Value>, k: &str| v.and_then(|v| v.get(k)).and_then(Value::as_bool);
+        let i = |k: &str| {
+            ins.and_then(|v| v.get(k))
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        };
+        let dev = s(info, "device");
+        let mut head = if !dev.is_empty() {
+            match ins.and_then(|v| v.get("node-name")).and_then(Value::as_str) {
+                Some(n) => format!("{dev} ({n})"),
+                None => dev,
+            }
+        } else {
+            let n = s(ins, "node-name");
+            if !n.is_empty() {
+                n
+            } else if !s(info, "qdev").is_empty() {
+                s(info, "qdev")
+            } else {
+                "<anonymous>".into()
+            }
+        };
+        match ins {
+            Some(_) => head.push_str(&format!(
+                ": {} ({}{}{})",
+                s(ins, "file"),
+                s(ins, "drv"),
+                if b(ins, "ro") == Some(true) {
+                    ", read-only"
+                } else {
+                    ""
+                },
+                if b(ins, "encrypted") == Some(true) {
+                    ", encrypted"
+                } else {
+                    ""
+                }
+            )),
+            None => head.push_str(": [not inserted]"),
+        }
+        self.out.line(&head);
+        if info.is_some() {
+            let q = s(info, "qdev");
+            if !q.is_empty() {
+                self.out.line(&format!("    Attached to:      {q}"));
+            }
+            let io = s(info, "io-status");
+            if !io.is_empty() && io != "ok" {
+                self.out.line(&format!("    I/O status:       {io}"));
+            }
+            if b(info, "removable") == Some(true) {
+                self.out.line(&format!(
+                    "    Removable device: {}locked, tray {}",
+                    if b(info, "locked") == Some(true) {
+                        ""
+                    } else {
+                        "not "
+                    },
+                    if b(info, "tray_open") == Some(true) {
+                        "open"
+                    } else {
+                        "closed"
+                    }
+                ));
+            }
+        }
+        let Some(v) = ins else { return };
+        let cache = v.get("cache");
+        self.out.line(&format!(
+            "    Cache mode:       {}{}{}",
+            if b(cache, "writeback") == Some(false) {
+                "writethrough"
+            } else {
+                "writeback"
+            },
+            if b(cache, "direct") == Some(true) {
+                ", direct"
+            } else {
+                ""
+            },
+            if b(cache, "no-flush") == Some(true) {
+                ", ignore flushes"
+            } else {
+                ""
+            }
+        ));
+        let backing = s(ins, "backing_file");
+        if !backing.is_empty() {
+            self.out.line(&format!(
+                "    Backing file:     {backing} (chain depth: {})",
+                i("backing_file_depth")
+            ));
+        }
+        let dz = s(ins, "detect_zeroes");
+        if !dz.is_empty() && dz != "off" {
+            self.out.line(&format!("    Detect zeroes:    {dz}"));
+        }
+        let limits = ["bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr"];
+        if limits.iter().any(|k| i(k) != 0) {
+            self.out.line(&format!(
+                "    I/O throttling:   bps={} bps_rd={} bps_wr={} bps_max={} bps_rd_max={} bps_wr_max={} iops={} iops_rd={} iops_wr={} iops_max={} iops_rd_max={} iops_wr_max={} iops_size={} group={}",
+                i("bps"), i("bps_rd"), i("bps_wr"), i("bps_max"), i("bps_rd_max"), i("bps_wr_max"),
+                i("iops"), i("iops_rd"), i("iops_wr"), i("iops_max"), i("iops_rd_max"),
+                i("iops_wr_max"), i("iops_size"), s(ins, "group")
+            ));
+        }
+    }
+
     fn call(&mut self, cmd: &str) -> Result<Value, QmpError> {
         call(self.handler, cmd, QDict::new(), self.events)
     }
@@ -233,6 +408,8 @@ impl Ctx<'_> {
     fn exec(&mut self, action: Action) {
         let r: Result<(), QmpError> = (|| {
             match action {
+                // Parses its arguments: run from `info_block`.
+                Action::InfoBlock => {}
                 Action::Qmp(cmd) => {
                     self.call(cmd)?;
                 }
