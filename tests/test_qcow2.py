@@ -251,3 +251,28 @@ def test_throttling_bounds_what_the_guest_writes(ferrovm, testguest, launch, tmp
     assert results(g).get(f"blk fill mib={mib}") is True, g.output()
     written = mib << 20
     assert written <= limit * elapsed + limit / 10 + (1 << 20), (written, elapsed)
+
+
+def test_block_resize_grows_a_qcow2_image(ferrovm, tmp_path, sockdir):
+    """block_resize on a qcow2 drive: the image grows (its L1 table too),
+    query-block and qemu-img agree, and the image stays clean."""
+    from qmp_util import Qmp
+    img = str(tmp_path / "r.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", img, "1M")
+    sock = f"{sockdir}/r.sock"
+    p = subprocess.Popen([ferrovm, "-nodefaults", "-display", "none", "-S", "-qmp",
+                          f"unix:{sock},server=on,wait=off",
+                          "-drive", f"file={img},format=qcow2,if=none,id=d0"],
+                         stderr=subprocess.PIPE)
+    try:
+        with Qmp(sock, proc=p) as q:
+            q.cmd("block_resize", {"device": "d0", "size": 3 << 30})
+            image = q.cmd("query-block")[0]["inserted"]["image"]
+            assert image["virtual-size"] == 3 << 30, image
+            q.cmd("quit")
+        p.wait(10)
+    finally:
+        p.kill()
+    info = json.loads(qemu_img("info", "--output=json", img).stdout)
+    assert info["virtual-size"] == 3 << 30
+    qemu_img("check", img)
