@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for pkg in gcc make binutils python3 python3-venv qemu-system-x86 qemu-utils seabios busybox-static cpio xz-utils fio \
-    iproute2 iputils-ping libvirt-daemon-system libvirt-clients; do
+    iproute2 iputils-ping libvirt-daemon-system libvirt-clients mount; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -276,3 +276,60 @@ def test_block_resize_grows_a_qcow2_image(ferrovm, tmp_path, sockdir):
     info = json.loads(qemu_img("info", "--output=json", img).stdout)
     assert info["virtual-size"] == 3 << 30
     qemu_img("check", img)
+
+
+@pytest.fixture
+def loopdev(tmp_path):
+    backing = tmp_path / "loop.img"
+    with open(backing, "wb") as f:
+        f.truncate(32 << 20)
+    r = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail(f"this test needs a loop device (root, util-linux losetup): {r.stderr.strip()}")
+    dev = r.stdout.strip()
+    yield dev, str(backing)
+    subprocess.run(["losetup", "-d", dev])
+
+
+def test_host_device_nodes(ferrovm, qemu, testguest, launch, sockdir, loopdev):
+    """The `host_device` protocol on a block device: its node as QEMU shows
+    it, QEMU's refusals of a regular file as host_device and of a device as
+    `file`, `-drive file=/dev/...` picking host_device, and guest writes
+    landing on the device."""
+    from qmp_util import Qmp
+    dev, backing = loopdev
+    steps = [("query-named-block-nodes", {"flat": True}),
+             ("blockdev-add", {"driver": "host_device", "filename": backing, "node-name": "x1"}),
+             ("blockdev-add", {"driver": "file", "filename": dev, "node-name": "x2"}),
+             ("query-block", {})]
+    got = {}
+    for binary in (ferrovm, qemu):
+        sock = f"{sockdir}/h.sock"
+        p = subprocess.Popen([binary, "-nodefaults", "-display", "none", "-S", "-M", "q35",
+                              "-qmp", f"unix:{sock},server=on,wait=off",
+                              "-blockdev", f"driver=host_device,filename={dev},node-name=h0",
+                              "-drive", f"if=none,id=d1,file={dev},format=raw,file.locking=off"],
+                             stderr=subprocess.PIPE)
+        try:
+            q = Qmp(sock, proc=p)
+            out = []
+            for c, a in steps:
+                try:
+                    out.append(normalized(q.cmd(c, a)))
+                except Exception as e:  # the refusals: compare their words
+                    out.append(str(e))
+            got[binary] = out
+            q.close()
+        finally:
+            p.kill()
+            p.wait()
+    assert got[ferrovm] == got[qemu]
+    # -blockdev's node and the -drive's protocol node are both host_device.
+    assert sorted(n["drv"] for n in got[ferrovm][0]) == ["host_device", "host_device", "raw"]
+    g = launch(guest_args(ferrovm, testguest, "plan=blk-write blk_sectors=64 seed=4", "-m", "128",
+                          "-drive", f"file={dev},format=raw,if=none,id=d0",
+                          "-device", "virtio-blk-pci,drive=d0,id=vd0"))
+    assert g.wait_exit(60) == 0, g.output()
+    subprocess.run(["sync"])
+    with open(backing, "rb") as f:
+        assert f.read(64 * SECTOR) == pattern(0, 64, seed=4)

@@ -61,14 +61,19 @@ pub struct FileIo {
 /// The `file` driver's state for one node.
 pub struct FileDriver {
     pub io: std::sync::Arc<FileIo>,
+    /// `host_device`: a block or character device (QEMU's file-posix
+    /// `hdev` driver) rather than a regular file.
+    device: bool,
     locking: bool,
     locks: Mutex<LockState>,
 }
 
 impl FileDriver {
     /// `raw_open_common`: consumes `filename`, `locking`, `aio`,
-    /// `aio-max-batch`, `x-check-cache-dropped`, `drop-cache`.
-    pub fn open(o: &mut Opts, flags: &NodeFlags) -> Result<Self, BlockError> {
+    /// `aio-max-batch`, `x-check-cache-dropped`, `drop-cache`. `device`:
+    /// the `host_device` driver, which wants a block or character device,
+    /// where `file` wants a regular file.
+    pub fn open(o: &mut Opts, flags: &NodeFlags, device: bool) -> Result<Self, BlockError> {
         let filename = o
             .take_str("filename")?
             .ok_or_else(|| BlockError::new("Parameter 'filename' is missing"))?;
@@ -111,6 +116,21 @@ impl FileDriver {
         let file = oo
             .open(&filename)
             .map_err(|e| BlockError::errno(format!("Could not open '{filename}'"), errno_of(&e)))?;
+        let kind = file
+            .metadata()
+            .map_err(|e| BlockError::errno(format!("Could not stat '{filename}'"), errno_of(&e)))?
+            .file_type();
+        use std::os::unix::fs::FileTypeExt;
+        if device && !(kind.is_block_device() || kind.is_char_device()) {
+            return Err(BlockError::new(format!(
+                "'host_device' driver requires '{filename}' to be either a character or block device"
+            )));
+        }
+        if !device && !kind.is_file() {
+            return Err(BlockError::new(format!(
+                "'file' driver requires '{filename}' to be a regular file"
+            )));
+        }
         let (req_align, mem_align) = if flags.direct {
             probe_alignment(&file)
                 .ok_or_else(|| BlockError::new("Could not find working O_DIRECT alignment"))?
@@ -131,6 +151,7 @@ impl FileDriver {
                 discard_nb_failed: AtomicU64::new(0),
                 discard_bytes_ok: AtomicU64::new(0),
             }),
+            device,
             locking: locking != Locking::Off,
             locks: Mutex::new(LockState::default()),
         })
@@ -201,7 +222,11 @@ impl Drop for AlignedBuf {
 
 impl Driver for FileDriver {
     fn format_name(&self) -> &'static str {
-        "file"
+        if self.device {
+            "host_device"
+        } else {
+            "file"
+        }
     }
 
     fn filename(&self) -> String {
@@ -212,6 +237,20 @@ impl Driver for FileDriver {
     /// `total_sectors * 512`, rounded up), so a file of 196616 bytes is a
     /// node of 197120.
     fn size(&self) -> Result<u64, BlockError> {
+        if self.device {
+            // A device's length is where its end is (metadata says 0).
+            // SAFETY: lseek on an open fd; no memory is passed.
+            let end = unsafe { libc::lseek(self.io.file.as_raw_fd(), 0, libc::SEEK_END) };
+            if end < 0 {
+                return Err(BlockError::errno(
+                    "Failed to get device size",
+                    std::io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(libc::EIO),
+                ));
+            }
+            return Ok((end as u64).div_ceil(512) * 512);
+        }
         self.io
             .file
             .metadata()
@@ -224,6 +263,13 @@ impl Driver for FileDriver {
     }
 
     fn truncate(&self, size: u64) -> Result<(), BlockError> {
+        if self.device {
+            // raw_co_truncate for a device: it cannot grow.
+            if size > self.size()? {
+                return Err(BlockError::new("Cannot grow device files"));
+            }
+            return Ok(());
+        }
         // raw_co_truncate for a regular file: ftruncate.
         self.io
             .file
@@ -256,7 +302,7 @@ impl Driver for FileDriver {
     fn driver_specific_stats(&self) -> Option<serde_json::Value> {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Some(serde_json::json!({
-            "driver": "file",
+            "driver": self.format_name(),
             "discard-nb-ok": g(&self.io.discard_nb_ok),
             "discard-nb-failed": g(&self.io.discard_nb_failed),
             "discard-bytes-ok": g(&self.io.discard_bytes_ok),

@@ -59,6 +59,14 @@ const QEMU_DRIVERS: &[&str] = &[
     "vvfat",
 ];
 
+/// A block or character device (`hdev_probe_device`).
+fn is_device(filename: Option<&str>) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    filename
+        .and_then(|f| std::fs::metadata(f).ok())
+        .is_some_and(|m| m.file_type().is_block_device() || m.file_type().is_char_device())
+}
+
 /// Format probing (`bdrv_probe_all`) as far as ferrovm has formats: the
 /// qcow2 magic `QFI\xfb`, else raw.
 fn probe_qcow2(filename: Option<&str>) -> bool {
@@ -349,7 +357,13 @@ impl BlockGraph {
             }
             self.open_node(top, flags, String::new(), Syntax::Drive)?
         } else {
-            file.entry("driver").or_insert(Value::String("file".into()));
+            // bdrv_find_protocol: a device path takes host_device.
+            let proto = if is_device(file.get("filename").and_then(Value::as_str)) {
+                "host_device"
+            } else {
+                "file"
+            };
+            file.entry("driver").or_insert(Value::String(proto.into()));
             top.insert("file".into(), Value::Object(file));
             self.open_node(top, flags, String::new(), Syntax::Drive)?
         };
@@ -425,7 +439,14 @@ impl BlockGraph {
             o.take_bool(k)?;
         }
         let (drv, children): (Box<dyn Driver>, Vec<Child>) = match driver.as_str() {
-            "file" => (Box::new(FileDriver::open(&mut o, &flags)?), Vec::new()),
+            "file" => (
+                Box::new(FileDriver::open(&mut o, &flags, false)?),
+                Vec::new(),
+            ),
+            "host_device" => (
+                Box::new(FileDriver::open(&mut o, &flags, true)?),
+                Vec::new(),
+            ),
             "qcow2" => {
                 let file = self.child_node(&mut o, "file", flags, &prefix, syntax)?;
                 // QEMU names the node and lists it before it opens the
