@@ -401,7 +401,8 @@ static void check_memory(void)
 /* 4: CMOS RTC */
 static unsigned bcd(u8 v) { return (v >> 4) * 10 + (v & 15); }
 
-static i64 days_from_civil(i64 y, unsigned m, unsigned d)
+/* Days from 1970-01-01 to a civil date (H. Hinnant's algorithm); rtc.c too. */
+i64 days_from_civil(i64 y, unsigned m, unsigned d)
 {
     y -= m <= 2;
     i64 era = (y >= 0 ? y : y - 399) / 400;

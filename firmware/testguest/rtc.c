@@ -43,16 +43,6 @@ struct tm_ {
 static u8 enc(unsigned v, int binary) { return binary ? (u8)v : (u8)((v / 10) << 4 | v % 10); }
 static unsigned dec(u8 v, int binary) { return binary ? v : (v >> 4) * 10u + (v & 0x0f); }
 
-static i64 days_from_civil(i64 y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    i64 era = (y >= 0 ? y : y - 399) / 400;
-    unsigned yoe = (unsigned)(y - era * 400);
-    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (i64)doe - 719468;
-}
-
 static i64 epoch_of(const struct tm_ *t)
 {
     return days_from_civil(t->year, t->mon, t->day) * 86400 + t->hour * 3600 + t->min * 60 + t->sec;

@@ -296,4 +296,7 @@ int pvpanic_pci(u8 event);      /* 1: the event was written to 1b36:0011's BAR0 
 /* ---- xhci.c: plan=xhci (qemu-xhci, 1b36:000d) ---- */
 int xhci_checks(void);          /* 1: the controller ran its commands */
 
+/* ---- main.c ---- */
+i64 days_from_civil(i64 y, unsigned m, unsigned d);   /* days since 1970-01-01 */
+
 #endif
