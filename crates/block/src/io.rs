@@ -148,7 +148,8 @@ pub(crate) struct Backend {
     pub name: String,
     /// Where requests go; replaced (in a drained section) when a snapshot
     /// puts a new overlay on top.
-    route: RwLock<Route>,
+    /// Shared, so a request takes it with one reference count.
+    route: RwLock<Arc<Route>>,
     /// `block_set_io_throttle`'s limits, if any.
     throttle: Mutex<Option<Arc<Throttle>>>,
     pub read_only: bool,
@@ -172,7 +173,7 @@ impl Backend {
     ) -> Self {
         Backend {
             name,
-            route: RwLock::new(Route::of(root)),
+            route: RwLock::new(Arc::new(Route::of(root))),
             throttle: Mutex::new(None),
             read_only,
             write_cache: AtomicBool::new(write_cache),
@@ -204,12 +205,12 @@ impl Backend {
         }
     }
 
-    pub(crate) fn route(&self) -> Route {
+    pub(crate) fn route(&self) -> Arc<Route> {
         self.route.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub(crate) fn set_route(&self, r: Route) {
-        *self.route.write().unwrap_or_else(|e| e.into_inner()) = r;
+        *self.route.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(r);
     }
 
     pub(crate) fn throttle(&self) -> Option<Arc<Throttle>> {
@@ -220,15 +221,14 @@ impl Backend {
     }
 
     fn root(&self) -> Option<Arc<Node>> {
-        self.route
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .root
-            .clone()
+        self.route().root.clone()
     }
 
     fn size(&self) -> u64 {
-        let r = self.route();
+        Self::route_size(&self.route())
+    }
+
+    fn route_size(r: &Route) -> u64 {
         match (&r.root, &r.data) {
             (Some(r), _) => r.size().unwrap_or(0),
             (None, Some(d)) => d.io.file.metadata().map(|m| m.len()).unwrap_or(0),
@@ -558,7 +558,8 @@ impl BlockQueue {
             return self.finish_now(meta, Err(libc::EROFS));
         }
         // blk_check_byte_request: -EIO beyond the end.
-        if req.kind != IoKind::Flush && req.offset.checked_add(bytes).is_none_or(|e| e > b.size()) {
+        let size = Backend::route_size(&route);
+        if req.kind != IoKind::Flush && req.offset.checked_add(bytes).is_none_or(|e| e > size) {
             return self.finish_now(meta, Err(libc::EIO));
         }
         // QEMU throttles reads and writes (write-zeroes is a write), not

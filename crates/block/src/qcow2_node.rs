@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::engine::sync_ops;
 use crate::error::BlockError;
 use crate::file::FileIo;
-use crate::io::IoBuf;
+use crate::io::{IoBuf, Route};
 use crate::node::{Driver, FormatIo, Node};
 use crate::perm;
 use crate::qcow2::{ImageFile, ImageRead, OpenOptions, Qcow2, Qcow2Error};
@@ -65,12 +65,23 @@ impl ImageFile for ProtocolFile {
 }
 
 /// A backing node as the image below a qcow2 overlay: raw (linear onto a
-/// file) or another format node.
-pub(crate) struct NodeImage(pub Arc<Node>);
+/// file) or another format node. How its reads reach the image is worked
+/// out once, as a BlockBackend's route is.
+pub(crate) struct NodeImage(Route);
+
+impl NodeImage {
+    fn new(node: Arc<Node>) -> Self {
+        NodeImage(Route::of(Some(node)))
+    }
+}
 
 impl ImageRead for NodeImage {
     fn size(&self) -> u64 {
-        self.0.size().unwrap_or(0)
+        self.0
+            .root
+            .as_ref()
+            .and_then(|n| n.size().ok())
+            .unwrap_or(0)
     }
 
     fn read_at(&self, b: &mut [u8], off: u64) -> crate::qcow2::Result<()> {
@@ -82,11 +93,11 @@ impl ImageRead for NodeImage {
             return Ok(());
         }
         let failed = |e: i32| Qcow2Error::io("Could not read backing file", &errno_io(e));
-        if let Some(dp) = self.0.resolve_file() {
+        if let Some(dp) = &self.0.data {
             sync_ops::read(&dp.io, dp.base + off, &buf(b.as_mut_ptr(), n))
                 .map(|_| ())
                 .map_err(failed)
-        } else if let Some(f) = self.0.driver.format_io() {
+        } else if let Some(f) = &self.0.format {
             f.read(off, &mut b[..n]).map_err(failed)
         } else {
             Err(failed(libc::EIO))
@@ -257,7 +268,7 @@ impl Qcow2Driver {
         }
         *self.json_filename.lock().unwrap_or_else(|e| e.into_inner()) = json;
         self.image
-            .set_backing(backing.map(|n| Arc::new(NodeImage(n)) as Arc<dyn ImageRead>));
+            .set_backing(backing.map(|n| Arc::new(NodeImage::new(n)) as Arc<dyn ImageRead>));
     }
 }
 

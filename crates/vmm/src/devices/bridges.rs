@@ -4,11 +4,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use devices::pci::{FunctionOptions, PciAddress, PciePciBridge, PcieRootPort, SecondaryBus};
+use devices::pci::{PciAddress, PciePciBridge, PcieRootPort, SecondaryBus};
 
 use super::qdev::{self, DeviceRequest, PciePciBridgeRequest, PcieRootPortRequest};
-use super::{DeviceManager, Peripheral};
-use crate::sync::lock;
+use super::DeviceManager;
 
 /// The buses `-device` has made so far, in command-line order, and the
 /// chassis/slot pairs of the root ports (QEMU `pcie_chassis_add_slot`).
@@ -48,12 +47,12 @@ impl DeviceManager {
         qom_path: String,
     ) -> Result<PciAddress, String> {
         let dev = PcieRootPort::new(request.options).map_err(|e| e.to_string())?;
-        self.add_bridge_function(
+        self.add_pci_function(
             Arc::new(Mutex::new(dev)),
             "pcie-root-port",
             request.pci,
             qom_path,
-            SecondaryBus::PcieLink,
+            Some(SecondaryBus::PcieLink),
         )
     }
 
@@ -63,34 +62,12 @@ impl DeviceManager {
         qom_path: String,
     ) -> Result<PciAddress, String> {
         let dev = PciePciBridge::new().map_err(|e| e.to_string())?;
-        self.add_bridge_function(
+        self.add_pci_function(
             Arc::new(Mutex::new(dev)),
             "pcie-pci-bridge",
             request.pci,
             qom_path,
-            SecondaryBus::Conventional,
+            Some(SecondaryBus::Conventional),
         )
-    }
-
-    fn add_bridge_function(
-        &self,
-        device: devices::pci::SharedPciDevice,
-        driver: &'static str,
-        request: qdev::PciFunctionRequest,
-        qom_path: String,
-        kind: SecondaryBus,
-    ) -> Result<PciAddress, String> {
-        let addr = self.pci.add_bridge(
-            &request.pci,
-            device,
-            FunctionOptions {
-                driver: driver.into(),
-                id: request.id.unwrap_or_default(),
-                multifunction: request.pci.multifunction,
-            },
-            kind,
-        )?;
-        lock(&self.peripherals).push(Peripheral { qom_path, driver });
-        Ok(addr)
     }
 }

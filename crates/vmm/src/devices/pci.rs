@@ -187,3 +187,30 @@ fn bus_index(root: &PciRoot, at: &PciPlacement) -> Result<BusIndex, String> {
             .ok_or_else(|| format!("Bus '{b}' not found")),
     }
 }
+
+impl super::DeviceManager {
+    /// A plain (not virtio) function where `request` places it: no
+    /// doorbells; its BARs are mapped by the root as the guest programs
+    /// them. `behind`: the function is a bridge with a secondary bus of
+    /// that kind.
+    pub(super) fn add_pci_function(
+        &self,
+        device: SharedPciDevice,
+        driver: &'static str,
+        request: super::qdev::PciFunctionRequest,
+        qom_path: String,
+        behind: Option<SecondaryBus>,
+    ) -> Result<PciAddress, String> {
+        let options = FunctionOptions {
+            driver: driver.into(),
+            id: request.id.unwrap_or_default(),
+            multifunction: request.pci.multifunction,
+        };
+        let addr = match behind {
+            Some(kind) => self.pci.add_bridge(&request.pci, device, options, kind)?,
+            None => self.pci.add_on(&request.pci, device, options)?,
+        };
+        lock(&self.peripherals).push(super::Peripheral { qom_path, driver });
+        Ok(addr)
+    }
+}

@@ -173,7 +173,7 @@ impl DeviceManager {
                 let dev = devices::pvpanic::PvPanicPci::new(request.events, report)
                     .map_err(|e| e.to_string())?;
                 let dev = Arc::new(Mutex::new(dev));
-                self.add_pci_function(dev, "pvpanic-pci", request.pci, qom_path)
+                self.add_pci_function(dev, "pvpanic-pci", request.pci, qom_path, None)
             }
             PlannedModel::RootPort { request } => self.add_root_port(request, qom_path),
             PlannedModel::PciBridge { request } => self.add_pcie_pci_bridge(request, qom_path),

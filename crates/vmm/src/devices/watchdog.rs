@@ -6,11 +6,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use devices::pci::FunctionOptions;
 use devices::watchdog::I6300Esb;
 
 use super::qdev::I6300EsbRequest;
-use super::{DeviceManager, Peripheral};
+use super::DeviceManager;
 use crate::backend::{BackendHandle, TimerId, TimerSubscriber};
 use crate::messages::{ControlMsg, ControlSender, DeviceEvent};
 use crate::sync::lock;
@@ -60,28 +59,6 @@ impl DeviceManager {
             events,
         })));
         lock(&model).set_deadline_notifier(follow_deadline(backend.clone(), timer));
-        self.add_pci_function(model, "i6300esb", request.pci, qom_path)
-    }
-
-    /// A plain (not virtio) function on bus 0: no interrupt, no doorbells;
-    /// its BARs are mapped by the root as the guest programs them.
-    pub(super) fn add_pci_function(
-        &self,
-        device: devices::pci::SharedPciDevice,
-        driver: &'static str,
-        request: super::qdev::PciFunctionRequest,
-        qom_path: String,
-    ) -> Result<devices::pci::PciAddress, String> {
-        let addr = self.pci.add_on(
-            &request.pci,
-            device,
-            FunctionOptions {
-                driver: driver.into(),
-                id: request.id.unwrap_or_default(),
-                multifunction: request.pci.multifunction,
-            },
-        )?;
-        lock(&self.peripherals).push(Peripheral { qom_path, driver });
-        Ok(addr)
+        self.add_pci_function(model, "i6300esb", request.pci, qom_path, None)
     }
 }

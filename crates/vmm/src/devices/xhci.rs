@@ -39,6 +39,7 @@ impl DeviceManager {
             "qemu-xhci",
             request.pci,
             qom_path,
+            None,
         )?;
         // hcd-xhci-pci.c: interrupt pin 1 (INTA#).
         if let Some(gsi) = self.pci.intx_gsi(addr, 1) {
