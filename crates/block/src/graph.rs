@@ -108,6 +108,9 @@ pub struct BlockGraph {
     /// Root nodes of `-blockdev` / `blockdev-add`: the monitor owns them and
     /// may delete them (QEMU's `monitor_bdrv_states`).
     monitor_owned: Vec<String>,
+    /// Nodes a block job works on, by job id, and the job's type: other
+    /// operations on them fail (QEMU's op blockers, `block_job_add_bdrv`).
+    job_blockers: Vec<(String, &'static str, Vec<Arc<Node>>)>,
 }
 
 /// `id_wellformed`: a letter, then letters, digits, '-', '.', '_'.
@@ -739,6 +742,49 @@ impl BlockGraph {
                 eprintln!("ferrovm: closing node '{}': {}", n.name, e.full());
             }
         }
+    }
+
+    /// `bdrv_get_device_name`: the drive id of the backend whose root is
+    /// `node`, else "".
+    pub fn device_name(&self, node: &Arc<Node>) -> String {
+        self.backends
+            .iter()
+            .find(|b| b.root().is_some_and(|r| Arc::ptr_eq(&r, node)) && !b.name().is_empty())
+            .map_or_else(String::new, |b| b.name().to_string())
+    }
+
+    /// `bdrv_get_device_or_node_name`.
+    pub fn device_or_node_name(&self, node: &Arc<Node>) -> String {
+        let d = self.device_name(node);
+        if d.is_empty() {
+            node.name.clone()
+        } else {
+            d
+        }
+    }
+
+    /// Blocks every operation on `nodes` while job `id` runs.
+    pub(crate) fn block_for_job(&mut self, id: &str, kind: &'static str, nodes: Vec<Arc<Node>>) {
+        self.job_blockers.push((id.to_string(), kind, nodes));
+    }
+
+    /// The job `id` ended: its nodes are free again.
+    pub fn unblock(&mut self, id: &str) {
+        self.job_blockers.retain(|(j, _, _)| j != id);
+    }
+
+    /// `bdrv_op_is_blocked`: "Node 'X' is busy: block device is in use by
+    /// block job: TYPE".
+    pub fn check_op_blocker(&self, node: &Arc<Node>) -> Result<(), BlockError> {
+        for (_, kind, nodes) in &self.job_blockers {
+            if nodes.iter().any(|n| Arc::ptr_eq(n, node)) {
+                return Err(BlockError::new(format!(
+                    "Node '{}' is busy: block device is in use by block job: {kind}",
+                    self.device_or_node_name(node)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// `bdrv_lookup_bs`.

@@ -10,6 +10,7 @@
 //! - [`engine`]: thread pool and io_uring behind the queues.
 //! - [`snapshot`]: external snapshots (a new overlay on top, devices moved).
 //! - [`throttle`]: `block_set_io_throttle`'s leaky buckets.
+//! - [`job`]: block jobs (QEMU's job state machine, stream, ...).
 //! - [`stats`], [`qapi`]: accounting and the QMP query data.
 //! - [`policy`]: werror/rerror, I/O status, cache modes.
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod file;
 pub mod graph;
 pub mod io;
+pub mod job;
 pub mod lock;
 pub mod node;
 pub mod options;

@@ -83,6 +83,28 @@ pub trait Driver: Send + Sync {
     fn image_info(&self) -> Option<crate::qcow2::ImageInfo> {
         None
     }
+    /// `bdrv_block_status` for this layer alone: whether the `len` bytes
+    /// at `off` are allocated here (else they come from the backing file),
+    /// and how many bytes from `off` share that answer. Formats without a
+    /// backing file hold all their data.
+    fn block_status(&self, _off: u64, len: u64) -> Result<(bool, u64), i32> {
+        Ok((true, len))
+    }
+    /// Copy-on-read (the `copy-on-read` filter's job in QEMU): the
+    /// clusters of the range not allocated in this layer get the data the
+    /// backing chain has for them, atomically against guest writes.
+    fn copy_on_read(&self, _off: u64, _len: u64) -> Result<(), i32> {
+        Err(libc::ENOTSUP)
+    }
+    /// `bdrv_change_backing_file`: the image header names `file` (with
+    /// format `fmt`) as its backing file, or none.
+    fn change_backing_file(
+        &self,
+        _file: Option<&str>,
+        _fmt: Option<&str>,
+    ) -> Result<(), BlockError> {
+        Err(BlockError::new("Operation not supported"))
+    }
 }
 
 /// Blocking I/O through a format driver, in guest offsets; errors are
@@ -176,20 +198,54 @@ impl Node {
     /// through it from now on, and it gets the permissions the driver asks
     /// for on a backing child.
     pub(crate) fn set_backing(&self, backing: Arc<Node>) -> Result<(), BlockError> {
-        let (p, sh) = self.perms();
-        let want = self.driver.child_perm("backing", p, sh);
-        backing.set_parent_perm(self.id, Some(want))?;
-        if let Err(e) = self.driver.set_backing(Some(backing.clone())) {
-            let _ = backing.set_parent_perm(self.id, None);
+        self.replace_backing(Some(backing))
+    }
+
+    /// Gives the node another backing child, or none (`bdrv_set_backing_hd`
+    /// as stream and commit use it): the old child loses the permissions
+    /// this node held on it.
+    pub(crate) fn replace_backing(&self, backing: Option<Arc<Node>>) -> Result<(), BlockError> {
+        let old = self.child("backing");
+        if let Some(b) = &backing {
+            let (p, sh) = self.perms();
+            let want = self.driver.child_perm("backing", p, sh);
+            b.set_parent_perm(self.id, Some(want))?;
+        }
+        if let Err(e) = self.driver.set_backing(backing.clone()) {
+            if let Some(b) = &backing {
+                if !old.as_ref().is_some_and(|o| Arc::ptr_eq(o, b)) {
+                    let _ = b.set_parent_perm(self.id, None);
+                }
+            }
             return Err(e);
         }
-        let mut c = self.children.write().unwrap_or_else(|e| e.into_inner());
-        c.retain(|c| c.role != "backing");
-        c.push(Child {
-            role: "backing",
-            node: backing,
-        });
+        {
+            let mut c = self.children.write().unwrap_or_else(|e| e.into_inner());
+            c.retain(|c| c.role != "backing");
+            if let Some(b) = &backing {
+                c.push(Child {
+                    role: "backing",
+                    node: b.clone(),
+                });
+            }
+        }
+        if let Some(o) = old {
+            if !backing.as_ref().is_some_and(|b| Arc::ptr_eq(&o, b)) {
+                let _ = o.set_parent_perm(self.id, None);
+            }
+        }
         Ok(())
+    }
+
+    /// The backing chain below this node, nearest first.
+    pub fn backing_chain(&self) -> Vec<Arc<Node>> {
+        let mut out = Vec::new();
+        let mut cur = self.child("backing");
+        while let Some(n) = cur {
+            cur = n.child("backing");
+            out.push(n);
+        }
+        out
     }
 
     /// The cumulative (perm, shared) held on this node.

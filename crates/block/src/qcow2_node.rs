@@ -360,4 +360,17 @@ impl Driver for Qcow2Driver {
     fn image_info(&self) -> Option<crate::qcow2::ImageInfo> {
         Some(self.image.info())
     }
+
+    fn block_status(&self, off: u64, len: u64) -> Result<(bool, u64), i32> {
+        let ext = self.image.map(off, len).map_err(errno)?;
+        let first = ext.first().ok_or(libc::EINVAL)?;
+        Ok((
+            !matches!(first.kind, crate::qcow2::ExtentKind::Unallocated),
+            first.len,
+        ))
+    }
+
+    fn copy_on_read(&self, off: u64, len: u64) -> Result<(), i32> {
+        self.image.copy_on_read(off, len).map_err(errno)
+    }
 }

@@ -24,6 +24,7 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
     ("sockets.json", include_str!("../schema/sockets.json")),
     ("run-state.json", include_str!("../schema/run-state.json")),
     ("crypto.json", include_str!("../schema/crypto.json")),
+    ("job.json", include_str!("../schema/job.json")),
     ("block-core.json", include_str!("../schema/block-core.json")),
     ("char.json", include_str!("../schema/char.json")),
     ("net.json", include_str!("../schema/net.json")),

@@ -64,6 +64,8 @@ pub enum ControlMsg {
     Device(DeviceEvent),
     /// The machine built on a helper thread under `-S` is ready (or failed).
     MachineBuilt,
+    /// A block job's worker reports (parked, ready, an error, done).
+    Job(block::job::JobMsg),
 }
 
 /// Sends to the controller's channel and wakes its poll.

@@ -69,6 +69,8 @@ pub struct Vm {
     pub(crate) netdevs: crate::network::Netdevs,
     /// `announce-self` timers.
     pub(crate) announcers: crate::announce::Announcers,
+    /// Block jobs; their workers report through `sender`.
+    pub(crate) jobs: block::job::Jobs,
 }
 
 impl Vm {
@@ -80,7 +82,10 @@ impl Vm {
         info: VmInfo,
         has_monitors: bool,
     ) -> Self {
+        let to_owner = sender.clone();
+        let jobs = block::job::Jobs::new(Arc::new(move |m| to_owner.send(ControlMsg::Job(m))));
         Self {
+            jobs,
             machine,
             unbuilt: None,
             building: None,
@@ -213,6 +218,10 @@ impl Vm {
             ControlMsg::Vcpu(VcpuEvent::Failed(index, why)) => self.vcpu_failed(index, why, events),
             ControlMsg::Vcpu(VcpuEvent::Paused(_)) | ControlMsg::Vcpu(VcpuEvent::Exited(_)) => {}
             ControlMsg::MachineBuilt => self.ensure_started(),
+            ControlMsg::Job(m) => {
+                let ev = self.jobs.handle(m, &mut self.block);
+                crate::commands::job::emit(events, ev);
+            }
             ControlMsg::Device(DeviceEvent::BlockIoError { data, stop }) => {
                 // QEMU's blk_error_action(): the event, then the stop.
                 events.emit(Event::new("BLOCK_IO_ERROR", Some(data)));
@@ -327,7 +336,9 @@ impl Vm {
         if let Some(b) = self.building.take() {
             let _ = b.join();
         }
-        // No device holds a queue any more: images can be closed cleanly.
+        // No device holds a queue any more, and no job copies (QEMU's
+        // job_cancel_sync_all): images can be closed cleanly.
+        self.jobs.cancel_all_sync(&mut self.block);
         self.block.close_all();
     }
 

@@ -464,6 +464,37 @@ impl Qcow2 {
         m.release(&old)
     }
 
+    /// Copy-on-read (what QEMU's `copy-on-read` filter does for block-stream):
+    /// every cluster of the range that is unallocated here gets the backing
+    /// chain's data. Each cluster is looked up and allocated under the
+    /// metadata lock, as an allocating guest write is, so a guest write to
+    /// the same cluster either comes first (and the cluster is skipped) or
+    /// after (and lands on the copy).
+    pub fn copy_on_read(&self, off: u64, len: u64) -> Result<()> {
+        self.check_writable()?;
+        self.check_range(off, len)?;
+        let _g = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        let cs = self.cluster_size();
+        let end = (off + len).div_ceil(cs);
+        for gc in off / cs..end {
+            let mut m = self.meta();
+            let (kind, entry) = m.lookup(gc)?;
+            if !matches!(kind, ClusterKind::Unallocated) {
+                continue;
+            }
+            let mut cl = vec![0u8; cs as usize];
+            let n = (gc * cs + cs).min(m.size) - gc * cs;
+            self.read_backing(&mut cl[..n as usize], gc * cs)?;
+            // bdrv_co_do_copy_on_readv: zeros become a zero cluster (v3).
+            if m.version >= 3 && cl.iter().all(|&b| b == 0) {
+                m.set_l2(gc, OFLAG_ZERO, false)?;
+                continue;
+            }
+            self.write_alloc(&mut m, gc, 0, &cl, kind, entry)?;
+        }
+        Ok(())
+    }
+
     /// Whether guest cluster `kind` reads as zeros.
     fn reads_zero(&self, kind: ClusterKind) -> bool {
         match kind {

@@ -11,10 +11,14 @@ pub(super) fn execute(
     vm: &mut Vm,
     cmd: &str,
     args: &Args,
-    _events: &mut dyn EventSink,
+    events: &mut dyn EventSink,
 ) -> Result<Value, QmpError> {
     let err = |e: block::BlockError| QmpError::generic(e.msg);
+    if cmd == "query-block-jobs" || cmd.starts_with("block-job-") {
+        return super::job::block_job(vm, cmd, args, events);
+    }
     match cmd {
+        "block-stream" => super::job::block_stream(vm, args, events),
         "query-block" => Ok(vm.block.query_block()),
         "query-blockstats" => Ok(vm
             .block

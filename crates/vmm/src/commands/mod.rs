@@ -8,6 +8,7 @@ mod block;
 mod char;
 mod control;
 mod cpu_model;
+pub(crate) mod job;
 mod machine;
 mod migration;
 mod misc;
@@ -37,6 +38,7 @@ const ROUTES: &[(&str, Serve)] = &[
     ("net", net::execute),
     ("qom", qom::execute),
     ("block-core", block::execute),
+    ("job", job::execute),
     ("pci", pci::execute),
     ("qdev", qdev::execute),
     ("tpm", tpm::execute),

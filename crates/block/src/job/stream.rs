@@ -1,0 +1,266 @@
+//! `block-stream` (QEMU 7.2 block/stream.c, blockdev.c `qmp_block_stream`):
+//! the data of the backing layers above `base` is copied into the top
+//! image, which then takes `base` as its backing file (none when the whole
+//! chain was streamed). The copy is copy-on-read in the top image, cluster
+//! by cluster, so a guest writing to the top meanwhile loses nothing.
+
+use std::sync::Arc;
+
+use super::{JobCtl, JobDriver, JobPlan, JobType, OnJobError};
+use crate::error::{strerror, BlockError};
+use crate::graph::BlockGraph;
+use crate::io::ErrorAction;
+use crate::node::Node;
+
+/// `STREAM_CHUNK`.
+const CHUNK: u64 = 512 << 10;
+
+/// `block-stream`'s arguments.
+pub struct StreamArgs<'a> {
+    pub job_id: Option<&'a str>,
+    pub device: &'a str,
+    pub base: Option<&'a str>,
+    pub base_node: Option<&'a str>,
+    pub backing_file: Option<&'a str>,
+    pub bottom: Option<&'a str>,
+    pub on_error: OnJobError,
+}
+
+pub struct Stream {
+    top: Arc<Node>,
+    base: Option<Arc<Node>>,
+    /// The lowest layer copied from (`s->base_overlay`).
+    base_overlay: Arc<Node>,
+    backing_file: Option<String>,
+    on_error: OnJobError,
+    id: String,
+}
+
+/// `bdrv_is_allocated_above(from, bottom, include_base=true)`: whether some
+/// layer from `from` down to `bottom` holds the range, and for how many
+/// bytes that answer holds.
+fn allocated_above(
+    from: &Arc<Node>,
+    bottom: &Arc<Node>,
+    off: u64,
+    mut n: u64,
+) -> Result<(bool, u64), i32> {
+    let mut cur = Some(from.clone());
+    while let Some(layer) = cur {
+        let size = layer.size().map_err(|_| libc::EIO)?;
+        if off < size {
+            let (alloc, pnum) = layer.driver.block_status(off, n.min(size - off))?;
+            if alloc {
+                return Ok((true, pnum));
+            }
+            n = n.min(pnum);
+        }
+        if Arc::ptr_eq(&layer, bottom) {
+            break;
+        }
+        cur = layer.child("backing");
+    }
+    Ok((false, n))
+}
+
+impl JobDriver for Stream {
+    fn job_type(&self) -> JobType {
+        JobType::Stream
+    }
+
+    fn run(&mut self, ctl: &mut JobCtl) -> Result<(), String> {
+        if Arc::ptr_eq(&self.top, &self.base_overlay) {
+            return Ok(());
+        }
+        let fail = |e: i32| strerror(e);
+        let len = self.top.size().map_err(|e| e.msg)?;
+        ctl.set_remaining(len);
+        let Some(below) = self.top.child("backing") else {
+            return Ok(());
+        };
+        let mut error = 0;
+        let mut delay = std::time::Duration::ZERO;
+        let mut off = 0;
+        while off < len {
+            ctl.sleep(delay);
+            if ctl.is_cancelled() {
+                break;
+            }
+            let want = CHUNK.min(len - off);
+            let mut step = self.top.driver.block_status(off, want);
+            let mut copy = false;
+            if let Ok((false, n)) = step {
+                step = allocated_above(&below, &self.base_overlay, off, n).map(|(a, m)| {
+                    copy = a;
+                    // Past the end of every backing layer: nothing left.
+                    (a, if !a && m == 0 { len - off } else { m })
+                });
+            }
+            let r = step.and_then(|(_, n)| {
+                if copy {
+                    self.top.driver.copy_on_read(off, n).map(|()| n)
+                } else {
+                    Ok(n)
+                }
+            });
+            let n = match r {
+                Ok(n) => n,
+                Err(e) => match ctl.error_action(self.on_error, true, e) {
+                    ErrorAction::Stop => {
+                        delay = std::time::Duration::ZERO;
+                        continue;
+                    }
+                    ErrorAction::Report => {
+                        error = e;
+                        break;
+                    }
+                    ErrorAction::Ignore => {
+                        if error == 0 {
+                            error = e;
+                        }
+                        want
+                    }
+                },
+            };
+            ctl.progress(n);
+            delay = if copy {
+                ctl.rate_delay(n)
+            } else {
+                std::time::Duration::ZERO
+            };
+            off += n.max(1);
+        }
+        // An ignored error keeps the backing file.
+        if error != 0 {
+            return Err(fail(error));
+        }
+        Ok(())
+    }
+
+    /// `stream_prepare`: the top takes `base` as its backing file, in the
+    /// graph and in its header.
+    fn prepare(&mut self, _g: &mut BlockGraph) -> Result<(), String> {
+        if self.top.child("backing").is_none() {
+            return Ok(());
+        }
+        let id = self
+            .base
+            .as_ref()
+            .map(|b| self.backing_file.clone().unwrap_or_else(|| b.filename()));
+        let fmt = self.base.as_ref().map(|b| b.driver.format_name());
+        self.top
+            .replace_backing(self.base.clone())
+            .map_err(|e| e.msg)?;
+        self.top
+            .driver
+            .change_backing_file(id.as_deref(), fmt)
+            .map_err(|e| e.msg)
+    }
+
+    fn clean(&mut self, g: &mut BlockGraph) {
+        g.unblock(&self.id);
+    }
+}
+
+impl BlockGraph {
+    /// `qmp_block_stream`'s checks; the job to start.
+    pub fn stream_job(&mut self, a: &StreamArgs<'_>) -> Result<JobPlan, BlockError> {
+        let both = |x: &str, y: &str| {
+            BlockError::new(format!(
+                "'{x}' and '{y}' cannot be specified at the same time"
+            ))
+        };
+        if a.base.is_some() && a.base_node.is_some() {
+            return Err(both("base", "base-node"));
+        }
+        if a.base.is_some() && a.bottom.is_some() {
+            return Err(both("base", "bottom"));
+        }
+        if a.bottom.is_some() && a.base_node.is_some() {
+            return Err(both("bottom", "base-node"));
+        }
+        let top = self.lookup_bs(Some(a.device), Some(a.device))?;
+        let chain = top.backing_chain();
+        let mut base = None;
+        if let Some(b) = a.base {
+            base = Some(find_backing_image(&chain, b).ok_or_else(|| {
+                BlockError::new(format!("Can't find '{b}' in the backing chain"))
+            })?);
+        }
+        if let Some(b) = a.base_node {
+            let n = self.lookup_bs(None, Some(b))?;
+            if !chain.iter().any(|c| Arc::ptr_eq(c, &n)) {
+                return Err(BlockError::new(format!(
+                    "Node '{b}' is not a backing image of '{}'",
+                    a.device
+                )));
+            }
+            base = Some(n);
+        }
+        let mut bottom = None;
+        if let Some(b) = a.bottom {
+            let n = self.lookup_bs(None, Some(b))?;
+            if !Arc::ptr_eq(&n, &top) && !chain.iter().any(|c| Arc::ptr_eq(c, &n)) {
+                return Err(BlockError::new(format!(
+                    "Node '{b}' is not in a chain starting from '{}'",
+                    a.device
+                )));
+            }
+            base = n.child("backing");
+            bottom = Some(n);
+        }
+        // The layers the job works on: the top down to (not including) base.
+        let mut layers = vec![top.clone()];
+        layers.extend(
+            chain
+                .iter()
+                .take_while(|c| !base.as_ref().is_some_and(|b| Arc::ptr_eq(b, c)))
+                .cloned(),
+        );
+        for l in &layers {
+            self.check_op_blocker(l)?;
+        }
+        if base.is_none() && a.backing_file.is_some() {
+            return Err(BlockError::new(
+                "backing file specified, but streaming the entire chain",
+            ));
+        }
+        if top.flags.read_only {
+            return Err(BlockError::new(format!(
+                "ferrovm: node '{}' is read-only; streaming into it needs blockdev-reopen first",
+                top.name
+            )));
+        }
+        let base_overlay = bottom.unwrap_or_else(|| layers.last().cloned().unwrap_or(top.clone()));
+        let id = match a.job_id {
+            Some(i) => i.to_string(),
+            None => self.device_name(&top),
+        };
+        let driver = Stream {
+            top,
+            base,
+            base_overlay,
+            backing_file: a.backing_file.map(str::to_string),
+            on_error: a.on_error,
+            id: id.clone(),
+        };
+        Ok(JobPlan {
+            id,
+            driver: Box::new(driver),
+            nodes: layers,
+        })
+    }
+}
+
+/// `bdrv_find_backing_image`: the layer whose file name is `name`.
+fn find_backing_image(chain: &[Arc<Node>], name: &str) -> Option<Arc<Node>> {
+    let canon = |p: &str| std::fs::canonicalize(p).ok();
+    let want = canon(name);
+    chain
+        .iter()
+        .find(|n| {
+            let f = n.filename();
+            f == name || (want.is_some() && canon(&f) == want)
+        })
+        .cloned()
+}

@@ -1,0 +1,157 @@
+//! The job commands (QEMU's qapi/job.json, job-qmp.c) and the block-job
+//! ones of qapi/block-core.json (blockdev.c), over the VM's job table
+//! (`block::job::Jobs`). Jobs' events go out before the command's reply,
+//! where QEMU sends them from inside the command.
+
+use block::job::{JobEvent, JobOptions, JobPlan, OnJobError};
+use qmp::{Args, Event, EventSink, QmpError};
+use serde_json::Value;
+
+use crate::vm::Vm;
+
+fn err(e: block::BlockError) -> QmpError {
+    QmpError::generic(e.msg)
+}
+
+pub(crate) fn emit(events: &mut dyn EventSink, ev: Vec<JobEvent>) {
+    for e in ev {
+        events.emit(Event::new(e.name, Some(e.data)));
+    }
+}
+
+/// The schema module `job`.
+pub(super) fn execute(
+    vm: &mut Vm,
+    cmd: &str,
+    args: &Args,
+    events: &mut dyn EventSink,
+) -> Result<Value, QmpError> {
+    if cmd == "query-jobs" {
+        return Ok(vm.jobs.query_jobs());
+    }
+    let id = args.str("id")?;
+    // job-qmp.c find_job_locked.
+    if !vm.jobs.exists(id) {
+        return Err(QmpError::generic("Job not found"));
+    }
+    run_verb(vm, cmd.trim_start_matches("job-"), id, true, events)?;
+    Ok(Value::Null)
+}
+
+/// A verb on job `id`, which exists. `force`: cancel's.
+fn run_verb(
+    vm: &mut Vm,
+    verb: &str,
+    id: &str,
+    force: bool,
+    events: &mut dyn EventSink,
+) -> Result<(), QmpError> {
+    let jobs = &mut vm.jobs;
+    match verb {
+        "pause" => jobs.user_pause(id).map_err(err),
+        "resume" => jobs.user_resume(id).map_err(err),
+        "cancel" => {
+            let ev = jobs.user_cancel(id, force, &mut vm.block).map_err(err)?;
+            emit(events, ev);
+            Ok(())
+        }
+        "complete" => jobs.complete(id).map_err(err),
+        "finalize" => {
+            let ev = jobs.finalize(id, &mut vm.block).map_err(err)?;
+            emit(events, ev);
+            Ok(())
+        }
+        "dismiss" => {
+            let ev = jobs.dismiss(id).map_err(err)?;
+            emit(events, ev);
+            Ok(())
+        }
+        _ => Err(super::not_found(verb)),
+    }
+}
+
+/// `block-job-*` and `query-block-jobs` (blockdev.c).
+pub(super) fn block_job(
+    vm: &mut Vm,
+    cmd: &str,
+    args: &Args,
+    events: &mut dyn EventSink,
+) -> Result<Value, QmpError> {
+    if cmd == "query-block-jobs" {
+        return Ok(vm.jobs.query_block_jobs());
+    }
+    let key = if matches!(cmd, "block-job-dismiss" | "block-job-finalize") {
+        "id"
+    } else {
+        "device"
+    };
+    let id = args.str(key)?;
+    // find_block_job_locked.
+    if !vm.jobs.exists(id) {
+        return Err(QmpError::device_not_active(format!(
+            "Block job '{id}' not found"
+        )));
+    }
+    match cmd {
+        "block-job-set-speed" => vm.jobs.set_speed(id, args.i64("speed")?).map_err(err)?,
+        "block-job-cancel" => {
+            let force = args.opt_bool("force").unwrap_or(false);
+            if vm.jobs.user_paused(id) && !force {
+                return Err(QmpError::generic(format!(
+                    "The block job for device '{id}' is currently paused"
+                )));
+            }
+            run_verb(vm, "cancel", id, force, events)?
+        }
+        _ => run_verb(vm, cmd.trim_start_matches("block-job-"), id, false, events)?,
+    }
+    Ok(Value::Null)
+}
+
+/// The options every job-starting command has.
+fn job_options(args: &Args) -> JobOptions {
+    JobOptions {
+        auto_finalize: args.opt_bool("auto-finalize").unwrap_or(true),
+        auto_dismiss: args.opt_bool("auto-dismiss").unwrap_or(true),
+        speed: args.opt_i64("speed").unwrap_or(0),
+    }
+}
+
+fn start(
+    vm: &mut Vm,
+    plan: JobPlan,
+    args: &Args,
+    events: &mut dyn EventSink,
+) -> Result<Value, QmpError> {
+    let mut ev = Vec::new();
+    let r = vm
+        .jobs
+        .start(plan, job_options(args), &mut vm.block, &mut ev);
+    emit(events, ev);
+    r.map_err(err)?;
+    Ok(Value::Null)
+}
+
+/// `block-stream`.
+pub(super) fn block_stream(
+    vm: &mut Vm,
+    args: &Args,
+    events: &mut dyn EventSink,
+) -> Result<Value, QmpError> {
+    if args.opt_str("filter-node-name").is_some() {
+        return Err(QmpError::generic(
+            "ferrovm: block-stream does not support 'filter-node-name'",
+        ));
+    }
+    let a = block::job::stream::StreamArgs {
+        job_id: args.opt_str("job-id"),
+        device: args.str("device")?,
+        base: args.opt_str("base"),
+        base_node: args.opt_str("base-node"),
+        backing_file: args.opt_str("backing-file"),
+        bottom: args.opt_str("bottom"),
+        on_error: OnJobError::parse(args.opt_str("on-error")),
+    };
+    let plan = vm.block.stream_job(&a).map_err(err)?;
+    start(vm, plan, args, events)
+}
