@@ -58,6 +58,7 @@ mod check;
 mod compress;
 mod create;
 mod error;
+mod reopen;
 pub mod header;
 mod map;
 mod meta;
@@ -125,7 +126,8 @@ pub struct ImageInfo {
 /// An open qcow2 image.
 pub struct Qcow2 {
     file: Arc<dyn ImageFile>,
-    header: Header,
+    /// Changes only with [`Qcow2::change_backing_file`].
+    header: RwLock<Header>,
     backing: RwLock<Option<Arc<dyn ImageRead>>>,
     meta: Mutex<Meta>,
     gate: RwLock<()>,
@@ -180,7 +182,7 @@ impl Qcow2 {
         }
         Ok(Qcow2 {
             file,
-            header,
+            header: RwLock::new(header),
             backing: RwLock::new(opts.backing),
             meta: Mutex::new(meta),
             gate: RwLock::new(()),
@@ -203,11 +205,16 @@ impl Qcow2 {
         self.meta.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn header(&self) -> std::sync::RwLockReadGuard<'_, Header> {
+        self.header.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn info(&self) -> ImageInfo {
         let m = self.meta();
+        let h = self.header();
         ImageInfo {
-            version: self.header.version,
-            compat: if self.header.version >= 3 {
+            version: h.version,
+            compat: if h.version >= 3 {
                 "1.1"
             } else {
                 "0.10"
@@ -215,9 +222,9 @@ impl Qcow2 {
             virtual_size: m.size,
             cluster_size: m.cs,
             refcount_bits: 1 << m.refcount_order,
-            backing_file: self.header.backing_file.clone(),
-            backing_format: self.header.backing_format.clone(),
-            lazy_refcounts: self.header.compatible_features & header::COMPAT_LAZY_REFCOUNTS != 0,
+            backing_file: h.backing_file.clone(),
+            backing_format: h.backing_format.clone(),
+            lazy_refcounts: h.compatible_features & header::COMPAT_LAZY_REFCOUNTS != 0,
             dirty: m.incompat & header::INCOMPAT_DIRTY != 0,
             corrupt: m.incompat & header::INCOMPAT_CORRUPT != 0,
             snapshots: m.nb_snapshots,
