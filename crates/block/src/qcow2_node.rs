@@ -141,6 +141,9 @@ pub struct Qcow2Driver {
     /// `json:{...}` when the backing is not the one the header names
     /// (QEMU's `bdrv_refresh_filename` with `bdrv_backing_overridden`).
     json_filename: std::sync::Mutex<Option<String>>,
+    /// The backing node attached last (the filename is worked out again
+    /// when the header's backing file changes).
+    backing: std::sync::Mutex<Option<Arc<Node>>>,
 }
 
 /// The header's backing file name resolved against the overlay's
@@ -230,6 +233,7 @@ impl Qcow2Driver {
             file,
             writable,
             json_filename: std::sync::Mutex::new(None),
+            backing: std::sync::Mutex::new(None),
         })
     }
 
@@ -267,6 +271,7 @@ impl Qcow2Driver {
             json = Some(format!("json:{text}"));
         }
         *self.json_filename.lock().unwrap_or_else(|e| e.into_inner()) = json;
+        *self.backing.lock().unwrap_or_else(|e| e.into_inner()) = backing.clone();
         self.image
             .set_backing(backing.map(|n| Arc::new(NodeImage::new(n)) as Arc<dyn ImageRead>));
     }
@@ -372,5 +377,18 @@ impl Driver for Qcow2Driver {
 
     fn copy_on_read(&self, off: u64, len: u64) -> Result<(), i32> {
         self.image.copy_on_read(off, len).map_err(errno)
+    }
+
+    fn change_backing_file(&self, file: Option<&str>, fmt: Option<&str>) -> Result<(), BlockError> {
+        self.image
+            .change_backing_file(file, fmt)
+            .map_err(|e| BlockError::new(e.to_string()))?;
+        let backing = self
+            .backing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Qcow2Driver::set_backing(self, backing);
+        Ok(())
     }
 }
