@@ -69,7 +69,7 @@ fn is_device(filename: Option<&str>) -> bool {
 
 /// Format probing (`bdrv_probe_all`) as far as ferrovm has formats: the
 /// qcow2 magic `QFI\xfb`, else raw.
-fn probe_qcow2(filename: Option<&str>) -> bool {
+pub(crate) fn probe_qcow2(filename: Option<&str>) -> bool {
     use std::io::Read;
     let Some(f) = filename else { return false };
     let mut magic = [0u8; 4];
@@ -221,6 +221,7 @@ impl BlockGraph {
         {
             return Err(BlockError::new(format!("Node {name} is in use")));
         }
+        self.check_op_blocker(&node)?;
         if !self.monitor_owned.iter().any(|n| n == name) {
             return Err(BlockError::new(format!(
                 "Node {name} is not owned by the monitor"
@@ -239,8 +240,26 @@ impl BlockGraph {
         Ok(())
     }
 
+    /// Drops `node` (and its children nobody else holds) when no device,
+    /// no node and not the monitor holds it (`bdrv_unref` of the last
+    /// reference).
+    pub(crate) fn drop_if_unused(&mut self, node: &Arc<Node>) {
+        let held = self.monitor_owned.iter().any(|n| *n == node.name)
+            || self
+                .nodes
+                .iter()
+                .any(|n| n.children().iter().any(|c| Arc::ptr_eq(&c.node, node)))
+            || self
+                .backends
+                .iter()
+                .any(|b| b.root().is_some_and(|r| Arc::ptr_eq(&r, node)));
+        if !held {
+            self.remove_subtree(node);
+        }
+    }
+
     /// Drops `node` and every child no other node or backend still holds.
-    fn remove_subtree(&mut self, node: &Arc<Node>) {
+    pub(crate) fn remove_subtree(&mut self, node: &Arc<Node>) {
         self.nodes.retain(|n| !Arc::ptr_eq(n, node));
         for c in &node.children() {
             let held = self.monitor_owned.iter().any(|n| *n == c.node.name)
@@ -710,6 +729,7 @@ impl BlockGraph {
         size: i64,
     ) -> Result<(), BlockError> {
         let node = self.lookup_bs(device, node_name)?;
+        self.check_op_blocker(&node)?;
         let size = check_resize_size(size)?;
         // blk_new_with_bs(bs, BLK_PERM_RESIZE, BLK_PERM_ALL): needs another
         // user not to forbid resizing.

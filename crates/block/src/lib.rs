@@ -10,10 +10,12 @@
 //! - [`engine`]: thread pool and io_uring behind the queues.
 //! - [`snapshot`]: external snapshots (a new overlay on top, devices moved).
 //! - [`throttle`]: `block_set_io_throttle`'s leaky buckets.
+//! - [`bitmap`]: dirty bitmaps (mirror, backup, `block-dirty-bitmap-*`).
 //! - [`job`]: block jobs (QEMU's job state machine, stream, ...).
 //! - [`stats`], [`qapi`]: accounting and the QMP query data.
 //! - [`policy`]: werror/rerror, I/O status, cache modes.
 
+pub mod bitmap;
 pub mod engine;
 pub mod error;
 pub mod file;

@@ -31,6 +31,7 @@ impl BlockGraph {
     /// QMP `blockdev-snapshot-sync`.
     pub fn snapshot_sync(&mut self, a: &SnapshotSync<'_>) -> Result<(), BlockError> {
         let old = self.lookup_bs(a.device, a.node_name)?;
+        self.check_op_blocker(&old)?;
         if a.node_name.is_some() && a.snapshot_node_name.is_none() {
             return Err(BlockError::new("New overlay node-name missing"));
         }
@@ -88,6 +89,7 @@ impl BlockGraph {
     /// goes on top of `node`.
     pub fn snapshot(&mut self, node: &str, overlay: &str) -> Result<(), BlockError> {
         let old = self.lookup_bs(Some(node), Some(node))?;
+        self.check_op_blocker(&old)?;
         let new = self.node(overlay).cloned().ok_or_else(|| {
             BlockError::new(format!(
                 "Cannot find device='{overlay}' nor node-name='{overlay}'"
@@ -122,7 +124,7 @@ impl BlockGraph {
 
     /// `bdrv_append(new, old)`: `old` becomes `new`'s backing child, and
     /// every device on `old` moves to `new` with its permissions.
-    fn append(&mut self, new: &Arc<Node>, old: &Arc<Node>) -> Result<(), BlockError> {
+    pub(crate) fn append(&mut self, new: &Arc<Node>, old: &Arc<Node>) -> Result<(), BlockError> {
         new.set_backing(old.clone())?;
         for b in self.backends().to_vec() {
             if !b.root().is_some_and(|r| Arc::ptr_eq(&r, old)) {

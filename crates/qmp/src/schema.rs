@@ -1772,7 +1772,7 @@ mod tests {
         assert!(t.contains("| `query-status` | yes |"));
         assert!(t.contains("| `block-commit` | no |"));
         assert!(t.contains("| `blockdev-add` | yes |"));
-        assert!(t.contains("| `drive-mirror` | no |"));
+        assert!(t.contains("| `nbd-server-start` | no |"));
         assert!(t.contains("| `SHUTDOWN` | yes |"));
     }
 }

@@ -218,10 +218,7 @@ impl Vm {
             ControlMsg::Vcpu(VcpuEvent::Failed(index, why)) => self.vcpu_failed(index, why, events),
             ControlMsg::Vcpu(VcpuEvent::Paused(_)) | ControlMsg::Vcpu(VcpuEvent::Exited(_)) => {}
             ControlMsg::MachineBuilt => self.ensure_started(),
-            ControlMsg::Job(m) => {
-                let ev = self.jobs.handle(m, &mut self.block);
-                crate::commands::job::emit(events, ev);
-            }
+            ControlMsg::Job(m) => crate::commands::job::on_worker_msg(self, m, events),
             ControlMsg::Device(DeviceEvent::BlockIoError { data, stop }) => {
                 // QEMU's blk_error_action(): the event, then the stop.
                 events.emit(Event::new("BLOCK_IO_ERROR", Some(data)));

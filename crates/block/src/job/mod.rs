@@ -9,6 +9,9 @@
 //! _CANCELLED where job.c/blockjob.c send them. A driver's `prepare`,
 //! `commit`, `abort` and `clean` run on the owner, with the graph.
 
+pub mod mirror;
+pub mod mirror_start;
+pub mod nodeio;
 pub mod ratelimit;
 pub mod status;
 pub mod stream;
@@ -76,6 +79,12 @@ impl OnJobError {
 /// What a job does: `run` on its worker thread, the rest on the owner.
 pub trait JobDriver: Send {
     fn job_type(&self) -> JobType;
+    /// On the owner before the worker starts, with the devices drained:
+    /// filters into the devices' routes, holds on target nodes. A failure
+    /// fails the job's start.
+    fn install(&mut self, _g: &mut BlockGraph) -> Result<(), String> {
+        Ok(())
+    }
     /// The copy loop (`JobDriver.run`); an error is the job's error text.
     fn run(&mut self, ctl: &mut JobCtl) -> Result<(), String>;
     /// `.prepare`: graph changes that may still fail (success only).
@@ -322,6 +331,11 @@ impl Jobs {
             job.speed,
         );
         let mut driver = job.driver.take().expect("a new job holds its driver");
+        if let Err(e) = driver.install(g) {
+            driver.clean(g);
+            job.transition(JobStatus::Null, ev);
+            return Err(BlockError::new(e));
+        }
         job.transition(JobStatus::Running, ev);
         let thread = std::thread::Builder::new()
             .name(format!("job {}", job.id))

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use super::nodeio::allocated_above;
 use super::{JobCtl, JobDriver, JobPlan, JobType, OnJobError};
 use crate::error::{strerror, BlockError};
 use crate::graph::BlockGraph;
@@ -36,33 +37,6 @@ pub struct Stream {
     id: String,
 }
 
-/// `bdrv_is_allocated_above(from, bottom, include_base=true)`: whether some
-/// layer from `from` down to `bottom` holds the range, and for how many
-/// bytes that answer holds.
-fn allocated_above(
-    from: &Arc<Node>,
-    bottom: &Arc<Node>,
-    off: u64,
-    mut n: u64,
-) -> Result<(bool, u64), i32> {
-    let mut cur = Some(from.clone());
-    while let Some(layer) = cur {
-        let size = layer.size().map_err(|_| libc::EIO)?;
-        if off < size {
-            let (alloc, pnum) = layer.driver.block_status(off, n.min(size - off))?;
-            if alloc {
-                return Ok((true, pnum));
-            }
-            n = n.min(pnum);
-        }
-        if Arc::ptr_eq(&layer, bottom) {
-            break;
-        }
-        cur = layer.child("backing");
-    }
-    Ok((false, n))
-}
-
 impl JobDriver for Stream {
     fn job_type(&self) -> JobType {
         JobType::Stream
@@ -90,7 +64,7 @@ impl JobDriver for Stream {
             let mut step = self.top.driver.block_status(off, want);
             let mut copy = false;
             if let Ok((false, n)) = step {
-                step = allocated_above(&below, &self.base_overlay, off, n).map(|(a, m)| {
+                step = allocated_above(&below, Some(&self.base_overlay), off, n).map(|(a, m)| {
                     copy = a;
                     // Past the end of every backing layer: nothing left.
                     (a, if !a && m == 0 { len - off } else { m })

@@ -51,13 +51,13 @@ fn run_verb(
         "pause" => jobs.user_pause(id).map_err(err),
         "resume" => jobs.user_resume(id).map_err(err),
         "cancel" => {
-            let ev = jobs.user_cancel(id, force, &mut vm.block).map_err(err)?;
+            let ev = drained(vm, |jobs, g| jobs.user_cancel(id, force, g)).map_err(err)?;
             emit(events, ev);
             Ok(())
         }
         "complete" => jobs.complete(id).map_err(err),
         "finalize" => {
-            let ev = jobs.finalize(id, &mut vm.block).map_err(err)?;
+            let ev = drained(vm, |jobs, g| jobs.finalize(id, g)).map_err(err)?;
             emit(events, ev);
             Ok(())
         }
@@ -117,6 +117,31 @@ fn job_options(args: &Args) -> JobOptions {
     }
 }
 
+/// Runs `f` on the jobs and the graph with every device drained: a job
+/// puts filters into the devices' routes and takes them out, and ends by
+/// moving devices, while no guest request is in flight.
+pub(crate) fn drained<T>(
+    vm: &mut Vm,
+    f: impl FnOnce(&mut block::job::Jobs, &mut block::BlockGraph) -> T,
+) -> T {
+    let backend = vm.machine.as_ref().map(|m| m.devices.backend().clone());
+    let (jobs, graph) = (&mut vm.jobs, &mut vm.block);
+    match backend {
+        Some(b) => b.drained(|| f(jobs, graph)),
+        None => f(jobs, graph),
+    }
+}
+
+/// A worker's report; a finished job's graph changes run drained.
+pub(crate) fn on_worker_msg(vm: &mut Vm, m: block::job::JobMsg, events: &mut dyn EventSink) {
+    let ev = if matches!(m, block::job::JobMsg::Done { .. }) {
+        drained(vm, |jobs, g| jobs.handle(m, g))
+    } else {
+        vm.jobs.handle(m, &mut vm.block)
+    };
+    emit(events, ev);
+}
+
 fn start(
     vm: &mut Vm,
     plan: JobPlan,
@@ -124,12 +149,49 @@ fn start(
     events: &mut dyn EventSink,
 ) -> Result<Value, QmpError> {
     let mut ev = Vec::new();
-    let r = vm
-        .jobs
-        .start(plan, job_options(args), &mut vm.block, &mut ev);
+    let opts = job_options(args);
+    let r = drained(vm, |jobs, g| jobs.start(plan, opts, g, &mut ev));
     emit(events, ev);
     r.map_err(err)?;
     Ok(Value::Null)
+}
+
+fn mirror_args(args: &Args) -> Result<block::job::mirror_start::MirrorArgs<'_>, QmpError> {
+    Ok(block::job::mirror_start::MirrorArgs {
+        job_id: args.opt_str("job-id"),
+        device: args.str("device")?,
+        target: args.str("target")?,
+        sync: args.str("sync")?,
+        granularity: args.opt_i64("granularity").map(|g| g as u64),
+        buf_size: args.opt_i64("buf-size"),
+        on_source_error: OnJobError::parse(args.opt_str("on-source-error")),
+        on_target_error: OnJobError::parse(args.opt_str("on-target-error")),
+        write_blocking: args.opt_str("copy-mode") == Some("write-blocking"),
+        replaces: args.opt_str("replaces"),
+        filter_node_name: args.opt_str("filter-node-name"),
+    })
+}
+
+/// `blockdev-mirror` and `drive-mirror`.
+pub(super) fn mirror(
+    vm: &mut Vm,
+    cmd: &str,
+    args: &Args,
+    events: &mut dyn EventSink,
+) -> Result<Value, QmpError> {
+    let a = mirror_args(args)?;
+    let plan = if cmd == "drive-mirror" {
+        let d = block::job::mirror_start::DriveMirrorArgs {
+            format: args.opt_str("format"),
+            node_name: args.opt_str("node-name"),
+            existing: args.opt_str("mode") == Some("existing"),
+        };
+        vm.block.drive_mirror(&a, &d)
+    } else {
+        vm.block.blockdev_mirror(&a)
+    }
+    .map_err(err)?;
+    start(vm, plan, args, events)
 }
 
 /// `block-stream`.

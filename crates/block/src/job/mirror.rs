@@ -1,0 +1,411 @@
+//! The mirror job (QEMU 7.2 block/mirror.c): `blockdev-mirror`,
+//! `drive-mirror` and, with the base as target, the active `block-commit`.
+//!
+//! While it runs, the devices on the source reach it through a filter in
+//! their route ([`MirrorTop`], QEMU's `mirror_top` node): every guest write
+//! marks the dirty bitmap after it lands (`copy-mode=background`), or is
+//! also written to the target (`write-blocking`). The worker copies dirty
+//! chunks until none is left, says READY, and keeps the target in step
+//! until `job-complete` (pivot the devices onto the target) or a cancel
+//! (leave them on the source). The last dirty chunks are copied on the
+//! owner inside a drained section, so the target is exact when the
+//! devices move.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::nodeio::{allocated_above, NodeIo};
+use super::{JobCtl, JobDriver, JobType, OnJobError};
+use crate::bitmap::DirtyBitmap;
+use crate::error::{strerror, BlockError};
+use crate::graph::BlockGraph;
+use crate::io::{ErrorAction, Route};
+use crate::node::{new_parent_id, FormatIo, Node};
+use crate::perm;
+
+/// `MAX_IO_BYTES`: the most one copy operation moves.
+const MAX_IO: u64 = 1 << 20;
+/// `DEFAULT_MIRROR_BUF_SIZE` (16 operations of 1 MiB in flight).
+pub const DEFAULT_BUF_SIZE: u64 = 16 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    Full,
+    Top,
+    None,
+}
+
+/// What the target's backing becomes when the devices pivot onto it
+/// (`BlockMirrorBackingMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackingMode {
+    /// drive-mirror creating the target: the source's backing (or the
+    /// source itself for `sync=none`).
+    SourceChain,
+    /// blockdev-mirror: the target keeps what it has.
+    Leave,
+}
+
+/// The filter between the devices and the source while the job runs.
+pub(crate) struct MirrorTop {
+    source: NodeIo,
+    /// `write-blocking`: guest writes also go to the target.
+    target: Option<NodeIo>,
+    dirty: Arc<DirtyBitmap>,
+    /// The ranges the worker is copying now: a blocking write that meets
+    /// one marks it dirty again, since the copy may carry older data.
+    copying: Mutex<Vec<(u64, u64)>>,
+}
+
+impl MirrorTop {
+    fn wrote(&self, off: u64, len: u64, to_target: impl FnOnce(&NodeIo) -> Result<(), i32>) {
+        let Some(t) = &self.target else {
+            self.dirty.set(off, len);
+            return;
+        };
+        let overlaps = self
+            .copying
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|&(o, l)| o < off + len && off < o + l);
+        if overlaps || to_target(t).is_err() {
+            self.dirty.set(off, len);
+        }
+    }
+}
+
+impl FormatIo for MirrorTop {
+    fn read(&self, off: u64, b: &mut [u8]) -> Result<(), i32> {
+        self.source.read(off, b)
+    }
+    fn write(&self, off: u64, b: &[u8]) -> Result<(), i32> {
+        self.source.write(off, b)?;
+        self.wrote(off, b.len() as u64, |t| t.write(off, b));
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), i32> {
+        self.source.flush()
+    }
+    fn discard(&self, off: u64, len: u64) -> Result<(), i32> {
+        self.source.discard(off, len)?;
+        self.wrote(off, len, |t| t.write_zeroes(off, len, true));
+        Ok(())
+    }
+    fn write_zeroes(&self, off: u64, len: u64, may_unmap: bool) -> Result<(), i32> {
+        self.source.write_zeroes(off, len, may_unmap)?;
+        self.wrote(off, len, |t| t.write_zeroes(off, len, may_unmap));
+        Ok(())
+    }
+}
+
+/// A mirror's settings, checked by the command.
+pub struct MirrorSpec {
+    pub id: String,
+    pub kind: JobType,
+    pub source: Arc<Node>,
+    pub target: Arc<Node>,
+    pub sync: SyncMode,
+    pub backing_mode: BackingMode,
+    pub zero_target: bool,
+    pub granularity: u64,
+    pub buf_size: u64,
+    pub on_source_error: OnJobError,
+    pub on_target_error: OnJobError,
+    pub write_blocking: bool,
+    /// drive-mirror opened the target: it goes when the job ends without
+    /// a pivot.
+    pub owns_target: bool,
+    /// Active commit: the layers between source and target, dropped at
+    /// the pivot, and the base's read-only flag to restore.
+    pub drop_between: bool,
+}
+
+pub struct Mirror {
+    s: MirrorSpec,
+    dirty: Arc<DirtyBitmap>,
+    filter: Option<Arc<MirrorTop>>,
+    /// `job-complete` came: the devices move to the target.
+    pivot: bool,
+    target_perm: u64,
+}
+
+impl Mirror {
+    pub fn new(s: MirrorSpec) -> Result<Self, BlockError> {
+        let size = s.source.size()?;
+        Ok(Mirror {
+            dirty: Arc::new(DirtyBitmap::new(size, s.granularity)),
+            s,
+            filter: None,
+            pivot: false,
+            target_perm: new_parent_id(),
+        })
+    }
+
+    /// One chunk from the source to the target; the error, if any, has
+    /// had its `on-*-error` action.
+    fn copy(
+        &self,
+        ctl: &mut JobCtl,
+        src: &NodeIo,
+        tgt: &NodeIo,
+        off: u64,
+        n: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), (i32, ErrorAction)> {
+        let filter = self.filter.as_ref();
+        if let Some(f) = filter {
+            f.copying
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((off, n));
+        }
+        self.dirty.reset(off, n);
+        buf.resize(n as usize, 0);
+        let r = src.read(off, buf).map_err(|e| (e, true)).and_then(|()| {
+            if buf.iter().all(|&b| b == 0) {
+                tgt.write_zeroes(off, n, true)
+            } else {
+                tgt.write(off, buf)
+            }
+            .map_err(|e| (e, false))
+        });
+        if let Some(f) = filter {
+            f.copying
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|&r| r != (off, n));
+        }
+        r.map_err(|(e, is_read)| {
+            // mirror_read_complete/mirror_write_complete: dirty again.
+            self.dirty.set(off, n);
+            let policy = if is_read {
+                self.s.on_source_error
+            } else {
+                self.s.on_target_error
+            };
+            (e, ctl.error_action(policy, is_read, e))
+        })
+    }
+
+    /// `mirror_dirty_init`: what the first pass copies.
+    fn dirty_init(&self, tgt: &NodeIo) -> Result<(), i32> {
+        let size = self.dirty.size();
+        if self.s.zero_target {
+            tgt.write_zeroes(0, size, true)?;
+        }
+        let bottom = match self.s.sync {
+            SyncMode::None => return Ok(()),
+            SyncMode::Top => Some(self.s.source.clone()),
+            SyncMode::Full => None,
+        };
+        let bottom = match (&bottom, &self.s.drop_between) {
+            // Active commit: everything above the base (the target).
+            (_, true) => self
+                .s
+                .source
+                .backing_chain()
+                .into_iter()
+                .take_while(|n| !Arc::ptr_eq(n, &self.s.target))
+                .last()
+                .or(Some(self.s.source.clone())),
+            _ => bottom,
+        };
+        let mut off = 0;
+        while off < size {
+            let want = (size - off).min(1 << 30);
+            let (alloc, n) = allocated_above(&self.s.source, bottom.as_ref(), off, want)?;
+            let n = n.max(1).min(size - off);
+            if alloc {
+                self.dirty.set(off, n);
+            }
+            off += n;
+        }
+        Ok(())
+    }
+
+    /// The devices on `from` go to `to`, with the permissions they held.
+    fn move_devices(g: &BlockGraph, from: &Arc<Node>, to: &Arc<Node>) -> Result<(), BlockError> {
+        for b in g.backends() {
+            if !b.root().is_some_and(|r| Arc::ptr_eq(&r, from)) {
+                continue;
+            }
+            let id = b.inner.parent_id;
+            let held = from.parent_perm(id);
+            to.set_parent_perm(id, held)?;
+            from.set_parent_perm(id, None)?;
+            b.inner.set_route(Route::of(Some(to.clone())));
+        }
+        Ok(())
+    }
+
+    /// The devices' routes go back to the source itself.
+    fn remove_filter(&mut self, g: &BlockGraph) {
+        if self.filter.take().is_none() {
+            return;
+        }
+        for b in g.backends() {
+            if b.root().is_some_and(|r| Arc::ptr_eq(&r, &self.s.source)) {
+                b.inner.set_route(Route::of(Some(self.s.source.clone())));
+            }
+        }
+    }
+}
+
+impl JobDriver for Mirror {
+    fn job_type(&self) -> JobType {
+        self.s.kind
+    }
+
+    fn completable(&self) -> bool {
+        true
+    }
+
+    fn soft_cancel_when_ready(&self) -> bool {
+        true
+    }
+
+    /// `mirror_start_job`: the job's hold on the target, and the filter
+    /// in every route to the source (the owner has drained the devices).
+    fn install(&mut self, g: &mut BlockGraph) -> Result<(), String> {
+        // mirror_start_job: write to the target, others may only write
+        // unchanged data (an active commit's base is shared with readers).
+        let shared = if self.s.drop_between {
+            perm::WRITE_UNCHANGED | perm::CONSISTENT_READ | perm::WRITE
+        } else {
+            perm::WRITE_UNCHANGED
+        };
+        self.s
+            .target
+            .set_parent_perm(self.target_perm, Some((perm::WRITE, shared)))
+            .map_err(|e| e.msg)?;
+        let filter = Arc::new(MirrorTop {
+            source: NodeIo::new(&self.s.source),
+            target: self.s.write_blocking.then(|| NodeIo::new(&self.s.target)),
+            dirty: self.dirty.clone(),
+            copying: Mutex::new(Vec::new()),
+        });
+        for b in g.backends() {
+            if b.root().is_some_and(|r| Arc::ptr_eq(&r, &self.s.source)) {
+                b.inner.set_route(Route {
+                    root: Some(self.s.source.clone()),
+                    data: None,
+                    format: Some(filter.clone()),
+                });
+            }
+        }
+        self.filter = Some(filter);
+        Ok(())
+    }
+
+    fn run(&mut self, ctl: &mut JobCtl) -> Result<(), String> {
+        let src = NodeIo::new(&self.s.source);
+        let tgt = NodeIo::new(&self.s.target);
+        let len = self.dirty.size();
+        let tlen = self.s.target.size().map_err(|e| e.msg)?;
+        if self.s.drop_between {
+            if tlen < len {
+                self.s.target.driver.truncate(len).map_err(|e| e.msg)?;
+            }
+        } else if tlen != len {
+            return Err("Source and target image have different sizes".into());
+        }
+        self.dirty_init(&tgt).map_err(strerror)?;
+        let chunk = self
+            .s
+            .buf_size
+            .clamp(self.s.granularity, MAX_IO.max(self.s.granularity));
+        let mut buf = Vec::new();
+        let mut cursor = 0;
+        let mut ready = false;
+        let mut delay = Duration::ZERO;
+        loop {
+            ctl.sleep(delay);
+            delay = Duration::ZERO;
+            if ctl.is_cancelled() {
+                return Ok(());
+            }
+            if ctl.take_complete() {
+                self.pivot = true;
+            }
+            ctl.set_remaining(self.dirty.count());
+            let next = self
+                .dirty
+                .next_dirty(cursor, chunk)
+                .or_else(|| self.dirty.next_dirty(0, chunk));
+            if let Some((off, n)) = next {
+                match self.copy(ctl, &src, &tgt, off, n, &mut buf) {
+                    Ok(()) => {
+                        ctl.progress(n);
+                        delay = ctl.rate_delay(n);
+                    }
+                    Err((e, ErrorAction::Report)) => return Err(strerror(e)),
+                    Err(_) => {}
+                }
+                cursor = off + n;
+                continue;
+            }
+            if !ready {
+                tgt.flush().map_err(strerror)?;
+                ctl.ready();
+                ready = true;
+            }
+            if self.pivot || ctl.cancel_requested() {
+                return Ok(());
+            }
+            // READY and in step: look for new dirty data every slice.
+            ctl.wait_for_request(Duration::from_millis(100));
+        }
+    }
+
+    /// `mirror_exit_common` (success): the last dirty chunks while the
+    /// devices are drained, then the pivot if `job-complete` asked for it.
+    fn prepare(&mut self, g: &mut BlockGraph) -> Result<(), String> {
+        let src = NodeIo::new(&self.s.source);
+        let tgt = NodeIo::new(&self.s.target);
+        let mut buf = Vec::new();
+        while let Some((off, n)) = self.dirty.next_dirty(0, MAX_IO) {
+            self.dirty.reset(off, n);
+            buf.resize(n as usize, 0);
+            src.read(off, &mut buf).map_err(strerror)?;
+            tgt.write(off, &buf).map_err(strerror)?;
+        }
+        tgt.flush().map_err(strerror)?;
+        self.remove_filter(g);
+        if !self.pivot {
+            return Ok(());
+        }
+        let source = self.s.source.clone();
+        let target = self.s.target.clone();
+        if self.s.backing_mode == BackingMode::SourceChain && target.child("backing").is_none() {
+            // mirror_exit_common: the source for sync=none, else `s->base`
+            // (the source's backing for sync=top, nothing for full).
+            let backing = match self.s.sync {
+                SyncMode::None => Some(source.clone()),
+                SyncMode::Top => source.child("backing"),
+                SyncMode::Full => None,
+            };
+            if let Some(b) = backing {
+                target.set_backing(b).map_err(|e| e.msg)?;
+            }
+        }
+        Self::move_devices(g, &source, &target).map_err(|e| e.msg)?;
+        // The old source (and, for an active commit, the layers down to the
+        // base) go unless something else still holds them.
+        g.drop_if_unused(&source);
+        Ok(())
+    }
+
+    fn abort(&mut self, g: &mut BlockGraph) {
+        self.remove_filter(g);
+    }
+
+    fn clean(&mut self, g: &mut BlockGraph) {
+        self.remove_filter(g);
+        let _ = self.s.target.set_parent_perm(self.target_perm, None);
+        g.unblock(&self.s.id);
+        if self.s.owns_target && !self.pivot {
+            g.remove_subtree(&self.s.target);
+        }
+    }
+}
