@@ -826,8 +826,8 @@ impl Meta {
         t.resize(n as usize, 0);
         let clusters = (n * 8).div_ceil(self.cs);
         let new = self.alloc(clusters)?;
-        let mut bytes = encode_u64s(&t);
-        bytes.resize((clusters * self.cs) as usize, 0);
+        // qcow2_grow_l1_table writes the table's own bytes, not the cluster.
+        let bytes = encode_u64s(&t);
         self.file
             .write_at(&bytes, new)
             .map_err(eio("Failed to grow the L1 table"))?;

@@ -1,0 +1,277 @@
+"""Block jobs (block-stream, drive-mirror, blockdev-mirror) on QEMU's job
+state machine. The guest writes while each job runs; afterwards `qemu-img`
+judges the images and the content is what the guest wrote. The same job
+scenarios on QEMU 7.2 (`-S`, no guest) give the same replies, errors and
+event sequences as on ferrovm."""
+import json
+import os
+
+import pytest
+
+from conftest import guest_args
+from qmp_util import Qmp
+from test_qcow2 import fill_pattern, qemu_img
+from test_virtio_blk import SECTOR, pattern, results
+
+MIB = 192
+
+
+def statuses(q, job):
+    return [e["data"]["status"] for e in q.events
+            if e["event"] == "JOB_STATUS_CHANGE" and e["data"]["id"] == job]
+
+
+def flat(img, tmp_path, name):
+    out = str(tmp_path / name)
+    qemu_img("convert", "-O", "raw", img, out)
+    with open(out, "rb") as f:
+        return f.read()
+
+
+def slow_down(q, **who):
+    """Guest writes at 32 MiB/s (jobs are not throttled), so the guest
+    still writes when a job has caught up."""
+    q.cmd("block_set_io_throttle", {**who, "bps": 0, "bps_rd": 0, "bps_wr": 32 << 20,
+                                    "iops": 0, "iops_rd": 0, "iops_wr": 0})
+
+
+def filling_guest(launch, ferrovm, testguest, sock, *drive):
+    return launch(guest_args(ferrovm, testguest, f"plan=blk-fill blk_mib={MIB}", "-m", "128",
+                             "-qmp", f"unix:{sock},server=on,wait=off", *drive,
+                             "-device", "virtio-blk-pci,drive=d0,id=vd0"))
+
+
+def test_mirror_pivots_onto_the_copy_while_the_guest_writes(ferrovm, testguest, launch,
+                                                            tmp_path, sockdir):
+    """drive-mirror sync=full while the guest fills its disk: READY once the
+    copy has caught up, job-complete moves the device onto the copy live,
+    and every write, before and after the pivot, is in the copy."""
+    src, tgt = str(tmp_path / "src.raw"), str(tmp_path / "tgt.qcow2")
+    with open(src, "wb") as f:
+        f.truncate(256 << 20)
+    sock = f"{sockdir}/m.sock"
+    g = filling_guest(launch, ferrovm, testguest, sock,
+                      "-drive", f"file={src},format=raw,if=none,id=d0")
+    with Qmp(sock, proc=g.proc) as q:
+        slow_down(q, device="d0")
+        g.wait_line(r"# blk-fill: writing", timeout=60)
+        q.cmd("drive-mirror", {"device": "d0", "target": tgt, "format": "qcow2",
+                               "sync": "full"})
+        q.wait_event("BLOCK_JOB_READY", timeout=90)
+        q.cmd("block-job-complete", {"device": "d0"})
+        done = q.wait_event("BLOCK_JOB_COMPLETED", timeout=60)
+        assert "error" not in done["data"], done
+        blk = q.cmd("query-block")[0]["inserted"]
+        assert blk["file"] == tgt and blk["drv"] == "qcow2", blk
+        assert statuses(q, "d0") == ["created", "running", "ready", "waiting", "pending",
+                                     "concluded", "null"], q.events
+        assert q.cmd("query-block-jobs") == []
+        pivoted_while_writing = not results(g).get(f"blk fill mib={MIB}")
+        assert g.wait_exit(120) == 0, g.output()
+    assert results(g).get(f"blk fill mib={MIB}") is True, g.output()
+    assert qemu_img("check", tgt, check=False).returncode == 0
+    assert flat(tgt, tmp_path, "t.raw")[:MIB << 20] == fill_pattern(MIB * 2048), \
+        "the copy lost a write"
+    # The pivot happened while the guest still wrote (the point of the test).
+    assert pivoted_while_writing, "the guest had finished before the pivot"
+
+
+def test_cancel_after_ready_leaves_a_consistent_copy(ferrovm, testguest, launch, tmp_path,
+                                                     sockdir):
+    """blockdev-mirror to a node of its own, cancelled (softly) once READY
+    while the guest writes: the device stays on the source, the job ends
+    COMPLETED as QEMU's does, and the copy is the source as it was at the
+    cancel: the fill pattern up to some sector, zeros after."""
+    src, tgt = str(tmp_path / "src.raw"), str(tmp_path / "tgt.raw")
+    for p in (src, tgt):
+        with open(p, "wb") as f:
+            f.truncate(256 << 20)
+    sock = f"{sockdir}/c.sock"
+    g = filling_guest(launch, ferrovm, testguest, sock,
+                      "-blockdev", json.dumps({"driver": "file", "filename": src,
+                                               "node-name": "s0"}),
+                      "-blockdev", json.dumps({"driver": "raw", "file": "s0", "node-name": "d0"}))
+    with Qmp(sock, proc=g.proc) as q:
+        q.cmd("blockdev-add", {"driver": "raw", "node-name": "t0",
+                               "file": {"driver": "file", "filename": tgt}})
+        slow_down(q, id="/machine/peripheral/vd0/virtio-backend")
+        g.wait_line(r"# blk-fill: writing", timeout=60)
+        q.cmd("blockdev-mirror", {"job-id": "m", "device": "d0", "target": "t0",
+                                  "sync": "full", "copy-mode": "write-blocking"})
+        q.wait_event("BLOCK_JOB_READY", timeout=90)
+        q.cmd("block-job-cancel", {"device": "m"})
+        q.wait_event("BLOCK_JOB_COMPLETED", timeout=60)
+        assert "BLOCK_JOB_CANCELLED" not in q.event_names()
+        assert q.cmd("query-block")[0]["inserted"]["node-name"] == "d0"
+        q.cmd("blockdev-del", {"node-name": "t0"})
+        assert g.wait_exit(120) == 0, g.output()
+    with open(tgt, "rb") as f:
+        copy = f.read(MIB << 20)
+    want = fill_pattern(MIB * 2048)
+    n = 0
+    while n < MIB * 2048 and copy[n * SECTOR:(n + 1) * SECTOR] == want[n * SECTOR:(n + 1) * SECTOR]:
+        n += 1
+    assert n > 0, "nothing was copied"
+    assert copy[n * SECTOR:].count(0) == len(copy) - n * SECTOR, \
+        f"the copy is not a moment of the source: sector {n} differs and is not zero"
+
+
+def test_stream_pulls_the_backing_data_while_the_guest_writes(ferrovm, testguest, launch,
+                                                             tmp_path, sockdir):
+    """block-stream of a whole chain while the guest writes into the top:
+    the top ends with every byte (the guest's writes over the base's data),
+    no backing file, and a clean check; the base is untouched."""
+    base, top = str(tmp_path / "base.raw"), str(tmp_path / "top.qcow2")
+    host = pattern(0, 256 * 2048, seed=3)
+    with open(base, "wb") as f:
+        f.write(host)
+    qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", top)
+    sock = f"{sockdir}/s.sock"
+    g = filling_guest(launch, ferrovm, testguest, sock,
+                      "-drive", f"file={top},format=qcow2,if=none,id=d0")
+    with Qmp(sock, proc=g.proc) as q:
+        g.wait_line(r"# blk-fill: writing", timeout=60)
+        q.cmd("block-stream", {"device": "d0"})
+        done = q.wait_event("BLOCK_JOB_COMPLETED", timeout=90)
+        assert "error" not in done["data"], done
+        assert statuses(q, "d0") == ["created", "running", "waiting", "pending", "concluded",
+                                     "null"], q.events
+        blk = q.cmd("query-block")[0]["inserted"]
+        assert blk["backing_file_depth"] == 0 and "backing_file" not in blk, blk
+        assert g.wait_exit(120) == 0, g.output()
+    assert results(g).get(f"blk fill mib={MIB}") is True, g.output()
+    assert qemu_img("check", top, check=False).returncode == 0
+    info = json.loads(qemu_img("info", "--output=json", top).stdout)
+    assert "backing-filename" not in info, info
+    with open(base, "rb") as f:
+        assert f.read() == host, "the base was written"
+    os.rename(base, base + ".gone")  # the top must stand alone now
+    data = flat(top, tmp_path, "top.raw")
+    assert data[:MIB << 20] == fill_pattern(MIB * 2048), "a guest write was lost"
+    assert data[MIB << 20:] == host[MIB << 20:], "backing data was not pulled in"
+
+
+# --- The same scenarios on QEMU 7.2 -------------------------------------------------------------
+
+def chain(d):
+    base = os.path.join(d, "base.img")
+    with open(base, "wb") as f:
+        f.write(pattern(0, 8 * 2048, seed=5))
+        f.truncate(64 << 20)
+    mid, top = os.path.join(d, "mid.qcow2"), os.path.join(d, "top.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", mid)
+    qemu_img("create", "-q", "-f", "qcow2", "-b", mid, "-F", "qcow2", top)
+    return base, mid, top
+
+
+def scenario(binary, d, sock, steps, launch):
+    """Runs `steps` (name, args, wait-for-event) on `binary -S` over a
+    fresh chain in `d`; returns the replies (errors as (class, desc)) and
+    the events, with what depends on timing (progress) left out."""
+    _, _, top = chain(d)
+    g = launch([binary, "-nodefaults", "-M", "q35", "-S", "-display", "none",
+                "-qmp", f"unix:{sock},server=on,wait=off",
+                "-drive", f"file={top},if=none,id=d0"])
+    out = []
+    with Qmp(sock, proc=g.proc) as q:
+        for name, args, wait in steps:
+            mark = len(q.events)
+            try:
+                r = q.cmd(name, args)
+                if isinstance(r, list):
+                    for j in r:
+                        for k in ("offset", "len", "current-progress", "total-progress", "busy"):
+                            j.pop(k, None)
+                out.append((name, r))
+            except Exception as e:  # noqa: BLE001 - the error is the answer
+                out.append((name, getattr(e, "error_class", "?"), str(e)))
+            if wait:
+                q.wait_event(wait, timeout=60, start=mark)
+        q.cmd("quit")
+        events = []
+        for e in q.events:
+            data = dict(e.get("data") or {})
+            for k in ("offset", "len"):
+                data.pop(k, None)
+            if e["event"] not in ("SHUTDOWN",):
+                events.append((e["event"], data))
+    g.wait_exit(30)
+    return out, events
+
+
+STREAM = [
+    ("block-stream", {"device": "nope"}, None),
+    ("block-stream", {"device": "d0", "base": "x.img"}, None),
+    ("block-stream", {"device": "d0", "base": "b", "base-node": "x"}, None),
+    ("block-stream", {"device": "d0", "speed": -1}, None),
+    ("block-stream", {"device": "d0", "job-id": "1bad"}, None),
+    ("block-stream", {"device": "d0", "backing-file": "foo"}, None),
+    ("block-job-pause", {"device": "j"}, None),
+    ("job-pause", {"id": "j"}, None),
+    # 64 KiB/s: still running when it is paused.
+    ("block-stream", {"device": "d0", "job-id": "j", "speed": 65536,
+                      "auto-finalize": False, "auto-dismiss": False}, None),
+    ("block-stream", {"device": "d0", "job-id": "j2"}, None),
+    ("block-job-pause", {"device": "j"}, "JOB_STATUS_CHANGE"),
+    ("block-job-pause", {"device": "j"}, None),
+    ("query-block-jobs", None, None),
+    ("block-job-cancel", {"device": "j"}, None),
+    ("block-job-complete", {"device": "j"}, None),
+    ("block-job-set-speed", {"device": "j", "speed": -5}, None),
+    ("block-job-set-speed", {"device": "j", "speed": 0}, None),
+    ("block-job-resume", {"device": "j"}, "BLOCK_JOB_PENDING"),
+    ("block-job-resume", {"device": "j"}, None),
+    ("query-jobs", None, None),
+    ("block-job-dismiss", {"id": "j"}, None),
+    ("job-finalize", {"id": "j"}, None),
+    ("query-block-jobs", None, None),
+    ("job-dismiss", {"id": "j"}, None),
+    ("query-block-jobs", None, None),
+]
+
+MIRROR = [
+    ("drive-mirror", {"device": "d0", "target": "@/t.qcow2", "sync": "full",
+                      "granularity": 1000}, None),
+    ("drive-mirror", {"device": "d0", "target": "@/t.qcow2", "sync": "bitmap"}, None),
+    ("drive-mirror", {"device": "d0", "target": "@/t.qcow2", "sync": "full",
+                      "buf-size": -1}, None),
+    ("blockdev-mirror", {"device": "d0", "target": "d0", "sync": "full"}, None),
+    ("drive-mirror", {"device": "d0", "target": "@/t.qcow2", "sync": "top",
+                      "job-id": "m"}, "BLOCK_JOB_READY"),
+    ("block-job-finalize", {"id": "m"}, None),
+    ("block-stream", {"device": "d0"}, None),
+    ("job-pause", {"id": "m"}, "JOB_STATUS_CHANGE"),
+    ("query-block-jobs", None, None),
+    ("job-resume", {"id": "m"}, "JOB_STATUS_CHANGE"),
+    # A soft cancel of a ready mirror completes it without a pivot.
+    ("block-job-cancel", {"device": "m"}, "BLOCK_JOB_COMPLETED"),
+    ("drive-mirror", {"device": "d0", "target": "@/u.qcow2", "sync": "full",
+                      "job-id": "n"}, "BLOCK_JOB_READY"),
+    ("block-job-cancel", {"device": "n", "force": True}, "BLOCK_JOB_CANCELLED"),
+    ("drive-mirror", {"device": "d0", "target": "@/v.qcow2", "sync": "none",
+                      "job-id": "p"}, "BLOCK_JOB_READY"),
+    ("job-complete", {"id": "p"}, "BLOCK_JOB_COMPLETED"),
+    ("query-block", None, None),
+]
+
+
+def fix_paths(steps, d):
+    return [(n, json.loads(json.dumps(a).replace("@/", d + "/")) if a else a, w)
+            for n, a, w in steps]
+
+
+@pytest.mark.parametrize("steps", [STREAM, MIRROR], ids=["stream", "mirror"])
+def test_job_commands_and_events_equal_qemus(ferrovm, qemu, launch, tmp_path, sockdir, steps):
+    runs = {}
+    for name, binary in (("ferrovm", ferrovm), ("qemu", qemu)):
+        d = tmp_path / name
+        d.mkdir()
+        out, events = scenario(binary, str(d), f"{sockdir}/{name}.sock",
+                               fix_paths(steps, str(d)), launch)
+        text = json.dumps([out, events]).replace(str(d), "@")
+        runs[name] = json.loads(__import__("re").sub(r"#block\d+", "#block", text))
+    ours, theirs = runs["ferrovm"], runs["qemu"]
+    for a, b in zip(ours[0], theirs[0]):
+        assert a == b, f"reply differs:\nferrovm {a}\nqemu    {b}"
+    assert ours[1] == theirs[1], "events differ:\n" + "\n".join(
+        f"{x!s:<90} {y!s}" for x, y in zip(ours[1], theirs[1]))
