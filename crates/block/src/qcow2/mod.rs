@@ -58,10 +58,10 @@ mod check;
 mod compress;
 mod create;
 mod error;
-mod reopen;
 pub mod header;
 mod map;
 mod meta;
+mod reopen;
 mod storage;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -214,11 +214,7 @@ impl Qcow2 {
         let h = self.header();
         ImageInfo {
             version: h.version,
-            compat: if h.version >= 3 {
-                "1.1"
-            } else {
-                "0.10"
-            },
+            compat: if h.version >= 3 { "1.1" } else { "0.10" },
             virtual_size: m.size,
             cluster_size: m.cs,
             refcount_bits: 1 << m.refcount_order,
