@@ -40,6 +40,8 @@ COMMANDS = [
     # issue 11: the node graph
     "blockdev-add", "blockdev-del", "blockdev-snapshot-sync", "blockdev-snapshot",
     "block_set_io_throttle",
+    # issue 11: reopening nodes
+    "blockdev-reopen", "change-backing-file",
     # issue 10: the RTC
     "rtc-reset-reinjection",
 ]

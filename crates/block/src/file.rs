@@ -66,6 +66,21 @@ pub struct FileDriver {
     device: bool,
     locking: bool,
     locks: Mutex<LockState>,
+    /// The descriptor's mode and what decides it (QEMU's `raw_reconfigure_getfd`).
+    mode: Mutex<FdMode>,
+    /// `locking` and `aio` as given, which a reopen may not change.
+    pub(crate) fixed_opts: Vec<(&'static str, String)>,
+}
+
+/// Whether the descriptor is open for writing, and what it must be.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FdMode {
+    pub rdwr: bool,
+    /// The node is read-only: the descriptor is too.
+    pub read_only: bool,
+    /// `auto-read-only`: a read-write node whose file cannot be opened for
+    /// writing was opened read-only, and asks again when a writer comes.
+    pub auto_read_only: bool,
 }
 
 impl FileDriver {
@@ -73,19 +88,30 @@ impl FileDriver {
     /// `aio-max-batch`, `x-check-cache-dropped`, `drop-cache`. `device`:
     /// the `host_device` driver, which wants a block or character device,
     /// where `file` wants a regular file.
-    pub fn open(o: &mut Opts, flags: &NodeFlags, device: bool) -> Result<Self, BlockError> {
+    pub fn open(
+        o: &mut Opts,
+        flags: &NodeFlags,
+        auto_read_only: bool,
+        device: bool,
+    ) -> Result<Self, BlockError> {
         let filename = o
             .take_str("filename")?
             .ok_or_else(|| BlockError::new("Parameter 'filename' is missing"))?;
-        let locking = match o.take_enum("locking", &["on", "off", "auto"])?.as_deref() {
+        let mut fixed_opts = Vec::new();
+        let locking_opt = o.take_enum("locking", &["on", "off", "auto"])?;
+        if let Some(l) = &locking_opt {
+            fixed_opts.push(("locking", l.clone()));
+        }
+        let locking = match locking_opt.as_deref() {
             Some("on") => Locking::On,
             Some("off") => Locking::Off,
             _ => Locking::Auto,
         };
-        let aio = match o
-            .take_enum("aio", &["threads", "native", "io_uring"])?
-            .as_deref()
-        {
+        let aio_opt = o.take_enum("aio", &["threads", "native", "io_uring"])?;
+        if let Some(a) = &aio_opt {
+            fixed_opts.push(("aio", a.clone()));
+        }
+        let aio = match aio_opt.as_deref() {
             Some("threads") => Aio::Threads,
             Some("native") => {
                 if !flags.direct {
@@ -106,16 +132,22 @@ impl FileDriver {
         ] {
             o.take(k);
         }
-        let mut oo = OpenOptions::new();
-        oo.read(true).write(!flags.read_only);
-        let mut cflags = libc::O_CLOEXEC;
-        if flags.direct {
-            cflags |= libc::O_DIRECT;
+        let mut rdwr = !flags.read_only;
+        let file = match open_file(&filename, rdwr, flags.direct) {
+            Err(e)
+                if rdwr
+                    && auto_read_only
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EACCES | libc::EPERM | libc::EROFS)
+                    ) =>
+            {
+                rdwr = false;
+                open_file(&filename, false, flags.direct)
+            }
+            r => r,
         }
-        oo.custom_flags(cflags);
-        let file = oo
-            .open(&filename)
-            .map_err(|e| BlockError::errno(format!("Could not open '{filename}'"), errno_of(&e)))?;
+        .map_err(|e| BlockError::errno(format!("Could not open '{filename}'"), errno_of(&e)))?;
         let kind = file
             .metadata()
             .map_err(|e| BlockError::errno(format!("Could not stat '{filename}'"), errno_of(&e)))?
@@ -154,9 +186,84 @@ impl FileDriver {
             device,
             locking: locking != Locking::Off,
             locks: Mutex::new(LockState::default()),
+            mode: Mutex::new(FdMode {
+                rdwr,
+                read_only: flags.read_only,
+                auto_read_only,
+            }),
+            fixed_opts,
         })
     }
 
+    /// A reopen changes the node's read-only and auto-read-only flags;
+    /// the descriptor follows when permissions are applied next
+    /// ([`Driver::set_perm`]) or with [`FileDriver::sync_mode`].
+    pub(crate) fn set_mode_flags(&self, read_only: bool, auto_read_only: bool) {
+        let mut m = self.mode.lock().unwrap_or_else(|e| e.into_inner());
+        m.read_only = read_only;
+        m.auto_read_only = auto_read_only;
+    }
+
+    /// Reopens the descriptor read-write or read-only when the flags and
+    /// the permissions `perm` held on the node ask for another mode: a
+    /// new descriptor of the same file gets this one's image locks, then
+    /// takes its place under the same number (dup3), so every user of
+    /// [`FileIo`] moves at once. Callers hold the devices drained.
+    pub(crate) fn sync_mode(&self, perm_bits: u64) -> Result<(), BlockError> {
+        let mut m = self.mode.lock().unwrap_or_else(|e| e.into_inner());
+        let writers = perm_bits & (perm::WRITE | perm::WRITE_UNCHANGED | perm::RESIZE) != 0;
+        let want = if m.read_only {
+            false
+        } else if m.auto_read_only {
+            m.rdwr || writers
+        } else {
+            true
+        };
+        if want == m.rdwr {
+            return Ok(());
+        }
+        let name = &self.io.filename;
+        let new = open_file(name, want, self.io.direct)
+            .map_err(|e| BlockError::errno(format!("Could not open '{name}'"), errno_of(&e)))?;
+        if self.locking {
+            let st = *self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            let mut copy = LockState::default();
+            lock::apply(
+                new.as_raw_fd(),
+                &mut copy,
+                st.locked_perm,
+                st.locked_unshared,
+                false,
+            )?;
+        }
+        // SAFETY: both descriptors are open; dup3 atomically makes the old
+        // number refer to the new open file description.
+        let r = unsafe { libc::dup3(new.as_raw_fd(), self.io.file.as_raw_fd(), libc::O_CLOEXEC) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(BlockError::errno(
+                format!("Could not reopen '{name}'"),
+                errno_of(&e),
+            ));
+        }
+        m.rdwr = want;
+        Ok(())
+    }
+}
+
+fn open_file(name: &str, rdwr: bool, direct: bool) -> std::io::Result<File> {
+    let mut cflags = libc::O_CLOEXEC;
+    if direct {
+        cflags |= libc::O_DIRECT;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(rdwr)
+        .custom_flags(cflags)
+        .open(name)
+}
+
+impl FileDriver {
     pub fn locks(&self) -> LockState {
         *self.locks.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -278,6 +385,7 @@ impl Driver for FileDriver {
     }
 
     fn set_perm(&self, old: (u64, u64), new: (u64, u64)) -> Result<(), BlockError> {
+        self.sync_mode(new.0)?;
         if !self.locking {
             return Ok(());
         }
@@ -297,6 +405,10 @@ impl Driver for FileDriver {
 
     fn file_io(&self) -> Option<&std::sync::Arc<FileIo>> {
         Some(&self.io)
+    }
+
+    fn as_file(&self) -> Option<&FileDriver> {
+        Some(self)
     }
 
     fn driver_specific_stats(&self) -> Option<serde_json::Value> {

@@ -153,6 +153,11 @@ impl BlockGraph {
         &self.backends
     }
 
+    /// Whether the monitor owns node `name` (`-blockdev`, `blockdev-add`).
+    pub(crate) fn monitor_owns(&self, name: &str) -> bool {
+        self.monitor_owned.iter().any(|n| n == name)
+    }
+
     pub fn node(&self, name: &str) -> Option<&Arc<Node>> {
         self.nodes.iter().find(|n| n.name == name)
     }
@@ -201,7 +206,7 @@ impl BlockGraph {
     ) -> Result<Arc<Node>, BlockError> {
         let flags = NodeFlags {
             read_only: false,
-            ..old.flags
+            ..old.flags()
         };
         self.open_node(opts, flags, String::new(), Syntax::Blockdev)
     }
@@ -392,7 +397,7 @@ impl BlockGraph {
         let be = Backend::new(
             id.to_string(),
             Some(root.clone()),
-            root.flags.read_only,
+            root.flags().read_only,
             writeback,
             werror,
             rerror,
@@ -457,16 +462,27 @@ impl BlockGraph {
         let detect_zeroes = o.take_enum("detect-zeroes", &["off", "on", "unmap"])?;
         let mut name = name;
         let mut reserved = None;
-        for k in ["auto-read-only", "force-share"] {
-            o.take_bool(k)?;
+        if let Some(a) = o.take_bool("auto-read-only")? {
+            flags.auto_read_only = a;
         }
+        o.take_bool("force-share")?;
         let (drv, children): (Box<dyn Driver>, Vec<Child>) = match driver.as_str() {
             "file" => (
-                Box::new(FileDriver::open(&mut o, &flags, false)?),
+                Box::new(FileDriver::open(
+                    &mut o,
+                    &flags,
+                    flags.auto_read_only,
+                    false,
+                )?),
                 Vec::new(),
             ),
             "host_device" => (
-                Box::new(FileDriver::open(&mut o, &flags, true)?),
+                Box::new(FileDriver::open(
+                    &mut o,
+                    &flags,
+                    flags.auto_read_only,
+                    true,
+                )?),
                 Vec::new(),
             ),
             "qcow2" => {
@@ -552,7 +568,12 @@ impl BlockGraph {
             Some(Value::String(r)) => self.node(&r).cloned().ok_or_else(|| {
                 BlockError::new(format!("Cannot find device='{r}' nor node-name='{r}'"))
             }),
-            Some(Value::Object(m)) => self.open_node(m, flags, format!("{prefix}{role}."), syntax),
+            Some(Value::Object(m)) => {
+                let n = self.open_node(m, flags, format!("{prefix}{role}."), syntax)?;
+                n.inherited
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(n)
+            }
             Some(_) => Err(BlockError::new(format!(
                 "Invalid parameter type for '{prefix}{role}', expected: string or object"
             ))),
@@ -584,10 +605,13 @@ impl BlockGraph {
                 pass_discard: pass.unwrap_or(flags.discard),
             },
         )?;
+        // bdrv_backing_options: read-only, no auto-read-only.
         let backing_flags = NodeFlags {
             read_only: true,
+            auto_read_only: false,
             ..flags
         };
+        let implicit = backing_opt.is_none();
         let backing = match backing_opt {
             // `null`, or the empty string of the dotted syntax: no backing.
             Some(Value::Null) => None,
@@ -613,7 +637,7 @@ impl BlockGraph {
                 None => None,
             },
         };
-        d.set_backing(backing.clone());
+        d.set_backing(backing.clone(), implicit);
         let mut children = vec![Child {
             role: "file",
             node: file,
@@ -648,8 +672,12 @@ impl BlockGraph {
         let mut top = Map::new();
         top.insert("driver".into(), Value::String(format));
         top.insert("file".into(), Value::Object(file));
-        self.open_node(top, flags, String::new(), Syntax::Blockdev)
-            .map_err(|e| BlockError::new(format!("Could not open backing file: {}", e.full())))
+        let n = self
+            .open_node(top, flags, String::new(), Syntax::Blockdev)
+            .map_err(|e| BlockError::new(format!("Could not open backing file: {}", e.full())))?;
+        n.inherited
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
     }
 
     /// `-device ...,drive=X`: X is a drive id or a node name. The device's
@@ -673,7 +701,7 @@ impl BlockGraph {
                 let be = Backend::new(
                     String::new(),
                     Some(node.clone()),
-                    node.flags.read_only,
+                    node.flags().read_only,
                     true,
                     OnError::Enospc,
                     OnError::Report,
@@ -740,7 +768,7 @@ impl BlockGraph {
                 node.name, node.name
             )));
         }
-        if node.flags.read_only {
+        if node.flags().read_only {
             return Err(BlockError::new("Image is read-only"));
         }
         node.driver.truncate(size)?;

@@ -355,7 +355,7 @@ impl BlockBackend {
 
     /// Whether discard requests reach the image (`discard=unmap`).
     pub fn discard_enabled(&self) -> bool {
-        self.inner.root().is_some_and(|r| r.flags.discard)
+        self.inner.root().is_some_and(|r| r.flags().discard)
     }
 
     /// The policy for a failed request (`is_read`: rerror, else werror);
@@ -641,7 +641,7 @@ impl BlockQueue {
     }
 
     fn discard_enabled(&self) -> bool {
-        self.backend.root().is_some_and(|r| r.flags.discard)
+        self.backend.root().is_some_and(|r| r.flags().discard)
     }
 
     /// Starts `job` on the pool, once `throttle` (if any) lets it.
@@ -665,7 +665,7 @@ impl BlockQueue {
         meta: Meta,
         throttle: Option<Arc<Throttle>>,
     ) {
-        let no_flush = self.backend.root().is_some_and(|r| r.flags.no_flush);
+        let no_flush = self.backend.root().is_some_and(|r| r.flags().no_flush);
         match req.kind {
             IoKind::Discard if !self.discard_enabled() => {
                 return self.finish_now(meta, Ok(meta.bytes))

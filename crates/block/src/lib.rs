@@ -9,6 +9,7 @@
 //! - [`perm`], [`lock`]: QEMU's permission bits and OFD image locks.
 //! - [`engine`]: thread pool and io_uring behind the queues.
 //! - [`snapshot`]: external snapshots (a new overlay on top, devices moved).
+//! - [`reopen`]: `blockdev-reopen` and `change-backing-file`.
 //! - [`throttle`]: `block_set_io_throttle`'s leaky buckets.
 //! - [`bitmap`]: dirty bitmaps (mirror, backup, `block-dirty-bitmap-*`).
 //! - [`job`]: block jobs (QEMU's job state machine, stream, ...).
@@ -31,6 +32,7 @@ pub mod qapi;
 pub mod qcow2;
 pub mod qcow2_node;
 pub mod raw;
+pub mod reopen;
 pub mod snapshot;
 pub mod stats;
 pub mod throttle;

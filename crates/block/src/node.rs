@@ -23,6 +23,8 @@ pub struct NodeFlags {
     pub no_flush: bool,
     /// `discard=unmap`: discard requests are passed down.
     pub discard: bool,
+    /// `auto-read-only`: a protocol node may fall back to read-only.
+    pub auto_read_only: bool,
 }
 
 /// A driver instance (QEMU's BlockDriver + opaque state).
@@ -46,6 +48,14 @@ pub trait Driver: Send + Sync {
     fn child_perm(&self, role: &str, perm: u64, shared: u64) -> (u64, u64);
     /// A protocol node's host file, for the I/O engines.
     fn file_io(&self) -> Option<&Arc<FileIo>> {
+        None
+    }
+    /// The `file`/`host_device` driver, for a reopen.
+    fn as_file(&self) -> Option<&crate::file::FileDriver> {
+        None
+    }
+    /// The `qcow2` driver, for a reopen and `change-backing-file`.
+    fn as_qcow2(&self) -> Option<&crate::qcow2_node::Qcow2Driver> {
         None
     }
     /// A linear mapping onto child `file` (raw): guest offset + `.0`, and
@@ -98,11 +108,7 @@ pub trait Driver: Send + Sync {
     }
     /// `bdrv_change_backing_file`: the image header names `file` (with
     /// format `fmt`) as its backing file, or none.
-    fn change_backing_file(
-        &self,
-        _file: Option<&str>,
-        _fmt: Option<&str>,
-    ) -> Result<(), BlockError> {
+    fn change_backing_file(&self, _file: Option<&str>, _fmt: Option<&str>) -> Result<(), BlockError> {
         Err(BlockError::new("Operation not supported"))
     }
 }
@@ -143,7 +149,12 @@ pub struct Node {
     pub name: String,
     /// Named by QEMU's `#block` generator rather than the user.
     pub auto_named: bool,
-    pub flags: NodeFlags,
+    /// Changed only by `blockdev-reopen` (and `change-backing-file`'s
+    /// temporary read-write), inside a drained section.
+    flags: Mutex<NodeFlags>,
+    /// Opened inline under a parent (`-drive`, a header's backing file):
+    /// a reopen of that parent reopens it too (QEMU's `inherits_from`).
+    pub inherited: std::sync::atomic::AtomicBool,
     /// `detect-zeroes` (only `off` is implemented).
     pub detect_zeroes: String,
     pub driver: Box<dyn Driver>,
@@ -166,7 +177,8 @@ impl Node {
         Node {
             name,
             auto_named,
-            flags,
+            flags: Mutex::new(flags),
+            inherited: std::sync::atomic::AtomicBool::new(false),
             detect_zeroes: "off".into(),
             driver,
             children: std::sync::RwLock::new(children),
@@ -177,6 +189,14 @@ impl Node {
             }),
             wr_highest_offset: AtomicU64::new(0),
         }
+    }
+
+    pub fn flags(&self) -> NodeFlags {
+        *self.flags.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_flags(&self, f: NodeFlags) {
+        *self.flags.lock().unwrap_or_else(|e| e.into_inner()) = f;
     }
 
     pub fn children(&self) -> Vec<Child> {
@@ -201,9 +221,8 @@ impl Node {
         self.replace_backing(Some(backing))
     }
 
-    /// Gives the node another backing child, or none (`bdrv_set_backing_hd`
-    /// as stream and commit use it): the old child loses the permissions
-    /// this node held on it.
+    /// Replaces the backing child (or with `None` drops it): the new one
+    /// gets its permissions first, the old one loses them after.
     pub(crate) fn replace_backing(&self, backing: Option<Arc<Node>>) -> Result<(), BlockError> {
         let old = self.child("backing");
         if let Some(b) = &backing {
@@ -213,26 +232,50 @@ impl Node {
         }
         if let Err(e) = self.driver.set_backing(backing.clone()) {
             if let Some(b) = &backing {
-                if !old.as_ref().is_some_and(|o| Arc::ptr_eq(o, b)) {
-                    let _ = b.set_parent_perm(self.id, None);
-                }
+                let _ = b.set_parent_perm(self.id, None);
             }
             return Err(e);
         }
         {
             let mut c = self.children.write().unwrap_or_else(|e| e.into_inner());
             c.retain(|c| c.role != "backing");
-            if let Some(b) = &backing {
+            if let Some(b) = backing.clone() {
                 c.push(Child {
                     role: "backing",
-                    node: b.clone(),
+                    node: b,
                 });
             }
         }
         if let Some(o) = old {
-            if !backing.as_ref().is_some_and(|b| Arc::ptr_eq(&o, b)) {
+            if !backing.as_ref().is_some_and(|b| Arc::ptr_eq(b, &o)) {
                 let _ = o.set_parent_perm(self.id, None);
             }
+        }
+        Ok(())
+    }
+
+    /// Asks every child again for what the driver needs of it (after a
+    /// reopen changed whether the node writes), and re-applies this node's
+    /// own permissions to its driver (the file driver's descriptor mode).
+    /// Children this node holds nothing on yet are left alone.
+    pub(crate) fn refresh_perms(&self) -> Result<(), BlockError> {
+        let cur = self.perms();
+        self.check_writable_perm(cur.0)?;
+        self.driver.set_perm(cur, cur)?;
+        for c in self.children() {
+            if c.node.parent_perm(self.id).is_some() {
+                let want = self.driver.child_perm(c.role, cur.0, cur.1);
+                c.node.set_parent_perm(self.id, Some(want))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `bdrv_node_refresh_perm`: write permissions never work on a
+    /// read-only node.
+    fn check_writable_perm(&self, p: u64) -> Result<(), BlockError> {
+        if p & (perm::WRITE | perm::WRITE_UNCHANGED) != 0 && self.flags().read_only {
+            return Err(BlockError::new("Block node is read-only"));
         }
         Ok(())
     }
@@ -286,7 +329,10 @@ impl Node {
         if new == old {
             return Ok(());
         }
-        if let Err(e) = self.apply(old, new) {
+        if let Err(e) = self
+            .check_writable_perm(new.0)
+            .and_then(|()| self.apply(old, new))
+        {
             st.parents = saved;
             return Err(e);
         }

@@ -76,7 +76,7 @@ fn block_device_info(bb: Option<&BlockBackend>, n: &Node, flat: bool) -> Value {
     let mut m = Map::new();
     m.insert("file".into(), json!(n.filename()));
     m.insert("node-name".into(), json!(n.name));
-    m.insert("ro".into(), json!(n.flags.read_only));
+    m.insert("ro".into(), json!(n.flags().read_only));
     m.insert("drv".into(), json!(n.driver.format_name()));
     if let Some(c) = n.child("backing") {
         m.insert("backing_file".into(), json!(c.filename()));
@@ -95,8 +95,8 @@ fn block_device_info(bb: Option<&BlockBackend>, n: &Node, flat: bool) -> Value {
         "cache".into(),
         json!({
             "writeback": bb.is_none_or(|b| b.write_cache()),
-            "direct": n.flags.direct,
-            "no-flush": n.flags.no_flush,
+            "direct": n.flags().direct,
+            "no-flush": n.flags().no_flush,
         }),
     );
     if let Some((c, group)) = &throttle {

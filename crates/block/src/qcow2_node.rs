@@ -137,13 +137,15 @@ pub struct Qcow2Driver {
     image: Arc<Qcow2>,
     io: Arc<Qcow2Io>,
     file: Arc<Node>,
-    writable: bool,
+    /// Changes with a reopen (`blockdev-reopen`, `change-backing-file`).
+    writable: std::sync::atomic::AtomicBool,
     /// `json:{...}` when the backing is not the one the header names
     /// (QEMU's `bdrv_refresh_filename` with `bdrv_backing_overridden`).
-    json_filename: std::sync::Mutex<Option<String>>,
-    /// The backing node attached last (the filename is worked out again
-    /// when the header's backing file changes).
+    /// The backing node, for the file name.
     backing: std::sync::Mutex<Option<Arc<Node>>>,
+    /// QEMU's `bs->auto_backing_file`: the backing node's filename when it
+    /// was opened from the header, else the header's name as written.
+    auto_backing: std::sync::Mutex<String>,
 }
 
 /// The header's backing file name resolved against the overlay's
@@ -231,9 +233,9 @@ impl Qcow2Driver {
             io: Arc::new(Qcow2Io(image.clone())),
             image,
             file,
-            writable,
-            json_filename: std::sync::Mutex::new(None),
+            writable: std::sync::atomic::AtomicBool::new(writable),
             backing: std::sync::Mutex::new(None),
+            auto_backing: std::sync::Mutex::new(String::new()),
         })
     }
 
@@ -247,30 +249,45 @@ impl Qcow2Driver {
         &self.image
     }
 
-    /// Attaches the backing node (or none); a backing other than the
-    /// header's gives the node a `json:` filename, as in QEMU.
-    pub fn set_backing(&self, backing: Option<Arc<Node>>) {
-        let header = self.full_backing_filename();
-        let overridden = match (&header, &backing) {
-            (None, None) => false,
-            (Some(h), Some(b)) => b.filename() != *h,
-            _ => true,
+    pub fn writable(&self) -> bool {
+        self.writable.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A reopen: the image written back and marked clean before it goes
+    /// read-only; the file child must be writable before it goes writable.
+    pub fn set_writable(&self, w: bool) -> Result<(), BlockError> {
+        self.image
+            .set_writable(w)
+            .map_err(|e| BlockError::new(e.to_string()))?;
+        self.writable.store(w, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// The node it sits on (`file` child).
+    pub fn file_node(&self) -> &Arc<Node> {
+        &self.file
+    }
+
+    /// Attaches the backing node (or none) at open. `implicit`: opened
+    /// from the header's name, whose filename then counts as the header's
+    /// (`bdrv_open_backing_file`); otherwise the header's name as written
+    /// does (`qcow2_do_open`).
+    pub fn set_backing(&self, backing: Option<Arc<Node>>, implicit: bool) {
+        *self.auto_backing.lock().unwrap_or_else(|e| e.into_inner()) = match &backing {
+            Some(b) if implicit => b.filename(),
+            _ => self.image.info().backing_file.unwrap_or_default(),
         };
-        let mut json = None;
-        if overridden {
-            let mut m = serde_json::Map::new();
-            m.insert(
-                "backing".into(),
-                backing
-                    .as_deref()
-                    .map_or(serde_json::Value::Null, open_options),
-            );
-            m.insert("driver".into(), "qcow2".into());
-            m.insert("file".into(), open_options(&self.file));
-            let text = qobject_json(&serde_json::Value::Object(m));
-            json = Some(format!("json:{text}"));
-        }
-        *self.json_filename.lock().unwrap_or_else(|e| e.into_inner()) = json;
+        self.attach_backing(backing);
+    }
+
+    /// `change-backing-file`: the header names `name` from now on.
+    pub fn change_backing_file(&self, name: &str) -> Result<(), Qcow2Error> {
+        self.image.change_backing_file(Some(name), Some("qcow2"))?;
+        *self.auto_backing.lock().unwrap_or_else(|e| e.into_inner()) = name.to_string();
+        Ok(())
+    }
+
+    fn attach_backing(&self, backing: Option<Arc<Node>>) {
         *self.backing.lock().unwrap_or_else(|e| e.into_inner()) = backing.clone();
         self.image
             .set_backing(backing.map(|n| Arc::new(NodeImage::new(n)) as Arc<dyn ImageRead>));
@@ -293,10 +310,35 @@ impl Driver for Qcow2Driver {
     }
 
     fn filename(&self) -> String {
-        match &*self.json_filename.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(j) => j.clone(),
-            None => self.file.filename(),
+        let backing = self
+            .backing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let auto = self
+            .auto_backing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // bdrv_backing_overridden, evaluated on every query as QEMU's
+        // bdrv_refresh_filename is: a parent follows its backing's name.
+        let overridden = match &backing {
+            Some(b) => b.filename() != auto,
+            None => !auto.is_empty(),
+        };
+        if !overridden {
+            return self.file.filename();
         }
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "backing".into(),
+            backing
+                .as_deref()
+                .map_or(serde_json::Value::Null, open_options),
+        );
+        m.insert("driver".into(), "qcow2".into());
+        m.insert("file".into(), open_options(&self.file));
+        format!("json:{}", qobject_json(&serde_json::Value::Object(m)))
     }
 
     fn full_backing_filename(&self) -> Option<String> {
@@ -304,7 +346,7 @@ impl Driver for Qcow2Driver {
     }
 
     fn set_backing(&self, backing: Option<Arc<Node>>) -> Result<(), BlockError> {
-        Qcow2Driver::set_backing(self, backing);
+        self.attach_backing(backing);
         Ok(())
     }
 
@@ -335,7 +377,7 @@ impl Driver for Qcow2Driver {
         // bdrv_filter_default_perms, then the metadata and data rules.
         let mut np = p & perm::DEFAULT_PERM_PASSTHROUGH;
         let mut ns = (shared & perm::DEFAULT_PERM_PASSTHROUGH) | perm::DEFAULT_PERM_UNCHANGED;
-        if self.writable {
+        if self.writable() {
             np |= perm::WRITE | perm::RESIZE;
         }
         np |= perm::CONSISTENT_READ;
@@ -353,8 +395,12 @@ impl Driver for Qcow2Driver {
         Some(self.io.clone())
     }
 
+    fn as_qcow2(&self) -> Option<&Qcow2Driver> {
+        Some(self)
+    }
+
     fn close(&self) -> Result<(), BlockError> {
-        if !self.writable {
+        if !self.writable() {
             return Ok(());
         }
         self.image
@@ -383,12 +429,8 @@ impl Driver for Qcow2Driver {
         self.image
             .change_backing_file(file, fmt)
             .map_err(|e| BlockError::new(e.to_string()))?;
-        let backing = self
-            .backing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        Qcow2Driver::set_backing(self, backing);
+        *self.auto_backing.lock().unwrap_or_else(|e| e.into_inner()) =
+            file.unwrap_or_default().to_string();
         Ok(())
     }
 }

@@ -111,7 +111,7 @@ impl BlockGraph {
     }
 
     fn flush_node(&self, n: &Arc<Node>) -> Result<(), BlockError> {
-        if n.flags.read_only {
+        if n.flags().read_only {
             return Ok(());
         }
         let r = match (n.driver.format_io(), n.resolve_file()) {

@@ -214,7 +214,7 @@ fn cache_modes_and_error_policy_defaults() {
         )
         .unwrap();
     assert!(!ds.write_cache());
-    assert!(ds.root().unwrap().flags.direct);
+    assert!(ds.root().unwrap().flags().direct);
     let un = g
         .add_drive(
             "c",
@@ -226,7 +226,7 @@ fn cache_modes_and_error_policy_defaults() {
             ]),
         )
         .unwrap();
-    assert!(un.write_cache() && un.root().unwrap().flags.no_flush);
+    assert!(un.write_cache() && un.root().unwrap().flags().no_flush);
     // Defaults: werror=enospc, rerror=report.
     use block::ErrorAction::*;
     assert_eq!(un.error_action(false, libc::ENOSPC), Stop);

@@ -83,6 +83,15 @@ impl Handler for FakeVm {
                     "Cannot find device='{d}' nor node-name=''"
                 )));
             }
+            "blockdev-reopen" => {
+                return Err(QmpError::generic("The fake VM has no block layer"))
+            }
+            "change-backing-file" => {
+                let d = args.str("device")?;
+                return Err(QmpError::generic(format!(
+                    "Cannot find device='{d}' nor node-name='{d}'"
+                )));
+            }
             "blockdev-del" => {
                 let n = args.str("node-name")?;
                 return Err(QmpError::generic(format!(

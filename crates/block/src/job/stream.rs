@@ -199,7 +199,7 @@ impl BlockGraph {
                 "backing file specified, but streaming the entire chain",
             ));
         }
-        if top.flags.read_only {
+        if top.flags().read_only {
             return Err(BlockError::new(format!(
                 "ferrovm: node '{}' is read-only; streaming into it needs blockdev-reopen first",
                 top.name

@@ -66,6 +66,24 @@ pub(super) fn execute(
             bb.set_throttle(cfg, &group).map_err(err)?;
             Ok(Value::Null)
         }
+        // Drained as the snapshots are: a descriptor or an image that
+        // changes writability has no guest request in flight.
+        "blockdev-reopen" => {
+            let list = args
+                .as_map()
+                .get("options")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            drained(vm, |g| g.blockdev_reopen(&list)).map_err(err)?;
+            Ok(Value::Null)
+        }
+        "change-backing-file" => {
+            let (dev, img) = (args.str("device")?, args.str("image-node-name")?);
+            let file = args.str("backing-file")?;
+            drained(vm, |g| g.change_backing_file(dev, img, file)).map_err(err)?;
+            Ok(Value::Null)
+        }
         "blockdev-del" => {
             vm.block.blockdev_del(args.str("node-name")?).map_err(err)?;
             Ok(Value::Null)
