@@ -9,10 +9,12 @@
 //! - [`perm`], [`lock`]: QEMU's permission bits and OFD image locks.
 //! - [`engine`]: thread pool and io_uring behind the queues.
 //! - [`snapshot`]: external snapshots (a new overlay on top, devices moved).
-//! - [`throttle`]: `block_set_io_throttle`'s leaky buckets.
+//! - [`throttle`]: `block_set_io_throttle`'s leaky buckets and throttle groups;
+//!   `drive_throttle`: `-drive throttling.*` and the legacy `bps=`... names.
 //! - [`stats`], [`qapi`]: accounting and the QMP query data.
 //! - [`policy`]: werror/rerror, I/O status, cache modes.
 
+mod drive_throttle;
 pub mod engine;
 pub mod error;
 pub mod file;
