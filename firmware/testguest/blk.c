@@ -567,6 +567,12 @@ int blk_plan_run(unsigned boot)
     case BLK_BENCH:
         blk_bench();
         break;
+    case BLK_RANDW:
+        blk_bench_randw();
+        break;
+    case BLK_SEQREAD:
+        blk_bench_seqread();
+        break;
     case BLK_FILL2:
         plan_fill2();
         break;
