@@ -407,6 +407,93 @@ static void plan_fill(void)
     tap(ok && s == VIRTIO_BLK_S_OK, name, ok && s == VIRTIO_BLK_S_OK ? 0 : "%s", r);
 }
 
+/* plan=blk-fill2: `blk_mib` MiB from `blk_start` onto each of the first two
+   virtio-blk devices at once, 4 requests of 128 KiB in flight on each (the
+   data is not checked: this is the load for limits shared by both disks). */
+static const struct pci_fn *second_vblk(void)
+{
+    const struct pci_fn *first = vblk_find(), *f;
+    for (int i = 0; (f = pci_fn_at(i)); i++)
+        if (f != first && f->vendor == 0x1af4 && f->device == 0x1042)
+            return f;
+    return 0;
+}
+
+static void plan_fill2(void)
+{
+    char name[48], why[96];
+    snprintf_(name, sizeof name, "blk fill2 mib=%lu", blkcfg.mib);
+    const struct pci_fn *f = second_vblk();
+    if (!f) {
+        tap(0, name, "no second 1af4:1042 on bus 0");
+        return;
+    }
+    vblk_use(1);
+    vblk_no_msix = 1;           /* polled: device 0 keeps the vectors */
+    int ok = vblk_init(f, why, sizeof why);
+    vblk_no_msix = 0;
+    if (!ok) {
+        vblk_use(0);
+        tap(0, name, "second device: %s", why);
+        return;
+    }
+    u64 count = blkcfg.mib * 2048, end = blkcfg.start + count;
+    u64 next[2] = {blkcfg.start, blkcfg.start}, inflight[2] = {0, 0};
+    unsigned qd = 4;
+    u8 bad = 0;
+    for (unsigned d = 0; d < 2; d++) {
+        vblk_use(d);
+        if (!region_ok(name, blkcfg.start, count)) {
+            vblk_use(0);
+            return;
+        }
+    }
+    printf_("# blk-fill2: writing %lu MiB from sector %lu on each of two disks\n", blkcfg.mib, blkcfg.start);
+    u64 last = clock_us();
+    while ((next[0] < end || inflight[0] || next[1] < end || inflight[1]) && !bad) {
+        for (unsigned d = 0; d < 2; d++) {
+            vblk_use(d);
+            int added = 0;
+            while (next[d] < end && inflight[d] < qd) {
+                u32 n = end - next[d] < CHUNK ? (u32)(end - next[d]) : CHUNK;
+                u8 *buf = phys(DMA_DATA + (u64)(d * qd + next[d] / CHUNK % qd) * CHUNK * SECT);
+                if (vblk_submit(VIRTIO_BLK_T_OUT, next[d], buf, n * SECT) < 0)
+                    break;
+                next[d] += n;
+                inflight[d]++;
+                added = 1;
+            }
+            if (added)
+                vblk_kick();
+            u16 id;
+            u8 st;
+            while (vblk_reap(&id, &st)) {
+                inflight[d]--;
+                last = clock_us();
+                if (st != VIRTIO_BLK_S_OK)
+                    bad = st;
+            }
+        }
+        if (clock_us() - last > NOPROGRESS_US)
+            break;
+    }
+    u8 s0 = 0, s1 = 0;
+    if (!bad && next[0] >= end && next[1] >= end && !inflight[0] && !inflight[1]) {
+        vblk_use(1);
+        s1 = flush();
+        vblk_use(0);
+        s0 = flush();
+        ok = s0 == VIRTIO_BLK_S_OK && s1 == VIRTIO_BLK_S_OK;
+        tap(ok, name, ok ? 0 : "flush status %u/%u", s0, s1);
+    } else if (bad) {
+        vblk_use(0);
+        tap(0, name, "write status %u", bad);
+    } else {
+        vblk_use(0);
+        tap(0, name, "no progress for 60 s (up to sectors %lu, %lu)", next[0], next[1]);
+    }
+}
+
 /* Waits (up to 60 s of guest time) for the configuration-change interrupt a
    capacity change raises (the host resizes the disk: QMP block_resize), then
    reads the capacity again. */
@@ -479,6 +566,15 @@ int blk_plan_run(unsigned boot)
         break;
     case BLK_BENCH:
         blk_bench();
+        break;
+    case BLK_RANDW:
+        blk_bench_randw();
+        break;
+    case BLK_SEQREAD:
+        blk_bench_seqread();
+        break;
+    case BLK_FILL2:
+        plan_fill2();
         break;
     case BLK_RESIZE:
         plan_resize();

@@ -95,7 +95,8 @@ static int blk_plan_word(const char *v, size_t vn)
         enum blk_plan p;
     } plans[] = {{"blk-write", BLK_WRITE}, {"blk-read", BLK_READ}, {"blk-ro", BLK_RO},
                  {"blk-reset", BLK_RESET}, {"blk-fill", BLK_FILL}, {"blk-bench", BLK_BENCH},
-                 {"blk-resize", BLK_RESIZE}, {"blk-intx", BLK_INTX}};
+                 {"blk-resize", BLK_RESIZE}, {"blk-intx", BLK_INTX},
+                 {"blk-fill2", BLK_FILL2}, {"blk-randw", BLK_RANDW}, {"blk-seqread", BLK_SEQREAD}};
     for (size_t i = 0; i < sizeof plans / sizeof plans[0]; i++)
         if (word_is(v, vn, plans[i].w)) {
             blkcfg.plan = plans[i].p;

@@ -217,6 +217,8 @@ struct vblk_info {
 const struct pci_fn *vblk_find(void);
 int vblk_init(const struct pci_fn *f, char *why, size_t n);   /* 1: DRIVER_OK */
 const struct vblk_info *vblk(void);
+#define VBLK_MAXDEV 2
+void vblk_use(unsigned i);                  /* later vblk_* calls act on device i (0: the first) */
 void vblk_reset(void);                      /* device status 0 */
 void vblk_reread_config(void);
 extern int vblk_no_msix;                   /* set before vblk_init: leave MSI-X off (INTx + ISR) */
@@ -262,7 +264,8 @@ void balloon_run(void) __attribute__((noreturn));
 void rtc_run(int irq) __attribute__((noreturn));
 
 /* ---- blk.c: the virtio-blk checks and the blk-* plans ---- */
-enum blk_plan { BLK_NONE, BLK_WRITE, BLK_READ, BLK_RO, BLK_RESET, BLK_FILL, BLK_BENCH, BLK_RESIZE, BLK_INTX };
+enum blk_plan { BLK_NONE, BLK_WRITE, BLK_READ, BLK_RO, BLK_RESET, BLK_FILL, BLK_BENCH, BLK_RESIZE, BLK_INTX, BLK_FILL2,
+                BLK_RANDW, BLK_SEQREAD };
 struct blk_cfg {
     int disk;                   /* disk=1: a missing virtio-blk device is a failure */
     enum blk_plan plan;
@@ -276,6 +279,8 @@ int blk_checks(void);           /* 1: the device is up (after the common checks)
 /* Runs the plan's I/O checks; returns 1 to reset (blk-reset boot 1), 0 to power off. */
 int blk_plan_run(unsigned boot_count);
 void blk_bench(void);           /* bench.c */
+void blk_bench_randw(void);
+void blk_bench_seqread(void);
 
 /* ---- watchdog.c: plan=watchdog / watchdog-loop (i6300esb), NMI counting ---- */
 struct watchdog_cfg {

@@ -49,11 +49,14 @@ struct blk_hdr {
 };
 
 #define QMAX 256
-#define RING_DESC (DMA_BASE + 0x0000)
-#define RING_AVAIL (DMA_BASE + 0x1000)
-#define RING_USED (DMA_BASE + 0x2000)
-#define REQ_HDRS (DMA_BASE + 0x3000)
-#define REQ_STATUS (DMA_BASE + 0x4000)
+/* Device 0's rings at DMA_BASE, device 1's (vblk_use) right after them. */
+#define RING_AREA 0x5000u
+static u64 ring_base = DMA_BASE;
+#define RING_DESC (ring_base + 0x0000)
+#define RING_AVAIL (ring_base + 0x1000)
+#define RING_USED (ring_base + 0x2000)
+#define REQ_HDRS (ring_base + 0x3000)
+#define REQ_STATUS (ring_base + 0x4000)
 
 static struct vblk_info info;
 static u64 common, notify_base, isr_cfg, devcfg;
@@ -68,6 +71,35 @@ static struct blk_hdr *hdrs;
 static volatile u8 *stat;
 static u16 free_head, nfree, last_used, avail_idx, kicked_idx;
 static int event_idx, irq_mode;
+
+/* The driver's state of each device; vblk_use() swaps it in, so every
+   vblk_* call acts on the device selected last. */
+#define VBLK_STATE(X)                                                                           \
+    X(info) X(common) X(notify_base) X(isr_cfg) X(devcfg) X(notify_mult) X(notify_addr) X(mx)   \
+    X(desc) X(avail) X(used) X(hdrs) X(stat) X(free_head) X(nfree) X(last_used) X(avail_idx)    \
+    X(kicked_idx) X(event_idx) X(irq_mode) X(ring_base)
+#define VBLK_FIELD(f) __typeof__(f) f;
+static struct vblk_state {
+    VBLK_STATE(VBLK_FIELD)
+} vblk_saved[VBLK_MAXDEV];
+static unsigned vblk_cur;
+
+void vblk_use(unsigned i)
+{
+    if (i >= VBLK_MAXDEV || i == vblk_cur)
+        return;
+    struct vblk_state *o = &vblk_saved[vblk_cur], *n = &vblk_saved[i];
+#define VBLK_SAVE(f) o->f = f;
+#define VBLK_LOAD(f) f = n->f;
+    VBLK_STATE(VBLK_SAVE)
+    if (n->ring_base) {
+        VBLK_STATE(VBLK_LOAD)
+    } else {
+        memset(&info, 0, sizeof info);
+        ring_base = DMA_BASE + (u64)i * RING_AREA;
+    }
+    vblk_cur = i;
+}
 
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 static inline void mfence(void) { __asm__ volatile("mfence" ::: "memory"); }
@@ -272,7 +304,7 @@ int vblk_init(const struct pci_fn *f, char *why, size_t n)
     } else {
         wc16(CC_Q_MSIX, VIRTIO_MSI_NO_VECTOR);
     }
-    memset(phys(DMA_BASE), 0, 0x5000);
+    memset(phys(ring_base), 0, RING_AREA);
     desc = phys(RING_DESC);
     avail = phys(RING_AVAIL);
     used = phys(RING_USED);

@@ -134,6 +134,10 @@ def main():
     qmp_bench.run(FERROVM, QEMU)
     import blk_bench
     blk_bench.run(FERROVM, GUEST, QEMU)
+    import throttle_bench
+    throttle_bench.run(FERROVM, GUEST, QEMU)
+    import qcow2_bench
+    qcow2_bench.run(FERROVM, GUEST, QEMU)
     import firmware_bench
     firmware_bench.run(FERROVM, QEMU)
     import net_bench

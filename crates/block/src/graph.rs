@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::drive_throttle;
 use crate::error::BlockError;
 use crate::file::FileDriver;
 use crate::io::{check_resize_size, Backend, BlockBackend};
@@ -296,7 +297,9 @@ impl BlockGraph {
                 "Device name '{id}' conflicts with an existing node name"
             )));
         }
-        let mut o = Opts::new(nest(opts));
+        let mut flat = opts.clone();
+        drive_throttle::rename_legacy(&mut flat)?;
+        let mut o = Opts::new(nest(&flat));
         // Keys the CLI and the device layer own.
         for k in [
             "id", "if", "index", "bus", "unit", "media", "serial", "addr", "boot", "trans", "cyls",
@@ -304,6 +307,12 @@ impl BlockGraph {
         ] {
             o.take(k);
         }
+        // Checked before the image opens, as blockdev_init does; set up
+        // once the backend exists. Unknown `throttling.*` keys go on to the
+        // format's "does not support the option" error.
+        let mut unknown = Map::new();
+        let (throttle, throttle_group) =
+            drive_throttle::extract(o.take("throttling"), &mut unknown)?;
         let werror = match o.take_str("werror")? {
             Some(s) => OnError::parse(&s, false)?,
             None => OnError::Enospc,
@@ -375,7 +384,7 @@ impl BlockGraph {
         if let Some(d) = o.take("detect-zeroes") {
             top.insert("detect-zeroes".into(), d);
         }
-        for (k, v) in o.into_map() {
+        for (k, v) in o.into_map().into_iter().chain(unknown) {
             top.insert(k, v);
         }
         let root = if driver == "file" {
@@ -405,6 +414,10 @@ impl BlockGraph {
         let bb = BlockBackend {
             inner: Arc::new(be),
         };
+        if throttle.enabled() {
+            // blockdev_init: the group defaults to the drive's id.
+            bb.set_throttle(throttle, throttle_group.as_deref(), id)?;
+        }
         // Observed on QEMU 7.2: a -drive without a device holds only
         // "consistent read" (byte 100); the device takes the rest on attach.
         root.set_parent_perm(bb.inner.parent_id, Some((perm::CONSISTENT_READ, perm::ALL)))?;

@@ -427,9 +427,17 @@ impl BlockBackend {
             .push(Arc::new(cb));
     }
 
-    /// `block_set_io_throttle`: new limits (`None`: all zero, limits off;
-    /// what waits goes). `group` names them in query-block.
-    pub fn set_throttle(&self, cfg: ThrottleConfig, group: &str) -> Result<(), BlockError> {
+    /// `block_set_io_throttle` (blockdev.c `qmp_block_set_io_throttle`):
+    /// limits all zero take the backend out of throttling
+    /// (`blk_io_limits_disable`: what waits goes); otherwise it joins
+    /// `group` (or, if not throttled yet, `default_group`) and the limits
+    /// become that group's, for every member.
+    pub fn set_throttle(
+        &self,
+        cfg: ThrottleConfig,
+        group: Option<&str>,
+        default_group: &str,
+    ) -> Result<(), BlockError> {
         cfg.validate()?;
         let mut t = self
             .inner
@@ -440,20 +448,30 @@ impl BlockBackend {
             *t = None;
             return Ok(());
         }
-        match &*t {
-            Some(cur) if cur.group == group => cur.set_config(cfg),
-            _ => {
-                let n = Throttle::new(cfg, group.to_string())
-                    .map_err(|e| BlockError::new(format!("cannot start throttling: {e}")))?;
-                *t = Some(Arc::new(n));
-            }
+        let join = match (&*t, group) {
+            (None, g) => Some(g.unwrap_or(default_group)),
+            // blk_io_limits_update_group: a new name leaves the old group.
+            (Some(cur), Some(g)) if cur.group_name() != g => Some(g),
+            (Some(_), _) => None,
+        };
+        if let Some(name) = join {
+            // Leave first, so a group left empty goes before one is made.
+            *t = None;
+            let n = Throttle::join(name)
+                .map_err(|e| BlockError::new(format!("cannot start throttling: {e}")))?;
+            *t = Some(Arc::new(n));
+        }
+        if let Some(cur) = &*t {
+            cur.set_config(cfg);
         }
         Ok(())
     }
 
-    /// The limits in force and their group, for query-block.
+    /// The group's limits and name, for query-block.
     pub fn throttle(&self) -> Option<(ThrottleConfig, String)> {
-        self.inner.throttle().map(|t| (t.config(), t.group.clone()))
+        self.inner
+            .throttle()
+            .map(|t| (t.config(), t.group_name().to_string()))
     }
 
     /// The stats as `BlockDeviceStats` JSON (for tests and tools).

@@ -10,13 +10,15 @@
 //! - [`engine`]: thread pool and io_uring behind the queues.
 //! - [`snapshot`]: external snapshots (a new overlay on top, devices moved).
 //! - [`reopen`]: `blockdev-reopen` and `change-backing-file`.
-//! - [`throttle`]: `block_set_io_throttle`'s leaky buckets.
+//! - [`throttle`]: `block_set_io_throttle`'s leaky buckets and throttle groups;
+//!   `drive_throttle`: `-drive throttling.*` and the legacy `bps=`... names.
 //! - [`bitmap`]: dirty bitmaps (mirror, backup, `block-dirty-bitmap-*`).
-//! - [`job`]: block jobs (QEMU's job state machine, stream, ...).
+//! - [`job`]: block jobs (QEMU's job state machine, stream, mirror).
 //! - [`stats`], [`qapi`]: accounting and the QMP query data.
 //! - [`policy`]: werror/rerror, I/O status, cache modes.
 
 pub mod bitmap;
+mod drive_throttle;
 pub mod engine;
 pub mod error;
 pub mod file;

@@ -1,11 +1,15 @@
-//! I/O throttling of a BlockBackend (`block_set_io_throttle`), QEMU 7.2's
-//! leaky buckets (util/throttle.c) and their checks (`throttle_is_valid`).
+//! I/O throttling of BlockBackends (`block_set_io_throttle`, `-drive
+//! throttling.*`): QEMU 7.2's leaky buckets (util/throttle.c), their checks
+//! (`throttle_is_valid`) and throttle groups (block/throttle-groups.c).
 //!
-//! Reads and writes wait in two queues, each in order. A request goes at
-//! once while its direction's queue is empty and no bucket it counts in is
-//! over its size; otherwise it waits for the scheduler thread, which wakes
-//! when the buckets have leaked enough (QEMU's throttle timers). Queued
-//! requests count as in flight, so a drain waits for them.
+//! Backends that name the same group share one set of buckets, so their
+//! combined I/O is limited. Each member's reads and writes wait in two
+//! queues, each in order. A request goes at once while nothing of its
+//! direction waits anywhere in the group and no bucket it counts in is
+//! over its size; otherwise it waits for the group's scheduler thread,
+//! which wakes when the buckets have leaked enough (QEMU's throttle timers)
+//! and serves the waiting members round-robin. Queued requests count as in
+//! flight, so a drain waits for them.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -159,11 +163,19 @@ impl ThrottleConfig {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// One member's waiting requests: reads, writes.
+struct Member {
+    id: u64,
+    queues: [VecDeque<(u64, Job)>; 2],
+}
+
 struct State {
     cfg: ThrottleConfig,
     previous_leak: Instant,
-    /// Reads, writes.
-    queues: [VecDeque<(u64, Job)>; 2],
+    members: Vec<Member>,
+    /// The member served last in each direction (QEMU's `tokens`): the
+    /// scheduler goes on from the one after it.
+    tokens: [u64; 2],
     stop: bool,
 }
 
@@ -216,95 +228,173 @@ impl State {
             }
         }
     }
+
+    fn pending(&self, q: usize) -> bool {
+        self.members.iter().any(|m| !m.queues[q].is_empty())
+    }
+
+    /// `next_throttle_token`: the first member after the last one served
+    /// that has a request waiting in this direction.
+    fn next_token(&self, q: usize) -> Option<usize> {
+        let n = self.members.len();
+        let last = self
+            .members
+            .iter()
+            .position(|m| m.id == self.tokens[q])
+            .unwrap_or(n.saturating_sub(1));
+        (1..=n)
+            .map(|i| (last + i) % n)
+            .find(|&i| !self.members[i].queues[q].is_empty())
+    }
 }
 
-struct Inner {
+struct Group {
+    name: String,
     st: Mutex<State>,
     cv: Condvar,
 }
 
-/// A backend's throttle: its limits, queues and scheduler thread.
+impl Group {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Every group by name (QEMU's global `throttle_groups` list). A group
+/// lives while it has members; its scheduler thread ends with the last.
+fn registry() -> std::sync::MutexGuard<'static, Vec<Arc<Group>>> {
+    static GROUPS: Mutex<Vec<Arc<Group>>> = Mutex::new(Vec::new());
+    GROUPS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A backend's membership of a throttle group (QEMU's
+/// ThrottleGroupMember): the group's buckets limit the combined I/O of
+/// all members, and the scheduler serves waiting members round-robin.
 pub struct Throttle {
-    inner: Arc<Inner>,
-    /// `group` in query-block (the group name, else the device's).
-    pub group: String,
+    group: Arc<Group>,
+    id: u64,
 }
 
 impl Throttle {
-    pub fn new(cfg: ThrottleConfig, group: String) -> std::io::Result<Self> {
-        let inner = Arc::new(Inner {
+    /// `throttle_group_register_tgm`: joins the group `name`, creating it
+    /// (without limits) if it does not exist.
+    pub fn join(name: &str) -> std::io::Result<Self> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let member = || Member {
+            id,
+            queues: [VecDeque::new(), VecDeque::new()],
+        };
+        let mut reg = registry();
+        if let Some(g) = reg.iter().find(|g| g.name == name) {
+            let mut st = g.state();
+            if !st.stop {
+                st.members.push(member());
+                drop(st);
+                return Ok(Self {
+                    group: g.clone(),
+                    id,
+                });
+            }
+        }
+        let group = Arc::new(Group {
+            name: name.to_string(),
             st: Mutex::new(State {
-                cfg,
+                cfg: ThrottleConfig::default(),
                 previous_leak: Instant::now(),
-                queues: [VecDeque::new(), VecDeque::new()],
+                members: vec![member()],
+                tokens: [id; 2],
                 stop: false,
             }),
             cv: Condvar::new(),
         });
-        let i = inner.clone();
+        let g = group.clone();
         std::thread::Builder::new()
             .name("block-throttle".into())
-            .spawn(move || scheduler(&i))?;
-        Ok(Self { inner, group })
+            .spawn(move || scheduler(&g))?;
+        reg.retain(|g| g.name != name);
+        reg.push(group.clone());
+        Ok(Self { group, id })
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.inner.st.lock().unwrap_or_else(|e| e.into_inner())
+    /// The group's name (`group` in query-block).
+    pub fn group_name(&self) -> &str {
+        &self.group.name
     }
 
-    /// The limits in force (without the bucket levels' history).
+    /// The group's limits (without the bucket levels' history).
     pub fn config(&self) -> ThrottleConfig {
-        self.state().cfg.clone()
+        self.group.state().cfg.clone()
     }
 
-    /// New limits, with empty buckets (a fresh ThrottleConfig, as QEMU's
-    /// `throttle_config` takes it).
+    /// `throttle_group_config`: new limits for the whole group, with empty
+    /// buckets (QEMU's `throttle_config` zeroes the levels).
     pub fn set_config(&self, cfg: ThrottleConfig) {
-        let mut st = self.state();
+        let mut st = self.group.state();
         st.cfg = cfg;
+        st.previous_leak = Instant::now();
         drop(st);
-        self.inner.cv.notify_all();
+        self.group.cv.notify_all();
     }
 
-    /// Runs `job` (which starts the request) now or once the limits allow.
+    /// Runs `job` (which starts the request) now or once the limits allow:
+    /// at once only while nothing of this direction waits in the group
+    /// (QEMU: no member's timer armed) and the buckets have room.
     pub fn submit(&self, write: bool, bytes: u64, job: Job) {
-        let mut st = self.state();
+        let mut st = self.group.state();
         st.leak(Instant::now());
         let q = usize::from(write);
-        if st.queues[q].is_empty() && st.wait(write).is_zero() {
+        if !st.pending(q) && st.wait(write).is_zero() {
             st.account(write, bytes);
             drop(st);
             job();
             return;
         }
-        st.queues[q].push_back((bytes, job));
+        let id = self.id;
+        if let Some(m) = st.members.iter_mut().find(|m| m.id == id) {
+            m.queues[q].push_back((bytes, job));
+        }
         drop(st);
-        self.inner.cv.notify_all();
+        self.group.cv.notify_all();
     }
 }
 
 impl Drop for Throttle {
-    /// Limits off: what still waits goes at once (`blk_io_limits_disable`
-    /// restarts the queues).
+    /// `blk_io_limits_disable`: what this member still has waiting goes
+    /// at once, and it leaves the group; the last member ends the group.
     fn drop(&mut self) {
-        let jobs: Vec<Job> = {
-            let mut st = self.state();
-            st.stop = true;
+        let (jobs, last) = {
+            let mut st = self.group.state();
             let mut v = Vec::new();
-            for q in &mut st.queues {
-                v.extend(q.drain(..).map(|(_, j)| j));
+            if let Some(i) = st.members.iter().position(|m| m.id == self.id) {
+                let mut m = st.members.remove(i);
+                for q in &mut m.queues {
+                    v.extend(q.drain(..).map(|(_, j)| j));
+                }
             }
-            v
+            let last = st.members.is_empty();
+            st.stop |= last;
+            (v, last)
         };
-        self.inner.cv.notify_all();
+        self.group.cv.notify_all();
+        if last {
+            registry().retain(|g| !Arc::ptr_eq(g, &self.group));
+        }
         for j in jobs {
             j();
         }
     }
 }
 
-fn scheduler(inner: &Inner) {
-    let mut st = inner.st.lock().unwrap_or_else(|e| e.into_inner());
+/// The names of the groups that exist (for tests).
+pub fn group_names() -> Vec<String> {
+    registry().iter().map(|g| g.name.clone()).collect()
+}
+
+/// The group's scheduler (QEMU's per-direction throttle timers): starts
+/// waiting requests round-robin across members as the buckets leak.
+fn scheduler(group: &Group) {
+    let mut st = group.state();
     loop {
         if st.stop {
             return;
@@ -314,14 +404,17 @@ fn scheduler(inner: &Inner) {
         let mut sleep: Option<Duration> = None;
         for write in [false, true] {
             let q = usize::from(write);
-            while let Some(&(bytes, _)) = st.queues[q].front() {
+            while let Some(i) = st.next_token(q) {
                 let w = st.wait(write);
                 if !w.is_zero() {
                     sleep = Some(sleep.map_or(w, |s| s.min(w)));
                     break;
                 }
-                st.account(write, bytes);
-                if let Some((_, job)) = st.queues[q].pop_front() {
+                let m = &mut st.members[i];
+                let id = m.id;
+                if let Some((bytes, job)) = m.queues[q].pop_front() {
+                    st.account(write, bytes);
+                    st.tokens[q] = id;
                     ready.push(job);
                 }
             }
@@ -331,18 +424,18 @@ fn scheduler(inner: &Inner) {
             for j in ready {
                 j();
             }
-            st = inner.st.lock().unwrap_or_else(|e| e.into_inner());
+            st = group.state();
             continue;
         }
         st = match sleep {
             Some(d) => {
-                inner
+                group
                     .cv
                     .wait_timeout(st, d)
                     .unwrap_or_else(|e| e.into_inner())
                     .0
             }
-            None => inner.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+            None => group.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
         };
     }
 }
@@ -387,11 +480,44 @@ mod tests {
             .is_ok());
     }
 
+    /// Two members of one group: their combined bytes stay under the
+    /// group's limit, both make progress (round-robin), a limit set through
+    /// one is the other's, and the group goes with its last member.
+    #[test]
+    fn a_group_limits_its_members_together() {
+        let limit = 1 << 20;
+        let a = Throttle::join("unit-shared").unwrap();
+        let b = Throttle::join("unit-shared").unwrap();
+        a.set_config(cfg(&[(BPS_TOTAL, limit)]));
+        assert_eq!(b.config().buckets[BPS_TOTAL].avg, limit);
+        let done = Arc::new(Mutex::new([0u64; 2]));
+        let start = Instant::now();
+        let chunk = 64 << 10;
+        for _ in 0..20 {
+            for (i, t) in [&a, &b].iter().enumerate() {
+                let d = done.clone();
+                t.submit(true, chunk, Box::new(move || d.lock().unwrap()[i] += chunk));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        let [x, y] = *done.lock().unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        let bound = limit as f64 * secs + limit as f64 / 10.0 + chunk as f64;
+        assert!(((x + y) as f64) <= bound, "{x}+{y} > {bound}");
+        assert!(x >= limit / 8 && y >= limit / 8, "both move: {x} {y}");
+        drop(a);
+        assert!(group_names().contains(&"unit-shared".to_string()));
+        drop(b);
+        assert!(!group_names().contains(&"unit-shared".to_string()));
+        assert_eq!(*done.lock().unwrap(), [20 * chunk; 2]);
+    }
+
     /// Bytes let through stay under limit × time + the 100 ms bucket.
     #[test]
     fn a_bps_limit_bounds_the_rate() {
         let limit = 1 << 20;
-        let t = Throttle::new(cfg(&[(BPS_TOTAL, limit)]), "g".into()).unwrap();
+        let t = Throttle::join("unit-bps").unwrap();
+        t.set_config(cfg(&[(BPS_TOTAL, limit)]));
         let done = Arc::new(Mutex::new(0u64));
         let start = Instant::now();
         let chunk = 64 << 10;

@@ -60,10 +60,10 @@ pub(super) fn execute(
             Ok(Value::Null)
         }
         "block_set_io_throttle" => {
-            let (bb, group) = throttled_backend(vm, args)?;
+            let (bb, default_group) = throttled_backend(vm, args)?;
             let cfg = throttle_config(args);
-            let group = args.opt_str("group").map_or(group, str::to_string);
-            bb.set_throttle(cfg, &group).map_err(err)?;
+            bb.set_throttle(cfg, args.opt_str("group"), &default_group)
+                .map_err(err)?;
             Ok(Value::Null)
         }
         // Drained as the snapshots are: a descriptor or an image that
