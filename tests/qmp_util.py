@@ -44,6 +44,11 @@ COMMANDS = [
     "blockdev-reopen", "change-backing-file",
     # issue 10: the RTC
     "rtc-reset-reinjection",
+    # issue 12: block jobs
+    "job-pause", "job-resume", "job-cancel", "job-complete", "job-dismiss", "job-finalize",
+    "query-jobs", "query-block-jobs", "block-stream", "block-job-set-speed", "block-job-cancel",
+    "block-job-pause", "block-job-resume", "block-job-complete", "block-job-dismiss",
+    "block-job-finalize", "drive-mirror", "blockdev-mirror",
 ]
 EVENTS = ["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME"]
 

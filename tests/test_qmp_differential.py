@@ -45,6 +45,15 @@ VALID_ARGS = {
     "blockdev-snapshot-sync": {"device": "nope", "snapshot-file": "/nonexistent/s"},
     "blockdev-snapshot": {"node": "nope", "overlay": "x"},
     "block_set_io_throttle": {"device": "nope", **THROTTLE_ZERO},
+    **{c: {"id": "nope"} for c in ("job-pause", "job-resume", "job-cancel", "job-complete",
+                                   "job-dismiss", "job-finalize", "block-job-dismiss",
+                                   "block-job-finalize")},
+    **{c: {"device": "nope"} for c in ("block-job-cancel", "block-job-pause",
+                                       "block-job-resume", "block-job-complete",
+                                       "block-stream")},
+    "block-job-set-speed": {"device": "nope", "speed": 1},
+    "blockdev-mirror": {"device": "nope", "target": "x", "sync": "full"},
+    "drive-mirror": {"device": "nope", "target": "/nonexistent/m", "sync": "full"},
 }
 
 MALFORMED = [  # tests/qtest/qmp-test.c test_malformed, and more
@@ -212,6 +221,18 @@ def steps_after_negotiation():
         req("change-backing-file", {"device": "nope", "image-node-name": "x",
                                     "backing-file": "y"}),
         req("change-backing-file", {"device": "r0"}),
+        # issue 12: block jobs (no job exists; r0 is a read-only raw node).
+        req("query-jobs"), req("query-block-jobs"),
+        *[req(c, {"id": "nope"}) for c in ("job-pause", "job-resume", "job-cancel",
+                                            "job-complete", "job-dismiss", "job-finalize")],
+        *[req(c, {"device": "nope"}) for c in ("block-job-cancel", "block-job-pause",
+                                                "block-job-resume", "block-job-complete")],
+        req("block-job-set-speed", {"device": "nope", "speed": 1}),
+        req("block-job-dismiss", {"id": "nope"}), req("block-job-finalize", {"id": "nope"}),
+        req("block-stream", {"device": "nope"}), req("block-stream", {"device": "r0"}),
+        req("blockdev-mirror", {"device": "nope", "target": "r0", "sync": "full"}),
+        req("blockdev-mirror", {"device": "r0", "target": "r0", "sync": "full"}),
+        req("drive-mirror", {"device": "nope", "target": "/nonexistent/m", "sync": "full"}),
         req("blockdev-del", {"node-name": "n0"}),
         req("blockdev-del", {"node-name": "r0"}), req("blockdev-del", {"node-name": "n0"}),
         req("blockdev-add", {"driver": "qcow2", "node-name": "n2", "file": "nosuch"}),
@@ -555,6 +576,14 @@ CANNOT_SUCCEED = {
     "blockdev-snapshot-sync": {"Cannot find device='nope' nor node-name=''"},
     "blockdev-snapshot": {"Cannot find device='nope' nor node-name='nope'"},
     "change-backing-file": {"Cannot find device='nope' nor node-name='nope'"},
+    # No job exists in the conversations, and no device to start one on.
+    **{c: {"Job not found"} for c in ("job-pause", "job-resume", "job-cancel", "job-complete",
+                                      "job-dismiss", "job-finalize")},
+    **{c: {"Block job 'nope' not found"} for c in (
+        "block-job-cancel", "block-job-pause", "block-job-resume", "block-job-complete",
+        "block-job-set-speed", "block-job-dismiss", "block-job-finalize")},
+    **{c: {"Cannot find device='nope' nor node-name='nope'"} for c in (
+        "block-stream", "blockdev-mirror", "drive-mirror")},
     "block_set_io_throttle": {"Device 'nope' not found"},
     # These conversations have no drive to resize.
     "block_resize": {"Cannot find device='nope' nor node-name=''"},

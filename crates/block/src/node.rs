@@ -108,7 +108,11 @@ pub trait Driver: Send + Sync {
     }
     /// `bdrv_change_backing_file`: the image header names `file` (with
     /// format `fmt`) as its backing file, or none.
-    fn change_backing_file(&self, _file: Option<&str>, _fmt: Option<&str>) -> Result<(), BlockError> {
+    fn change_backing_file(
+        &self,
+        _file: Option<&str>,
+        _fmt: Option<&str>,
+    ) -> Result<(), BlockError> {
         Err(BlockError::new("Operation not supported"))
     }
 }

@@ -83,6 +83,22 @@ impl Handler for FakeVm {
                     "Cannot find device='{d}' nor node-name=''"
                 )));
             }
+            // No block graph: no jobs, no devices to start one on.
+            "query-jobs" | "query-block-jobs" => json!([]),
+            "job-pause" | "job-resume" | "job-cancel" | "job-complete" | "job-dismiss"
+            | "job-finalize" => return Err(QmpError::generic("Job not found")),
+            "block-job-set-speed" | "block-job-cancel" | "block-job-pause"
+            | "block-job-resume" | "block-job-complete" | "block-job-dismiss"
+            | "block-job-finalize" => {
+                let d = args.opt_str("device").or(args.opt_str("id")).unwrap_or("");
+                return Err(QmpError::device_not_active(format!("Block job '{d}' not found")));
+            }
+            "block-stream" | "drive-mirror" | "blockdev-mirror" => {
+                let d = args.str("device")?;
+                return Err(QmpError::generic(format!(
+                    "Cannot find device='{d}' nor node-name='{d}'"
+                )));
+            }
             "blockdev-reopen" => {
                 return Err(QmpError::generic("The fake VM has no block layer"))
             }

@@ -199,11 +199,17 @@ impl BlockGraph {
                 "backing file specified, but streaming the entire chain",
             ));
         }
-        if top.flags().read_only {
-            return Err(BlockError::new(format!(
-                "ferrovm: node '{}' is read-only; streaming into it needs blockdev-reopen first",
-                top.name
-            )));
+        // stream_start's copy-on-read filter needs a writable top, down to
+        // its file (QEMU would reopen it read-write first; ferrovm asks for
+        // blockdev-reopen).
+        let mut n = Some(top.clone());
+        while let Some(x) = n {
+            if x.flags().read_only {
+                return Err(BlockError::new(
+                    "Could not create node: Block node is read-only",
+                ));
+            }
+            n = x.child("file");
         }
         let base_overlay = bottom.unwrap_or_else(|| layers.last().cloned().unwrap_or(top.clone()));
         let id = match a.job_id {
