@@ -61,6 +61,7 @@ def test_mirror_pivots_onto_the_copy_while_the_guest_writes(ferrovm, testguest, 
         q.cmd("block-job-complete", {"device": "d0"})
         done = q.wait_event("BLOCK_JOB_COMPLETED", timeout=60)
         assert "error" not in done["data"], done
+        q.wait_event("JOB_STATUS_CHANGE", data={"id": "d0", "status": "null"}, timeout=10)
         blk = q.cmd("query-block")[0]["inserted"]
         assert blk["file"] == tgt and blk["drv"] == "qcow2", blk
         assert statuses(q, "d0") == ["created", "running", "ready", "waiting", "pending",
@@ -134,6 +135,8 @@ def test_stream_pulls_the_backing_data_while_the_guest_writes(ferrovm, testguest
         q.cmd("block-stream", {"device": "d0"})
         done = q.wait_event("BLOCK_JOB_COMPLETED", timeout=90)
         assert "error" not in done["data"], done
+        # concluded and null follow the event (they may arrive a moment later).
+        q.wait_event("JOB_STATUS_CHANGE", data={"id": "d0", "status": "null"}, timeout=10)
         assert statuses(q, "d0") == ["created", "running", "waiting", "pending", "concluded",
                                      "null"], q.events
         blk = q.cmd("query-block")[0]["inserted"]
