@@ -126,15 +126,24 @@ impl BlockGraph {
     /// every device on `old` moves to `new` with its permissions.
     pub(crate) fn append(&mut self, new: &Arc<Node>, old: &Arc<Node>) -> Result<(), BlockError> {
         new.set_backing(old.clone())?;
-        for b in self.backends().to_vec() {
-            if !b.root().is_some_and(|r| Arc::ptr_eq(&r, old)) {
+        self.move_devices(old, new)?;
+        Ok(())
+    }
+}
+
+impl BlockGraph {
+    /// `bdrv_replace_node` for the devices: every backend on `from` moves
+    /// to `to`, with the permissions it held (snapshots, a mirror's pivot).
+    pub(crate) fn move_devices(&self, from: &Arc<Node>, to: &Arc<Node>) -> Result<(), BlockError> {
+        for b in self.backends() {
+            if !b.root().is_some_and(|r| Arc::ptr_eq(&r, from)) {
                 continue;
             }
             let id = b.inner.parent_id;
-            let held = old.parent_perm(id);
-            new.set_parent_perm(id, held)?;
-            old.set_parent_perm(id, None)?;
-            b.inner.set_route(Route::of(Some(new.clone())));
+            let held = from.parent_perm(id);
+            to.set_parent_perm(id, held)?;
+            from.set_parent_perm(id, None)?;
+            b.inner.set_route(Route::of(Some(to.clone())));
         }
         Ok(())
     }

@@ -224,21 +224,6 @@ impl Mirror {
         Ok(())
     }
 
-    /// The devices on `from` go to `to`, with the permissions they held.
-    fn move_devices(g: &BlockGraph, from: &Arc<Node>, to: &Arc<Node>) -> Result<(), BlockError> {
-        for b in g.backends() {
-            if !b.root().is_some_and(|r| Arc::ptr_eq(&r, from)) {
-                continue;
-            }
-            let id = b.inner.parent_id;
-            let held = from.parent_perm(id);
-            to.set_parent_perm(id, held)?;
-            from.set_parent_perm(id, None)?;
-            b.inner.set_route(Route::of(Some(to.clone())));
-        }
-        Ok(())
-    }
-
     /// The devices' routes go back to the source itself.
     fn remove_filter(&mut self, g: &BlockGraph) {
         if self.filter.take().is_none() {
@@ -389,7 +374,7 @@ impl JobDriver for Mirror {
                 target.set_backing(b).map_err(|e| e.msg)?;
             }
         }
-        Self::move_devices(g, &source, &target).map_err(|e| e.msg)?;
+        g.move_devices(&source, &target).map_err(|e| e.msg)?;
         // The old source (and, for an active commit, the layers down to the
         // base) go unless something else still holds them.
         g.drop_if_unused(&source);

@@ -95,12 +95,7 @@ pub(super) fn execute(
 /// Runs `f` on the block graph with every device drained (no machine: no
 /// device to drain).
 fn drained<T>(vm: &mut Vm, f: impl FnOnce(&mut block::BlockGraph) -> T) -> T {
-    let backend = vm.machine.as_ref().map(|m| m.devices.backend().clone());
-    let graph = &mut vm.block;
-    match backend {
-        Some(b) => b.drained(|| f(graph)),
-        None => f(graph),
-    }
+    super::job::drained(vm, |_, g| f(g))
 }
 
 /// blockdev.c `qmp_get_blk`: `device` is a drive name; `id` a device's
