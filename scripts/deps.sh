@@ -5,10 +5,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in gcc make binutils python3 python3-venv qemu-system-x86 qemu-utils seabios busybox-static cpio xz-utils fio \
+for pkg in gcc make binutils python3 python3-venv seabios busybox-static cpio xz-utils fio \
     iproute2 iputils-ping libvirt-daemon-system libvirt-clients mount; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# QEMU 7.2 is the oracle, qemu-img included: a machine with a newer
+# qemu-utils (bookworm-backports) loses it when qemu-system-x86 7.2 comes
+# in, so both are asked for by version, together.
+for pkg in qemu-system-x86 qemu-utils; do
+  case "$(dpkg-query -W -f='${Status} ${Version}' "$pkg" 2>/dev/null || true)" in
+    "install ok installed 1:7.2"*) ;;
+    *) need_qemu=1 ;;
+  esac
+done
+if [ -n "${need_qemu:-}" ]; then
+  [ "$(id -u)" = 0 ] && apt-get update -qq
+  for pkg in qemu-system-x86 qemu-utils; do
+    v=$(apt-cache madison "$pkg" 2>/dev/null | awk -F'|' '$2 ~ /1:7\.2/ {gsub(/ /, "", $2); print $2; exit}')
+    need_apt+=("$pkg${v:+=$v}")
+  done
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "deps: missing Debian packages: ${need_apt[*]} (run as root, or install them)" >&2
@@ -16,7 +32,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
   echo "deps: installing ${need_apt[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-downgrades "${need_apt[@]}" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
