@@ -62,6 +62,10 @@ impl ImageFile for ProtocolFile {
             .map(|_| ())
             .map_err(errno_io)
     }
+
+    fn zero_range(&self, off: u64, len: u64) -> std::io::Result<bool> {
+        sync_ops::zero_range_no_fallback(&self.0, off, len).map_err(errno_io)
+    }
 }
 
 /// A backing node as the image below a qcow2 overlay: raw (linear onto a

@@ -586,6 +586,14 @@ impl ImageFile for CutFile {
     fn set_len(&self, len: u64) -> std::io::Result<()> {
         ImageFile::set_len(&self.f, len)
     }
+    // Zeroing a new cluster is a write too: it is lost after the cut.
+    fn zero_range(&self, off: u64, len: u64) -> std::io::Result<bool> {
+        if self.writes.fetch_add(1, Ordering::SeqCst) < self.limit {
+            ImageFile::zero_range(&self.f, off, len)
+        } else {
+            Ok(true)
+        }
+    }
 }
 
 fn crash_workload(img: &Qcow2) -> Result<(), Qcow2Error> {

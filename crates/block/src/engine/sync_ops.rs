@@ -211,6 +211,18 @@ pub(crate) fn discard(io: &FileIo, off: u64, len: u64) -> Result<u64, i32> {
     }
 }
 
+/// `BDRV_REQ_NO_FALLBACK` write-zeroes as qcow2's `handle_alloc_space`
+/// asks it of file-posix: `FALLOC_FL_ZERO_RANGE` without `KEEP_SIZE`, so a
+/// range past the end grows the file; `Ok(false)` when the file system
+/// cannot, and the caller writes the zeros.
+pub(crate) fn zero_range_no_fallback(io: &FileIo, off: u64, len: u64) -> Result<bool, i32> {
+    match fallocate(io, libc::FALLOC_FL_ZERO_RANGE, off, len) {
+        Ok(()) => Ok(true),
+        Err(libc::EOPNOTSUPP) | Err(libc::EINVAL) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// `handle_aiocb_write_zeroes(_unmap)`: punch a hole when unmapping is
 /// allowed, else ZERO_RANGE, else write zero buffers.
 pub(crate) fn write_zeroes(io: &FileIo, off: u64, len: u64, unmap: bool) -> Result<u64, i32> {

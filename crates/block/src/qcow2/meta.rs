@@ -66,6 +66,9 @@ pub(crate) struct Meta {
     l2_cache: Lru<Vec<u64>>,
     rb_cache: Lru<Vec<u8>>,
     dep: Dep,
+    /// Guest clusters whose allocating write is between reserving its host
+    /// cluster and linking it (see `alloc`).
+    pub inflight: std::collections::HashSet<u64>,
     /// Lowest cluster index that may be free (QEMU's free_cluster_index).
     pub free_hint: u64,
     /// First cluster index past everything allocated or in the file.
@@ -134,6 +137,7 @@ impl Meta {
             l2_cache: Lru::new(l2_cache_tables),
             rb_cache: Lru::new(rb_cache_blocks),
             dep: Dep::None,
+            inflight: Default::default(),
             free_hint: 0,
             end_cluster: flen.div_ceil(cs),
             csize_shift,

@@ -47,12 +47,14 @@
 //! `Arc<dyn ImageRead>` (a [`RawImage`] or another `Qcow2`).
 //! `block_resize` maps to [`Qcow2::truncate`], closing to [`Qcow2::close`].
 //!
-//! Locking: one mutex over the metadata and caches; data I/O to clusters
-//! that are already allocated runs outside it. A read-write gate keeps
+//! Locking: one mutex over the metadata and caches; data I/O runs outside
+//! it, for allocating writes too (their two locked steps are in `alloc`).
+//! A read-write gate keeps
 //! freeing operations (discard, write-zeroes, writes that replace
 //! compressed or shared clusters) from running while data I/O is in flight
 //! on clusters they could free.
 
+mod alloc;
 mod cache;
 mod check;
 mod compress;
@@ -65,7 +67,7 @@ mod reopen;
 mod storage;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 pub use check::CheckReport;
 pub use create::{create, Compat, CreateOptions};
@@ -130,6 +132,8 @@ pub struct Qcow2 {
     header: RwLock<Header>,
     backing: RwLock<Option<Arc<dyn ImageRead>>>,
     meta: Mutex<Meta>,
+    /// Signalled when an allocation in flight is linked (see `alloc`).
+    alloc_done: Condvar,
     gate: RwLock<()>,
     pass_discard: bool,
     closed: AtomicBool,
@@ -185,6 +189,7 @@ impl Qcow2 {
             header: RwLock::new(header),
             backing: RwLock::new(opts.backing),
             meta: Mutex::new(meta),
+            alloc_done: Condvar::new(),
             gate: RwLock::new(()),
             pass_discard: opts.pass_discard,
             closed: AtomicBool::new(!opts.writable),
@@ -281,13 +286,13 @@ impl Qcow2 {
         move |e| Qcow2Error::io(what, &e)
     }
 
-    fn read_compressed(&self, m: &Meta, host: u64, len: u64) -> Result<Vec<u8>> {
-        let max = 2 * m.cs + 512;
+    fn read_compressed(&self, cs: u64, host: u64, len: u64) -> Result<Vec<u8>> {
+        let max = 2 * cs + 512;
         let mut input = vec![0u8; len.min(max) as usize];
         self.file
             .read_at(&mut input, host)
             .map_err(Self::io_err("Could not read compressed cluster"))?;
-        compress::inflate_cluster(&input, m.cs as usize)
+        compress::inflate_cluster(&input, cs as usize)
     }
 
     /// Reads guest bytes (`qcow2_co_preadv_part`): unallocated clusters from
@@ -330,7 +335,7 @@ impl Qcow2 {
                 }
                 ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc(_) => chunk.fill(0),
                 ClusterKind::Compressed(h, len) => {
-                    let data = self.read_compressed(&m, h, len)?;
+                    let data = self.read_compressed(m.cs, h, len)?;
                     drop(m);
                     chunk.copy_from_slice(&data[in_cl as usize..(in_cl + n) as usize]);
                 }
@@ -380,10 +385,10 @@ impl Qcow2 {
         data: &[u8],
         exclusive: bool,
     ) -> Result<std::result::Result<(), NeedExclusive>> {
-        let mut m = self.meta();
-        let cs = m.cs;
+        let cs = self.cluster_size();
         let gc = pos / cs;
         let in_cl = pos % cs;
+        let mut m = self.meta_settled(gc);
         let (kind, entry) = m.lookup(gc)?;
         if let ClusterKind::Normal(h) = kind {
             if entry & OFLAG_COPIED != 0 {
@@ -400,71 +405,8 @@ impl Qcow2 {
         if frees && !exclusive {
             return Ok(Err(NeedExclusive));
         }
-        self.write_alloc(&mut m, gc, in_cl, data, kind, entry)?;
+        self.write_alloc(m, gc, in_cl, data, kind, entry)?;
         Ok(Ok(()))
-    }
-
-    /// Allocating write of one cluster with the metadata lock held
-    /// (`qcow2_alloc_host_offset` + `perform_cow` + `qcow2_alloc_cluster_link_l2`).
-    fn write_alloc(
-        &self,
-        m: &mut Meta,
-        gc: u64,
-        in_cl: u64,
-        data: &[u8],
-        kind: ClusterKind,
-        entry: u64,
-    ) -> Result<()> {
-        let cs = m.cs;
-        let full = in_cl == 0 && data.len() as u64 == cs;
-        let mut cl: Vec<u8>;
-        let content: &[u8] = if full {
-            data
-        } else {
-            cl = vec![0u8; cs as usize];
-            match kind {
-                ClusterKind::Unallocated => {
-                    let end = (gc * cs + cs).min(m.size) - gc * cs;
-                    self.read_backing(&mut cl[..end as usize], gc * cs)?;
-                }
-                ClusterKind::Normal(h) => self
-                    .file
-                    .read_at(&mut cl, h)
-                    .map_err(Self::io_err("Could not read image"))?,
-                ClusterKind::Compressed(h, len) => cl = self.read_compressed(m, h, len)?,
-                ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc(_) => {}
-            }
-            cl[in_cl as usize..in_cl as usize + data.len()].copy_from_slice(data);
-            &cl
-        };
-        let reuse = match kind {
-            ClusterKind::ZeroAlloc(h) if entry & OFLAG_COPIED != 0 => Some(h),
-            _ => None,
-        };
-        let host = match reuse {
-            Some(h) => h,
-            None => m.alloc(1)?,
-        };
-        let wr = m.check_overlap(host, cs).and_then(|_| {
-            self.file
-                .write_at(content, host)
-                .map_err(Self::io_err("Could not write image"))
-        });
-        if let Err(e) = wr {
-            if reuse.is_none() {
-                // Nothing references the new cluster yet.
-                let _ = m.set_refcount(host / cs, 0);
-            }
-            return Err(e);
-        }
-        m.set_l2(gc, host | OFLAG_COPIED, reuse.is_none())?;
-        let old = match kind {
-            ClusterKind::Normal(h) => vec![(h, cs)],
-            ClusterKind::ZeroAlloc(h) if reuse.is_none() => vec![(h, cs)],
-            ClusterKind::Compressed(h, len) => vec![(h, len)],
-            _ => vec![],
-        };
-        m.release(&old)
     }
 
     /// Copy-on-read (what QEMU's `copy-on-read` filter does for block-stream):
@@ -480,7 +422,7 @@ impl Qcow2 {
         let cs = self.cluster_size();
         let end = (off + len).div_ceil(cs);
         for gc in off / cs..end {
-            let mut m = self.meta();
+            let mut m = self.meta_settled(gc);
             let (kind, entry) = m.lookup(gc)?;
             if !matches!(kind, ClusterKind::Unallocated) {
                 continue;
@@ -493,7 +435,7 @@ impl Qcow2 {
                 m.set_l2(gc, OFLAG_ZERO, false)?;
                 continue;
             }
-            self.write_alloc(&mut m, gc, 0, &cl, kind, entry)?;
+            self.write_alloc(m, gc, 0, &cl, kind, entry)?;
         }
         Ok(())
     }
@@ -559,7 +501,7 @@ impl Qcow2 {
                         continue;
                     }
                 }
-                self.write_alloc(&mut m, gc, in_cl, &zeros, kind, entry)?;
+                self.write_alloc_locked(&mut m, gc, in_cl, &zeros, kind, entry)?;
             }
             pos += n;
         }

@@ -21,6 +21,12 @@ pub trait ImageFile: Send + Sync {
     fn punch_hole(&self, _off: u64, _len: u64) -> std::io::Result<()> {
         Ok(())
     }
+    /// Zero a range cheaply, growing the file if it ends inside it
+    /// (`bdrv_co_pwrite_zeroes` with `BDRV_REQ_NO_FALLBACK`); false when
+    /// the file cannot, and the caller writes zeros itself.
+    fn zero_range(&self, _off: u64, _len: u64) -> std::io::Result<bool> {
+        Ok(false)
+    }
 }
 
 impl ImageFile for File {
@@ -70,6 +76,26 @@ impl ImageFile for File {
         // Not every file system can punch holes; the data is dead anyway.
         let _ = r;
         Ok(())
+    }
+
+    fn zero_range(&self, off: u64, len: u64) -> std::io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain syscall on an open fd; no memory is passed.
+        let r = unsafe {
+            libc::fallocate(
+                self.as_raw_fd(),
+                libc::FALLOC_FL_ZERO_RANGE,
+                off as i64,
+                len as i64,
+            )
+        };
+        if r == 0 {
+            return Ok(true);
+        }
+        match std::io::Error::last_os_error() {
+            e if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => Ok(false),
+            e => Err(e),
+        }
     }
 }
 
