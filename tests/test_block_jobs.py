@@ -35,9 +35,12 @@ def slow_down(q, **who):
                                     "iops": 0, "iops_rd": 0, "iops_wr": 0})
 
 
-def filling_guest(launch, ferrovm, testguest, sock, *drive):
+def filling_guest(launch, ferrovm, testguest, sock, *drive, stay=False):
+    """The guest fills MIB MiB and powers off (with `stay`, the VM stops
+    there and jobs run on until `quit`)."""
+    more = ["-no-shutdown"] if stay else []
     return launch(guest_args(ferrovm, testguest, f"plan=blk-fill blk_mib={MIB}", "-m", "128",
-                             "-qmp", f"unix:{sock},server=on,wait=off", *drive,
+                             *more, "-qmp", f"unix:{sock},server=on,wait=off", *drive,
                              "-device", "virtio-blk-pci,drive=d0,id=vd0"))
 
 
@@ -129,7 +132,7 @@ def test_stream_pulls_the_backing_data_while_the_guest_writes(ferrovm, testguest
     qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", top)
     sock = f"{sockdir}/s.sock"
     g = filling_guest(launch, ferrovm, testguest, sock,
-                      "-drive", f"file={top},format=qcow2,if=none,id=d0")
+                      "-drive", f"file={top},format=qcow2,if=none,id=d0", stay=True)
     with Qmp(sock, proc=g.proc) as q:
         g.wait_line(r"# blk-fill: writing", timeout=60)
         q.cmd("block-stream", {"device": "d0"})
@@ -141,7 +144,9 @@ def test_stream_pulls_the_backing_data_while_the_guest_writes(ferrovm, testguest
                                      "null"], q.events
         blk = q.cmd("query-block")[0]["inserted"]
         assert blk["backing_file_depth"] == 0 and "backing_file" not in blk, blk
-        assert g.wait_exit(120) == 0, g.output()
+        q.wait_event("SHUTDOWN", timeout=120)
+        q.cmd("quit")
+        assert g.wait_exit(30) == 0, g.output()
     assert results(g).get(f"blk fill mib={MIB}") is True, g.output()
     assert qemu_img("check", top, check=False).returncode == 0
     info = json.loads(qemu_img("info", "--output=json", top).stdout)

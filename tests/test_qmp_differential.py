@@ -54,6 +54,8 @@ VALID_ARGS = {
     "block-job-set-speed": {"device": "nope", "speed": 1},
     "blockdev-mirror": {"device": "nope", "target": "x", "sync": "full"},
     "drive-mirror": {"device": "nope", "target": "/nonexistent/m", "sync": "full"},
+    "blockdev-backup": {"device": "nope", "target": "x", "sync": "full"},
+    "drive-backup": {"device": "nope", "target": "/nonexistent/b", "sync": "full"},
 }
 
 MALFORMED = [  # tests/qtest/qmp-test.c test_malformed, and more
@@ -233,6 +235,9 @@ def steps_after_negotiation():
         req("blockdev-mirror", {"device": "nope", "target": "r0", "sync": "full"}),
         req("blockdev-mirror", {"device": "r0", "target": "r0", "sync": "full"}),
         req("drive-mirror", {"device": "nope", "target": "/nonexistent/m", "sync": "full"}),
+        req("blockdev-backup", {"device": "nope", "target": "r0", "sync": "full"}),
+        req("blockdev-backup", {"device": "r0", "target": "r0", "sync": "full"}),
+        req("drive-backup", {"device": "nope", "target": "/nonexistent/b", "sync": "full"}),
         req("blockdev-del", {"node-name": "n0"}),
         req("blockdev-del", {"node-name": "r0"}), req("blockdev-del", {"node-name": "n0"}),
         req("blockdev-add", {"driver": "qcow2", "node-name": "n2", "file": "nosuch"}),
@@ -583,7 +588,7 @@ CANNOT_SUCCEED = {
         "block-job-cancel", "block-job-pause", "block-job-resume", "block-job-complete",
         "block-job-set-speed", "block-job-dismiss", "block-job-finalize")},
     **{c: {"Cannot find device='nope' nor node-name='nope'"} for c in (
-        "block-stream", "blockdev-mirror", "drive-mirror")},
+        "block-stream", "blockdev-mirror", "drive-mirror", "blockdev-backup", "drive-backup")},
     "block_set_io_throttle": {"Device 'nope' not found"},
     # These conversations have no drive to resize.
     "block_resize": {"Cannot find device='nope' nor node-name=''"},

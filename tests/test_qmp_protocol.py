@@ -391,6 +391,8 @@ def test_argument_errors(vm):
                     "block-job-set-speed": {"device": "x", "speed": 1},
                     "blockdev-mirror": {"device": "x", "target": "y", "sync": "full"},
                     "drive-mirror": {"device": "x", "target": "/nonexistent", "sync": "full"},
+                    "blockdev-backup": {"device": "x", "target": "y", "sync": "full"},
+                    "drive-backup": {"device": "x", "target": "/nonexistent", "sync": "full"},
                     "change-backing-file": {"device": "x", "image-node-name": "y",
                                             "backing-file": "z"},
                     "blockdev-snapshot-sync": {"device": "x", "snapshot-file": "/nonexistent"},

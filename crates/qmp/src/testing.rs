@@ -93,7 +93,8 @@ impl Handler for FakeVm {
                 let d = args.opt_str("device").or(args.opt_str("id")).unwrap_or("");
                 return Err(QmpError::device_not_active(format!("Block job '{d}' not found")));
             }
-            "block-stream" | "drive-mirror" | "blockdev-mirror" => {
+            "block-stream" | "drive-mirror" | "blockdev-mirror" | "drive-backup"
+            | "blockdev-backup" => {
                 let d = args.str("device")?;
                 return Err(QmpError::generic(format!(
                     "Cannot find device='{d}' nor node-name='{d}'"

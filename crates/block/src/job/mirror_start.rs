@@ -248,7 +248,7 @@ impl BlockGraph {
 
 /// `bdrv_img_create` for drive-mirror's target: raw (an empty file of
 /// `size`) or qcow2, over `backing` if given.
-fn create_image(
+pub(super) fn create_image(
     path: &str,
     format: &str,
     size: u64,

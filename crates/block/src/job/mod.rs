@@ -9,6 +9,8 @@
 //! _CANCELLED where job.c/blockjob.c send them. A driver's `prepare`,
 //! `commit`, `abort` and `clean` run on the owner, with the graph.
 
+pub mod backup;
+pub mod backup_start;
 pub mod mirror;
 pub mod mirror_start;
 pub mod nodeio;
@@ -161,6 +163,11 @@ struct Job {
     completable: bool,
     soft_cancel_when_ready: bool,
     progress: Arc<Progress>,
+    /// The nodes the job works on (`block_job_add_bdrv`): a drained
+    /// section on one of them pauses the job.
+    nodes: Vec<Arc<crate::node::Node>>,
+    /// Paused by the drained section now open, not by a pause point.
+    drain_paused: bool,
     /// Back from the worker once it is done.
     driver: Option<Box<dyn JobDriver>>,
     tx: Option<Sender<ToWorker>>,
@@ -310,6 +317,8 @@ impl Jobs {
             completable: driver.completable(),
             soft_cancel_when_ready: driver.soft_cancel_when_ready(),
             progress: Arc::new(Progress::default()),
+            nodes: nodes.clone(),
+            drain_paused: false,
             driver: Some(driver),
             tx: None,
             thread: None,
@@ -352,6 +361,48 @@ impl Jobs {
         g.block_for_job(id, job.kind.as_str(), nodes);
         self.jobs.push(job);
         Ok(())
+    }
+
+    /// A drained section on `node` begins (every node for `None`, QEMU's
+    /// `bdrv_drain_all`): each running or ready job on it comes to a
+    /// pause point, as `child_job_drained_begin` makes it, and shows it
+    /// (paused, or standby when ready). The section is short and on the
+    /// owner, so the worker is not told; [`Jobs::drain_end`] with the
+    /// returned ids undoes it.
+    pub fn drain_begin(
+        &mut self,
+        node: Option<&Arc<crate::node::Node>>,
+        ev: &mut Vec<JobEvent>,
+    ) -> Vec<String> {
+        let mut ids = Vec::new();
+        for j in &mut self.jobs {
+            let on = node.is_none_or(|n| j.nodes.iter().any(|m| Arc::ptr_eq(m, n)));
+            if !on || j.drain_paused || j.pause_count > 0 {
+                continue;
+            }
+            let to = match j.status {
+                JobStatus::Running => JobStatus::Paused,
+                JobStatus::Ready => JobStatus::Standby,
+                _ => continue,
+            };
+            j.before_pause = j.status;
+            j.drain_paused = true;
+            j.transition(to, ev);
+            ids.push(j.id.clone());
+        }
+        ids
+    }
+
+    /// The drained section [`Jobs::drain_begin`] opened ends.
+    pub fn drain_end(&mut self, ids: &[String], ev: &mut Vec<JobEvent>) {
+        for id in ids {
+            if let Some(j) = self.find(id) {
+                if std::mem::take(&mut j.drain_paused) {
+                    let to = j.before_pause;
+                    j.transition(to, ev);
+                }
+            }
+        }
     }
 
     /// A message from a worker.

@@ -86,6 +86,11 @@ impl Progress {
             self.total.load(Ordering::Relaxed),
         )
     }
+
+    /// Work done off the worker (a backup's copy-before-write filter).
+    pub(crate) fn add_current(&self, n: u64) {
+        self.current.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 /// The worker's side of a job: pause points, sleeping under the speed
@@ -251,6 +256,11 @@ impl JobCtl {
 
     pub fn add_remaining(&self, n: u64) {
         self.progress.total.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The progress meter, for work done on other threads.
+    pub(crate) fn meter(&self) -> Arc<Progress> {
+        self.progress.clone()
     }
 
     pub fn progress(&self, n: u64) {

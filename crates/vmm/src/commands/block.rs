@@ -20,6 +20,7 @@ pub(super) fn execute(
     match cmd {
         "block-stream" => super::job::block_stream(vm, args, events),
         "blockdev-mirror" | "drive-mirror" => super::job::mirror(vm, cmd, args, events),
+        "blockdev-backup" | "drive-backup" => super::job::backup(vm, cmd, args, events),
         "query-block" => Ok(vm.block.query_block()),
         "query-blockstats" => Ok(vm
             .block

@@ -217,3 +217,78 @@ pub(super) fn block_stream(
     let plan = vm.block.stream_job(&a).map_err(err)?;
     start(vm, plan, args, events)
 }
+
+/// `blockdev-backup` and `drive-backup`.
+pub(super) fn backup(
+    vm: &mut Vm,
+    cmd: &str,
+    args: &Args,
+    events: &mut dyn EventSink,
+) -> Result<Value, QmpError> {
+    let perf = args.get("x-perf").and_then(Value::as_object);
+    let perf_i64 = |k: &str| perf.and_then(|p| p.get(k)).and_then(Value::as_i64);
+    let a = block::job::backup_start::BackupArgs {
+        job_id: args.opt_str("job-id"),
+        device: args.str("device")?,
+        target: args.str("target")?,
+        sync: args.str("sync")?,
+        bitmap: args.opt_str("bitmap"),
+        bitmap_mode: args.opt_str("bitmap-mode"),
+        compress: args.opt_bool("compress").unwrap_or(false),
+        on_source_error: OnJobError::parse(args.opt_str("on-source-error")),
+        on_target_error: OnJobError::parse(args.opt_str("on-target-error")),
+        filter_node_name: args.opt_str("filter-node-name"),
+        max_workers: perf_i64("max-workers"),
+        max_chunk: perf_i64("max-chunk"),
+    };
+    // qmp_transaction drains everything first (bdrv_drain_all), then the
+    // prepare step drains the source until the job has started.
+    let mut ev = Vec::new();
+    let all = vm.jobs.drain_begin(None, &mut ev);
+    vm.jobs.drain_end(&all, &mut ev);
+    let r = backup_drained(vm, cmd, &a, args, &mut ev);
+    emit(events, ev);
+    r
+}
+
+/// The part of a backup command inside its drained section on the source.
+fn backup_drained(
+    vm: &mut Vm,
+    cmd: &str,
+    a: &block::job::backup_start::BackupArgs<'_>,
+    args: &Args,
+    ev: &mut Vec<JobEvent>,
+) -> Result<Value, QmpError> {
+    let bs = vm
+        .block
+        .lookup_bs(Some(a.device), Some(a.device))
+        .map_err(err)?;
+    if cmd == "blockdev-backup" {
+        vm.block
+            .lookup_bs(Some(a.target), Some(a.target))
+            .map_err(err)?;
+    }
+    let mut section = vm.jobs.drain_begin(Some(&bs), ev);
+    let started = if cmd == "drive-backup" {
+        let d = block::job::backup_start::DriveBackupArgs {
+            format: args.opt_str("format"),
+            existing: args.opt_str("mode") == Some("existing"),
+        };
+        vm.block.drive_backup(a, &d)
+    } else {
+        vm.block.blockdev_backup(a)
+    };
+    let r = started.map_err(err).and_then(|started| {
+        if let Some(w) = &started.warning {
+            // QEMU's warn_report, on stderr.
+            eprintln!("ferrovm: warning: {w}");
+        }
+        let opts = job_options(args);
+        drained(vm, |jobs, g| jobs.start(started.plan, opts, g, ev)).map_err(err)?;
+        // The new job starts inside the section: it pauses at once.
+        section.extend(vm.jobs.drain_begin(Some(&bs), ev));
+        Ok(Value::Null)
+    });
+    vm.jobs.drain_end(&section, ev);
+    r
+}
