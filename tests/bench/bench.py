@@ -138,6 +138,8 @@ def main():
     throttle_bench.run(FERROVM, GUEST, QEMU)
     import qcow2_bench
     qcow2_bench.run(FERROVM, GUEST, QEMU)
+    import job_bench
+    job_bench.run(FERROVM, QEMU)
     import firmware_bench
     firmware_bench.run(FERROVM, QEMU)
     import net_bench

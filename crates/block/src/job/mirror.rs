@@ -27,6 +27,9 @@ use crate::perm;
 const MAX_IO: u64 = 1 << 20;
 /// `DEFAULT_MIRROR_BUF_SIZE` (16 operations of 1 MiB in flight).
 pub const DEFAULT_BUF_SIZE: u64 = 16 << 20;
+/// The most chunks copied at once (`MAX_IN_FLIGHT`), each on a thread of
+/// its own for the batch.
+const IN_FLIGHT: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
@@ -142,17 +145,17 @@ impl Mirror {
         })
     }
 
-    /// One chunk from the source to the target; the error, if any, has
-    /// had its `on-*-error` action.
+    /// One chunk from the source to the target (`mirror_co_read` and its
+    /// write); a failed chunk is dirty again. The error says whether the
+    /// read failed.
     fn copy(
         &self,
-        ctl: &mut JobCtl,
         src: &NodeIo,
         tgt: &NodeIo,
         off: u64,
         n: u64,
         buf: &mut Vec<u8>,
-    ) -> Result<(), (i32, ErrorAction)> {
+    ) -> Result<(), (i32, bool)> {
         let filter = self.filter.as_ref();
         if let Some(f) = filter {
             f.copying
@@ -176,15 +179,56 @@ impl Mirror {
                 .unwrap_or_else(|e| e.into_inner())
                 .retain(|&r| r != (off, n));
         }
-        r.map_err(|(e, is_read)| {
-            // mirror_read_complete/mirror_write_complete: dirty again.
-            self.dirty.set(off, n);
-            let policy = if is_read {
-                self.s.on_source_error
-            } else {
-                self.s.on_target_error
-            };
-            (e, ctl.error_action(policy, is_read, e))
+        // mirror_read_complete/mirror_write_complete: dirty again.
+        r.inspect_err(|_| self.dirty.set(off, n))
+    }
+
+    /// Up to [`IN_FLIGHT`] dirty chunks from `cursor` on, copied at once
+    /// (QEMU keeps `buf-size / chunk` operations in flight). Returns the
+    /// chunks and what became of each.
+    #[allow(clippy::type_complexity)]
+    fn copy_batch(
+        &self,
+        src: &NodeIo,
+        tgt: &NodeIo,
+        cursor: u64,
+        chunk: u64,
+        bufs: &mut [Vec<u8>],
+    ) -> Vec<((u64, u64), Result<(), (i32, bool)>)> {
+        let want = (self.s.buf_size / chunk).clamp(1, bufs.len() as u64) as usize;
+        let mut chunks: Vec<(u64, u64)> = Vec::new();
+        let mut from = cursor;
+        while chunks.len() < want {
+            let next = self.dirty.next_dirty(from, chunk).or_else(|| {
+                // Wrap around once, never onto a chunk taken already.
+                (from >= cursor && cursor > 0)
+                    .then(|| self.dirty.next_dirty(0, chunk))
+                    .flatten()
+                    .filter(|&(o, _)| o < cursor)
+            });
+            let Some((off, n)) = next else { break };
+            if chunks.iter().any(|&(o, l)| off < o + l && o < off + n) {
+                break;
+            }
+            chunks.push((off, n));
+            from = off + n;
+        }
+        if chunks.len() <= 1 {
+            return chunks
+                .into_iter()
+                .map(|(o, n)| ((o, n), self.copy(src, tgt, o, n, &mut bufs[0])))
+                .collect();
+        }
+        std::thread::scope(|sc| {
+            let hs: Vec<_> = chunks
+                .iter()
+                .zip(bufs.iter_mut())
+                .map(|(&(o, n), b)| sc.spawn(move || ((o, n), self.copy(src, tgt, o, n, b))))
+                .collect();
+            hs.into_iter()
+                .zip(&chunks)
+                .map(|(h, &c)| h.join().unwrap_or((c, Err((libc::EIO, false)))))
+                .collect()
         })
     }
 
@@ -300,7 +344,7 @@ impl JobDriver for Mirror {
             .s
             .buf_size
             .clamp(self.s.granularity, MAX_IO.max(self.s.granularity));
-        let mut buf = Vec::new();
+        let mut bufs: Vec<Vec<u8>> = (0..IN_FLIGHT).map(|_| Vec::new()).collect();
         let mut cursor = 0;
         let mut ready = false;
         let mut delay = Duration::ZERO;
@@ -314,20 +358,27 @@ impl JobDriver for Mirror {
                 self.pivot = true;
             }
             ctl.set_remaining(self.dirty.count());
-            let next = self
-                .dirty
-                .next_dirty(cursor, chunk)
-                .or_else(|| self.dirty.next_dirty(0, chunk));
-            if let Some((off, n)) = next {
-                match self.copy(ctl, &src, &tgt, off, n, &mut buf) {
-                    Ok(()) => {
-                        ctl.progress(n);
-                        delay = ctl.rate_delay(n);
+            let done = self.copy_batch(&src, &tgt, cursor, chunk, &mut bufs);
+            if !done.is_empty() {
+                let mut copied = 0;
+                for ((off, n), r) in done {
+                    cursor = off + n;
+                    match r {
+                        Ok(()) => copied += n,
+                        Err((e, is_read)) => {
+                            let policy = if is_read {
+                                self.s.on_source_error
+                            } else {
+                                self.s.on_target_error
+                            };
+                            if ctl.error_action(policy, is_read, e) == ErrorAction::Report {
+                                return Err(strerror(e));
+                            }
+                        }
                     }
-                    Err((e, ErrorAction::Report)) => return Err(strerror(e)),
-                    Err(_) => {}
                 }
-                cursor = off + n;
+                ctl.progress(copied);
+                delay = ctl.rate_delay(copied);
                 continue;
             }
             if !ready {
