@@ -167,11 +167,12 @@ def chain(d):
     return base, mid, top
 
 
-def scenario(binary, d, sock, steps, launch):
+def scenario(binary, d, sock, steps, launch, make_chain=None):
     """Runs `steps` (name, args, wait-for-event) on `binary -S` over a
-    fresh chain in `d`; returns the replies (errors as (class, desc)) and
-    the events, with what depends on timing (progress) left out."""
-    _, _, top = chain(d)
+    fresh chain in `d` (`make_chain(d)`, [`chain`] by default); returns the
+    replies (errors as (class, desc)) and the events, with what depends on
+    timing (progress) left out."""
+    _, _, top = (make_chain or chain)(d)
     g = launch([binary, "-nodefaults", "-M", "q35", "-S", "-display", "none",
                 "-qmp", f"unix:{sock},server=on,wait=off",
                 "-drive", f"file={top},if=none,id=d0"])

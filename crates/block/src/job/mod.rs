@@ -9,6 +9,8 @@
 //! _CANCELLED where job.c/blockjob.c send them. A driver's `prepare`,
 //! `commit`, `abort` and `clean` run on the owner, with the graph.
 
+pub mod commit;
+pub mod commit_start;
 pub mod mirror;
 pub mod mirror_start;
 pub mod nodeio;
