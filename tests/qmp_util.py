@@ -48,7 +48,7 @@ COMMANDS = [
     "job-pause", "job-resume", "job-cancel", "job-complete", "job-dismiss", "job-finalize",
     "query-jobs", "query-block-jobs", "block-stream", "block-job-set-speed", "block-job-cancel",
     "block-job-pause", "block-job-resume", "block-job-complete", "block-job-dismiss",
-    "block-job-finalize", "drive-mirror", "blockdev-mirror",
+    "block-job-finalize", "drive-mirror", "blockdev-mirror", "block-commit",
 ]
 EVENTS = ["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME"]
 
