@@ -232,20 +232,74 @@ COMMIT_ACTIVE = [
 ]
 
 
+def blockdev_chain(d):
+    """-blockdev nodes b (raw, read-only) <- m <- m2 (read-only) <- t, and
+    o over b: commits named by node, and nodes shared between chains."""
+    base, mid, top = commit_chain(d)
+    mid2, other = os.path.join(d, "mid2.qcow2"), os.path.join(d, "other.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-b", mid, "-F", "qcow2", mid2)
+    qemu_io(mid2, "qcow2", "write -P 0x44 2M 1M")
+    qemu_img("rebase", "-u", "-b", mid2, "-F", "qcow2", top)
+    qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", other)
+    qemu_io(other, "qcow2", "write -P 0x55 1M 1M")
+
+    def node(name, drv, path, **more):
+        return ["-blockdev", json.dumps({"driver": drv, "node-name": name,
+                                         "file": {"driver": "file", "filename": path}, **more})]
+    return base, mid, [*node("b", "raw", base, **{"read-only": True}),
+                       *node("m", "qcow2", mid, backing="b", **{"read-only": True}),
+                       *node("m2", "qcow2", mid2, backing="m", **{"read-only": True}),
+                       *node("t", "qcow2", top, backing="m2"),
+                       *node("o", "qcow2", other, backing="b")]
+
+
+COMMIT_NODES = [
+    ("block-commit", {"device": "m"}, None),
+    ("block-commit", {"device": "t", "top-node": "m"}, None),
+    ("block-commit", {"device": "t", "top-node": "m", "base-node": "t", "job-id": "x"}, None),
+    ("block-commit", {"device": "t", "top-node": "b", "job-id": "x"}, None),
+    ("block-commit", {"device": "t", "top-node": "m", "base-node": "m", "job-id": "x"}, None),
+    ("block-commit", {"device": "t", "top-node": "o", "job-id": "x"}, None),
+    ("block-commit", {"device": "t", "top": "@/mid.qcow2", "base-node": "o", "job-id": "x"},
+     None),
+    # The overlay m2 is read-only: it is writable while its header changes.
+    ("block-commit", {"device": "t", "top-node": "m", "base-node": "b", "job-id": "ic",
+                      "speed": 65536}, None),
+    ("query-jobs", None, None),
+    ("job-pause", {"id": "ic"}, "JOB_STATUS_CHANGE"),
+    ("query-block-jobs", None, None),
+    ("block-job-set-speed", {"device": "ic", "speed": 0}, None),
+    ("job-resume", {"id": "ic"}, "BLOCK_JOB_COMPLETED"),
+    ("query-named-block-nodes", None, None),
+    # o's active commit writes b, which m2's chain also reads.
+    ("block-commit", {"device": "o", "job-id": "ac"}, "BLOCK_JOB_READY"),
+    ("block-commit", {"device": "t", "top-node": "m2", "job-id": "x"}, None),
+    ("block-stream", {"device": "t", "job-id": "x"}, None),
+    ("block-job-cancel", {"device": "ac", "force": True}, "BLOCK_JOB_CANCELLED"),
+    ("block-commit", {"device": "t", "top-node": "t", "base-node": "m2", "job-id": "tc"},
+     "BLOCK_JOB_READY"),
+    ("job-complete", {"id": "tc"}, "BLOCK_JOB_COMPLETED"),
+    ("query-named-block-nodes", None, None),
+]
+
+
 def normalized(out, d):
     text = json.dumps(out).replace(str(d), "@")
     return json.loads(re.sub(r"#block\d+", "#block", text))
 
 
-@pytest.mark.parametrize("steps", [COMMIT_INTERMEDIATE, COMMIT_ACTIVE],
-                         ids=["intermediate", "active"])
-def test_commit_commands_and_events_equal_qemus(ferrovm, qemu, launch, tmp_path, sockdir, steps):
+@pytest.mark.parametrize("steps,make_chain", [(COMMIT_INTERMEDIATE, commit_chain),
+                                              (COMMIT_ACTIVE, commit_chain),
+                                              (COMMIT_NODES, blockdev_chain)],
+                         ids=["intermediate", "active", "nodes"])
+def test_commit_commands_and_events_equal_qemus(ferrovm, qemu, launch, tmp_path, sockdir, steps,
+                                                make_chain):
     runs = {}
     for name, binary in (("ferrovm", ferrovm), ("qemu", qemu)):
         d = tmp_path / name
         d.mkdir()
         runs[name] = normalized(scenario(binary, str(d), f"{sockdir}/{name}.sock",
-                                         fix_paths(steps, str(d)), launch, commit_chain), d)
+                                         fix_paths(steps, str(d)), launch, make_chain), d)
     ours, theirs = runs["ferrovm"], runs["qemu"]
     for a, b in zip(ours[0], theirs[0]):
         assert a == b, f"reply differs:\nferrovm {a}\nqemu    {b}"
