@@ -78,9 +78,7 @@ impl BlockGraph {
             ))
         })?;
         let base = match (a.base_node, a.base) {
-            (Some(_), Some(_)) => {
-                return Err(msg("'base-node' and 'base' are mutually exclusive"))
-            }
+            (Some(_), Some(_)) => return Err(msg("'base-node' and 'base' are mutually exclusive")),
             (Some(b), None) => {
                 let n = self.lookup_bs(None, Some(b))?;
                 if !chain_contains(&top, &n) {
@@ -118,7 +116,9 @@ impl BlockGraph {
                     "'backing-file' specified, but 'top' has a writer on it"
                 }));
             }
-            let id = a.job_id.map_or_else(|| self.device_name(&bs), str::to_string);
+            let id = a
+                .job_id
+                .map_or_else(|| self.device_name(&bs), str::to_string);
             return self.active_commit(id, top, base, layers, a);
         }
         let overlay = find_overlay(&bs, &top).ok_or_else(|| msg("no overlay above 'top'"))?;
@@ -126,7 +126,9 @@ impl BlockGraph {
         if a.filter_node_name.is_some() {
             return Err(unsupported_filter());
         }
-        let id = a.job_id.map_or_else(|| self.device_name(&bs), str::to_string);
+        let id = a
+            .job_id
+            .map_or_else(|| self.device_name(&bs), str::to_string);
         let base_overlay = layers[layers.len() - 2].clone();
         let driver = Commit::new(
             id.clone(),
