@@ -262,6 +262,11 @@ COMMIT_NODES = [
     ("block-commit", {"device": "t", "top-node": "o", "job-id": "x"}, None),
     ("block-commit", {"device": "t", "top": "@/mid.qcow2", "base-node": "o", "job-id": "x"},
      None),
+    # A cancelled commit leaves the chain as it was, the base read-only again.
+    ("block-commit", {"device": "t", "top-node": "m2", "base-node": "m", "job-id": "cc",
+                      "speed": 65536}, None),
+    ("block-job-cancel", {"device": "cc"}, "BLOCK_JOB_CANCELLED"),
+    ("query-named-block-nodes", None, None),
     # The overlay m2 is read-only: it is writable while its header changes.
     ("block-commit", {"device": "t", "top-node": "m", "base-node": "b", "job-id": "ic",
                       "speed": 65536}, None),
@@ -283,6 +288,22 @@ COMMIT_NODES = [
 ]
 
 
+def readonly_chain(d):
+    """commit_chain's images, the drive read-only."""
+    base, mid, top = commit_chain(d)
+    return base, mid, ["-drive", f"file={top},if=none,id=d0,readonly=on"]
+
+
+COMMIT_READONLY = [
+    # The base is writable for the job, and read-only again as the device.
+    ("block-commit", {"device": "d0", "job-id": "a", "base": "@/mid.qcow2"},
+     "BLOCK_JOB_READY"),
+    ("job-complete", {"id": "a"}, "BLOCK_JOB_COMPLETED"),
+    ("query-named-block-nodes", None, None),
+    ("query-block", None, None),
+]
+
+
 def normalized(out, d):
     text = json.dumps(out).replace(str(d), "@")
     return json.loads(re.sub(r"#block\d+", "#block", text))
@@ -290,8 +311,9 @@ def normalized(out, d):
 
 @pytest.mark.parametrize("steps,make_chain", [(COMMIT_INTERMEDIATE, commit_chain),
                                               (COMMIT_ACTIVE, commit_chain),
-                                              (COMMIT_NODES, blockdev_chain)],
-                         ids=["intermediate", "active", "nodes"])
+                                              (COMMIT_NODES, blockdev_chain),
+                                              (COMMIT_READONLY, readonly_chain)],
+                         ids=["intermediate", "active", "nodes", "readonly"])
 def test_commit_commands_and_events_equal_qemus(ferrovm, qemu, launch, tmp_path, sockdir, steps,
                                                 make_chain):
     runs = {}

@@ -216,6 +216,9 @@ pub struct ActiveCommit {
     /// back (`error_restore_flags`). Once the mirror runs, QEMU 7.2 leaves
     /// the base writable, whatever the end.
     pub(super) restore_ro: bool,
+    /// The active layer was read-only: after a pivot the base is too
+    /// (mirror_exit_common gives the target the replaced node's flag).
+    pub(super) source_ro: bool,
 }
 
 impl JobDriver for ActiveCommit {
@@ -240,6 +243,15 @@ impl JobDriver for ActiveCommit {
     fn clean(&mut self, g: &mut BlockGraph) {
         self.mirror.clean(g);
         restore_base(g, &self.base.clone(), &mut self.restore_ro);
+        // Once the job no longer writes it (QEMU drops the job's hold on
+        // the target before it reopens it).
+        let pivoted = g
+            .backends()
+            .iter()
+            .any(|b| b.root().is_some_and(|r| Arc::ptr_eq(&r, &self.base)));
+        if pivoted && self.source_ro && !self.base.flags().read_only {
+            let _ = g.reopen_set_read_only(&self.base.clone(), true);
+        }
     }
     fn completable(&self) -> bool {
         self.mirror.completable()

@@ -181,6 +181,7 @@ impl BlockGraph {
             mirror: Mirror::new(spec)?,
             base,
             restore_ro: false,
+            source_ro: top.flags().read_only,
         };
         Ok(JobPlan {
             id,
