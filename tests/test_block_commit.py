@@ -232,6 +232,12 @@ COMMIT_ACTIVE = [
 ]
 
 
+def node(name, drv, path, **more):
+    """-blockdev for a format node `name` over a file node."""
+    return ["-blockdev", json.dumps({"driver": drv, "node-name": name,
+                                     "file": {"driver": "file", "filename": path}, **more})]
+
+
 def blockdev_chain(d):
     """-blockdev nodes b (raw, read-only) <- m <- m2 (read-only) <- t, and
     o over b: commits named by node, and nodes shared between chains."""
@@ -244,10 +250,6 @@ def blockdev_chain(d):
     qemu_img("rebase", "-u", "-b", mid2, "-F", "qcow2", top)
     qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", other)
     qemu_io(other, "qcow2", "write -P 0x55 1M 1M")
-
-    def node(name, drv, path, **more):
-        return ["-blockdev", json.dumps({"driver": drv, "node-name": name,
-                                         "file": {"driver": "file", "filename": path}, **more})]
     return base, mid, [*node("b", "raw", base, **{"read-only": True}),
                        *node("m", "qcow2", mid, backing="b", **{"read-only": True}),
                        *node("m2", "qcow2", mid2, backing="m", **{"read-only": True}),
@@ -306,6 +308,25 @@ COMMIT_READONLY = [
 ]
 
 
+def writer_chain(d):
+    """b <- m <- t as nodes, a device writing m: a `top` with a writer."""
+    base, mid, top = commit_chain(d)
+    return base, mid, [*node("b", "raw", base, **{"read-only": True}),
+                       *node("m", "qcow2", mid, backing="b"),
+                       *node("t", "qcow2", top, backing="m"),
+                       "-device", "virtio-blk-pci,drive=m,id=v"]
+
+
+COMMIT_WRITER = [
+    ("block-commit", {"device": "t", "top-node": "m", "backing-file": "x", "job-id": "j"}, None),
+    # A top with a writer takes an active commit; the pivot moves m's device.
+    ("block-commit", {"device": "t", "top-node": "m", "job-id": "j"}, "BLOCK_JOB_READY"),
+    ("query-block-jobs", None, None),
+    ("job-complete", {"id": "j"}, "BLOCK_JOB_COMPLETED"),
+    ("query-block", None, None),
+]
+
+
 def normalized(out, d):
     text = json.dumps(out).replace(str(d), "@")
     return json.loads(re.sub(r"#block\d+", "#block", text))
@@ -314,8 +335,9 @@ def normalized(out, d):
 @pytest.mark.parametrize("steps,make_chain", [(COMMIT_INTERMEDIATE, commit_chain),
                                               (COMMIT_ACTIVE, commit_chain),
                                               (COMMIT_NODES, blockdev_chain),
-                                              (COMMIT_READONLY, readonly_chain)],
-                         ids=["intermediate", "active", "nodes", "readonly"])
+                                              (COMMIT_READONLY, readonly_chain),
+                                              (COMMIT_WRITER, writer_chain)],
+                         ids=["intermediate", "active", "nodes", "readonly", "writer"])
 def test_commit_commands_and_events_equal_qemus(ferrovm, qemu, launch, tmp_path, sockdir, steps,
                                                 make_chain):
     runs = {}
