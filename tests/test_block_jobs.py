@@ -172,14 +172,17 @@ def chain(d):
     return base, mid, top
 
 
-def scenario(binary, d, sock, steps, launch):
+def scenario(binary, d, sock, steps, launch, make_chain=None):
     """Runs `steps` (name, args, wait-for-event) on `binary -S` over a
-    fresh chain in `d`; returns the replies (errors as (class, desc)) and
-    the events, with what depends on timing (progress) left out."""
-    _, _, top = chain(d)
+    fresh chain in `d` (`make_chain(d)`, [`chain`] by default: its last
+    image is drive d0, or it gives the command line options itself as a
+    list); returns the replies (errors as (class, desc)) and the events,
+    with what depends on timing (progress) left out."""
+    made = (make_chain or chain)(d)
+    top = made[-1]
+    opts = top if isinstance(top, list) else ["-drive", f"file={top},if=none,id=d0"]
     g = launch([binary, "-nodefaults", "-M", "q35", "-S", "-display", "none",
-                "-qmp", f"unix:{sock},server=on,wait=off",
-                "-drive", f"file={top},if=none,id=d0"])
+                "-qmp", f"unix:{sock},server=on,wait=off", *opts])
     out = []
     with Qmp(sock, proc=g.proc) as q:
         for name, args, wait in steps:

@@ -50,7 +50,7 @@ VALID_ARGS = {
                                    "block-job-finalize")},
     **{c: {"device": "nope"} for c in ("block-job-cancel", "block-job-pause",
                                        "block-job-resume", "block-job-complete",
-                                       "block-stream")},
+                                       "block-stream", "block-commit")},
     "block-job-set-speed": {"device": "nope", "speed": 1},
     "blockdev-mirror": {"device": "nope", "target": "x", "sync": "full"},
     "drive-mirror": {"device": "nope", "target": "/nonexistent/m", "sync": "full"},
@@ -232,6 +232,7 @@ def steps_after_negotiation():
         req("block-job-set-speed", {"device": "nope", "speed": 1}),
         req("block-job-dismiss", {"id": "nope"}), req("block-job-finalize", {"id": "nope"}),
         req("block-stream", {"device": "nope"}), req("block-stream", {"device": "r0"}),
+        req("block-commit", {"device": "nope"}), req("block-commit", {"device": "r0"}),
         req("blockdev-mirror", {"device": "nope", "target": "r0", "sync": "full"}),
         req("blockdev-mirror", {"device": "r0", "target": "r0", "sync": "full"}),
         req("drive-mirror", {"device": "nope", "target": "/nonexistent/m", "sync": "full"}),
@@ -589,6 +590,7 @@ CANNOT_SUCCEED = {
         "block-job-set-speed", "block-job-dismiss", "block-job-finalize")},
     **{c: {"Cannot find device='nope' nor node-name='nope'"} for c in (
         "block-stream", "blockdev-mirror", "drive-mirror", "blockdev-backup", "drive-backup")},
+    "block-commit": {"Device 'nope' not found"},
     "block_set_io_throttle": {"Device 'nope' not found"},
     # These conversations have no drive to resize.
     "block_resize": {"Cannot find device='nope' nor node-name=''"},

@@ -387,7 +387,7 @@ def test_argument_errors(vm):
                                                 "block-job-dismiss", "block-job-finalize")},
                     **{c: {"device": "x"} for c in ("block-job-cancel", "block-job-pause",
                                                     "block-job-resume", "block-job-complete",
-                                                    "block-stream")},
+                                                    "block-stream", "block-commit")},
                     "block-job-set-speed": {"device": "x", "speed": 1},
                     "blockdev-mirror": {"device": "x", "target": "y", "sync": "full"},
                     "drive-mirror": {"device": "x", "target": "/nonexistent", "sync": "full"},

@@ -353,6 +353,17 @@ impl BlockGraph {
         r
     }
 
+    /// `bdrv_reopen_set_read_only` (block-commit's base, and the overlay
+    /// whose backing file name it rewrites). The caller holds the devices
+    /// drained.
+    pub(crate) fn reopen_set_read_only(
+        &mut self,
+        node: &Arc<Node>,
+        read_only: bool,
+    ) -> Result<(), BlockError> {
+        self.commit(self.keep_but(node, read_only))
+    }
+
     /// `bdrv_reopen_set_read_only`: the node (and the inline file under
     /// it) as it is, but for the read-only flag.
     fn keep_but(&self, node: &Arc<Node>, read_only: bool) -> Vec<Plan> {

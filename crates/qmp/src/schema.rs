@@ -1770,7 +1770,7 @@ mod tests {
     fn support_table_lists_everything() {
         let t = support_table_markdown();
         assert!(t.contains("| `query-status` | yes |"));
-        assert!(t.contains("| `block-commit` | no |"));
+        assert!(t.contains("| `add_client` | no |"));
         assert!(t.contains("| `blockdev-add` | yes |"));
         assert!(t.contains("| `nbd-server-start` | no |"));
         assert!(t.contains("| `SHUTDOWN` | yes |"));

@@ -100,6 +100,10 @@ impl Handler for FakeVm {
                     "Cannot find device='{d}' nor node-name='{d}'"
                 )));
             }
+            "block-commit" => {
+                let d = args.str("device")?;
+                return Err(QmpError::device_not_found(format!("Device '{d}' not found")));
+            }
             "blockdev-reopen" => {
                 return Err(QmpError::generic("The fake VM has no block layer"))
             }

@@ -54,7 +54,7 @@ fn invalid(name: &str, what: &str) -> BlockError {
 
 /// `bdrv_get_default_bitmap_granularity`: the target's cluster size,
 /// between 4 KiB and 64 KiB.
-fn default_granularity(target: &Node) -> u64 {
+pub(super) fn default_granularity(target: &Node) -> u64 {
     match target.driver.image_info() {
         Some(i) => i.cluster_size.clamp(4096, 65536),
         None => 65536,
@@ -62,14 +62,16 @@ fn default_granularity(target: &Node) -> u64 {
 }
 
 impl BlockGraph {
-    /// `qmp_get_root_bs`.
-    fn root_bs(&self, name: &str) -> Result<Arc<Node>, BlockError> {
+    /// `qmp_get_root_bs`. A node a job uses has the job as a parent
+    /// (`block_job_add_bdrv`), which is not a root parent either; a job's
+    /// nodes are the ones with op blockers.
+    pub(super) fn root_bs(&self, name: &str) -> Result<Arc<Node>, BlockError> {
         let bs = self.lookup_bs(Some(name), Some(name))?;
         let is_child = self
             .nodes()
             .iter()
             .any(|n| n.children().iter().any(|c| Arc::ptr_eq(&c.node, &bs)));
-        if is_child {
+        if is_child || self.check_op_blocker(&bs).is_err() {
             return Err(BlockError::new("Need a root block node"));
         }
         Ok(bs)

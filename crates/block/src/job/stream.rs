@@ -233,7 +233,7 @@ impl BlockGraph {
 }
 
 /// `bdrv_find_backing_image`: the layer whose file name is `name`.
-fn find_backing_image(chain: &[Arc<Node>], name: &str) -> Option<Arc<Node>> {
+pub(super) fn find_backing_image(chain: &[Arc<Node>], name: &str) -> Option<Arc<Node>> {
     let canon = |p: &str| std::fs::canonicalize(p).ok();
     let want = canon(name);
     chain

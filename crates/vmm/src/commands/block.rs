@@ -19,6 +19,7 @@ pub(super) fn execute(
     }
     match cmd {
         "block-stream" => super::job::block_stream(vm, args, events),
+        "block-commit" => super::job::block_commit(vm, args, events),
         "blockdev-mirror" | "drive-mirror" => super::job::mirror(vm, cmd, args, events),
         "blockdev-backup" | "drive-backup" => super::job::backup(vm, cmd, args, events),
         "query-block" => Ok(vm.block.query_block()),

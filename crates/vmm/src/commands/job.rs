@@ -292,3 +292,31 @@ fn backup_drained(
     vm.jobs.drain_end(&section, ev);
     r
 }
+
+/// `block-commit`.
+pub(super) fn block_commit(
+    vm: &mut Vm,
+    args: &Args,
+    events: &mut dyn EventSink,
+) -> Result<Value, QmpError> {
+    let device = args.str("device")?;
+    // qmp_block_commit looks the device up before anything else.
+    if !vm.block.commit_device_exists(device) {
+        return Err(QmpError::device_not_found(format!(
+            "Device '{device}' not found"
+        )));
+    }
+    let a = block::job::commit_start::CommitArgs {
+        job_id: args.opt_str("job-id"),
+        device,
+        base_node: args.opt_str("base-node"),
+        base: args.opt_str("base"),
+        top_node: args.opt_str("top-node"),
+        top: args.opt_str("top"),
+        backing_file: args.opt_str("backing-file"),
+        on_error: OnJobError::parse(args.opt_str("on-error")),
+        filter_node_name: args.opt_str("filter-node-name"),
+    };
+    let plan = vm.block.commit_job(&a).map_err(err)?;
+    start(vm, plan, args, events)
+}
