@@ -49,7 +49,7 @@ COMMANDS = [
     "query-jobs", "query-block-jobs", "block-stream", "block-job-set-speed", "block-job-cancel",
     "block-job-pause", "block-job-resume", "block-job-complete", "block-job-dismiss",
     "block-job-finalize", "drive-mirror", "blockdev-mirror", "drive-backup", "blockdev-backup",
-    "block-commit",
+    "block-commit", "blockdev-create",
 ]
 EVENTS = ["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME"]
 

@@ -55,6 +55,7 @@ VALID_ARGS = {
     "blockdev-mirror": {"device": "nope", "target": "x", "sync": "full"},
     "drive-mirror": {"device": "nope", "target": "/nonexistent/m", "sync": "full"},
     "blockdev-backup": {"device": "nope", "target": "x", "sync": "full"},
+    "blockdev-create": {"job-id": "nope", "options": {"driver": "raw"}},
     "drive-backup": {"device": "nope", "target": "/nonexistent/b", "sync": "full"},
 }
 
@@ -239,6 +240,7 @@ def steps_after_negotiation():
         req("blockdev-backup", {"device": "nope", "target": "r0", "sync": "full"}),
         req("blockdev-backup", {"device": "r0", "target": "r0", "sync": "full"}),
         req("drive-backup", {"device": "nope", "target": "/nonexistent/b", "sync": "full"}),
+        req("blockdev-create", {"job-id": "nope", "options": {"driver": "raw"}}),
         req("blockdev-del", {"node-name": "n0"}),
         req("blockdev-del", {"node-name": "r0"}), req("blockdev-del", {"node-name": "n0"}),
         req("blockdev-add", {"driver": "qcow2", "node-name": "n2", "file": "nosuch"}),
@@ -591,6 +593,8 @@ CANNOT_SUCCEED = {
     **{c: {"Cannot find device='nope' nor node-name='nope'"} for c in (
         "block-stream", "blockdev-mirror", "drive-mirror", "blockdev-backup", "drive-backup")},
     "block-commit": {"Device 'nope' not found"},
+    # blockdev-create itself is compared in tests/test_blockdev_create.py.
+    "blockdev-create": {"Driver does not support blockdev-create"},
     "block_set_io_throttle": {"Device 'nope' not found"},
     # These conversations have no drive to resize.
     "block_resize": {"Cannot find device='nope' nor node-name=''"},

@@ -392,6 +392,7 @@ def test_argument_errors(vm):
                     "blockdev-mirror": {"device": "x", "target": "y", "sync": "full"},
                     "drive-mirror": {"device": "x", "target": "/nonexistent", "sync": "full"},
                     "blockdev-backup": {"device": "x", "target": "y", "sync": "full"},
+                    "blockdev-create": {"job-id": "x", "options": {"driver": "raw"}},
                     "drive-backup": {"device": "x", "target": "/nonexistent", "sync": "full"},
                     "change-backing-file": {"device": "x", "image-node-name": "y",
                                             "backing-file": "z"},

@@ -212,6 +212,15 @@ impl BlockGraph {
         self.open_node(opts, flags, String::new(), Syntax::Blockdev)
     }
 
+    /// A node defined inline where a BlockdevRef may be a definition
+    /// (`bdrv_open_blockdev_ref`); the caller removes it when done.
+    pub(crate) fn open_inline(
+        &mut self,
+        opts: Map<String, Value>,
+    ) -> Result<Arc<Node>, BlockError> {
+        self.open_node(opts, NodeFlags::default(), String::new(), Syntax::Blockdev)
+    }
+
     /// QMP `blockdev-del` (blockdev.c `qmp_blockdev_del`): a monitor-owned
     /// node nobody uses goes, with the inline children only it holds.
     pub fn blockdev_del(&mut self, name: &str) -> Result<(), BlockError> {

@@ -68,6 +68,11 @@ impl ImageFile for ProtocolFile {
     }
 }
 
+/// A protocol node's file as a qcow2 image's host file (blockdev-create).
+pub(crate) fn protocol_file(io: Arc<FileIo>) -> Arc<dyn ImageFile> {
+    Arc::new(ProtocolFile(io))
+}
+
 /// A backing node as the image below a qcow2 overlay: raw (linear onto a
 /// file) or another format node. How its reads reach the image is worked
 /// out once, as a BlockBackend's route is.

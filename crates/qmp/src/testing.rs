@@ -104,7 +104,7 @@ impl Handler for FakeVm {
                 let d = args.str("device")?;
                 return Err(QmpError::device_not_found(format!("Device '{d}' not found")));
             }
-            "blockdev-reopen" => {
+            "blockdev-reopen" | "blockdev-create" => {
                 return Err(QmpError::generic("The fake VM has no block layer"))
             }
             "change-backing-file" => {

@@ -13,6 +13,7 @@ pub mod backup;
 pub mod backup_start;
 pub mod commit;
 pub mod commit_start;
+pub mod create;
 pub mod mirror;
 pub mod mirror_start;
 pub mod nodeio;
@@ -99,6 +100,11 @@ pub trait JobDriver: Send {
     fn abort(&mut self, _g: &mut BlockGraph) {}
     /// `.clean`: always, last; releases the nodes the job held.
     fn clean(&mut self, _g: &mut BlockGraph) {}
+    /// A block job (BLOCK_JOB_* events, `query-block-jobs`); a plain job
+    /// (blockdev-create) has only JOB_STATUS_CHANGE.
+    fn block_job(&self) -> bool {
+        true
+    }
     /// The job has a `.complete` (mirror, active commit).
     fn completable(&self) -> bool {
         false
@@ -170,6 +176,8 @@ struct Job {
     nodes: Vec<Arc<crate::node::Node>>,
     /// Paused by the drained section now open, not by a pause point.
     drain_paused: bool,
+    /// See [`JobDriver::block_job`].
+    block_job: bool,
     /// Back from the worker once it is done.
     driver: Option<Box<dyn JobDriver>>,
     tx: Option<Sender<ToWorker>>,
@@ -257,7 +265,8 @@ impl Job {
     }
 }
 
-/// Every job, by id, in creation order (QEMU's `jobs` list).
+/// Every job, by id, in creation order (QEMU's `jobs` list, which it
+/// walks newest first).
 pub struct Jobs {
     jobs: Vec<Job>,
     notify: Notify,
@@ -277,6 +286,11 @@ impl Jobs {
 
     pub fn exists(&self, id: &str) -> bool {
         self.jobs.iter().any(|j| j.id == id)
+    }
+
+    /// `find_block_job_locked`: a block job, not a plain one.
+    pub fn exists_block_job(&self, id: &str) -> bool {
+        self.jobs.iter().any(|j| j.id == id && j.block_job)
     }
 
     /// `job_create` + `block_job_set_speed` + `job_start`. `id` is the
@@ -320,6 +334,7 @@ impl Jobs {
             progress: Arc::new(Progress::default()),
             nodes: nodes.clone(),
             drain_paused: false,
+            block_job: driver.block_job(),
             driver: Some(driver),
             tx: None,
             thread: None,
@@ -502,7 +517,7 @@ impl Jobs {
         }
         j.transition(JobStatus::Waiting, ev);
         j.transition(JobStatus::Pending, ev);
-        if !j.opts.auto_finalize {
+        if !j.opts.auto_finalize && j.block_job {
             ev.push(JobEvent {
                 name: "BLOCK_JOB_PENDING",
                 data: json!({ "type": j.kind.as_str(), "id": j.id }),
@@ -536,7 +551,9 @@ impl Jobs {
             }
             d.clean(g);
         }
-        if j.force_cancel {
+        if !j.block_job {
+            // A plain job has no BLOCK_JOB_* events.
+        } else if j.force_cancel {
             ev.push(j.block_event("BLOCK_JOB_CANCELLED", None));
         } else {
             let e = j.error.clone();
@@ -668,9 +685,11 @@ impl Jobs {
 
     /// `query-jobs` (`JobInfo`).
     pub fn query_jobs(&self) -> Value {
+        // QEMU's job list takes new jobs at its head: newest first.
         Value::Array(
             self.jobs
                 .iter()
+                .rev()
                 .map(|j| {
                     let (cur, total) = j.progress_fields();
                     let mut v = json!({
@@ -694,6 +713,8 @@ impl Jobs {
         Value::Array(
             self.jobs
                 .iter()
+                .rev()
+                .filter(|j| j.block_job)
                 .map(|j| {
                     let (cur, total) = j.progress_fields();
                     let busy = !j.deferred && !j.parked && j.status != JobStatus::Created;

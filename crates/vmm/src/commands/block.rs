@@ -22,6 +22,7 @@ pub(super) fn execute(
         "block-commit" => super::job::block_commit(vm, args, events),
         "blockdev-mirror" | "drive-mirror" => super::job::mirror(vm, cmd, args, events),
         "blockdev-backup" | "drive-backup" => super::job::backup(vm, cmd, args, events),
+        "blockdev-create" => super::job::blockdev_create(vm, args, events),
         "query-block" => Ok(vm.block.query_block()),
         "query-blockstats" => Ok(vm
             .block

@@ -87,7 +87,7 @@ pub(super) fn block_job(
     };
     let id = args.str(key)?;
     // find_block_job_locked.
-    if !vm.jobs.exists(id) {
+    if !vm.jobs.exists_block_job(id) {
         return Err(QmpError::device_not_active(format!(
             "Block job '{id}' not found"
         )));
@@ -319,4 +319,30 @@ pub(super) fn block_commit(
     };
     let plan = vm.block.commit_job(&a).map_err(err)?;
     start(vm, plan, args, events)
+}
+
+/// `blockdev-create`: a plain job that concludes and waits for
+/// `job-dismiss` (QEMU's JOB_MANUAL_DISMISS).
+pub(super) fn blockdev_create(
+    vm: &mut Vm,
+    args: &Args,
+    events: &mut dyn EventSink,
+) -> Result<Value, QmpError> {
+    let id = args.str("job-id")?;
+    let options = args
+        .get("options")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let plan = vm.block.create_job(id, &options).map_err(err)?;
+    let opts = JobOptions {
+        auto_finalize: true,
+        auto_dismiss: false,
+        speed: 0,
+    };
+    let mut ev = Vec::new();
+    let r = drained(vm, |jobs, g| jobs.start(plan, opts, g, &mut ev));
+    emit(events, ev);
+    r.map_err(err)?;
+    Ok(Value::Null)
 }
