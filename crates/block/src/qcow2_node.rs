@@ -105,8 +105,28 @@ impl ImageRead for NodeImage {
     }
 }
 
-/// The pool engine's view of the image.
-struct Qcow2Io(Arc<Qcow2>);
+/// The pool engine's view of the image, marking the node's dirty bitmaps
+/// after every write, write-zeroes and discard (`bdrv_co_write_req_finish`).
+struct Qcow2Io(
+    Arc<Qcow2>,
+    std::sync::OnceLock<Arc<crate::dirty::NodeBitmaps>>,
+);
+
+impl Qcow2Io {
+    #[inline]
+    fn mark(&self, off: u64, len: u64) {
+        if let Some(b) = self.1.get() {
+            b.mark(off, len);
+        }
+    }
+
+    #[inline]
+    fn mark_discard(&self, off: u64, len: u64) {
+        if let Some(b) = self.1.get() {
+            b.mark_discard(off, len);
+        }
+    }
+}
 
 fn errno(e: Qcow2Error) -> i32 {
     if !matches!(e, Qcow2Error::Io { .. } | Qcow2Error::ReadOnly) {
@@ -120,16 +140,22 @@ impl FormatIo for Qcow2Io {
         self.0.read_at(b, off).map_err(errno)
     }
     fn write(&self, off: u64, b: &[u8]) -> Result<(), i32> {
-        self.0.write_at(b, off).map_err(errno)
+        let r = self.0.write_at(b, off).map_err(errno);
+        self.mark(off, b.len() as u64);
+        r
     }
     fn flush(&self) -> Result<(), i32> {
         self.0.flush().map_err(errno)
     }
     fn discard(&self, off: u64, len: u64) -> Result<(), i32> {
-        self.0.discard(off, len).map_err(errno)
+        let r = self.0.discard(off, len).map_err(errno);
+        self.mark_discard(off, len);
+        r
     }
     fn write_zeroes(&self, off: u64, len: u64, may_unmap: bool) -> Result<(), i32> {
-        self.0.write_zeroes(off, len, may_unmap).map_err(errno)
+        let r = self.0.write_zeroes(off, len, may_unmap).map_err(errno);
+        self.mark(off, len);
+        r
     }
 }
 
@@ -230,7 +256,7 @@ impl Qcow2Driver {
         .map_err(|e| BlockError::new(e.to_string()))?;
         let image = Arc::new(image);
         Ok(Self {
-            io: Arc::new(Qcow2Io(image.clone())),
+            io: Arc::new(Qcow2Io(image.clone(), Default::default())),
             image,
             file,
             writable: std::sync::atomic::AtomicBool::new(writable),
@@ -393,6 +419,11 @@ impl Driver for Qcow2Driver {
 
     fn format_io(&self) -> Option<Arc<dyn FormatIo>> {
         Some(self.io.clone())
+    }
+
+    fn attach_bitmaps(&self, b: &Arc<crate::dirty::NodeBitmaps>) -> bool {
+        let _ = self.io.1.set(b.clone());
+        true
     }
 
     fn as_qcow2(&self) -> Option<&Qcow2Driver> {
