@@ -49,6 +49,9 @@ COMMANDS = [
     "query-jobs", "query-block-jobs", "block-stream", "block-job-set-speed", "block-job-cancel",
     "block-job-pause", "block-job-resume", "block-job-complete", "block-job-dismiss",
     "block-job-finalize", "drive-mirror", "blockdev-mirror",
+    # dirty bitmaps
+    "block-dirty-bitmap-add", "block-dirty-bitmap-remove", "block-dirty-bitmap-clear",
+    "block-dirty-bitmap-enable", "block-dirty-bitmap-disable", "block-dirty-bitmap-merge",
 ]
 EVENTS = ["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME"]
 
