@@ -199,17 +199,20 @@ def test_persistent_bitmaps_are_stored_in_the_image_as_qemus(ferrovm, qemu, test
     assert "bitmaps" in info(ours)["format-specific"]["data"], info(ours)
     r = qemu_img("check", ours, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
-    # Opened again (the guest reads only), the stored bits are there, and a
-    # persistent bitmap removed is gone from the image after the exit.
+    # Each opens the other's image: the stored bits are there (QEMU reads
+    # ferrovm's image, ferrovm QEMU's), and a persistent bitmap removed is
+    # gone from the image after the exit.
     reload = {}
-    for who, binary in (("ferrovm", ferrovm), ("qemu", qemu)):
+    for who, binary, img in (("ferrovm", ferrovm, theirs), ("qemu", qemu, ours)):
         d = str(tmp_path / who)
         reload[who] = run(binary, testguest, d, f"{sockdir}/{who}.sock", launch,
-                          runs[who][1], "qcow2", RELOAD, [],
-                          append="plan=poweroff")
+                          img, "qcow2", RELOAD, [], append="plan=poweroff")
     compare(reload["ferrovm"], reload["qemu"])
     assert info(ours) == info(theirs)
-    assert qemu_img("check", ours, check=False).returncode == 0
+    assert [b["name"] for b in info(theirs)["format-specific"]["data"]["bitmaps"]] == ["p0"]
+    for img in (ours, theirs):
+        r = qemu_img("check", img, check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_an_image_left_in_use_loads_its_bitmaps_inconsistent(ferrovm, qemu, testguest, launch,

@@ -204,6 +204,11 @@ impl BlockGraph {
     pub fn bitmap_remove(&self, node: &str, name: &str) -> Result<(), BlockError> {
         let (n, b) = self.bitmap_lookup(node, name)?;
         check(&b, BUSY | RO)?;
+        if b.persistent() {
+            if let Some(q) = n.driver.as_qcow2() {
+                q.remove_persistent_bitmap(name)?;
+            }
+        }
         n.bitmaps.remove(name);
         if n.bitmaps.is_empty() {
             watch_file(&n, false);

@@ -172,6 +172,8 @@ pub struct Qcow2Driver {
     /// QEMU's `bs->auto_backing_file`: the backing node's filename when it
     /// was opened from the header, else the header's name as written.
     auto_backing: std::sync::Mutex<String>,
+    /// The persistent bitmaps were written at close.
+    bitmaps_stored: std::sync::atomic::AtomicBool,
 }
 
 /// The header's backing file name resolved against the overlay's
@@ -237,6 +239,50 @@ pub struct Qcow2Options {
 }
 
 impl Qcow2Driver {
+    /// `qcow2_store_persistent_dirty_bitmaps`, once (at close or when the
+    /// node goes): the persistent bitmaps that are neither inconsistent nor
+    /// read-only.
+    fn store_bitmaps(&self) -> Result<(), BlockError> {
+        if !self.writable()
+            || self
+                .bitmaps_stored
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Ok(());
+        }
+        let Some(nb) = self.io.1.get() else {
+            return Ok(());
+        };
+        let list: Vec<_> = nb
+            .list()
+            .into_iter()
+            .filter(|b| b.persistent() && !b.inconsistent && !b.readonly)
+            .collect();
+        let guards: Vec<_> = list.iter().map(|b| b.bits()).collect();
+        let req: Vec<crate::qcow2::BitmapToStore<'_>> = list
+            .iter()
+            .zip(&guards)
+            .map(|(b, g)| crate::qcow2::BitmapToStore {
+                name: &b.name,
+                enabled: b.recording(),
+                bits: g,
+            })
+            .collect();
+        self.image.store_bitmaps(&req).map_err(|e| {
+            BlockError::new(format!(
+                "Failed to store persistent dirty bitmaps in {}: {e}",
+                self.file.filename()
+            ))
+        })
+    }
+
+    /// `qcow2_co_remove_persistent_dirty_bitmap`.
+    pub fn remove_persistent_bitmap(&self, name: &str) -> Result<(), BlockError> {
+        self.image
+            .remove_bitmap(name)
+            .map_err(|e| BlockError::new(format!("Failed to update bitmap extension: {e}")))
+    }
+
     /// Opens the image in `file` (a protocol node); `backing` is attached
     /// afterwards with [`Qcow2Driver::set_backing`].
     pub fn open(file: Arc<Node>, writable: bool, o: Qcow2Options) -> Result<Self, BlockError> {
@@ -262,6 +308,7 @@ impl Qcow2Driver {
             writable: std::sync::atomic::AtomicBool::new(writable),
             backing: std::sync::Mutex::new(None),
             auto_backing: std::sync::Mutex::new(String::new()),
+            bitmaps_stored: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -421,8 +468,23 @@ impl Driver for Qcow2Driver {
         Some(self.io.clone())
     }
 
+    /// Also loads the bitmaps stored in the image (`qcow2_load_dirty_bitmaps`).
     fn attach_bitmaps(&self, b: &Arc<crate::dirty::NodeBitmaps>) -> bool {
         let _ = self.io.1.set(b.clone());
+        match self.image.load_bitmaps() {
+            Ok(list) => {
+                for s in list {
+                    b.insert(Arc::new(crate::dirty::NamedBitmap::loaded(
+                        &s.name,
+                        s.bits,
+                        s.enabled,
+                        !self.writable(),
+                        s.in_use,
+                    )));
+                }
+            }
+            Err(e) => log::error!("qcow2: could not load bitmaps: {e}"),
+        }
         true
     }
 
@@ -434,9 +496,11 @@ impl Driver for Qcow2Driver {
         if !self.writable() {
             return Ok(());
         }
+        let stored = self.store_bitmaps();
         self.image
             .close()
-            .map_err(|e| BlockError::new(format!("{}: {e}", self.file.filename())))
+            .map_err(|e| BlockError::new(format!("{}: {e}", self.file.filename())))?;
+        stored
     }
 
     fn image_info(&self) -> Option<crate::qcow2::ImageInfo> {
