@@ -282,7 +282,7 @@ mod tests {
         nb.mark(65536 * 3, 65537);
         assert_eq!(
             (a.bits().count_granules(), b.bits().count_granules()),
-            (4 * 65536, 2 * 65536)
+            (3 * 65536, 2 * 65536)
         );
         nb.remove("a");
         nb.remove("b");

@@ -101,6 +101,99 @@ fn invalid(m: &str) -> Qcow2Error {
     Qcow2Error::Invalid(m.to_string())
 }
 
+/// Every cluster the bitmaps extension references (directory, tables,
+/// data), as (byte offset, length), read from the header on disk: what
+/// `qcow2_check_bitmaps_refcounts` counts, so a check or a repair of a
+/// dirty image keeps the bitmaps' clusters.
+pub(crate) fn referenced(file: &dyn super::storage::ImageFile, cs: u64) -> Result<Vec<(u64, u64)>> {
+    let mut cl = vec![0u8; cs as usize];
+    file.read_at(&mut cl, 0)
+        .map_err(io("Could not read qcow2 header"))?;
+    if be32(&cl, 4) < 3 || be64(&cl, OFF_AUTOCLEAR as usize) & AUTOCLEAR_BITMAPS == 0 {
+        return Ok(Vec::new());
+    }
+    let end = match be64(&cl, 8) {
+        0 => cl.len(),
+        o => (o as usize).min(cl.len()),
+    };
+    let mut pos = (be32(&cl, 100) as usize).min(cl.len());
+    let mut ext = None;
+    while pos + 8 <= end {
+        let typ = be32(&cl, pos);
+        let len = be32(&cl, pos + 4) as usize;
+        if typ == EXT_END || pos + 8 + len > end {
+            break;
+        }
+        if typ == EXT_BITMAPS && len >= 24 {
+            let d = pos + 8;
+            ext = Some(Ext {
+                nb: be32(&cl, d),
+                dir_size: be64(&cl, d + 8),
+                dir_offset: be64(&cl, d + 16),
+            });
+        }
+        pos += 8 + len.div_ceil(8) * 8;
+    }
+    let Some(ext) = ext.filter(|e| e.nb > 0) else {
+        return Ok(Vec::new());
+    };
+    let mut out = vec![(ext.dir_offset, ext.dir_size)];
+    for e in parse_directory(file, &ext, cs)? {
+        if e.table_offset == 0 {
+            continue;
+        }
+        out.push((e.table_offset, (e.table_size as u64 * 8).max(1)));
+        for t in read_table(file, &e)? {
+            if t & ENTRY_OFFSET_MASK != 0 {
+                out.push((t & ENTRY_OFFSET_MASK, cs));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `bitmap_list_load`.
+fn parse_directory(file: &dyn super::storage::ImageFile, ext: &Ext, cs: u64) -> Result<Vec<Entry>> {
+    if ext.dir_size > 1024 * 65535 || ext.dir_offset % cs != 0 {
+        return Err(invalid("Bitmap directory is invalid"));
+    }
+    let mut dir = vec![0u8; ext.dir_size as usize];
+    file.read_at(&mut dir, ext.dir_offset)
+        .map_err(io("Failed to read bitmap directory"))?;
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 24 <= dir.len() && out.len() < ext.nb as usize {
+        let name_size = be16(&dir, pos + 18) as usize;
+        let extra = be32(&dir, pos + 20) as usize;
+        let end = pos + 24 + extra + name_size;
+        if end > dir.len() {
+            return Err(invalid("Broken bitmap directory"));
+        }
+        out.push(Entry {
+            table_offset: be64(&dir, pos),
+            table_size: be32(&dir, pos + 8),
+            flags: be32(&dir, pos + 12),
+            typ: dir[pos + 16],
+            granularity_bits: dir[pos + 17],
+            extra: dir[pos + 24..pos + 24 + extra].to_vec(),
+            name: String::from_utf8_lossy(&dir[pos + 24 + extra..end]).into_owned(),
+        });
+        pos += (24 + extra + name_size).div_ceil(8) * 8;
+    }
+    if out.len() != ext.nb as usize {
+        return Err(invalid("Broken bitmap directory"));
+    }
+    Ok(out)
+}
+
+fn read_table(file: &dyn super::storage::ImageFile, e: &Entry) -> Result<Vec<u64>> {
+    let mut b = vec![0u8; e.table_size as usize * 8];
+    file.read_at(&mut b, e.table_offset).map_err(io(
+        "Could not read bitmap_table table from image for bitmap",
+    ))?;
+    Ok(b.chunks_exact(8).map(|c| be64(c, 0)).collect())
+}
+
 impl Qcow2 {
     /// The header cluster and the bounds of its extension area.
     fn header_area(&self) -> Result<(Vec<u8>, usize, usize)> {
@@ -144,47 +237,12 @@ impl Qcow2 {
         Ok(None)
     }
 
-    /// `bitmap_list_load`.
     fn read_directory(&self, ext: &Ext) -> Result<Vec<Entry>> {
-        if ext.dir_size > 1024 * 65535 || ext.dir_offset % self.cluster_size() != 0 {
-            return Err(invalid("Bitmap directory is invalid"));
-        }
-        let mut dir = vec![0u8; ext.dir_size as usize];
-        self.file
-            .read_at(&mut dir, ext.dir_offset)
-            .map_err(io("Failed to read bitmap directory"))?;
-        let mut out = Vec::new();
-        let mut pos = 0;
-        while pos + 24 <= dir.len() && out.len() < ext.nb as usize {
-            let name_size = be16(&dir, pos + 18) as usize;
-            let extra = be32(&dir, pos + 20) as usize;
-            let end = pos + 24 + extra + name_size;
-            if end > dir.len() {
-                return Err(invalid("Broken bitmap directory"));
-            }
-            out.push(Entry {
-                table_offset: be64(&dir, pos),
-                table_size: be32(&dir, pos + 8),
-                flags: be32(&dir, pos + 12),
-                typ: dir[pos + 16],
-                granularity_bits: dir[pos + 17],
-                extra: dir[pos + 24..pos + 24 + extra].to_vec(),
-                name: String::from_utf8_lossy(&dir[pos + 24 + extra..end]).into_owned(),
-            });
-            pos += (24 + extra + name_size).div_ceil(8) * 8;
-        }
-        if out.len() != ext.nb as usize {
-            return Err(invalid("Broken bitmap directory"));
-        }
-        Ok(out)
+        parse_directory(&*self.file, ext, self.cluster_size())
     }
 
     fn read_table(&self, e: &Entry) -> Result<Vec<u64>> {
-        let mut b = vec![0u8; e.table_size as usize * 8];
-        self.file.read_at(&mut b, e.table_offset).map_err(io(
-            "Could not read bitmap_table table from image for bitmap",
-        ))?;
-        Ok(b.chunks_exact(8).map(|c| be64(c, 0)).collect())
+        read_table(&*self.file, e)
     }
 
     /// `load_bitmap_data`: the table's clusters into a bitmap of the
@@ -497,5 +555,91 @@ impl Qcow2 {
         let mut m = self.meta();
         m.release(&r)?;
         m.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qcow2::{create, CreateOptions, OpenOptions};
+    use std::sync::Arc;
+
+    fn image(tag: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("ferrovm-bm-{}-{tag}.qcow2", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        let mut o = CreateOptions::new(4 << 20);
+        o.cluster_size = 4096;
+        create(Arc::new(f), &o).unwrap();
+        p
+    }
+
+    fn open(p: &std::path::Path, writable: bool) -> Qcow2 {
+        Qcow2::open_path(
+            p,
+            OpenOptions {
+                writable,
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn stored_bitmaps_load_back_and_are_in_use_while_open() {
+        let p = image("roundtrip");
+        let q = open(&p, true);
+        q.write_at(&[1u8; 8192], 65536).unwrap();
+        let a = DirtyBitmap::new(4 << 20, 4096);
+        a.set(65536, 8192);
+        a.set((4 << 20) - 1, 1);
+        let b = DirtyBitmap::new(4 << 20, 1 << 20);
+        let list = [
+            BitmapToStore {
+                name: "a",
+                enabled: true,
+                bits: &a,
+            },
+            BitmapToStore {
+                name: "b",
+                enabled: false,
+                bits: &b,
+            },
+        ];
+        q.store_bitmaps(&list).unwrap();
+        q.close().unwrap();
+        drop(q);
+
+        let q = open(&p, true);
+        let got = q.load_bitmaps().unwrap();
+        let names: Vec<_> = got.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(got[0].enabled && !got[1].enabled && !got[0].in_use);
+        assert_eq!(got[0].bits.snapshot(), a.snapshot());
+        assert_eq!(got[1].bits.count_granules(), 0);
+        assert!(q.check().unwrap().is_clean());
+        // Closed without storing (a crash): the bitmaps stay IN_USE.
+        q.close().unwrap();
+        drop(q);
+        let q = open(&p, false);
+        assert!(q.load_bitmaps().unwrap().iter().all(|s| s.in_use));
+        drop(q);
+
+        // Removal takes the bitmap and its clusters out of the image.
+        let q = open(&p, true);
+        q.load_bitmaps().unwrap();
+        q.remove_bitmap("a").unwrap();
+        q.remove_bitmap("nope").unwrap();
+        assert!(q.check().unwrap().is_clean());
+        q.remove_bitmap("b").unwrap();
+        assert!(q.bitmaps_ext().unwrap().is_none());
+        assert!(q.check().unwrap().is_clean());
+        drop(q);
+        let _ = std::fs::remove_file(&p);
     }
 }
