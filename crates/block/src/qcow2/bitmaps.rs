@@ -154,7 +154,7 @@ pub(crate) fn referenced(file: &dyn super::storage::ImageFile, cs: u64) -> Resul
 
 /// `bitmap_list_load`.
 fn parse_directory(file: &dyn super::storage::ImageFile, ext: &Ext, cs: u64) -> Result<Vec<Entry>> {
-    if ext.dir_size > 1024 * 65535 || ext.dir_offset % cs != 0 {
+    if ext.dir_size > 1024 * 65535 || !ext.dir_offset.is_multiple_of(cs) {
         return Err(invalid("Bitmap directory is invalid"));
     }
     let mut dir = vec![0u8; ext.dir_size as usize];
