@@ -88,7 +88,7 @@ def keep(r):
 
 
 def run(binary, testguest, d, sock, launch, image, fmt, before, after, append=WRITE,
-        extra=()):
+        extra=(), device=True):
     """Boots `binary` on `image` stopped (-S), runs `before`, lets the guest
     run its plan and power off (-no-shutdown keeps the monitor), runs
     `after`, quits. Returns every reply (errors as (class, desc))."""
@@ -97,8 +97,7 @@ def run(binary, testguest, d, sock, launch, image, fmt, before, after, append=WR
     blk = [
         "-blockdev", json.dumps({"driver": "file", "filename": image, "node-name": "f0"}),
         "-blockdev", json.dumps({"driver": fmt, "file": "f0", "node-name": "d0"}),
-        "-device", "virtio-blk-pci,drive=d0,id=vd0,disable-legacy=on",
-    ]
+    ] + (["-device", "virtio-blk-pci,drive=d0,id=vd0,disable-legacy=on"] if device else [])
     g = launch(guest_args(binary, testguest, append, "-M", "q35", "-m", "128", "-S",
                           "-no-shutdown", "-qmp", f"unix:{sock},server=on,wait=off",
                           *blk, *extra))
@@ -250,3 +249,43 @@ def test_an_image_left_in_use_loads_its_bitmaps_inconsistent(ferrovm, qemu, test
         assert qemu_img("check", img, check=False).returncode == 0
     compare(out["ferrovm"], out["qemu"])
     assert re.search(r"inconsistent", json.dumps(out["ferrovm"][0]))
+
+
+def reopen(ro):
+    return ("blockdev-reopen", {"options": [{"driver": "qcow2", "node-name": "d0", "file": "f0",
+                                             "read-only": ro}]})
+
+
+REOPEN = [
+    ("block-dirty-bitmap-add", {"node": "d0", "name": "p0", "persistent": True}),
+    ("block-dirty-bitmap-add", {"node": "d0", "name": "t"}),
+    reopen(True),
+    ("query-named-block-nodes", None),
+    ("block-dirty-bitmap-clear", {"node": "d0", "name": "p0"}),
+    ("block-dirty-bitmap-remove", {"node": "d0", "name": "p0"}),
+    ("block-dirty-bitmap-merge", {"node": "d0", "target": "p0", "bitmaps": ["t"]}),
+    ("block-dirty-bitmap-merge", {"node": "d0", "target": "t", "bitmaps": ["p0"]}),
+    ("block-dirty-bitmap-disable", {"node": "d0", "name": "p0"}),
+    ("block-dirty-bitmap-clear", {"node": "d0", "name": "t"}),
+    reopen(False),
+    ("block-dirty-bitmap-clear", {"node": "d0", "name": "p0"}),
+    ("query-named-block-nodes", None),
+]
+
+
+def test_a_read_only_reopen_stores_the_bitmaps_and_makes_them_read_only(
+        ferrovm, qemu, testguest, launch, tmp_path, sockdir):
+    """blockdev-reopen to read-only: the persistent bitmap is stored, can be
+    enabled or disabled but not changed; back to read-write it can; at the
+    exit it is in the image (disabled), as QEMU leaves it."""
+    out, imgs = {}, {}
+    for who, binary in (("ferrovm", ferrovm), ("qemu", qemu)):
+        d = str(tmp_path / who)
+        os.makedirs(d)
+        imgs[who] = image(d, "disk.qcow2", "qcow2")
+        out[who] = run(binary, testguest, d, f"{sockdir}/{who}.sock", launch, imgs[who],
+                       "qcow2", REOPEN, [], append="plan=poweroff", device=False)
+    compare(out["ferrovm"], out["qemu"])
+    assert info(imgs["ferrovm"]) == info(imgs["qemu"])
+    r = qemu_img("check", imgs["ferrovm"], check=False)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -41,7 +41,7 @@ fn check(b: &NamedBitmap, flags: u32) -> Result<(), BlockError> {
             b.name
         )));
     }
-    if flags & RO != 0 && b.readonly {
+    if flags & RO != 0 && b.readonly() {
         return Err(err(format!(
             "Bitmap '{}' is readonly and cannot be modified",
             b.name

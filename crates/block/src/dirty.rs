@@ -28,8 +28,8 @@ pub struct NamedBitmap {
     bits: RwLock<DirtyBitmap>,
     enabled: AtomicBool,
     persistent: AtomicBool,
-    /// Loaded from an image opened read-only (`bdrv_dirty_bitmap_readonly`).
-    pub readonly: bool,
+    /// Stored in an image that is read-only now (`bdrv_dirty_bitmap_readonly`).
+    readonly: AtomicBool,
     /// Loaded with the IN_USE flag set: not saved properly last time.
     pub inconsistent: bool,
 }
@@ -41,7 +41,7 @@ impl NamedBitmap {
             bits: RwLock::new(DirtyBitmap::new(size, granularity)),
             enabled: AtomicBool::new(enabled),
             persistent: AtomicBool::new(false),
-            readonly: false,
+            readonly: AtomicBool::new(false),
             inconsistent: false,
         }
     }
@@ -59,7 +59,7 @@ impl NamedBitmap {
             bits: RwLock::new(bits),
             enabled: AtomicBool::new(enabled && !inconsistent),
             persistent: AtomicBool::new(true),
-            readonly,
+            readonly: AtomicBool::new(readonly),
             inconsistent,
         }
     }
@@ -108,6 +108,14 @@ impl NamedBitmap {
 
     pub fn set_persistent(&self, on: bool) {
         self.persistent.store(on, Ordering::Release);
+    }
+
+    pub fn readonly(&self) -> bool {
+        self.readonly.load(Ordering::Acquire)
+    }
+
+    pub fn set_readonly(&self, on: bool) {
+        self.readonly.store(on, Ordering::Release);
     }
 
     /// `bdrv_dirty_bitmap_busy`: only jobs (backup) and NBD exports hold a

@@ -256,7 +256,7 @@ impl Qcow2Driver {
         let list: Vec<_> = nb
             .list()
             .into_iter()
-            .filter(|b| b.persistent() && !b.inconsistent && !b.readonly)
+            .filter(|b| b.persistent() && !b.inconsistent && !b.readonly())
             .collect();
         let guards: Vec<_> = list.iter().map(|b| b.bits()).collect();
         let req: Vec<crate::qcow2::BitmapToStore<'_>> = list
@@ -329,10 +329,39 @@ impl Qcow2Driver {
     /// A reopen: the image written back and marked clean before it goes
     /// read-only; the file child must be writable before it goes writable.
     pub fn set_writable(&self, w: bool) -> Result<(), BlockError> {
+        use std::sync::atomic::Ordering;
+        let was = self.writable();
+        // qcow2_reopen_prepare: the bitmaps are stored before write access
+        // goes, and are read-only until it comes back.
+        if was && !w {
+            self.store_bitmaps()?;
+        }
         self.image
             .set_writable(w)
             .map_err(|e| BlockError::new(e.to_string()))?;
-        self.writable.store(w, std::sync::atomic::Ordering::Release);
+        self.writable.store(w, Ordering::Release);
+        if was == w {
+            return Ok(());
+        }
+        let stored: Vec<_> = self
+            .io
+            .1
+            .get()
+            .map(|nb| nb.list())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|b| b.persistent() && !b.inconsistent)
+            .collect();
+        if w {
+            // qcow2_reopen_bitmaps_rw: in use again, on disk first.
+            self.image
+                .mark_bitmaps_in_use()
+                .map_err(|e| BlockError::new(format!("Failed to update bitmap extension: {e}")))?;
+            self.bitmaps_stored.store(false, Ordering::Release);
+        }
+        for b in stored {
+            b.set_readonly(!w);
+        }
         Ok(())
     }
 

@@ -316,17 +316,37 @@ impl Qcow2 {
             }
         }
         if update && self.meta().writable {
-            // update_ext_header_and_dir_in_place: same size, same place.
-            let mut b = Vec::new();
-            for e in &dir {
-                e.encode(&mut b);
-            }
-            self.file
-                .write_at(&b, ext.dir_offset)
-                .and_then(|()| self.file.flush())
-                .map_err(io("Failed to update bitmap extension"))?;
+            self.rewrite_in_place(&ext, &dir)?;
         }
         Ok(out)
+    }
+
+    /// `update_ext_header_and_dir_in_place`: same size, same place.
+    fn rewrite_in_place(&self, ext: &Ext, dir: &[Entry]) -> Result<()> {
+        let mut b = Vec::new();
+        for e in dir {
+            e.encode(&mut b);
+        }
+        self.file
+            .write_at(&b, ext.dir_offset)
+            .and_then(|()| self.file.flush())
+            .map_err(io("Failed to update bitmap extension"))
+    }
+
+    /// `qcow2_reopen_bitmaps_rw`: the image became writable again, and the
+    /// bitmaps it stores are in use from now on.
+    pub fn mark_bitmaps_in_use(&self) -> Result<()> {
+        let Some(ext) = self.bitmaps_ext()?.filter(|e| e.nb > 0) else {
+            return Ok(());
+        };
+        let mut dir = self.read_directory(&ext)?;
+        if dir.iter().all(|e| e.flags & FLAG_IN_USE != 0) {
+            return Ok(());
+        }
+        for e in &mut dir {
+            e.flags |= FLAG_IN_USE;
+        }
+        self.rewrite_in_place(&ext, &dir)
     }
 
     /// Writes `bits` into new clusters; returns the new table's offset and
