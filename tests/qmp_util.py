@@ -50,6 +50,9 @@ COMMANDS = [
     "block-job-pause", "block-job-resume", "block-job-complete", "block-job-dismiss",
     "block-job-finalize", "drive-mirror", "blockdev-mirror", "drive-backup", "blockdev-backup",
     "block-commit", "blockdev-create",
+    # dirty bitmaps
+    "block-dirty-bitmap-add", "block-dirty-bitmap-remove", "block-dirty-bitmap-clear",
+    "block-dirty-bitmap-enable", "block-dirty-bitmap-disable", "block-dirty-bitmap-merge",
 ]
 EVENTS = ["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME"]
 

@@ -394,6 +394,11 @@ def test_argument_errors(vm):
                     "blockdev-backup": {"device": "x", "target": "y", "sync": "full"},
                     "blockdev-create": {"job-id": "x", "options": {"driver": "raw"}},
                     "drive-backup": {"device": "x", "target": "/nonexistent", "sync": "full"},
+                    **{c: {"node": "x", "name": "y"} for c in (
+                        "block-dirty-bitmap-add", "block-dirty-bitmap-remove",
+                        "block-dirty-bitmap-clear", "block-dirty-bitmap-enable",
+                        "block-dirty-bitmap-disable")},
+                    "block-dirty-bitmap-merge": {"node": "x", "target": "y", "bitmaps": []},
                     "change-backing-file": {"device": "x", "image-node-name": "y",
                                             "backing-file": "z"},
                     "blockdev-snapshot-sync": {"device": "x", "snapshot-file": "/nonexistent"},

@@ -139,6 +139,62 @@ impl DirtyBitmap {
             a.fetch_or(b.load(Ordering::Acquire), Ordering::AcqRel);
         }
     }
+
+    /// Marks every byte range dirty in `other`, whatever its granularity
+    /// (`hbitmap_merge`: a coarser target rounds the ranges out).
+    pub fn merge_from(&self, other: &DirtyBitmap) {
+        if other.granularity == self.granularity && other.size == self.size {
+            return self.merge(other);
+        }
+        let mut off = 0;
+        while let Some((o, n)) = other.next_dirty(off, u64::MAX) {
+            self.set(o, n);
+            off = o + n;
+        }
+    }
+
+    /// Set bits × granularity (`hbitmap_count`, what BlockDirtyInfo's
+    /// `count` shows: the last granule is not clipped to the size).
+    pub fn count_granules(&self) -> u64 {
+        let bits: u64 = self
+            .words
+            .iter()
+            .map(|w| w.load(Ordering::Acquire).count_ones() as u64)
+            .sum();
+        bits * self.granularity
+    }
+
+    /// The same bits over `size` bytes (`hbitmap_truncate`): granules past
+    /// a smaller size are dropped, new ones are clean.
+    pub fn resized(&self, size: u64) -> DirtyBitmap {
+        let n = DirtyBitmap::new(size, self.granularity);
+        let nbits = size.div_ceil(self.granularity);
+        for (i, (a, b)) in n.words.iter().zip(&self.words).enumerate() {
+            let mut v = b.load(Ordering::Acquire);
+            let first = i as u64 * 64;
+            if first + 64 > nbits {
+                let keep = nbits - first;
+                v &= (1u64 << keep) - 1;
+            }
+            a.store(v, Ordering::Release);
+        }
+        n
+    }
+
+    /// A copy of the bits (`hbitmap` backup for an undo).
+    pub fn snapshot(&self) -> Vec<u64> {
+        self.words
+            .iter()
+            .map(|w| w.load(Ordering::Acquire))
+            .collect()
+    }
+
+    /// Puts back bits taken with [`DirtyBitmap::snapshot`].
+    pub fn restore(&self, words: &[u64]) {
+        for (w, v) in self.words.iter().zip(words) {
+            w.store(*v, Ordering::Release);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -185,5 +241,50 @@ mod tests {
         c.set(199 * 4096, 1);
         b.merge(&c);
         assert_eq!(b.count(), 11 * 4096);
+    }
+
+    #[test]
+    fn merge_across_granularities() {
+        // A fine source into a coarse target rounds out, and back.
+        let fine = DirtyBitmap::new(1 << 20, 512);
+        fine.set(65536 + 512, 512);
+        fine.set(1024, 1);
+        let coarse = DirtyBitmap::new(1 << 20, 65536);
+        coarse.merge_from(&fine);
+        assert_eq!(coarse.count(), 2 * 65536);
+        let fine2 = DirtyBitmap::new(1 << 20, 4096);
+        fine2.merge_from(&coarse);
+        assert_eq!(fine2.count(), 2 * 65536);
+        // Undo restores the target as it was.
+        let saved = fine.snapshot();
+        fine.merge_from(&coarse);
+        assert_eq!(fine.count(), 2 * 65536);
+        fine.restore(&saved);
+        assert_eq!(fine.count(), 1024);
+    }
+
+    #[test]
+    fn resize_keeps_the_bits_inside() {
+        let b = DirtyBitmap::new(64 * 4096 + 100, 4096);
+        b.set(0, 1);
+        b.set(64 * 4096, 1);
+        let big = b.resized(1 << 20);
+        assert_eq!(big.count_granules(), 2 * 4096);
+        assert_eq!(big.size(), 1 << 20);
+        let small = big.resized(10 * 4096);
+        assert_eq!(small.count_granules(), 4096);
+        assert_eq!(small.resized(1 << 20).count_granules(), 4096);
+    }
+
+    #[test]
+    fn count_clips_the_last_granule_and_clear_empties() {
+        let b = DirtyBitmap::new(100_000, 65536);
+        b.set(99_999, 1);
+        assert_eq!(b.count(), 100_000 - 65536);
+        assert_eq!(b.count_granules(), 65536);
+        b.set(0, 1);
+        assert_eq!(b.count(), 100_000);
+        b.clear();
+        assert_eq!(b.count(), 0);
     }
 }

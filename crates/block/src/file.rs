@@ -56,6 +56,8 @@ pub struct FileIo {
     pub discard_nb_ok: AtomicU64,
     pub discard_nb_failed: AtomicU64,
     pub discard_bytes_ok: AtomicU64,
+    /// The dirty bitmaps of the linear nodes over this file.
+    pub dirty: crate::dirty::FileWatchers,
 }
 
 /// The `file` driver's state for one node.
@@ -182,6 +184,7 @@ impl FileDriver {
                 discard_nb_ok: AtomicU64::new(0),
                 discard_nb_failed: AtomicU64::new(0),
                 discard_bytes_ok: AtomicU64::new(0),
+                dirty: Default::default(),
             }),
             device,
             locking: locking != Locking::Off,

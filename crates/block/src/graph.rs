@@ -795,6 +795,9 @@ impl BlockGraph {
         }
         node.driver.truncate(size)?;
         let new = node.size()?;
+        // bdrv_dirty_bitmap_truncate, for the node and the linear nodes
+        // under it that were resized with it.
+        crate::bitmap_cmds::resized(&node);
         for b in &self.backends {
             if b.root().is_some_and(|r| Arc::ptr_eq(&r, &node)) {
                 b.inner.notify_resize(new);

@@ -301,6 +301,7 @@ impl BlockBackend {
             discard_nb_ok: Default::default(),
             discard_nb_failed: Default::default(),
             discard_bytes_ok: Default::default(),
+            dirty: Default::default(),
         });
         let b = Backend::new(
             String::new(),

@@ -12,12 +12,16 @@
 //! - [`reopen`]: `blockdev-reopen` and `change-backing-file`.
 //! - [`throttle`]: `block_set_io_throttle`'s leaky buckets and throttle groups;
 //!   `drive_throttle`: `-drive throttling.*` and the legacy `bps=`... names.
-//! - [`bitmap`]: dirty bitmaps (mirror, backup, `block-dirty-bitmap-*`).
+//! - [`bitmap`]: dirty bitmaps (mirror, backup, `block-dirty-bitmap-*`);
+//!   [`dirty`]: a node's named bitmaps and where writes mark them;
+//!   [`bitmap_cmds`]: the `block-dirty-bitmap-*` commands.
 //! - [`job`]: block jobs (QEMU's job state machine, stream, mirror).
 //! - [`stats`], [`qapi`]: accounting and the QMP query data.
 //! - [`policy`]: werror/rerror, I/O status, cache modes.
 
 pub mod bitmap;
+pub mod bitmap_cmds;
+pub mod dirty;
 mod drive_throttle;
 pub mod engine;
 pub mod error;

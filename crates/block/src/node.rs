@@ -115,6 +115,12 @@ pub trait Driver: Send + Sync {
     ) -> Result<(), BlockError> {
         Err(BlockError::new("Operation not supported"))
     }
+    /// A format that maps non-linearly marks the node's dirty bitmaps in
+    /// its own write path: it keeps `b` and returns true. Linear drivers
+    /// leave it to the host file ([`crate::dirty`]).
+    fn attach_bitmaps(&self, _b: &Arc<crate::dirty::NodeBitmaps>) -> bool {
+        false
+    }
 }
 
 /// Blocking I/O through a format driver, in guest offsets; errors are
@@ -168,6 +174,10 @@ pub struct Node {
     perms: Mutex<PermState>,
     /// `bs->wr_highest_offset`: end of the highest write through this node.
     pub wr_highest_offset: AtomicU64,
+    /// The named dirty bitmaps (`bs->dirty_bitmaps`).
+    pub bitmaps: Arc<crate::dirty::NodeBitmaps>,
+    /// The driver marks `bitmaps` itself (a non-linear format).
+    pub(crate) marks_own_bitmaps: bool,
 }
 
 impl Node {
@@ -178,6 +188,8 @@ impl Node {
         driver: Box<dyn Driver>,
         children: Vec<Child>,
     ) -> Self {
+        let bitmaps = Arc::new(crate::dirty::NodeBitmaps::default());
+        let marks_own_bitmaps = driver.attach_bitmaps(&bitmaps);
         Node {
             name,
             auto_named,
@@ -192,6 +204,8 @@ impl Node {
                 cur: (0, perm::ALL),
             }),
             wr_highest_offset: AtomicU64::new(0),
+            bitmaps,
+            marks_own_bitmaps,
         }
     }
 

@@ -117,6 +117,12 @@ fn block_device_info(bb: Option<&BlockBackend>, n: &Node, flat: bool) -> Value {
         m.insert("group".into(), json!(group));
     }
     m.insert("write_threshold".into(), json!(0));
+    // bdrv_query_dirty_bitmaps: only when the node has some.
+    let bitmaps = n.bitmaps.list();
+    if !bitmaps.is_empty() {
+        let v: Vec<Value> = bitmaps.iter().map(|b| b.info()).collect();
+        m.insert("dirty-bitmaps".into(), Value::Array(v));
+    }
     Value::Object(m)
 }
 

@@ -114,8 +114,28 @@ impl ImageRead for NodeImage {
     }
 }
 
-/// The pool engine's view of the image.
-struct Qcow2Io(Arc<Qcow2>);
+/// The pool engine's view of the image, marking the node's dirty bitmaps
+/// after every write, write-zeroes and discard (`bdrv_co_write_req_finish`).
+struct Qcow2Io(
+    Arc<Qcow2>,
+    std::sync::OnceLock<Arc<crate::dirty::NodeBitmaps>>,
+);
+
+impl Qcow2Io {
+    #[inline]
+    fn mark(&self, off: u64, len: u64) {
+        if let Some(b) = self.1.get() {
+            b.mark(off, len);
+        }
+    }
+
+    #[inline]
+    fn mark_discard(&self, off: u64, len: u64) {
+        if let Some(b) = self.1.get() {
+            b.mark_discard(off, len);
+        }
+    }
+}
 
 fn errno(e: Qcow2Error) -> i32 {
     if !matches!(e, Qcow2Error::Io { .. } | Qcow2Error::ReadOnly) {
@@ -129,16 +149,22 @@ impl FormatIo for Qcow2Io {
         self.0.read_at(b, off).map_err(errno)
     }
     fn write(&self, off: u64, b: &[u8]) -> Result<(), i32> {
-        self.0.write_at(b, off).map_err(errno)
+        let r = self.0.write_at(b, off).map_err(errno);
+        self.mark(off, b.len() as u64);
+        r
     }
     fn flush(&self) -> Result<(), i32> {
         self.0.flush().map_err(errno)
     }
     fn discard(&self, off: u64, len: u64) -> Result<(), i32> {
-        self.0.discard(off, len).map_err(errno)
+        let r = self.0.discard(off, len).map_err(errno);
+        self.mark_discard(off, len);
+        r
     }
     fn write_zeroes(&self, off: u64, len: u64, may_unmap: bool) -> Result<(), i32> {
-        self.0.write_zeroes(off, len, may_unmap).map_err(errno)
+        let r = self.0.write_zeroes(off, len, may_unmap).map_err(errno);
+        self.mark(off, len);
+        r
     }
 }
 
@@ -155,6 +181,8 @@ pub struct Qcow2Driver {
     /// QEMU's `bs->auto_backing_file`: the backing node's filename when it
     /// was opened from the header, else the header's name as written.
     auto_backing: std::sync::Mutex<String>,
+    /// The persistent bitmaps were written at close.
+    bitmaps_stored: std::sync::atomic::AtomicBool,
 }
 
 /// The header's backing file name resolved against the overlay's
@@ -220,6 +248,50 @@ pub struct Qcow2Options {
 }
 
 impl Qcow2Driver {
+    /// `qcow2_store_persistent_dirty_bitmaps`, once (at close or when the
+    /// node goes): the persistent bitmaps that are neither inconsistent nor
+    /// read-only.
+    fn store_bitmaps(&self) -> Result<(), BlockError> {
+        if !self.writable()
+            || self
+                .bitmaps_stored
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Ok(());
+        }
+        let Some(nb) = self.io.1.get() else {
+            return Ok(());
+        };
+        let list: Vec<_> = nb
+            .list()
+            .into_iter()
+            .filter(|b| b.persistent() && !b.inconsistent && !b.readonly())
+            .collect();
+        let guards: Vec<_> = list.iter().map(|b| b.bits()).collect();
+        let req: Vec<crate::qcow2::BitmapToStore<'_>> = list
+            .iter()
+            .zip(&guards)
+            .map(|(b, g)| crate::qcow2::BitmapToStore {
+                name: &b.name,
+                enabled: b.recording(),
+                bits: g,
+            })
+            .collect();
+        self.image.store_bitmaps(&req).map_err(|e| {
+            BlockError::new(format!(
+                "Failed to store persistent dirty bitmaps in {}: {e}",
+                self.file.filename()
+            ))
+        })
+    }
+
+    /// `qcow2_co_remove_persistent_dirty_bitmap`.
+    pub fn remove_persistent_bitmap(&self, name: &str) -> Result<(), BlockError> {
+        self.image
+            .remove_bitmap(name)
+            .map_err(|e| BlockError::new(format!("Failed to update bitmap extension: {e}")))
+    }
+
     /// Opens the image in `file` (a protocol node); `backing` is attached
     /// afterwards with [`Qcow2Driver::set_backing`].
     pub fn open(file: Arc<Node>, writable: bool, o: Qcow2Options) -> Result<Self, BlockError> {
@@ -239,12 +311,13 @@ impl Qcow2Driver {
         .map_err(|e| BlockError::new(e.to_string()))?;
         let image = Arc::new(image);
         Ok(Self {
-            io: Arc::new(Qcow2Io(image.clone())),
+            io: Arc::new(Qcow2Io(image.clone(), Default::default())),
             image,
             file,
             writable: std::sync::atomic::AtomicBool::new(writable),
             backing: std::sync::Mutex::new(None),
             auto_backing: std::sync::Mutex::new(String::new()),
+            bitmaps_stored: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -265,10 +338,39 @@ impl Qcow2Driver {
     /// A reopen: the image written back and marked clean before it goes
     /// read-only; the file child must be writable before it goes writable.
     pub fn set_writable(&self, w: bool) -> Result<(), BlockError> {
+        use std::sync::atomic::Ordering;
+        let was = self.writable();
+        // qcow2_reopen_prepare: the bitmaps are stored before write access
+        // goes, and are read-only until it comes back.
+        if was && !w {
+            self.store_bitmaps()?;
+        }
         self.image
             .set_writable(w)
             .map_err(|e| BlockError::new(e.to_string()))?;
-        self.writable.store(w, std::sync::atomic::Ordering::Release);
+        self.writable.store(w, Ordering::Release);
+        if was == w {
+            return Ok(());
+        }
+        let stored: Vec<_> = self
+            .io
+            .1
+            .get()
+            .map(|nb| nb.list())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|b| b.persistent() && !b.inconsistent)
+            .collect();
+        if w {
+            // qcow2_reopen_bitmaps_rw: in use again, on disk first.
+            self.image
+                .mark_bitmaps_in_use()
+                .map_err(|e| BlockError::new(format!("Failed to update bitmap extension: {e}")))?;
+            self.bitmaps_stored.store(false, Ordering::Release);
+        }
+        for b in stored {
+            b.set_readonly(!w);
+        }
         Ok(())
     }
 
@@ -404,6 +506,26 @@ impl Driver for Qcow2Driver {
         Some(self.io.clone())
     }
 
+    /// Also loads the bitmaps stored in the image (`qcow2_load_dirty_bitmaps`).
+    fn attach_bitmaps(&self, b: &Arc<crate::dirty::NodeBitmaps>) -> bool {
+        let _ = self.io.1.set(b.clone());
+        match self.image.load_bitmaps() {
+            Ok(list) => {
+                for s in list {
+                    b.insert(Arc::new(crate::dirty::NamedBitmap::loaded(
+                        &s.name,
+                        s.bits,
+                        s.enabled,
+                        !self.writable(),
+                        s.in_use,
+                    )));
+                }
+            }
+            Err(e) => log::error!("qcow2: could not load bitmaps: {e}"),
+        }
+        true
+    }
+
     fn as_qcow2(&self) -> Option<&Qcow2Driver> {
         Some(self)
     }
@@ -412,9 +534,11 @@ impl Driver for Qcow2Driver {
         if !self.writable() {
             return Ok(());
         }
+        let stored = self.store_bitmaps();
         self.image
             .close()
-            .map_err(|e| BlockError::new(format!("{}: {e}", self.file.filename())))
+            .map_err(|e| BlockError::new(format!("{}: {e}", self.file.filename())))?;
+        stored
     }
 
     fn image_info(&self) -> Option<crate::qcow2::ImageInfo> {

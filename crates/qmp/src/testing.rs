@@ -107,6 +107,21 @@ impl Handler for FakeVm {
             "blockdev-reopen" | "blockdev-create" => {
                 return Err(QmpError::generic("The fake VM has no block layer"))
             }
+            // No block graph: no node to put a bitmap on.
+            "block-dirty-bitmap-add" => {
+                let (n, name) = (args.str("node")?, args.str("name")?);
+                return Err(QmpError::generic(if name.is_empty() {
+                    "Bitmap name cannot be empty".to_string()
+                } else {
+                    format!("Cannot find device='{n}' nor node-name='{n}'")
+                }));
+            }
+            "block-dirty-bitmap-remove" | "block-dirty-bitmap-clear"
+            | "block-dirty-bitmap-enable" | "block-dirty-bitmap-disable"
+            | "block-dirty-bitmap-merge" => {
+                let n = args.str("node")?;
+                return Err(QmpError::generic(format!("Node '{n}' not found")));
+            }
             "change-backing-file" => {
                 let d = args.str("device")?;
                 return Err(QmpError::generic(format!(

@@ -118,7 +118,15 @@ pub(crate) fn read(io: &FileIo, off: u64, bufs: &[IoBuf]) -> Result<u64, i32> {
     Ok(len)
 }
 
+/// Writes `bufs` at `off`; the file's dirty bitmaps are marked after it,
+/// as `bdrv_co_write_req_finish` does, whatever the result.
 pub(crate) fn write(io: &FileIo, off: u64, bufs: &[IoBuf]) -> Result<u64, i32> {
+    let r = write_data(io, off, bufs);
+    io.dirty.mark(off, bufs.iter().map(|b| b.len as u64).sum());
+    r
+}
+
+fn write_data(io: &FileIo, off: u64, bufs: &[IoBuf]) -> Result<u64, i32> {
     let len: u64 = bufs.iter().map(|b| b.len as u64).sum();
     if aligned(io, off, bufs) {
         return rw_vec(io.file.as_raw_fd(), true, iovecs(bufs), off);
@@ -191,6 +199,12 @@ fn fallocate(io: &FileIo, mode: i32, off: u64, len: u64) -> Result<(), i32> {
 
 /// `handle_aiocb_discard`: punch a hole; unsupported is not an error.
 pub(crate) fn discard(io: &FileIo, off: u64, len: u64) -> Result<u64, i32> {
+    let r = discard_range(io, off, len);
+    io.dirty.mark_discard(off, len);
+    r
+}
+
+fn discard_range(io: &FileIo, off: u64, len: u64) -> Result<u64, i32> {
     use std::sync::atomic::Ordering::Relaxed;
     match fallocate(
         io,
@@ -226,6 +240,12 @@ pub(crate) fn zero_range_no_fallback(io: &FileIo, off: u64, len: u64) -> Result<
 /// `handle_aiocb_write_zeroes(_unmap)`: punch a hole when unmapping is
 /// allowed, else ZERO_RANGE, else write zero buffers.
 pub(crate) fn write_zeroes(io: &FileIo, off: u64, len: u64, unmap: bool) -> Result<u64, i32> {
+    let r = zero_range(io, off, len, unmap);
+    io.dirty.mark(off, len);
+    r
+}
+
+fn zero_range(io: &FileIo, off: u64, len: u64, unmap: bool) -> Result<u64, i32> {
     if len == 0 {
         return Ok(0);
     }

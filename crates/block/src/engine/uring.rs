@@ -180,6 +180,9 @@ impl Uring {
             };
             match finished {
                 Some(r) => {
+                    if s.op == Op::Write {
+                        self.io.dirty.mark(s.offset, s.total);
+                    }
                     out.push((s.meta, r));
                     self.free.push(idx);
                 }

@@ -145,6 +145,10 @@ fn collect(m: &mut Meta) -> Result<Refs> {
         walk_l1(m, &mut refs, &sl1, false)?;
         pos = (pos + SNAPSHOT_HEADER_LEN + extra + id_len + name_len).div_ceil(8) * 8;
     }
+    // Persistent bitmaps: directory, tables, data (bitmaps.rs).
+    for (off, len) in super::bitmaps::referenced(&*m.file, cs)? {
+        refs.add_range(cs, off, len);
+    }
     if m.nb_snapshots > 0 {
         refs.add_range(cs, m.snapshots_offset, pos - m.snapshots_offset);
     }

@@ -29,9 +29,7 @@
 //! blocks that grow as needed, discard, write-zeroes, truncate (grow),
 //! lazy refcounts with the dirty bit, check and repair, create, and an
 //! allocation map. Not done: extended L2 entries, external data files,
-//! encryption, persistent bitmaps (their autoclear bit is cleared on a
-//! read-write open, as the spec asks of programs that do not update them),
-//! zstd compression, writing compressed clusters, internal snapshot
+//! encryption, zstd compression, writing compressed clusters, internal snapshot
 //! management (images with snapshots open, COW keeps them intact), shrink.
 //!
 //! # Use from the node graph
@@ -55,6 +53,7 @@
 //! on clusters they could free.
 
 mod alloc;
+mod bitmaps;
 mod cache;
 mod check;
 mod compress;
@@ -69,6 +68,7 @@ mod storage;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
+pub use bitmaps::{BitmapToStore, StoredBitmap};
 pub use check::CheckReport;
 pub use create::{create, Compat, CreateOptions};
 pub use error::{Qcow2Error, Result};
@@ -170,8 +170,11 @@ impl Qcow2 {
             opts.refblock_cache_blocks,
         )?;
         if opts.writable {
-            if header.autoclear_features != 0 {
-                file.write_at(&0u64.to_be_bytes(), header::OFF_AUTOCLEAR)
+            // Unknown autoclear bits go; the bitmaps bit stays, since this
+            // driver keeps the bitmaps extension up to date (bitmaps.rs).
+            let keep = header.autoclear_features & bitmaps::AUTOCLEAR_BITMAPS;
+            if header.autoclear_features != keep {
+                file.write_at(&keep.to_be_bytes(), header::OFF_AUTOCLEAR)
                     .map_err(|e| Qcow2Error::io("Could not update qcow2 header", &e))?;
             }
             if meta.incompat & header::INCOMPAT_DIRTY != 0 {

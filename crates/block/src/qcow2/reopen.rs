@@ -24,8 +24,8 @@ fn errno(what: &str, e: i32) -> Qcow2Error {
 impl Qcow2 {
     /// Makes the image writable or read-only. Going read-only writes every
     /// cached table back and clears the dirty bit, as QEMU does before it
-    /// drops write access; going writable clears the autoclear bits (this
-    /// driver keeps no bitmaps up to date), as a read-write open does. The
+    /// drops write access; going writable clears the autoclear bits but the
+    /// bitmaps one, as a read-write open does. The
     /// host file must already be writable when going writable, and still
     /// be when going read-only.
     pub fn set_writable(&self, writable: bool) -> Result<()> {
@@ -41,9 +41,11 @@ impl Qcow2 {
                 ));
             }
             let h = self.header();
-            if h.version >= 3 && h.autoclear_features != 0 {
+            // The bitmaps bit stays: bitmaps.rs keeps that extension valid.
+            let keep = h.autoclear_features & super::bitmaps::AUTOCLEAR_BITMAPS;
+            if h.version >= 3 && h.autoclear_features != keep {
                 self.file
-                    .write_at(&0u64.to_be_bytes(), header::OFF_AUTOCLEAR)
+                    .write_at(&keep.to_be_bytes(), header::OFF_AUTOCLEAR)
                     .map_err(|e| Qcow2Error::io("Could not update qcow2 header", &e))?;
             }
             drop(h);

@@ -17,6 +17,9 @@ pub(super) fn execute(
     if cmd == "query-block-jobs" || cmd.starts_with("block-job-") {
         return super::job::block_job(vm, cmd, args, events);
     }
+    if cmd.starts_with("block-dirty-bitmap-") {
+        return super::bitmap::execute(vm, cmd, args);
+    }
     match cmd {
         "block-stream" => super::job::block_stream(vm, args, events),
         "block-commit" => super::job::block_commit(vm, args, events),

@@ -4,6 +4,7 @@
 //! the one list of what is served (the tests ask the real handler for every
 //! schema command).
 
+mod bitmap;
 mod block;
 mod char;
 mod control;
