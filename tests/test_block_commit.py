@@ -329,7 +329,11 @@ COMMIT_WRITER = [
 
 def normalized(out, d):
     text = json.dumps(out).replace(str(d), "@")
-    return json.loads(re.sub(r"#block\d+", "#block", text))
+    text = re.sub(r"#block\d+", "#block", text)
+    # actual-size counts the host blocks of a file, which ext4's delayed
+    # allocation can leave a block apart between two runs of the same
+    # writes: it is not compared.
+    return json.loads(re.sub(r'"actual-size": \d+', '"actual-size": 0', text))
 
 
 @pytest.mark.parametrize("steps,make_chain", [(COMMIT_INTERMEDIATE, commit_chain),

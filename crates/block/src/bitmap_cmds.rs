@@ -16,8 +16,8 @@ const MAX_NAME: usize = 1023;
 const BUSY: u32 = 1;
 const RO: u32 = 2;
 const INCONSISTENT: u32 = 4;
-const DEFAULT: u32 = BUSY | RO | INCONSISTENT;
-const ALLOW_RO: u32 = BUSY | INCONSISTENT;
+pub(crate) const DEFAULT: u32 = BUSY | RO | INCONSISTENT;
+pub(crate) const ALLOW_RO: u32 = BUSY | INCONSISTENT;
 
 /// A source of `block-dirty-bitmap-merge` (QAPI `BlockDirtyBitmapOrStr`).
 pub enum BitmapRef {
@@ -34,7 +34,7 @@ fn err(m: String) -> BlockError {
 }
 
 /// `bdrv_dirty_bitmap_check`.
-fn check(b: &NamedBitmap, flags: u32) -> Result<(), BlockError> {
+pub(crate) fn check(b: &NamedBitmap, flags: u32) -> Result<(), BlockError> {
     if flags & BUSY != 0 && b.busy() {
         return Err(err(format!(
             "Bitmap '{}' is currently in use by another operation and cannot be used",

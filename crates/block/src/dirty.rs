@@ -32,6 +32,8 @@ pub struct NamedBitmap {
     readonly: AtomicBool,
     /// Loaded with the IN_USE flag set: not saved properly last time.
     pub inconsistent: bool,
+    /// A backup job holds it (`bdrv_dirty_bitmap_busy`).
+    busy: AtomicBool,
 }
 
 impl NamedBitmap {
@@ -43,6 +45,7 @@ impl NamedBitmap {
             persistent: AtomicBool::new(false),
             readonly: AtomicBool::new(false),
             inconsistent: false,
+            busy: AtomicBool::new(false),
         }
     }
 
@@ -61,6 +64,7 @@ impl NamedBitmap {
             persistent: AtomicBool::new(true),
             readonly: AtomicBool::new(readonly),
             inconsistent,
+            busy: AtomicBool::new(false),
         }
     }
 
@@ -118,10 +122,14 @@ impl NamedBitmap {
         self.readonly.store(on, Ordering::Release);
     }
 
-    /// `bdrv_dirty_bitmap_busy`: only jobs (backup) and NBD exports hold a
-    /// bitmap, and ferrovm has neither.
+    /// `bdrv_dirty_bitmap_busy`: a backup job holds it (ferrovm has no NBD
+    /// exports, the other holder in QEMU).
     pub fn busy(&self) -> bool {
-        false
+        self.busy.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_busy(&self, on: bool) {
+        self.busy.store(on, Ordering::Release);
     }
 
     /// BlockDirtyInfo.

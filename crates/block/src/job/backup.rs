@@ -37,6 +37,67 @@ pub enum BackupSync {
     /// Nothing in the background: only what the guest overwrites (the
     /// target usually has the source as its backing: image fleecing).
     None,
+    /// What a dirty bitmap holds (incremental backup).
+    Bitmap,
+}
+
+/// `BitmapSyncMode`: what becomes of the sync bitmap at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BitmapMode {
+    /// Cleared of what was copied if the job succeeds.
+    OnSuccess,
+    /// Left as it was (plus the writes meanwhile).
+    Never,
+    /// Cleared of what was copied, even if the job fails.
+    Always,
+}
+
+/// The bitmap a backup reads (`sync=bitmap`) or writes (any sync with a
+/// bitmap). QEMU freezes it and records new writes in a successor; ferrovm
+/// takes its bits at the start and lets it go on recording, which is the
+/// same at the end: the successor is what the bitmap holds then, the
+/// parent is `taken` plus that (`bdrv_dirty_bitmap_create_successor`,
+/// `_abdicate`, `bdrv_reclaim_dirty_bitmap`).
+pub struct SyncBitmap {
+    pub bitmap: Arc<crate::dirty::NamedBitmap>,
+    pub mode: BitmapMode,
+    taken: Option<DirtyBitmap>,
+}
+
+impl SyncBitmap {
+    pub fn new(bitmap: Arc<crate::dirty::NamedBitmap>, mode: BitmapMode) -> Self {
+        SyncBitmap {
+            bitmap,
+            mode,
+            taken: None,
+        }
+    }
+
+    /// The job starts: the bits it copies are taken out of the bitmap.
+    fn take(&mut self) -> &DirtyBitmap {
+        let bits = self.bitmap.bits();
+        let taken = bits.resized(bits.size());
+        bits.clear();
+        drop(bits);
+        self.bitmap.set_busy(true);
+        self.taken.insert(taken)
+    }
+
+    /// `backup_cleanup_sync_bitmap`; `left`: what the job did not copy.
+    fn finish(&mut self, ok: bool, left: &DirtyBitmap) {
+        let Some(taken) = self.taken.take() else {
+            return;
+        };
+        let bits = self.bitmap.bits();
+        let synced = (ok || self.mode == BitmapMode::Always) && self.mode != BitmapMode::Never;
+        if !synced {
+            bits.merge_from(&taken);
+        } else if !ok {
+            bits.merge_from(left);
+        }
+        drop(bits);
+        self.bitmap.set_busy(false);
+    }
 }
 
 /// What is copied and what is being copied (`BlockCopyState`).
@@ -209,6 +270,7 @@ pub struct BackupSpec {
     pub on_target_error: OnJobError,
     /// drive-backup opened the target: it is closed when the job ends.
     pub owns_target: bool,
+    pub bitmap: Option<SyncBitmap>,
 }
 
 pub struct Backup {
@@ -314,6 +376,14 @@ impl JobDriver for Backup {
     /// `bdrv_cbw_append`: the filter in every route to the source, and the
     /// job's hold on the target (write; others may only read).
     fn install(&mut self, g: &mut BlockGraph) -> Result<(), String> {
+        if let Some(sb) = self.s.bitmap.as_mut() {
+            let taken = sb.take();
+            if self.s.sync == BackupSync::Bitmap {
+                // backup_init_bcs_bitmap: only what the bitmap holds.
+                self.bc.todo.clear();
+                self.bc.todo.merge_from(taken);
+            }
+        }
         self.s
             .target
             .set_parent_perm(
@@ -360,12 +430,28 @@ impl JobDriver for Backup {
         self.bc.target.flush().map_err(strerror)
     }
 
+    /// `backup_commit`.
+    fn prepare(&mut self, _g: &mut BlockGraph) -> Result<(), String> {
+        if let Some(sb) = self.s.bitmap.as_mut() {
+            sb.finish(true, &self.bc.todo);
+        }
+        Ok(())
+    }
+
+    /// `backup_abort`.
     fn abort(&mut self, g: &mut BlockGraph) {
+        if let Some(sb) = self.s.bitmap.as_mut() {
+            sb.finish(false, &self.bc.todo);
+        }
         self.remove_filter(g);
     }
 
     /// `backup_clean`: the filter goes; drive-backup's target is closed.
     fn clean(&mut self, g: &mut BlockGraph) {
+        if let Some(sb) = self.s.bitmap.as_mut() {
+            // A start that failed after `take` puts the bits back.
+            sb.finish(false, &self.bc.todo);
+        }
         self.remove_filter(g);
         let _ = self.s.target.set_parent_perm(self.target_perm, None);
         g.unblock(&self.s.id);

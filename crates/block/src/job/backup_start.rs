@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::backup::{Backup, BackupSpec, BackupSync, DEFAULT_CLUSTER};
+use super::backup::{Backup, BackupSpec, BackupSync, BitmapMode, SyncBitmap, DEFAULT_CLUSTER};
 use super::mirror_start::create_image;
 use super::{JobPlan, OnJobError};
+use crate::bitmap_cmds;
 use crate::error::BlockError;
 use crate::graph::BlockGraph;
 use crate::node::Node;
@@ -148,18 +149,41 @@ impl BlockGraph {
             sync = "bitmap";
             bitmap_mode = Some("on-success");
         }
-        if let Some(b) = a.bitmap {
-            // ferrovm has no dirty bitmaps yet, so none can be found.
-            return err(format!("Bitmap '{b}' could not be found"));
-        }
-        if bitmap_mode.is_some() {
+        let mut bitmap = None;
+        if let Some(name) = a.bitmap {
+            let Some(b) = bs.bitmaps.find(name) else {
+                return err(format!("Bitmap '{name}' could not be found"));
+            };
+            let Some(mode) = bitmap_mode else {
+                return err("Bitmap sync mode must be given when providing a bitmap".into());
+            };
+            bitmap_cmds::check(&b, bitmap_cmds::ALLOW_RO)?;
+            if sync == "none" {
+                return err(format!(
+                    "sync mode '{sync}' does not produce meaningful bitmap outputs"
+                ));
+            }
+            if mode == "never" && sync != "bitmap" {
+                return err(format!(
+                    "Bitmap sync mode '{mode}' has no meaningful effect when combined with \
+                     sync mode '{sync}'"
+                ));
+            }
+            let mode = match mode {
+                "never" => BitmapMode::Never,
+                "always" => BitmapMode::Always,
+                _ => BitmapMode::OnSuccess,
+            };
+            bitmap = Some((b, mode));
+        } else if bitmap_mode.is_some() {
             return err("Cannot specify bitmap sync mode without a bitmap".into());
         }
         let sync = match sync {
             "full" => BackupSync::Full,
             "top" => BackupSync::Top,
             "none" => BackupSync::None,
-            // The schema admits nothing else; bitmap needs a bitmap above.
+            "bitmap" => BackupSync::Bitmap,
+            // The schema admits nothing else.
             other => return err(format!("Sync mode '{other}' not supported")),
         };
         if Arc::ptr_eq(&bs, &target) {
@@ -183,6 +207,12 @@ impl BlockGraph {
         let max_chunk = a.max_chunk.unwrap_or(0);
         if max_chunk < 0 {
             return err("max-chunk must be zero (which means no limit) or positive".into());
+        }
+        if let Some((b, mode)) = &bitmap {
+            // backup_job_create: a bitmap the job will write must allow it.
+            if *mode != BitmapMode::Never {
+                bitmap_cmds::check(b, bitmap_cmds::DEFAULT)?;
+            }
         }
         if bs.size()? != target.size()? {
             return err("Source and target image have different sizes".into());
@@ -209,6 +239,7 @@ impl BlockGraph {
             on_source_error: a.on_source_error,
             on_target_error: a.on_target_error,
             owns_target,
+            bitmap: bitmap.map(|(b, m)| SyncBitmap::new(b, m)),
         };
         let driver = Backup::new(spec).map_err(BlockError::new)?;
         Ok(BackupStart {
