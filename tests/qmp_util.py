@@ -49,7 +49,7 @@ COMMANDS = [
     "query-jobs", "query-block-jobs", "block-stream", "block-job-set-speed", "block-job-cancel",
     "block-job-pause", "block-job-resume", "block-job-complete", "block-job-dismiss",
     "block-job-finalize", "drive-mirror", "blockdev-mirror", "drive-backup", "blockdev-backup",
-    "block-commit", "blockdev-create",
+    "block-commit", "blockdev-create", "transaction",
     # dirty bitmaps
     "block-dirty-bitmap-add", "block-dirty-bitmap-remove", "block-dirty-bitmap-clear",
     "block-dirty-bitmap-enable", "block-dirty-bitmap-disable", "block-dirty-bitmap-merge",

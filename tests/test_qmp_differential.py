@@ -56,6 +56,7 @@ VALID_ARGS = {
     "drive-mirror": {"device": "nope", "target": "/nonexistent/m", "sync": "full"},
     "blockdev-backup": {"device": "nope", "target": "x", "sync": "full"},
     "blockdev-create": {"job-id": "nope", "options": {"driver": "raw"}},
+    "transaction": {"actions": []},
     "drive-backup": {"device": "nope", "target": "/nonexistent/b", "sync": "full"},
     **{c: {"node": "nope", "name": "b"} for c in (
         "block-dirty-bitmap-add", "block-dirty-bitmap-remove", "block-dirty-bitmap-clear",
@@ -245,6 +246,8 @@ def steps_after_negotiation():
         req("blockdev-backup", {"device": "r0", "target": "r0", "sync": "full"}),
         req("drive-backup", {"device": "nope", "target": "/nonexistent/b", "sync": "full"}),
         req("blockdev-create", {"job-id": "nope", "options": {"driver": "raw"}}),
+        req("transaction", {"actions": []}),
+        req("transaction", {"actions": [{"type": "abort", "data": {}}]}),
         # Dirty bitmaps (r0 is a read-only raw node over n0).
         req("block-dirty-bitmap-add", {"node": "nope", "name": "b"}),
         req("block-dirty-bitmap-add", {"node": "r0", "name": "b", "granularity": 4096}),

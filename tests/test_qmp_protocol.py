@@ -393,6 +393,7 @@ def test_argument_errors(vm):
                     "drive-mirror": {"device": "x", "target": "/nonexistent", "sync": "full"},
                     "blockdev-backup": {"device": "x", "target": "y", "sync": "full"},
                     "blockdev-create": {"job-id": "x", "options": {"driver": "raw"}},
+                    "transaction": {"actions": []},
                     "drive-backup": {"device": "x", "target": "/nonexistent", "sync": "full"},
                     **{c: {"node": "x", "name": "y"} for c in (
                         "block-dirty-bitmap-add", "block-dirty-bitmap-remove",

@@ -216,6 +216,22 @@ impl BlockGraph {
         Ok(())
     }
 
+    /// A transaction's undo: the bitmap `bitmap_remove` took off `node`
+    /// goes back (stored again at close if persistent).
+    pub fn bitmap_restore(&self, node: &str, at: usize, b: Arc<NamedBitmap>) {
+        if let Ok(n) = self.lookup_bs(Some(node), Some(node)) {
+            n.bitmaps.insert_at(at, b);
+            watch_file(&n, true);
+        }
+    }
+
+    /// The bitmap `name` of `node` and its place in the node's list, for a
+    /// transaction to note its state.
+    pub fn bitmap_find(&self, node: &str, name: &str) -> Option<(usize, Arc<NamedBitmap>)> {
+        let (n, b) = self.bitmap_lookup(node, name).ok()?;
+        Some((n.bitmaps.position(name).unwrap_or(0), b))
+    }
+
     /// `qmp_block_dirty_bitmap_clear`.
     pub fn bitmap_clear(&self, node: &str, name: &str) -> Result<(), BlockError> {
         let (_, b) = self.bitmap_lookup(node, name)?;

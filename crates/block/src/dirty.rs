@@ -209,9 +209,21 @@ impl NodeBitmaps {
     }
 
     pub fn insert(&self, b: Arc<NamedBitmap>) {
+        self.insert_at(0, b);
+    }
+
+    /// Puts a bitmap back where it was in the list (a transaction's undo).
+    pub fn insert_at(&self, i: usize, b: Arc<NamedBitmap>) {
         let mut l = self.list.write().unwrap_or_else(|e| e.into_inner());
-        l.insert(0, b);
+        let i = i.min(l.len());
+        l.insert(i, b);
         self.any.store(true, Ordering::Release);
+    }
+
+    /// Where `name` is in the list, newest first.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        let l = self.list.read().unwrap_or_else(|e| e.into_inner());
+        l.iter().position(|b| b.name == name)
     }
 
     pub fn remove(&self, name: &str) -> Option<Arc<NamedBitmap>> {

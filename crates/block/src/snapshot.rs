@@ -132,6 +132,29 @@ impl BlockGraph {
 }
 
 impl BlockGraph {
+    /// `external_snapshot_abort`: the devices go back from the overlay the
+    /// snapshot of `old` put them on, which loses its backing; an overlay
+    /// the snapshot opened itself (`blockdev-snapshot-sync`) is closed.
+    /// Returns false if `old` had no overlay of this transaction.
+    pub fn undo_snapshot(&mut self, old: &Arc<Node>, opened: bool) -> bool {
+        let Some(new) = self
+            .backends()
+            .iter()
+            .filter_map(|b| b.root())
+            .find(|r| r.child("backing").is_some_and(|c| Arc::ptr_eq(&c, old)))
+        else {
+            return false;
+        };
+        if self.move_devices(&new, old).is_err() {
+            return false;
+        }
+        let _ = new.replace_backing(None);
+        if opened {
+            self.drop_if_unused(&new);
+        }
+        true
+    }
+
     /// `bdrv_replace_node` for the devices: every backend on `from` moves
     /// to `to`, with the permissions it held (snapshots, a mirror's pivot).
     pub(crate) fn move_devices(&self, from: &Arc<Node>, to: &Arc<Node>) -> Result<(), BlockError> {

@@ -37,6 +37,10 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
     ("pci.json", include_str!("../schema/pci.json")),
     ("tpm.json", include_str!("../schema/tpm.json")),
     ("migration.json", include_str!("../schema/migration.json")),
+    (
+        "transaction.json",
+        include_str!("../schema/transaction.json"),
+    ),
 ];
 
 /// The build whose QMP ferrovm reproduces: Debian's qemu-system-x86_64 7.2

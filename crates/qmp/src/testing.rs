@@ -104,7 +104,7 @@ impl Handler for FakeVm {
                 let d = args.str("device")?;
                 return Err(QmpError::device_not_found(format!("Device '{d}' not found")));
             }
-            "blockdev-reopen" | "blockdev-create" => {
+            "blockdev-reopen" | "blockdev-create" | "transaction" => {
                 return Err(QmpError::generic("The fake VM has no block layer"))
             }
             // No block graph: no node to put a bitmap on.

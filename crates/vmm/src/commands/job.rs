@@ -109,7 +109,7 @@ pub(super) fn block_job(
 }
 
 /// The options every job-starting command has.
-fn job_options(args: &Args) -> JobOptions {
+pub(super) fn job_options(args: &Args) -> JobOptions {
     JobOptions {
         auto_finalize: args.opt_bool("auto-finalize").unwrap_or(true),
         auto_dismiss: args.opt_bool("auto-dismiss").unwrap_or(true),

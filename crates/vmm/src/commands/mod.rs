@@ -19,6 +19,7 @@ mod qdev;
 mod qom;
 mod run_state;
 mod tpm;
+mod transaction;
 
 use qmp::{Args, EventSink, QmpError};
 use serde_json::Value;
@@ -44,6 +45,7 @@ const ROUTES: &[(&str, Serve)] = &[
     ("qdev", qdev::execute),
     ("tpm", tpm::execute),
     ("migration", migration::execute),
+    ("transaction", transaction::execute),
 ];
 
 fn not_found(cmd: &str) -> QmpError {
