@@ -46,24 +46,9 @@ pub(super) fn execute(
             vm.block.add_blockdev(args.as_map()).map_err(err)?;
             Ok(Value::Null)
         }
-        // A drained section around the switch (QEMU drains old_bs): no
-        // guest request is in flight while the devices move to the overlay.
-        "blockdev-snapshot-sync" => {
-            let a = block::snapshot::SnapshotSync {
-                device: args.opt_str("device"),
-                node_name: args.opt_str("node-name"),
-                snapshot_file: args.str("snapshot-file")?,
-                snapshot_node_name: args.opt_str("snapshot-node-name"),
-                format: args.opt_str("format"),
-                existing: args.opt_str("mode") == Some("existing"),
-            };
-            drained(vm, |g| g.snapshot_sync(&a)).map_err(err)?;
-            Ok(Value::Null)
-        }
-        "blockdev-snapshot" => {
-            let (node, overlay) = (args.str("node")?, args.str("overlay")?);
-            drained(vm, |g| g.snapshot(node, overlay)).map_err(err)?;
-            Ok(Value::Null)
+        // One-action transactions in QEMU (drained as the transaction is).
+        "blockdev-snapshot-sync" | "blockdev-snapshot" => {
+            super::transaction::single(vm, cmd, args, events)
         }
         "block_set_io_throttle" => {
             let (bb, default_group) = throttled_backend(vm, args)?;

@@ -67,6 +67,31 @@ pub(super) fn execute(
             (kind, Args(data))
         })
         .collect();
+    run(vm, actions, args, events)
+}
+
+/// A command QEMU runs as a one-action transaction (`blockdev_do_action`):
+/// `blockdev-snapshot-sync`, `blockdev-snapshot`.
+pub(super) fn single(
+    vm: &mut Vm,
+    cmd: &str,
+    args: &Args,
+    events: &mut dyn EventSink,
+) -> Result<Value, QmpError> {
+    run(
+        vm,
+        vec![(cmd.to_string(), args.clone())],
+        &Args::default(),
+        events,
+    )
+}
+
+fn run(
+    vm: &mut Vm,
+    actions: Vec<(String, Args)>,
+    args: &Args,
+    events: &mut dyn EventSink,
+) -> Result<Value, QmpError> {
     let grouped = args
         .get("properties")
         .and_then(|p| p.get("completion-mode"))
