@@ -266,12 +266,23 @@ MIRROR = [
 ]
 
 
+# `stop` drains (do_vm_stop): a running job shows paused, then running.
+STOP = [
+    ("cont", None, None),
+    ("block-stream", {"device": "d0", "job-id": "s", "speed": 65536}, None),
+    ("stop", None, None),
+    ("query-block-jobs", None, None),
+    ("cont", None, None),
+    ("block-job-cancel", {"device": "s"}, "BLOCK_JOB_CANCELLED"),
+]
+
+
 def fix_paths(steps, d):
     return [(n, json.loads(json.dumps(a).replace("@/", d + "/")) if a else a, w)
             for n, a, w in steps]
 
 
-@pytest.mark.parametrize("steps", [STREAM, MIRROR], ids=["stream", "mirror"])
+@pytest.mark.parametrize("steps", [STREAM, MIRROR, STOP], ids=["stream", "mirror", "stop"])
 def test_job_commands_and_events_equal_qemus(ferrovm, qemu, launch, tmp_path, sockdir, steps):
     runs = {}
     for name, binary in (("ferrovm", ferrovm), ("qemu", qemu)):

@@ -395,6 +395,12 @@ impl Vm {
         if let Some(m) = &self.machine {
             m.devices.pause();
         }
+        // The same drain pauses the running jobs and lets them go again
+        // (JOB_STATUS_CHANGE paused, running); they run on while stopped.
+        let mut ev = Vec::new();
+        let ids = self.jobs.drain_begin(None, &mut ev);
+        self.jobs.drain_end(&ids, &mut ev);
+        crate::commands::emit_job_events(events, ev);
     }
 
     /// QEMU's `vm_start()`: RESUME, then run.

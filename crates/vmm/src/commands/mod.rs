@@ -48,6 +48,11 @@ const ROUTES: &[(&str, Serve)] = &[
     ("transaction", transaction::execute),
 ];
 
+/// Job events for the monitors (from outside the job commands).
+pub(crate) fn emit_job_events(events: &mut dyn EventSink, ev: Vec<::block::job::JobEvent>) {
+    job::emit(events, ev);
+}
+
 fn not_found(cmd: &str) -> QmpError {
     QmpError::command_not_found(format!("The command {cmd} has not been found"))
 }
