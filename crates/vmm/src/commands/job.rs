@@ -225,22 +225,7 @@ pub(super) fn backup(
     args: &Args,
     events: &mut dyn EventSink,
 ) -> Result<Value, QmpError> {
-    let perf = args.get("x-perf").and_then(Value::as_object);
-    let perf_i64 = |k: &str| perf.and_then(|p| p.get(k)).and_then(Value::as_i64);
-    let a = block::job::backup_start::BackupArgs {
-        job_id: args.opt_str("job-id"),
-        device: args.str("device")?,
-        target: args.str("target")?,
-        sync: args.str("sync")?,
-        bitmap: args.opt_str("bitmap"),
-        bitmap_mode: args.opt_str("bitmap-mode"),
-        compress: args.opt_bool("compress").unwrap_or(false),
-        on_source_error: OnJobError::parse(args.opt_str("on-source-error")),
-        on_target_error: OnJobError::parse(args.opt_str("on-target-error")),
-        filter_node_name: args.opt_str("filter-node-name"),
-        max_workers: perf_i64("max-workers"),
-        max_chunk: perf_i64("max-chunk"),
-    };
+    let a = backup_args(args)?;
     // qmp_transaction drains everything first (bdrv_drain_all), then the
     // prepare step drains the source until the job has started.
     let mut ev = Vec::new();
@@ -345,4 +330,27 @@ pub(super) fn blockdev_create(
     emit(events, ev);
     r.map_err(err)?;
     Ok(Value::Null)
+}
+
+/// `BackupCommon` and its `target`, as blockdev-backup, drive-backup and
+/// their transaction actions give them.
+pub(super) fn backup_args(
+    args: &Args,
+) -> Result<block::job::backup_start::BackupArgs<'_>, QmpError> {
+    let perf = args.get("x-perf").and_then(Value::as_object);
+    let perf_i64 = |k: &str| perf.and_then(|p| p.get(k)).and_then(Value::as_i64);
+    Ok(block::job::backup_start::BackupArgs {
+        job_id: args.opt_str("job-id"),
+        device: args.str("device")?,
+        target: args.str("target")?,
+        sync: args.str("sync")?,
+        bitmap: args.opt_str("bitmap"),
+        bitmap_mode: args.opt_str("bitmap-mode"),
+        compress: args.opt_bool("compress").unwrap_or(false),
+        on_source_error: OnJobError::parse(args.opt_str("on-source-error")),
+        on_target_error: OnJobError::parse(args.opt_str("on-target-error")),
+        filter_node_name: args.opt_str("filter-node-name"),
+        max_workers: perf_i64("max-workers"),
+        max_chunk: perf_i64("max-chunk"),
+    })
 }

@@ -5,8 +5,8 @@
 //! error. Backups are only checked (and drive-backup's target created) in
 //! their prepare step; their jobs start once every action has prepared.
 
-use block::job::backup_start::{BackupArgs, DriveBackupArgs};
-use block::job::{JobEvent, JobPlan, OnJobError};
+use block::job::backup_start::DriveBackupArgs;
+use block::job::{JobEvent, JobPlan};
 use qmp::{Args, EventSink, QmpError};
 use serde_json::Value;
 
@@ -218,22 +218,7 @@ fn prepare(
             Ok(Some(Undo::Snapshot { old, opened: sync }))
         }
         "blockdev-backup" | "drive-backup" => {
-            let perf = a.get("x-perf").and_then(Value::as_object);
-            let perf_i64 = |k: &str| perf.and_then(|p| p.get(k)).and_then(Value::as_i64);
-            let b = BackupArgs {
-                job_id: a.opt_str("job-id"),
-                device: a.str("device")?,
-                target: a.str("target")?,
-                sync: a.str("sync")?,
-                bitmap: a.opt_str("bitmap"),
-                bitmap_mode: a.opt_str("bitmap-mode"),
-                compress: a.opt_bool("compress").unwrap_or(false),
-                on_source_error: OnJobError::parse(a.opt_str("on-source-error")),
-                on_target_error: OnJobError::parse(a.opt_str("on-target-error")),
-                filter_node_name: a.opt_str("filter-node-name"),
-                max_workers: perf_i64("max-workers"),
-                max_chunk: perf_i64("max-chunk"),
-            };
+            let b = super::job::backup_args(a)?;
             let bs = vm
                 .block
                 .lookup_bs(Some(b.device), Some(b.device))
