@@ -521,7 +521,10 @@ impl Meta {
     /// First run of `n` free clusters from the hint (QEMU's
     /// `alloc_clusters_noref`).
     fn find_free(&mut self, n: u64) -> Result<u64> {
-        let mut start = self.free_hint.max(1);
+        // Cluster 0 is the header. The hint must start where the scan does,
+        // or it never moves and every allocation scans the whole image.
+        self.free_hint = self.free_hint.max(1);
+        let mut start = self.free_hint;
         let mut run = 0;
         let mut c = start;
         loop {
