@@ -798,30 +798,77 @@ impl Drop for BlockQueue {
 
 /// Runs `req` through a format driver, buffer by buffer.
 fn format_op(f: &dyn FormatIo, req: &IoRequest, discard: bool) -> Result<(), i32> {
-    let mut off = req.offset;
+    let off = req.offset;
     match req.kind {
-        IoKind::Read => {
-            for b in &req.bufs {
-                // SAFETY: see IoBuf.
-                let dst = unsafe { std::slice::from_raw_parts_mut(b.ptr, b.len) };
-                f.read(off, dst)?;
-                off += b.len as u64;
-            }
-            Ok(())
-        }
-        IoKind::Write => {
-            for b in &req.bufs {
-                // SAFETY: see IoBuf.
-                let src = unsafe { std::slice::from_raw_parts(b.ptr, b.len) };
-                f.write(off, src)?;
-                off += b.len as u64;
-            }
-            Ok(())
-        }
+        IoKind::Read | IoKind::Write if req.bufs.len() > 1 => gathered(f, req),
+        IoKind::Read => req.bufs.first().map_or(Ok(()), |b| {
+            // SAFETY: see IoBuf.
+            f.read(off, unsafe { std::slice::from_raw_parts_mut(b.ptr, b.len) })
+        }),
+        IoKind::Write => req.bufs.first().map_or(Ok(()), |b| {
+            // SAFETY: see IoBuf.
+            f.write(off, unsafe { std::slice::from_raw_parts(b.ptr, b.len) })
+        }),
         IoKind::Flush => f.flush(),
         IoKind::Discard => f.discard(off, req.len),
         IoKind::WriteZeroes { may_unmap } => f.write_zeroes(off, req.len, may_unmap && discard),
     }
+}
+
+/// Largest bounce buffer an I/O thread keeps between requests.
+const KEEP_BOUNCE: usize = 4 << 20;
+
+thread_local! {
+    static BOUNCE: std::cell::RefCell<Option<crate::file::HugeBuf>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A read or write of several guest buffers (a scatter list, or requests
+/// virtio-blk merged) as one contiguous range through a bounce buffer. A
+/// format driver maps a range in runs of clusters, so one call lets qcow2
+/// read a whole unallocated run from its backing file, or host-contiguous
+/// clusters, in one syscall, where a call per buffer would issue one small
+/// request after another (QEMU hands qcow2 the whole qiov). The buffer is
+/// page-aligned, so O_DIRECT needs no second bounce below.
+fn gathered(f: &dyn FormatIo, req: &IoRequest) -> Result<(), i32> {
+    let len: usize = req.bufs.iter().map(|b| b.len).sum();
+    BOUNCE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|b| b.capacity() < len) {
+            *slot = Some(crate::file::HugeBuf::new(len).ok_or(libc::ENOMEM)?);
+        }
+        let Some(bounce) = slot.as_mut() else {
+            return Err(libc::ENOMEM);
+        };
+        let buf = &mut bounce.as_mut_slice()[..len];
+        let read = req.kind == IoKind::Read;
+        let mut pos = 0;
+        if !read {
+            for b in &req.bufs {
+                // SAFETY: see IoBuf.
+                buf[pos..pos + b.len]
+                    .copy_from_slice(unsafe { std::slice::from_raw_parts(b.ptr, b.len) });
+                pos += b.len;
+            }
+        }
+        let r = if read {
+            f.read(req.offset, buf)
+        } else {
+            f.write(req.offset, buf)
+        };
+        if read && r.is_ok() {
+            for b in &req.bufs {
+                // SAFETY: see IoBuf.
+                unsafe { std::slice::from_raw_parts_mut(b.ptr, b.len) }
+                    .copy_from_slice(&buf[pos..pos + b.len]);
+                pos += b.len;
+            }
+        }
+        if len > KEEP_BOUNCE {
+            *slot = None;
+        }
+        r
+    })
 }
 
 pub(crate) fn check_resize_size(size: i64) -> Result<u64, BlockError> {

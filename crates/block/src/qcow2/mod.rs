@@ -311,17 +311,26 @@ impl Qcow2 {
             let in_cl = pos % cs;
             let mut n = (cs - in_cl).min((buf.len() - done) as u64);
             let (kind, _) = m.lookup(pos / cs)?;
-            if let ClusterKind::Normal(h) = kind {
-                // Merge host-contiguous clusters into one read.
-                while done as u64 + n < buf.len() as u64 {
-                    let next = (pos + n) / cs;
-                    match m.lookup(next)?.0 {
-                        ClusterKind::Normal(h2) if h2 == h + (next - pos / cs) * cs => {
-                            n += cs.min(buf.len() as u64 - done as u64 - n);
-                        }
-                        _ => break,
-                    }
+            // Merge the clusters after this one that read the same way (as
+            // qcow2_get_host_offset returns a run): host-contiguous data in
+            // one read, an unallocated run in one backing read, zeros at once.
+            while done as u64 + n < buf.len() as u64 {
+                let step = (pos + n) / cs - pos / cs;
+                let same = match (kind, m.lookup((pos + n) / cs)?.0) {
+                    (ClusterKind::Normal(h), ClusterKind::Normal(h2)) => h2 == h + step * cs,
+                    (ClusterKind::Unallocated, ClusterKind::Unallocated) => true,
+                    (
+                        ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc(_),
+                        ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc(_),
+                    ) => true,
+                    _ => false,
+                };
+                if !same {
+                    break;
                 }
+                n += cs.min(buf.len() as u64 - done as u64 - n);
+            }
+            if let ClusterKind::Normal(h) = kind {
                 drop(m);
                 let chunk = &mut buf[done..done + n as usize];
                 self.file
