@@ -79,7 +79,7 @@ impl Qcow2 {
         kind: ClusterKind,
         entry: u64,
     ) -> Result<()> {
-        let r = self.reserve(&mut m, kind, entry)?;
+        let r = self.reserve(&mut m, gc, kind, entry)?;
         m.inflight.insert(gc);
         let flight = InFlight {
             q: self,
@@ -112,7 +112,7 @@ impl Qcow2 {
         kind: ClusterKind,
         entry: u64,
     ) -> Result<()> {
-        let r = self.reserve(m, kind, entry)?;
+        let r = self.reserve(m, gc, kind, entry)?;
         if let Err(e) = self.fill(r, m.cs, m.size, gc, in_cl, data, kind) {
             self.unreserve(m, r);
             return Err(e);
@@ -120,7 +120,12 @@ impl Qcow2 {
         self.link(m, r, gc, kind)
     }
 
-    fn reserve(&self, m: &mut Meta, kind: ClusterKind, entry: u64) -> Result<Reserved> {
+    fn reserve(&self, m: &mut Meta, gc: u64, kind: ClusterKind, entry: u64) -> Result<Reserved> {
+        // The L2 table first, as QEMU's handle_alloc gets it before it
+        // allocates the data cluster: allocating a table writes every
+        // cached refcount to disk, and the data cluster's among them would
+        // be a leak after a crash, its L2 entry being only in the cache.
+        m.prepare_l2(gc)?;
         let r = match kind {
             ClusterKind::ZeroAlloc(h) if entry & OFLAG_COPIED != 0 => Reserved {
                 host: h,

@@ -741,6 +741,12 @@ impl Meta {
     /// The cache slot of a writable (COPIED) L2 table for guest cluster
     /// `gc`, allocating or copying one (`l2_allocate`, then
     /// `qcow2_write_l1_entry`).
+    /// Makes guest cluster `gc`'s L2 table writable (allocated or copied)
+    /// ahead of an allocation that will update it.
+    pub fn prepare_l2(&mut self, gc: u64) -> Result<()> {
+        self.l2_for_write(gc).map(|_| ())
+    }
+
     fn l2_for_write(&mut self, gc: u64) -> Result<usize> {
         let (l1i, old, copied) = self.l2_offset_of(gc)?;
         if l1i >= self.l1.len() {
