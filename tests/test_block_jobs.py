@@ -50,13 +50,16 @@ def slow_down(q, **who):
                                     "iops": 0, "iops_rd": 0, "iops_wr": 0})
 
 
-def filling_guest(launch, ferrovm, testguest, sock, *drive, stay=False):
+def filling_guest(launch, ferrovm, testguest, sock, *drive, stay=False, qemu=False):
     """The guest fills MIB MiB and powers off (with `stay`, the VM stops
-    there and jobs run on until `quit`)."""
+    there and jobs run on until `quit`). With `qemu`, `ferrovm` is QEMU: a
+    q35 machine, and a modern-only virtio-blk as the test guest expects
+    (QEMU's is transitional by default)."""
     more = ["-no-shutdown"] if stay else []
+    machine, dev = (["-machine", "q35"], ",disable-legacy=on") if qemu else ([], "")
     return launch(guest_args(ferrovm, testguest, f"plan=blk-fill blk_mib={MIB}", "-m", "128",
-                             *more, "-qmp", f"unix:{sock},server=on,wait=off", *drive,
-                             "-device", "virtio-blk-pci,drive=d0,id=vd0"))
+                             *machine, *more, "-qmp", f"unix:{sock},server=on,wait=off", *drive,
+                             "-device", f"virtio-blk-pci,drive=d0,id=vd0{dev}"))
 
 
 def test_mirror_pivots_onto_the_copy_while_the_guest_writes(ferrovm, testguest, launch,

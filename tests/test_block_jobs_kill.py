@@ -1,9 +1,11 @@
-"""`kill -9` of ferrovm in the middle of each kind of block job while the
-guest writes: afterwards `qemu-img check` finds no corruption in any image
-the job touched (the mirror and backup source and target, the stream top,
-the commit base and the image between). Leaked clusters (exit 3) are what
-QEMU leaves too with lazy_refcounts=off: clusters allocated for writes that
-were in flight, never referenced."""
+"""`kill -9` in the middle of each kind of block job while the guest
+writes, on QEMU 7.2 and on ferrovm: afterwards `qemu-img check` finds no
+corruption in any image the job touched (the mirror and backup source and
+target, the stream top, the commit base and the image between). Leaked
+clusters (exit 3) may appear in a ferrovm image only where QEMU's run left
+them too: QEMU (lazy_refcounts=off) leaks clusters whose refcount reached the
+disk before the L2 entry did, which only a metadata write-back during an
+allocation can cause; and an image nothing writes must check clean on both."""
 import os
 import signal
 import subprocess
@@ -48,16 +50,20 @@ CASES = {
                       ["base", "mid", "top"]),
 }
 
+# The images each case writes (the guest writes top; mirror and backup their
+# target, stream its top, commit its base).
+WRITTEN = {"mirror": {"top", "m"}, "backup": {"top", "b"}, "stream": {"top"},
+           "commit": {"top", "base"}, "active-commit": {"top", "base"}}
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_kill_during_a_job_leaves_no_corruption(ferrovm, testguest, launch, tmp_path, sockdir,
-                                                case):
-    d = str(tmp_path)
+
+def kill_during(binary, testguest, launch, d, sock, case):
+    """Runs `case` on `binary` and kills it mid-job; `qemu-img check` of
+    each image: {name: (exit code, output)}."""
     imgs = chain3(d)
     build, names = CASES[case]
-    sock = f"{sockdir}/k.sock"
-    g = filling_guest(launch, ferrovm, testguest, sock,
-                      "-drive", f"file={imgs[2]},format=qcow2,if=none,id=d0", stay=True)
+    g = filling_guest(launch, binary, testguest, sock,
+                      "-drive", f"file={imgs[2]},format=qcow2,if=none,id=d0", stay=True,
+                      qemu="qemu" in os.path.basename(binary))
     with Qmp(sock, proc=g.proc) as q:
         slow_down(q, device="d0")
         g.wait_line(r"# blk-fill: writing", timeout=60)
@@ -69,8 +75,26 @@ def test_kill_during_a_job_leaves_no_corruption(ferrovm, testguest, launch, tmp_
         assert "SHUTDOWN" not in q.event_names(), "the guest stopped writing before the kill"
         os.kill(g.proc.pid, signal.SIGKILL)
         g.proc.wait(10)
+    out = {}
     for n in names:
-        path = os.path.join(d, f"{n}.qcow2")
-        r = qemu_img("check", path, check=False)
-        assert r.returncode in (0, 3), f"{case}: {n}.qcow2 is corrupt:\n{r.stdout}{r.stderr}"
-        assert "ERROR" not in r.stdout, f"{case}: {n}.qcow2:\n{r.stdout}"
+        r = qemu_img("check", os.path.join(d, f"{n}.qcow2"), check=False)
+        out[n] = (r.returncode, r.stdout + r.stderr)
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_kill_during_a_job_leaves_no_corruption(ferrovm, qemu, testguest, launch, tmp_path,
+                                                sockdir, case):
+    leaked = {}
+    for vmm, binary in (("qemu", qemu), ("ferrovm", ferrovm)):
+        d = str(tmp_path / vmm)
+        os.makedirs(d)
+        for n, (rc, text) in kill_during(binary, testguest, launch, d, f"{sockdir}/{vmm}.sock",
+                                         case).items():
+            assert rc in (0, 3) and "ERROR" not in text, f"{vmm} {case}: {n}.qcow2 is corrupt:\n{text}"
+            if n not in WRITTEN[case]:
+                assert rc == 0, f"{vmm} {case}: {n}.qcow2 was not written, yet:\n{text}"
+            if rc == 3:
+                leaked.setdefault(vmm, set()).add(n)
+    extra = leaked.get("ferrovm", set()) - leaked.get("qemu", set())
+    assert not extra, f"{case}: ferrovm leaked clusters in {sorted(extra)}, QEMU did not"
