@@ -105,14 +105,16 @@ def test_guest_reads_and_writes_through_a_chain_as_on_qemu(ferrovm, qemu, testgu
 @pytest.mark.parametrize("lazy", ["off", "on"])
 def test_kill_during_writes_leaves_at_most_leaks(ferrovm, testguest, launch, tmp_path, lazy):
     img = str(tmp_path / "disk.qcow2")
+    # Big enough that the fill (about 100 MiB/s here) is still running at the kill.
     qemu_img("create", "-q", "-f", "qcow2", "-o", f"lazy_refcounts={lazy},cluster_size=4096",
-             img, "64M")
-    g = launch(guest_args(ferrovm, testguest, "plan=blk-fill blk_mib=48", "-m", "128", "-drive",
+             img, "1G")
+    g = launch(guest_args(ferrovm, testguest, "plan=blk-fill blk_mib=960", "-m", "128", "-drive",
                           f"file={img},format=qcow2,if=none,id=d0",
                           "-device", "virtio-blk-pci,drive=d0,id=vd0"))
     g.wait_line(r"# blk-fill: writing", timeout=60)
     time.sleep(0.4)
     g.proc.send_signal(signal.SIGKILL)
+    assert "blk fill" not in g.output(), "the guest finished writing before the kill"
     g.wait_exit(10)
     r = qemu_img("check", img, check=False)
     info = json.loads(qemu_img("info", "--output=json", img).stdout)
