@@ -127,6 +127,19 @@ def launch():
         g.kill()
 
 
+def mounted_tmpfs(path, size):
+    """Mounts a tmpfs of `size` (mount's syntax: 4M, 16m) on the new
+    directory `path` and yields it, unmounted after: writes past it fail
+    with a real ENOSPC. Mounting needs root; without it the test fails."""
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail(f"this test mounts a tmpfs and needs root: {r.stderr.strip()}")
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=False)
+
+
 def guest_args(ferrovm, testguest, append, *extra):
     return [ferrovm, "-accel", "kvm", "-nodefaults", "-display", "none", "-serial", "stdio",
             "-kernel", testguest, "-append", append, *extra]

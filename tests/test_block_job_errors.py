@@ -8,10 +8,10 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 
 import pytest
 
+from conftest import mounted_tmpfs
 from qmp_util import Qmp
 from test_virtio_blk import pattern
 
@@ -20,13 +20,8 @@ SIZE_MIB = 64
 
 @pytest.fixture
 def small_fs(tmp_path):
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, f"mounting a tmpfs needs root: {r.stderr}"
-    yield str(mnt)
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    for mnt in mounted_tmpfs(tmp_path / "full", "16m"):
+        yield str(mnt)
 
 
 def J(cmd, policy, extra=None):

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import Guest, guest_args, tap_results
+from conftest import Guest, guest_args, mounted_tmpfs, tap_results
 
 
 @pytest.fixture
@@ -188,14 +188,7 @@ def test_guest_reset_in_the_middle_of_io_then_disk_io_works_again(ferrovm, testg
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A 4 MiB tmpfs: writes past it fail with a real ENOSPC."""
-    d = tmp_path / "small"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", str(d)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.fail(f"this test mounts a tmpfs and needs root: {r.stderr.strip()}")
-    yield d
-    subprocess.run(["umount", "-l", str(d)])
+    yield from mounted_tmpfs(tmp_path / "small", "4M")
 
 
 def qmp_guest(ferrovm, testguest, launch, sock, append, drive, device="virtio-blk-pci,drive=d0,id=vd0"):
