@@ -796,7 +796,8 @@ impl Drop for BlockQueue {
     }
 }
 
-/// Runs `req` through a format driver, buffer by buffer.
+/// Runs `req` through a format driver: a request of one buffer in place,
+/// of several through [`gathered`].
 fn format_op(f: &dyn FormatIo, req: &IoRequest, discard: bool) -> Result<(), i32> {
     let off = req.offset;
     match req.kind {
@@ -829,7 +830,7 @@ thread_local! {
 /// read a whole unallocated run from its backing file, or host-contiguous
 /// clusters, in one syscall, where a call per buffer would issue one small
 /// request after another (QEMU hands qcow2 the whole qiov). The buffer is
-/// page-aligned, so O_DIRECT needs no second bounce below.
+/// aligned to its huge pages, so O_DIRECT needs no second bounce below.
 fn gathered(f: &dyn FormatIo, req: &IoRequest) -> Result<(), i32> {
     let len: usize = req.bufs.iter().map(|b| b.len).sum();
     BOUNCE.with(|cell| {
