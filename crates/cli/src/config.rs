@@ -95,6 +95,8 @@ pub struct Config {
     pub globals: Vec<GlobalSpec>,
     /// `-overcommit mem-lock=on`: lock guest and VMM memory.
     pub mem_lock: bool,
+    /// `-add-fd`, in command-line order.
+    pub add_fds: Vec<AddFdSpec>,
     /// `-msg timestamp=on`: prefix messages with a timestamp.
     pub msg_timestamp: bool,
     /// `-sandbox on`: a seccomp sandbox was requested.
@@ -164,6 +166,7 @@ impl Default for Config {
             objects: Vec::new(),
             globals: Vec::new(),
             mem_lock: false,
+            add_fds: Vec::new(),
             msg_timestamp: false,
             sandbox: false,
             bios: None,
@@ -500,6 +503,16 @@ pub struct DriveSpec {
     pub opts: Map<String, Value>,
     /// Where it was written (`-drive ARG`), for later errors.
     pub location: String,
+}
+
+/// `-add-fd fd=FD,set=SET[,opaque=S]`: an inherited descriptor put in a
+/// descriptor set, which `/dev/fdset/SET` paths then open. Checked when the
+/// machine is set up (QEMU's `parse_add_fd`): `None` is a missing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddFdSpec {
+    pub fd: Option<u64>,
+    pub set: Option<u64>,
+    pub opaque: Option<String>,
 }
 
 /// `-global driver.property=value`.

@@ -145,6 +145,27 @@ pub(crate) fn handle_msg(b: &mut Builder, _inv: &Inv, p: Parsed) -> Result<(), C
     Ok(())
 }
 
+pub(crate) const ADD_FD_SCHEMA: Schema = Schema {
+    implied: None,
+    keys: &[
+        key("fd", Kind::Number),
+        key("set", Kind::Number),
+        key("opaque", Kind::Str),
+    ],
+    warn_flags: false,
+    open: false,
+};
+
+pub(crate) fn handle_add_fd(b: &mut Builder, _inv: &Inv, p: Parsed) -> Result<(), CliError> {
+    let o = p.opts();
+    b.cfg.add_fds.push(crate::AddFdSpec {
+        fd: o.num("fd"),
+        set: o.num("set"),
+        opaque: o.str("opaque").map(str::to_string),
+    });
+    Ok(())
+}
+
 pub(crate) const OVERCOMMIT_SCHEMA: Schema = Schema {
     implied: None,
     keys: &[key("mem-lock", Kind::Bool), key("cpu-pm", Kind::Bool)],

@@ -417,6 +417,14 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         handler: Run(misc::handle_msg),
     },
     OptionDef {
+        names: &["add-fd"],
+        args: "fd=fd,set=set[,opaque=opaque]",
+        grammar: Opts(&misc::ADD_FD_SCHEMA),
+        help: "Add 'fd' to fd 'set'",
+        notes: "`/dev/fdset/SET` then names the set wherever ferrovm opens a chardev `file` path. The `add-fd`/`remove-fd`/`query-fdsets` QMP commands are not implemented.",
+        handler: Run(misc::handle_add_fd),
+    },
+    OptionDef {
         names: &["overcommit"],
         args: "[mem-lock=on|off][,cpu-pm=on|off]",
         grammar: Opts(&misc::OVERCOMMIT_SCHEMA),
@@ -478,7 +486,6 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
 pub(crate) const UNSUPPORTED: &[&str] = &[
     "D",
     "acpitable",
-    "add-fd",
     "async-teardown",
     "audio",
     "audio-help",

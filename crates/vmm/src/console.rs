@@ -6,7 +6,6 @@
 //! while nobody is connected (or the client does not keep up); the client's
 //! bytes are the guest's input. Further clients wait in the listen backlog.
 
-use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::sync::{Arc, Mutex};
@@ -16,6 +15,7 @@ use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::error::VmmError;
+use crate::fdsets::FdSets;
 use crate::sync::lock;
 
 /// Where the guest's serial input comes from.
@@ -83,7 +83,7 @@ fn number(v: &serde_json::Value) -> Option<u64> {
 
 /// The `-device isa-debugcon` ports, their chardevs opened (output only:
 /// file, null or stdio).
-pub fn debugcons(config: &Config) -> Result<Vec<DebugConSpec>, VmmError> {
+pub fn debugcons(config: &Config, fdsets: &FdSets) -> Result<Vec<DebugConSpec>, VmmError> {
     let mut out = Vec::new();
     for d in config
         .devices
@@ -130,7 +130,9 @@ pub fn debugcons(config: &Config) -> Result<Vec<DebugConSpec>, VmmError> {
         let output: Box<dyn Write + Send> = match &chardev.backend {
             ChardevBackend::Null => Box::new(io::sink()),
             ChardevBackend::Stdio { .. } => Box::new(dup_stdout()?),
-            ChardevBackend::File { path, append } => Box::new(open_chardev_file(path, *append)?),
+            ChardevBackend::File { path, append } => {
+                Box::new(open_chardev_file(fdsets, path, *append)?)
+            }
             _ => {
                 return Err(err(format!(
                     "chardev '{id}': only file, null and stdio are supported by ferrovm yet"
@@ -157,13 +159,13 @@ fn dup_stdout() -> Result<std::fs::File, VmmError> {
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
-fn open_chardev_file(path: &std::path::Path, append: bool) -> Result<std::fs::File, VmmError> {
-    OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(append)
-        .truncate(!append)
-        .open(path)
+fn open_chardev_file(
+    fdsets: &FdSets,
+    path: &std::path::Path,
+    append: bool,
+) -> Result<std::fs::File, VmmError> {
+    fdsets
+        .open_for_write(path, append)
         .map_err(|err| VmmError::File {
             what: "could not open chardev file",
             path: path.display().to_string(),
@@ -172,7 +174,7 @@ fn open_chardev_file(path: &std::path::Path, append: bool) -> Result<std::fs::Fi
 }
 
 /// Opens COM1's chardev as the command line describes it.
-pub fn open(config: &Config) -> Result<Console, VmmError> {
+pub fn open(config: &Config, fdsets: &FdSets) -> Result<Console, VmmError> {
     let Some(chardev_id) = serial_chardevs(config).into_iter().next() else {
         return Ok(Console {
             output: None,
@@ -203,7 +205,7 @@ pub fn open(config: &Config) -> Result<Console, VmmError> {
             info: info("null".into()),
         }),
         ChardevBackend::File { path, append } => {
-            let f = open_chardev_file(path, *append)?;
+            let f = open_chardev_file(fdsets, path, *append)?;
             Ok(Console {
                 output: Some(Box::new(f)),
                 input: ConsoleInput::None,

@@ -11,6 +11,7 @@ pub mod cpuid;
 pub mod daemon;
 pub mod devices;
 pub mod error;
+pub mod fdsets;
 pub mod firmware_file;
 pub mod machine;
 pub mod memory;

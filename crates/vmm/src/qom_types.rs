@@ -37,6 +37,28 @@ const MACHINE_TYPES: &[(&str, &str)] = &[
     ("none", "machine"),
 ];
 
+/// The console's front-ends, which console.rs builds rather than the
+/// `-device` registry (hw/char/serial-isa.c, debugcon.c: both are ISA
+/// devices). libvirt emits `-device isa-serial` for a domain's `<serial>`
+/// only when `qom-list-types` lists it.
+const FRONT_END_TYPES: &[(&str, &str)] =
+    &[("isa-serial", "isa-device"), ("isa-debugcon", "isa-device")];
+
+/// The front-ends' properties that ferrovm honours, with QEMU's types
+/// (`serial_isa_properties`, `debugcon_isa_properties`).
+fn front_end_properties(name: &str) -> Option<Vec<Value>> {
+    let p = |n: &str, ty: &str| json!({"name": n, "type": ty});
+    match name {
+        "isa-serial" => Some(vec![p("index", "uint32"), p("chardev", "str")]),
+        "isa-debugcon" => Some(vec![
+            p("iobase", "uint32"),
+            p("chardev", "str"),
+            p("readback", "uint32"),
+        ]),
+        _ => None,
+    }
+}
+
 /// Abstract types above the machines and CPUs, each with its parent.
 const ABSTRACT: &[(&str, Option<&str>)] = &[
     ("object", None),
@@ -78,6 +100,7 @@ pub fn all() -> Vec<QomType> {
         }
         v.push(t(d.name, Some(d.parent), false));
     }
+    v.extend(FRONT_END_TYPES.iter().map(|(n, p)| t(n, Some(p), false)));
     v.extend(
         MACHINE_TYPES
             .iter()
@@ -227,6 +250,9 @@ pub fn device_properties(typename: &str) -> Result<Value, TypeError> {
     if t.is_abstract || !implements(&t.name, "device") {
         return Err(not_device());
     }
+    if let Some(props) = front_end_properties(&t.name) {
+        return Ok(Value::Array(props));
+    }
     match qdev::driver(&t.name) {
         Some(d) => Ok(Value::Array(d.property_infos())),
         // A CPU is a device in QEMU too; -device cannot build one here.
@@ -268,15 +294,29 @@ mod tests {
     }
 
     /// QEMU 7.2 `qom-list-types {"implements": "virtio-pci"}` lists these
-    /// three among its drivers, each under its `*-base` parent; `virtio-pci`
-    /// itself is abstract and only shown with `abstract: true`.
+    /// three and their `*-non-transitional` twins among its drivers, each
+    /// under its `*-base` parent (and `*-transitional` ones, which ferrovm
+    /// cannot build); `virtio-pci` itself is abstract and only shown with
+    /// `abstract: true`.
     #[test]
     fn list_types_follows_qemus_ancestry_and_abstract_rule() {
         let v = list(Some("virtio-pci"), false);
         assert_eq!(
             names(&v),
-            ["virtio-balloon-pci", "virtio-blk-pci", "virtio-net-pci"]
+            [
+                "virtio-balloon-pci",
+                "virtio-balloon-pci-non-transitional",
+                "virtio-blk-pci",
+                "virtio-blk-pci-non-transitional",
+                "virtio-net-pci",
+                "virtio-net-pci-non-transitional"
+            ]
         );
+        assert_eq!(
+            entry(&v, "virtio-net-pci-non-transitional").unwrap(),
+            &json!({"name": "virtio-net-pci-non-transitional", "parent": "virtio-net-pci-base"})
+        );
+        assert!(entry(&list(None, false), "isa-serial").is_some());
         assert_eq!(
             entry(&v, "virtio-blk-pci").unwrap(),
             &json!({"name": "virtio-blk-pci", "parent": "virtio-blk-pci-base"})
@@ -309,6 +349,18 @@ mod tests {
 
     /// Entries as QEMU 7.2 answers `device-list-properties` for the same
     /// driver (recorded from qemu-system-x86_64 -machine none).
+    #[test]
+    fn twins_lack_the_generic_types_properties() {
+        // QEMU 7.2: device-list-properties of virtio-blk-pci lists
+        // disable-legacy and disable-modern; of its non-transitional twin, not.
+        let twin = device_properties("virtio-blk-pci-non-transitional").unwrap();
+        assert!(entry(&twin, "drive").is_some() && entry(&twin, "bootindex").is_some());
+        assert!(entry(&twin, "disable-legacy").is_none());
+        assert!(entry(&twin, "disable-modern").is_none());
+        let generic = device_properties("virtio-blk-pci").unwrap();
+        assert!(entry(&generic, "disable-legacy").is_some());
+    }
+
     #[test]
     fn device_properties_have_qemus_shape() {
         let blk = device_properties("virtio-blk-pci").unwrap();

@@ -30,6 +30,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         return Ok(Exit::HelpPrinted);
     }
     check_supported(&config)?;
+    let fdsets = crate::fdsets::FdSets::from_specs(&config.add_fds)?;
     // Before any thread exists: fork() keeps only the calling thread.
     let daemon = if config.daemonize {
         Some(daemon::daemonize()?)
@@ -50,7 +51,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         output: serial_out,
         input: console_input,
         info: serial_info,
-    } = console::open(&config)?;
+    } = console::open(&config, &fdsets)?;
     vcpu::install_kick_handler()?;
     let (poll, sender, msgs) = messages::channel()?;
     let cpus = config.smp.cpus.clamp(1, u32::from(u16::MAX)) as u16;
@@ -96,7 +97,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                         cpus: spec.cpus.min(255) as u8,
                         serial_out,
                         rtc: rtc_spec(&config, spec.cpus as usize, &sender),
-                        debugcons: console::debugcons(&config)?,
+                        debugcons: console::debugcons(&config, &fdsets)?,
                         keyboard: spec.firmware.is_some(),
                         pvpanic: pvpanic
                             .iter()

@@ -106,9 +106,11 @@ impl PciPlan {
     /// The QOM type of the function.
     pub fn driver(&self) -> &'static str {
         match self.model {
-            PlannedModel::Block { .. } => "virtio-blk-pci",
-            PlannedModel::Net { .. } => "virtio-net-pci",
-            PlannedModel::Balloon { .. } => "virtio-balloon-pci",
+            PlannedModel::Block { ref request, .. } => request.proxy.type_name("virtio-blk-pci"),
+            PlannedModel::Net { ref request, .. } => request.proxy.type_name("virtio-net-pci"),
+            PlannedModel::Balloon { ref request, .. } => {
+                request.proxy.type_name("virtio-balloon-pci")
+            }
             PlannedModel::Watchdog { .. } => "i6300esb",
             PlannedModel::PvPanicPci { .. } => "pvpanic-pci",
             PlannedModel::RootPort { .. } => "pcie-root-port",

@@ -115,7 +115,7 @@ impl DeviceManager {
                     }
                 });
                 let spec = FunctionSpec {
-                    driver: "virtio-blk-pci",
+                    driver: request.proxy.type_name("virtio-blk-pci"),
                     proxy: &request.proxy,
                     // QEMU's default: one vector per queue plus one for configuration.
                     default_vectors: queues + 1,
@@ -133,7 +133,7 @@ impl DeviceManager {
                 let pairs = model.queue_pairs() as u16;
                 let model = Arc::new(Mutex::new(model));
                 let spec = FunctionSpec {
-                    driver: "virtio-net-pci",
+                    driver: request.proxy.type_name("virtio-net-pci"),
                     proxy: &request.proxy,
                     // hw/virtio/virtio-net-pci.c: two per queue pair, one for
                     // configuration changes (and the control queue).
@@ -154,7 +154,7 @@ impl DeviceManager {
             PlannedModel::Balloon { request, model } => {
                 let model = Arc::new(Mutex::new(model));
                 let spec = FunctionSpec {
-                    driver: "virtio-balloon-pci",
+                    driver: request.proxy.type_name("virtio-balloon-pci"),
                     proxy: &request.proxy,
                     // QEMU's virtio-balloon-pci has no MSI-X: INTx only.
                     default_vectors: 0,

@@ -22,13 +22,13 @@ pub(super) const PROPS: &[Prop] = &[
     p("guest-stats-polling-interval", Kind::I64),
 ];
 
-pub(super) fn parse(dev: &Map<String, Value>) -> Result<VirtioBalloonPci, String> {
-    let (proxy, own) = VirtioPciProxy::take(props(
-        "virtio-balloon-pci",
-        "virtio-balloon-device",
-        PROPS,
-        dev,
-    )?)?;
+pub(super) fn parse(
+    dev: &Map<String, Value>,
+    driver: &'static str,
+) -> Result<VirtioBalloonPci, String> {
+    let (mut proxy, own) =
+        VirtioPciProxy::take(props(driver, "virtio-balloon-device", PROPS, dev)?)?;
+    proxy.twin = super::is_twin(driver).then_some(driver);
     let mut r = VirtioBalloonPci {
         proxy,
         ..Default::default()

@@ -60,9 +60,13 @@ impl VirtioBlkPci {
     }
 }
 
-pub(super) fn parse(dev: &Map<String, Value>, cpus: u16) -> Result<VirtioBlkPci, String> {
-    let (proxy, own) =
-        VirtioPciProxy::take(props("virtio-blk-pci", "virtio-blk-device", PROPS, dev)?)?;
+pub(super) fn parse(
+    dev: &Map<String, Value>,
+    cpus: u16,
+    driver: &'static str,
+) -> Result<VirtioBlkPci, String> {
+    let (mut proxy, own) = VirtioPciProxy::take(props(driver, "virtio-blk-device", PROPS, dev)?)?;
+    proxy.twin = super::is_twin(driver).then_some(driver);
     let mut r = VirtioBlkPci {
         proxy,
         ..VirtioBlkPci::for_drive("", cpus)

@@ -91,6 +91,33 @@ pub struct VirtioPciProxy {
     pub vectors: Option<u16>,
     /// `bootindex=`: its place in the firmware's boot order.
     pub bootindex: Option<u32>,
+    /// The QOM type when `-device` named the `*-non-transitional` twin;
+    /// `None` is the generic type.
+    pub twin: Option<&'static str>,
+}
+
+impl VirtioPciProxy {
+    /// The QOM type of the function: the twin's name, else `generic`.
+    pub fn type_name(&self, generic: &'static str) -> &'static str {
+        self.twin.unwrap_or(generic)
+    }
+}
+
+/// The suffix of the modern-only twin QEMU 7.2 registers beside each
+/// virtio-pci device (hw/virtio/virtio-pci.c `virtio_pci_types_register`).
+/// ferrovm's virtio functions are modern-only, so the twin is the same
+/// device under another name. libvirt places virtio devices on PCIe root
+/// ports only when `qom-list-types` lists a twin (qemu_capabilities.c
+/// QEMU_CAPS_VIRTIO_PCI_TRANSITIONAL). The `*-transitional` twins, which
+/// need the legacy interface, are not built.
+pub const NON_TRANSITIONAL: &str = "-non-transitional";
+
+/// The generic type's own properties (`virtio_pci_generic_properties`),
+/// which the twins do not have.
+const GENERIC_ONLY: &[&str] = &["disable-legacy", "disable-modern"];
+
+pub(super) fn is_twin(driver: &str) -> bool {
+    driver.ends_with(NON_TRANSITIONAL)
 }
 
 /// QEMU's name for the root bus of a q35 machine.
@@ -340,6 +367,7 @@ impl Driver {
             .iter()
             .chain(self.props)
             .filter(|p| !NOT_LISTED.contains(&p.name))
+            .filter(|p| !(is_twin(self.name) && GENERIC_ONLY.contains(&p.name)))
             .map(Prop::info)
             .collect()
     }
@@ -358,7 +386,21 @@ pub const DRIVERS: &[Driver] = &[
         grandparent: Some("virtio-pci"),
         base: VIRTIO_PCI_PROXY,
         props: blk::PROPS,
-        parse: |d, cpus| blk::parse(d, cpus).map(DeviceRequest::VirtioBlkPci),
+        parse: |d, cpus| blk::parse(d, cpus, "virtio-blk-pci").map(DeviceRequest::VirtioBlkPci),
+    },
+    Driver {
+        name: "virtio-blk-pci-non-transitional",
+        desc: "",
+        alias: None,
+        bus: "PCI",
+        category: help::Category::Storage,
+        parent: "virtio-blk-pci-base",
+        grandparent: Some("virtio-pci"),
+        base: VIRTIO_PCI_PROXY,
+        props: blk::PROPS,
+        parse: |d, cpus| {
+            blk::parse(d, cpus, "virtio-blk-pci-non-transitional").map(DeviceRequest::VirtioBlkPci)
+        },
     },
     Driver {
         name: "virtio-net-pci",
@@ -370,7 +412,21 @@ pub const DRIVERS: &[Driver] = &[
         grandparent: Some("virtio-pci"),
         base: VIRTIO_PCI_PROXY,
         props: net::PROPS,
-        parse: |d, _| net::parse(d).map(DeviceRequest::VirtioNetPci),
+        parse: |d, _| net::parse(d, "virtio-net-pci").map(DeviceRequest::VirtioNetPci),
+    },
+    Driver {
+        name: "virtio-net-pci-non-transitional",
+        desc: "",
+        alias: None,
+        bus: "PCI",
+        category: help::Category::Network,
+        parent: "virtio-net-pci-base",
+        grandparent: Some("virtio-pci"),
+        base: VIRTIO_PCI_PROXY,
+        props: net::PROPS,
+        parse: |d, _| {
+            net::parse(d, "virtio-net-pci-non-transitional").map(DeviceRequest::VirtioNetPci)
+        },
     },
     Driver {
         name: "virtio-balloon-pci",
@@ -382,7 +438,22 @@ pub const DRIVERS: &[Driver] = &[
         grandparent: Some("virtio-pci"),
         base: VIRTIO_PCI_PROXY,
         props: balloon::PROPS,
-        parse: |d, _| balloon::parse(d).map(DeviceRequest::VirtioBalloonPci),
+        parse: |d, _| balloon::parse(d, "virtio-balloon-pci").map(DeviceRequest::VirtioBalloonPci),
+    },
+    Driver {
+        name: "virtio-balloon-pci-non-transitional",
+        desc: "",
+        alias: None,
+        bus: "PCI",
+        category: help::Category::Misc,
+        parent: "virtio-balloon-pci-base",
+        grandparent: Some("virtio-pci"),
+        base: VIRTIO_PCI_PROXY,
+        props: balloon::PROPS,
+        parse: |d, _| {
+            balloon::parse(d, "virtio-balloon-pci-non-transitional")
+                .map(DeviceRequest::VirtioBalloonPci)
+        },
     },
     Driver {
         name: "pvpanic",
@@ -496,6 +567,11 @@ fn props(
     table: &[Prop],
     dev: &Map<String, Value>,
 ) -> Result<Parsed, String> {
+    if is_twin(driver) {
+        if let Some(k) = dev.keys().find(|k| GENERIC_ONLY.contains(&k.as_str())) {
+            return Err(format!("Property '{driver}.{k}' not found"));
+        }
+    }
     props_on(VIRTIO_PCI_PROXY, driver, inner, table, dev)
 }
 
@@ -809,6 +885,32 @@ mod tests {
         assert!(d.share_rw);
         let e = parse_kv("virtio-blk-pci,drive=d0,disable-legacy=off").unwrap_err();
         assert!(e.contains("disable-legacy=on"), "{e}");
+    }
+
+    #[test]
+    fn non_transitional_twin_is_the_same_device_under_its_own_name() {
+        let Ok(DeviceRequest::VirtioBlkPci(d)) =
+            parse_kv("virtio-blk-pci-non-transitional,drive=d0,id=v0")
+        else {
+            panic!("not a virtio-blk-pci")
+        };
+        assert_eq!(d.drive, "d0");
+        assert_eq!(
+            d.proxy.type_name("virtio-blk-pci"),
+            "virtio-blk-pci-non-transitional"
+        );
+        // QEMU 7.2's words: the twin has no generic-type properties.
+        assert_eq!(
+            parse_kv("virtio-net-pci-non-transitional,disable-legacy=on").unwrap_err(),
+            "Property 'virtio-net-pci-non-transitional.disable-legacy' not found"
+        );
+        let Ok(DeviceRequest::VirtioBalloonPci(b)) = parse_kv("virtio-balloon-pci") else {
+            panic!("not a balloon")
+        };
+        assert_eq!(
+            b.proxy.type_name("virtio-balloon-pci"),
+            "virtio-balloon-pci"
+        );
     }
 
     #[test]

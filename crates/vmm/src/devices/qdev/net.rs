@@ -79,9 +79,12 @@ pub(super) const PROPS: &[Prop] = &[
     p("mq", Kind::Bool).def(Def::Bool(false)),
 ];
 
-pub(super) fn parse(dev: &Map<String, Value>) -> Result<VirtioNetPci, String> {
-    let (proxy, own) =
-        VirtioPciProxy::take(props("virtio-net-pci", "virtio-net-device", PROPS, dev)?)?;
+pub(super) fn parse(
+    dev: &Map<String, Value>,
+    driver: &'static str,
+) -> Result<VirtioNetPci, String> {
+    let (mut proxy, own) = VirtioPciProxy::take(props(driver, "virtio-net-device", PROPS, dev)?)?;
+    proxy.twin = super::is_twin(driver).then_some(driver);
     let mut r = VirtioNetPci {
         proxy,
         ..Default::default()
