@@ -33,6 +33,7 @@ COMMANDS = [
     # issue 13: libvirt's capability probe
     "qom-list-types", "qom-list-properties", "device-list-properties", "query-tpm-models",
     "query-tpm-types", "query-command-line-options", "query-migrate-capabilities",
+    "migrate-set-capabilities",
     "query-sev-capabilities", "query-sgx-capabilities", "query-cpu-definitions",
     "query-cpu-model-expansion",
     # issue 10: watchdog

@@ -700,6 +700,16 @@ def probe_steps():
          req("query-command-line-options", {"option": "nosuch"}),
          req("query-command-line-options", {"option": "m"}),
          req("query-migrate-capabilities"),
+         # libvirt's first command after qmp_capabilities on a domain start.
+         req("migrate-set-capabilities",
+             {"capabilities": [{"capability": "events", "state": True}]}),
+         req("query-migrate-capabilities"),
+         req("migrate-set-capabilities",
+             {"capabilities": [{"capability": "nosuch", "state": True}]}),
+         req("migrate-set-capabilities", {"capabilities": [{"capability": "events"}]}),
+         req("migrate-set-capabilities",
+             {"capabilities": [{"capability": "events", "state": False}]}),
+         req("query-migrate-capabilities"),
          req("query-sev-capabilities"), req("query-sgx-capabilities"),
          req("rtc-reset-reinjection"),
          req("query-cpu-definitions"),
@@ -779,6 +789,7 @@ VALID_ARGS.update({
     "device-list-properties": {"typename": "virtio-blk-pci"},
     "qom-list-properties": {"typename": "none-machine"},
     "query-cpu-model-expansion": {"type": "static", "model": {"name": "host"}},
+    "migrate-set-capabilities": {"capabilities": [{"capability": "events", "state": True}]},
 })
 CANNOT_SUCCEED.update({
     # ferrovm offers neither; QEMU's words on this host's KVM.

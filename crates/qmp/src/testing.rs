@@ -215,7 +215,9 @@ impl Handler for FakeVm {
             "device-list-properties" => {
                 return Err(QmpError::device_not_found(format!("Device '{}' not found", args.str("typename")?)))
             }
-            "query-tpm-models" | "query-tpm-types" | "query-migrate-capabilities" | "query-cpu-definitions" => {
+            "query-migrate-capabilities" => json!([{"capability": "events", "state": false}]),
+            "migrate-set-capabilities" => json!({}),
+            "query-tpm-models" | "query-tpm-types" | "query-cpu-definitions" => {
                 json!([])
             }
             "query-command-line-options" => match args.opt_str("option") {

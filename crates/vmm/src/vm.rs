@@ -71,6 +71,8 @@ pub struct Vm {
     pub(crate) announcers: crate::announce::Announcers,
     /// Block jobs; their workers report through `sender`.
     pub(crate) jobs: block::job::Jobs,
+    /// The `events` migration capability (`migrate-set-capabilities`).
+    pub(crate) migration_events: bool,
 }
 
 impl Vm {
@@ -102,6 +104,7 @@ impl Vm {
             block: block::BlockGraph::new(),
             netdevs: crate::network::Netdevs::default(),
             announcers: Default::default(),
+            migration_events: false,
         }
     }
 
