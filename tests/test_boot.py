@@ -6,6 +6,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from conftest import guest_args, tap_results
 
 
@@ -29,6 +31,22 @@ def test_poweroff_exits_zero_after_all_checks_pass(ferrovm, testguest, launch):
     assert "boot 1" in out
     assert_all_ok(out)
     assert "poweroff" in out
+
+
+@pytest.mark.parametrize("off", [["-no-acpi"], ["-machine", "q35,acpi=off"]])
+def test_without_acpi_the_guest_finds_no_tables_and_no_pm_block(ferrovm, testguest, launch, off):
+    """libvirt passes -no-acpi for a domain without <features><acpi/>. On direct
+    boot ferrovm is the firmware: no RSDP (start_info says 0, no scan finds one),
+    no PM timer, and with no FADT the guest has no way to power off."""
+    g = launch(guest_args(ferrovm, testguest, "plan=poweroff", "-m", "128", *off))
+    g.wait_line(r"not ok - poweroff did not happen")
+    out = g.output()
+    assert re.search(r"^not ok 2 - acpi tables \(cpus=0, no RSDP\)$", out, re.M), out
+    assert "no pm timer" in out, out
+    assert "(no PM1a_CNT_BLK)" in out, out
+    # The other checks are unaffected; PCI is then found through the ports.
+    assert re.search(r"^ok 5 - pci host bridge 00:00\.0 8086:29c0$", out, re.M), out
+    assert "pci config via ports" in out, out
 
 
 def test_smp_and_memory_are_what_the_guest_reports(ferrovm, testguest, launch):

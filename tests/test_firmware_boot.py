@@ -236,6 +236,21 @@ def test_boots_drive_if_virtio_and_again_after_the_guest_reboots(vmm, tmp_path):
         m.close()
 
 
+def test_no_acpi_leaves_the_tables_to_seabios(vmm, tmp_path):
+    """-no-acpi (libvirt's line for a domain without <features><acpi/>): the VMM
+    hands the firmware no ACPI tables, so SeaBIOS builds its own minimal ones
+    and says so, on QEMU and on ferrovm alike."""
+    img = bootdisk.compose(tmp_path / "n.img", "disk N")
+    m, lines = boot_disk(vmm, tmp_path, pci_disk(img, "dn", bootindex=1) + ["-no-acpi"], "N")
+    try:
+        want = "bootdisk: rsdp oem BOCHS "
+        assert want in lines, m.report(f"expected {want!r}: SeaBIOS's own RSDP")
+        assert SEABIOS_OWN_RSDP in m.debug_log(), m.report(
+            "SeaBIOS did not build its own tables: the VMM still gave it some")
+    finally:
+        m.close()
+
+
 @pytest.mark.parametrize("first", ["A", "B"])
 def test_bootindex_decides_which_disk_boots(vmm, tmp_path, first):
     """A sits in the higher slot, so a BIOS ignoring bootindex would boot B."""

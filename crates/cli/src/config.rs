@@ -208,6 +208,8 @@ pub struct MachineSpec {
     pub dump_guest_core: bool,
     /// `mem-merge=`: allow KSM merging of guest RAM (default on).
     pub mem_merge: bool,
+    /// `acpi=` (and `-no-acpi`): `false` for `off`; `on` and `auto` build ACPI.
+    pub acpi: bool,
 }
 
 impl Default for MachineSpec {
@@ -218,6 +220,7 @@ impl Default for MachineSpec {
             memory_backend: None,
             dump_guest_core: true,
             mem_merge: true,
+            acpi: true,
         }
     }
 }

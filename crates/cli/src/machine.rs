@@ -53,7 +53,6 @@ const MACHINE_LIMITS: &[(&str, &[&str])] = &[
     ("vmport", &["off", "auto"]),
     ("smm", &["off", "auto"]),
     ("hpet", &["off"]),
-    ("acpi", &["on", "auto"]),
     ("pit", &["on", "auto"]),
     ("pic", &["on", "auto"]),
     ("sata", &["off"]),
@@ -189,6 +188,7 @@ pub(crate) fn handle_machine(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(
             "memory-backend" => m.memory_backend = Some(v.to_string()),
             "dump-guest-core" => m.dump_guest_core = parse_bool(k, v).map_err(|e| inv.err(e))?,
             "mem-merge" => m.mem_merge = parse_bool(k, v).map_err(|e| inv.err(e))?,
+            "acpi" => m.acpi = v != "off",
             _ => {} // validated above; nothing to record
         }
     }

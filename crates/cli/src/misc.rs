@@ -121,6 +121,11 @@ pub(crate) fn handle_no_user_config(
     Ok(())
 }
 
+pub(crate) fn handle_no_acpi(b: &mut Builder, _inv: &Inv, _p: Parsed) -> Result<(), CliError> {
+    b.cfg.machine.acpi = false;
+    Ok(())
+}
+
 pub(crate) fn handle_daemonize(b: &mut Builder, _inv: &Inv, _p: Parsed) -> Result<(), CliError> {
     b.cfg.daemonize = true;
     Ok(())

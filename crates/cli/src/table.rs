@@ -473,6 +473,14 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         handler: Run(smbios::handle_smbios),
     },
     OptionDef {
+        names: &["no-acpi"],
+        args: "",
+        grammar: Flag,
+        help: "disable ACPI",
+        notes: "The same as `-machine acpi=off` (QEMU 7.2 `QEMU_OPTION_no_acpi`): no ACPI tables; on direct boot the PM block is not enabled either.",
+        handler: Run(misc::handle_no_acpi),
+    },
+    OptionDef {
         names: &["no-hpet"],
         args: "",
         grammar: Flag,
@@ -518,7 +526,6 @@ pub(crate) const UNSUPPORTED: &[&str] = &[
     "mtdblock",
     "net",
     "nic",
-    "no-acpi",
     "no-fd-bootchk",
     "numa",
     "only-migratable",

@@ -58,7 +58,8 @@ fn machine() {
         ),
         (&["-M", "q35,smm=on"], "-M q35,smm=on: 'smm=on' is not supported by ferrovm"),
         (&["-M", "q35,vmport=on"], "-M q35,vmport=on: 'vmport=on' is not supported by ferrovm"),
-        (&["-M", "q35,acpi=off"], "-M q35,acpi=off: 'acpi=off' is not supported by ferrovm"),
+        (&["-M", "q35,acpi=maybe"], "-M q35,acpi=maybe: Parameter 'acpi' does not accept value 'maybe'"),
+        (&["-add-fd", "fd=3,bogus=1"], "-add-fd fd=3,bogus=1: Invalid parameter 'bogus'"),
         (&["-M", "q35,hpet=on"], "-M q35,hpet=on: 'hpet=on' is not supported by ferrovm"),
         (
             &["-M", "q35,accel=tcg"],

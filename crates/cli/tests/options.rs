@@ -23,6 +23,43 @@ fn defaults() {
 }
 
 #[test]
+fn acpi_off_and_no_acpi() {
+    assert!(run(&[]).machine.acpi);
+    assert!(!run(&["-no-acpi"]).machine.acpi);
+    assert!(!run(&["-machine", "q35,acpi=off"]).machine.acpi);
+    assert!(run(&["-machine", "q35,acpi=auto"]).machine.acpi);
+    // -no-acpi is `acpi=off` in the machine options; a later acpi=on wins.
+    assert!(run(&["-no-acpi", "-machine", "acpi=on"]).machine.acpi);
+}
+
+#[test]
+fn add_fd() {
+    let c = run(&[
+        "-add-fd",
+        "set=0,fd=31,opaque=serial0-source",
+        "-add-fd",
+        "fd=32,set=1",
+    ]);
+    assert_eq!(
+        c.add_fds,
+        [
+            AddFdSpec {
+                fd: Some(31),
+                set: Some(0),
+                opaque: Some("serial0-source".into())
+            },
+            AddFdSpec {
+                fd: Some(32),
+                set: Some(1),
+                opaque: None
+            },
+        ]
+    );
+    // Missing keys are checked when the machine is set up (QEMU's parse_add_fd).
+    assert_eq!(run(&["-add-fd", "opaque=x"]).add_fds[0].fd, None);
+}
+
+#[test]
 fn version_and_help() {
     assert_eq!(parse(args(&["-version"])), Ok(Action::Version));
     assert_eq!(parse(args(&["--version"])), Ok(Action::Version));

@@ -42,6 +42,8 @@ pub struct MachineSpec {
     pub firmware: Option<PathBuf>,
     /// `-device pvpanic`'s port, for the DSDT and fw_cfg.
     pub pvpanic_port: Option<u16>,
+    /// `-machine acpi=`: without it there are no ACPI tables.
+    pub acpi: bool,
 }
 
 pub struct Machine {
@@ -179,7 +181,13 @@ impl Machine {
         let acpi =
             boot::AcpiConfig::new(self.spec.cpus as u8, self.spec.max_cpus as u8, self.layout)
                 .with_pvpanic(self.spec.pvpanic_port);
-        let rsdp = boot::build_acpi(&self.mem, &acpi).map_err(|e| VmmError::Boot(e.to_string()))?;
+        // acpi=off: no tables, and the boot protocol says so with a zero RSDP
+        // address (PVH start_info.rsdp_paddr, boot_params.acpi_rsdp_addr).
+        let rsdp = if self.spec.acpi {
+            boot::build_acpi(&self.mem, &acpi).map_err(|e| VmmError::Boot(e.to_string()))?
+        } else {
+            vm_memory::GuestAddress(0)
+        };
         let entry = match &self.kernel {
             Some(k) => Some(
                 k.load(

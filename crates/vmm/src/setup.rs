@@ -112,6 +112,7 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
                         Some(_) => Some(firmware_spec(&config, &spec)?),
                         None => None,
                     },
+                    acpi: spec.acpi,
                 },
                 requests,
             )?;
@@ -180,6 +181,7 @@ fn firmware_spec(config: &Config, spec: &MachineSpec) -> Result<FirmwareSpec, Vm
         },
         acpi: boot::AcpiConfig::new(spec.cpus as u8, spec.max_cpus as u8, layout)
             .with_pvpanic(spec.pvpanic_port),
+        acpi_tables: spec.acpi,
         smbios: crate::devices::smbios_config::tables(config, spec.ram_bytes)?,
     })
 }
@@ -296,6 +298,7 @@ fn machine_spec(config: &Config) -> Result<MachineSpec, VmmError> {
             }
         },
         pvpanic_port: None,
+        acpi: config.machine.acpi,
     })
 }
 

@@ -138,7 +138,8 @@ impl Chipset {
 /// What SeaBIOS leaves programmed, for a boot without firmware: ECAM at
 /// `ecam_base` (256 MiB), the PM block at [`PM_BASE`] and decoding, the PAM
 /// area RAM. Goes through configuration writes, so every mapping follows.
-pub fn program_like_seabios(root: &Mutex<PciRoot>, ecam_base: u64) {
+/// Without `pm_block` (ACPI off) PMBASE stays unprogrammed and off.
+pub fn program_like_seabios(root: &Mutex<PciRoot>, ecam_base: u64, pm_block: bool) {
     let mut root = lock(root);
     let bar = ecam_base | mch::PCIEXBAR_ENABLE;
     let r = mch::PCIEXBAR / 4;
@@ -147,6 +148,9 @@ pub fn program_like_seabios(root: &Mutex<PciRoot>, ecam_base: u64) {
     for (i, v) in pam::PAM_ALL_RAM.iter().enumerate() {
         let o = pam::PAM0 + i;
         root.config_write(0, 0, 0, o / 4, (o % 4) as u64, &[*v]);
+    }
+    if !pm_block {
+        return;
     }
     let s = lpc::LPC_SLOT;
     let pmbase = u32::from(PM_BASE) | 1;
@@ -186,7 +190,7 @@ mod tests {
         let r = rig();
         assert_eq!(dword(&r.mmio, 0xb000_0000), None, "ECAM off at power-on");
         assert_eq!(dword(&r.pio, 0x630), None, "PM block off at power-on");
-        program_like_seabios(&r.root, 0xb000_0000);
+        program_like_seabios(&r.root, 0xb000_0000, true);
         // ECAM: 00:00.0 is the MCH, 00:1f.0 the LPC bridge (device 31 << 15).
         assert_eq!(dword(&r.mmio, 0xb000_0000), Some(0x29c0_8086));
         assert_eq!(dword(&r.mmio, 0xb000_0000 | 31 << 15), Some(0x2918_8086));
@@ -200,9 +204,18 @@ mod tests {
     }
 
     #[test]
+    fn with_acpi_off_the_pm_block_stays_off() {
+        let r = rig();
+        program_like_seabios(&r.root, 0xb000_0000, false);
+        assert_eq!(dword(&r.mmio, 0xb000_0000), Some(0x29c0_8086), "ECAM on");
+        assert_eq!(dword(&r.pio, 0x630), None, "no PM block");
+        assert_eq!(dword(&r.pio, 0x608), None, "no PM timer");
+    }
+
+    #[test]
     fn the_guest_moves_ecam_and_the_pm_block() {
         let r = rig();
-        program_like_seabios(&r.root, 0xb000_0000);
+        program_like_seabios(&r.root, 0xb000_0000, true);
         {
             let mut root = crate::sync::lock(&r.root);
             // PCIEXBAR: 64 MiB at 0xe0000000 (length field 2).

@@ -80,6 +80,9 @@ pub struct FirmwareSpec {
     pub boot: BootConfig,
     /// vCPUs and RAM layout for the ACPI tables.
     pub acpi: boot::AcpiConfig,
+    /// `acpi=off`: no ACPI files for the firmware (SeaBIOS then builds
+    /// its own minimal tables, as with QEMU).
+    pub acpi_tables: bool,
     pub smbios: boot::smbios::SmbiosTables,
 }
 
@@ -140,7 +143,9 @@ pub fn fw_cfg(
         f.add_file("etc/pvpanic-port", port.to_le_bytes().to_vec())
             .map_err(err)?;
     }
-    acpi_files(&mut f, &spec.acpi, root)?;
+    if spec.acpi_tables {
+        acpi_files(&mut f, &spec.acpi, root)?;
+    }
     Ok(f)
 }
 

@@ -55,6 +55,9 @@ pub struct DeviceSpec {
     /// Firmware boots the machine and programs the chipset and BARs itself;
     /// without it (direct boot) ferrovm does.
     pub firmware: Option<firmware::FirmwareSpec>,
+    /// `acpi=`: on direct boot, whether ferrovm enables the PM block as
+    /// SeaBIOS would; with ACPI off no table tells a guest where it is.
+    pub acpi: bool,
 }
 
 /// A PCI function to build once guest RAM exists, in `-device` order (which
@@ -130,6 +133,7 @@ pub struct DeviceManager {
     /// Devices to build once guest RAM exists ([`DeviceManager::realize`]).
     planned: Vec<PciPlan>,
     firmware: Option<firmware::FirmwareSpec>,
+    acpi: bool,
     fw_cfg: Option<Arc<Mutex<FwCfg>>>,
     /// Devices with a `bootindex=`, for fw_cfg's `bootorder`.
     boot_devices: Mutex<Vec<bootorder::BootDevice>>,
@@ -182,6 +186,7 @@ impl DeviceManager {
             backend,
             planned: Vec::new(),
             firmware: spec.firmware,
+            acpi: spec.acpi,
             fw_cfg: None,
             boot_devices: Mutex::new(Vec::new()),
             peripherals: Mutex::new(Vec::new()),
@@ -291,7 +296,7 @@ impl DeviceManager {
         if self.firmware.is_some() {
             return Ok(());
         }
-        self.pci.program_like_firmware()
+        self.pci.program_like_firmware(self.acpi)
     }
 
     /// Machine reset: every device back to its power-on state (what a PC

@@ -162,8 +162,8 @@ impl PciDevices {
     /// Direct boot has no firmware to program the chipset and the BARs:
     /// ferrovm does, once the functions exist and again after every reset
     /// (Cloud Hypervisor does the same for BARs). The guest may move them.
-    pub fn program_like_firmware(&self) -> Result<(), VmmError> {
-        chipset::program_like_seabios(&self.root, boot::layout::ECAM_START);
+    pub fn program_like_firmware(&self, pm_block: bool) -> Result<(), VmmError> {
+        chipset::program_like_seabios(&self.root, boot::layout::ECAM_START, pm_block);
         lock(&self.root)
             .assign_bars(&self.windows)
             .map_err(|e| VmmError::Device(format!("PCI BAR assignment: {e}")))
