@@ -9,7 +9,8 @@ and COM1 in a file. It boots the test guest by `<kernel>` with
 `<features><acpi/>` in its `balloon` plan: the guest follows the balloon
 target, reports memory statistics, and ends on the ACPI power button, so each
 libvirt step has an effect the guest shows. A second domain boots a disk
-through SeaBIOS, without `<acpi/>` (libvirt then passes `-no-acpi`).
+through SeaBIOS, without `<acpi/>` (libvirt then passes `-no-acpi`), its COM1 on
+the pty `virsh console` uses. A third runs libvirt's block jobs on a qcow2 disk.
 
 After each step the test checks the state libvirt reports and what the guest
 saw (its serial lines)."""
@@ -38,7 +39,8 @@ def libvirt():
         lv.close()
 
 
-def domain_xml(name, emulator, workdir, kernel=None, disk=None, acpi=True):
+def domain_xml(name, emulator, workdir, kernel=None, disk=None, acpi=True, fmt="raw",
+               serial="file"):
     boot = (f"<kernel>{kernel}</kernel><cmdline>plan=balloon</cmdline>" if kernel else "")
     return f"""<domain type='kvm'>
   <name>{name}</name>
@@ -50,15 +52,21 @@ def domain_xml(name, emulator, workdir, kernel=None, disk=None, acpi=True):
   <devices>
     <emulator>{emulator}</emulator>
     <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
+      <driver name='qemu' type='{fmt}'/>
       <source file='{disk}'/>
       <target dev='vda' bus='virtio'/>
     </disk>
-    <serial type='file'><source path='{workdir}/serial.log'/><target port='0'/></serial>
+    {serial_xml(serial, workdir)}
     <watchdog model='i6300esb' action='pause'/>
     <memballoon model='virtio'><stats period='1'/></memballoon>
   </devices>
 </domain>"""
+
+
+def serial_xml(kind, workdir):
+    if kind == "pty":
+        return "<serial type='pty'><target port='0'/></serial>"
+    return f"<serial type='file'><source path='{workdir}/serial.log'/><target port='0'/></serial>"
 
 
 class Domain:
@@ -111,6 +119,46 @@ class Domain:
 
     def monitor(self, command):
         return self.virsh("qemu-monitor-command", self.name, f'{{"execute":"{command}"}}')
+
+
+class PtyReader:
+    """The console side of a pty, raw, read on a thread."""
+
+    def __init__(self, path):
+        import termios
+        import threading
+        import tty
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(self.fd, termios.TCSANOW)
+        self.text = ""
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import select
+        while not self.stop:
+            r, _, _ = select.select([self.fd], [], [], 0.2)
+            if r:
+                try:
+                    data = os.read(self.fd, 4096)
+                except OSError:
+                    return
+                self.text += data.decode(errors="replace").replace("\r", "")
+
+    def read_until(self, needle, timeout):
+        deadline = time.monotonic() + timeout
+        while needle not in self.text:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the console never showed {needle!r}; it showed:\n{self.text}")
+            time.sleep(0.1)
+        time.sleep(0.3)     # the rest of that line
+        return self.text
+
+    def close(self):
+        self.stop = True
+        self.thread.join(2)
+        os.close(self.fd)
 
 
 def balloon_pages(mib):
@@ -229,27 +277,102 @@ def test_domain_lifecycle(libvirt, emu, testguest, tmp_path):
 
 
 @pytest.mark.parametrize("emu", ["qemu", "ferrovm"])
-def test_domain_boots_a_disk_through_seabios(libvirt, emu, tmp_path):
+def test_domain_boots_a_disk_through_seabios_on_its_pty_console(libvirt, emu, tmp_path):
     emulator = vmm_binary(emu, "it is the reference emulator of the libvirt test")
     name = f"fv-disk-{emu}"
     workdir = str(tmp_path)
     disk = bootdisk.compose(os.path.join(workdir, "boot.raw"), label="disk libvirt")
     xml = os.path.join(workdir, "domain.xml")
     with open(xml, "w") as f:
-        f.write(domain_xml(name, emulator, workdir, disk=disk, acpi=False))
+        f.write(domain_xml(name, emulator, workdir, disk=disk, acpi=False, serial="pty"))
     dom = Domain(libvirt, name, workdir)
     libvirt.ok("define", xml)
     try:
-        dom.virsh("start", name)
-        dom.wait_serial(r"^bootdisk: far sector, disk libvirt$", timeout=60)
-        assert "bootdisk: mbr" in dom.serial()
+        # COM1 on a pty, as `virsh console` reads it: opened before the guest runs.
+        dom.virsh("start", "--paused", name)
+        pty = dom.virsh("ttyconsole", name).strip()
+        assert pty.startswith("/dev/pts/"), pty
+        console = PtyReader(pty)
+        try:
+            dom.virsh("resume", name)
+            text = console.read_until("bootdisk: rsdp oem ", timeout=60)
+        finally:
+            console.close()
+        assert "bootdisk: mbr" in text and "bootdisk: far sector, disk libvirt" in text, text
         # Without <features><acpi/> libvirt passes -no-acpi: the VMM gives
         # the firmware no tables, and SeaBIOS's own (OEM "BOCHS ") are found.
         assert "-no-acpi" in libvirt.domain_log(name)
-        dom.wait_serial(r"^bootdisk: rsdp oem BOCHS $")
+        assert "bootdisk: rsdp oem BOCHS" in console.text, console.text
         assert dom.state() == "running"
         dom.virsh("destroy", name)
         assert dom.state() == "shut off"
+    finally:
+        libvirt.virsh("destroy", name)
+        libvirt.virsh("undefine", name)
+
+
+def qemu_img(*args):
+    import subprocess
+    r = subprocess.run(["qemu-img", *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"qemu-img {' '.join(args)}: {r.stderr}{r.stdout}"
+    return r.stdout
+
+
+def disk_source(dom):
+    """The file libvirt says vda is on."""
+    out = dom.virsh("domblklist", dom.name)
+    return next(l.split()[1] for l in out.splitlines() if l.split()[:1] == ["vda"])
+
+
+@pytest.mark.parametrize("emu", ["qemu", "ferrovm"])
+def test_block_jobs_through_libvirt(libvirt, emu, testguest, tmp_path):
+    """External snapshots, then blockpull, an active blockcommit with pivot and a
+    blockcopy with pivot, on a running domain's qcow2 disk: after each, libvirt
+    and the emulator agree on the file the disk is on, the data written into
+    the base before the start is where it belongs, and the guest still runs."""
+    import json
+    import subprocess
+    emulator = vmm_binary(emu, "it is the reference emulator of the libvirt test")
+    name = f"fv-jobs-{emu}"
+    w = str(tmp_path)
+    base, s1, s2, copy = (os.path.join(w, f) for f in
+                          ("base.qcow2", "s1.qcow2", "s2.qcow2", "copy.qcow2"))
+    qemu_img("create", "-q", "-f", "qcow2", base, "64M")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -q -P 0xa1 0 1M", base], check=True)
+    xml = os.path.join(w, "domain.xml")
+    with open(xml, "w") as f:
+        f.write(domain_xml(name, emulator, w, kernel=testguest, disk=base, fmt="qcow2"))
+    dom = Domain(libvirt, name, w)
+    libvirt.ok("define", xml)
+    try:
+        dom.virsh("start", name)
+        dom.wait_serial(r"^1\.\.10$")
+        for snap, path in (("s1", s1), ("s2", s2)):
+            dom.virsh("snapshot-create-as", name, snap, "--disk-only", "--no-metadata",
+                      "--diskspec", f"vda,file={path}")
+            assert disk_source(dom) == path
+        # blockpull into s2 from s1: s2's backing file becomes the base.
+        dom.virsh("blockpull", name, "vda", "--wait", "--base", base, timeout=120)
+        info = json.loads(qemu_img("info", "-U", "--output=json", s2))
+        assert info["backing-filename"] == base, info
+        # Active commit into the base, then pivot: the disk is on the base.
+        dom.virsh("blockcommit", name, "vda", "--active", "--pivot", "--wait", timeout=120)
+        assert disk_source(dom) == base
+        # Copy to a new image, then pivot onto it.
+        dom.virsh("blockcopy", name, "vda", copy, "--pivot", "--wait", "--transient-job",
+                  "--format", "qcow2", timeout=120)
+        assert disk_source(dom) == copy
+        blk = json.loads(dom.monitor("query-block"))["return"]
+        assert [b["inserted"]["image"]["filename"] for b in blk if b.get("inserted")] == [copy]
+        r = subprocess.run(["qemu-io", "-r", "-U", "-f", "qcow2", "-c", "read -P 0xa1 0 1M",
+                            copy], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "read 1048576/1048576" in r.stdout \
+            and "verification failed" not in r.stdout, r.stdout + r.stderr
+        # The guest ran through all of it.
+        dom.virsh("setmem", name, "110M", "--live")
+        dom.wait_serial(rf"^# balloon actual={balloon_pages(110)} pages")
+        dom.virsh("destroy", name)
+        qemu_img("check", "-q", copy)
     finally:
         libvirt.virsh("destroy", name)
         libvirt.virsh("undefine", name)
