@@ -69,6 +69,40 @@ def probe(argv, rounds=2000, pin=None):
             "quit_ms": (time.perf_counter() - t) * 1000}
 
 
+def sigterm_exit(argv):
+    """SIGTERM (libvirt's `virsh destroy`) to process exit, paused with a monitor
+    client connected, in ms."""
+    d = tempfile.mkdtemp()
+    sock = os.path.join(d, "qmp.sock")
+    p = subprocess.Popen(argv + ["-S", "-display", "none", "-nodefaults", "-qmp",
+                                 f"unix:{sock},server=on,wait=off"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         stdin=subprocess.DEVNULL)
+    s = socket.socket(socket.AF_UNIX)
+    deadline = time.perf_counter() + 30
+    while True:
+        try:
+            s.connect(sock)
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            if p.poll() is not None or time.perf_counter() > deadline:
+                p.kill()
+                raise SystemExit(f"{argv[0]}: no QMP socket")
+            time.sleep(0.0002)
+    f = s.makefile("rwb", buffering=0)
+    f.readline()
+    f.write(b'{"execute":"qmp_capabilities"}\n')
+    f.readline()
+    f.write(b'{"execute":"query-status"}\n')     # the machine is built by now
+    f.readline()
+    t = time.perf_counter()
+    p.terminate()
+    p.wait(20)
+    ms = (time.perf_counter() - t) * 1000
+    s.close()
+    return ms
+
+
 def run(ferrovm, qemu, repeats=5):
     rows = {}
     for name, argv in (("ferrovm", [ferrovm, "-accel", "kvm", "-m", "128"]),
@@ -79,6 +113,7 @@ def run(ferrovm, qemu, repeats=5):
         rows[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         pinned = [probe(argv, rounds=1000, pin=0) for _ in range(repeats)]
         rows[name]["rtt_same_cpu_us"] = statistics.median(r["rtt_us"] for r in pinned)
+        rows[name]["sigterm_ms"] = statistics.median(sigterm_exit(argv) for _ in range(repeats))
     f, q = rows["ferrovm"], rows.get("qemu q35")
     print("\n| QMP metric | ferrovm | QEMU q35 | ratio | target |")
     print("|---|---|---|---|---|")
@@ -87,7 +122,8 @@ def run(ferrovm, qemu, repeats=5):
                                      ("rtt_p99_us", "round trip (p99)", "us", ""),
                                      ("rtt_same_cpu_us", "round trip, client and VMM on one CPU", "us", ""),
                                      ("rss_mib", "RSS paused, 128 MiB guest", "MiB", "<= 5 MiB"),
-                                     ("quit_ms", "quit to exit", "ms", "")):
+                                     ("quit_ms", "quit to exit", "ms", "<= 0.1"),
+                                     ("sigterm_ms", "SIGTERM to exit", "ms", "<= 0.1")):
         qv = f"{q[key]:.1f} {unit}" if q else "n/a"
         ratio = f"{f[key] / q[key]:.3f}" if q else "n/a"
         print(f"| {label} | {f[key]:.1f} {unit} | {qv} | {ratio} | {target} |")
