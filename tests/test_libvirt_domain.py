@@ -252,6 +252,16 @@ def test_domain_lifecycle(libvirt, emu, testguest, tmp_path):
         assert dom.state() == "running"
         dom.wait_serial(r"^1\.\.10$")
 
+        # reset (system_reset) and reboot (libvirt's fake reboot: the power
+        # button, the guest powers off, libvirt resets and resumes it) each
+        # boot the guest again.
+        dom.virsh("reset", name)
+        dom.wait_serial(r"^1\.\.10$", count=2)
+        dom.virsh("reboot", name)
+        dom.wait_serial(r"^poweroff$")
+        dom.wait_serial(r"^1\.\.10$", count=3)
+        assert dom.state() == "running"
+
         # libvirtd restarts; it reconnects to the running domain's monitor.
         libvirt.restart()
         assert name in libvirt.ok("list", "--name").split()
