@@ -14,6 +14,7 @@ the pty `virsh console` uses. A third runs libvirt's block jobs on a qcow2 disk.
 
 After each step the test checks the state libvirt reports and what the guest
 saw (its serial lines)."""
+import json
 import os
 import re
 import time
@@ -117,6 +118,12 @@ class Domain:
         out = self.virsh("domstats", self.name)
         return dict(l.strip().split("=", 1) for l in out.splitlines() if "=" in l)
 
+    def cpu_property(self, prop):
+        """qom-get of vCPU 0's `prop`, through libvirt."""
+        cmd = json.dumps({"execute": "qom-get", "arguments": {
+            "path": "/machine/unattached/device[0]", "property": prop}})
+        return json.loads(self.virsh("qemu-monitor-command", self.name, cmd))["return"]
+
     def monitor(self, command):
         return self.virsh("qemu-monitor-command", self.name, f'{{"execute":"{command}"}}')
 
@@ -200,6 +207,17 @@ def test_domain_lifecycle(libvirt, emu, testguest, tmp_path):
         assert re.search(r"^ok \d+ - balloon$", out, re.M), dom.context()
         # libvirt's command line puts the disk on a root port (bus > 0).
         assert "pcie-root-port" in libvirt.domain_log(name)
+        # libvirt read the CPU the guest got, as from QEMU: every feature
+        # property and unavailable-features (qemuMonitorJSONGetGuestCPU).
+        with open(libvirt.log, errors="replace") as f:
+            log = f.read()
+        assert re.search(r'"qom-get","arguments":\{"path":"/machine/unattached/device\[0\]",'
+                         r'"property":"unavailable-features"\}', log), libvirt.tail_log()
+        unavailable = dom.cpu_property("unavailable-features")
+        defs = json.loads(dom.monitor("query-cpu-definitions"))["return"]
+        assert unavailable == next(d for d in defs if d["name"] == "qemu64")[
+            "unavailable-features"]
+        assert dom.cpu_property("sse2") is True and dom.cpu_property("lm") is True
 
         # Memory stats: the guest's own report (stats period 1 s).
         st = dom.wait("guest memory statistics",
@@ -340,7 +358,6 @@ def test_block_jobs_through_libvirt(libvirt, emu, testguest, tmp_path):
     blockcopy with pivot, on a running domain's qcow2 disk: after each, libvirt
     and the emulator agree on the file the disk is on, the data written into
     the base before the start is where it belongs, and the guest still runs."""
-    import json
     import subprocess
     emulator = vmm_binary(emu, "it is the reference emulator of the libvirt test")
     name = f"fv-jobs-{emu}"

@@ -205,6 +205,25 @@ pub fn has(entries: &[kvm_cpuid_entry2], name: &str) -> Option<bool> {
     }))
 }
 
+/// What QEMU 7.2's `qemu64` asks for under KVM, where the accelerator's
+/// defaults turn `svm` off and `x2apic` on (target/i386/kvm/kvm-cpu.c
+/// `kvm_default_props`): the features a qemu64 vCPU should have, so the
+/// ones it lacks are its `unavailable-features`.
+pub fn qemu64_kvm_features() -> impl Iterator<Item = &'static str> {
+    QEMU64_FEATURES
+        .iter()
+        .copied()
+        .filter(|f| *f != "svm")
+        .chain(std::iter::once("x2apic"))
+}
+
+/// `qemu64_kvm_features` that the CPUID `entries` lack.
+pub fn qemu64_unavailable(entries: &[kvm_cpuid_entry2]) -> Vec<&'static str> {
+    qemu64_kvm_features()
+        .filter(|f| has(entries, f) == Some(false))
+        .collect()
+}
+
 /// The features QEMU 7.2's `qemu64` model asks for (target/i386/cpu.c
 /// `builtin_x86_defs`: PPRO_FEATURES, MTRR, CLFLUSH, MCA, PSE36; SSE3,
 /// CX16; LM, SYSCALL, NX; LAHF_LM, SVM).

@@ -227,6 +227,9 @@ pub fn class_properties(typename: &str) -> Result<Value, TypeError> {
             out.push(json!({"name": "realized", "type": "bool"}));
         }
         out.extend(cpuid::removable_feature_names().map(|n| json!({"name": n, "type": "bool"})));
+        // What the model asked for and the host lacks (qom-get on a vCPU,
+        // commands/cpu_qom.rs); libvirt reads the guest CPU through it.
+        out.push(json!({"name": "unavailable-features", "type": "strList"}));
     } else if let Some(d) = qdev::driver(&t.name) {
         out.push(json!({"name": "realized", "type": "bool"}));
         out.extend(d.property_infos());

@@ -10,7 +10,7 @@ use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_MAX_CPUID_ENTRIES};
 use qmp::{Args, QmpError};
 use serde_json::{json, Map, Value};
 
-use crate::cpu_features::{self, FEATURE_NAMES, QEMU64_FEATURES};
+use crate::cpu_features::{self, FEATURE_NAMES};
 use crate::cpuid::{self, CpuModel, Topology};
 use crate::qom_types::{cpu_type_name, CPU_TYPES};
 
@@ -36,7 +36,7 @@ fn supported() -> Result<&'static [kvm_cpuid_entry2], QmpError> {
 }
 
 /// The CPUID vCPU 0 of a one-vCPU machine gets with `model`.
-fn vcpu_cpuid(model: &CpuModel) -> Result<Vec<kvm_cpuid_entry2>, QmpError> {
+pub(super) fn vcpu_cpuid(model: &CpuModel) -> Result<Vec<kvm_cpuid_entry2>, QmpError> {
     let mut c = CpuId::from_entries(supported()?)
         .map_err(|e| QmpError::generic(format!("CPUID: {e:?}")))?;
     cpuid::patch(
@@ -66,12 +66,7 @@ pub(super) fn definitions() -> Result<Value, QmpError> {
     let mut out = Vec::new();
     for (name, _) in CPU_TYPES {
         let unavailable: Vec<&str> = if *name == "qemu64" {
-            let c = vcpu_cpuid(&CpuModel::Baseline)?;
-            QEMU64_FEATURES
-                .iter()
-                .copied()
-                .filter(|f| cpu_features::has(&c, f) == Some(false))
-                .collect()
+            cpu_features::qemu64_unavailable(&vcpu_cpuid(&CpuModel::Baseline)?)
         } else {
             Vec::new()
         };

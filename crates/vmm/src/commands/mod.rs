@@ -9,6 +9,7 @@ mod block;
 mod char;
 mod control;
 mod cpu_model;
+mod cpu_qom;
 pub(crate) mod job;
 mod machine;
 mod migration;

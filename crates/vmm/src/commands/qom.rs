@@ -143,7 +143,11 @@ fn qom_list(vm: &Vm, path: &str) -> Result<Value, QmpError> {
             }));
             v
         }
-        p if cpu_by_path(vm, p).is_some() => pairs(&[("type", "string"), ("realized", "bool")]),
+        p if cpu_by_path(vm, p).is_some() => {
+            let mut v = pairs(&[("type", "string"), ("realized", "bool")]);
+            v.extend(super::cpu_qom::properties());
+            v
+        }
         p if balloon_at(vm, p).is_some() => pairs(&[
             ("type", "string"),
             ("realized", "bool"),
@@ -190,6 +194,11 @@ fn qom_get(vm: &Vm, path: &str, property: &str) -> Result<Value, QmpError> {
             "guest-stats" => return Ok(lock(&b.model).guest_stats_json()),
             "guest-stats-polling-interval" => return Ok(json!(lock(&b.model).stats_interval())),
             _ => {}
+        }
+    }
+    if cpu_by_path(vm, &path).is_some() {
+        if let Some(v) = super::cpu_qom::get(vm, property) {
+            return v;
         }
     }
     match property {
