@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod devices;
 pub mod error;
 pub mod fdsets;
+pub mod kvm_stats;
 pub mod firmware_file;
 pub mod machine;
 pub mod memory;

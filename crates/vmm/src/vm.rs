@@ -73,6 +73,9 @@ pub struct Vm {
     pub(crate) jobs: block::job::Jobs,
     /// The `events` migration capability (`migrate-set-capabilities`).
     pub(crate) migration_events: bool,
+    /// Without a machine: the stats of an empty KVM VM, made on the first
+    /// query-stats (QEMU's accelerator holds one even for `-machine none`).
+    pub(crate) idle_vm_stats: Option<Result<crate::kvm_stats::StatsFd, String>>,
 }
 
 impl Vm {
@@ -105,6 +108,7 @@ impl Vm {
             netdevs: crate::network::Netdevs::default(),
             announcers: Default::default(),
             migration_events: false,
+            idle_vm_stats: None,
         }
     }
 
