@@ -137,3 +137,16 @@ def test_query_dirty_rate_before_any_calc(vms):
     seen = {n: q.cmd("query-dirty-rate") for n, q in vms.items()}
     assert seen["ferrovm"] == seen["qemu"]
     assert seen["qemu"]["status"] == "unstarted"
+
+
+def test_counters_survive_a_reset(vms):
+    """QEMU keeps its KVM VM across system_reset, so cumulative counters go
+    on; ferrovm rebuilds the VM and must not fall back to zero either."""
+    for n, q in vms.items():
+        bsp = q.cmd("query-cpus-fast")[0]["qom-path"]
+        before = exits(q, bsp)
+        q.cmd("system_reset")
+        after = exits(q, bsp)
+        assert after >= before, (n, before, after)
+        paths = [r["qom-path"] for r in q.cmd("query-stats", {"target": "vcpu"})]
+        assert paths == [c["qom-path"] for c in q.cmd("query-cpus-fast")][::-1], n

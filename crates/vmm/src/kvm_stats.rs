@@ -88,7 +88,7 @@ impl Layout {
             let name = &d[DESC_FIXED_SIZE..];
             let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
             let name = String::from_utf8_lossy(&name[..end]).into_owned();
-            if size == 0 || size > MAX_VALUES || offset % 8 != 0 {
+            if size == 0 || size > MAX_VALUES || !offset.is_multiple_of(8) {
                 return Err(bad(format!(
                     "KVM stats: bad descriptor for '{name}' (size {size}, offset {offset})"
                 )));
@@ -142,6 +142,9 @@ impl Layout {
 pub struct StatsFd {
     file: File,
     pub layout: Layout,
+    /// Per descriptor, what an earlier incarnation had counted (see
+    /// [`StatsFd::carry_over`]); empty for none.
+    carried: Vec<Vec<u64>>,
 }
 
 impl StatsFd {
@@ -158,15 +161,69 @@ impl StatsFd {
         }
         // SAFETY: the fd was just returned to us and is owned by nobody else.
         let file = unsafe { File::from_raw_fd(fd) };
-        let layout = Layout::read(|off, len| read_at(&file, off, len)).map_err(|e| e.to_string())?;
-        Ok(Self { file, layout })
+        let layout =
+            Layout::read(|off, len| read_at(&file, off, len)).map_err(|e| e.to_string())?;
+        Ok(Self {
+            file,
+            layout,
+            carried: Vec::new(),
+        })
     }
 
     /// The current values, in descriptor order.
     pub fn values(&self) -> Result<Vec<Vec<u64>>, String> {
-        self.layout
+        let mut values = self
+            .layout
             .values(|off, len| read_at(&self.file, off, len))
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        for ((d, vals), base) in self.layout.descs.iter().zip(&mut values).zip(&self.carried) {
+            merge(d.flags, vals, base);
+        }
+        Ok(values)
+    }
+
+    /// A guest reset rebuilds the KVM VM and vCPUs (see machine.rs), where
+    /// QEMU keeps them: so that counters do not fall back to zero, this file
+    /// goes on from what `old` counted. Cumulative stats and histograms add
+    /// up, peaks keep the higher, instant values are the new file's own.
+    pub fn carry_over(&mut self, old: &StatsFd) {
+        let Ok(old_values) = old.values() else { return };
+        self.carried = self
+            .layout
+            .descs
+            .iter()
+            .map(|d| {
+                old.layout
+                    .descs
+                    .iter()
+                    .zip(&old_values)
+                    .find(|(o, v)| {
+                        o.name == d.name && o.flags == d.flags && v.len() == usize::from(d.size)
+                    })
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+    }
+}
+
+/// `vals` on top of an earlier file's `base` for a stat of type `flags`.
+fn merge(flags: u32, vals: &mut [u64], base: &[u64]) {
+    use kvm_bindings::{
+        KVM_STATS_TYPE_CUMULATIVE, KVM_STATS_TYPE_LINEAR_HIST, KVM_STATS_TYPE_LOG_HIST,
+        KVM_STATS_TYPE_MASK, KVM_STATS_TYPE_PEAK,
+    };
+    if base.len() != vals.len() {
+        return;
+    }
+    for (v, b) in vals.iter_mut().zip(base) {
+        match flags & KVM_STATS_TYPE_MASK {
+            KVM_STATS_TYPE_CUMULATIVE | KVM_STATS_TYPE_LINEAR_HIST | KVM_STATS_TYPE_LOG_HIST => {
+                *v = v.wrapping_add(*b)
+            }
+            KVM_STATS_TYPE_PEAK => *v = (*v).max(*b),
+            _ => {}
+        }
     }
 }
 
@@ -257,19 +314,37 @@ mod tests {
     }
 
     #[test]
+    fn carried_counts_add_up_peaks_keep_the_higher() {
+        let mut vals = vec![5, 1, 2];
+        merge(kvm_bindings::KVM_STATS_TYPE_LOG_HIST, &mut vals, &[1, 1, 1]);
+        assert_eq!(vals, [6, 2, 3]);
+        let mut peak = vec![3];
+        merge(kvm_bindings::KVM_STATS_TYPE_PEAK, &mut peak, &[9]);
+        assert_eq!(peak, [9]);
+        let mut instant = vec![3];
+        merge(kvm_bindings::KVM_STATS_TYPE_INSTANT, &mut instant, &[9]);
+        assert_eq!(instant, [3]);
+    }
+
+    #[test]
     fn truncated_or_garbage_files_are_errors() {
         let img = image(&[("exits", 0, 0, 1, 0), ("other", 0, 0, 2, 8)], &[1, 2, 3]);
         // Cut inside the header, the descriptors, and the data.
         for cut in [10, HEADER_SIZE + NAME_SIZE + 20] {
             let err = Layout::read(reader(&img[..cut])).unwrap_err();
-            assert!(err.to_string().starts_with("KVM stats: failed to read"), "{err}");
+            assert!(
+                err.to_string().starts_with("KVM stats: failed to read"),
+                "{err}"
+            );
         }
         let layout = Layout::read(reader(&img)).unwrap();
         let err = layout.values(reader(&img[..img.len() - 4])).unwrap_err();
         assert!(err.to_string().contains("failed to read data"), "{err}");
         // Garbage: random-looking header fields, a descriptor whose values
         // lie past any sane size, an unaligned offset.
-        let garbage: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(151) ^ 0x5a) as u8).collect();
+        let garbage: Vec<u8> = (0..200u32)
+            .map(|i| (i.wrapping_mul(151) ^ 0x5a) as u8)
+            .collect();
         assert!(Layout::read(reader(&garbage)).is_err());
         let huge = image(&[("x", 0, 0, u16::MAX, 0)], &[0]);
         assert!(Layout::read(reader(&huge)).is_err());

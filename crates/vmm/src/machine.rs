@@ -264,7 +264,11 @@ impl Machine {
         self.devices.reset()?;
         self.devices.detach()?;
         self.vm = create_vm(&self.kvm, &self.devices)?;
-        self.vm_stats = StatsFd::open(self.vm.as_ref());
+        let mut stats = StatsFd::open(self.vm.as_ref());
+        if let (Ok(new), Ok(old)) = (&mut stats, &self.vm_stats) {
+            new.carry_over(old);
+        }
+        self.vm_stats = stats;
         Ok(())
     }
 

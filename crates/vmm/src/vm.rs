@@ -437,6 +437,12 @@ impl Vm {
     /// not running comes back in `prelaunch` (softmmu/runstate.c).
     pub(crate) fn system_reset(&mut self, cause: ShutdownCause, events: &mut dyn EventSink) {
         let running = self.runstate.is_running();
+        // The old vCPUs' stats, for the new ones to go on from.
+        let old_stats: Vec<_> = self
+            .vcpus
+            .iter_mut()
+            .map(|v| std::mem::replace(&mut v.stats, Err(String::new())))
+            .collect();
         self.teardown();
         // Requests the old machine queued (a second reset, say) are moot now.
         self.deferred.clear();
@@ -446,7 +452,14 @@ impl Vm {
                 .reset()
                 .and_then(|()| m.boot(self.sender.clone(), !running));
             match rebuilt {
-                Ok(vcpus) => self.vcpus = vcpus,
+                Ok(mut vcpus) => {
+                    for (v, old) in vcpus.iter_mut().zip(&old_stats) {
+                        if let (Ok(new), Ok(old)) = (&mut v.stats, old) {
+                            new.carry_over(old);
+                        }
+                    }
+                    self.vcpus = vcpus;
+                }
                 Err(e) => {
                     self.exit = Some(Err(e));
                     return;

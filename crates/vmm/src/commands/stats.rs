@@ -197,7 +197,13 @@ fn schema_entry(d: &StatDesc) -> Option<Value> {
 }
 
 fn schema(fd: &StatsFd, target: &str) -> Value {
-    let stats: Vec<Value> = fd.layout.descs.iter().rev().filter_map(schema_entry).collect();
+    let stats: Vec<Value> = fd
+        .layout
+        .descs
+        .iter()
+        .rev()
+        .filter_map(schema_entry)
+        .collect();
     json!({"provider": "kvm", "target": target, "stats": stats})
 }
 
@@ -211,7 +217,10 @@ fn query_stats_schemas(vm: &mut Vm, args: &Args) -> Result<Value, QmpError> {
     let mut out = vec![vm_schema];
     // The first CPU's descriptors stand for every vCPU (QEMU: first_cpu).
     if let Some(first) = vm.vcpus.first() {
-        let fd = first.stats.as_ref().map_err(|e| QmpError::generic(e.clone()))?;
+        let fd = first
+            .stats
+            .as_ref()
+            .map_err(|e| QmpError::generic(e.clone()))?;
         out.insert(0, schema(fd, "vcpu"));
     }
     Ok(Value::Array(out))
