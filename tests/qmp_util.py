@@ -34,6 +34,8 @@ COMMANDS = [
     "qom-list-types", "qom-list-properties", "device-list-properties", "query-tpm-models",
     "query-tpm-types", "query-command-line-options", "query-migrate-capabilities",
     "migrate-set-capabilities",
+    # libvirt's `virsh domstats`
+    "query-stats", "query-stats-schemas", "query-dirty-rate",
     "query-sev-capabilities", "query-sgx-capabilities", "query-cpu-definitions",
     "query-cpu-model-expansion",
     # issue 10: watchdog

@@ -159,6 +159,7 @@ def steps_after_negotiation():
         s.append(req(cmd, []))
         s.append(req(cmd, "x"))
     s += probe_steps()  # issue 13, see the block at the end
+    s += stats_steps()  # see the block at the end
     s += [
         req("qom-list", {}), req("qom-list", {"path": 1}), req("qom-list", {"path": None}),
         req("qom-list", {"path": "/"}), req("qom-list", {"path": "/machine"}),
@@ -796,3 +797,42 @@ CANNOT_SUCCEED.update({
     "query-sev-capabilities": {"SEV is not enabled in KVM"},
     "query-sgx-capabilities": {"SGX is not enabled in KVM"},
 })
+
+
+# --- KVM statistics (libvirt's `virsh domstats`) -----------------------------
+# Values move from run to run: query-stats is compared as, per result, its
+# QOM path, stat names and each value's JSON type; the schemas (the same
+# kernel's descriptors) and query-dirty-rate exactly.
+
+HALT_POLL = {"provider": "kvm", "names": ["halt_poll_success_ns", "halt_poll_fail_ns"]}
+
+
+def stats_steps():
+    return [
+        req("query-stats-schemas"), req("query-stats-schemas", {"provider": "kvm"}),
+        req("query-stats-schemas", {"provider": "nosuch"}),
+        req("query-stats", {"target": "vcpu", "providers": [HALT_POLL]}),
+        req("query-stats", {"target": "vcpu"}), req("query-stats", {"target": "vm"}),
+        req("query-stats", {"target": "vm", "providers": [HALT_POLL, {"provider": "kvm"}]}),
+        req("query-stats", {"target": "vm", "providers": []}),
+        req("query-stats", {"target": "vm", "providers": [{"provider": "kvm", "names": []}]}),
+        req("query-stats", {"target": "vcpu", "vcpus": ["/machine/unattached/device[2]"]}),
+        req("query-stats", {"target": "vcpu", "vcpus": []}),
+        req("query-stats", {"target": "vm", "vcpus": []}),
+        req("query-stats", {"target": "cryptodev"}),
+        req("query-stats", {"target": "vm", "providers": [{"provider": "nosuch"}]}),
+        req("query-stats", {"target": "vm", "providers": [{"names": ["x"]}]}),
+        req("query-stats", {"target": "vm", "providers": [{"provider": "kvm", "names": "x"}]}),
+        req("query-stats", {}),
+        req("query-dirty-rate"), req("query-dirty-rate", {"x": 1}),
+    ]
+
+
+def _stats(args, value):
+    kind = lambda v: type(v).__name__
+    return [(r.get("qom-path"), r["provider"], [(s["name"], kind(s["value"])) for s in r["stats"]])
+            for r in value]
+
+
+PROBE_NORMS["query-stats"] = _stats
+VALID_ARGS.update({"query-stats": {"target": "vm"}})

@@ -400,6 +400,8 @@ def test_argument_errors(vm):
                         "block-dirty-bitmap-clear", "block-dirty-bitmap-enable",
                         "block-dirty-bitmap-disable")},
                     "block-dirty-bitmap-merge": {"node": "x", "target": "y", "bitmaps": []},
+                    "query-stats": {"target": "vm"},
+                    "migrate-set-capabilities": {"capabilities": []},
                     "change-backing-file": {"device": "x", "image-node-name": "y",
                                             "backing-file": "z"},
                     "blockdev-snapshot-sync": {"device": "x", "snapshot-file": "/nonexistent"},

@@ -35,6 +35,7 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
     ("machine.json", include_str!("../schema/machine.json")),
     ("misc.json", include_str!("../schema/misc.json")),
     ("pci.json", include_str!("../schema/pci.json")),
+    ("stats.json", include_str!("../schema/stats.json")),
     ("tpm.json", include_str!("../schema/tpm.json")),
     ("migration.json", include_str!("../schema/migration.json")),
     (

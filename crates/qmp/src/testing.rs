@@ -217,6 +217,10 @@ impl Handler for FakeVm {
             }
             "query-migrate-capabilities" => json!([{"capability": "events", "state": false}]),
             "migrate-set-capabilities" => json!({}),
+            // No KVM behind the fake: no vCPUs, no stats.
+            "query-stats" | "query-stats-schemas" => json!([]),
+            "query-dirty-rate" => json!({"status": "unstarted", "sample-pages": 0,
+                                         "mode": "page-sampling", "start-time": 0, "calc-time": 0}),
             "query-tpm-models" | "query-tpm-types" | "query-cpu-definitions" => {
                 json!([])
             }

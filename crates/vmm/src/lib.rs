@@ -13,6 +13,7 @@ pub mod devices;
 pub mod error;
 pub mod fdsets;
 pub mod firmware_file;
+pub mod kvm_stats;
 pub mod machine;
 pub mod memory;
 pub mod memory_map;

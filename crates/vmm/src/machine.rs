@@ -17,6 +17,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::cpuid::{CpuModel, Topology};
 use crate::devices::DeviceManager;
 use crate::error::VmmError;
+use crate::kvm_stats::StatsFd;
 use crate::memory_map::BiosRom;
 use crate::vcpu::{EventSink, Vcpu, VcpuHandle};
 use crate::{memory, vcpu_setup};
@@ -51,6 +52,8 @@ pub struct Machine {
     // Field order matters: the VM (and its vCPUs, and the device wiring that
     // holds the VM too) go before the memory they map.
     vm: Arc<VmFd>,
+    /// The VM's KVM_GET_STATS_FD, or QEMU's words for why there is none.
+    vm_stats: Result<StatsFd, String>,
     kvm: Kvm,
     pub devices: DeviceManager,
     pub mem: GuestMemoryMmap,
@@ -124,8 +127,10 @@ impl Machine {
             .join()
             .map_err(|_| VmmError::Device("CPUID query thread panicked".into()))?
             .map_err(|e| VmmError::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+        let vm_stats = StatsFd::open(vm.as_ref());
         Ok(Self {
             spec,
+            vm_stats,
             vm,
             kvm,
             mem,
@@ -147,6 +152,9 @@ impl Machine {
         let vcpus = self.prepare_vcpus()?;
         let mut handles = Vec::new();
         for (index, fd, runnable) in vcpus {
+            // Opened here, while the fd is still ours: the monitor reads the
+            // stats without asking the vCPU thread.
+            let stats = StatsFd::open(&fd);
             let (tx, rx) = mpsc::channel();
             let vcpu = Vcpu {
                 index,
@@ -159,7 +167,7 @@ impl Machine {
                 start_paused: start_paused || !runnable,
             };
             let (thread, tid) = vcpu.spawn()?;
-            handles.push(VcpuHandle::new(index, tx, thread, tid));
+            handles.push(VcpuHandle::new(index, tx, thread, tid, stats));
         }
         Ok(handles)
     }
@@ -256,7 +264,17 @@ impl Machine {
         self.devices.reset()?;
         self.devices.detach()?;
         self.vm = create_vm(&self.kvm, &self.devices)?;
+        let mut stats = StatsFd::open(self.vm.as_ref());
+        if let (Ok(new), Ok(old)) = (&mut stats, &self.vm_stats) {
+            new.carry_over(old);
+        }
+        self.vm_stats = stats;
         Ok(())
+    }
+
+    /// The VM's binary statistics (query-stats target `vm`).
+    pub fn vm_stats(&self) -> Result<&StatsFd, String> {
+        self.vm_stats.as_ref().map_err(Clone::clone)
     }
 }
 

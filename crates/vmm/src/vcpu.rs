@@ -62,6 +62,9 @@ pub struct VcpuHandle {
     /// Host thread id, as `query-cpus-fast` reports it; see [`VcpuHandle::tid`].
     tid: Receiver<i32>,
     tid_known: std::cell::Cell<i32>,
+    /// The vCPU's KVM_GET_STATS_FD (opened before the thread took the vCPU
+    /// fd), or QEMU's words for why there is none.
+    pub stats: Result<crate::kvm_stats::StatsFd, String>,
 }
 
 impl VcpuHandle {
@@ -70,6 +73,7 @@ impl VcpuHandle {
         commands: Sender<VcpuCommand>,
         thread: JoinHandle<()>,
         tid: Receiver<i32>,
+        stats: Result<crate::kvm_stats::StatsFd, String>,
     ) -> Self {
         Self {
             index,
@@ -77,6 +81,7 @@ impl VcpuHandle {
             thread,
             tid,
             tid_known: std::cell::Cell::new(0),
+            stats,
         }
     }
 

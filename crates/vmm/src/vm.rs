@@ -73,6 +73,9 @@ pub struct Vm {
     pub(crate) jobs: block::job::Jobs,
     /// The `events` migration capability (`migrate-set-capabilities`).
     pub(crate) migration_events: bool,
+    /// Without a machine: the stats of an empty KVM VM, made on the first
+    /// query-stats (QEMU's accelerator holds one even for `-machine none`).
+    pub(crate) idle_vm_stats: Option<Result<crate::kvm_stats::StatsFd, String>>,
 }
 
 impl Vm {
@@ -105,6 +108,7 @@ impl Vm {
             netdevs: crate::network::Netdevs::default(),
             announcers: Default::default(),
             migration_events: false,
+            idle_vm_stats: None,
         }
     }
 
@@ -433,6 +437,12 @@ impl Vm {
     /// not running comes back in `prelaunch` (softmmu/runstate.c).
     pub(crate) fn system_reset(&mut self, cause: ShutdownCause, events: &mut dyn EventSink) {
         let running = self.runstate.is_running();
+        // The old vCPUs' stats, for the new ones to go on from.
+        let old_stats: Vec<_> = self
+            .vcpus
+            .iter_mut()
+            .map(|v| std::mem::replace(&mut v.stats, Err(String::new())))
+            .collect();
         self.teardown();
         // Requests the old machine queued (a second reset, say) are moot now.
         self.deferred.clear();
@@ -442,7 +452,14 @@ impl Vm {
                 .reset()
                 .and_then(|()| m.boot(self.sender.clone(), !running));
             match rebuilt {
-                Ok(vcpus) => self.vcpus = vcpus,
+                Ok(mut vcpus) => {
+                    for (v, old) in vcpus.iter_mut().zip(&old_stats) {
+                        if let (Ok(new), Ok(old)) = (&mut v.stats, old) {
+                            new.carry_over(old);
+                        }
+                    }
+                    self.vcpus = vcpus;
+                }
                 Err(e) => {
                     self.exit = Some(Err(e));
                     return;

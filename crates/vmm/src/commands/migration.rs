@@ -23,6 +23,12 @@ pub(super) fn execute(
         "query-migrate-capabilities" => Ok(json!([
             {"capability": "events", "state": vm.migration_events}
         ])),
+        // QEMU's answer before any calc-dirty-rate (migration/dirtyrate.c
+        // `query_dirty_rate_info` on the zeroed DirtyStat).
+        "query-dirty-rate" => Ok(json!({
+            "status": "unstarted", "sample-pages": 0, "mode": "page-sampling",
+            "start-time": 0, "calc-time": 0
+        })),
         "migrate-set-capabilities" => {
             let caps = args.get("capabilities").and_then(Value::as_array);
             let mut events = vm.migration_events;

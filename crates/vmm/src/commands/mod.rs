@@ -19,6 +19,7 @@ mod pci;
 mod qdev;
 mod qom;
 mod run_state;
+mod stats;
 mod tpm;
 mod transaction;
 
@@ -43,6 +44,7 @@ const ROUTES: &[(&str, Serve)] = &[
     ("block-core", block::execute),
     ("job", job::execute),
     ("pci", pci::execute),
+    ("stats", stats::execute),
     ("qdev", qdev::execute),
     ("tpm", tpm::execute),
     ("migration", migration::execute),
