@@ -406,7 +406,6 @@ def test_argument_errors(vm):
                                             "backing-file": "z"},
                     "blockdev-snapshot-sync": {"device": "x", "snapshot-file": "/nonexistent"},
                     "blockdev-snapshot": {"node": "x", "overlay": "y"},
-                    "migrate-set-capabilities": {"capabilities": []},
                     "block_set_io_throttle": {"device": "x", "bps": 0, "bps_rd": 0, "bps_wr": 0,
                                               "iops": 0, "iops_rd": 0, "iops_wr": 0},
                     }.get(cmd, {})
