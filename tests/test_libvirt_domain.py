@@ -254,6 +254,11 @@ def test_domain_lifecycle(libvirt, emu, testguest, tmp_path):
         assert stats["block.0.capacity"] == str(64 << 20), stats
         assert int(stats["block.0.rd.reqs"]) > 0, stats    # the guest read sector 0
         assert stats["vcpu.current"] == "1", stats
+        # KVM's own statistics (query-stats) and the dirty-rate state.
+        assert int(stats["vm.pages_4k.cur"]) >= 0, stats
+        assert "vcpu.0.halt_poll_success_ns.sum" in stats or any(
+            k.startswith("vcpu.0.") and k.endswith(".sum") for k in stats), stats
+        assert stats["dirtyrate.calc_status"] == "0", stats
 
         # A monitor command through libvirt.
         assert '"status":"running"' in dom.monitor("query-status")
