@@ -796,16 +796,13 @@ impl Drop for BlockQueue {
     }
 }
 
-/// Runs `req` through a format driver: a request of one buffer in place,
-/// of several through [`gathered`].
+/// Runs `req` through a format driver: a read as the driver's scatter
+/// read, a write of one buffer in place, of several through [`gathered_write`].
 fn format_op(f: &dyn FormatIo, req: &IoRequest, discard: bool) -> Result<(), i32> {
     let off = req.offset;
     match req.kind {
-        IoKind::Read | IoKind::Write if req.bufs.len() > 1 => gathered(f, req),
-        IoKind::Read => req.bufs.first().map_or(Ok(()), |b| {
-            // SAFETY: see IoBuf.
-            f.read(off, unsafe { std::slice::from_raw_parts_mut(b.ptr, b.len) })
-        }),
+        IoKind::Read => f.readv(off, &req.bufs),
+        IoKind::Write if req.bufs.len() > 1 => gathered_write(f, req),
         IoKind::Write => req.bufs.first().map_or(Ok(()), |b| {
             // SAFETY: see IoBuf.
             f.write(off, unsafe { std::slice::from_raw_parts(b.ptr, b.len) })
@@ -824,15 +821,10 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// A read or write of several guest buffers (a scatter list, or requests
-/// virtio-blk merged) as one contiguous range through a bounce buffer. A
-/// format driver maps a range in runs of clusters, so one call lets qcow2
-/// read a whole unallocated run from its backing file, or host-contiguous
-/// clusters, in one syscall, where a call per buffer would issue one small
-/// request after another (QEMU hands qcow2 the whole qiov). The buffer is
-/// aligned to its huge pages, so O_DIRECT needs no second bounce below.
-fn gathered(f: &dyn FormatIo, req: &IoRequest) -> Result<(), i32> {
-    let len: usize = req.bufs.iter().map(|b| b.len).sum();
+/// Runs `op` on this thread's bounce buffer, at least `len` bytes. The
+/// buffer is aligned to its huge pages, so O_DIRECT needs no second bounce
+/// below.
+fn with_bounce(len: usize, op: impl FnOnce(&mut [u8]) -> Result<(), i32>) -> Result<(), i32> {
     BOUNCE.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|b| b.capacity() < len) {
@@ -841,34 +833,55 @@ fn gathered(f: &dyn FormatIo, req: &IoRequest) -> Result<(), i32> {
         let Some(bounce) = slot.as_mut() else {
             return Err(libc::ENOMEM);
         };
-        let buf = &mut bounce.as_mut_slice()[..len];
-        let read = req.kind == IoKind::Read;
-        let mut pos = 0;
-        if !read {
-            for b in &req.bufs {
-                // SAFETY: see IoBuf.
-                buf[pos..pos + b.len]
-                    .copy_from_slice(unsafe { std::slice::from_raw_parts(b.ptr, b.len) });
-                pos += b.len;
-            }
-        }
-        let r = if read {
-            f.read(req.offset, buf)
-        } else {
-            f.write(req.offset, buf)
-        };
-        if read && r.is_ok() {
-            for b in &req.bufs {
-                // SAFETY: see IoBuf.
-                unsafe { std::slice::from_raw_parts_mut(b.ptr, b.len) }
-                    .copy_from_slice(&buf[pos..pos + b.len]);
-                pos += b.len;
-            }
-        }
+        let r = op(&mut bounce.as_mut_slice()[..len]);
         if len > KEEP_BOUNCE {
             *slot = None;
         }
         r
+    })
+}
+
+/// A scatter read through a driver that reads only plain buffers: one
+/// contiguous read into a bounce buffer, then copied out. One call lets the
+/// driver map the whole range in runs (QEMU hands drivers the whole qiov)
+/// where a call per buffer would issue one small request after another.
+pub(crate) fn bounced_read<F: FormatIo + ?Sized>(
+    f: &F,
+    off: u64,
+    bufs: &[IoBuf],
+) -> Result<(), i32> {
+    match bufs {
+        [] => return Ok(()),
+        // SAFETY: see IoBuf.
+        [b] => return f.read(off, unsafe { std::slice::from_raw_parts_mut(b.ptr, b.len) }),
+        _ => {}
+    }
+    with_bounce(crate::iovec::total(bufs), |buf| {
+        f.read(off, buf)?;
+        let mut pos = 0;
+        for b in bufs {
+            // SAFETY: see IoBuf.
+            unsafe { std::slice::from_raw_parts_mut(b.ptr, b.len) }
+                .copy_from_slice(&buf[pos..pos + b.len]);
+            pos += b.len;
+        }
+        Ok(())
+    })
+}
+
+/// A write of several guest buffers (a scatter list, or requests
+/// virtio-blk merged) as one contiguous range through the bounce buffer,
+/// for the reason [`bounced_read`] gives.
+fn gathered_write(f: &dyn FormatIo, req: &IoRequest) -> Result<(), i32> {
+    with_bounce(crate::iovec::total(&req.bufs), |buf| {
+        let mut pos = 0;
+        for b in &req.bufs {
+            // SAFETY: see IoBuf.
+            buf[pos..pos + b.len]
+                .copy_from_slice(unsafe { std::slice::from_raw_parts(b.ptr, b.len) });
+            pos += b.len;
+        }
+        f.write(req.offset, buf)
     })
 }
 

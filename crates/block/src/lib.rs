@@ -28,6 +28,7 @@ pub mod error;
 pub mod file;
 pub mod graph;
 pub mod io;
+pub mod iovec;
 pub mod job;
 pub mod lock;
 pub mod node;

@@ -127,6 +127,12 @@ pub trait Driver: Send + Sync {
 /// positive errnos. Called on I/O pool threads, concurrently.
 pub trait FormatIo: Send + Sync {
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), i32>;
+    /// Reads into a scatter list. By default through one bounce buffer, so
+    /// the driver still sees the whole range at once; qcow2 reads straight
+    /// into the buffers.
+    fn readv(&self, off: u64, bufs: &[crate::io::IoBuf]) -> Result<(), i32> {
+        crate::io::bounced_read(self, off, bufs)
+    }
     fn write(&self, off: u64, buf: &[u8]) -> Result<(), i32>;
     fn flush(&self) -> Result<(), i32>;
     fn discard(&self, off: u64, len: u64) -> Result<(), i32>;

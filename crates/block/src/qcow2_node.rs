@@ -15,9 +15,10 @@ use crate::engine::sync_ops;
 use crate::error::BlockError;
 use crate::file::FileIo;
 use crate::io::{IoBuf, Route};
+use crate::iovec;
 use crate::node::{Driver, FormatIo, Node};
 use crate::perm;
-use crate::qcow2::{ImageFile, ImageRead, OpenOptions, Qcow2, Qcow2Error};
+use crate::qcow2::{readv_clipped, ImageFile, ImageRead, OpenOptions, Qcow2, Qcow2Error};
 
 /// The qcow2 image's host file: the `file` child's descriptor, through the
 /// same positional I/O the pool engine uses (bounce buffers under O_DIRECT).
@@ -33,7 +34,11 @@ fn buf(ptr: *mut u8, len: usize) -> [IoBuf; 1] {
 
 impl ImageFile for ProtocolFile {
     fn read_at(&self, b: &mut [u8], off: u64) -> std::io::Result<()> {
-        sync_ops::read(&self.0, off, &buf(b.as_mut_ptr(), b.len()))
+        self.readv_at(&iovec::of(b), off)
+    }
+
+    fn readv_at(&self, bufs: &[IoBuf], off: u64) -> std::io::Result<()> {
+        sync_ops::read(&self.0, off, bufs)
             .map(|_| ())
             .map_err(errno_io)
     }
@@ -94,23 +99,23 @@ impl ImageRead for NodeImage {
     }
 
     fn read_at(&self, b: &mut [u8], off: u64) -> crate::qcow2::Result<()> {
+        self.readv_at(&iovec::of(b), off)
+    }
+
+    fn readv_at(&self, bufs: &[IoBuf], off: u64) -> crate::qcow2::Result<()> {
         // A backing file shorter than the overlay reads as zeros past its end.
-        let size = ImageRead::size(self);
-        let n = size.saturating_sub(off).min(b.len() as u64) as usize;
-        b[n..].fill(0);
-        if n == 0 {
-            return Ok(());
-        }
-        let failed = |e: i32| Qcow2Error::io("Could not read backing file", &errno_io(e));
-        if let Some(dp) = &self.0.data {
-            sync_ops::read(&dp.io, dp.base + off, &buf(b.as_mut_ptr(), n))
-                .map(|_| ())
-                .map_err(failed)
-        } else if let Some(f) = &self.0.format {
-            f.read(off, &mut b[..n]).map_err(failed)
-        } else {
-            Err(failed(libc::EIO))
-        }
+        readv_clipped(bufs, off, ImageRead::size(self), |b, off| {
+            let failed = |e: i32| Qcow2Error::io("Could not read backing file", &errno_io(e));
+            if let Some(dp) = &self.0.data {
+                sync_ops::read(&dp.io, dp.base + off, b)
+                    .map(|_| ())
+                    .map_err(failed)
+            } else if let Some(f) = &self.0.format {
+                f.readv(off, b).map_err(failed)
+            } else {
+                Err(failed(libc::EIO))
+            }
+        })
     }
 }
 
@@ -147,6 +152,9 @@ fn errno(e: Qcow2Error) -> i32 {
 impl FormatIo for Qcow2Io {
     fn read(&self, off: u64, b: &mut [u8]) -> Result<(), i32> {
         self.0.read_at(b, off).map_err(errno)
+    }
+    fn readv(&self, off: u64, bufs: &[IoBuf]) -> Result<(), i32> {
+        self.0.readv_at(bufs, off).map_err(errno)
     }
     fn write(&self, off: u64, b: &[u8]) -> Result<(), i32> {
         let r = self.0.write_at(b, off).map_err(errno);

@@ -241,6 +241,9 @@ impl FormatIo for CopyBeforeWrite {
     fn read(&self, off: u64, b: &mut [u8]) -> Result<(), i32> {
         self.bc.source.read(off, b)
     }
+    fn readv(&self, off: u64, bufs: &[crate::io::IoBuf]) -> Result<(), i32> {
+        self.bc.source.readv(off, bufs)
+    }
     fn write(&self, off: u64, b: &[u8]) -> Result<(), i32> {
         self.before_write(off, b.len() as u64)?;
         self.bc.source.write(off, b)

@@ -82,6 +82,9 @@ impl FormatIo for MirrorTop {
     fn read(&self, off: u64, b: &mut [u8]) -> Result<(), i32> {
         self.source.read(off, b)
     }
+    fn readv(&self, off: u64, bufs: &[crate::io::IoBuf]) -> Result<(), i32> {
+        self.source.readv(off, bufs)
+    }
     fn write(&self, off: u64, b: &[u8]) -> Result<(), i32> {
         self.source.write(off, b)?;
         self.wrote(off, b.len() as u64, |t| t.write(off, b));

@@ -23,11 +23,12 @@ fn buf(ptr: *mut u8, len: usize) -> [IoBuf; 1] {
 
 impl FormatIo for NodeIo {
     fn read(&self, off: u64, b: &mut [u8]) -> Result<(), i32> {
+        self.readv(off, &crate::iovec::of(b))
+    }
+    fn readv(&self, off: u64, bufs: &[IoBuf]) -> Result<(), i32> {
         match (&self.0.data, &self.0.format) {
-            (Some(d), _) => {
-                sync_ops::read(&d.io, d.base + off, &buf(b.as_mut_ptr(), b.len())).map(|_| ())
-            }
-            (None, Some(f)) => f.read(off, b),
+            (Some(d), _) => sync_ops::read(&d.io, d.base + off, bufs).map(|_| ()),
+            (None, Some(f)) => f.readv(off, bufs),
             (None, None) => Err(libc::ENOMEDIUM),
         }
     }

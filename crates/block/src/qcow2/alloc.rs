@@ -21,6 +21,7 @@ use std::sync::MutexGuard;
 use super::error::{Qcow2Error, Result};
 use super::meta::{ClusterKind, Meta, OFLAG_COPIED};
 use super::Qcow2;
+use crate::iovec;
 
 /// A host cluster reserved for one guest cluster.
 #[derive(Clone, Copy)]
@@ -180,7 +181,7 @@ impl Qcow2 {
         match kind {
             ClusterKind::Unallocated => {
                 let end = (gc * cs + cs).min(size) - gc * cs;
-                self.read_backing(&mut cl[..end as usize], gc * cs)?;
+                self.read_backing(&iovec::of(&mut cl[..end as usize]), gc * cs)?;
             }
             ClusterKind::Normal(h) => self
                 .file

@@ -74,9 +74,13 @@ pub use create::{create, Compat, CreateOptions};
 pub use error::{Qcow2Error, Result};
 pub use header::Header;
 pub use map::{Extent, ExtentKind};
+pub(crate) use storage::readv_clipped;
 pub use storage::{ImageFile, ImageRead, RawImage};
 
 use meta::{ClusterKind, Meta, OFLAG_COPIED, OFLAG_ZERO};
+
+use crate::io::IoBuf;
+use crate::iovec;
 
 /// How to open an image.
 #[derive(Clone)]
@@ -275,11 +279,11 @@ impl Qcow2 {
         }
     }
 
-    fn read_backing(&self, buf: &mut [u8], off: u64) -> Result<()> {
+    fn read_backing(&self, bufs: &[IoBuf], off: u64) -> Result<()> {
         match self.backing() {
-            Some(b) => b.read_at(buf, off),
+            Some(b) => b.readv_at(bufs, off),
             None => {
-                buf.fill(0);
+                iovec::zero(bufs);
                 Ok(())
             }
         }
@@ -301,20 +305,28 @@ impl Qcow2 {
     /// Reads guest bytes (`qcow2_co_preadv_part`): unallocated clusters from
     /// the backing image or as zeros, zero clusters as zeros.
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        self.check_range(off, buf.len() as u64)?;
+        self.readv_at(&iovec::of(buf), off)
+    }
+
+    /// [`Qcow2::read_at`] into a scatter list: each run of clusters is read
+    /// straight into the guest buffers it covers (QEMU hands the qiov slice
+    /// down the same way), so no bounce copy sits between disk and guest.
+    pub fn readv_at(&self, bufs: &[IoBuf], off: u64) -> Result<()> {
+        let len = iovec::total(bufs);
+        self.check_range(off, len as u64)?;
         let _g = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let mut done = 0usize;
-        while done < buf.len() {
+        while done < len {
             let pos = off + done as u64;
             let mut m = self.meta();
             let cs = m.cs;
             let in_cl = pos % cs;
-            let mut n = (cs - in_cl).min((buf.len() - done) as u64);
+            let mut n = (cs - in_cl).min((len - done) as u64);
             let (kind, _) = m.lookup(pos / cs)?;
             // Merge the clusters after this one that read the same way (as
             // qcow2_get_host_offset returns a run): host-contiguous data in
             // one read, an unallocated run in one backing read, zeros at once.
-            while done as u64 + n < buf.len() as u64 {
+            while done as u64 + n < len as u64 {
                 let step = (pos + n) / cs - pos / cs;
                 let same = match (kind, m.lookup((pos + n) / cs)?.0) {
                     (ClusterKind::Normal(h), ClusterKind::Normal(h2)) => h2 == h + step * cs,
@@ -328,30 +340,26 @@ impl Qcow2 {
                 if !same {
                     break;
                 }
-                n += cs.min(buf.len() as u64 - done as u64 - n);
+                n += cs.min(len as u64 - done as u64 - n);
             }
-            if let ClusterKind::Normal(h) = kind {
-                drop(m);
-                let chunk = &mut buf[done..done + n as usize];
-                self.file
-                    .read_at(chunk, h + in_cl)
-                    .map_err(Self::io_err("Could not read image"))?;
-                done += n as usize;
-                continue;
-            }
-            let chunk = &mut buf[done..done + n as usize];
+            let chunk = iovec::slice(bufs, done, n as usize);
             match kind {
+                ClusterKind::Normal(h) => {
+                    drop(m);
+                    self.file
+                        .readv_at(&chunk, h + in_cl)
+                        .map_err(Self::io_err("Could not read image"))?;
+                }
                 ClusterKind::Unallocated => {
                     drop(m);
-                    self.read_backing(chunk, pos)?;
+                    self.read_backing(&chunk, pos)?;
                 }
-                ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc(_) => chunk.fill(0),
-                ClusterKind::Compressed(h, len) => {
-                    let data = self.read_compressed(m.cs, h, len)?;
+                ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc(_) => iovec::zero(&chunk),
+                ClusterKind::Compressed(h, clen) => {
+                    let data = self.read_compressed(m.cs, h, clen)?;
                     drop(m);
-                    chunk.copy_from_slice(&data[in_cl as usize..(in_cl + n) as usize]);
+                    iovec::copy_from(&chunk, &data[in_cl as usize..(in_cl + n) as usize]);
                 }
-                ClusterKind::Normal(_) => {}
             }
             done += n as usize;
         }
@@ -441,7 +449,7 @@ impl Qcow2 {
             }
             let mut cl = vec![0u8; cs as usize];
             let n = (gc * cs + cs).min(m.size) - gc * cs;
-            self.read_backing(&mut cl[..n as usize], gc * cs)?;
+            self.read_backing(&iovec::of(&mut cl[..n as usize]), gc * cs)?;
             // bdrv_co_do_copy_on_readv: zeros become a zero cluster (v3).
             if m.version >= 3 && cl.iter().all(|&b| b == 0) {
                 m.set_l2(gc, OFLAG_ZERO, false)?;
@@ -660,8 +668,12 @@ impl ImageRead for Qcow2 {
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        ImageRead::readv_at(self, &iovec::of(buf), off)
+    }
+
+    fn readv_at(&self, bufs: &[IoBuf], off: u64) -> Result<()> {
         let size = self.virtual_size();
-        storage::read_clipped(buf, off, size, |b, o| Qcow2::read_at(self, b, o))
+        storage::readv_clipped(bufs, off, size, |b, o| Qcow2::readv_at(self, b, o))
     }
 }
 

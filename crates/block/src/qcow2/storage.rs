@@ -7,11 +7,23 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use super::error::{Qcow2Error, Result};
+use crate::io::IoBuf;
+use crate::iovec;
 
 /// The host file a qcow2 image lives in. Reads past the end of the file
 /// return zeros (as QEMU's file-posix does for a short read).
 pub trait ImageFile: Send + Sync {
     fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()>;
+    /// Reads into a scatter list (guest buffers) from `off`; a file that
+    /// can, does it in one preadv.
+    fn readv_at(&self, bufs: &[IoBuf], mut off: u64) -> std::io::Result<()> {
+        for b in bufs {
+            // SAFETY: see IoBuf.
+            self.read_at(unsafe { std::slice::from_raw_parts_mut(b.ptr, b.len) }, off)?;
+            off += b.len as u64;
+        }
+        Ok(())
+    }
     fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()>;
     /// fdatasync: what was written before is on stable storage after.
     fn flush(&self) -> std::io::Result<()>;
@@ -105,6 +117,15 @@ impl ImageFile for File {
 pub trait ImageRead: Send + Sync {
     fn size(&self) -> u64;
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()>;
+    /// Reads into a scatter list from `off` (zeros beyond the size).
+    fn readv_at(&self, bufs: &[IoBuf], mut off: u64) -> Result<()> {
+        for b in bufs {
+            // SAFETY: see IoBuf.
+            self.read_at(unsafe { std::slice::from_raw_parts_mut(b.ptr, b.len) }, off)?;
+            off += b.len as u64;
+        }
+        Ok(())
+    }
 }
 
 /// A raw image as a backing file.
@@ -128,26 +149,33 @@ impl<F: ImageFile> ImageRead for RawImage<F> {
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        read_clipped(buf, off, self.size, |b, o| {
+        self.readv_at(&iovec::of(buf), off)
+    }
+
+    fn readv_at(&self, bufs: &[IoBuf], off: u64) -> Result<()> {
+        readv_clipped(bufs, off, self.size, |b, o| {
             self.file
-                .read_at(b, o)
+                .readv_at(b, o)
                 .map_err(|e| Qcow2Error::io("Could not read backing file", &e))
         })
     }
 }
 
-/// Reads the part of `buf` below `size` with `f` and zero-fills the rest.
-pub(crate) fn read_clipped(
-    buf: &mut [u8],
+/// Reads the part of `bufs` below `size` with `f` and zero-fills the rest.
+pub(crate) fn readv_clipped(
+    bufs: &[IoBuf],
     off: u64,
     size: u64,
-    f: impl FnOnce(&mut [u8], u64) -> Result<()>,
+    f: impl FnOnce(&[IoBuf], u64) -> Result<()>,
 ) -> Result<()> {
-    let avail = size.saturating_sub(off).min(buf.len() as u64) as usize;
-    let (head, tail) = buf.split_at_mut(avail);
-    tail.fill(0);
-    if head.is_empty() {
+    let len = iovec::total(bufs);
+    let avail = size.saturating_sub(off).min(len as u64) as usize;
+    iovec::zero(&iovec::slice(bufs, avail, len - avail));
+    if avail == 0 {
         return Ok(());
     }
-    f(head, off)
+    if avail == len {
+        return f(bufs, off);
+    }
+    f(&iovec::slice(bufs, 0, avail), off)
 }
