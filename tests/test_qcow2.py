@@ -150,6 +150,11 @@ def test_queries_equal_qemus(ferrovm, qemu, tmp_path, sockdir):
          "-blockdev", f"driver=file,filename={top},node-name=tf",
          "-blockdev", "driver=qcow2,file=tf,node-name=tq,backing=mq",
          "-device", "virtio-blk-pci,drive=tq,id=vd0"],
+        # Options for the header's backing files, without their driver
+        # (iotests name chains so): the files and formats come from the
+        # headers, the names from the options, and the filenames turn json.
+        ["-drive", f"if=none,id=d0,file={top},backing.node-name=mid,"
+         "backing.backing.node-name=base,backing.backing.read-only=on"],
     ]
     queries = [("query-block", {}), ("query-named-block-nodes", {}),
                ("query-named-block-nodes", {"flat": True}),

@@ -633,6 +633,9 @@ impl BlockGraph {
             auto_read_only: false,
             ..flags
         };
+        // Only a backing opened without any options is the implicit one
+        // (bdrv_open_backing_file's `implicit_backing`): with options, even
+        // just a node-name, the overlay's filename becomes json:{...}.
         let implicit = backing_opt.is_none();
         let backing = match backing_opt {
             // `null`, or the empty string of the dotted syntax: no backing.
@@ -643,6 +646,17 @@ impl BlockGraph {
                     "Could not open backing file: Cannot find device='{r}' nor node-name='{r}'"
                 ))
             })?),
+            // Options for the backing file the header names, without its
+            // driver or file (`-drive ...,backing.node-name=X`):
+            // bdrv_open_backing_file opens the header's file with them, its
+            // format from the header.
+            Some(Value::Object(m))
+                if !m.contains_key("driver") && d.image().info().backing_file.is_some() =>
+            {
+                let name = d.image().info().backing_file.unwrap_or_default();
+                let fmt = d.image().info().backing_format;
+                Some(self.open_backing_file_with(&file.filename(), &name, fmt, backing_flags, m)?)
+            }
             Some(Value::Object(m)) => {
                 Some(self.open_node(m, backing_flags, format!("{prefix}backing."), syntax)?)
             }
@@ -682,6 +696,20 @@ impl BlockGraph {
         format: Option<String>,
         flags: NodeFlags,
     ) -> Result<Arc<Node>, BlockError> {
+        self.open_backing_file_with(overlay, name, format, flags, Map::new())
+    }
+
+    /// [`Self::open_backing_file`] with the user's options for it on top
+    /// (`node-name`, a `backing` of its own, ...), as QEMU merges the
+    /// `backing.*` options into the header's filename and format.
+    fn open_backing_file_with(
+        &mut self,
+        overlay: &str,
+        name: &str,
+        format: Option<String>,
+        flags: NodeFlags,
+        extra: Map<String, Value>,
+    ) -> Result<Arc<Node>, BlockError> {
         let path = crate::qcow2_node::full_backing_path(overlay, name);
         let format = match format {
             Some(f) => f,
@@ -691,9 +719,9 @@ impl BlockGraph {
         let mut file = Map::new();
         file.insert("driver".into(), Value::String("file".into()));
         file.insert("filename".into(), Value::String(path.clone()));
-        let mut top = Map::new();
+        let mut top = extra;
         top.insert("driver".into(), Value::String(format));
-        top.insert("file".into(), Value::Object(file));
+        top.entry("file").or_insert(Value::Object(file));
         let n = self
             .open_node(top, flags, String::new(), Syntax::Blockdev)
             .map_err(|e| BlockError::new(format!("Could not open backing file: {}", e.full())))?;
