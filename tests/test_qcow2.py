@@ -159,7 +159,8 @@ def test_queries_equal_qemus(ferrovm, qemu, tmp_path, sockdir):
     queries = [("query-block", {}), ("query-named-block-nodes", {}),
                ("query-named-block-nodes", {"flat": True}),
                ("human-monitor-command", {"command-line": "info block"}),
-               ("human-monitor-command", {"command-line": "info block -n"})]
+               ("human-monitor-command", {"command-line": "info block -n"}),
+               ("query-blockstats", {}), ("query-blockstats", {"query-nodes": True})]
     for extra in lines:
         got = {}
         for binary in (ferrovm, qemu):

@@ -126,8 +126,10 @@ fn block_device_info(bb: Option<&BlockBackend>, n: &Node, flat: bool) -> Value {
     Value::Object(m)
 }
 
-/// `bdrv_query_bds_stats(bs, false)`: a node's own (mostly zero) stats.
-fn node_stats(n: &Node) -> Value {
+/// `bdrv_query_bds_stats(bs, blk_level)`: a node's own (mostly zero)
+/// stats, its primary child's as `parent`, and for a backend-level query
+/// its backing's (or filtered child's) as `backing`.
+fn node_stats(n: &Node, blk_level: bool) -> Value {
     let mut m = Map::new();
     m.insert("node-name".into(), json!(n.name));
     let zero = Stats::new(false);
@@ -139,10 +141,12 @@ fn node_stats(n: &Node) -> Value {
         m.insert("driver-specific".into(), d);
     }
     if let Some(c) = n.child("file") {
-        m.insert("parent".into(), node_stats(&c));
+        m.insert("parent".into(), node_stats(&c, blk_level));
     }
-    if let Some(c) = n.child("backing") {
-        m.insert("backing".into(), node_stats(&c));
+    if blk_level {
+        if let Some(c) = n.child("backing") {
+            m.insert("backing".into(), node_stats(&c, blk_level));
+        }
     }
     Value::Object(m)
 }
@@ -203,7 +207,7 @@ impl BlockGraph {
     /// `query-blockstats` (`query-nodes`: every node instead of every backend).
     pub fn query_blockstats(&self, query_nodes: bool) -> Value {
         if query_nodes {
-            return Value::Array(self.nodes().iter().map(|n| node_stats(n)).collect());
+            return Value::Array(self.nodes().iter().map(|n| node_stats(n, false)).collect());
         }
         let list = self
             .backends()
@@ -224,7 +228,10 @@ impl BlockGraph {
                         m.insert("driver-specific".into(), d);
                     }
                     if let Some(c) = r.child("file") {
-                        m.insert("parent".into(), node_stats(&c));
+                        m.insert("parent".into(), node_stats(&c, true));
+                    }
+                    if let Some(c) = r.child("backing") {
+                        m.insert("backing".into(), node_stats(&c, true));
                     }
                 }
                 Value::Object(m)
