@@ -295,19 +295,51 @@ STOP = [
 ]
 
 
+def existing_targets(d):
+    """The chain on d0, a bare -blockdev qcow2 `src`, and two existing
+    mirror targets: t1 over the chain's base, t2 standalone."""
+    base, _, top = chain(d)
+    src, t1, t2 = (os.path.join(d, n) for n in ("src.qcow2", "t1.qcow2", "t2.qcow2"))
+    qemu_img("create", "-q", "-f", "qcow2", src, "8M")
+    qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", t1)
+    qemu_img("create", "-q", "-f", "qcow2", t2, "8M")
+    return [["-drive", f"file={top},if=none,id=d0",
+             "-blockdev", f"driver=qcow2,node-name=src,file.driver=file,file.filename={src}"]]
+
+
+# drive-mirror mode=existing: the target gets the backing its own header
+# names at the pivot (query-block shows it, with plain filenames); a
+# target nothing holds after the pivot (the source had no device) closes.
+MIRROR_EXISTING = [
+    ("drive-mirror", {"device": "d0", "job-id": "a", "target": "@/t1.qcow2",
+                      "mode": "existing", "sync": "top"}, "BLOCK_JOB_READY"),
+    ("job-complete", {"id": "a"}, "BLOCK_JOB_COMPLETED"),
+    ("query-block", None, None),
+    ("drive-mirror", {"device": "src", "job-id": "b", "target": "@/t2.qcow2",
+                      "mode": "existing", "sync": "full"}, "BLOCK_JOB_READY"),
+    ("job-complete", {"id": "b"}, "BLOCK_JOB_COMPLETED"),
+    ("query-named-block-nodes", {"flat": True}, None),
+    ("blockdev-del", {"node-name": "src"}, None),
+]
+
+
 def fix_paths(steps, d):
     return [(n, json.loads(json.dumps(a).replace("@/", d + "/")) if a else a, w)
             for n, a, w in steps]
 
 
-@pytest.mark.parametrize("steps", [STREAM, MIRROR, STOP], ids=["stream", "mirror", "stop"])
-def test_job_commands_and_events_equal_qemus(ferrovm, qemu, launch, tmp_path, sockdir, steps):
+@pytest.mark.parametrize("steps,make_chain",
+                         [(STREAM, None), (MIRROR, None), (STOP, None),
+                          (MIRROR_EXISTING, existing_targets)],
+                         ids=["stream", "mirror", "stop", "mirror-existing"])
+def test_job_commands_and_events_equal_qemus(ferrovm, qemu, launch, tmp_path, sockdir, steps,
+                                             make_chain):
     runs = {}
     for name, binary in (("ferrovm", ferrovm), ("qemu", qemu)):
         d = tmp_path / name
         d.mkdir()
         out, events = scenario(binary, str(d), f"{sockdir}/{name}.sock",
-                               fix_paths(steps, str(d)), launch)
+                               fix_paths(steps, str(d)), launch, make_chain)
         text = json.dumps([out, events]).replace(str(d), "@")
         runs[name] = json.loads(__import__("re").sub(r"#block\d+", "#block", text))
     ours, theirs = runs["ferrovm"], runs["qemu"]

@@ -687,6 +687,35 @@ impl BlockGraph {
         Ok((Box::new(d), children))
     }
 
+    /// `bdrv_open_backing_file(bs, NULL, "backing")` on a node opened
+    /// without its backing: the file its header names, opened as at open
+    /// time and attached as the implicit backing. Nothing for a node whose
+    /// header names none.
+    pub(crate) fn open_header_backing(&mut self, node: &Arc<Node>) -> Result<(), BlockError> {
+        let Some(q) = node.driver.as_qcow2() else {
+            return Ok(());
+        };
+        let info = q.image().info();
+        let Some(name) = info.backing_file else {
+            return Ok(());
+        };
+        let Some(file) = node.child("file") else {
+            return Ok(());
+        };
+        let flags = NodeFlags {
+            read_only: true,
+            auto_read_only: false,
+            ..node.flags()
+        };
+        let b = self.open_backing_file(&file.filename(), &name, info.backing_format, flags)?;
+        if let Err(e) = node.set_backing(b.clone()) {
+            self.drop_if_unused(&b);
+            return Err(e);
+        }
+        q.backing_is_implicit();
+        Ok(())
+    }
+
     /// The header's backing file, relative to the overlay's directory
     /// (`bdrv_get_full_backing_filename`), as auto-named nodes.
     fn open_backing_file(

@@ -399,6 +399,21 @@ impl Qcow2Driver {
         self.attach_backing(backing);
     }
 
+    /// The backing attached now is the one the header names, opened
+    /// without options (bdrv_open_backing_file's `implicit_backing`): the
+    /// node's filename stays plain.
+    pub fn backing_is_implicit(&self) {
+        let name = self
+            .backing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|b| b.filename());
+        if let Some(n) = name {
+            *self.auto_backing.lock().unwrap_or_else(|e| e.into_inner()) = n;
+        }
+    }
+
     /// `change-backing-file`: the header names `name` from now on.
     pub fn change_backing_file(&self, name: &str) -> Result<(), Qcow2Error> {
         self.image.change_backing_file(Some(name), Some("qcow2"))?;

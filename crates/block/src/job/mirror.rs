@@ -47,6 +47,9 @@ pub enum BackingMode {
     SourceChain,
     /// blockdev-mirror: the target keeps what it has.
     Leave,
+    /// drive-mirror onto an existing image (`mode=existing`): the target
+    /// was opened without its backing, and gets the one its header names.
+    OpenChain,
 }
 
 /// The filter between the devices and the source while the job runs.
@@ -428,6 +431,12 @@ impl JobDriver for Mirror {
                 target.set_backing(b).map_err(|e| e.msg)?;
             }
         }
+        if self.s.backing_mode == BackingMode::OpenChain && target.child("backing").is_none() {
+            // mirror_exit_common reports a failure to open it and pivots anyway.
+            if let Err(e) = g.open_header_backing(&target) {
+                log::error!("{}", e.msg);
+            }
+        }
         g.move_devices(&source, &target).map_err(|e| e.msg)?;
         // The old source (and, for an active commit, the layers down to the
         // base) go unless something else still holds them.
@@ -443,8 +452,15 @@ impl JobDriver for Mirror {
         self.remove_filter(g);
         let _ = self.s.target.set_parent_perm(self.target_perm, None);
         g.unblock(&self.s.id);
-        if self.s.owns_target && !self.pivot {
-            g.remove_subtree(&self.s.target);
+        if self.s.owns_target {
+            if self.pivot {
+                // The job held drive-mirror's target; with no device on
+                // the source (a bare -blockdev), nothing holds it after
+                // the pivot and it closes (bdrv_unref of the job's reference).
+                g.drop_if_unused(&self.s.target);
+            } else {
+                g.remove_subtree(&self.s.target);
+            }
         }
     }
 }

@@ -158,7 +158,13 @@ impl BlockGraph {
             bs,
             target.clone(),
             sync,
-            BackingMode::SourceChain,
+            // qmp_drive_mirror: absolute-paths gives the target the
+            // source's chain, existing opens the target's own.
+            if d.existing {
+                BackingMode::OpenChain
+            } else {
+                BackingMode::SourceChain
+            },
             zero_target,
             true,
         );
