@@ -323,6 +323,22 @@ MIRROR_EXISTING = [
 ]
 
 
+def named_chain(d):
+    _, _, top = chain(d)
+    return [["-drive", f"file={top},if=none,id=d0,backing.node-name=mid,"
+             "backing.backing.node-name=base"]]
+
+
+# block-stream into a read-only intermediate layer: stream_start reopens it
+# read-write and stream_clean makes it read-only again. At 1 KiB/s the job
+# sleeps for minutes after its first chunk: block-job-set-speed must wake it.
+STREAM_INTERMEDIATE = [
+    ("block-stream", {"device": "mid", "job-id": "s", "speed": 1024}, None),
+    ("block-job-set-speed", {"device": "s", "speed": 0}, "BLOCK_JOB_COMPLETED"),
+    ("query-named-block-nodes", {"flat": True}, None),
+]
+
+
 def fix_paths(steps, d):
     return [(n, json.loads(json.dumps(a).replace("@/", d + "/")) if a else a, w)
             for n, a, w in steps]
@@ -330,8 +346,10 @@ def fix_paths(steps, d):
 
 @pytest.mark.parametrize("steps,make_chain",
                          [(STREAM, None), (MIRROR, None), (STOP, None),
-                          (MIRROR_EXISTING, existing_targets)],
-                         ids=["stream", "mirror", "stop", "mirror-existing"])
+                          (MIRROR_EXISTING, existing_targets),
+                          (STREAM_INTERMEDIATE, named_chain)],
+                         ids=["stream", "mirror", "stop", "mirror-existing",
+                              "stream-intermediate"])
 def test_job_commands_and_events_equal_qemus(ferrovm, qemu, launch, tmp_path, sockdir, steps,
                                              make_chain):
     runs = {}

@@ -35,11 +35,25 @@ pub struct Stream {
     backing_file: Option<String>,
     on_error: OnJobError,
     id: String,
+    /// The top was read-only (an intermediate layer): reopened read-write
+    /// for the job, read-only again when it ends.
+    top_ro: bool,
 }
 
 impl JobDriver for Stream {
     fn job_type(&self) -> JobType {
         JobType::Stream
+    }
+
+    /// stream_start: "Make sure that the image is opened in read-write
+    /// mode" (a reopen failure fails the command).
+    fn install(&mut self, g: &mut BlockGraph) -> Result<(), String> {
+        if self.top.flags().read_only {
+            g.reopen_set_read_only(&self.top, false)
+                .map_err(|e| e.msg)?;
+            self.top_ro = true;
+        }
+        Ok(())
     }
 
     fn run(&mut self, ctl: &mut JobCtl) -> Result<(), String> {
@@ -113,10 +127,10 @@ impl JobDriver for Stream {
 
     /// `stream_prepare`: the top takes `base` as its backing file, in the
     /// graph and in its header.
-    fn prepare(&mut self, _g: &mut BlockGraph) -> Result<(), String> {
-        if self.top.child("backing").is_none() {
+    fn prepare(&mut self, g: &mut BlockGraph) -> Result<(), String> {
+        let Some(old) = self.top.child("backing") else {
             return Ok(());
-        }
+        };
         let id = self
             .base
             .as_ref()
@@ -125,14 +139,21 @@ impl JobDriver for Stream {
         self.top
             .replace_backing(self.base.clone())
             .map_err(|e| e.msg)?;
+        // The layers streamed away close unless something else holds them
+        // (bdrv_set_backing_hd drops the top's reference).
+        g.drop_if_unused(&old);
         self.top
             .driver
             .change_backing_file(id.as_deref(), fmt)
             .map_err(|e| e.msg)
     }
 
+    /// stream_clean: the top back to read-only if it was, errors ignored.
     fn clean(&mut self, g: &mut BlockGraph) {
         g.unblock(&self.id);
+        if std::mem::take(&mut self.top_ro) {
+            let _ = g.reopen_set_read_only(&self.top, true);
+        }
     }
 }
 
@@ -199,18 +220,6 @@ impl BlockGraph {
                 "backing file specified, but streaming the entire chain",
             ));
         }
-        // stream_start's copy-on-read filter needs a writable top, down to
-        // its file (QEMU would reopen it read-write first; ferrovm asks for
-        // blockdev-reopen).
-        let mut n = Some(top.clone());
-        while let Some(x) = n {
-            if x.flags().read_only {
-                return Err(BlockError::new(
-                    "Could not create node: Block node is read-only",
-                ));
-            }
-            n = x.child("file");
-        }
         let base_overlay = bottom.unwrap_or_else(|| layers.last().cloned().unwrap_or(top.clone()));
         let id = match a.job_id {
             Some(i) => i.to_string(),
@@ -223,6 +232,7 @@ impl BlockGraph {
             backing_file: a.backing_file.map(str::to_string),
             on_error: a.on_error,
             id: id.clone(),
+            top_ro: false,
         };
         Ok(JobPlan {
             id,

@@ -216,6 +216,14 @@ impl JobCtl {
                 break;
             }
             match self.rx.recv_timeout(end - now) {
+                // job_enter: set-speed, a cancel and job-complete wake a
+                // job sleeping on its rate limit, so a new speed (or the
+                // request) takes effect at once rather than after a delay
+                // the old speed computed.
+                Ok(m @ (ToWorker::SetSpeed(_) | ToWorker::Cancel { .. } | ToWorker::Complete)) => {
+                    self.take(m);
+                    break;
+                }
                 Ok(m) => self.take(m),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
