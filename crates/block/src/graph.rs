@@ -27,7 +27,6 @@ const QEMU_DRIVERS: &[&str] = &[
     "cloop",
     "compress",
     "copy-before-write",
-    "copy-on-read",
     "dmg",
     "snapshot-access",
     "ftp",
@@ -541,7 +540,8 @@ impl BlockGraph {
                 };
                 let latency_ns = match o.take("latency-ns") {
                     None => None,
-                    Some(Value::Number(n)) => n.as_i64(),
+                    // A uint64 in QAPI, read into an int64 (-1 stays -1).
+                    Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_u64().map(|u| u as i64)),
                     Some(Value::String(s)) => Some(s.parse::<i64>().map_err(|_| {
                         BlockError::new(format!("Parameter '{prefix}latency-ns' expects a number"))
                     })?),
@@ -561,6 +561,24 @@ impl BlockGraph {
                     },
                 )?;
                 (Box::new(d), Vec::new())
+            }
+            "copy-on-read" => {
+                let file = self.child_node(&mut o, "file", flags, &prefix, syntax)?;
+                let bottom =
+                    match o.take_str("bottom")? {
+                        Some(b) => Some(self.node(&b).cloned().ok_or_else(|| {
+                            BlockError::new(format!("Bottom node '{b}' not found"))
+                        })?),
+                        None => None,
+                    };
+                let d = crate::cor::CorDriver::open(file.clone(), bottom)?;
+                (
+                    Box::new(d),
+                    vec![Child {
+                        role: "file",
+                        node: file,
+                    }],
+                )
             }
             "raw" => {
                 let child = self.child_node(&mut o, "file", flags, &prefix, syntax)?;
@@ -635,13 +653,32 @@ impl BlockGraph {
         };
         let config = o.take_str("config")?.or(fconf);
         let x_image = o.take_str("x-image")?.or(fimage);
+        let aio = if syntax == Syntax::Drive {
+            o.take("aio")
+        } else {
+            None
+        };
+        let mut other = Vec::new();
+        for k in [
+            "align",
+            "max-transfer",
+            "opt-write-zero",
+            "max-write-zero",
+            "opt-discard",
+            "max-discard",
+        ] {
+            if let Some(v) = o.take(k) {
+                other.push((k.to_string(), v));
+            }
+        }
+        let mut lo = Opts::child(other.iter().cloned().collect(), prefix.to_string());
         let limits = Limits {
-            align: o.take_size("align")?,
-            max_transfer: o.take_size("max-transfer")?,
-            opt_write_zero: o.take_size("opt-write-zero")?,
-            max_write_zero: o.take_size("max-write-zero")?,
-            opt_discard: o.take_size("opt-discard")?,
-            max_discard: o.take_size("max-discard")?,
+            align: lo.take_size("align")?,
+            max_transfer: lo.take_size("max-transfer")?,
+            opt_write_zero: lo.take_size("opt-write-zero")?,
+            max_write_zero: lo.take_size("max-write-zero")?,
+            opt_discard: lo.take_size("opt-discard")?,
+            max_discard: lo.take_size("max-discard")?,
         };
         let pending = Pending::read(BlkdebugOptions {
             config,
@@ -649,13 +686,18 @@ impl BlockGraph {
             set_state: o.take("set-state"),
             take_child_perms: o.take("take-child-perms"),
             unshare_child_perms: o.take("unshare-child-perms"),
-            other_options: limits.any(),
+            other_options: other,
         })?;
         // bdrv_open_file_child(x-image, options, "image").
         let image = if o.has("image") {
             self.child_node(o, "image", flags, prefix, syntax)?
         } else if let Some(f) = x_image {
             let mut m = Map::new();
+            // -drive aio= is a flag (BDRV_O_NATIVE_AIO) every node inherits;
+            // here it goes on to the image's own file node.
+            if let Some(a) = aio {
+                m.insert("aio".into(), a);
+            }
             m.insert("driver".into(), Value::String(protocol_of(Some(&f)).into()));
             m.insert("filename".into(), Value::String(f));
             let n = self.open_node(m, flags, format!("{prefix}image."), syntax)?;

@@ -22,6 +22,7 @@
 pub mod bitmap;
 pub mod bitmap_cmds;
 pub mod blkdebug;
+pub mod cor;
 pub mod debug;
 pub mod dirty;
 mod drive_throttle;

@@ -303,6 +303,10 @@ fn open_options(n: &Node) -> serde_json::Value {
     }
     let mut m = serde_json::Map::new();
     m.insert("driver".into(), n.driver.format_name().into());
+    // null-co needs no filename (no bdrv_needs_filename).
+    if matches!(n.driver.format_name(), "null-co" | "null-aio") {
+        return serde_json::Value::Object(m);
+    }
     let primary = n
         .children()
         .into_iter()

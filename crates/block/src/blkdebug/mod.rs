@@ -355,8 +355,27 @@ pub struct BlkdebugOptions {
     pub set_state: Option<Value>,
     pub take_child_perms: Option<Value>,
     pub unshare_child_perms: Option<Value>,
-    /// Any other option given (`align`, ...): the filename is `json:`.
-    pub other_options: bool,
+    /// The other options as given (`align`, ...): the filename is `json:`.
+    pub other_options: Vec<(String, Value)>,
+}
+
+/// `qdict_flatten`: lists and objects as `key.0.member` entries.
+fn flatten(prefix: &str, v: &Value, out: &mut Map<String, Value>) {
+    match v {
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                flatten(&format!("{prefix}.{i}"), x, out);
+            }
+        }
+        Value::Object(m) => {
+            for (k, x) in m {
+                flatten(&format!("{prefix}.{k}"), x, out);
+            }
+        }
+        v => {
+            out.insert(prefix.to_string(), v.clone());
+        }
+    }
 }
 
 /// The limits blkdebug imposes (`blkdebug_refresh_limits`), checked as
@@ -433,6 +452,7 @@ pub struct BlkdebugDriver {
     take: u64,
     unshare: u64,
     json_name: bool,
+    given: Map<String, Value>,
 }
 
 /// The rules of a `blkdebug` node being opened, read before its image is
@@ -469,13 +489,25 @@ impl Pending {
         // blkdebug_open ends with bdrv_debug_event(bs, BLKDBG_NONE).
         self.rules.event(DebugEvent::NONE);
         let o = self.o;
+        // The options a json: file name lists (full_open_options).
+        let mut given = Map::new();
+        for (k, v) in [
+            ("inject-error", &o.inject_error),
+            ("set-state", &o.set_state),
+            ("take-child-perms", &o.take_child_perms),
+            ("unshare-child-perms", &o.unshare_child_perms),
+        ] {
+            if let Some(v) = v {
+                flatten(k, v, &mut given);
+            }
+        }
+        for (k, v) in &o.other_options {
+            given.insert(k.clone(), v.clone());
+        }
         Ok(BlkdebugDriver {
             image,
-            json_name: o.other_options
-                || o.inject_error.is_some()
-                || o.set_state.is_some()
-                || o.take_child_perms.is_some()
-                || o.unshare_child_perms.is_some(),
+            json_name: !given.is_empty(),
+            given,
             config: o.config,
             rules: self.rules,
             take: self.take,
@@ -511,6 +543,9 @@ impl Driver for BlkdebugDriver {
             "image".into(),
             crate::qcow2_node::node_open_options(&self.image),
         );
+        for (k, v) in &self.given {
+            m.insert(k.clone(), v.clone());
+        }
         format!(
             "json:{}",
             crate::qcow2_node::qobject_json(&Value::Object(m))
