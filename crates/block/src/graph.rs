@@ -20,7 +20,6 @@ use crate::raw::RawDriver;
 /// QEMU 7.2's `BlockdevDriver` values on this host that ferrovm has no
 /// driver for: refused by name rather than as unknown.
 const QEMU_DRIVERS: &[&str] = &[
-    "blkdebug",
     "blklogwrites",
     "blkreplay",
     "blkverify",
@@ -28,7 +27,6 @@ const QEMU_DRIVERS: &[&str] = &[
     "cloop",
     "compress",
     "copy-before-write",
-    "copy-on-read",
     "dmg",
     "snapshot-access",
     "ftp",
@@ -42,8 +40,6 @@ const QEMU_DRIVERS: &[&str] = &[
     "luks",
     "nbd",
     "nfs",
-    "null-aio",
-    "null-co",
     "nvme",
     "parallels",
     "preallocate",
@@ -66,6 +62,22 @@ fn is_device(filename: Option<&str>) -> bool {
     filename
         .and_then(|f| std::fs::metadata(f).ok())
         .is_some_and(|m| m.file_type().is_block_device() || m.file_type().is_char_device())
+}
+
+/// Protocol drivers: a `-drive` with one of them as its format opens the
+/// filename with it directly, with no format node above.
+const PROTOCOLS: &[&str] = &["file", "blkdebug", "null-co", "null-aio"];
+
+/// `bdrv_find_protocol`: the protocol driver a file name's prefix names,
+/// else `file` (`host_device` for a device).
+pub(crate) fn protocol_of(filename: Option<&str>) -> &'static str {
+    match filename {
+        Some(f) if f.starts_with("blkdebug:") => "blkdebug",
+        Some(f) if f.starts_with("null-co:") => "null-co",
+        Some(f) if f.starts_with("null-aio:") => "null-aio",
+        f if is_device(f) => "host_device",
+        _ => "file",
+    }
 }
 
 /// Format probing (`bdrv_probe_all`) as far as ferrovm has formats: the
@@ -369,7 +381,9 @@ impl BlockGraph {
             }
         };
         let mut top = Map::new();
-        let driver = match o.take_str("format")? {
+        // `driver=` names the node's driver as `format=` does.
+        let drv_opt = o.take_str("driver")?;
+        let driver = match o.take_str("format")?.or(drv_opt) {
             Some(f) => f,
             None if probe_qcow2(file.get("filename").and_then(Value::as_str)) => "qcow2".into(),
             None => {
@@ -380,7 +394,7 @@ impl BlockGraph {
                 "raw".to_string()
             }
         };
-        if !matches!(driver.as_str(), "raw" | "qcow2" | "file") {
+        if !matches!(driver.as_str(), "raw" | "qcow2") && !PROTOCOLS.contains(&driver.as_str()) {
             return Err(BlockError::new(format!("Unknown driver '{driver}'")));
         }
         top.insert("driver".into(), Value::String(driver.clone()));
@@ -396,18 +410,15 @@ impl BlockGraph {
         for (k, v) in o.into_map().into_iter().chain(unknown) {
             top.insert(k, v);
         }
-        let root = if driver == "file" {
+        let root = if PROTOCOLS.contains(&driver.as_str()) {
             for (k, v) in file {
                 top.entry(k).or_insert(v);
             }
             self.open_node(top, flags, String::new(), Syntax::Drive)?
         } else {
-            // bdrv_find_protocol: a device path takes host_device.
-            let proto = if is_device(file.get("filename").and_then(Value::as_str)) {
-                "host_device"
-            } else {
-                "file"
-            };
+            // bdrv_find_protocol: by the file name's prefix; a device path
+            // takes host_device.
+            let proto = protocol_of(file.get("filename").and_then(Value::as_str));
             file.entry("driver").or_insert(Value::String(proto.into()));
             top.insert("file".into(), Value::Object(file));
             self.open_node(top, flags, String::new(), Syntax::Drive)?
@@ -515,6 +526,60 @@ impl BlockGraph {
                 reserved = Some((self.take_name(name.take()), self.nodes.len()));
                 self.open_qcow2(&mut o, file, flags, &prefix, syntax)?
             }
+            "blkdebug" => {
+                // A protocol driver opens its children itself, after the
+                // node is named (bdrv_open_common, then bdrv_file_open).
+                reserved = Some((self.take_name(name.take()), self.nodes.len()));
+                self.open_blkdebug(&mut o, flags, &prefix, syntax)?
+            }
+            "null-co" | "null-aio" => {
+                let name = if driver == "null-co" {
+                    "null-co"
+                } else {
+                    "null-aio"
+                };
+                let latency_ns = match o.take("latency-ns") {
+                    None => None,
+                    // A uint64 in QAPI, read into an int64 (-1 stays -1).
+                    Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_u64().map(|u| u as i64)),
+                    Some(Value::String(s)) => Some(s.parse::<i64>().map_err(|_| {
+                        BlockError::new(format!("Parameter '{prefix}latency-ns' expects a number"))
+                    })?),
+                    Some(_) => {
+                        return Err(BlockError::new(format!(
+                            "Invalid parameter type for '{prefix}latency-ns', expected: integer"
+                        )))
+                    }
+                };
+                let d = crate::null::NullDriver::open(
+                    name,
+                    crate::null::NullOptions {
+                        filename: o.take_str("filename")?,
+                        size: o.take_size("size")?,
+                        latency_ns,
+                        read_zeroes: o.take_bool("read-zeroes")?,
+                    },
+                )?;
+                (Box::new(d), Vec::new())
+            }
+            "copy-on-read" => {
+                let file = self.child_node(&mut o, "file", flags, &prefix, syntax)?;
+                let bottom =
+                    match o.take_str("bottom")? {
+                        Some(b) => Some(self.node(&b).cloned().ok_or_else(|| {
+                            BlockError::new(format!("Bottom node '{b}' not found"))
+                        })?),
+                        None => None,
+                    };
+                let d = crate::cor::CorDriver::open(file.clone(), bottom)?;
+                (
+                    Box::new(d),
+                    vec![Child {
+                        role: "file",
+                        node: file,
+                    }],
+                )
+            }
             "raw" => {
                 let child = self.child_node(&mut o, "file", flags, &prefix, syntax)?;
                 let offset = o.take_size("offset")?;
@@ -547,8 +612,8 @@ impl BlockGraph {
                 Syntax::Blockdev => {
                     BlockError::new(format!("Parameter '{prefix}{k}' is unexpected"))
                 }
-                Syntax::Drive if driver == "file" => BlockError::new(format!(
-                    "Block protocol 'file' doesn't support the option '{k}'"
+                Syntax::Drive if PROTOCOLS.contains(&driver.as_str()) => BlockError::new(format!(
+                    "Block protocol '{driver}' doesn't support the option '{k}'"
                 )),
                 Syntax::Drive => BlockError::new(format!(
                     "Block format '{driver}' does not support the option '{k}'"
@@ -566,6 +631,97 @@ impl BlockGraph {
         let node = Arc::new(node);
         self.nodes.insert(at, node.clone());
         Ok(node)
+    }
+
+    /// `blkdebug_open`: the filename (`blkdebug:CONFIG:IMAGE`), the rules,
+    /// then the `image` child (given, or opened from the filename's image
+    /// part), then the limits.
+    fn open_blkdebug(
+        &mut self,
+        o: &mut Opts,
+        flags: NodeFlags,
+        prefix: &str,
+        syntax: Syntax,
+    ) -> Result<(Box<dyn Driver>, Vec<Child>), BlockError> {
+        use crate::blkdebug::{parse_filename, BlkdebugOptions, Limits, Pending};
+        let (fconf, fimage) = match o.take_str("filename")? {
+            Some(f) => {
+                let (c, i) = parse_filename(&f)?;
+                (c, Some(i))
+            }
+            None => (None, None),
+        };
+        let config = o.take_str("config")?.or(fconf);
+        let x_image = o.take_str("x-image")?.or(fimage);
+        let aio = if syntax == Syntax::Drive {
+            o.take("aio")
+        } else {
+            None
+        };
+        let mut other = Vec::new();
+        for k in [
+            "align",
+            "max-transfer",
+            "opt-write-zero",
+            "max-write-zero",
+            "opt-discard",
+            "max-discard",
+        ] {
+            if let Some(v) = o.take(k) {
+                other.push((k.to_string(), v));
+            }
+        }
+        let mut lo = Opts::child(other.iter().cloned().collect(), prefix.to_string());
+        let limits = Limits {
+            align: lo.take_size("align")?,
+            max_transfer: lo.take_size("max-transfer")?,
+            opt_write_zero: lo.take_size("opt-write-zero")?,
+            max_write_zero: lo.take_size("max-write-zero")?,
+            opt_discard: lo.take_size("opt-discard")?,
+            max_discard: lo.take_size("max-discard")?,
+        };
+        let pending = Pending::read(BlkdebugOptions {
+            config,
+            inject_error: o.take("inject-error"),
+            set_state: o.take("set-state"),
+            take_child_perms: o.take("take-child-perms"),
+            unshare_child_perms: o.take("unshare-child-perms"),
+            other_options: other,
+        })?;
+        // bdrv_open_file_child(x-image, options, "image").
+        let image = if o.has("image") {
+            self.child_node(o, "image", flags, prefix, syntax)?
+        } else if let Some(f) = x_image {
+            let mut m = Map::new();
+            // -drive aio= is a flag (BDRV_O_NATIVE_AIO) every node inherits;
+            // here it goes on to the image's own file node.
+            if let Some(a) = aio {
+                m.insert("aio".into(), a);
+            }
+            m.insert("driver".into(), Value::String(protocol_of(Some(&f)).into()));
+            m.insert("filename".into(), Value::String(f));
+            let n = self.open_node(m, flags, format!("{prefix}image."), syntax)?;
+            n.inherited
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            n
+        } else if syntax == Syntax::Blockdev {
+            // The QAPI visitor's check (BlockdevOptionsBlkdebug.image).
+            return Err(BlockError::new(format!(
+                "Parameter '{prefix}image' is missing"
+            )));
+        } else {
+            return Err(BlockError::new(
+                "A block device must be specified for \"image\"",
+            ));
+        };
+        let d = pending.finish(image.clone(), limits)?;
+        Ok((
+            Box::new(d),
+            vec![Child {
+                role: "image",
+                node: image,
+            }],
+        ))
     }
 
     /// The node's name: the user's, or the next automatic one.
@@ -746,7 +902,8 @@ impl BlockGraph {
             None => "raw".into(),
         };
         let mut file = Map::new();
-        file.insert("driver".into(), Value::String("file".into()));
+        let proto = protocol_of(Some(&path));
+        file.insert("driver".into(), Value::String(proto.into()));
         file.insert("filename".into(), Value::String(path.clone()));
         let mut top = extra;
         top.insert("driver".into(), Value::String(format));

@@ -332,6 +332,11 @@ impl BlockBackend {
         self.inner.read_only
     }
 
+    /// The attached device's QOM path (`qdev` in query-block).
+    pub fn qdev_path(&self) -> Option<String> {
+        self.inner.dev().qdev.clone()
+    }
+
     /// The drive id ("" for a backend created for `-device drive=NODE`).
     pub fn name(&self) -> &str {
         &self.inner.name

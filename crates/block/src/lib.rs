@@ -21,6 +21,9 @@
 
 pub mod bitmap;
 pub mod bitmap_cmds;
+pub mod blkdebug;
+pub mod cor;
+pub mod debug;
 pub mod dirty;
 mod drive_throttle;
 pub mod engine;
@@ -32,12 +35,14 @@ pub mod iovec;
 pub mod job;
 pub mod lock;
 pub mod node;
+pub mod null;
 pub mod options;
 pub mod perm;
 pub mod policy;
 pub mod qapi;
 pub mod qcow2;
 pub mod qcow2_node;
+pub mod qemu_io;
 pub mod raw;
 pub mod reopen;
 pub mod snapshot;

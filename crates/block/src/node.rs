@@ -121,6 +121,20 @@ pub trait Driver: Send + Sync {
     fn attach_bitmaps(&self, _b: &Arc<crate::dirty::NodeBitmaps>) -> bool {
         false
     }
+    /// A filter (`is_filter`): its primary child is the node it filters,
+    /// listed as its `backing-image` and counted in `backing_file_depth`.
+    fn is_filter(&self) -> bool {
+        false
+    }
+    /// `bdrv_get_info` succeeds (query-block's `dirty-flag` is shown);
+    /// filters ask the node they filter.
+    fn has_info(&self) -> bool {
+        true
+    }
+    /// The `blkdebug` driver, for breakpoints.
+    fn as_blkdebug(&self) -> Option<&crate::blkdebug::BlkdebugDriver> {
+        None
+    }
 }
 
 /// Blocking I/O through a format driver, in guest offsets; errors are
@@ -137,6 +151,10 @@ pub trait FormatIo: Send + Sync {
     fn flush(&self) -> Result<(), i32>;
     fn discard(&self, off: u64, len: u64) -> Result<(), i32>;
     fn write_zeroes(&self, off: u64, len: u64, may_unmap: bool) -> Result<(), i32>;
+    /// `bdrv_debug_event`: a parent signals `ev` on this node before the
+    /// request it belongs to (only `blkdebug` acts on it; it may block
+    /// here while a breakpoint suspends the request).
+    fn debug_event(&self, _ev: crate::debug::DebugEvent) {}
 }
 
 /// An edge to a child node (QEMU's BdrvChild).
@@ -235,6 +253,24 @@ impl Node {
             .into_iter()
             .find(|c| c.role == role)
             .map(|c| c.node)
+    }
+
+    /// `bdrv_primary_child`: the child holding the data (`file`, or a
+    /// filter's `image`/`file`).
+    pub fn primary_child(&self) -> Option<Arc<Node>> {
+        self.children()
+            .into_iter()
+            .find(|c| matches!(c.role, "file" | "image"))
+            .map(|c| c.node)
+    }
+
+    /// `bdrv_filter_or_cow_bs`: a filter's filtered child, else `backing`.
+    pub fn filter_or_cow_child(&self) -> Option<Arc<Node>> {
+        if self.driver.is_filter() {
+            self.primary_child()
+        } else {
+            self.child("backing")
+        }
     }
 
     /// Gives the node the backing child `backing` (QEMU's

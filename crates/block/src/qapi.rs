@@ -21,10 +21,12 @@ fn image_info(n: &Node, chain: bool) -> Value {
     m.insert("filename".into(), json!(n.filename()));
     m.insert("format".into(), json!(n.driver.format_name()));
     let q = n.driver.image_info();
-    m.insert(
-        "dirty-flag".into(),
-        json!(q.as_ref().is_some_and(|q| q.dirty)),
-    );
+    if n.driver.has_info() {
+        m.insert(
+            "dirty-flag".into(),
+            json!(q.as_ref().is_some_and(|q| q.dirty)),
+        );
+    }
     if let Some(a) = n.driver.actual_size() {
         m.insert("actual-size".into(), json!(a));
     }
@@ -42,7 +44,7 @@ fn image_info(n: &Node, chain: bool) -> Value {
         }
     }
     if chain {
-        if let Some(c) = n.child("backing") {
+        if let Some(c) = n.filter_or_cow_child() {
             m.insert("backing-image".into(), image_info(&c, true));
         }
     }
@@ -67,7 +69,7 @@ fn image_info(n: &Node, chain: bool) -> Value {
 
 /// How many backing nodes lie below `n`.
 fn backing_depth(n: &Node) -> u64 {
-    n.child("backing").map_or(0, |b| 1 + backing_depth(&b))
+    n.filter_or_cow_child().map_or(0, |b| 1 + backing_depth(&b))
 }
 
 /// `bdrv_block_device_info` (`BlockDeviceInfo`); `flat` leaves the backing
@@ -140,11 +142,11 @@ fn node_stats(n: &Node, blk_level: bool) -> Value {
     if let Some(d) = n.driver.driver_specific_stats() {
         m.insert("driver-specific".into(), d);
     }
-    if let Some(c) = n.child("file") {
+    if let Some(c) = n.primary_child() {
         m.insert("parent".into(), node_stats(&c, blk_level));
     }
     if blk_level {
-        if let Some(c) = n.child("backing") {
+        if let Some(c) = n.filter_or_cow_child() {
             m.insert("backing".into(), node_stats(&c, blk_level));
         }
     }
@@ -227,10 +229,10 @@ impl BlockGraph {
                     if let Some(d) = r.driver.driver_specific_stats() {
                         m.insert("driver-specific".into(), d);
                     }
-                    if let Some(c) = r.child("file") {
+                    if let Some(c) = r.primary_child() {
                         m.insert("parent".into(), node_stats(&c, true));
                     }
-                    if let Some(c) = r.child("backing") {
+                    if let Some(c) = r.filter_or_cow_child() {
                         m.insert("backing".into(), node_stats(&c, true));
                     }
                 }

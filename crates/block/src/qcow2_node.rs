@@ -73,6 +73,63 @@ impl ImageFile for ProtocolFile {
     }
 }
 
+/// A `file` child that is not a host file (a filter such as `blkdebug`
+/// over one, or `null-co`): the image's host file is reached through the
+/// child's own request path, which also hears the format's debug events.
+struct NodeFile {
+    node: Arc<Node>,
+    io: crate::job::nodeio::NodeIo,
+}
+
+impl ImageFile for NodeFile {
+    fn read_at(&self, b: &mut [u8], off: u64) -> std::io::Result<()> {
+        self.io.read(off, b).map_err(errno_io)
+    }
+
+    fn readv_at(&self, bufs: &[IoBuf], off: u64) -> std::io::Result<()> {
+        self.io.readv(off, bufs).map_err(errno_io)
+    }
+
+    fn write_at(&self, b: &[u8], off: u64) -> std::io::Result<()> {
+        self.io.write(off, b).map_err(errno_io)
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        self.io.flush().map_err(errno_io)
+    }
+
+    fn file_size(&self) -> std::io::Result<u64> {
+        self.node.size().map_err(|e| std::io::Error::other(e.msg))
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.node
+            .driver
+            .truncate(len)
+            .map_err(|e| std::io::Error::other(e.msg))
+    }
+
+    fn punch_hole(&self, off: u64, len: u64) -> std::io::Result<()> {
+        self.io.discard(off, len).map_err(errno_io)
+    }
+
+    fn debug_event(&self, ev: crate::debug::DebugEvent) {
+        self.io.debug_event(ev);
+    }
+}
+
+/// The image file of a qcow2 node over `file`: its host file directly,
+/// or through the node's request path.
+fn image_file(file: &Arc<Node>) -> Arc<dyn ImageFile> {
+    match file.driver.file_io() {
+        Some(io) => Arc::new(ProtocolFile(io.clone())),
+        None => Arc::new(NodeFile {
+            node: file.clone(),
+            io: crate::job::nodeio::NodeIo::new(file),
+        }),
+    }
+}
+
 /// A protocol node's file as a qcow2 image's host file (blockdev-create).
 pub(crate) fn protocol_file(io: Arc<FileIo>) -> Arc<dyn ImageFile> {
     Arc::new(ProtocolFile(io))
@@ -196,7 +253,11 @@ pub struct Qcow2Driver {
 /// The header's backing file name resolved against the overlay's
 /// directory (`bdrv_get_full_backing_filename`).
 pub fn full_backing_path(overlay: &str, name: &str) -> String {
-    if name.starts_with('/') {
+    // path_has_protocol: `proto:` before any '/' is taken as it is.
+    let has_protocol = name
+        .find([':', '/', '\\'])
+        .is_some_and(|i| name.as_bytes()[i] == b':');
+    if name.starts_with('/') || has_protocol {
         return name.to_string();
     }
     let dir = std::path::Path::new(overlay)
@@ -207,7 +268,7 @@ pub fn full_backing_path(overlay: &str, name: &str) -> String {
 
 /// JSON as QEMU's `qobject_to_json` writes it: `", "` and `": "` between
 /// members.
-fn qobject_json(v: &serde_json::Value) -> String {
+pub(crate) fn qobject_json(v: &serde_json::Value) -> String {
     use serde_json::Value;
     match v {
         Value::Object(m) => {
@@ -227,6 +288,10 @@ fn qobject_json(v: &serde_json::Value) -> String {
 
 /// A node's `full_open_options` as QEMU's `json:` filenames spell them:
 /// keys in alphabetical order, children inline.
+pub(crate) fn node_open_options(n: &Node) -> serde_json::Value {
+    open_options(n)
+}
+
 fn open_options(n: &Node) -> serde_json::Value {
     // A node that already needs a `json:` filename has its options there.
     if let Some(v) = n
@@ -238,9 +303,17 @@ fn open_options(n: &Node) -> serde_json::Value {
     }
     let mut m = serde_json::Map::new();
     m.insert("driver".into(), n.driver.format_name().into());
-    match n.child("file") {
-        Some(f) => {
-            m.insert("file".into(), open_options(&f));
+    // null-co needs no filename (no bdrv_needs_filename).
+    if matches!(n.driver.format_name(), "null-co" | "null-aio") {
+        return serde_json::Value::Object(m);
+    }
+    let primary = n
+        .children()
+        .into_iter()
+        .find(|c| matches!(c.role, "file" | "image"));
+    match primary {
+        Some(c) => {
+            m.insert(c.role.into(), open_options(&c.node));
         }
         None => {
             m.insert("filename".into(), n.filename().into());
@@ -303,12 +376,8 @@ impl Qcow2Driver {
     /// Opens the image in `file` (a protocol node); `backing` is attached
     /// afterwards with [`Qcow2Driver::set_backing`].
     pub fn open(file: Arc<Node>, writable: bool, o: Qcow2Options) -> Result<Self, BlockError> {
-        let io =
-            file.driver.file_io().cloned().ok_or_else(|| {
-                BlockError::new("ferrovm: a qcow2 node's file must be a file node")
-            })?;
         let image = Qcow2::open(
-            Arc::new(ProtocolFile(io)),
+            image_file(&file),
             OpenOptions {
                 writable,
                 lazy_refcounts: o.lazy_refcounts,

@@ -4,8 +4,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::debug::DebugEvent;
 use crate::error::BlockError;
-use crate::node::{Driver, Node};
+use crate::io::IoBuf;
+use crate::job::nodeio::NodeIo;
+use crate::node::{Driver, FormatIo, Node};
 use crate::perm;
 
 pub struct RawDriver {
@@ -100,7 +103,53 @@ impl Driver for RawDriver {
         (nperm, nshared)
     }
 
+    /// `raw_get_info` asks the child.
+    fn has_info(&self) -> bool {
+        self.child.driver.has_info()
+    }
+
     fn linear(&self) -> Option<(u64, Option<u64>)> {
         Some((self.offset, self.fixed))
+    }
+
+    /// Over a child that is no host file (a filter, `null-co`): the
+    /// requests go through the child's own path (a BlockBackend takes the
+    /// host file directly when there is one, see [`Node::resolve_file`]).
+    fn format_io(&self) -> Option<Arc<dyn FormatIo>> {
+        Some(Arc::new(RawIo {
+            child: NodeIo::new(&self.child),
+            offset: self.offset,
+        }))
+    }
+}
+
+/// `raw_co_preadv`/`raw_co_pwritev`: the window onto the child, with the
+/// debug events QEMU's raw driver signals on it.
+struct RawIo {
+    child: NodeIo,
+    offset: u64,
+}
+
+impl FormatIo for RawIo {
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), i32> {
+        self.child.debug_event(DebugEvent::READ_AIO);
+        self.child.read(off + self.offset, buf)
+    }
+    fn readv(&self, off: u64, bufs: &[IoBuf]) -> Result<(), i32> {
+        self.child.debug_event(DebugEvent::READ_AIO);
+        self.child.readv(off + self.offset, bufs)
+    }
+    fn write(&self, off: u64, buf: &[u8]) -> Result<(), i32> {
+        self.child.debug_event(DebugEvent::WRITE_AIO);
+        self.child.write(off + self.offset, buf)
+    }
+    fn flush(&self) -> Result<(), i32> {
+        self.child.flush()
+    }
+    fn discard(&self, off: u64, len: u64) -> Result<(), i32> {
+        self.child.discard(off + self.offset, len)
+    }
+    fn write_zeroes(&self, off: u64, len: u64, may_unmap: bool) -> Result<(), i32> {
+        self.child.write_zeroes(off + self.offset, len, may_unmap)
     }
 }

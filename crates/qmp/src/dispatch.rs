@@ -237,6 +237,14 @@ pub trait Handler {
     fn exit_requested(&self) -> bool {
         false
     }
+
+    /// HMP `qemu-io [-d] DEVICE "COMMAND"`: runs a qemu-io command on a
+    /// drive (or with `qdev` a device's drive, else also a node); the
+    /// command's output goes to the emulator's stdout and stderr. An error
+    /// is what HMP prints as `Error: ...`.
+    fn hmp_qemu_io(&mut self, _qdev: bool, _device: &str, _command: &str) -> Result<(), QmpError> {
+        Err(QmpError::generic("qemu-io is not available here"))
+    }
 }
 
 /// Commands the library serves itself: they depend only on the protocol,

@@ -27,6 +27,7 @@ enum Action {
     InfoIothreads,
     InfoMemorySizeSummary,
     InfoBlock,
+    QemuIo,
 }
 
 struct HmpCommand {
@@ -55,6 +56,12 @@ const COMMANDS: &[HmpCommand] = &[
         params: "[subcommand]",
         help: "show various information about the system state",
         action: Action::Info,
+    },
+    HmpCommand {
+        name: "qemu-io",
+        params: "[-d] [device] \"[command]\"",
+        help: "run a qemu-io command on a block device\n\t\t\t-d: [device] is a device ID rather than a drive ID or node name",
+        action: Action::QemuIo,
     },
     HmpCommand {
         name: "quit|q",
@@ -119,6 +126,41 @@ const INFO_COMMANDS: &[HmpCommand] = &[
 /// `qemu_isspace()`.
 fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// `get_str()`: a word, or a double-quoted string with `\n \r \\ \' \"`
+/// escapes; None when there is none (QEMU prints an escape or quote
+/// error on stdout first).
+fn get_str(s: &str) -> Option<(String, &str)> {
+    let p = s.trim_start_matches(|c: char| c.is_ascii() && is_space(c as u8));
+    if p.is_empty() {
+        return None;
+    }
+    let Some(body) = p.strip_prefix('"') else {
+        let end = p
+            .find(|c: char| c.is_ascii() && is_space(c as u8))
+            .unwrap_or(p.len());
+        return Some((p[..end].to_string(), &p[end..]));
+    };
+    let mut out = String::new();
+    let mut it = body.char_indices();
+    while let Some((i, c)) = it.next() {
+        match c {
+            '"' => return Some((out, &body[i + 1..])),
+            '\\' => match it.next().map(|(_, e)| e) {
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some(e @ ('\\' | '\'' | '"')) => out.push(e),
+                e => {
+                    println!("unsupported escape code: '\\{}'", e.unwrap_or('\0'));
+                    return None;
+                }
+            },
+            c => out.push(c),
+        }
+    }
+    println!("unterminated string");
+    None
 }
 
 /// `hmp_compare_cmd()`: `name` against "a|b" alternatives.
@@ -216,6 +258,7 @@ impl Ctx<'_> {
             match cmd.action {
                 Action::Help => return self.help(rest),
                 Action::InfoBlock => return self.info_block(rest),
+                Action::QemuIo => return self.qemu_io(rest, &line[..name_end]),
                 Action::Info => return self.help_dump(INFO_COMMANDS, &["info".to_string()], 1),
                 _ => {}
             }
@@ -231,6 +274,50 @@ impl Ctx<'_> {
                 return;
             }
             return self.exec(cmd.action);
+        }
+    }
+
+    /// `qemu-io [-d] DEVICE "COMMAND"` (args_type `qdev:-d,device:B,command:s`,
+    /// block/monitor/block-hmp-cmds.c `hmp_qemu_io`): parsed as
+    /// `monitor_parse_arguments` does; the command runs in the VMM, whose
+    /// output goes to the emulator's stdout as QEMU's does.
+    fn qemu_io(&mut self, rest: &str, name: &str) {
+        let fail = |out: &mut Out, msg: &str| {
+            out.line(msg);
+            out.line(&format!("Try \"help {name}\" for more information"));
+        };
+        let mut p = rest.trim_start_matches(|c: char| c.is_ascii() && is_space(c as u8));
+        let mut qdev = false;
+        if let Some(r) = p.strip_prefix('-') {
+            match r.strip_prefix('d') {
+                Some(r) => {
+                    qdev = true;
+                    p = r;
+                }
+                None => {
+                    let c = r.chars().next().unwrap_or('\0');
+                    return fail(self.out, &format!("qemu-io: unsupported option -{c}"));
+                }
+            }
+        }
+        let Some((device, r)) = get_str(p) else {
+            return fail(self.out, "qemu-io: block device name expected");
+        };
+        let Some((command, r)) = get_str(r) else {
+            return fail(self.out, "qemu-io: string expected");
+        };
+        if !r
+            .trim_start_matches(|c: char| c.is_ascii() && is_space(c as u8))
+            .is_empty()
+        {
+            return fail(
+                self.out,
+                "qemu-io: extraneous characters at the end of line",
+            );
+        }
+        if let Err(e) = self.handler.hmp_qemu_io(qdev, &device, &command) {
+            // hmp_handle_error()
+            self.out.line(&format!("Error: {}", e.desc));
         }
     }
 
@@ -515,7 +602,7 @@ impl Ctx<'_> {
                         self.out.line(&format!("plugged memory: {p}"));
                     }
                 }
-                Action::Help | Action::Info => {}
+                Action::Help | Action::Info | Action::QemuIo => {}
             }
             Ok(())
         })();

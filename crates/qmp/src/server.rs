@@ -961,4 +961,13 @@ impl Handler for WithMonitorChardevs<'_> {
     fn exit_requested(&self) -> bool {
         self.inner.exit_requested()
     }
+
+    fn hmp_qemu_io(
+        &mut self,
+        qdev: bool,
+        device: &str,
+        command: &str,
+    ) -> Result<(), crate::dispatch::QmpError> {
+        self.inner.hmp_qemu_io(qdev, device, command)
+    }
 }

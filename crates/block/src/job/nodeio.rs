@@ -68,6 +68,23 @@ impl FormatIo for NodeIo {
             (None, None) => Err(libc::ENOMEDIUM),
         }
     }
+
+    fn debug_event(&self, ev: crate::debug::DebugEvent) {
+        if let (None, Some(f)) = (&self.0.data, &self.0.format) {
+            f.debug_event(ev);
+        }
+    }
+}
+
+impl NodeIo {
+    /// The node's size as its parent sees it.
+    pub fn size(&self) -> u64 {
+        self.0
+            .root
+            .as_ref()
+            .and_then(|n| n.size().ok())
+            .unwrap_or(0)
+    }
 }
 
 /// `bdrv_is_allocated_above(from, bottom, include_base=true)`: whether some

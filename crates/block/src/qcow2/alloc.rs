@@ -21,6 +21,7 @@ use std::sync::MutexGuard;
 use super::error::{Qcow2Error, Result};
 use super::meta::{ClusterKind, Meta, OFLAG_COPIED};
 use super::Qcow2;
+use crate::debug::DebugEvent;
 use crate::iovec;
 
 /// A host cluster reserved for one guest cluster.
@@ -167,6 +168,7 @@ impl Qcow2 {
     ) -> Result<()> {
         let werr = Self::io_err("Could not write image");
         if in_cl == 0 && data.len() as u64 == cs {
+            self.file.debug_event(DebugEvent::WRITE_AIO);
             return self.file.write_at(data, r.host).map_err(werr);
         }
         let zero_cow = match kind {
@@ -175,9 +177,14 @@ impl Qcow2 {
             _ => false,
         };
         if zero_cow && self.file.zero_range(r.host, cs).map_err(&werr)? {
+            self.file.debug_event(DebugEvent::WRITE_AIO);
             return self.file.write_at(data, r.host + in_cl).map_err(werr);
         }
         let mut cl = vec![0u8; cs as usize];
+        // qcow2-cluster.c do_perform_cow_read / qcow2_co_pwritev_task.
+        if !matches!(kind, ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc(_)) {
+            self.file.debug_event(DebugEvent::COW_READ);
+        }
         match kind {
             ClusterKind::Unallocated => {
                 let end = (gc * cs + cs).min(size) - gc * cs;
@@ -196,6 +203,7 @@ impl Qcow2 {
             ));
         }
         cl[in_cl as usize..in_cl as usize + data.len()].copy_from_slice(data);
+        self.file.debug_event(DebugEvent::WRITE_AIO);
         self.file.write_at(&cl, r.host).map_err(werr)
     }
 

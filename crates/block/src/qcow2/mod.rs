@@ -79,6 +79,7 @@ pub use storage::{ImageFile, ImageRead, RawImage};
 
 use meta::{ClusterKind, Meta, OFLAG_COPIED, OFLAG_ZERO};
 
+use crate::debug::DebugEvent;
 use crate::io::IoBuf;
 use crate::iovec;
 
@@ -296,6 +297,7 @@ impl Qcow2 {
     fn read_compressed(&self, cs: u64, host: u64, len: u64) -> Result<Vec<u8>> {
         let max = 2 * cs + 512;
         let mut input = vec![0u8; len.min(max) as usize];
+        self.file.debug_event(DebugEvent::READ_COMPRESSED);
         self.file
             .read_at(&mut input, host)
             .map_err(Self::io_err("Could not read compressed cluster"))?;
@@ -346,12 +348,16 @@ impl Qcow2 {
             match kind {
                 ClusterKind::Normal(h) => {
                     drop(m);
+                    self.file.debug_event(DebugEvent::READ_AIO);
                     self.file
                         .readv_at(&chunk, h + in_cl)
                         .map_err(Self::io_err("Could not read image"))?;
                 }
                 ClusterKind::Unallocated => {
                     drop(m);
+                    if self.backing().is_some() {
+                        self.file.debug_event(DebugEvent::READ_BACKING_AIO);
+                    }
                     self.read_backing(&chunk, pos)?;
                 }
                 ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc(_) => iovec::zero(&chunk),
@@ -414,6 +420,7 @@ impl Qcow2 {
             if entry & OFLAG_COPIED != 0 {
                 m.check_overlap(h + in_cl, data.len() as u64)?;
                 drop(m);
+                self.file.debug_event(DebugEvent::WRITE_AIO);
                 self.file
                     .write_at(data, h + in_cl)
                     .map_err(Self::io_err("Could not write image"))?;

@@ -39,6 +39,9 @@ pub trait ImageFile: Send + Sync {
     fn zero_range(&self, _off: u64, _len: u64) -> std::io::Result<bool> {
         Ok(false)
     }
+    /// `BLKDBG_EVENT(bs->file, ev)`: the format is about to do `ev` on
+    /// this file (only a `blkdebug` file node acts on it).
+    fn debug_event(&self, _ev: crate::debug::DebugEvent) {}
 }
 
 impl ImageFile for File {

@@ -143,3 +143,59 @@ fn throttle_config(args: &Args) -> block::throttle::ThrottleConfig {
     c.op_size = u("iops_size").unwrap_or(0);
     c
 }
+
+/// HMP `qemu-io` (block/monitor/block-hmp-cmds.c `hmp_qemu_io`): the
+/// target is a device's BlockBackend (`-d`), a drive, or a node (through a
+/// temporary backend); qemu-io prints on the emulator's stdout.
+pub(super) fn hmp_qemu_io(
+    vm: &mut Vm,
+    qdev: bool,
+    device: &str,
+    command: &str,
+) -> Result<(), QmpError> {
+    let target = if qdev {
+        // blk_by_qdev_id.
+        let path = format!("/machine/peripheral/{device}");
+        let bb = vm.block.backends().iter().find(|b| {
+            b.qdev_path()
+                .is_some_and(|q| q == path || q.starts_with(&format!("{path}/")))
+        });
+        match bb {
+            Some(b) => block_target(b)?,
+            None => {
+                let exists = vm
+                    .machine
+                    .as_ref()
+                    .is_some_and(|m| m.devices.peripherals().iter().any(|p| p.qom_path == path));
+                return Err(QmpError::generic(if exists {
+                    format!("Device '{device}' does not have a block device backend")
+                } else {
+                    format!("Device '{device}' not found")
+                }));
+            }
+        }
+    } else if let Some(b) = vm.block.backend(device) {
+        block_target(b)?
+    } else {
+        let node = vm
+            .block
+            .lookup_bs(None, Some(device))
+            .map_err(|e| QmpError::generic(e.msg))?;
+        block::qemu_io::Target {
+            node,
+            backend: None,
+        }
+    };
+    block::qemu_io::run(&target, command, std::sync::Arc::new(block::qemu_io::Stdio));
+    Ok(())
+}
+
+fn block_target(b: &block::BlockBackend) -> Result<block::qemu_io::Target, QmpError> {
+    let node = b
+        .root()
+        .ok_or_else(|| QmpError::generic(format!("Device '{}' has no medium", b.name())))?;
+    Ok(block::qemu_io::Target {
+        node,
+        backend: Some(b.clone()),
+    })
+}

@@ -65,6 +65,11 @@ impl qmp::Handler for Vm {
         self.exit.is_some()
     }
 
+    fn hmp_qemu_io(&mut self, qdev: bool, device: &str, command: &str) -> Result<(), QmpError> {
+        self.ensure_started();
+        block::hmp_qemu_io(self, qdev, device, command)
+    }
+
     fn execute(
         &mut self,
         cmd: &str,
