@@ -17,6 +17,19 @@ use crate::policy::{CacheMode, OnError};
 use crate::qcow2_node::{Qcow2Driver, Qcow2Options};
 use crate::raw::RawDriver;
 
+/// The drivers [`BlockGraph`] opens: every name `open_node`'s `match`
+/// dispatches on, listed once (`-drive format=help` prints them; the tests
+/// check that each opens and that every other QEMU driver is refused).
+/// A driver added to the match goes here too.
+pub const DRIVER_NAMES: &[&str] = &["file", "host_device", "qcow2", "raw"];
+
+/// [`DRIVER_NAMES`] sorted, as QEMU's `bdrv_iterate_format` lists them.
+pub fn driver_names() -> Vec<&'static str> {
+    let mut v = DRIVER_NAMES.to_vec();
+    v.sort_unstable();
+    v
+}
+
 /// QEMU 7.2's `BlockdevDriver` values on this host that ferrovm has no
 /// driver for: refused by name rather than as unknown.
 const QEMU_DRIVERS: &[&str] = &[
@@ -533,7 +546,8 @@ impl BlockGraph {
             }
             d if QEMU_DRIVERS.contains(&d) => {
                 return Err(BlockError::new(format!(
-                    "ferrovm: block driver '{d}' is not supported (only file, raw and qcow2)"
+                    "ferrovm: block driver '{d}' is not supported (only {})",
+                    driver_names().join(", ")
                 )))
             }
             _ => {
@@ -883,5 +897,39 @@ impl BlockGraph {
             device.unwrap_or(""),
             node_name.unwrap_or("")
         )))
+    }
+}
+
+#[cfg(test)]
+mod driver_list_tests {
+    use super::*;
+
+    /// [`DRIVER_NAMES`] is what `open_node` dispatches on: each listed
+    /// driver, opened without its options, fails only for a missing option
+    /// (never as unknown or refused), and each QEMU driver not listed is
+    /// refused by name. A driver added to the match but not to the list,
+    /// or listed but not opened, fails here.
+    #[test]
+    fn listed_drivers_are_the_ones_that_open() {
+        let refused =
+            |msg: &str| msg.contains("is not supported") || msg.contains("does not accept value");
+        for name in DRIVER_NAMES.iter().chain(QEMU_DRIVERS) {
+            let mut g = BlockGraph::new();
+            let mut m = Map::new();
+            m.insert("driver".into(), Value::from(*name));
+            m.insert("node-name".into(), Value::from("n0"));
+            let listed = DRIVER_NAMES.contains(name);
+            match g.add_blockdev(&m) {
+                Ok(_) => assert!(listed, "'{name}' opens but is not in DRIVER_NAMES"),
+                Err(e) => {
+                    let msg = e.full();
+                    assert_eq!(refused(&msg), !listed, "'{name}': {msg}");
+                    if listed {
+                        assert!(msg.contains("is missing"), "'{name}': {msg}");
+                    }
+                }
+            }
+        }
+        assert!(driver_names().windows(2).all(|w| w[0] < w[1]));
     }
 }
