@@ -108,6 +108,10 @@ pub struct AttachOptions {
     pub share_rw: bool,
     /// The device is read-only (e.g. a CD-ROM) even on a writable drive.
     pub read_only: bool,
+    /// The device has removable media with a tray (a CD-ROM): its drive
+    /// may be empty, and query-block shows `removable` and `tray_open`
+    /// (QEMU's `BlockDevOps` `change_media_cb` and `is_tray_open`).
+    pub removable: bool,
 }
 
 #[derive(Default)]
@@ -367,8 +371,37 @@ impl BlockGraph {
         if let Some(w) = cache.take_bool("writeback")? {
             writeback = w;
         }
+        // blockdev.c blockdev_init: no file and no format or driver option
+        // left is an empty drive (a BlockBackend without a medium).
+        let opts_file = o.take("file").filter(|f| f.as_str() != Some(""));
+        if opts_file.is_none() {
+            if !o
+                .remaining_keys()
+                .all(|k| matches!(k.as_str(), "aio" | "discard" | "detect-zeroes"))
+            {
+                return Err(BlockError::new(
+                    "A block device must be specified for \"file\"",
+                ));
+            }
+            let be = Backend::new(
+                id.to_string(),
+                None,
+                flags.read_only,
+                writeback,
+                werror,
+                rerror,
+            );
+            let bb = BlockBackend {
+                inner: Arc::new(be),
+            };
+            if throttle.enabled() {
+                bb.set_throttle(throttle, throttle_group.as_deref(), id)?;
+            }
+            self.backends.push(bb.clone());
+            return Ok(bb);
+        }
         // Protocol node: `file=` string, plus `file.*`, plus drive-level aio.
-        let mut file = match o.take("file") {
+        let mut file = match opts_file {
             Some(Value::String(s)) => {
                 let mut m = Map::new();
                 m.insert("filename".into(), Value::String(s));
@@ -752,16 +785,21 @@ impl BlockGraph {
                 "Drive '{drive}' is already in use by another device"
             )));
         }
-        let root = bb
-            .root()
-            .ok_or_else(|| BlockError::new(format!("Drive '{drive}' has no medium")))?;
-        let ro = bb.read_only() || o.read_only;
-        let (p, s) = perm::device_perms(ro, true, o.share_rw);
-        root.set_parent_perm(bb.inner.parent_id, Some((p, s)))?;
+        match bb.root() {
+            Some(root) => {
+                let ro = bb.read_only() || o.read_only;
+                let (p, s) = perm::device_perms(ro, true, o.share_rw);
+                root.set_parent_perm(bb.inner.parent_id, Some((p, s)))?;
+            }
+            // hw/block/block.c blkconf_... : only removable media may be absent.
+            None if o.removable => {}
+            None => return Err(BlockError::new("Device needs media, but drive is empty")),
+        }
         {
             let mut d = bb.inner.dev();
             d.qdev = Some(qdev.to_string());
             d.iostatus_enabled = true;
+            d.removable = o.removable;
         }
         if bb.name().is_empty() {
             self.backends.push(bb.clone());
@@ -776,10 +814,39 @@ impl BlockGraph {
             let keep = (!bb.name().is_empty()).then_some((perm::CONSISTENT_READ, perm::ALL));
             let _ = r.set_parent_perm(bb.inner.parent_id, keep);
         }
-        bb.inner.dev().qdev = None;
+        {
+            let mut d = bb.inner.dev();
+            d.qdev = None;
+            d.removable = false;
+        }
         if bb.name().is_empty() {
             self.backends.retain(|b| !b.same(bb));
         }
+    }
+
+    /// The device of a `-drive` went away (blockdev.c `blockdev_auto_del`):
+    /// its drive goes too, with the nodes only it held. Returns the jobs that
+    /// worked on the drive's root, which `blockdev_mark_auto_del` cancels.
+    pub fn auto_del(&mut self, bb: &BlockBackend) -> Vec<String> {
+        let root = bb.root();
+        let jobs = root
+            .as_ref()
+            .map(|r| {
+                self.job_blockers
+                    .iter()
+                    .filter(|(_, _, nodes)| nodes.iter().any(|n| Arc::ptr_eq(n, r)))
+                    .map(|(id, _, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.detach(bb);
+        if !bb.name().is_empty() {
+            self.backends.retain(|b| !b.same(bb));
+            if let Some(r) = root {
+                self.drop_if_unused(&r);
+            }
+        }
+        jobs
     }
 
     /// QMP `block_resize` (blockdev.c `qmp_block_resize`): the node chosen

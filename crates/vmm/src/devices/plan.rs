@@ -166,6 +166,7 @@ fn block_device(
             AttachOptions {
                 share_rw: r.share_rw,
                 read_only: false,
+                removable: false,
             },
         )
         .map_err(|e| {
