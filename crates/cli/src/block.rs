@@ -96,6 +96,11 @@ pub(crate) fn check_qtest_only(cfg: &crate::config::Config) -> Result<(), CliErr
         return Ok(());
     }
     for d in &cfg.drives {
+        // `format=help` prints and exits where QEMU opens this drive: the
+        // ones after it are never set up.
+        if matches!(d.format.as_deref(), Some("help" | "?")) {
+            break;
+        }
         let what = if d.interface == DriveInterface::Ide {
             let default = if d.opts.contains_key("if") {
                 ""

@@ -182,6 +182,11 @@ fn qtest_ide_cdrom() {
     assert_eq!((d.interface, d.cdrom), (DriveInterface::Ide, true));
     assert_eq!(d.opts.get("read-only"), Some(&json!("on")));
     assert!(!d.opts.contains_key("readonly"));
+    // `-drive format=help` lists the formats whatever the interface (the vmm prints them).
+    assert_eq!(
+        run(&["-drive", "format=help"]).drives[0].format.as_deref(),
+        Some("help")
+    );
     let c = run(&["-drive", "file=x,format=raw", "-accel", "qtest"]);
     assert_eq!(
         (c.drives[0].interface, c.drives[0].cdrom),

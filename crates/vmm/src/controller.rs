@@ -22,6 +22,9 @@ const SIGNALS: Token = Token(2);
 const CONSOLE_LISTEN: Token = Token(3);
 const CONSOLE_CLIENT: Token = Token(4);
 const CONSOLE_PTY: Token = Token(5);
+/// The `-qtest` chardev's listener and client.
+pub const QTEST_LISTEN: Token = Token(6);
+pub const QTEST_CONN: Token = Token(7);
 const FIRST_MONITOR: usize = 16;
 /// After `quit`, how long clients get to close their end before ours closes
 /// (qmp-shell closes within a few milliseconds of the reply; QEMU's own
@@ -49,6 +52,8 @@ pub struct Controller {
     _raw_terminal: Option<RawTerminal>,
     /// Console bytes the UART's FIFO had no room for yet.
     pending_input: Vec<u8>,
+    /// The `-qtest` server.
+    qtest: Option<crate::qtest::QtestServer>,
 }
 
 impl Controller {
@@ -78,13 +83,24 @@ impl Controller {
             console,
             _raw_terminal: raw_terminal,
             pending_input: Vec::new(),
+            qtest: None,
         })
+    }
+
+    pub fn with_qtest(mut self, qtest: Option<crate::qtest::QtestServer>) -> Self {
+        self.qtest = qtest;
+        self
     }
 
     /// Boots the guest and serves events until the machine stops for good.
     pub fn run(mut self, start_paused: bool) -> Result<Exit, VmmError> {
-        // `wait=on` monitors hold start-up until their client is there, as QEMU.
-        // (The set accepts those clients itself, then joins the event loop.)
+        // A `wait=on` qtest chardev, then `wait=on` monitors, hold start-up
+        // until their client is there, as QEMU. (Each accepts that client
+        // itself, then joins the event loop.)
+        if let Some(q) = &mut self.qtest {
+            q.wait_for_client()?;
+            q.register(self.poll.registry())?;
+        }
         self.monitors.wait_for_clients()?;
         self.monitors
             .register(self.poll.registry(), FIRST_MONITOR)?;
@@ -169,6 +185,11 @@ impl Controller {
                             let mut out = Vec::new();
                             self.vm.host_signal(sig, &mut out);
                             self.broadcast(out);
+                        }
+                    }
+                    t if self.qtest.as_ref().is_some_and(|q| q.handles(t)) => {
+                        if let Some(q) = &mut self.qtest {
+                            q.on_event(self.poll.registry(), t);
                         }
                     }
                     t if self.monitors.handles(t) => {

@@ -36,7 +36,7 @@ pub(super) fn execute(
             none
         }
         "system_wakeup" => {
-            if vm.machine.is_none() {
+            if !vm.has_board() {
                 return Err(QmpError::generic(
                     "wake-up from suspend is not supported by this guest",
                 ));
@@ -64,7 +64,7 @@ pub(super) fn execute(
         "query-current-machine" => json!({"wakeup-suspend-support": false}),
         "query-cpus-fast" => cpus_fast(vm),
         "query-hotpluggable-cpus" => {
-            if vm.machine.is_none() {
+            if !vm.has_board() {
                 return Err(QmpError::generic(
                     "The feature 'query-hotpluggable-cpus' is not enabled",
                 ));
