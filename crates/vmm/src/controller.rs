@@ -265,19 +265,39 @@ impl Controller {
     }
 }
 
-/// Blocks SIGINT/SIGTERM/SIGHUP for this thread and every thread it spawns
-/// later, and returns a signalfd that reports them to the event loop.
-fn block_host_signals() -> Result<OwnedFd, VmmError> {
-    // SAFETY: plain libc signal-mask calls on a local sigset.
+/// SIGINT, SIGTERM and SIGHUP, which the event loop reads from a signalfd.
+fn host_signal_set() -> libc::sigset_t {
+    // SAFETY: plain libc calls on a local sigset.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             libc::sigaddset(&mut set, s);
         }
-        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
+        set
+    }
+}
+
+/// Blocks SIGINT/SIGTERM/SIGHUP for this thread and every thread it spawns
+/// later. Called before any thread exists (the block layer's I/O threads
+/// start while the command line is set up): a thread that did not block
+/// them would take the signal's default action and kill the process.
+pub fn block_signals_early() -> Result<(), VmmError> {
+    let set = host_signal_set();
+    // SAFETY: pthread_sigmask with a valid set.
+    if unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+/// Blocks SIGINT/SIGTERM/SIGHUP for this thread and every thread it spawns
+/// later, and returns a signalfd that reports them to the event loop.
+fn block_host_signals() -> Result<OwnedFd, VmmError> {
+    block_signals_early()?;
+    let set = host_signal_set();
+    // SAFETY: signalfd with a valid set.
+    unsafe {
         let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
         if fd < 0 {
             return Err(std::io::Error::last_os_error().into());

@@ -30,6 +30,8 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         return Ok(Exit::HelpPrinted);
     }
     check_supported(&config)?;
+    // Before any thread starts, so that every one inherits the mask.
+    crate::controller::block_signals_early()?;
     let fdsets = crate::fdsets::FdSets::from_specs(&config.add_fds)?;
     // Before any thread exists: fork() keeps only the calling thread.
     let daemon = if config.daemonize {
