@@ -370,10 +370,10 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
     },
     OptionDef {
         names: &["drive"],
-        args: "[file=file][,if=none|virtio][,format=f][,id=id][,...]",
+        args: "[file=file][,if=none|virtio|ide][,format=f][,id=id][,...]",
         grammar: Opts(&block::DRIVE_SCHEMA),
         help: "define a drive (legacy block device option)",
-        notes: "Only `if=virtio` and `if=none`; QEMU's default `if=ide` is an error. Other keys are kept as strings for the block layer.",
+        notes: "`if=virtio` and `if=none`; QEMU's default `if=ide`, and `media=cdrom` (a read-only drive, which may be empty), only under `-accel qtest`, where an IDE drive is a device tree entry on q35's AHCI ports; otherwise they are errors (ferrovm has no IDE or CD-ROM register model). Without `file=` the drive is empty. `format=help` lists the block drivers ferrovm opens and exits, as QEMU does when it opens that drive. Other keys are kept as strings for the block layer.",
         handler: Run(block::handle_drive),
     },
     OptionDef {
@@ -389,7 +389,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         args: "driver[,prop=value[,...]] | JSON",
         grammar: JsonOrOpts(&devices::DEVICE_SCHEMA),
         help: "add a device",
-        notes: "Kept as a JSON object (`driver` plus properties; key=value values are strings). The VMM checks the driver.",
+        notes: "Kept as a JSON object (`driver` plus properties; key=value values are strings). The VMM checks the driver; `help` and `DRIVER,help` list what it builds. `virtio-scsi-pci` (alias `virtio-scsi`) and `scsi-hd` are accepted only under `-accel qtest`, as device tree entries with their drive attached (no register model).",
         handler: Run(devices::handle_device),
     },
     OptionDef {
