@@ -125,6 +125,11 @@ pub(crate) fn handle_blockdev(b: &mut Builder, inv: &Inv, p: Parsed) -> Result<(
     let map = p.json();
     match map.get("driver") {
         None => return Err(inv.err("Parameter 'driver' is missing")),
+        // QEMU 7.2 has no `-blockdev driver=help`: the value fails the
+        // BlockdevDriver enum, before the node name is looked at.
+        Some(Value::String(d)) if d == "help" || d == "?" => {
+            return Err(inv.err(format!("Parameter 'driver' does not accept value '{d}'")))
+        }
         Some(Value::String(_)) => {}
         Some(_) => return Err(inv.err("Invalid parameter type for 'driver', expected: string")),
     }

@@ -519,6 +519,10 @@ fn block() {
             "-drive if=ide,media=cdrom: interface 'if=ide' has no register model in ferrovm (accepted only under -accel qtest, where no guest runs); use if=virtio, or if=none with -device",
         ),
         (
+            &["-blockdev", "driver=help"],
+            "-blockdev driver=help: Parameter 'driver' does not accept value 'help'",
+        ),
+        (
             &["-drive", "if=none,id=c,media=cdrom"],
             "-drive if=none,id=c,media=cdrom: 'media=cdrom' has no register model in ferrovm (accepted only under -accel qtest, where no guest runs); use if=virtio, or if=none with -device",
         ),
