@@ -228,7 +228,9 @@ def test_monitor_over_client_chardev_runs_and_stops(ferrovm, images, sockdir):
         q.cmd("cont")
         assert q.event_names()[n:] == ["STOP", "RESUME"]
         assert q.cmd("query-status")["status"] == "running"
-        # No KVM VM under qtest: no vCPU, no PCI functions to list.
+        # No KVM VM under qtest: KVM is not in use (QEMU's kvm_enabled()),
+        # no vCPU exists.
+        assert q.cmd("query-kvm") == {"enabled": False, "present": True}
         assert q.cmd("query-cpus-fast") == []
         kinds = {p["name"]: p["type"] for p in q.cmd("qom-list", {"path": "/machine/peripheral"})}
         assert kinds["vio-scsi"] == "child<virtio-scsi-pci>" and kinds["scsi0"] == "child<scsi-hd>"

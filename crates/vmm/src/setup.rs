@@ -260,6 +260,7 @@ fn vm_info(config: &Config, serial_info: Option<serde_json::Value>) -> VmInfo {
         threads: config.smp.threads,
         chardevs: serial_info.into_iter().collect(),
         accel_tcg: config.accel_tcg,
+        accel_qtest: config.accel_qtest,
     }
 }
 

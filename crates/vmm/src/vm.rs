@@ -41,6 +41,15 @@ pub struct VmInfo {
     pub chardevs: Vec<Value>,
     /// `-machine none,accel=tcg`: KVM is present but not in use.
     pub accel_tcg: bool,
+    /// `-accel qtest`: KVM is present but not in use either.
+    pub accel_qtest: bool,
+}
+
+impl VmInfo {
+    /// Whether the accelerator is KVM (QEMU's `kvm_enabled()`).
+    pub fn kvm_in_use(&self) -> bool {
+        !self.accel_tcg && !self.accel_qtest
+    }
 }
 
 pub struct Vm {

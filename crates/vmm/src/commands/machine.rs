@@ -55,8 +55,8 @@ pub(super) fn execute(
         "query-uuid" => {
             json!({"UUID": vm.info.uuid.clone().unwrap_or_else(|| "00000000-0000-0000-0000-000000000000".into())})
         }
-        // Under `-machine none,accel=tcg` KVM is present but not in use.
-        "query-kvm" => json!({"enabled": !vm.info.accel_tcg, "present": true}),
+        // Under `-machine none,accel=tcg` and `-accel qtest` KVM is present but not in use.
+        "query-kvm" => json!({"enabled": vm.info.kvm_in_use(), "present": true}),
         "query-target" => json!({"arch": "x86_64"}),
         "query-machines" => machines(),
         "query-cpu-definitions" => super::cpu_model::definitions()?,
