@@ -17,6 +17,19 @@ use crate::policy::{CacheMode, OnError};
 use crate::qcow2_node::{Qcow2Driver, Qcow2Options};
 use crate::raw::RawDriver;
 
+/// The drivers [`BlockGraph`] opens: every name `open_node`'s `match`
+/// dispatches on, listed once (`-drive format=help` prints them; the tests
+/// check that each opens and that every other QEMU driver is refused).
+/// A driver added to the match goes here too.
+pub const DRIVER_NAMES: &[&str] = &["file", "host_device", "qcow2", "raw"];
+
+/// [`DRIVER_NAMES`] sorted, as QEMU's `bdrv_iterate_format` lists them.
+pub fn driver_names() -> Vec<&'static str> {
+    let mut v = DRIVER_NAMES.to_vec();
+    v.sort_unstable();
+    v
+}
+
 /// QEMU 7.2's `BlockdevDriver` values on this host that ferrovm has no
 /// driver for: refused by name rather than as unknown.
 const QEMU_DRIVERS: &[&str] = &[
@@ -107,6 +120,10 @@ pub struct AttachOptions {
     pub share_rw: bool,
     /// The device is read-only (e.g. a CD-ROM) even on a writable drive.
     pub read_only: bool,
+    /// The device has removable media with a tray (a CD-ROM): its drive
+    /// may be empty, and query-block shows `removable` and `tray_open`
+    /// (QEMU's `BlockDevOps` `change_media_cb` and `is_tray_open`).
+    pub removable: bool,
 }
 
 #[derive(Default)]
@@ -366,8 +383,37 @@ impl BlockGraph {
         if let Some(w) = cache.take_bool("writeback")? {
             writeback = w;
         }
+        // blockdev.c blockdev_init: no file and no format or driver option
+        // left is an empty drive (a BlockBackend without a medium).
+        let opts_file = o.take("file").filter(|f| f.as_str() != Some(""));
+        if opts_file.is_none() {
+            if !o
+                .remaining_keys()
+                .all(|k| matches!(k.as_str(), "aio" | "discard" | "detect-zeroes"))
+            {
+                return Err(BlockError::new(
+                    "A block device must be specified for \"file\"",
+                ));
+            }
+            let be = Backend::new(
+                id.to_string(),
+                None,
+                flags.read_only,
+                writeback,
+                werror,
+                rerror,
+            );
+            let bb = BlockBackend {
+                inner: Arc::new(be),
+            };
+            if throttle.enabled() {
+                bb.set_throttle(throttle, throttle_group.as_deref(), id)?;
+            }
+            self.backends.push(bb.clone());
+            return Ok(bb);
+        }
         // Protocol node: `file=` string, plus `file.*`, plus drive-level aio.
-        let mut file = match o.take("file") {
+        let mut file = match opts_file {
             Some(Value::String(s)) => {
                 let mut m = Map::new();
                 m.insert("filename".into(), Value::String(s));
@@ -598,7 +644,8 @@ impl BlockGraph {
             }
             d if QEMU_DRIVERS.contains(&d) => {
                 return Err(BlockError::new(format!(
-                    "ferrovm: block driver '{d}' is not supported (only file, raw and qcow2)"
+                    "ferrovm: block driver '{d}' is not supported (only {})",
+                    driver_names().join(", ")
                 )))
             }
             _ => {
@@ -952,16 +999,21 @@ impl BlockGraph {
                 "Drive '{drive}' is already in use by another device"
             )));
         }
-        let root = bb
-            .root()
-            .ok_or_else(|| BlockError::new(format!("Drive '{drive}' has no medium")))?;
-        let ro = bb.read_only() || o.read_only;
-        let (p, s) = perm::device_perms(ro, true, o.share_rw);
-        root.set_parent_perm(bb.inner.parent_id, Some((p, s)))?;
+        match bb.root() {
+            Some(root) => {
+                let ro = bb.read_only() || o.read_only;
+                let (p, s) = perm::device_perms(ro, true, o.share_rw);
+                root.set_parent_perm(bb.inner.parent_id, Some((p, s)))?;
+            }
+            // hw/block/block.c blkconf_... : only removable media may be absent.
+            None if o.removable => {}
+            None => return Err(BlockError::new("Device needs media, but drive is empty")),
+        }
         {
             let mut d = bb.inner.dev();
             d.qdev = Some(qdev.to_string());
             d.iostatus_enabled = true;
+            d.removable = o.removable;
         }
         if bb.name().is_empty() {
             self.backends.push(bb.clone());
@@ -976,10 +1028,39 @@ impl BlockGraph {
             let keep = (!bb.name().is_empty()).then_some((perm::CONSISTENT_READ, perm::ALL));
             let _ = r.set_parent_perm(bb.inner.parent_id, keep);
         }
-        bb.inner.dev().qdev = None;
+        {
+            let mut d = bb.inner.dev();
+            d.qdev = None;
+            d.removable = false;
+        }
         if bb.name().is_empty() {
             self.backends.retain(|b| !b.same(bb));
         }
+    }
+
+    /// The device of a `-drive` went away (blockdev.c `blockdev_auto_del`):
+    /// its drive goes too, with the nodes only it held. Returns the jobs that
+    /// worked on the drive's root, which `blockdev_mark_auto_del` cancels.
+    pub fn auto_del(&mut self, bb: &BlockBackend) -> Vec<String> {
+        let root = bb.root();
+        let jobs = root
+            .as_ref()
+            .map(|r| {
+                self.job_blockers
+                    .iter()
+                    .filter(|(_, _, nodes)| nodes.iter().any(|n| Arc::ptr_eq(n, r)))
+                    .map(|(id, _, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.detach(bb);
+        if !bb.name().is_empty() {
+            self.backends.retain(|b| !b.same(bb));
+            if let Some(r) = root {
+                self.drop_if_unused(&r);
+            }
+        }
+        jobs
     }
 
     /// QMP `block_resize` (blockdev.c `qmp_block_resize`): the node chosen
@@ -1097,5 +1178,39 @@ impl BlockGraph {
             device.unwrap_or(""),
             node_name.unwrap_or("")
         )))
+    }
+}
+
+#[cfg(test)]
+mod driver_list_tests {
+    use super::*;
+
+    /// [`DRIVER_NAMES`] is what `open_node` dispatches on: each listed
+    /// driver, opened without its options, fails only for a missing option
+    /// (never as unknown or refused), and each QEMU driver not listed is
+    /// refused by name. A driver added to the match but not to the list,
+    /// or listed but not opened, fails here.
+    #[test]
+    fn listed_drivers_are_the_ones_that_open() {
+        let refused =
+            |msg: &str| msg.contains("is not supported") || msg.contains("does not accept value");
+        for name in DRIVER_NAMES.iter().chain(QEMU_DRIVERS) {
+            let mut g = BlockGraph::new();
+            let mut m = Map::new();
+            m.insert("driver".into(), Value::from(*name));
+            m.insert("node-name".into(), Value::from("n0"));
+            let listed = DRIVER_NAMES.contains(name);
+            match g.add_blockdev(&m) {
+                Ok(_) => assert!(listed, "'{name}' opens but is not in DRIVER_NAMES"),
+                Err(e) => {
+                    let msg = e.full();
+                    assert_eq!(refused(&msg), !listed, "'{name}': {msg}");
+                    if listed {
+                        assert!(msg.contains("is missing"), "'{name}': {msg}");
+                    }
+                }
+            }
+        }
+        assert!(driver_names().windows(2).all(|w| w[0] < w[1]));
     }
 }

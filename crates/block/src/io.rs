@@ -113,6 +113,8 @@ pub(crate) struct DevState {
     pub qdev: Option<String>,
     pub iostatus_enabled: bool,
     pub iostatus: IoStatus,
+    /// The device has removable media with a tray ([`crate::AttachOptions`]).
+    pub removable: bool,
 }
 
 /// One device's attachment to a block node.
@@ -184,6 +186,7 @@ impl Backend {
                 qdev: None,
                 iostatus_enabled: false,
                 iostatus: IoStatus::Ok,
+                removable: false,
             }),
             parent_id: new_parent_id(),
             resize_cbs: Mutex::new(Vec::new()),

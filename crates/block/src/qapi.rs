@@ -175,10 +175,15 @@ impl BlockGraph {
                 // blk_dev_has_removable_media: without a device (or with
                 // one that has no removable medium callbacks) QEMU says
                 // true for none, false for virtio-blk.
-                m.insert("removable".into(), json!(d.qdev.is_none()));
+                m.insert("removable".into(), json!(d.qdev.is_none() || d.removable));
                 m.insert("locked".into(), json!(false));
                 if let Some(r) = b.root() {
                     m.insert("inserted".into(), block_device_info(Some(b), &r, false));
+                }
+                // blk_dev_has_tray: the tray of a CD-ROM, which nothing opens
+                // (no guest runs where ferrovm has one, see AttachOptions).
+                if d.removable {
+                    m.insert("tray_open".into(), json!(false));
                 }
                 // blk_iostatus_is_enabled: a device enabled it and a policy
                 // other than report is set.

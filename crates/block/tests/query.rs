@@ -124,3 +124,66 @@ fn io_status_only_with_a_stopping_policy() {
     bb.iostatus_reset();
     assert_eq!(g.query_block()[0]["io-status"], "ok");
 }
+
+/// QEMU 7.2 with `-drive if=ide,id=cd,media=cdrom` (no file): an empty,
+/// read-only drive whose device has a tray; `removable` and `tray_open` as
+/// QEMU shows them for an ide-cd, no `inserted`. A disk device refuses an
+/// empty drive with QEMU's words.
+#[test]
+fn empty_cdrom_drive_and_its_tray() {
+    let mut g = BlockGraph::new();
+    g.add_drive(
+        "cd",
+        &drive(&[("if", "ide"), ("media", "cdrom"), ("read-only", "on")]),
+    )
+    .unwrap();
+    let b = &g.query_block()[0];
+    assert_eq!(keys(b), ["device", "type", "removable", "locked"]);
+    assert_eq!(b["removable"], true);
+    let o = AttachOptions {
+        read_only: true,
+        removable: true,
+        ..AttachOptions::default()
+    };
+    g.attach("cd", "/machine/unattached/device[16]", o).unwrap();
+    let b = &g.query_block()[0];
+    assert_eq!(
+        keys(b),
+        [
+            "device",
+            "qdev",
+            "type",
+            "removable",
+            "locked",
+            "tray_open",
+            "io-status"
+        ]
+    );
+    assert_eq!(
+        (&b["removable"], &b["tray_open"]),
+        (&Value::Bool(true), &Value::Bool(false))
+    );
+    g.add_drive("e", &drive(&[("if", "none")])).unwrap();
+    let e = g.attach("e", "/q", AttachOptions::default()).err().unwrap();
+    assert_eq!(e.full(), "Device needs media, but drive is empty");
+    // Options for a format still need a file, as QEMU's blockdev_init.
+    let e = g
+        .add_drive("f", &drive(&[("format", "raw")]))
+        .err()
+        .unwrap();
+    assert_eq!(e.full(), "A block device must be specified for \"file\"");
+}
+
+/// blockdev.c blockdev_auto_del: unplugging the device of a `-drive` drops
+/// the drive and the nodes only it held; a `-blockdev` node stays.
+#[test]
+fn auto_del_drops_a_drive_with_its_device() {
+    let img = TempImage::new("ad", 1 << 20);
+    let mut g = BlockGraph::new();
+    g.add_drive("d0", &drive(&[("file", img.path()), ("format", "raw")]))
+        .unwrap();
+    let bb = g.attach("d0", "scsi0", AttachOptions::default()).unwrap();
+    assert!(g.auto_del(&bb).is_empty());
+    assert_eq!(g.query_block(), Value::Array(vec![]));
+    assert!(g.nodes().is_empty());
+}

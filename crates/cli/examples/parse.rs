@@ -10,6 +10,7 @@ fn main() {
     match cli::parse(a) {
         Ok(cli::Action::Help) => print!("{}", cli::help_text()),
         Ok(cli::Action::Version) => print!("{}", cli::version_text()),
+        Ok(cli::Action::Print(text)) => print!("{text}"),
         Ok(cli::Action::Run(c)) => {
             for w in &c.warnings {
                 eprintln!("ferrovm: {w}");

@@ -1,7 +1,7 @@
 //! Parse state shared by the option handlers, and the final checks that need
 //! the whole command line (references between options, defaults, topology).
 
-use crate::config::{ChardevBackend, ChardevSpec, Config, MachineKind, SerialSpec};
+use crate::config::{ChardevBackend, ChardevSpec, Config, SerialSpec};
 use crate::error::CliError;
 use crate::firmware;
 use crate::machine;
@@ -63,12 +63,19 @@ pub(crate) struct Builder {
     pub machine_type: Option<(String, Inv)>,
     /// The last `-cpu`.
     pub cpu: Option<Inv>,
-    /// `accel=tcg` (or `-accel tcg`) chose TCG: only `-machine none`, which
-    /// runs no vCPU, may start with it (libvirt's second capability probe).
-    pub tcg: Option<Inv>,
+    /// Every `-accel`'s accelerator, in order (the first wins, see
+    /// [`machine::resolve_accel`]).
+    pub accels: Vec<(String, Inv)>,
+    /// The first accelerator of the last `-machine accel=` (or `-enable-kvm`).
+    pub machine_accel: Option<(String, Inv)>,
     /// Every `-boot` merged (keyval leaves), validated in [`Builder::finish`]
     /// as QEMU validates the machine's `boot` property.
     pub boot: serde_json::Map<String, serde_json::Value>,
+    /// A help request QEMU answers where it stands in the command line
+    /// (`-machine help`, `-accel help`): print this and exit 0.
+    pub print_and_exit: Option<String>,
+    /// `-qtest-log` (applied to `-qtest` once the command line is read).
+    pub qtest_log: crate::config::QtestLog,
 }
 
 /// The kind of a chardev front end, for QEMU's wording when it is missing.
@@ -78,6 +85,8 @@ pub(crate) enum Frontend {
     Monitor,
     /// A `-device` with a `chardev` property; the device driver.
     Device(String),
+    /// `-qtest`.
+    Qtest,
 }
 
 impl Builder {
@@ -95,9 +104,12 @@ impl Builder {
             append_set: false,
             ids: HashSet::new(),
             machine_type: None,
-            tcg: None,
+            accels: Vec::new(),
+            machine_accel: None,
             cpu: None,
             boot: serde_json::Map::new(),
+            print_and_exit: None,
+            qtest_log: Default::default(),
         }
     }
 
@@ -143,11 +155,10 @@ impl Builder {
             self.cfg.machine.kind = machine::machine_kind(name).map_err(|e| inv.err(e))?;
             self.cfg.machine.name = name.clone();
         }
-        if let Some(inv) = &self.tcg {
-            if self.cfg.machine.kind != MachineKind::None {
-                return Err(inv.err(machine::tcg_refused("tcg")));
-            }
-            self.cfg.accel_tcg = true;
+        machine::resolve_accel(&mut self)?;
+        crate::block::check_qtest_only(&self.cfg)?;
+        if let Some(q) = &mut self.cfg.qtest {
+            q.log = self.qtest_log.clone();
         }
         if let Some(inv) = &self.cpu {
             self.cfg.cpu = machine::parse_cpu(inv.arg()).map_err(|e| inv.err(e))?;
@@ -206,6 +217,10 @@ impl Builder {
                     Frontend::Monitor => format!("chardev \"{id}\" not found"),
                     Frontend::Device(d) => {
                         format!("Property '{d}.chardev' can't find value '{id}'")
+                    }
+                    // softmmu/qtest.c qtest_server_init.
+                    Frontend::Qtest => {
+                        format!("Failed to initialize device for qtest: \"{}\"", inv.arg())
                     }
                 }));
             };

@@ -19,6 +19,10 @@ pub struct Config {
     /// TCG was chosen (`accel=tcg`): accepted for `-machine none` only,
     /// where no vCPU runs, so nothing is accelerated (libvirt probes so).
     pub accel_tcg: bool,
+    /// The qtest accelerator (`-accel qtest`): no vCPU runs and the virtual
+    /// clock moves only when the qtest client steps it; the board is only
+    /// its device tree and block attachments (no KVM VM is created).
+    pub accel_qtest: bool,
     /// `-cpu`; default `qemu64`.
     pub cpu: CpuModel,
     /// `-m` size, rounded up to 8 KiB as QEMU does; default 128 MiB.
@@ -44,6 +48,8 @@ pub struct Config {
     pub serials: Vec<SerialSpec>,
     /// Monitors (`-mon`, `-qmp`, `-qmp-pretty`, `-monitor`, `-serial mon:...`).
     pub monitors: Vec<MonitorSpec>,
+    /// `-qtest`: the qtest protocol server's chardev and log.
+    pub qtest: Option<QtestSpec>,
     /// `-S`: do not start the vCPUs.
     pub start_paused: bool,
     /// `-no-shutdown` was given (also reflected in `actions.shutdown`).
@@ -129,6 +135,7 @@ impl Default for Config {
             machine: MachineSpec::default(),
             accel_kvm: false,
             accel_tcg: false,
+            accel_qtest: false,
             cpu: CpuModel::default(),
             memory_bytes: DEFAULT_MEMORY_BYTES,
             memory_given: false,
@@ -141,6 +148,7 @@ impl Default for Config {
             chardevs: Vec::new(),
             serials: Vec::new(),
             monitors: Vec::new(),
+            qtest: None,
             start_paused: false,
             no_shutdown: false,
             no_reboot: false,
@@ -345,6 +353,25 @@ pub enum SocketAddress {
     Fd(i32),
 }
 
+/// `-qtest DEV` and `-qtest-log FILE`: the qtest protocol server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QtestSpec {
+    /// Its chardev (`qtest`, or the `-chardev` that `chardev:ID` names).
+    pub chardev_id: String,
+    /// Where the protocol is logged: QEMU's default is stderr, `none` is
+    /// nowhere (softmmu/qtest.c `qtest_server_start`).
+    pub log: QtestLog,
+}
+
+/// `-qtest-log`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum QtestLog {
+    #[default]
+    Stderr,
+    None,
+    File(PathBuf),
+}
+
 /// A serial port, bound to a chardev.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SerialSpec {
@@ -499,8 +526,11 @@ impl Default for RtcSpec {
 pub struct DriveSpec {
     pub id: Option<String>,
     pub file: Option<PathBuf>,
-    /// `if=`; only `none` and `virtio` are accepted.
+    /// `if=`: `none`, `virtio`, or (under `-accel qtest` only) `ide`.
     pub interface: DriveInterface,
+    /// `media=cdrom` (under `-accel qtest` only): a read-only drive with
+    /// removable media, which may be empty.
+    pub cdrom: bool,
     pub format: Option<String>,
     /// All keys as given (values are strings, as in QEMU's QemuOpts).
     pub opts: Map<String, Value>,

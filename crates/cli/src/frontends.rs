@@ -7,7 +7,7 @@
 
 use crate::builder::{Builder, Frontend, Inv};
 use crate::chardev::{parse_compat, Compat};
-use crate::config::{ChardevSpec, MonitorMode, MonitorSpec, SerialSpec};
+use crate::config::{ChardevSpec, MonitorMode, MonitorSpec, QtestLog, QtestSpec, SerialSpec};
 use crate::error::CliError;
 use crate::schema::{key, Kind, Schema};
 use crate::table::Parsed;
@@ -53,6 +53,36 @@ pub(crate) fn handle_debugcon(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<
     dev.insert("chardev".into(), id.into());
     b.cfg.devices.push(serde_json::Value::Object(dev));
     b.cfg.device_locations.push(inv.location());
+    Ok(())
+}
+
+/// `-qtest DEV`: the qtest protocol on chardev `qtest` (or on `chardev:ID`),
+/// opened as QEMU's `qtest_server_init` opens it. The last one counts.
+pub(crate) fn handle_qtest(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(), CliError> {
+    if let Some(old) = b.cfg.qtest.take() {
+        // vl.c keeps only the last `-qtest`; an earlier one opens nothing.
+        b.cfg
+            .chardevs
+            .retain(|c| c.id != old.chardev_id || old.chardev_id != "qtest");
+        b.chardev_locs.retain(|(id, _)| id != "qtest");
+        b.ids.remove(&("chardev", "qtest".to_string()));
+        b.frontends.retain(|(_, _, k)| *k != Frontend::Qtest);
+    }
+    let (id, _) = compat_chardev(b, inv, "qtest".into(), false)?;
+    b.frontends.push((id.clone(), inv.clone(), Frontend::Qtest));
+    b.cfg.qtest = Some(QtestSpec {
+        chardev_id: id,
+        log: QtestLog::Stderr,
+    });
+    Ok(())
+}
+
+/// `-qtest-log FILE`: `none` logs nothing; without it the log is stderr.
+pub(crate) fn handle_qtest_log(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(), CliError> {
+    b.qtest_log = match inv.arg() {
+        "none" => QtestLog::None,
+        f => QtestLog::File(f.into()),
+    };
     Ok(())
 }
 

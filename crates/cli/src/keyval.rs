@@ -155,12 +155,41 @@ pub(crate) fn parse_keyval(
     params: &str,
     implied: Option<&str>,
 ) -> Result<Map<String, Value>, String> {
+    parse(params, implied, None)
+}
+
+/// As [`parse_keyval`], but an element `help` or `?` without `=` is a help
+/// request rather than a key or the implied key's value (keyval.c
+/// `keyval_parse_one` with `help`); the flag says whether one was given.
+pub(crate) fn parse_keyval_help(
+    params: &str,
+    implied: Option<&str>,
+) -> Result<(Map<String, Value>, bool), String> {
+    let mut help = false;
+    let map = parse(params, implied, Some(&mut help))?;
+    Ok((map, help))
+}
+
+fn parse(
+    params: &str,
+    implied: Option<&str>,
+    mut help: Option<&mut bool>,
+) -> Result<Map<String, Value>, String> {
     let mut root = Map::new();
     let mut s = params;
     let mut implied = implied;
     while !s.is_empty() {
         let len = s.find(['=', ',']).unwrap_or(s.len());
-        let is_implied = len > 0 && s.as_bytes().get(len) != Some(&b'=') && implied.is_some();
+        let bare = len > 0 && s.as_bytes().get(len) != Some(&b'=');
+        if let Some(h) = help.as_deref_mut().filter(|_| bare) {
+            if matches!(&s[..len], "help" | "?") {
+                *h = true;
+                s = s[len..].strip_prefix(',').unwrap_or(&s[len..]);
+                implied = None;
+                continue;
+            }
+        }
+        let is_implied = bare && implied.is_some();
         if is_implied {
             let key = implied.unwrap_or_default();
             let (value, rest) = take_value(s);

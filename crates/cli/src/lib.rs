@@ -26,6 +26,7 @@ mod frontends;
 mod help;
 mod keyval;
 mod machine;
+mod machine_types;
 mod memory;
 mod misc;
 mod opts;
@@ -42,6 +43,7 @@ pub use config::*;
 pub use error::CliError;
 pub use firmware::{validate_boot_devices, MAX_DATA_DIRS};
 pub use help::{help_text, options_markdown, version_text, QEMU_COMPAT_VERSION};
+pub use machine_types::{find_machine_type, machine_types, MachineType};
 pub use qmp_options::command_line_options;
 
 use builder::{Builder, Inv};
@@ -58,6 +60,8 @@ pub enum Action {
     Version,
     /// Print [`help_text`] and exit 0.
     Help,
+    /// Print this text and exit 0 (`-machine help`, `-accel help`).
+    Print(String),
 }
 
 /// Parse the arguments (without `argv[0]`).
@@ -107,6 +111,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Action, CliError
             Handler::Run(f) => {
                 let parsed = apply_grammar(&mut b, def.grammar, inv)?;
                 f(&mut b, inv, parsed)?;
+                if let Some(text) = b.print_and_exit.take() {
+                    return Ok(Action::Print(text));
+                }
             }
         }
     }

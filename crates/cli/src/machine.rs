@@ -5,7 +5,8 @@ use crate::config::{
     CpuFeature, CpuFeatureValue, CpuModel, CpuModelName, MachineKind, MachineSpec,
 };
 use crate::error::CliError;
-use crate::keyval::parse_keyval;
+use crate::keyval::parse_keyval_help;
+use crate::machine_types::find_machine_type;
 use crate::schema::{check, key, parse_bool, Key, Kind, Schema, Val};
 use crate::table::Parsed;
 use std::path::PathBuf;
@@ -60,45 +61,29 @@ const MACHINE_LIMITS: &[(&str, &[&str])] = &[
     ("i8042", &["on"]),
 ];
 
-/// QEMU 7.2's versioned PC machine types.
-const Q35_VERSIONS: &[&str] = &[
-    "2.4", "2.5", "2.6", "2.7", "2.8", "2.9", "2.10", "2.11", "2.12", "3.0", "3.1", "4.0", "4.0.1",
-    "4.1", "4.2", "5.0", "5.1", "5.2", "6.0", "6.1", "6.2", "7.0", "7.1", "7.2",
-];
-const I440FX_VERSIONS: &[&str] = &[
-    "1.4", "1.5", "1.6", "1.7", "2.0", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "2.7", "2.8",
-    "2.9", "2.10", "2.11", "2.12", "3.0", "3.1", "4.0", "4.1", "4.2", "5.0", "5.1", "5.2", "6.0",
-    "6.1", "6.2", "7.0", "7.1", "7.2",
-];
 /// QEMU machine types ferrovm does not provide.
 const OTHER_QEMU_MACHINES: &[&str] = &["microvm", "isapc", "xenfv", "xenpv", "x-remote"];
 
-/// Resolve a machine type name to its kind.
+/// Resolve a machine type name (or alias) to its kind.
 pub(crate) fn machine_kind(name: &str) -> Result<MachineKind, String> {
-    let versioned =
-        |prefix: &str, list: &[&str]| name.strip_prefix(prefix).is_some_and(|v| list.contains(&v));
-    match name {
-        "q35" | "pc" | "ferrovm" => Ok(MachineKind::Q35),
-        "none" => Ok(MachineKind::None),
-        _ if versioned("pc-q35-", Q35_VERSIONS) || versioned("pc-i440fx-", I440FX_VERSIONS) => {
-            Ok(MachineKind::Q35)
-        }
-        _ if OTHER_QEMU_MACHINES.contains(&name) => {
+    match find_machine_type(name) {
+        Some(m) => Ok(m.kind),
+        None if OTHER_QEMU_MACHINES.contains(&name) => {
             Err(format!("machine type '{name}' is not supported by ferrovm"))
         }
-        _ => Err(format!(
-            "unsupported machine type '{name}' (supported: q35, pc, pc-q35-X.Y, pc-i440fx-X.Y, ferrovm, none)"
+        None => Err(format!(
+            "unsupported machine type '{name}' (supported: q35, pc, pc-q35-X.Y, pc-i440fx-X.Y, ferrovm, none; see -machine help)"
         )),
     }
 }
 
 /// (max vCPUs, prefer sockets when computing topology, QEMU's machine name).
 pub(crate) fn smp_limits(m: &MachineSpec) -> (u64, bool, String) {
-    let name = match m.name.as_str() {
-        "q35" => "pc-q35-7.2".to_string(),
-        "pc" => "pc-i440fx-7.2".to_string(),
-        n => n.to_string(),
-    };
+    let ty = find_machine_type(&m.name);
+    let name = ty
+        .as_ref()
+        .map_or_else(|| m.name.clone(), |t| t.name.clone());
+    let max = ty.as_ref().map_or(1, |t| u64::from(t.cpu_max));
     if m.kind == MachineKind::None {
         return (1, false, name);
     }
@@ -112,11 +97,6 @@ pub(crate) fn smp_limits(m: &MachineSpec) -> (u64, bool, String) {
         let minor = it.next().unwrap_or(0);
         (major, minor) < (6, 2)
     });
-    let max = if name.starts_with("pc-i440fx-") {
-        255
-    } else {
-        288
-    };
     (max, prefer_sockets, name)
 }
 
@@ -124,14 +104,36 @@ fn not_supported(key: &str, value: &str) -> String {
     format!("'{key}={value}' is not supported by ferrovm")
 }
 
-/// `accel=` lists accelerators to try in order; KVM must come first, or
-/// TCG, which only `-machine none` may use (see [`Builder::finish`]).
-/// Returns whether TCG was chosen.
-fn check_accel_list(list: &str) -> Result<bool, String> {
-    match list.split(':').next().unwrap_or("") {
-        "kvm" => Ok(false),
-        "tcg" => Ok(true),
-        other => Err(tcg_refused(other)),
+/// The accelerators ferrovm accepts, with whether `-accel help` lists them:
+/// `kvm` runs the vCPUs; `tcg` only with `-machine none`, which runs no vCPU
+/// (libvirt's second capability probe), so it is not offered; `qtest` runs
+/// no vCPU either and, as QEMU, is left out of the list (vl.c: "omit qtest
+/// which is used for tests only").
+pub(crate) const ACCELERATORS: &[(&str, bool)] = &[("kvm", true), ("tcg", false), ("qtest", false)];
+
+/// QEMU accelerators ferrovm does not provide.
+const OTHER_ACCELS: &[&str] = &["xen", "hax", "hvf", "whpx", "nvmm"];
+
+/// `-accel help` (vl.c; QEMU's heading).
+fn accel_help() -> String {
+    let mut s = String::from("Accelerators supported in QEMU binary:\n");
+    for (name, listed) in ACCELERATORS {
+        if *listed {
+            s.push_str(name);
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// `accel=` lists accelerators to try in order; the first must be one
+/// ferrovm has (a TCG board is refused once the type is known).
+fn check_accel_list(list: &str) -> Result<String, String> {
+    let first = list.split(':').next().unwrap_or("");
+    if ACCELERATORS.iter().any(|(n, _)| *n == first) {
+        Ok(first.to_string())
+    } else {
+        Err(tcg_refused(first))
     }
 }
 
@@ -140,8 +142,47 @@ pub(crate) fn tcg_refused(accel: &str) -> String {
     format!("accelerator '{accel}' is not supported (ferrovm runs on KVM only)")
 }
 
+/// Resolves the accelerator once the whole command line is read, as
+/// vl.c `configure_accelerators`: the `-accel` options are tried in order
+/// and the first wins (ferrovm can start each it accepts); without them
+/// the machine's `accel=` (also `-enable-kvm`) decides; both at once are
+/// an error.
+pub(crate) fn resolve_accel(b: &mut Builder) -> Result<(), CliError> {
+    let chosen = match (b.accels.first(), &b.machine_accel) {
+        (Some(_), Some(_)) => {
+            return Err(CliError::new(
+                "The -accel and \"-machine accel=\" options are incompatible",
+            ))
+        }
+        (Some(a), None) | (None, Some(a)) => a.clone(),
+        (None, None) => return Ok(()),
+    };
+    match chosen.0.as_str() {
+        "kvm" => b.cfg.accel_kvm = true,
+        "qtest" => b.cfg.accel_qtest = true,
+        _ => {
+            if b.cfg.machine.kind != MachineKind::None {
+                return Err(chosen.1.err(tcg_refused("tcg")));
+            }
+            b.cfg.accel_tcg = true;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn handle_machine(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(), CliError> {
-    let map = parse_keyval(inv.arg(), Some("type")).map_err(|e| inv.err(e))?;
+    let (map, help) = parse_keyval_help(inv.arg(), Some("type")).map_err(|e| inv.err(e))?;
+    if help {
+        // vl.c machine_help_func: with a type (here or from an earlier
+        // -machine) QEMU lists that type's properties instead.
+        if map.contains_key("type") || b.machine_type.is_some() {
+            return Err(
+                inv.err("machine property help is not supported by ferrovm (see docs/cli.md)")
+            );
+        }
+        b.print_and_exit = Some(crate::machine_types::machine_help());
+        return Ok(());
+    }
     for (k, v) in &map {
         let Some(def) = MACHINE_SCHEMA.find(k) else {
             return Err(inv.err(format!("Invalid parameter '{k}'")));
@@ -165,12 +206,8 @@ pub(crate) fn handle_machine(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(
             // Resolved once all options are read: the last type wins.
             "type" => b.machine_type = Some((v.to_string(), inv.clone())),
             "accel" => {
-                if check_accel_list(v).map_err(|e| inv.err(e))? {
-                    b.tcg = Some(inv.clone());
-                } else {
-                    b.tcg = None;
-                    b.cfg.accel_kvm = true;
-                }
+                let first = check_accel_list(v).map_err(|e| inv.err(e))?;
+                b.machine_accel = Some((first, inv.clone()));
             }
             "kernel" => {
                 b.cfg.kernel = Some(PathBuf::from(v));
@@ -208,33 +245,32 @@ pub(crate) const ACCEL_SCHEMA: Schema = Schema {
     open: false,
 };
 
-/// QEMU accelerators other than KVM.
-const OTHER_ACCELS: &[&str] = &["tcg", "xen", "qtest", "hax", "hvf", "whpx", "nvmm"];
-
 pub(crate) fn handle_accel(b: &mut Builder, inv: &Inv, p: Parsed) -> Result<(), CliError> {
     let o = p.opts();
-    match o.str("accel") {
-        Some("kvm") => {}
-        // Allowed for `-machine none` only, checked once the type is known.
-        Some("tcg") => {
-            b.tcg = Some(inv.clone());
+    let name = match o.str("accel") {
+        // vl.c: `-accel help`, or no accelerator at all, lists them.
+        None | Some("help" | "?") => {
+            b.print_and_exit = Some(accel_help());
             return Ok(());
         }
+        Some(a) if ACCELERATORS.iter().any(|(n, _)| *n == a) => a.to_string(),
         Some(a) if OTHER_ACCELS.contains(&a) => return Err(inv.err(tcg_refused(a))),
         Some(a) => return Err(inv.err(format!("invalid accelerator {a}"))),
-        None => return Err(inv.err("Parameter 'accel' is missing")),
-    }
-    if let Some(v) = o.str("kernel-irqchip") {
-        if v != "on" {
-            return Err(inv.err(not_supported("kernel-irqchip", v)));
+    };
+    if name == "kvm" {
+        if let Some(v) = o.str("kernel-irqchip") {
+            if v != "on" {
+                return Err(inv.err(not_supported("kernel-irqchip", v)));
+            }
         }
     }
-    b.cfg.accel_kvm = true;
+    b.accels.push((name, inv.clone()));
     Ok(())
 }
 
-pub(crate) fn handle_enable_kvm(b: &mut Builder, _inv: &Inv, _p: Parsed) -> Result<(), CliError> {
-    b.cfg.accel_kvm = true;
+/// vl.c: `-enable-kvm` is `-machine accel=kvm`.
+pub(crate) fn handle_enable_kvm(b: &mut Builder, inv: &Inv, _p: Parsed) -> Result<(), CliError> {
+    b.machine_accel = Some(("kvm".into(), inv.clone()));
     Ok(())
 }
 

@@ -41,7 +41,7 @@ fn machine() {
     check(&[
         (
             &["-machine", "foo"],
-            "-machine foo: unsupported machine type 'foo' (supported: q35, pc, pc-q35-X.Y, pc-i440fx-X.Y, ferrovm, none)",
+            "-machine foo: unsupported machine type 'foo' (supported: q35, pc, pc-q35-X.Y, pc-i440fx-X.Y, ferrovm, none; see -machine help)",
         ),
         (&["-M", "microvm"], "-M microvm: machine type 'microvm' is not supported by ferrovm"),
         (&["-M", "q35,bogus=1"], "-M q35,bogus=1: Invalid parameter 'bogus'"),
@@ -74,7 +74,7 @@ fn machine() {
             "-M q35,max-ram-below-4g=1G: Invalid parameter 'max-ram-below-4g'",
         ),
         // The last type is the one checked.
-        (&["-M", "q35", "-M", "foo,accel=kvm"], "-M foo,accel=kvm: unsupported machine type 'foo' (supported: q35, pc, pc-q35-X.Y, pc-i440fx-X.Y, ferrovm, none)"),
+        (&["-M", "q35", "-M", "foo,accel=kvm"], "-M foo,accel=kvm: unsupported machine type 'foo' (supported: q35, pc, pc-q35-X.Y, pc-i440fx-X.Y, ferrovm, none; see -machine help)"),
         (
             &["-M", "none", "-smp", "2"],
             "-smp 2: Invalid SMP CPUs 2. The max CPUs supported by machine 'none' is 1",
@@ -93,7 +93,11 @@ fn accel_cpu() {
             &["-accel", "kvm,kernel-irqchip=split"],
             "-accel kvm,kernel-irqchip=split: 'kernel-irqchip=split' is not supported by ferrovm",
         ),
-        (&["-accel", "kernel-irqchip=on"], "-accel kernel-irqchip=on: Parameter 'accel' is missing"),
+        (&["-accel", "qtest", "-machine", "accel=kvm"], "The -accel and \"-machine accel=\" options are incompatible"),
+        (&["-enable-kvm", "-accel", "kvm"], "The -accel and \"-machine accel=\" options are incompatible"),
+        (&["-accel", "qtest", "-qtest", "chardev:nope"], "-qtest chardev:nope: Failed to initialize device for qtest: \"chardev:nope\""),
+        (&["-machine", "q35,help"], "-machine q35,help: machine property help is not supported by ferrovm (see docs/cli.md)"),
+        (&["-M", "none", "-machine", "help"], "-machine help: machine property help is not supported by ferrovm (see docs/cli.md)"),
         (
             &["-cpu", "core2duo"],
             "-cpu core2duo: CPU model 'core2duo' is not supported (ferrovm supports 'host', 'max' and 'qemu64')",
@@ -508,7 +512,19 @@ fn block() {
     check(&[
         (
             &["-drive", "file=x.img"],
-            "-drive file=x.img: interface 'if=ide' (QEMU's default) is not supported by ferrovm; use if=virtio, or if=none with -device",
+            "-drive file=x.img: interface 'if=ide' (QEMU's default) has no register model in ferrovm (accepted only under -accel qtest, where no guest runs); use if=virtio, or if=none with -device",
+        ),
+        (
+            &["-drive", "if=ide,media=cdrom", "-accel", "kvm"],
+            "-drive if=ide,media=cdrom: interface 'if=ide' has no register model in ferrovm (accepted only under -accel qtest, where no guest runs); use if=virtio, or if=none with -device",
+        ),
+        (
+            &["-blockdev", "driver=help"],
+            "-blockdev driver=help: Parameter 'driver' does not accept value 'help'",
+        ),
+        (
+            &["-drive", "if=none,id=c,media=cdrom"],
+            "-drive if=none,id=c,media=cdrom: 'media=cdrom' has no register model in ferrovm (accepted only under -accel qtest, where no guest runs); use if=virtio, or if=none with -device",
         ),
         (
             &["-drive", "file=x.img,if=scsi"],

@@ -206,7 +206,7 @@ fn random_bytes_arg(r: &mut Rng) -> String {
 fn check(args: Vec<String>) -> bool {
     match parse(args.clone()) {
         Ok(Action::Run(_)) => true,
-        Ok(Action::Version) | Ok(Action::Help) => false,
+        Ok(Action::Version) | Ok(Action::Help) | Ok(Action::Print(_)) => false,
         Err(e) => {
             let s = e.to_string();
             assert!(!s.contains('\n'), "{args:?}: multi-line error {s:?}");

@@ -111,6 +111,111 @@ fn tcg_starts_machine_none_only() {
     assert!(!run(&["-machine", "none,accel=kvm:tcg"]).accel_tcg);
 }
 
+/// `-accel qtest` (QEMU's iotests pass it twice); repeated `-accel`s are
+/// tried in order, so the first wins.
+#[test]
+fn accel_qtest_and_order() {
+    let c = run(&["-accel", "qtest", "-accel", "qtest"]);
+    assert!(c.accel_qtest && !c.accel_kvm && !c.accel_tcg);
+    assert!(run(&["-machine", "accel=qtest"]).accel_qtest);
+    assert!(run(&["-M", "none", "-accel", "qtest"]).accel_qtest);
+    let c = run(&["-accel", "kvm", "-accel", "qtest"]);
+    assert!(c.accel_kvm && !c.accel_qtest);
+    let c = run(&["-accel", "qtest", "-accel", "kvm"]);
+    assert!(c.accel_qtest && !c.accel_kvm);
+}
+
+/// `-qtest` in the compatibility syntax QEMU's Python library writes
+/// (`unix:path=...`, client mode), and `chardev:ID`; `-qtest-log`.
+#[test]
+fn qtest_chardev_and_log() {
+    let c = run(&["-qtest", "unix:path=/tmp/q.sock", "-accel", "qtest"]);
+    let q = c.qtest.clone().expect("qtest");
+    assert_eq!(
+        (q.chardev_id.as_str(), &q.log),
+        ("qtest", &QtestLog::Stderr)
+    );
+    let chr = c.chardev("qtest").expect("chardev qtest");
+    let ChardevBackend::Socket(s) = &chr.backend else {
+        panic!("{chr:?}")
+    };
+    assert_eq!(s.addr, SocketAddress::Unix("/tmp/q.sock".into()));
+    assert!(!s.server);
+    let c = run(&[
+        "-qtest-log",
+        "none",
+        "-qtest",
+        "unix:/tmp/q,server=on,wait=off",
+    ]);
+    assert_eq!(c.qtest.unwrap().log, QtestLog::None);
+    let c = run(&[
+        "-chardev",
+        "socket,id=qt,path=/tmp/q",
+        "-qtest",
+        "chardev:qt",
+        "-qtest-log",
+        "/tmp/log",
+    ]);
+    let q = c.qtest.unwrap();
+    assert_eq!(q.chardev_id, "qt");
+    assert_eq!(q.log, QtestLog::File("/tmp/log".into()));
+    // The last -qtest counts; the earlier one creates no chardev.
+    let c = run(&["-qtest", "unix:/tmp/a", "-qtest", "unix:/tmp/b"]);
+    let ChardevBackend::Socket(s) = &c.chardev("qtest").unwrap().backend else {
+        panic!()
+    };
+    assert_eq!(s.addr, SocketAddress::Unix("/tmp/b".into()));
+    assert_eq!(c.chardevs.len(), 1);
+}
+
+/// Under `-accel qtest` a drive may be IDE and a CD-ROM (read-only, and
+/// `readonly=off` does not change that, as in QEMU's drive_new).
+#[test]
+fn qtest_ide_cdrom() {
+    let c = run(&[
+        "-accel",
+        "qtest",
+        "-drive",
+        "if=ide,id=cd,media=cdrom,readonly=off",
+    ]);
+    let d = &c.drives[0];
+    assert_eq!((d.interface, d.cdrom), (DriveInterface::Ide, true));
+    assert_eq!(d.opts.get("read-only"), Some(&json!("on")));
+    assert!(!d.opts.contains_key("readonly"));
+    // `-drive format=help` lists the formats whatever the interface (the vmm prints them).
+    assert_eq!(
+        run(&["-drive", "format=help"]).drives[0].format.as_deref(),
+        Some("help")
+    );
+    let c = run(&["-drive", "file=x,format=raw", "-accel", "qtest"]);
+    assert_eq!(
+        (c.drives[0].interface, c.drives[0].cdrom),
+        (DriveInterface::Ide, false)
+    );
+}
+
+/// `-machine help` and `-accel help` print where they stand and exit, as
+/// QEMU does (an earlier option's error still comes first).
+#[test]
+fn help_requests_print() {
+    let print = |a: &[&str]| match parse(common::args(a)) {
+        Ok(Action::Print(t)) => t,
+        other => panic!("{a:?}: {other:?}"),
+    };
+    let m = print(&["-machine", "help"]);
+    assert!(m.starts_with("Supported machines are:\n"), "{m}");
+    assert!(m.contains(" (default)\n"));
+    assert_eq!(print(&["-M", "?", "-m", "not-a-size"]).len(), m.len());
+    assert_eq!(
+        print(&["-accel", "help"]),
+        "Accelerators supported in QEMU binary:\nkvm\n"
+    );
+    assert_eq!(
+        print(&["-accel", "kernel-irqchip=on"]),
+        print(&["-accel", "?"])
+    );
+}
+
 #[test]
 fn machine() {
     for (n, k) in [

@@ -14,6 +14,10 @@ fn main() -> ExitCode {
             print!("{}", cli::help_text());
             return ExitCode::SUCCESS;
         }
+        Ok(cli::Action::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("ferrovm: {e}");
             return ExitCode::FAILURE;

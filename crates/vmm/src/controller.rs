@@ -22,6 +22,9 @@ const SIGNALS: Token = Token(2);
 const CONSOLE_LISTEN: Token = Token(3);
 const CONSOLE_CLIENT: Token = Token(4);
 const CONSOLE_PTY: Token = Token(5);
+/// The `-qtest` chardev's listener and client.
+pub const QTEST_LISTEN: Token = Token(6);
+pub const QTEST_CONN: Token = Token(7);
 const FIRST_MONITOR: usize = 16;
 /// After `quit`, how long clients get to close their end before ours closes
 /// (qmp-shell closes within a few milliseconds of the reply; QEMU's own
@@ -49,6 +52,8 @@ pub struct Controller {
     _raw_terminal: Option<RawTerminal>,
     /// Console bytes the UART's FIFO had no room for yet.
     pending_input: Vec<u8>,
+    /// The `-qtest` server.
+    qtest: Option<crate::qtest::QtestServer>,
 }
 
 impl Controller {
@@ -78,13 +83,24 @@ impl Controller {
             console,
             _raw_terminal: raw_terminal,
             pending_input: Vec::new(),
+            qtest: None,
         })
+    }
+
+    pub fn with_qtest(mut self, qtest: Option<crate::qtest::QtestServer>) -> Self {
+        self.qtest = qtest;
+        self
     }
 
     /// Boots the guest and serves events until the machine stops for good.
     pub fn run(mut self, start_paused: bool) -> Result<Exit, VmmError> {
-        // `wait=on` monitors hold start-up until their client is there, as QEMU.
-        // (The set accepts those clients itself, then joins the event loop.)
+        // A `wait=on` qtest chardev, then `wait=on` monitors, hold start-up
+        // until their client is there, as QEMU. (Each accepts that client
+        // itself, then joins the event loop.)
+        if let Some(q) = &mut self.qtest {
+            q.wait_for_client()?;
+            q.register(self.poll.registry())?;
+        }
         self.monitors.wait_for_clients()?;
         self.monitors
             .register(self.poll.registry(), FIRST_MONITOR)?;
@@ -171,6 +187,11 @@ impl Controller {
                             self.broadcast(out);
                         }
                     }
+                    t if self.qtest.as_ref().is_some_and(|q| q.handles(t)) => {
+                        if let Some(q) = &mut self.qtest {
+                            q.on_event(self.poll.registry(), t);
+                        }
+                    }
                     t if self.monitors.handles(t) => {
                         self.monitors.on_event(ev, &mut self.vm);
                         busy_until = Some(std::time::Instant::now() + MONITOR_POLL_WINDOW);
@@ -244,19 +265,39 @@ impl Controller {
     }
 }
 
-/// Blocks SIGINT/SIGTERM/SIGHUP for this thread and every thread it spawns
-/// later, and returns a signalfd that reports them to the event loop.
-fn block_host_signals() -> Result<OwnedFd, VmmError> {
-    // SAFETY: plain libc signal-mask calls on a local sigset.
+/// SIGINT, SIGTERM and SIGHUP, which the event loop reads from a signalfd.
+fn host_signal_set() -> libc::sigset_t {
+    // SAFETY: plain libc calls on a local sigset.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             libc::sigaddset(&mut set, s);
         }
-        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
+        set
+    }
+}
+
+/// Blocks SIGINT/SIGTERM/SIGHUP for this thread and every thread it spawns
+/// later. Called before any thread exists (the block layer's I/O threads
+/// start while the command line is set up): a thread that did not block
+/// them would take the signal's default action and kill the process.
+pub fn block_signals_early() -> Result<(), VmmError> {
+    let set = host_signal_set();
+    // SAFETY: pthread_sigmask with a valid set.
+    if unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+/// Blocks SIGINT/SIGTERM/SIGHUP for this thread and every thread it spawns
+/// later, and returns a signalfd that reports them to the event loop.
+fn block_host_signals() -> Result<OwnedFd, VmmError> {
+    block_signals_early()?;
+    let set = host_signal_set();
+    // SAFETY: signalfd with a valid set.
+    unsafe {
         let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
         if fd < 0 {
             return Err(std::io::Error::last_os_error().into());

@@ -28,6 +28,7 @@ pub mod vcpu_setup;
 pub mod vm;
 
 mod monitors;
+pub mod qtest;
 mod setup;
 
 pub use error::VmmError;

@@ -30,6 +30,8 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         return Ok(Exit::HelpPrinted);
     }
     check_supported(&config)?;
+    // Before any thread starts, so that every one inherits the mask.
+    crate::controller::block_signals_early()?;
     let fdsets = crate::fdsets::FdSets::from_specs(&config.add_fds)?;
     // Before any thread exists: fork() keeps only the calling thread.
     let daemon = if config.daemonize {
@@ -59,6 +61,9 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     let mut netdevs = crate::network::Netdevs::open(&config.netdevs, &config.netdev_locations)
         .map_err(VmmError::Config)?;
     let plan = plan::plan(&config, &sender, cpus, &mut netdevs)?;
+    if plan.format_help {
+        return Ok(Exit::HelpPrinted);
+    }
     if config.machine.kind == MachineKind::None {
         if let Some(p) = plan.pci.first() {
             return Err(VmmError::Config(format!(
@@ -72,10 +77,19 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         graph: block_graph,
         pci,
         pvpanic,
+        tree,
+        format_help: _,
     } = plan;
 
     let mut unbuilt = None;
+    let mut device_tree = None;
     let machine = match config.machine.kind {
+        // No guest runs under qtest: the board is its device tree, with no
+        // KVM VM, guest RAM or register model (devices/tree.rs).
+        MachineKind::Q35 if config.accel_qtest => {
+            device_tree = Some(tree.with_pci(pci));
+            None
+        }
         MachineKind::Q35 => {
             let mut spec = machine_spec(&config)?;
             spec.pvpanic_port = pvpanic.first().map(|r| r.ioport);
@@ -139,13 +153,20 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
         !config.monitors.is_empty(),
     )
     .with_block(block_graph)
-    .with_netdevs(netdevs);
+    .with_netdevs(netdevs)
+    .with_tree(device_tree);
     if config.start_paused {
         vm.defer_start(unbuilt);
     }
+    // QEMU opens the qtest chardev before the monitors (qemu_create_late_backends).
+    let qtest = crate::qtest::QtestServer::open(
+        &config,
+        crate::controller::QTEST_LISTEN,
+        crate::controller::QTEST_CONN,
+    )?;
     let monitors = qmp::MonitorSet::new(monitors::specs(&config)?)
         .map_err(|e| VmmError::Config(format!("-qmp/-mon: {e}")))?;
-    let controller = Controller::new(vm, monitors, poll, console_input)?;
+    let controller = Controller::new(vm, monitors, poll, console_input)?.with_qtest(qtest);
     if let Some(d) = daemon {
         d.ready();
     }
@@ -239,6 +260,7 @@ fn vm_info(config: &Config, serial_info: Option<serde_json::Value>) -> VmInfo {
         threads: config.smp.threads,
         chardevs: serial_info.into_iter().collect(),
         accel_tcg: config.accel_tcg,
+        accel_qtest: config.accel_qtest,
     }
 }
 
@@ -381,12 +403,22 @@ fn check_supported(config: &Config) -> Result<(), VmmError> {
     // `-device isa-serial` is COM1 (see console::serial_chardev) and
     // `isa-debugcon` a port (console::debugcons); the others
     // ferrovm builds are in qdev::DRIVERS, and qdev refuses the rest by name.
-    if let Some(d) = config.devices.iter().find(|d| {
+    for (d, loc) in config.devices.iter().zip(&config.device_locations) {
         let driver = console::device_driver(d).unwrap_or("?");
-        !["isa-serial", "isa-debugcon"].contains(&driver)
-            && crate::devices::qdev::driver(driver).is_none()
-    }) {
-        let driver = console::device_driver(d).unwrap_or("?");
+        if ["isa-serial", "isa-debugcon"].contains(&driver)
+            || crate::devices::qdev::driver(driver).is_some()
+        {
+            continue;
+        }
+        if crate::devices::tree::tree_driver(driver).is_some() {
+            // Only the device tree exists under qtest (devices/tree.rs).
+            if config.accel_qtest {
+                continue;
+            }
+            return Err(VmmError::Config(format!(
+                "{loc}: '{driver}' has no register model in ferrovm (accepted only under -accel qtest, where no guest runs)"
+            )));
+        }
         return unsupported(&format!("-device '{driver}'"));
     }
     if console::serial_chardevs(config).len() > 1 {

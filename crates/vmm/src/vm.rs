@@ -41,10 +41,21 @@ pub struct VmInfo {
     pub chardevs: Vec<Value>,
     /// `-machine none,accel=tcg`: KVM is present but not in use.
     pub accel_tcg: bool,
+    /// `-accel qtest`: KVM is present but not in use either.
+    pub accel_qtest: bool,
+}
+
+impl VmInfo {
+    /// Whether the accelerator is KVM (QEMU's `kvm_enabled()`).
+    pub fn kvm_in_use(&self) -> bool {
+        !self.accel_tcg && !self.accel_qtest
+    }
 }
 
 pub struct Vm {
     pub(crate) machine: Option<Machine>,
+    /// Under `-accel qtest`, the board instead of a machine.
+    pub(crate) tree: Option<crate::devices::tree::DeviceTree>,
     /// A machine to build on a helper thread (see [`Vm::defer_start`]).
     pub(crate) unbuilt: Option<Box<(MachineSpec, DeviceManager)>>,
     /// The machine being built on a helper thread.
@@ -92,6 +103,7 @@ impl Vm {
         Self {
             jobs,
             machine,
+            tree: None,
             unbuilt: None,
             building: None,
             pending_start: None,
@@ -109,6 +121,27 @@ impl Vm {
             announcers: Default::default(),
             migration_events: false,
             idle_vm_stats: None,
+        }
+    }
+
+    /// Under `-accel qtest`: the board's device tree, in place of a machine.
+    pub fn with_tree(mut self, tree: Option<crate::devices::tree::DeviceTree>) -> Self {
+        self.tree = tree;
+        self
+    }
+
+    /// Whether there is a board (a machine, or qtest's device tree): not
+    /// `-machine none`.
+    pub(crate) fn has_board(&self) -> bool {
+        self.machine.is_some() || self.tree.is_some()
+    }
+
+    /// The devices built from `-device` (and the board's own under qtest).
+    pub(crate) fn peripherals(&self) -> Vec<crate::devices::Peripheral> {
+        match (&self.machine, &self.tree) {
+            (Some(m), _) => m.devices.peripherals(),
+            (None, Some(t)) => t.peripherals(),
+            (None, None) => Vec::new(),
         }
     }
 

@@ -107,15 +107,18 @@ fn throttled_backend(vm: &Vm, args: &Args) -> Result<(block::BlockBackend, Strin
             } else {
                 format!("/machine/peripheral/{id}")
             };
-            if let Some(b) = vm.block.backend_of_device(&path) {
+            // A device with an id shows it as its `qdev` (a SCSI disk's).
+            if let Some(b) = vm
+                .block
+                .backend_of_device(&path)
+                .or_else(|| vm.block.backend_of_device(id))
+            {
                 return Ok((b, id.to_string()));
             }
-            let is_device = vm.machine.as_ref().is_some_and(|m| {
-                m.devices
-                    .peripherals()
-                    .iter()
-                    .any(|p| p.qom_path == path || format!("{}/virtio-backend", p.qom_path) == path)
-            });
+            let is_device = vm
+                .peripherals()
+                .iter()
+                .any(|p| p.qom_path == path || format!("{}/virtio-backend", p.qom_path) == path);
             Err(if is_device {
                 QmpError::generic("Device does not have a block device backend")
             } else {

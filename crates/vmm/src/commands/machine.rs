@@ -36,7 +36,7 @@ pub(super) fn execute(
             none
         }
         "system_wakeup" => {
-            if vm.machine.is_none() {
+            if !vm.has_board() {
                 return Err(QmpError::generic(
                     "wake-up from suspend is not supported by this guest",
                 ));
@@ -55,8 +55,8 @@ pub(super) fn execute(
         "query-uuid" => {
             json!({"UUID": vm.info.uuid.clone().unwrap_or_else(|| "00000000-0000-0000-0000-000000000000".into())})
         }
-        // Under `-machine none,accel=tcg` KVM is present but not in use.
-        "query-kvm" => json!({"enabled": !vm.info.accel_tcg, "present": true}),
+        // Under `-machine none,accel=tcg` and `-accel qtest` KVM is present but not in use.
+        "query-kvm" => json!({"enabled": vm.info.kvm_in_use(), "present": true}),
         "query-target" => json!({"arch": "x86_64"}),
         "query-machines" => machines(),
         "query-cpu-definitions" => super::cpu_model::definitions()?,
@@ -64,7 +64,7 @@ pub(super) fn execute(
         "query-current-machine" => json!({"wakeup-suspend-support": false}),
         "query-cpus-fast" => cpus_fast(vm),
         "query-hotpluggable-cpus" => {
-            if vm.machine.is_none() {
+            if !vm.has_board() {
                 return Err(QmpError::generic(
                     "The feature 'query-hotpluggable-cpus' is not enabled",
                 ));
@@ -111,26 +111,30 @@ pub(super) fn cpu_qom_path(index: usize) -> String {
     format!("/machine/unattached/device[{n}]")
 }
 
-/// The machine types ferrovm builds, in QEMU 7.2's MachineInfo shape.
+/// The machine types ferrovm builds (cli's table, which `-machine help`
+/// prints too), in QEMU 7.2's MachineInfo shape.
 fn machines() -> Value {
-    let pc = |name: &str, alias: Option<&str>, default: bool| {
-        let mut m = json!({"name": name, "cpu-max": 288, "hotpluggable-cpus": true, "numa-mem-supported": false,
-                           "deprecated": false, "default-cpu-type": "qemu64-x86_64-cpu", "default-ram-id": "pc.ram"});
-        if let Some(a) = alias {
-            m["alias"] = json!(a);
-        }
-        if default {
-            m["is-default"] = json!(true);
-        }
-        m
-    };
-    json!([
-        pc("pc-q35-7.2", Some("q35"), false),
-        pc("pc-i440fx-7.2", Some("pc"), true),
-        pc("ferrovm", None, false),
-        {"name": "none", "cpu-max": 1, "hotpluggable-cpus": false, "numa-mem-supported": false,
-         "deprecated": false, "default-ram-id": "ram"}
-    ])
+    Value::Array(
+        cli::machine_types()
+            .into_iter()
+            .map(|t| {
+                let pc = t.kind == cli::MachineKind::Q35;
+                let mut m = json!({"name": t.name, "cpu-max": t.cpu_max, "hotpluggable-cpus": pc,
+                                   "numa-mem-supported": false, "deprecated": t.deprecated,
+                                   "default-ram-id": if pc { "pc.ram" } else { "ram" }});
+                if pc {
+                    m["default-cpu-type"] = json!("qemu64-x86_64-cpu");
+                }
+                if let Some(a) = t.alias {
+                    m["alias"] = json!(a);
+                }
+                if t.is_default {
+                    m["is-default"] = json!(true);
+                }
+                m
+            })
+            .collect(),
+    )
 }
 
 /// The balloon, or QEMU's `have_balloon` error: a balloon counts once it is

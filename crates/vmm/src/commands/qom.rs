@@ -53,10 +53,7 @@ fn qom_paths(vm: &Vm) -> Vec<String> {
 }
 
 fn peripherals(vm: &Vm) -> Vec<Peripheral> {
-    vm.machine
-        .as_ref()
-        .map(|m| m.devices.peripherals())
-        .unwrap_or_default()
+    vm.peripherals()
 }
 
 /// The children of a peripheral container, as `child<TYPE>` links.
@@ -141,6 +138,8 @@ fn qom_list(vm: &Vm, path: &str) -> Result<Value, QmpError> {
                 let child = path.rsplit('/').next().unwrap_or_default().to_string();
                 (child, "child<qemu64-x86_64-cpu>".to_string())
             }));
+            // The board's own devices under qtest (an IDE CD-ROM).
+            v.extend(children_of(vm, "/machine/unattached"));
             v
         }
         p if cpu_by_path(vm, p).is_some() => {

@@ -33,9 +33,9 @@ pub(super) fn execute(
 
 /// The VM's stats file. Without a machine QEMU's KVM accelerator still
 /// holds an (empty) VM, so one is made, once, just for its stats. Under TCG
-/// no stats provider is registered at all: `None`.
+/// and qtest no stats provider is registered at all: `None`.
 fn vm_stats(vm: &mut Vm) -> Option<Result<&StatsFd, String>> {
-    if vm.info.accel_tcg {
+    if !vm.info.kvm_in_use() {
         return None;
     }
     if let Some(m) = &vm.machine {
@@ -92,7 +92,7 @@ fn query_stats(vm: &mut Vm, args: &Args) -> Result<Value, QmpError> {
                 results.insert(0, json!({"provider": "kvm", "stats": list}));
             }
         } else {
-            if vcpus.as_ref().is_some_and(Vec::is_empty) || vm.info.accel_tcg {
+            if vcpus.as_ref().is_some_and(Vec::is_empty) || !vm.info.kvm_in_use() {
                 continue;
             }
             for v in &vm.vcpus {

@@ -21,6 +21,7 @@ pub mod plan;
 pub mod qdev;
 pub mod rtc;
 pub mod smbios_config;
+pub mod tree;
 pub mod virtio;
 pub mod virtio_pci;
 pub mod watchdog;

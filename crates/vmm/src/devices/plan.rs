@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::qdev::{
     self, DeviceRequest, PvPanicIsaRequest, VirtioBalloonPci, VirtioBlkPci, VirtioNetPci,
 };
+use super::tree::{self, DeviceTree, TreeRequest};
 use super::{PciPlan, PlannedModel};
 use crate::error::VmmError;
 use crate::messages::{ControlMsg, ControlSender, DeviceEvent};
@@ -26,6 +27,73 @@ pub struct Plan {
     pub pci: Vec<PciPlan>,
     /// `-device pvpanic`s, built with the legacy devices.
     pub pvpanic: Vec<PvPanicIsaRequest>,
+    /// Under `-accel qtest`: the devices without a model (IDE, SCSI), in
+    /// the tree (the PCI functions join it in setup).
+    pub tree: DeviceTree,
+    /// A `-drive format=help` printed the formats: nothing is to run.
+    pub format_help: bool,
+}
+
+/// `is_help_option`.
+fn is_help(s: &str) -> bool {
+    s == "help" || s == "?"
+}
+
+/// blockdev.c `blockdev_init` on `format=help`: every driver the graph
+/// opens, sorted (`bdrv_iterate_format`); ferrovm has no read-only
+/// whitelist, so both lists are the same, as in Debian's QEMU.
+pub fn format_help() -> String {
+    let list: String = block::graph::driver_names()
+        .iter()
+        .map(|n| format!(" {n}"))
+        .collect();
+    format!("Supported formats:{list}\nSupported formats (read-only):{list}\n")
+}
+
+/// A `-drive if=ide`: its place on q35's AHCI ports (blockdev.c
+/// `drive_new` with one unit per bus), checked as QEMU checks it.
+fn ide_bus(d: &cli::DriveSpec, taken: &[u64]) -> Result<u64, VmmError> {
+    let num = |k: &str| {
+        d.opts
+            .get(k)
+            .and_then(Value::as_str)
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let (index, bus, unit) = (num("index"), num("bus"), num("unit"));
+    if index.is_some() && (bus.is_some() || unit.is_some()) {
+        return Err(at(&d.location, "index cannot be used with bus and unit"));
+    }
+    let unit = unit.unwrap_or(0);
+    if unit > 0 {
+        return Err(at(&d.location, format!("unit {unit} too big (max is 0)")));
+    }
+    let bus = match index.or(bus) {
+        Some(b) => b,
+        // The first free unit, moving on to the next bus (max_devs 1).
+        None => (0..).find(|b| !taken.contains(b)).unwrap_or(0),
+    };
+    if taken.contains(&bus) {
+        let index = index.map_or(-1, |i| i as i64);
+        return Err(at(
+            &d.location,
+            format!("drive with bus={bus}, unit=0 (index={index}) exists"),
+        ));
+    }
+    if bus >= tree::IDE_BUSES {
+        // Checked by QEMU once the board has claimed its drives
+        // (blockdev.c drive_check_orphaned).
+        return Err(at(
+            &d.location,
+            format!("machine type does not support if=ide,bus={bus},unit=0"),
+        ));
+    }
+    Ok(bus)
+}
+
+/// What `-device` asks for, in order.
+enum Requested {
+    Model(DeviceRequest),
+    Tree(TreeRequest),
 }
 
 fn at(location: &str, msg: impl std::fmt::Display) -> VmmError {
@@ -53,12 +121,39 @@ pub fn plan(
         graph.add_blockdev(&map).map_err(|e| at(loc, e.full()))?;
     }
     let mut per_interface: std::collections::HashMap<String, usize> = Default::default();
+    let mut ide: Vec<(u64, String, bool)> = Vec::new();
+    let mut tree = DeviceTree::default();
     for d in &config.drives {
-        let n = per_interface.entry(d.interface.to_string()).or_default();
-        let id =
+        if d.format.as_deref().is_some_and(is_help) {
+            // The drives before it are open, as in QEMU; nothing else is.
+            print!("{}", format_help());
+            return Ok(Plan {
+                graph,
+                pci: Vec::new(),
+                pvpanic: Vec::new(),
+                tree,
+                format_help: true,
+            });
+        }
+        let id = if d.interface == DriveInterface::Ide {
+            let taken: Vec<u64> = ide.iter().map(|(b, _, _)| *b).collect();
+            let bus = ide_bus(d, &taken)?;
+            if config.machine.kind == cli::MachineKind::None {
+                return Err(at(
+                    &d.location,
+                    format!("machine type does not support if=ide,bus={bus},unit=0"),
+                ));
+            }
+            let media = if d.cdrom { "cd" } else { "hd" };
+            let id = d.id.clone().unwrap_or_else(|| format!("ide{bus}-{media}0"));
+            ide.push((bus, id.clone(), d.cdrom));
+            id
+        } else {
+            let n = per_interface.entry(d.interface.to_string()).or_default();
+            *n += 1;
             d.id.clone()
-                .unwrap_or_else(|| default_drive_id(d.interface, *n));
-        *n += 1;
+                .unwrap_or_else(|| default_drive_id(d.interface, *n - 1))
+        };
         graph
             .add_drive(&id, &d.opts)
             .map_err(|e| at(&d.location, e.full()))?;
@@ -66,6 +161,19 @@ pub fn plan(
             // `if=virtio` is shorthand for a virtio-blk-pci on that drive.
             implied.push((d.location.clone(), VirtioBlkPci::for_drive(&id, cpus)));
         }
+    }
+    // The board's own IDE devices come before any -device, in bus order
+    // (hw/ide/ahci.c ahci_ide_create_devs). Their QOM paths follow QEMU
+    // 7.2's q35 numbering of /machine/unattached without KVM: a device per
+    // vCPU plus the kvmvapic, then ICH9-LPC ... ich9-ahci, then these.
+    ide.sort();
+    for (rank, (_, id, cdrom)) in ide.into_iter().enumerate() {
+        let path = format!(
+            "/machine/unattached/device[{}]",
+            15 + usize::from(cpus) + rank
+        );
+        tree.add_ide(&mut graph, &id, cdrom, path)
+            .map_err(VmmError::Config)?;
     }
     for w in graph.take_warnings() {
         eprintln!("ferrovm: warning: {w}");
@@ -79,7 +187,15 @@ pub fn plan(
         ) {
             continue; // COM1's front-end (console.rs)
         }
-        devices.push((loc.clone(), qdev::parse(map, cpus).map_err(|e| at(loc, e))?));
+        let driver = map.get("driver").and_then(Value::as_str).unwrap_or("");
+        let r = match tree::tree_driver(driver) {
+            Some("virtio-scsi-pci") if config.machine.kind == cli::MachineKind::None => {
+                return Err(at(loc, "No 'PCI' bus found for device 'virtio-scsi-pci'"));
+            }
+            Some(d) => Requested::Tree(tree::parse(d, map).map_err(|e| at(loc, e))?),
+            None => Requested::Model(qdev::parse(map, cpus).map_err(|e| at(loc, e))?),
+        };
+        devices.push((loc.clone(), r));
     }
     // QEMU queues the devices `if=virtio` implies after every -device
     // (drive_new runs after the command line is read), so they come later
@@ -87,7 +203,7 @@ pub fn plan(
     devices.extend(
         implied
             .into_iter()
-            .map(|(loc, r)| (loc, DeviceRequest::VirtioBlkPci(r))),
+            .map(|(loc, r)| (loc, Requested::Model(DeviceRequest::VirtioBlkPci(r)))),
     );
     let mut anon = 0;
     let mut pci = Vec::new();
@@ -95,15 +211,26 @@ pub fn plan(
     let mut balloons = 0;
     let mut nics = NicNaming::default();
     let mut buses = super::bridges::BusNames::default();
-    for (loc, request) in devices {
-        buses.check(&request).map_err(|e| at(&loc, e))?;
-        let qom_path = match request.id() {
+    for (loc, requested) in devices {
+        let id = match &requested {
+            Requested::Model(r) => r.id(),
+            Requested::Tree(r) => r.id(),
+        };
+        let qom_path = match id {
             Some(id) => format!("/machine/peripheral/{id}"),
             None => {
                 anon += 1;
                 format!("/machine/peripheral-anon/device[{}]", anon - 1)
             }
         };
+        let request = match requested {
+            Requested::Tree(r) => {
+                tree.add(&mut graph, r, qom_path).map_err(|e| at(&loc, e))?;
+                continue;
+            }
+            Requested::Model(r) => r,
+        };
+        buses.check(&request).map_err(|e| at(&loc, e))?;
         let model = match request {
             DeviceRequest::VirtioBlkPci(r) => block_device(&mut graph, sender, r, &qom_path, &loc)?,
             DeviceRequest::VirtioNetPci(r) => {
@@ -140,6 +267,8 @@ pub fn plan(
         graph,
         pci,
         pvpanic,
+        tree,
+        format_help: false,
     })
 }
 
@@ -166,6 +295,7 @@ fn block_device(
             AttachOptions {
                 share_rw: r.share_rw,
                 read_only: false,
+                removable: false,
             },
         )
         .map_err(|e| {
