@@ -21,7 +21,16 @@ use crate::raw::RawDriver;
 /// dispatches on, listed once (`-drive format=help` prints them; the tests
 /// check that each opens and that every other QEMU driver is refused).
 /// A driver added to the match goes here too.
-pub const DRIVER_NAMES: &[&str] = &["file", "host_device", "qcow2", "raw"];
+pub const DRIVER_NAMES: &[&str] = &[
+    "blkdebug",
+    "copy-on-read",
+    "file",
+    "host_device",
+    "null-aio",
+    "null-co",
+    "qcow2",
+    "raw",
+];
 
 /// [`DRIVER_NAMES`] sorted, as QEMU's `bdrv_iterate_format` lists them.
 pub fn driver_names() -> Vec<&'static str> {

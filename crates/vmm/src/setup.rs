@@ -60,6 +60,9 @@ pub fn run(config: Config) -> Result<Exit, VmmError> {
     // QEMU opens the netdevs before it creates devices (net_init_clients).
     let mut netdevs = crate::network::Netdevs::open(&config.netdevs, &config.netdev_locations)
         .map_err(VmmError::Config)?;
+    // qtest_enabled(), which blkdebug asks before it prints a suspension;
+    // set once, before any drive opens.
+    block::blkdebug::QTEST.store(config.accel_qtest, std::sync::atomic::Ordering::Relaxed);
     let plan = plan::plan(&config, &sender, cpus, &mut netdevs)?;
     if plan.format_help {
         return Ok(Exit::HelpPrinted);
