@@ -339,6 +339,36 @@ STREAM_INTERMEDIATE = [
 ]
 
 
+def relative_chain(d):
+    """dir1/backing.img <- dir2/mid.img <- dir2/dir3/test.img, each header
+    naming the layer below relative to its own directory (040's
+    TestRelativePaths)."""
+    for sub in ("dir1", "dir2/dir3"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    base, mid, top = (os.path.join(d, p) for p in ("dir1/backing.img", "dir2/mid.img",
+                                                    "dir2/dir3/test.img"))
+    with open(base, "wb") as f:
+        f.write(pattern(0, 1024, seed=9))
+        f.truncate(1 << 20)
+    qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", mid)
+    qemu_img("create", "-q", "-f", "qcow2", "-b", mid, "-F", "qcow2", top)
+    qemu_img("rebase", "-q", "-u", "-b", "../dir1/backing.img", "-F", "raw", mid)
+    qemu_img("rebase", "-q", "-u", "-b", "../mid.img", "-F", "qcow2", top)
+    return [["-drive", f"file={top},if=none,id=d0"]]
+
+
+# block-commit's top and base named as the headers name them: relative to
+# each overlay's directory, not the emulator's working directory.
+COMMIT_RELATIVE = [
+    ("block-commit", {"device": "d0", "top": "../mid.img", "base": "../mid.img"}, None),
+    ("block-commit", {"device": "d0", "top": "badfile", "base": "../dir1/backing.img"}, None),
+    ("block-commit", {"device": "d0", "top": "../dir1/backing.img", "base": "../mid.img"}, None),
+    ("block-commit", {"device": "d0", "job-id": "c", "top": "../mid.img",
+                      "base": "../dir1/backing.img"}, "BLOCK_JOB_COMPLETED"),
+    ("query-block", None, None),
+]
+
+
 def fix_paths(steps, d):
     return [(n, json.loads(json.dumps(a).replace("@/", d + "/")) if a else a, w)
             for n, a, w in steps]
@@ -347,9 +377,10 @@ def fix_paths(steps, d):
 @pytest.mark.parametrize("steps,make_chain",
                          [(STREAM, None), (MIRROR, None), (STOP, None),
                           (MIRROR_EXISTING, existing_targets),
-                          (STREAM_INTERMEDIATE, named_chain)],
+                          (STREAM_INTERMEDIATE, named_chain),
+                          (COMMIT_RELATIVE, relative_chain)],
                          ids=["stream", "mirror", "stop", "mirror-existing",
-                              "stream-intermediate"])
+                              "stream-intermediate", "commit-relative"])
 def test_job_commands_and_events_equal_qemus(ferrovm, qemu, launch, tmp_path, sockdir, steps,
                                              make_chain):
     runs = {}

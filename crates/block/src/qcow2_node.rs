@@ -497,6 +497,32 @@ impl Qcow2Driver {
     }
 }
 
+/// `bdrv_backing_overridden`: the backing attached is not the one the
+/// header names (or the header names one and none is attached).
+fn overridden(backing: Option<&Node>, auto_backing: &str) -> bool {
+    match backing {
+        Some(b) => b.filename() != auto_backing,
+        None => !auto_backing.is_empty(),
+    }
+}
+
+impl Qcow2Driver {
+    /// [`overridden`] for this node.
+    pub fn backing_overridden(&self) -> bool {
+        let backing = self
+            .backing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let auto = self
+            .auto_backing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        overridden(backing.as_deref(), &auto)
+    }
+}
+
 impl Drop for Qcow2Driver {
     /// `qcow2_close` for a node that goes away before the emulator exits
     /// (`blockdev-del`); a second close does nothing.
@@ -525,11 +551,7 @@ impl Driver for Qcow2Driver {
             .clone();
         // bdrv_backing_overridden, evaluated on every query as QEMU's
         // bdrv_refresh_filename is: a parent follows its backing's name.
-        let overridden = match &backing {
-            Some(b) => b.filename() != auto,
-            None => !auto.is_empty(),
-        };
-        if !overridden {
+        if !overridden(backing.as_deref(), &auto) {
             return self.file.filename();
         }
         let mut m = serde_json::Map::new();

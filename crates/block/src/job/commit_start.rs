@@ -68,7 +68,7 @@ impl BlockGraph {
                 }
                 Some(n)
             }
-            (None, Some(t)) if bs.filename() != t => find_backing_image(&bs.backing_chain(), t),
+            (None, Some(t)) if bs.filename() != t => find_backing_image(&bs, t),
             _ => Some(bs.clone()),
         };
         let top = top.ok_or_else(|| {
@@ -86,7 +86,7 @@ impl BlockGraph {
                 }
                 n
             }
-            (None, Some(b)) => find_backing_image(&top.backing_chain(), b)
+            (None, Some(b)) => find_backing_image(&top, b)
                 .ok_or_else(|| msg(format!("Can't find '{b}' in the backing chain")))?,
             // bdrv_find_base: the bottom of the chain (top itself if alone).
             (None, None) => top.backing_chain().pop().unwrap_or_else(|| top.clone()),

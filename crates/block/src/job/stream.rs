@@ -178,7 +178,7 @@ impl BlockGraph {
         let chain = top.backing_chain();
         let mut base = None;
         if let Some(b) = a.base {
-            base = Some(find_backing_image(&chain, b).ok_or_else(|| {
+            base = Some(find_backing_image(&top, b).ok_or_else(|| {
                 BlockError::new(format!("Can't find '{b}' in the backing chain"))
             })?);
         }
@@ -242,15 +242,45 @@ impl BlockGraph {
     }
 }
 
-/// `bdrv_find_backing_image`: the layer whose file name is `name`.
-pub(super) fn find_backing_image(chain: &[Arc<Node>], name: &str) -> Option<Arc<Node>> {
+/// `bdrv_find_backing_image`: the layer below `top` that `name` names. For
+/// each layer and the one below it, as QEMU compares:
+/// - a layer whose backing was overridden: `name` against the filename of
+///   the node below;
+/// - a protocol name (either side): against the header's name and its full
+///   form;
+/// - else both made absolute relative to the layer's own directory and
+///   canonicalized (`../mid.img` names the file next to the overlay's
+///   directory, not the emulator's working directory).
+pub(super) fn find_backing_image(top: &Arc<Node>, name: &str) -> Option<Arc<Node>> {
+    let has_protocol = |p: &str| {
+        p.find([':', '/', '\\'])
+            .is_some_and(|i| p.as_bytes()[i] == b':')
+    };
     let canon = |p: &str| std::fs::canonicalize(p).ok();
-    let want = canon(name);
-    chain
-        .iter()
-        .find(|n| {
-            let f = n.filename();
-            f == name || (want.is_some() && canon(&f) == want)
-        })
-        .cloned()
+    let mut layers = vec![top.clone()];
+    layers.extend(top.backing_chain());
+    for pair in layers.windows(2) {
+        let (curr, below) = (&pair[0], &pair[1]);
+        let header = curr.driver.image_info().and_then(|i| i.backing_file);
+        let full = curr.driver.full_backing_filename();
+        let found = if curr
+            .driver
+            .as_qcow2()
+            .is_some_and(|q| q.backing_overridden())
+        {
+            below.filename() == name
+        } else if has_protocol(name) || header.as_deref().is_some_and(has_protocol) {
+            header.as_deref() == Some(name) || full.as_deref() == Some(name)
+        } else {
+            let dir_of = curr
+                .child("file")
+                .map_or_else(|| curr.filename(), |f| f.filename());
+            let wanted = canon(&crate::qcow2_node::full_backing_path(&dir_of, name));
+            wanted.is_some() && full.as_deref().and_then(canon) == wanted
+        };
+        if found {
+            return Some(below.clone());
+        }
+    }
+    None
 }
