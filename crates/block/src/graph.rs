@@ -803,9 +803,12 @@ impl BlockGraph {
                 BlockError::new(format!("Cannot find device='{r}' nor node-name='{r}'"))
             }),
             Some(Value::Object(m)) => {
+                let given = m.contains_key("read-only");
                 let n = self.open_node(m, flags, format!("{prefix}{role}."), syntax)?;
                 n.inherited
                     .store(true, std::sync::atomic::Ordering::Relaxed);
+                n.read_only_given
+                    .store(given, std::sync::atomic::Ordering::Relaxed);
                 Ok(n)
             }
             Some(_) => Err(BlockError::new(format!(

@@ -189,6 +189,10 @@ pub struct Node {
     /// Opened inline under a parent (`-drive`, a header's backing file):
     /// a reopen of that parent reopens it too (QEMU's `inherits_from`).
     pub inherited: std::sync::atomic::AtomicBool,
+    /// Its options set `read-only` themselves: a parent's
+    /// `bdrv_reopen_set_read_only` leaves the flag alone (an explicit option
+    /// is not inherited, bdrv_reopen_queue_child).
+    pub read_only_given: std::sync::atomic::AtomicBool,
     /// `detect-zeroes` (only `off` is implemented).
     pub detect_zeroes: String,
     pub driver: Box<dyn Driver>,
@@ -219,6 +223,7 @@ impl Node {
             auto_named,
             flags: Mutex::new(flags),
             inherited: std::sync::atomic::AtomicBool::new(false),
+            read_only_given: std::sync::atomic::AtomicBool::new(false),
             detect_zeroes: "off".into(),
             driver,
             children: std::sync::RwLock::new(children),

@@ -376,7 +376,7 @@ impl BlockGraph {
             backing: None,
         }];
         if let Some(f) = node.child("file") {
-            if f.inherited.load(Ordering::Relaxed) {
+            if f.inherited.load(Ordering::Relaxed) && !f.read_only_given.load(Ordering::Relaxed) {
                 plans.push(Plan {
                     flags: NodeFlags {
                         read_only,

@@ -90,6 +90,9 @@ pub trait JobDriver: Send {
     fn install(&mut self, _g: &mut BlockGraph) -> Result<(), String> {
         Ok(())
     }
+    /// The job was refused before it existed (its id): undo what the
+    /// command already changed in the graph (block-stream's reopen).
+    fn refused(&mut self, _g: &mut BlockGraph) {}
     /// The copy loop (`JobDriver.run`); an error is the job's error text.
     fn run(&mut self, ctl: &mut JobCtl) -> Result<(), String>;
     /// `.prepare`: graph changes that may still fail (success only).
@@ -304,15 +307,24 @@ impl Jobs {
         g: &mut BlockGraph,
         ev: &mut Vec<JobEvent>,
     ) -> Result<(), BlockError> {
-        let JobPlan { id, driver, nodes } = plan;
+        let JobPlan {
+            id,
+            mut driver,
+            nodes,
+        } = plan;
         let id = id.as_str();
         // block_job_create defaults the id to the device name, "" for a
         // node without a device: QEMU 7.2 then says "Invalid job ID ''".
-        if !crate::graph::id_wellformed(id) {
-            return Err(BlockError::new(format!("Invalid job ID '{id}'")));
-        }
-        if self.exists(id) {
-            return Err(BlockError::new(format!("Job ID '{id}' already in use")));
+        let refused = if !crate::graph::id_wellformed(id) {
+            Some(format!("Invalid job ID '{id}'"))
+        } else if self.exists(id) {
+            Some(format!("Job ID '{id}' already in use"))
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            driver.refused(g);
+            return Err(BlockError::new(e));
         }
         let mut job = Job {
             id: id.to_string(),

@@ -40,20 +40,22 @@ pub struct Stream {
     top_ro: bool,
 }
 
+impl Stream {
+    fn clean_top(&mut self, g: &mut BlockGraph) {
+        if std::mem::take(&mut self.top_ro) {
+            let _ = g.reopen_set_read_only(&self.top, true);
+        }
+    }
+}
+
 impl JobDriver for Stream {
     fn job_type(&self) -> JobType {
         JobType::Stream
     }
 
-    /// stream_start: "Make sure that the image is opened in read-write
-    /// mode" (a reopen failure fails the command).
-    fn install(&mut self, g: &mut BlockGraph) -> Result<(), String> {
-        if self.top.flags().read_only {
-            g.reopen_set_read_only(&self.top, false)
-                .map_err(|e| e.msg)?;
-            self.top_ro = true;
-        }
-        Ok(())
+    /// stream_start's failure path: the top read-only again.
+    fn refused(&mut self, g: &mut BlockGraph) {
+        self.clean_top(g);
     }
 
     fn run(&mut self, ctl: &mut JobCtl) -> Result<(), String> {
@@ -151,9 +153,7 @@ impl JobDriver for Stream {
     /// stream_clean: the top back to read-only if it was, errors ignored.
     fn clean(&mut self, g: &mut BlockGraph) {
         g.unblock(&self.id);
-        if std::mem::take(&mut self.top_ro) {
-            let _ = g.reopen_set_read_only(&self.top, true);
-        }
+        self.clean_top(g);
     }
 }
 
@@ -220,6 +220,13 @@ impl BlockGraph {
                 "backing file specified, but streaming the entire chain",
             ));
         }
+        // stream_start: "Make sure that the image is opened in read-write
+        // mode", before the job exists (a failure fails the command with no
+        // job events).
+        let top_ro = top.flags().read_only;
+        if top_ro {
+            self.reopen_set_read_only(&top, false)?;
+        }
         let base_overlay = bottom.unwrap_or_else(|| layers.last().cloned().unwrap_or(top.clone()));
         let id = match a.job_id {
             Some(i) => i.to_string(),
@@ -232,7 +239,7 @@ impl BlockGraph {
             backing_file: a.backing_file.map(str::to_string),
             on_error: a.on_error,
             id: id.clone(),
-            top_ro: false,
+            top_ro,
         };
         Ok(JobPlan {
             id,
