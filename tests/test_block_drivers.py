@@ -214,3 +214,29 @@ def test_breakpoint_holds_an_aio_write_until_removed(ferrovm, sockdir, tmp_path)
                      "blkdebug: Resuming request 'bp_drive0'",
                      "wrote 512/512 bytes at offset 512512", "512 bytes, 1 ops; T",
                      "read 512/512 bytes at offset 512512", "512 bytes, 1 ops; T"], out
+
+
+def test_hmp_qemu_io_goes_through_a_jobs_filter(ferrovm, qemu, sockdir, tmp_path):
+    """056's test_cancel_sync_none: qemu-io on a drive writes through the
+    drive's BlockBackend, so a backup's copy-before-write filter saves the
+    old data into the target first, on both emulators."""
+    for binary in (ferrovm, qemu):
+        img, tgt = tmp_path / "s.qcow2", tmp_path / "t.qcow2"
+        for p in (img, tgt):
+            if p.exists():
+                p.unlink()
+        qemu_img("create", "-q", "-f", "qcow2", str(img), "4M")
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x41 0 64k", str(img)],
+                       check=True, capture_output=True)
+        steps = [
+            ("drive-backup", {"device": "drive0", "sync": "none", "target": str(tgt)}),
+            hmp('qemu-io drive0 "write -P 0x5e 0 512"'),
+            hmp('qemu-io drive0 "aio_flush"'),
+            ("block-job-cancel", {"device": "drive0", "force": True}),
+        ]
+        r, _, err = converse(binary, sockdir, ["-drive", f"file={img},if=none,id=drive0"], steps)
+        assert r[:3] == [{}, "", ""], (binary, r, err)
+        old = subprocess.run(["qemu-io", "-f", "qcow2", "-c", "read -P 0x41 0 512", str(tgt)],
+                             capture_output=True, text=True)
+        assert old.returncode == 0 and "verification failed" not in old.stdout, \
+            (binary, old.stdout, old.stderr)

@@ -355,7 +355,13 @@ fn usage(c: &Cmd) -> String {
 
 impl Target {
     fn io(&self) -> NodeIo {
-        NodeIo::new(&self.node)
+        match &self.backend {
+            // Through the backend's route, as QEMU's qemu-io goes through
+            // its BlockBackend: a job's copy-before-write or mirror filter
+            // sees the write.
+            Some(b) => NodeIo::of_route((*b.inner.route()).clone()),
+            None => NodeIo::new(&self.node),
+        }
     }
 
     fn size(&self) -> u64 {

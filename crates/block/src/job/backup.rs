@@ -146,6 +146,19 @@ impl BlockCopy {
     /// (`block_copy_dirty_clusters`); clusters another copy has in hand are
     /// waited for. Returns the bytes this call copied.
     fn copy_range(&self, off: u64, len: u64, buf: &mut Vec<u8>) -> Result<u64, CopyError> {
+        self.copy_range_as(off, len, buf, false)
+    }
+
+    /// [`Self::copy_range`]; `by_filter`: the copy-before-write filter's
+    /// copy, counted on the job's progress while its clusters are still
+    /// claimed, so [`Self::remaining`] sees every cluster exactly once.
+    fn copy_range_as(
+        &self,
+        off: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+        by_filter: bool,
+    ) -> Result<u64, CopyError> {
         let cl = self.cluster;
         let end = off.saturating_add(len).min(self.size);
         if off >= end {
@@ -183,6 +196,9 @@ impl BlockCopy {
                 self.todo.set(start, n);
             }
             let mut busy = self.lock();
+            if by_filter && r.is_ok() {
+                self.count_filter_copy(n);
+            }
             for x in c..e {
                 busy.remove(&x);
             }
@@ -208,6 +224,16 @@ impl BlockCopy {
         .map_err(|e| (e, false))
     }
 
+    /// What is left to copy: clusters still to do, clusters a copy has
+    /// claimed and not yet counted, and filter copies made before the job
+    /// had its meter. Taken under the claim lock, as the filter counts
+    /// under it.
+    fn remaining(&self) -> u64 {
+        let busy = self.lock();
+        let claimed = (busy.len() as u64 * self.cluster).min(self.size);
+        self.todo.count() + claimed + self.early.load(Ordering::Acquire)
+    }
+
     /// Bytes the filter copied, onto the job's progress.
     fn count_filter_copy(&self, n: u64) {
         match self.meter.get() {
@@ -229,10 +255,9 @@ impl CopyBeforeWrite {
     /// (`on-cbw-error=break-guest-write`, the default).
     fn before_write(&self, off: u64, len: u64) -> Result<(), i32> {
         let mut buf = Vec::new();
-        let n = self.bc.copy_range(off, len, &mut buf).map_err(|(e, _)| e)?;
-        if n > 0 {
-            self.bc.count_filter_copy(n);
-        }
+        self.bc
+            .copy_range_as(off, len, &mut buf, true)
+            .map_err(|(e, _)| e)?;
         Ok(())
     }
 }
@@ -416,8 +441,10 @@ impl JobDriver for Backup {
         if self.s.sync == BackupSync::Top && !self.skip_unallocated(ctl).map_err(strerror)? {
             return Ok(());
         }
-        // backup_init_bcs_bitmap: what is left to copy.
-        ctl.set_remaining(self.bc.todo.count());
+        // backup_init_bcs_bitmap: what is left to copy. The filter may be
+        // copying right now, on a guest's write: its clusters count once,
+        // either as done or as left.
+        ctl.set_remaining(self.bc.remaining());
         let r = match self.s.sync {
             BackupSync::None => {
                 // The filter does all the copying until the job is cancelled.
