@@ -98,10 +98,16 @@ impl BlockGraph {
         opts.insert("driver".into(), Value::from(fmt.as_str()));
         opts.insert("discard".into(), Value::from("unmap"));
         opts.insert("detect-zeroes".into(), Value::from("unmap"));
-        let mut file = Map::new();
-        file.insert("driver".into(), Value::from("file"));
-        file.insert("filename".into(), Value::from(a.target));
-        opts.insert("file".into(), Value::Object(file));
+        if fmt == "file" {
+            // format=file: the target is the protocol node itself
+            // (bdrv_open with driver=file on the target's name).
+            opts.insert("filename".into(), Value::from(a.target));
+        } else {
+            let mut file = Map::new();
+            file.insert("driver".into(), Value::from("file"));
+            file.insert("filename".into(), Value::from(a.target));
+            opts.insert("file".into(), Value::Object(file));
+        }
         if fmt == "qcow2" {
             // The backup writes every cluster it copies whole, so the
             // target never reads below; sync=none gets the source itself

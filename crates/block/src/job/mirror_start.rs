@@ -275,7 +275,9 @@ pub(super) fn create_image(
             ))
         })?;
     match format {
-        "raw" => file
+        // A `file` image is the host file itself, as raw's (file-posix's
+        // raw_co_create).
+        "raw" | "file" => file
             .set_len(size)
             .map_err(|e| BlockError::new(format!("Could not resize file: {e}"))),
         "qcow2" => {
