@@ -227,6 +227,21 @@ impl BlockGraph {
         if top_ro {
             self.reopen_set_read_only(&top, false)?;
         }
+        // Then the copy-on-read filter above the top needs it writable down
+        // to its file: a file node of its own that stays read-only fails it
+        // (bdrv_cor_filter_append).
+        let mut n = Some(top.clone());
+        while let Some(x) = n {
+            if x.flags().read_only {
+                if top_ro {
+                    let _ = self.reopen_set_read_only(&top, true);
+                }
+                return Err(BlockError::new(
+                    "Could not create node: Block node is read-only",
+                ));
+            }
+            n = x.child("file");
+        }
         let base_overlay = bottom.unwrap_or_else(|| layers.last().cloned().unwrap_or(top.clone()));
         let id = match a.job_id {
             Some(i) => i.to_string(),
