@@ -72,6 +72,35 @@ fn set(cfg: &mut ThrottleConfig, b: usize, cat: Cat, value: u64) {
     }
 }
 
+/// `throttle_limits_to_config`: the members of a ThrottleLimits `l` set
+/// their buckets in `cfg`.
+fn apply_limits(cfg: &mut ThrottleConfig, l: &Value, prefix: &str) -> Result<(), BlockError> {
+    let Value::Object(l) = l else {
+        let what = prefix.strip_suffix('.').unwrap_or("value");
+        return Err(BlockError::new(format!(
+            "Invalid parameter type for '{what}', expected: object"
+        )));
+    };
+    if let Some(k) = l.keys().find(|k| !PARAMS.iter().any(|p| p.0 == k.as_str())) {
+        return Err(BlockError::new(format!(
+            "Parameter '{prefix}{k}' is unexpected"
+        )));
+    }
+    for &(name, b, cat) in PARAMS {
+        if let Some(v) = l.get(name) {
+            let v = int(&format!("{prefix}{name}"), v)?;
+            if matches!(cat, Cat::BurstLength) && !(0..=u32::MAX as i64).contains(&v) {
+                return Err(BlockError::new(format!(
+                    "{name} value must be in the range [0, {}]",
+                    u32::MAX
+                )));
+            }
+            set(cfg, b, cat, v as u64);
+        }
+    }
+    Ok(())
+}
+
 /// The limits of `props` (the object's properties besides `qom-type` and
 /// `id`), checked as QEMU does: `limits` first (`throttle_limits_to_config`,
 /// where a negative value becomes a huge one that `throttle_is_valid`
@@ -80,28 +109,7 @@ fn set(cfg: &mut ThrottleConfig, b: usize, cat: Cat, value: u64) {
 pub fn parse_props(props: &Map<String, Value>) -> Result<ThrottleConfig, BlockError> {
     let mut cfg = ThrottleConfig::default();
     if let Some(l) = props.get("limits") {
-        let Value::Object(l) = l else {
-            return Err(BlockError::new(
-                "Invalid parameter type for 'limits', expected: object",
-            ));
-        };
-        if let Some(k) = l.keys().find(|k| !PARAMS.iter().any(|p| p.0 == k.as_str())) {
-            return Err(BlockError::new(format!(
-                "Parameter 'limits.{k}' is unexpected"
-            )));
-        }
-        for &(name, b, cat) in PARAMS {
-            if let Some(v) = l.get(name) {
-                let v = int(&format!("limits.{name}"), v)?;
-                if matches!(cat, Cat::BurstLength) && !(0..=u32::MAX as i64).contains(&v) {
-                    return Err(BlockError::new(format!(
-                        "{name} value must be in the range [0, {}]",
-                        u32::MAX
-                    )));
-                }
-                set(&mut cfg, b, cat, v as u64);
-            }
-        }
+        apply_limits(&mut cfg, l, "limits.")?;
     }
     for (k, v) in props {
         if k == "limits" {
@@ -168,6 +176,26 @@ impl ThrottleGroupObject {
             m.insert(name.into(), v.into());
         }
         Value::Object(m)
+    }
+
+    /// `qom-set`: `limits` replaces the limits it names
+    /// (`throttle_group_set_limits`, which QEMU does not check with
+    /// `throttle_is_valid`; ferrovm does, so the buckets stay sound); the
+    /// `x-` properties are fixed once the object exists.
+    pub fn set_property(&self, name: &str, value: &Value) -> Option<Result<(), BlockError>> {
+        if name == "limits" {
+            let mut cfg = self.member.config();
+            return Some(
+                apply_limits(&mut cfg, value, "")
+                    .and_then(|()| cfg.validate())
+                    .map(|()| self.member.set_config(cfg)),
+            );
+        }
+        let n = name.strip_prefix("x-")?;
+        PARAMS.iter().find(|p| p.0 == n)?;
+        Some(Err(BlockError::new(
+            "Property cannot be set after initialization",
+        )))
     }
 
     /// One `x-` property's value, or `None` for another name.

@@ -136,6 +136,7 @@ pub(crate) fn handle_object(b: &mut Builder, inv: &Inv, p: Parsed) -> Result<(),
     required(inv, &map, "qom-type")?;
     check_id(b, inv, &map, "object", true)?;
     b.cfg.objects.push(Value::Object(map));
+    b.cfg.object_locations.push(inv.location());
     Ok(())
 }
 

@@ -113,6 +113,19 @@ pub fn plan(
     netdevs: &mut Netdevs,
 ) -> Result<Plan, VmmError> {
     let mut graph = BlockGraph::new();
+    // Objects come first (vl.c qemu_create_early_backends: throttle-group
+    // is an early object), so -blockdev throttle nodes find their group.
+    for (o, loc) in config.objects.iter().zip(&config.object_locations) {
+        let mut props = o.as_object().cloned().unwrap_or_default();
+        let ty = props.remove("qom-type");
+        let id = props.remove("id");
+        let (Some(Value::String(ty)), Some(Value::String(id))) = (ty, id) else {
+            continue;
+        };
+        graph
+            .object_add(&ty, &id, &props, true)
+            .map_err(|e| at(loc, e.full()))?;
+    }
     let mut implied: Vec<(String, VirtioBlkPci)> = Vec::new();
     // QEMU opens every -blockdev before any -drive (vl.c configure_blockdev),
     // which decides the automatic node names' counters.
