@@ -42,7 +42,6 @@ STEPS = [
     ("qom-get", {"path": "/objects/tg", "property": "x-bps-total"}),
     ("qom-get", {"path": "/objects/t2", "property": "limits"}),
     ("qom-set", {"path": "/objects/t2", "property": "x-iops-total", "value": 1}),
-    # A drive's group and an object share one name space.
     ("object-add", {"qom-type": "throttle-group", "id": "dg"}),
     ("blockdev-add", {"driver": "null-co", "node-name": "n"}),
     ("blockdev-add", {"driver": "throttle", "node-name": "f", "file": "n"}),
@@ -70,9 +69,11 @@ def converse(binary, sockdir):
     filter node `d0`, each timed. Returns the replies and the seconds the writes took."""
     sock = f"{sockdir}/t.sock"
     args = ["-object", f"throttle-group,id=lim,x-bps-total={BPS}",
-            "-object", "throttle-group,id=lim2,limits.iops-total=5",
+            # Only the JSON form nests (limits.x=... is refused by QEMU).
+            "-object", '{"qom-type": "throttle-group", "id": "lim2",'
+            ' "limits": {"iops-total": 5}}',
             "-blockdev", "driver=throttle,node-name=d0,throttle-group=lim,"
-            "file.driver=null-co,file.size=16M"]
+            "file.driver=null-co,file.size=16777216"]
     p = subprocess.Popen([binary, "-nodefaults", "-display", "none", "-M", "none",
                           "-qmp", f"unix:{sock},server=on,wait=off", *args],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -58,7 +58,7 @@ fn int(key: &str, v: &Value) -> Result<i64, BlockError> {
             .ok_or_else(bad),
         Value::String(s) => s
             .parse::<i64>()
-            .map_err(|_| BlockError::new(format!("Parameter '{key}' expects integer"))),
+            .map_err(|_| BlockError::new(format!("Parameter '{key}' expects an int64 value"))),
         _ => Err(bad()),
     }
 }
@@ -104,8 +104,8 @@ fn apply_limits(cfg: &mut ThrottleConfig, l: &Value, prefix: &str) -> Result<(),
 /// The limits of `props` (the object's properties besides `qom-type` and
 /// `id`), checked as QEMU does: `limits` first (`throttle_limits_to_config`,
 /// where a negative value becomes a huge one that `throttle_is_valid`
-/// refuses), then each `x-` property (`throttle_group_set`), then the
-/// whole (`throttle_is_valid`).
+/// refuses), then each `x-` property (`throttle_group_set`). The whole is
+/// checked when the object is completed ([`ThrottleGroupObject::create`]).
 pub fn parse_props(props: &Map<String, Value>) -> Result<ThrottleConfig, BlockError> {
     let mut cfg = ThrottleConfig::default();
     if let Some(l) = props.get("limits") {
@@ -134,7 +134,6 @@ pub fn parse_props(props: &Map<String, Value>) -> Result<ThrottleConfig, BlockEr
         }
         set(&mut cfg, b, cat, v as u64);
     }
-    cfg.validate()?;
     Ok(cfg)
 }
 
@@ -149,6 +148,7 @@ impl ThrottleGroupObject {
     /// `user_creatable_add_type` + `throttle_group_obj_complete`.
     pub fn create(id: &str, props: &Map<String, Value>) -> Result<Self, BlockError> {
         let cfg = parse_props(props)?;
+        cfg.validate()?;
         Ok(ThrottleGroupObject {
             id: id.to_string(),
             member: Throttle::create(id, cfg)?,
@@ -300,7 +300,10 @@ mod tests {
     }
 
     fn err(v: Value) -> String {
-        parse_props(&props(v)).unwrap_err().msg
+        parse_props(&props(v))
+            .and_then(|c| c.validate())
+            .unwrap_err()
+            .msg
     }
 
     /// The errors QEMU 7.2's object-add gives for the same properties.
@@ -316,7 +319,7 @@ mod tests {
         );
         assert_eq!(
             err(json!({"x-bps-total": "x"})),
-            "Parameter 'x-bps-total' expects integer"
+            "Parameter 'x-bps-total' expects an int64 value"
         );
         assert_eq!(err(json!({"bogus": 1})), "Parameter 'bogus' is unexpected");
         assert_eq!(

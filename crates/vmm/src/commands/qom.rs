@@ -65,7 +65,11 @@ fn qom_paths(vm: &Vm) -> Vec<String> {
     .map(|p| p.to_string())
     .collect();
     paths.extend(vm.vcpus.iter().map(|v| cpu_qom_path(v.index)));
-    paths.extend(throttle_groups(vm).into_iter().map(|id| format!("/objects/{id}")));
+    paths.extend(
+        throttle_groups(vm)
+            .into_iter()
+            .map(|id| format!("/objects/{id}")),
+    );
     paths.extend(peripherals(vm).into_iter().map(|p| p.qom_path));
     paths
 }

@@ -122,9 +122,14 @@ pub fn plan(
         let (Some(Value::String(ty)), Some(Value::String(id))) = (ty, id) else {
             continue;
         };
+        // Setting the properties fails at the option; completing the
+        // object (its limits together, its name) without it, as in QEMU.
+        if ty == "throttle-group" {
+            block::throttle_group::parse_props(&props).map_err(|e| at(loc, e.full()))?;
+        }
         graph
             .object_add(&ty, &id, &props, true)
-            .map_err(|e| at(loc, e.full()))?;
+            .map_err(|e| VmmError::Config(e.full()))?;
     }
     let mut implied: Vec<(String, VirtioBlkPci)> = Vec::new();
     // QEMU opens every -blockdev before any -drive (vl.c configure_blockdev),
