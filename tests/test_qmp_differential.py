@@ -45,6 +45,8 @@ VALID_ARGS = {
     "blockdev-snapshot-sync": {"device": "nope", "snapshot-file": "/nonexistent/s"},
     "blockdev-snapshot": {"node": "nope", "overlay": "x"},
     "block_set_io_throttle": {"device": "nope", **THROTTLE_ZERO},
+    "object-add": {"qom-type": "throttle-group", "id": "nope"},
+    "object-del": {"id": "nope"},
     **{c: {"id": "nope"} for c in ("job-pause", "job-resume", "job-cancel", "job-complete",
                                    "job-dismiss", "job-finalize", "block-job-dismiss",
                                    "block-job-finalize")},
@@ -160,6 +162,7 @@ def steps_after_negotiation():
         s.append(req(cmd, "x"))
     s += probe_steps()  # issue 13, see the block at the end
     s += stats_steps()  # see the block at the end
+    s += object_steps()  # see the block at the end
     s += [
         req("qom-list", {}), req("qom-list", {"path": 1}), req("qom-list", {"path": None}),
         req("qom-list", {"path": "/"}), req("qom-list", {"path": "/machine"}),
@@ -836,3 +839,50 @@ def _stats(args, value):
 
 PROBE_NORMS["query-stats"] = _stats
 VALID_ARGS.update({"query-stats": {"target": "vm"}})
+
+
+# --- user-creatable objects: throttle groups ---------------------------------
+# Created, read, refused and deleted as QEMU 7.2 does; a throttle filter node
+# holds its group (object-del refuses), and leaves no trace for later steps.
+
+TG = {"qom-type": "throttle-group", "id": "tgd"}
+
+
+def object_steps():
+    return [
+        req("object-add", {**TG, "limits": {"bps-total": 4096, "iops-total": 10}}),
+        req("object-add", TG),
+        req("object-add", {"qom-type": "nosuch", "id": "x"}),
+        req("object-add", {"qom-type": "throttle-group"}),
+        req("object-add", {"qom-type": "throttle-group", "id": "1bad"}),
+        req("object-add", {"qom-type": "throttle-group", "id": "t2",
+                           "limits": {"bps-total": 1, "bps-read": 1}}),
+        req("object-add", {"qom-type": "throttle-group", "id": "t2", "x-bps-total": -1}),
+        req("object-add", {"qom-type": "throttle-group", "id": "t2", "x-bps-total": "1"}),
+        req("object-add", {"qom-type": "throttle-group", "id": "t2",
+                           "limits": {"iops-size": 5}}),
+        req("object-add", {"qom-type": "throttle-group", "id": "t2", "x-iops-read": 7}),
+        req("qom-get", {"path": "/objects/tgd", "property": "limits"}),
+        req("qom-get", {"path": "/objects/t2", "property": "x-iops-read"}),
+        req("qom-get", {"path": "/objects/t2", "property": "type"}),
+        req("qom-list", {"path": "/objects"}),
+        req("qom-list", {"path": "/objects/tgd"}),
+        req("qom-set", {"path": "/objects/t2", "property": "x-iops-read", "value": 1}),
+        req("qom-set", {"path": "/objects/t2", "property": "limits",
+                        "value": {"iops-total": 3}}),
+        req("qom-get", {"path": "/objects/t2", "property": "limits"}),
+        req("blockdev-add", {"driver": "null-co", "node-name": "tgnull"}),
+        req("blockdev-add", {"driver": "throttle", "node-name": "tgf", "file": "tgnull"}),
+        req("blockdev-add", {"driver": "throttle", "node-name": "tgf", "file": "tgnull",
+                             "throttle-group": "nosuch"}),
+        req("blockdev-add", {"driver": "throttle", "node-name": "tgf", "file": "tgnull",
+                             "throttle-group": "tgd"}),
+        req("query-named-block-nodes", {"flat": True}),
+        req("object-del", {"id": "tgd"}),
+        req("blockdev-del", {"node-name": "tgf"}),
+        req("blockdev-del", {"node-name": "tgnull"}),
+        req("object-del", {"id": "tgd"}),
+        req("object-del", {"id": "tgd"}),
+        req("object-del", {"id": "t2"}),
+    ]
+

@@ -402,6 +402,8 @@ def test_argument_errors(vm):
                     "block-dirty-bitmap-merge": {"node": "x", "target": "y", "bitmaps": []},
                     "query-stats": {"target": "vm"},
                     "migrate-set-capabilities": {"capabilities": []},
+                    "object-add": {"qom-type": "throttle-group", "id": "x"},
+                    "object-del": {"id": "x"},
                     "change-backing-file": {"device": "x", "image-node-name": "y",
                                             "backing-file": "z"},
                     "blockdev-snapshot-sync": {"device": "x", "snapshot-file": "/nonexistent"},

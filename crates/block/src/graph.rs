@@ -30,6 +30,7 @@ pub const DRIVER_NAMES: &[&str] = &[
     "null-co",
     "qcow2",
     "raw",
+    "throttle",
 ];
 
 /// [`DRIVER_NAMES`] sorted, as QEMU's `bdrv_iterate_format` lists them.
@@ -70,7 +71,6 @@ const QEMU_DRIVERS: &[&str] = &[
     "quorum",
     "rbd",
     "ssh",
-    "throttle",
     "vdi",
     "vhdx",
     "vmdk",
@@ -150,6 +150,11 @@ pub struct BlockGraph {
     /// Nodes a block job works on, by job id, and the job's type: other
     /// operations on them fail (QEMU's op blockers, `block_job_add_bdrv`).
     job_blockers: Vec<(String, &'static str, Vec<Arc<Node>>)>,
+    /// `throttle-group` objects (`/objects/ID`), in creation order.
+    pub(crate) throttle_groups: Vec<crate::throttle_group::ThrottleGroupObject>,
+    /// The other `-object`s (id, qom-type): ferrovm does not use them, but
+    /// their ids are taken in `/objects`.
+    pub(crate) other_objects: Vec<(String, String)>,
 }
 
 /// `id_wellformed`: a letter, then letters, digits, '-', '.', '_'.
@@ -627,6 +632,24 @@ impl BlockGraph {
                         None => None,
                     };
                 let d = crate::cor::CorDriver::open(file.clone(), bottom)?;
+                (
+                    Box::new(d),
+                    vec![Child {
+                        role: "file",
+                        node: file,
+                    }],
+                )
+            }
+            "throttle" => {
+                let file = self.child_node(&mut o, "file", flags, &prefix, syntax)?;
+                let group = o.take_str("throttle-group")?;
+                if group.is_none() && syntax == Syntax::Blockdev {
+                    // The QAPI member is mandatory.
+                    return Err(BlockError::new(format!(
+                        "Parameter '{prefix}throttle-group' is missing"
+                    )));
+                }
+                let d = crate::throttle_filter::ThrottleFilter::open(file.clone(), group)?;
                 (
                     Box::new(d),
                     vec![Child {

@@ -48,6 +48,8 @@ pub mod reopen;
 pub mod snapshot;
 pub mod stats;
 pub mod throttle;
+pub mod throttle_filter;
+pub mod throttle_group;
 
 pub use error::BlockError;
 pub use graph::{AttachOptions, BlockGraph};

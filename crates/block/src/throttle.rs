@@ -317,6 +317,23 @@ impl Throttle {
         Ok(Self { group, id })
     }
 
+    /// `throttle_group_obj_complete`: a new group `name` with `cfg`, this
+    /// membership holding it (the object's own reference); QEMU's error if
+    /// a group of that name exists.
+    pub fn create(name: &str, cfg: ThrottleConfig) -> Result<Self, BlockError> {
+        if group_exists(name) {
+            return Err(BlockError::new("A group with this name already exists"));
+        }
+        let t = Self::join(name).map_err(|e| BlockError::new(e.to_string()))?;
+        t.set_config(cfg);
+        Ok(t)
+    }
+
+    /// How many members the group has (QEMU counts them as references).
+    pub fn members(&self) -> usize {
+        self.group.state().members.len()
+    }
+
     /// The group's name (`group` in query-block).
     pub fn group_name(&self) -> &str {
         &self.group.name
@@ -384,6 +401,12 @@ impl Drop for Throttle {
             j();
         }
     }
+}
+
+/// `throttle_group_exists`: a group of this name exists (a
+/// `throttle-group` object's or one a drive's `throttling.group` made).
+pub fn group_exists(name: &str) -> bool {
+    registry().iter().any(|g| g.name == name && !g.state().stop)
 }
 
 /// The names of the groups that exist (for tests).

@@ -97,6 +97,8 @@ pub struct Config {
     pub netdev_locations: Vec<String>,
     /// `-object`, as JSON objects with `qom-type` and `id` members.
     pub objects: Vec<Value>,
+    /// Where each `-object` was given (for error messages).
+    pub object_locations: Vec<String>,
     /// `-global`.
     pub globals: Vec<GlobalSpec>,
     /// `-overcommit mem-lock=on`: lock guest and VMM memory.
@@ -172,6 +174,7 @@ impl Default for Config {
             netdevs: Vec::new(),
             netdev_locations: Vec::new(),
             objects: Vec::new(),
+            object_locations: Vec::new(),
             globals: Vec::new(),
             mem_lock: false,
             add_fds: Vec::new(),

@@ -133,9 +133,22 @@ pub(crate) fn handle_netdev(b: &mut Builder, inv: &Inv, p: Parsed) -> Result<(),
 
 pub(crate) fn handle_object(b: &mut Builder, inv: &Inv, p: Parsed) -> Result<(), CliError> {
     let map = p.json();
+    // Observed on QEMU 7.2: the key=value form takes no dotted keys (only
+    // the JSON form nests, e.g. a throttle-group's `limits`).
+    if let Some(arg) = inv.arg.as_deref().filter(|a| !crate::keyval::is_json(a)) {
+        if let Some(k) = map.iter().find_map(|(k, v)| v.is_object().then_some(k)) {
+            let inner = arg
+                .split(',')
+                .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+                .find(|key| key.starts_with(&format!("{k}.")))
+                .unwrap_or(k);
+            return Err(inv.err(format!("Invalid parameter '{inner}'")));
+        }
+    }
     required(inv, &map, "qom-type")?;
     check_id(b, inv, &map, "object", true)?;
     b.cfg.objects.push(Value::Object(map));
+    b.cfg.object_locations.push(inv.location());
     Ok(())
 }
 

@@ -586,6 +586,11 @@ fn devices() {
         (&["-object", "foo"], "-object foo: Parameter 'id' is missing"),
         (&["-object", "id=x"], "-object id=x: Parameter 'qom-type' is missing"),
         (&["-object", "memory-backend-ram,size=1G"], "-object memory-backend-ram,size=1G: Parameter 'id' is missing"),
+        // QEMU 7.2: only the JSON form nests.
+        (
+            &["-object", "throttle-group,id=t,limits.iops-total=5"],
+            "-object throttle-group,id=t,limits.iops-total=5: Invalid parameter 'limits.iops-total'",
+        ),
         (
             &["-object", "iothread,id=a", "-object", "iothread,id=a"],
             "-object iothread,id=a: Duplicate ID 'a' for object",

@@ -58,6 +58,9 @@ const CONFIG_TRUE: &[&str] = &[
     "HAVE_HOST_BLOCK_DEVICE",
     "CONFIG_TPM",
     "TARGET_I386",
+    "CONFIG_VHOST_CRYPTO",
+    "CONFIG_SECRET_KEYRING",
+    "CONFIG_LIBPMEM",
 ];
 const CONFIG_FALSE: &[&str] = &[
     "CONFIG_BLKIO",

@@ -128,6 +128,12 @@ impl Handler for FakeVm {
                     "Cannot find device='{d}' nor node-name='{d}'"
                 )));
             }
+            // The fake VM holds no objects (ferrovm's are the block layer's).
+            "object-add" => return Err(QmpError::generic("The fake VM has no block layer")),
+            "object-del" => {
+                let id = args.str("id")?;
+                return Err(QmpError::generic(format!("object '{id}' not found")));
+            }
             "blockdev-del" => {
                 let n = args.str("node-name")?;
                 return Err(QmpError::generic(format!(

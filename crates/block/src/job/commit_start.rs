@@ -31,16 +31,29 @@ fn msg(s: impl Into<String>) -> BlockError {
     BlockError::new(s)
 }
 
-/// `bdrv_chain_contains`: `n` is `top` or below it.
-fn chain_contains(top: &Arc<Node>, n: &Arc<Node>) -> bool {
-    Arc::ptr_eq(top, n) || top.backing_chain().iter().any(|c| Arc::ptr_eq(c, n))
+/// The nodes below `top`, nearest first, through filters' filtered
+/// children and formats' backing files (`bdrv_filter_or_cow_bs`).
+fn chain_below(top: &Arc<Node>) -> Vec<Arc<Node>> {
+    let mut out = Vec::new();
+    let mut cur = top.filter_or_cow_child();
+    while let Some(n) = cur {
+        cur = n.filter_or_cow_child();
+        out.push(n);
+    }
+    out
 }
 
-/// `bdrv_find_overlay(active, bs)`: the layer whose backing is `bs`.
+/// `bdrv_chain_contains`: `n` is `top` or below it.
+fn chain_contains(top: &Arc<Node>, n: &Arc<Node>) -> bool {
+    Arc::ptr_eq(top, n) || chain_below(top).iter().any(|c| Arc::ptr_eq(c, n))
+}
+
+/// `bdrv_find_overlay(active, bs)`: the layer whose backing (or filtered
+/// child) is `bs`.
 fn find_overlay(active: &Arc<Node>, bs: &Arc<Node>) -> Option<Arc<Node>> {
     let mut cur = active.clone();
     loop {
-        let next = cur.child("backing")?;
+        let next = cur.filter_or_cow_child()?;
         if Arc::ptr_eq(&next, bs) {
             return Some(cur);
         }
@@ -89,12 +102,12 @@ impl BlockGraph {
             (None, Some(b)) => find_backing_image(&top, b)
                 .ok_or_else(|| msg(format!("Can't find '{b}' in the backing chain")))?,
             // bdrv_find_base: the bottom of the chain (top itself if alone).
-            (None, None) => top.backing_chain().pop().unwrap_or_else(|| top.clone()),
+            (None, None) => chain_below(&top).pop().unwrap_or_else(|| top.clone()),
         };
         // Every layer from top down to the base, the base included.
         let mut layers = vec![top.clone()];
         layers.extend(
-            top.backing_chain()
+            chain_below(&top)
                 .into_iter()
                 .take_while(|n| !Arc::ptr_eq(n, &base)),
         );

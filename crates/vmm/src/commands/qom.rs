@@ -28,6 +28,23 @@ pub(super) fn execute(
             args.opt_str("implements"),
             args.opt_bool("abstract").unwrap_or(false),
         )),
+        "object-add" => {
+            let mut props = args.as_map().clone();
+            let ty = props.remove("qom-type");
+            let id = props.remove("id");
+            let ty = ty.as_ref().and_then(Value::as_str).unwrap_or_default();
+            let id = id.as_ref().and_then(Value::as_str).unwrap_or_default();
+            vm.block
+                .object_add(ty, id, &props, false)
+                .map_err(|e| QmpError::generic(e.msg))?;
+            Ok(json!({}))
+        }
+        "object-del" => {
+            vm.block
+                .object_del(args.str("id")?)
+                .map_err(|e| QmpError::generic(e.msg))?;
+            Ok(json!({}))
+        }
         "qom-list-properties" => Ok(crate::qom_types::class_properties(args.str("typename")?)?),
         _ => Err(super::not_found(cmd)),
     }
@@ -48,8 +65,31 @@ fn qom_paths(vm: &Vm) -> Vec<String> {
     .map(|p| p.to_string())
     .collect();
     paths.extend(vm.vcpus.iter().map(|v| cpu_qom_path(v.index)));
+    paths.extend(
+        throttle_groups(vm)
+            .into_iter()
+            .map(|id| format!("/objects/{id}")),
+    );
     paths.extend(peripherals(vm).into_iter().map(|p| p.qom_path));
     paths
+}
+
+/// The ids of the `throttle-group` objects (`/objects/ID`).
+fn throttle_groups(vm: &Vm) -> Vec<String> {
+    vm.block
+        .objects()
+        .into_iter()
+        .filter(|(_, t)| t == "throttle-group")
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// The throttle-group object at `path`, if it is one.
+fn throttle_group_at<'a>(
+    vm: &'a Vm,
+    path: &str,
+) -> Option<&'a block::throttle_group::ThrottleGroupObject> {
+    vm.block.throttle_group(path.strip_prefix("/objects/")?)
 }
 
 fn peripherals(vm: &Vm) -> Vec<Peripheral> {
@@ -125,7 +165,23 @@ fn qom_list(vm: &Vm, path: &str) -> Result<Value, QmpError> {
             ("peripheral-anon", "child<container>"),
             ("unattached", "child<container>"),
         ]),
-        "/objects" | "/chardevs" => pairs(&[("type", "string")]),
+        "/objects" => {
+            let mut v = pairs(&[("type", "string")]);
+            v.extend(
+                throttle_groups(vm)
+                    .into_iter()
+                    .map(|id| (id, "child<throttle-group>".to_string())),
+            );
+            v
+        }
+        "/chardevs" => pairs(&[("type", "string")]),
+        p if throttle_group_at(vm, p).is_some() => {
+            let mut v = pairs(&[("type", "string"), ("limits", "ThrottleLimits")]);
+            if let Some(Value::Object(l)) = throttle_group_at(vm, p).map(|o| o.limits()) {
+                v.extend(l.keys().map(|k| (format!("x-{k}"), "int".to_string())));
+            }
+            v
+        }
         c @ ("/machine/peripheral" | "/machine/peripheral-anon") => {
             let mut v = pairs(&[("type", "string")]);
             v.extend(children_of(vm, c));
@@ -179,6 +235,7 @@ fn qom_get(vm: &Vm, path: &str, property: &str) -> Result<Value, QmpError> {
         | "/machine/peripheral-anon"
         | "/machine/unattached" => "container".into(),
         p if cpu_by_path(vm, p).is_some() => "qemu64-x86_64-cpu".into(),
+        p if throttle_group_at(vm, p).is_some() => "throttle-group".into(),
         p => match peripheral_at(vm, p) {
             Some(d) => d.driver.into(),
             None => {
@@ -194,6 +251,9 @@ fn qom_get(vm: &Vm, path: &str, property: &str) -> Result<Value, QmpError> {
             "guest-stats-polling-interval" => return Ok(json!(lock(&b.model).stats_interval())),
             _ => {}
         }
+    }
+    if let Some(v) = throttle_group_at(vm, &path).and_then(|o| o.property(property)) {
+        return Ok(v);
     }
     if cpu_by_path(vm, &path).is_some() {
         if let Some(v) = super::cpu_qom::get(vm, property) {
@@ -225,6 +285,10 @@ fn qom_set(vm: &Vm, path: &str, property: &str, value: &Value) -> Result<Value, 
             b.set_stats_interval(secs).map_err(QmpError::generic)?;
             return Ok(json!({}));
         }
+    }
+    if let Some(r) = throttle_group_at(vm, &path).and_then(|o| o.set_property(property, value)) {
+        r.map_err(|e| QmpError::generic(e.msg))?;
+        return Ok(json!({}));
     }
     let type_name = qom_get(vm, &path, "type")?;
     let type_name = type_name.as_str().unwrap_or_default();

@@ -113,6 +113,24 @@ pub fn plan(
     netdevs: &mut Netdevs,
 ) -> Result<Plan, VmmError> {
     let mut graph = BlockGraph::new();
+    // Objects come first (vl.c qemu_create_early_backends: throttle-group
+    // is an early object), so -blockdev throttle nodes find their group.
+    for (o, loc) in config.objects.iter().zip(&config.object_locations) {
+        let mut props = o.as_object().cloned().unwrap_or_default();
+        let ty = props.remove("qom-type");
+        let id = props.remove("id");
+        let (Some(Value::String(ty)), Some(Value::String(id))) = (ty, id) else {
+            continue;
+        };
+        // Setting the properties fails at the option; completing the
+        // object (its limits together, its name) without it, as in QEMU.
+        if ty == "throttle-group" {
+            block::throttle_group::parse_props(&props).map_err(|e| at(loc, e.full()))?;
+        }
+        graph
+            .object_add(&ty, &id, &props, true)
+            .map_err(|e| VmmError::Config(e.full()))?;
+    }
     let mut implied: Vec<(String, VirtioBlkPci)> = Vec::new();
     // QEMU opens every -blockdev before any -drive (vl.c configure_blockdev),
     // which decides the automatic node names' counters.
