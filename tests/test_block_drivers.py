@@ -241,33 +241,3 @@ def test_hmp_qemu_io_goes_through_a_jobs_filter(ferrovm, qemu, sockdir, tmp_path
         assert old.returncode == 0 and "verification failed" not in old.stdout, \
             (binary, old.stdout, old.stderr)
 
-
-def test_drive_backup_onto_a_file_node(ferrovm, qemu, sockdir, tmp_path):
-    """drive-backup format=file: the target is a bare host file (a `file`
-    node, no format above it) holding the disk's bytes, on both emulators."""
-    img = tmp_path / "s.qcow2"
-    qemu_img("create", "-q", "-f", "qcow2", str(img), "2M")
-    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x23 64k 128k", str(img)],
-                   check=True, capture_output=True)
-    raw = tmp_path / "s.raw"
-    qemu_img("convert", "-f", "qcow2", "-O", "raw", str(img), str(raw))
-    for binary in (ferrovm, qemu):
-        tgt = tmp_path / "t.file"
-        if tgt.exists():
-            tgt.unlink()
-        sock = f"{sockdir}/f.sock"
-        p = subprocess.Popen([binary, "-nodefaults", "-display", "none", "-M", "none",
-                              "-qmp", f"unix:{sock},server=on,wait=off",
-                              "-drive", f"file={img},if=none,id=drive0"],
-                             stderr=subprocess.PIPE)
-        try:
-            with Qmp(sock, proc=p) as q:
-                q.cmd("drive-backup", {"device": "drive0", "sync": "full", "target": str(tgt),
-                                       "format": "file"})
-                q.wait_event("BLOCK_JOB_COMPLETED", timeout=30)
-                q.cmd("quit")
-            p.wait(30)
-        finally:
-            p.kill()
-            p.wait()
-        assert tgt.read_bytes() == raw.read_bytes(), binary
