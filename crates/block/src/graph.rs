@@ -1115,6 +1115,15 @@ impl BlockGraph {
         // user not to forbid resizing.
         let (_, shared) = node.perms();
         if shared & perm::RESIZE == 0 {
+            // bdrv_a_allow_b names the parent that unshares it, when the
+            // graph knows it (a job's hold it does not).
+            let resize = crate::parents::Parent {
+                desc: crate::parents::backend_desc("", None),
+                role: "root",
+                perm: perm::RESIZE,
+                shared: perm::ALL,
+            };
+            self.check_new_parent(&node, &resize)?;
             return Err(BlockError::new(format!(
                 "Permission conflict on node '{}': permissions 'resize' are both required by an unnamed block device (uses node '{}' as 'root' child) and unshared by another user",
                 node.name, node.name

@@ -37,6 +37,7 @@ pub mod lock;
 pub mod node;
 pub mod null;
 pub mod options;
+mod parents;
 pub mod perm;
 pub mod policy;
 pub mod qapi;

@@ -356,6 +356,11 @@ impl Node {
         out
     }
 
+    /// This node's identity as a parent of its children.
+    pub(crate) fn parent_id(&self) -> u64 {
+        self.id
+    }
+
     /// The cumulative (perm, shared) held on this node.
     pub fn perms(&self) -> (u64, u64) {
         self.perms.lock().unwrap_or_else(|e| e.into_inner()).cur
