@@ -92,5 +92,5 @@ docs:
 FUZZ_SECONDS ?= 60
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && for t in json_stream session cli kernel_image virtio_blk_request virtio_pci_regs firmware_devices virtio_balloon virtio_net watchdog_pvpanic qcow2 blkdebug_config; do \
+	cd fuzz && for t in json_stream session cli kernel_image virtio_blk_request virtio_pci_regs firmware_devices virtio_balloon virtio_net watchdog_pvpanic qcow2 blkdebug_config nbd_server; do \
 	  cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 || exit 1; done

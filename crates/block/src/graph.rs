@@ -197,6 +197,23 @@ impl BlockGraph {
         &self.backends
     }
 
+    /// A BlockBackend that is not a device's or a drive's (an export's,
+    /// QEMU's `blk_new` + `blk_insert_bs`): its parent permissions are
+    /// already taken.
+    pub(crate) fn insert_backend(&mut self, bb: BlockBackend) {
+        self.backends.push(bb);
+    }
+
+    /// The backend goes (`blk_unref`): its permissions are dropped, and so
+    /// is its root if nothing else holds it.
+    pub(crate) fn remove_backend(&mut self, bb: &BlockBackend) {
+        self.backends.retain(|b| !b.same(bb));
+        if let Some(r) = bb.root() {
+            let _ = r.set_parent_perm(bb.inner.parent_id, None);
+            self.drop_if_unused(&r);
+        }
+    }
+
     /// Whether the monitor owns node `name` (`-blockdev`, `blockdev-add`).
     pub(crate) fn monitor_owns(&self, name: &str) -> bool {
         self.monitor_owned.iter().any(|n| n == name)

@@ -18,6 +18,7 @@
 //! - [`job`]: block jobs (QEMU's job state machine, stream, mirror).
 //! - [`stats`], [`qapi`]: accounting and the QMP query data.
 //! - [`policy`]: werror/rerror, I/O status, cache modes.
+//! - [`nbd`]: the NBD server (`nbd-server-start`, `nbd-server-add`, ...).
 
 pub mod bitmap;
 pub mod bitmap_cmds;
@@ -34,6 +35,7 @@ pub mod io;
 pub mod iovec;
 pub mod job;
 pub mod lock;
+pub mod nbd;
 pub mod node;
 pub mod null;
 pub mod options;

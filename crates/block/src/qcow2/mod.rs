@@ -142,6 +142,8 @@ pub struct Qcow2 {
     gate: RwLock<()>,
     pass_discard: bool,
     closed: AtomicBool,
+    /// [`Qcow2::metadata_preallocation`], found out once.
+    metadata_prealloc: std::sync::OnceLock<bool>,
 }
 
 /// Work a freeing step needs the exclusive gate for.
@@ -201,6 +203,7 @@ impl Qcow2 {
             gate: RwLock::new(()),
             pass_discard: opts.pass_discard,
             closed: AtomicBool::new(!opts.writable),
+            metadata_prealloc: std::sync::OnceLock::new(),
         })
     }
 
@@ -649,6 +652,32 @@ impl Qcow2 {
         self.check_range(off, len)?;
         let mut m = self.meta();
         map::map(&mut m, off, len)
+    }
+
+    /// `qcow2_detect_metadata_preallocation`, decided once per image (QEMU
+    /// decides at its first block-status): more clusters in use than the
+    /// file has host blocks for (a ninth more, and at least two) means the
+    /// metadata was preallocated, and block-status asks the file where its
+    /// data clusters really hold data.
+    pub fn metadata_preallocation(&self, file_length: u64, real_allocation: u64) -> bool {
+        *self.metadata_prealloc.get_or_init(|| {
+            let cs = self.cluster_size();
+            let real = real_allocation / cs;
+            let threshold = (real * 10 / 9).max(real + 2);
+            let end = file_length.div_ceil(cs);
+            let mut m = self.meta();
+            let mut count = 0;
+            for c in 0..end {
+                if count >= threshold {
+                    break;
+                }
+                match m.refcount(c) {
+                    Ok(r) => count += u64::from(r != 0),
+                    Err(_) => return false,
+                }
+            }
+            count >= threshold
+        })
     }
 
     /// Flushes and marks the image clean (`qcow2_inactivate`). Dropping an
