@@ -58,6 +58,9 @@ COMMANDS = [
     "block-dirty-bitmap-enable", "block-dirty-bitmap-disable", "block-dirty-bitmap-merge",
     # throttle groups
     "object-add", "object-del",
+    # issue 14: the NBD server
+    "nbd-server-start", "nbd-server-add", "nbd-server-remove", "nbd-server-stop",
+    "query-block-exports",
 ]
 EVENTS = ["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME"]
 

@@ -64,6 +64,9 @@ VALID_ARGS = {
         "block-dirty-bitmap-add", "block-dirty-bitmap-remove", "block-dirty-bitmap-clear",
         "block-dirty-bitmap-enable", "block-dirty-bitmap-disable")},
     "block-dirty-bitmap-merge": {"node": "nope", "target": "b", "bitmaps": ["c"]},
+    "nbd-server-start": {"addr": {"type": "unix", "data": {"path": "/nonexistent/n"}}},
+    "nbd-server-add": {"device": "nope"},
+    "nbd-server-remove": {"name": "nope"},
 }
 
 MALFORMED = [  # tests/qtest/qmp-test.c test_malformed, and more
@@ -163,6 +166,7 @@ def steps_after_negotiation():
     s += probe_steps()  # issue 13, see the block at the end
     s += stats_steps()  # see the block at the end
     s += object_steps()  # see the block at the end
+    s += nbd_steps()  # see the block at the end
     s += [
         req("qom-list", {}), req("qom-list", {"path": 1}), req("qom-list", {"path": None}),
         req("qom-list", {"path": "/"}), req("qom-list", {"path": "/machine"}),
@@ -886,3 +890,42 @@ def object_steps():
         req("object-del", {"id": "t2"}),
     ]
 
+
+# --- the NBD server ---------------------------------------------------------------
+# Started, refused, exporting a null-co node and stopped as QEMU 7.2 does
+# (tests/test_nbd_server.py serves images to qemu-img and qemu-io). The
+# socket's path is the same for both emulators, which run one after the
+# other; each removes it when it stops.
+
+NBD_SOCK = f"/tmp/fvnbd-{os.getpid()}.sock"
+
+
+def nbd_steps():
+    unix = {"type": "unix", "data": {"path": NBD_SOCK}}
+    return [
+        req("nbd-server-stop"), req("nbd-server-add", {"device": "nope"}),
+        req("nbd-server-remove", {"name": "nope"}),
+        req("nbd-server-start", {"addr": {"type": "unix", "data": {"path": "/nonexistent/n"}}}),
+        req("nbd-server-start", {"addr": unix, "tls-creds": "nope"}),
+        req("nbd-server-start", {"addr": {"type": "fd", "data": {"str": "nope"}}}),
+        req("nbd-server-start", {"addr": {"type": "vsock", "data": {"cid": "x", "port": "1"}}}),
+        req("nbd-server-start", {"addr": {"type": "bogus", "data": {}}}),
+        req("nbd-server-start", {"addr": unix, "max-connections": -1}),
+        req("nbd-server-start", {}),
+        req("nbd-server-start", {"addr": unix}), req("nbd-server-start", {"addr": unix}),
+        req("blockdev-add", {"driver": "null-co", "node-name": "nbdnull"}),
+        req("nbd-server-add", {"device": "nbdnull", "name": "1bad"}),
+        req("nbd-server-add", {"device": "nbdnull", "bitmap": "nope"}),
+        req("nbd-server-add", {"device": "nbdnull"}),
+        req("nbd-server-add", {"device": "nbdnull"}),
+        req("nbd-server-add", {"device": "nbdnull", "name": "w", "writable": True,
+                               "description": "d"}),
+        req("query-block-exports"),
+        req("block_resize", {"node-name": "nbdnull", "size": 512}),
+        req("blockdev-del", {"node-name": "nbdnull"}),
+        req("nbd-server-remove", {"name": "nbdnull", "mode": "bogus"}),
+        req("nbd-server-remove", {"name": "nbdnull"}),
+        req("nbd-server-remove", {"name": "nbdnull"}),
+        req("nbd-server-stop"), req("nbd-server-stop"), req("query-block-exports"),
+        req("blockdev-del", {"node-name": "nbdnull"}),
+    ]

@@ -26,6 +26,10 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
     ("crypto.json", include_str!("../schema/crypto.json")),
     ("job.json", include_str!("../schema/job.json")),
     ("block-core.json", include_str!("../schema/block-core.json")),
+    (
+        "block-export.json",
+        include_str!("../schema/block-export.json"),
+    ),
     ("char.json", include_str!("../schema/char.json")),
     ("net.json", include_str!("../schema/net.json")),
     ("control.json", include_str!("../schema/control.json")),
@@ -61,6 +65,9 @@ const CONFIG_TRUE: &[&str] = &[
     "CONFIG_VHOST_CRYPTO",
     "CONFIG_SECRET_KEYRING",
     "CONFIG_LIBPMEM",
+    "CONFIG_VHOST_USER_BLK_SERVER",
+    "CONFIG_FUSE",
+    "CONFIG_VDUSE_BLK_EXPORT",
 ];
 const CONFIG_FALSE: &[&str] = &[
     "CONFIG_BLKIO",
@@ -1780,7 +1787,8 @@ mod tests {
         assert!(t.contains("| `query-status` | yes |"));
         assert!(t.contains("| `add_client` | no |"));
         assert!(t.contains("| `blockdev-add` | yes |"));
-        assert!(t.contains("| `nbd-server-start` | no |"));
+        assert!(t.contains("| `nbd-server-start` | yes |"));
+        assert!(t.contains("| `block-export-add` | no |"));
         assert!(t.contains("| `SHUTDOWN` | yes |"));
     }
 }

@@ -128,6 +128,20 @@ impl Handler for FakeVm {
                     "Cannot find device='{d}' nor node-name='{d}'"
                 )));
             }
+            // No block graph: no server to listen, nothing to export.
+            "nbd-server-start" => return Err(QmpError::generic("The fake VM has no block layer")),
+            "nbd-server-add" => {
+                let d = args.str("device")?;
+                return Err(QmpError::generic(format!(
+                    "Cannot find device='{d}' nor node-name='{d}'"
+                )));
+            }
+            "nbd-server-remove" => {
+                let n = args.str("name")?;
+                return Err(QmpError::generic(format!("Export '{n}' is not found")));
+            }
+            "nbd-server-stop" => return Err(QmpError::generic("NBD server not running")),
+            "query-block-exports" => json!([]),
             // The fake VM holds no objects (ferrovm's are the block layer's).
             "object-add" => return Err(QmpError::generic("The fake VM has no block layer")),
             "object-del" => {

@@ -66,6 +66,8 @@ pub enum ControlMsg {
     MachineBuilt,
     /// A block job's worker reports (parked, ready, an error, done).
     Job(block::job::JobMsg),
+    /// The NBD server's threads report (a connection closed).
+    Nbd(block::nbd::NbdMsg),
 }
 
 /// Sends to the controller's channel and wakes its poll.

@@ -82,6 +82,9 @@ pub struct Vm {
     pub(crate) announcers: crate::announce::Announcers,
     /// Block jobs; their workers report through `sender`.
     pub(crate) jobs: block::job::Jobs,
+    /// The NBD server (`nbd-server-start`); its threads report through
+    /// `sender`.
+    pub(crate) nbd: block::nbd::NbdServer,
     /// The `events` migration capability (`migrate-set-capabilities`).
     pub(crate) migration_events: bool,
     /// Without a machine: the stats of an empty KVM VM, made on the first
@@ -100,8 +103,11 @@ impl Vm {
     ) -> Self {
         let to_owner = sender.clone();
         let jobs = block::job::Jobs::new(Arc::new(move |m| to_owner.send(ControlMsg::Job(m))));
+        let to_owner = sender.clone();
+        let nbd = block::nbd::NbdServer::new(Arc::new(move |m| to_owner.send(ControlMsg::Nbd(m))));
         Self {
             jobs,
+            nbd,
             machine,
             tree: None,
             unbuilt: None,
@@ -259,6 +265,10 @@ impl Vm {
             ControlMsg::Vcpu(VcpuEvent::Paused(_)) | ControlMsg::Vcpu(VcpuEvent::Exited(_)) => {}
             ControlMsg::MachineBuilt => self.ensure_started(),
             ControlMsg::Job(m) => crate::commands::job::on_worker_msg(self, m, events),
+            ControlMsg::Nbd(block::nbd::NbdMsg::ConnectionClosed) => {
+                let gone = self.nbd.reap(&mut self.block);
+                crate::commands::block_export::emit_deleted(events, gone);
+            }
             ControlMsg::Device(DeviceEvent::BlockIoError { data, stop }) => {
                 // QEMU's blk_error_action(): the event, then the stop.
                 events.emit(Event::new("BLOCK_IO_ERROR", Some(data)));
@@ -373,8 +383,10 @@ impl Vm {
         if let Some(b) = self.building.take() {
             let _ = b.join();
         }
-        // No device holds a queue any more, and no job copies (QEMU's
-        // job_cancel_sync_all): images can be closed cleanly.
+        // No device holds a queue any more, no export serves a client
+        // (QEMU's blk_exp_close_all) and no job copies (job_cancel_sync_all):
+        // images can be closed cleanly.
+        self.nbd.close_all(&mut self.block);
         self.jobs.cancel_all_sync(&mut self.block);
         self.block.close_all();
     }

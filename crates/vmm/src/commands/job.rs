@@ -117,7 +117,8 @@ pub(super) fn job_options(args: &Args) -> JobOptions {
     }
 }
 
-/// Runs `f` on the jobs and the graph with every device drained: a job
+/// Runs `f` on the jobs and the graph with every device and NBD export
+/// drained: a job
 /// puts filters into the devices' routes and takes them out, and ends by
 /// moving devices, while no guest request is in flight.
 pub(crate) fn drained<T>(
@@ -125,11 +126,12 @@ pub(crate) fn drained<T>(
     f: impl FnOnce(&mut block::job::Jobs, &mut block::BlockGraph) -> T,
 ) -> T {
     let backend = vm.machine.as_ref().map(|m| m.devices.backend().clone());
-    let (jobs, graph) = (&mut vm.jobs, &mut vm.block);
-    match backend {
+    let (jobs, graph, nbd) = (&mut vm.jobs, &mut vm.block, &vm.nbd);
+    // NBD exports are drained too (QEMU's nbd_drained_begin).
+    nbd.drained(|| match backend {
         Some(b) => b.drained(|| f(jobs, graph)),
         None => f(jobs, graph),
-    }
+    })
 }
 
 /// A worker's report; a finished job's graph changes run drained.

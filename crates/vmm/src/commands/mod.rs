@@ -6,6 +6,7 @@
 
 mod bitmap;
 mod block;
+pub(crate) mod block_export;
 mod char;
 mod control;
 mod cpu_model;
@@ -42,6 +43,7 @@ const ROUTES: &[(&str, Serve)] = &[
     ("net", net::execute),
     ("qom", qom::execute),
     ("block-core", block::execute),
+    ("block-export", block_export::execute),
     ("job", job::execute),
     ("pci", pci::execute),
     ("stats", stats::execute),

@@ -133,6 +133,9 @@ fn unplugged(vm: &mut Vm, u: tree::Unplugged, events: &mut dyn EventSink) {
             super::job::emit(events, ev);
         }
     }
+    // An export added by the drive's name goes with the drive.
+    let gone = vm.nbd.ejected(&mut vm.block);
+    super::block_export::emit_deleted(events, gone);
     let mut data = serde_json::Map::new();
     if let Some(id) = &u.id {
         data.insert("device".into(), Value::from(id.as_str()));
