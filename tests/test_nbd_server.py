@@ -252,7 +252,9 @@ def scenario(binary, d):
         res["clients"] = clients(q, sock)
         res["max_connections"] = max_connections(q, sock, unix)
         res["stop"] = stop(q, sock, unix)
-        q.cmd("quit")
+        # The exports go at exit, with their events before quit's reply.
+        qmp_steps(q, [("nbd-server-start", {"addr": unix}), ("nbd-server-add", {"device": "q0"})])
+        res["quit"] = qmp_steps(q, [("quit", {})])
         q.close()
         _, err = p.communicate(timeout=30)
     finally:
@@ -494,6 +496,13 @@ def test_stop_disconnects_everyone_and_removes_the_socket(runs):
     assert ferro["stop"] == qemu["stop"]
     _, client, sock_left, _ = ferro["stop"]
     assert (client, sock_left) == ("EOF", False)
+
+
+def test_exports_go_at_exit(runs):
+    qemu, ferro = runs
+    assert ferro["quit"] == qemu["quit"]
+    assert ferro["quit"][0][2] == [("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"}),
+                                   ("BLOCK_EXPORT_DELETED", {"id": "q0"})]
 
 
 def test_the_server_prints_what_qemu_prints(runs):

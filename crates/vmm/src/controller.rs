@@ -118,6 +118,11 @@ impl Controller {
         } else {
             self.vm.start(false).and_then(|()| self.event_loop())
         };
+        // qemu_cleanup's blk_exp_close_all: the exports' events still reach
+        // the monitors (after `quit` they have already gone).
+        let mut out = Vec::new();
+        self.vm.close_exports(&mut out);
+        self.broadcast(out);
         self.vm.teardown();
         self.monitors.flush(EXIT_FLUSH);
         // QEMU's qemu_cleanup() order: the machine and its devices go before

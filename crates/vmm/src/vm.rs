@@ -376,6 +376,13 @@ impl Vm {
         self.exit = Some(Ok(Exit::Signal(signal)));
     }
 
+    /// The NBD server stops at exit (QEMU's `blk_exp_close_all`), with a
+    /// BLOCK_EXPORT_DELETED for each export.
+    pub fn close_exports(&mut self, events: &mut dyn EventSink) {
+        let gone = self.nbd.close_all(&mut self.block);
+        crate::commands::block_export::emit_deleted(events, gone);
+    }
+
     /// Drops the machine: devices drained and joined, KVM VM and vCPU fds
     /// closed (process exit, after [`Vm::teardown`]).
     pub fn release_machine(&mut self) {

@@ -16,6 +16,9 @@ pub(super) fn execute(
     match cmd {
         "quit" => {
             events.emit(shutdown_event(ShutdownCause::HostQmpQuit));
+            // QEMU's exports go during its cleanup, with their events
+            // before this command's reply.
+            vm.close_exports(events);
             vm.exit = Some(Ok(Exit::Quit));
             Ok(Value::Null)
         }
