@@ -5,6 +5,7 @@ scenarios on QEMU 7.2 (`-S`, no guest) give the same replies, errors and
 event sequences as on ferrovm."""
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -407,3 +408,34 @@ def test_job_commands_and_events_equal_qemus(ferrovm, qemu, launch, tmp_path, so
         assert a == b, f"reply differs:\nferrovm {a}\nqemu    {b}"
     assert ours[1] == theirs[1], "events differ:\n" + "\n".join(
         f"{x!s:<90} {y!s}" for x, y in zip(ours[1], theirs[1]))
+
+
+def test_mirror_onto_an_existing_target_with_larger_clusters_copies_whole_clusters(
+        ferrovm, launch, tmp_path, sockdir):
+    """drive-mirror `mode=existing`, `sync=top` onto a target whose clusters
+    (128 KiB) are larger than the job's chunks (64 KiB) and whose backing is
+    not open until the pivot (QEMU's mirror_cow_align): a chunk the source
+    wrote into half a target cluster must bring the other half along from
+    the source's backing, or that half reads as zeros after the pivot."""
+    d = str(tmp_path)
+    base, top, target = (os.path.join(d, n) for n in ("base.img", "top.qcow2", "t.qcow2"))
+    with open(base, "wb") as f:
+        f.write(pattern(0, 4096, seed=11))  # 2 MiB of data the top does not hold
+    qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", top)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a {(1 << 20) + 65536} 512", top],
+                   check=True, capture_output=True)
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=131072", "-b", base,
+             "-F", "raw", target)
+    g = launch([ferrovm, "-nodefaults", "-M", "q35", "-S", "-display", "none",
+                "-qmp", f"unix:{sockdir}/m.sock,server=on,wait=off",
+                "-drive", f"file={top},if=none,id=d0"])
+    with Qmp(f"{sockdir}/m.sock", proc=g.proc) as q:
+        q.cmd("drive-mirror", {"device": "d0", "target": target, "mode": "existing",
+                               "sync": "top"})
+        q.wait_event("BLOCK_JOB_READY", timeout=60)
+        q.cmd("block-job-complete", {"device": "d0"})
+        q.wait_event("BLOCK_JOB_COMPLETED", timeout=60)
+        q.cmd("quit")
+    g.wait_exit(30)
+    assert flat(target, tmp_path, "t.raw") == flat(top, tmp_path, "top.raw"), \
+        "the mirror target differs from its source after the pivot"
