@@ -381,6 +381,35 @@ COMMIT_RELATIVE = [
 ]
 
 
+def blkdebug_target(d):
+    """A 2 MiB qcow2 over a raw backing on d0, an existing 2 MiB qcow2
+    target, and a blkdebug config that fails the first write at 1 MiB with
+    EIO (041's TestWriteErrors)."""
+    base, top, target = (os.path.join(d, n) for n in ("b.img", "top.qcow2", "t.qcow2"))
+    with open(base, "wb") as f:
+        f.write(pattern(0, 4096, seed=3))
+    qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", top)
+    qemu_img("create", "-q", "-f", "qcow2", target, "2M")
+    with open(os.path.join(d, "bd.conf"), "w") as f:
+        f.write('[inject-error]\nstate = "1"\nevent = "write_aio"\nerrno = "5"\n'
+                'immediately = "off"\nonce = "on"\nsector = "2048"\n\n'
+                '[set-state]\nstate = "1"\nevent = "write_aio"\nnew_state = "2"\n\n'
+                '[set-state]\nstate = "2"\nevent = "write_aio"\nnew_state = "1"\n')
+    return base, top
+
+
+# drive-mirror onto a `blkdebug:CONFIG:IMAGE` target: the format is probed
+# through blkdebug (qcow2, not the raw size of the file), and the injected
+# write error is the job's, ignored by on-target-error.
+MIRROR_BLKDEBUG = [
+    ("drive-mirror", {"device": "d0", "mode": "existing", "sync": "full",
+                      "target": "blkdebug:@/bd.conf:@/t.qcow2",
+                      "on-target-error": "ignore"}, "BLOCK_JOB_READY"),
+    ("block-job-complete", {"device": "d0"}, "BLOCK_JOB_COMPLETED"),
+    ("query-block", None, None),
+]
+
+
 def fix_paths(steps, d):
     return [(n, json.loads(json.dumps(a).replace("@/", d + "/")) if a else a, w)
             for n, a, w in steps]
@@ -390,9 +419,11 @@ def fix_paths(steps, d):
                          [(STREAM, None), (MIRROR, None), (STOP, None),
                           (MIRROR_EXISTING, existing_targets),
                           (STREAM_INTERMEDIATE, named_chain),
-                          (COMMIT_RELATIVE, relative_chain)],
+                          (COMMIT_RELATIVE, relative_chain),
+                          (MIRROR_BLKDEBUG, blkdebug_target)],
                          ids=["stream", "mirror", "stop", "mirror-existing",
-                              "stream-intermediate", "commit-relative"])
+                              "stream-intermediate", "commit-relative",
+                              "mirror-blkdebug"])
 def test_job_commands_and_events_equal_qemus(ferrovm, qemu, launch, tmp_path, sockdir, steps,
                                              make_chain):
     runs = {}
