@@ -708,6 +708,11 @@ impl BlockGraph {
             node.detect_zeroes = dz;
         }
         let node = Arc::new(node);
+        if driver == "quorum" {
+            // quorum's children share only read and unchanged writes
+            // (quorum_child_perm), from the start as in QEMU.
+            node.take_child_perms()?;
+        }
         self.nodes.insert(at, node.clone());
         Ok(node)
     }
@@ -822,8 +827,8 @@ impl BlockGraph {
             let role = format!("children.{i}");
             let mut one = Map::new();
             let e = match e {
-                Value::Object(m) if syntax == Syntax::Drive && !m.contains_key("driver") => {
-                    Value::Object(self.probe_child_format(m))
+                Value::Object(m) if syntax == Syntax::Drive => {
+                    Value::Object(self.drive_child_defaults(m))
                 }
                 e => e,
             };
@@ -839,10 +844,10 @@ impl BlockGraph {
         Ok((Box::new(QuorumDriver::new(name, cfg, nodes)), children))
     }
 
-    /// A `-drive` child given without a driver (`children.0.file.filename=`):
-    /// the format is probed from its file, whose protocol its name tells
-    /// (bdrv_open_inherit without a driver).
-    fn probe_child_format(&mut self, mut m: Map<String, Value>) -> Map<String, Value> {
+    /// A `-drive` child's defaults (bdrv_open_inherit): its file's protocol
+    /// from the file name, and without a driver (`children.0.file.filename=`)
+    /// the format probed from that file.
+    fn drive_child_defaults(&mut self, mut m: Map<String, Value>) -> Map<String, Value> {
         let filename = match m.get_mut("file") {
             Some(Value::Object(f)) => {
                 let name = f
@@ -856,6 +861,9 @@ impl BlockGraph {
             Some(Value::String(s)) => Some(s.clone()),
             _ => None,
         };
+        if m.contains_key("driver") {
+            return m;
+        }
         let fmt = if probe_qcow2(filename.as_deref()) {
             "qcow2"
         } else {

@@ -370,13 +370,31 @@ impl Node {
             return Err(e);
         }
         {
+            // The moved edge goes to the head of QEMU's `bs->children`
+            // (observed on QEMU 7.2: x-debug-query-block-graph lists it
+            // first), which is the end of this list.
             let mut c = self.children.write().unwrap_or_else(|e| e.into_inner());
-            for e in c.iter_mut().filter(|c| c.role == role) {
+            if let Some(i) = c.iter().position(|c| c.role == role) {
+                let mut e = c.remove(i);
                 e.node = new.clone();
+                c.push(e);
             }
         }
         if held.is_some() {
             let _ = old.set_parent_perm(self.id, None);
+        }
+        Ok(())
+    }
+
+    /// `bdrv_attach_child`'s permissions: every child gets what the driver
+    /// asks of it for the permissions this node holds now (the quorum
+    /// driver's children at open; other drivers still take theirs when a
+    /// parent first holds something on them).
+    pub(crate) fn take_child_perms(&self) -> Result<(), BlockError> {
+        let (p, sh) = self.perms();
+        for c in self.children() {
+            let want = self.driver.child_perm(&c.role, p, sh);
+            c.node.set_parent_perm(self.id, Some(want))?;
         }
         Ok(())
     }

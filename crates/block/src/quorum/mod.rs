@@ -52,7 +52,19 @@ impl QuorumConfig {
     /// `qapi`: the options come through `-blockdev`/blockdev-add, where
     /// the QAPI visitor has its say first.
     pub fn parse(o: &mut Opts, n: usize, qapi: bool) -> Result<Self, BlockError> {
+        // The options as given (`-drive` strings stay strings in QEMU's
+        // full_open_options).
         let mut given = Map::new();
+        for k in [
+            "vote-threshold",
+            "read-pattern",
+            "blkverify",
+            "rewrite-corrupted",
+        ] {
+            if let Some(v) = o.get(k) {
+                given.insert(k.to_string(), v.clone());
+            }
+        }
         if n < 1 {
             return Err(BlockError::new(
                 "Number of provided children must be 1 or more",
@@ -79,21 +91,11 @@ impl QuorumConfig {
         if threshold as u64 > n as u64 {
             return Err(BlockError::new("threshold may not exceed children count"));
         }
-        given.insert("vote-threshold".into(), Value::from(threshold));
         let fifo = match pattern.as_deref() {
             None | Some("quorum") => false,
             Some("fifo") => true,
             Some(_) => return Err(BlockError::new("Please set read-pattern as fifo or quorum")),
         };
-        if let Some(p) = &pattern {
-            given.insert("read-pattern".into(), Value::from(p.as_str()));
-        }
-        if let Some(b) = blkverify {
-            given.insert("blkverify".into(), Value::from(b));
-        }
-        if let Some(r) = rewrite {
-            given.insert("rewrite-corrupted".into(), Value::from(r));
-        }
         let (mut is_blkverify, mut rewrite_corrupted) = (false, false);
         if !fifo {
             is_blkverify = blkverify.unwrap_or(false);
