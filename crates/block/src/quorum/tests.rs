@@ -237,6 +237,21 @@ fn children_edges_are_numbered_and_a_replaced_child_takes_the_io() {
     .unwrap();
     assert!(g.recurse_can_replace(&q, &old));
     assert!(!g.recurse_can_replace(&q, &child(&g, "repf2")));
+    // Any other holder of permissions counts too (an NBD export's
+    // BlockBackend outside the graph's list).
+    let export = crate::node::new_parent_id();
+    old.set_parent_perm(
+        export,
+        Some((crate::perm::CONSISTENT_READ, crate::perm::ALL)),
+    )
+    .unwrap();
+    assert!(!g.recurse_can_replace(&q, &old));
+    let e = g.check_to_replace_node(&q, "repf1").err().map(|e| e.msg);
+    assert_eq!(
+        e.as_deref(),
+        Some("Cannot replace 'repf1' by a node mirrored from 'repq', because it cannot be guaranteed that doing so would not lead to an abrupt change of visible data")
+    );
+    old.set_parent_perm(export, None).unwrap();
     assert!(!g.recurse_can_replace(&q, &new));
     g.replace_node(&old, &new).unwrap();
     assert!(Arc::ptr_eq(&q.child("children.1").unwrap(), &new));
