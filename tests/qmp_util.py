@@ -58,6 +58,8 @@ COMMANDS = [
     "block-dirty-bitmap-enable", "block-dirty-bitmap-disable", "block-dirty-bitmap-merge",
     # throttle groups
     "object-add", "object-del",
+    # quorum and mirror `replaces`: the graph's edges
+    "x-debug-query-block-graph",
 ]
 EVENTS = ["SHUTDOWN", "POWERDOWN", "RESET", "STOP", "RESUME"]
 

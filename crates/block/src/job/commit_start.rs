@@ -189,6 +189,7 @@ impl BlockGraph {
             write_blocking: false,
             owns_target: false,
             drop_between: true,
+            replaces: None,
         };
         let driver = ActiveCommit {
             mirror: Mirror::new(spec)?,

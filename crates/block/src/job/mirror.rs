@@ -128,6 +128,9 @@ pub struct MirrorSpec {
     /// Active commit: the layers between source and target, dropped at
     /// the pivot, and the base's read-only flag to restore.
     pub drop_between: bool,
+    /// `replaces`: the node the target takes the place of at the pivot
+    /// (else the source).
+    pub replaces: Option<String>,
 }
 
 pub struct Mirror {
@@ -490,7 +493,27 @@ impl JobDriver for Mirror {
                 log::error!("{}", e.msg);
             }
         }
-        g.move_devices(&source, &target).map_err(|e| e.msg)?;
+        let to_replace = match &self.s.replaces {
+            Some(r) => g
+                .node(r)
+                .cloned()
+                .ok_or_else(|| format!("Node name '{r}' not found"))?,
+            None => source.clone(),
+        };
+        // mirror_exit_common: checked again (the graph may have changed
+        // since the start); a failure is printed and the job fails EPERM.
+        let r = if g.recurse_can_replace(&source, &to_replace) {
+            g.replace_node(&to_replace, &target).map_err(|e| e.msg)
+        } else {
+            Err(format!(
+                "Can no longer replace '{}' by '{}', because it can no longer be guaranteed that doing so would not lead to an abrupt change of visible data",
+                to_replace.name, target.name
+            ))
+        };
+        if let Err(e) = r {
+            eprintln!("ferrovm: {e}");
+            return Err(strerror(libc::EPERM));
+        }
         // The old source (and, for an active commit, the layers down to the
         // base) go unless something else still holds them.
         g.drop_if_unused(&source);

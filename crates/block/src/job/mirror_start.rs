@@ -203,8 +203,24 @@ impl BlockGraph {
         if bs.child("backing").is_none() && sync == "top" {
             sync = "full";
         }
-        if a.replaces.is_some() {
-            return Err(BlockError::new("ferrovm: 'replaces' is not supported"));
+        // blockdev_mirror_common: the node to replace must show the
+        // source's data and have its size.
+        if let Some(r) = a.replaces {
+            let bs_size = bs.size().map_err(|e| {
+                BlockError::new(format!("Failed to query device's size: {}", e.msg))
+            })?;
+            let to_replace = self.check_to_replace_node(&bs, r)?;
+            let replace_size = to_replace.size().map_err(|e| {
+                BlockError::new(format!(
+                    "Failed to query the replacement node's size: {}",
+                    e.msg
+                ))
+            })?;
+            if bs_size != replace_size {
+                return Err(BlockError::new(
+                    "cannot replace image with a mirror image of different size",
+                ));
+            }
         }
         if a.filter_node_name.is_some() {
             return Err(BlockError::new(
@@ -249,6 +265,7 @@ impl BlockGraph {
             write_blocking: a.write_blocking,
             owns_target,
             drop_between: false,
+            replaces: a.replaces.map(str::to_string),
         };
         Ok(JobPlan {
             id,
