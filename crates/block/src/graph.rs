@@ -106,7 +106,17 @@ pub(crate) fn protocol_of(filename: Option<&str>) -> &'static str {
 /// qcow2 magic `QFI\xfb`, else raw.
 pub(crate) fn probe_qcow2(filename: Option<&str>) -> bool {
     use std::io::Read;
-    let Some(f) = filename else { return false };
+    let Some(mut f) = filename else { return false };
+    // The probe reads through the protocol (bdrv_open_inherit probes the
+    // opened file): a `blkdebug:CONFIG:IMAGE` name probes IMAGE.
+    let inner;
+    if protocol_of(Some(f)) == "blkdebug" {
+        let Ok((_, img)) = crate::blkdebug::parse_filename(f) else {
+            return false;
+        };
+        inner = img;
+        f = &inner;
+    }
     let mut magic = [0u8; 4];
     std::fs::File::open(f)
         .and_then(|mut f| f.read_exact(&mut magic))

@@ -140,6 +140,17 @@ pub struct Mirror {
     /// `job-complete` came: the devices move to the target.
     pivot: bool,
     target_perm: u64,
+    /// `s->cow_bitmap`: set when the target's clusters are larger than a
+    /// chunk and its backing is not open, so a partly copied cluster
+    /// would leave the rest unallocated over nothing. Copies are widened
+    /// to whole target clusters until a granule has been copied once.
+    cow: Option<Cow>,
+}
+
+/// The target clusters a mirror copies whole (`mirror_cow_align`).
+struct Cow {
+    copied: DirtyBitmap,
+    cluster: u64,
 }
 
 impl Mirror {
@@ -151,7 +162,43 @@ impl Mirror {
             filter: None,
             pivot: false,
             target_perm: new_parent_id(),
+            cow: None,
         })
+    }
+
+    /// `mirror_run`: copy whole target clusters when the target names a
+    /// backing file that is not open (drive-mirror `mode=existing` before
+    /// the pivot) and its clusters are larger than the granularity.
+    fn cow_setup(&mut self) {
+        let Some(info) = self.s.target.driver.image_info() else {
+            return;
+        };
+        if info.backing_file.is_none()
+            || self.s.target.child("backing").is_some()
+            || self.s.granularity >= info.cluster_size
+        {
+            return;
+        }
+        self.s.buf_size = self.s.buf_size.max(info.cluster_size);
+        self.cow = Some(Cow {
+            copied: DirtyBitmap::new(self.dirty.size(), self.s.granularity),
+            cluster: info.cluster_size,
+        });
+    }
+
+    /// `mirror_cow_align`: a chunk whose first or last granule was never
+    /// copied grows to the target clusters it touches (clipped at the end
+    /// of the image).
+    fn cow_align(&self, off: u64, n: u64) -> (u64, u64) {
+        let Some(c) = &self.cow else {
+            return (off, n);
+        };
+        if c.copied.is_set(off) && c.copied.is_set(off + n - 1) {
+            return (off, n);
+        }
+        let start = off / c.cluster * c.cluster;
+        let end = (off + n).div_ceil(c.cluster) * c.cluster;
+        (start, end.min(self.dirty.size()) - start)
     }
 
     /// One chunk from the source to the target (`mirror_co_read` and its
@@ -188,7 +235,11 @@ impl Mirror {
                 .unwrap_or_else(|e| e.into_inner())
                 .retain(|&r| r != (off, n));
         }
+        // mirror_iteration_done marks the COW granules copied;
         // mirror_read_complete/mirror_write_complete: dirty again.
+        if let (Ok(()), Some(c)) = (&r, &self.cow) {
+            c.copied.set(off, n);
+        }
         r.inspect_err(|_| self.dirty.set(off, n))
     }
 
@@ -216,6 +267,7 @@ impl Mirror {
                     .filter(|&(o, _)| o < cursor)
             });
             let Some((off, n)) = next else { break };
+            let (off, n) = self.cow_align(off, n);
             if chunks.iter().any(|&(o, l)| off < o + l && o < off + n) {
                 break;
             }
@@ -348,6 +400,7 @@ impl JobDriver for Mirror {
         } else if tlen != len {
             return Err("Source and target image have different sizes".into());
         }
+        self.cow_setup();
         self.dirty_init(&tgt).map_err(strerror)?;
         let chunk = self
             .s

@@ -144,7 +144,11 @@ impl BlockGraph {
         };
         opts.insert("driver".into(), Value::from(fmt.as_str()));
         let mut file = Map::new();
-        file.insert("driver".into(), Value::from("file"));
+        // bdrv_find_protocol: a `blkdebug:` target gets its filter.
+        file.insert(
+            "driver".into(),
+            Value::from(crate::graph::protocol_of(Some(a.target))),
+        );
         file.insert("filename".into(), Value::from(a.target));
         opts.insert("file".into(), Value::Object(file));
         if fmt == "qcow2" {

@@ -49,7 +49,10 @@ fn run_verb(
     let jobs = &mut vm.jobs;
     match verb {
         "pause" => jobs.user_pause(id).map_err(err),
-        "resume" => jobs.user_resume(id).map_err(err),
+        "resume" => {
+            emit(events, jobs.user_resume(id).map_err(err)?);
+            Ok(())
+        }
         "cancel" => {
             let ev = drained(vm, |jobs, g| jobs.user_cancel(id, force, g)).map_err(err)?;
             emit(events, ev);
