@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::commit::{ActiveCommit, Commit};
+use super::filter_node::TopKind;
 use super::mirror::{BackingMode, Mirror, MirrorSpec, SyncMode, DEFAULT_BUF_SIZE};
 use super::mirror_start::default_granularity;
 use super::stream::find_backing_image;
@@ -171,9 +172,12 @@ impl BlockGraph {
         layers: Vec<Arc<Node>>,
         a: &CommitArgs<'_>,
     ) -> Result<JobPlan, BlockError> {
-        if a.filter_node_name.is_some() {
-            return Err(unsupported_filter());
-        }
+        let named_filter = match a.filter_node_name {
+            Some(n) => Some(self.new_top_filter(n, TopKind::ActiveCommit, &top)?),
+            None => None,
+        };
+        let mut layers = layers;
+        layers.extend(named_filter.clone());
         let spec = MirrorSpec {
             id: id.clone(),
             kind: JobType::Commit,
@@ -190,6 +194,7 @@ impl BlockGraph {
             owns_target: false,
             drop_between: true,
             replaces: None,
+            named_filter,
         };
         let driver = ActiveCommit {
             mirror: Mirror::new(spec)?,
