@@ -410,6 +410,47 @@ MIRROR_BLKDEBUG = [
 ]
 
 
+def named_chain_blockdev(d):
+    """base <- mid as -blockdev nodes, top over them as drive d0 (node
+    names base, mid, top), and a mirror target node `tgt`."""
+    base, mid, top = chain(d)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x33 0 1M", mid],
+                   check=True, capture_output=True)
+    tgt = os.path.join(d, "tgt.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", tgt, "64M")
+    node = "driver=qcow2,node-name={n},file.driver=file,file.filename={f}"
+    return [["-blockdev", f"driver=raw,node-name=base,file.driver=file,file.filename={base}",
+             "-blockdev", node.format(n="mid", f=mid) + ",backing=base",
+             "-blockdev", node.format(n="tgt", f=tgt) + ",backing=",
+             "-drive", f"if=none,id=d0,file={top},node-name=top,backing=mid"]]
+
+
+# filter-node-name: the job's filter is a node under that name while the
+# job runs (query-block shows it as the device's node, it is busy for other
+# jobs, a stream cannot freeze the link to a commit's filter), and it is
+# gone when the job ends.
+JOB_FILTERS = [
+    ("block-commit", {"device": "d0", "job-id": "c", "top-node": "mid", "base-node": "base",
+                      "filter-node-name": "cf", "speed": 1024}, None),
+    ("block-stream", {"device": "top", "job-id": "s", "base-node": "mid"}, None),
+    ("block-stream", {"device": "top", "job-id": "s", "base-node": "cf",
+                      "filter-node-name": "mid"}, None),
+    ("block-job-set-speed", {"device": "c", "speed": 0}, "BLOCK_JOB_COMPLETED"),
+    ("query-named-block-nodes", {"flat": True}, None),
+    ("block-stream", {"device": "top", "job-id": "s", "filter-node-name": "sf",
+                      "speed": 1024}, None),
+    ("block-commit", {"device": "d0", "job-id": "c2", "top-node": "top",
+                      "base-node": "base"}, None),
+    ("block-job-set-speed", {"device": "s", "speed": 0}, "BLOCK_JOB_COMPLETED"),
+    ("blockdev-mirror", {"device": "top", "job-id": "m", "target": "tgt", "sync": "full",
+                         "filter-node-name": "mf"}, "BLOCK_JOB_READY"),
+    ("query-block", None, None),
+    ("block-commit", {"device": "d0", "job-id": "c3", "filter-node-name": "mf"}, None),
+    ("job-complete", {"id": "m"}, "BLOCK_JOB_COMPLETED"),
+    ("query-block", None, None),
+]
+
+
 def fix_paths(steps, d):
     return [(n, json.loads(json.dumps(a).replace("@/", d + "/")) if a else a, w)
             for n, a, w in steps]
@@ -420,10 +461,11 @@ def fix_paths(steps, d):
                           (MIRROR_EXISTING, existing_targets),
                           (STREAM_INTERMEDIATE, named_chain),
                           (COMMIT_RELATIVE, relative_chain),
-                          (MIRROR_BLKDEBUG, blkdebug_target)],
+                          (MIRROR_BLKDEBUG, blkdebug_target),
+                          (JOB_FILTERS, named_chain_blockdev)],
                          ids=["stream", "mirror", "stop", "mirror-existing",
                               "stream-intermediate", "commit-relative",
-                              "mirror-blkdebug"])
+                              "mirror-blkdebug", "job-filters"])
 def test_job_commands_and_events_equal_qemus(ferrovm, qemu, launch, tmp_path, sockdir, steps,
                                              make_chain):
     runs = {}

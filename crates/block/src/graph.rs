@@ -326,6 +326,38 @@ impl BlockGraph {
         }
     }
 
+    /// `bdrv_assign_node_name`'s checks for a node named `n`.
+    pub(crate) fn check_new_node_name(&self, n: &str) -> Result<(), BlockError> {
+        if !id_wellformed(n) {
+            return Err(BlockError::new(format!("Invalid node-name: '{n}'")));
+        }
+        if self.backend(n).is_some() {
+            return Err(BlockError::new(format!(
+                "node-name={n} is conflicting with a device id"
+            )));
+        }
+        if self.node(n).is_some() {
+            return Err(BlockError::new(format!(
+                "Duplicate nodes with node-name='{n}'"
+            )));
+        }
+        if n.len() >= 32 {
+            return Err(BlockError::new("Node name too long"));
+        }
+        Ok(())
+    }
+
+    /// A node made outside [`Self::open_node`] (a job's filter) joins the
+    /// graph, newest last as QEMU's `graph_bdrv_states`.
+    pub(crate) fn add_node(&mut self, node: Arc<Node>) {
+        self.nodes.push(node);
+    }
+
+    /// `node` leaves the graph; its children stay.
+    pub(crate) fn remove_node(&mut self, node: &Arc<Node>) {
+        self.nodes.retain(|n| !Arc::ptr_eq(n, node));
+    }
+
     /// Drops `node` and every child no other node or backend still holds.
     pub(crate) fn remove_subtree(&mut self, node: &Arc<Node>) {
         self.nodes.retain(|n| !Arc::ptr_eq(n, node));
@@ -540,22 +572,7 @@ impl BlockGraph {
             .ok_or_else(|| BlockError::new(format!("Parameter '{prefix}driver' is missing")))?;
         let name = o.take_str("node-name")?;
         if let Some(n) = &name {
-            if !id_wellformed(n) {
-                return Err(BlockError::new(format!("Invalid node-name: '{n}'")));
-            }
-            if self.backend(n).is_some() {
-                return Err(BlockError::new(format!(
-                    "node-name={n} is conflicting with a device id"
-                )));
-            }
-            if self.node(n).is_some() {
-                return Err(BlockError::new(format!(
-                    "Duplicate nodes with node-name='{n}'"
-                )));
-            }
-            if n.len() >= 32 {
-                return Err(BlockError::new("Node name too long"));
-            }
+            self.check_new_node_name(n)?;
         }
         let mut flags = inherit;
         if let Some(r) = o.take_bool("read-only")? {

@@ -136,6 +136,10 @@ pub trait Driver: Send + Sync {
     fn as_blkdebug(&self) -> Option<&crate::blkdebug::BlkdebugDriver> {
         None
     }
+    /// A job's named filter (`mirror_top`, `commit_top`).
+    fn as_top_filter(&self) -> Option<&crate::job::filter_node::TopFilter> {
+        None
+    }
     /// `bdrv_replace_node` moved the parent edge `role` (not `backing`,
     /// which [`Node::replace_child`] handles) onto `new`: requests go to it
     /// from now on. Drivers that cannot follow refuse before anything moved.
@@ -296,10 +300,11 @@ impl Node {
             .map(|c| c.node)
     }
 
-    /// `bdrv_filter_or_cow_bs`: a filter's filtered child, else `backing`.
+    /// `bdrv_filter_or_cow_bs`: a filter's filtered child (its `file`, or
+    /// the `backing` of a job's filter), else `backing`.
     pub fn filter_or_cow_child(&self) -> Option<Arc<Node>> {
         if self.driver.is_filter() {
-            self.primary_child()
+            self.primary_child().or_else(|| self.child("backing"))
         } else {
             self.child("backing")
         }
@@ -445,15 +450,23 @@ impl Node {
         Ok(())
     }
 
-    /// The backing chain below this node, nearest first.
+    /// The backing chain below this node, nearest first, through the
+    /// filters in it (a job's filter between two layers).
     pub fn backing_chain(&self) -> Vec<Arc<Node>> {
         let mut out = Vec::new();
         let mut cur = self.child("backing");
         while let Some(n) = cur {
-            cur = n.child("backing");
+            cur = n.filter_or_cow_child();
             out.push(n);
         }
         out
+    }
+
+    /// The node leaves the graph: it gives up what it held on its children.
+    pub(crate) fn release_children(&self) {
+        for c in self.children() {
+            let _ = c.node.set_parent_perm(self.id, None);
+        }
     }
 
     /// The cumulative (perm, shared) held on this node.

@@ -131,6 +131,9 @@ pub struct MirrorSpec {
     /// `replaces`: the node the target takes the place of at the pivot
     /// (else the source).
     pub replaces: Option<String>,
+    /// `filter-node-name`: the filter is a node of the graph
+    /// ([`super::filter_node`]) rather than part of the devices' routes.
+    pub named_filter: Option<Arc<Node>>,
 }
 
 pub struct Mirror {
@@ -329,9 +332,15 @@ impl Mirror {
         Ok(())
     }
 
-    /// The devices' routes go back to the source itself.
-    fn remove_filter(&mut self, g: &BlockGraph) {
+    /// The devices' routes go back to the source itself; a named filter
+    /// leaves the graph, its parents going to what it filters now (the
+    /// target after a pivot).
+    fn remove_filter(&mut self, g: &mut BlockGraph) {
         if self.filter.take().is_none() {
+            return;
+        }
+        if let Some(f) = &self.s.named_filter {
+            g.drop_filter(f);
             return;
         }
         for b in g.backends() {
@@ -375,6 +384,14 @@ impl JobDriver for Mirror {
             dirty: self.dirty.clone(),
             copying: Mutex::new(Vec::new()),
         });
+        if let Some(f) = &self.s.named_filter {
+            if let Some(t) = f.driver.as_top_filter() {
+                t.set_io(filter.clone());
+            }
+            g.insert_filter(f, &self.s.source).map_err(|e| e.msg)?;
+            self.filter = Some(filter);
+            return Ok(());
+        }
         for b in g.backends() {
             if b.root().is_some_and(|r| Arc::ptr_eq(&r, &self.s.source)) {
                 b.inner.set_route(Route {
@@ -469,7 +486,11 @@ impl JobDriver for Mirror {
             tgt.write(off, &buf).map_err(strerror)?;
         }
         tgt.flush().map_err(strerror)?;
-        self.remove_filter(g);
+        // A named filter stays for the pivot: its edge is one of the
+        // source's parents, moved onto the target with the others.
+        if self.s.named_filter.is_none() || !self.pivot {
+            self.remove_filter(g);
+        }
         if !self.pivot {
             return Ok(());
         }
@@ -514,6 +535,7 @@ impl JobDriver for Mirror {
             eprintln!("ferrovm: {e}");
             return Err(strerror(libc::EPERM));
         }
+        self.remove_filter(g);
         // The old source (and, for an active commit, the layers down to the
         // base) go unless something else still holds them.
         g.drop_if_unused(&source);

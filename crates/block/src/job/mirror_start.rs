@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::filter_node::TopKind;
 use super::mirror::{BackingMode, Mirror, MirrorSpec, SyncMode, DEFAULT_BUF_SIZE};
 use super::{JobPlan, JobType, OnJobError};
 use crate::error::BlockError;
@@ -222,11 +223,6 @@ impl BlockGraph {
                 ));
             }
         }
-        if a.filter_node_name.is_some() {
-            return Err(BlockError::new(
-                "ferrovm: 'filter-node-name' is not supported",
-            ));
-        }
         let sync = sync_mode(sync)?;
         let granularity = if granularity == 0 {
             default_granularity(&target)
@@ -250,6 +246,11 @@ impl BlockGraph {
             Some(i) => i.to_string(),
             None => self.device_name(&bs),
         };
+        // mirror_start_job: bdrv_new_open_driver(&bdrv_mirror_top, ...).
+        let named_filter = match a.filter_node_name {
+            Some(n) => Some(self.new_top_filter(n, TopKind::Mirror, &bs)?),
+            None => None,
+        };
         let spec = MirrorSpec {
             id: id.clone(),
             kind: JobType::Mirror,
@@ -266,11 +267,13 @@ impl BlockGraph {
             owns_target,
             drop_between: false,
             replaces: a.replaces.map(str::to_string),
+            named_filter: named_filter.clone(),
         };
         Ok(JobPlan {
             id,
             driver: Box::new(Mirror::new(spec)?),
-            nodes: vec![bs, target],
+            // block_job_create's main node is the filter.
+            nodes: named_filter.into_iter().chain([bs, target]).collect(),
         })
     }
 }

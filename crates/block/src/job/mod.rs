@@ -14,6 +14,7 @@ pub mod backup_start;
 pub mod commit;
 pub mod commit_start;
 pub mod create;
+pub mod filter_node;
 pub mod mirror;
 pub mod mirror_start;
 pub mod nodeio;

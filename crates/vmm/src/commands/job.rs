@@ -203,11 +203,6 @@ pub(super) fn block_stream(
     args: &Args,
     events: &mut dyn EventSink,
 ) -> Result<Value, QmpError> {
-    if args.opt_str("filter-node-name").is_some() {
-        return Err(QmpError::generic(
-            "ferrovm: block-stream does not support 'filter-node-name'",
-        ));
-    }
     let a = block::job::stream::StreamArgs {
         job_id: args.opt_str("job-id"),
         device: args.str("device")?,
@@ -216,6 +211,7 @@ pub(super) fn block_stream(
         backing_file: args.opt_str("backing-file"),
         bottom: args.opt_str("bottom"),
         on_error: OnJobError::parse(args.opt_str("on-error")),
+        filter_node_name: args.opt_str("filter-node-name"),
     };
     let plan = vm.block.stream_job(&a).map_err(err)?;
     start(vm, plan, args, events)
