@@ -77,12 +77,13 @@ iotests: build
 # others need). A failing case fails `make test`.
 IOTESTS_SUBSET := \
   030:TestSingleDrive 030:TestSmallerBackingFile 030:TestEIO 030:TestENOSPC \
-  030:TestStreamStop 030:TestSetSpeed \
+  030:TestStreamStop 030:TestSetSpeed 030:TestParallelOps 030:TestQuorum \
   040:TestSingleDrive 040:TestRelativePaths 040:TestSetSpeed 040:TestActiveZeroLengthImage \
   040:TestReopenOverlay 040:TestErrorHandling 040:TestCommitWithOverriddenBacking \
   041:TestSingleDrive 041:TestSingleDriveZeroLength 041:TestSingleDriveUnalignedLength \
   041:TestSingleBlockdevZeroLength 041:TestMirrorNoBacking 041:TestMirrorResized \
   041:TestReadErrors 041:TestWriteErrors 041:TestSetSpeed 041:TestUnbackedSource 041:TestGranularity \
+  041:TestFilters 041:TestOrphanedSource 041:TestReplaces \
   056:TestSyncModesNoneAndTop 056:TestBeforeWriteNotifier 056:BackupTest
 iotests-subset: build
 	@test -n "$(strip $(IOTESTS_SUBSET))" || { echo "iotests-subset: IOTESTS_SUBSET is empty (Makefile)" >&2; exit 1; }

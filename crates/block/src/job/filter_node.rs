@@ -178,6 +178,6 @@ impl BlockGraph {
             }
         }
         self.remove_node(filter);
-        let _ = filter.release_children();
+        filter.release_children();
     }
 }
