@@ -58,6 +58,8 @@ COMMANDS = [
     "block-dirty-bitmap-enable", "block-dirty-bitmap-disable", "block-dirty-bitmap-merge",
     # throttle groups
     "object-add", "object-del",
+    # quorum and mirror `replaces`: the graph's edges
+    "x-debug-query-block-graph",
     # issue 14: the NBD server
     "nbd-server-start", "nbd-server-add", "nbd-server-remove", "nbd-server-stop",
     "query-block-exports",

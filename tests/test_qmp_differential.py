@@ -156,7 +156,7 @@ def steps_after_negotiation():
                 "query-hotpluggable-cpus", "query-memory-size-summary", "query-chardev",
                 "query-iothreads", "query-commands", "query-qmp-schema", "system_wakeup",
                 "query-block", "query-blockstats", "query-named-block-nodes", "query-pci",
-                "query-rx-filter", "query-balloon", "announce-self"):
+                "query-rx-filter", "query-balloon", "announce-self", "x-debug-query-block-graph"):
         s.append(req(cmd))
     # Bad arguments of every command.
     for cmd in COMMANDS:

@@ -3,7 +3,7 @@
 //! that node, as far as the data lies above `bottom`; everything else
 //! passes through.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::error::BlockError;
 use crate::io::IoBuf;
@@ -11,8 +11,16 @@ use crate::job::nodeio::{allocated_above, NodeIo};
 use crate::node::{Driver, FormatIo, Node};
 use crate::perm;
 
+/// The filtered node; a mirror with `replaces` may swap it
+/// ([`Driver::replace_child`]), and requests follow.
+type FileRef = Arc<RwLock<Arc<Node>>>;
+
+fn current(f: &FileRef) -> Arc<Node> {
+    f.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 pub struct CorDriver {
-    file: Arc<Node>,
+    file: FileRef,
     bottom: Option<Arc<Node>>,
 }
 
@@ -34,7 +42,10 @@ impl CorDriver {
                 )));
             }
         }
-        Ok(CorDriver { file, bottom })
+        Ok(CorDriver {
+            file: Arc::new(RwLock::new(file)),
+            bottom,
+        })
     }
 }
 
@@ -50,7 +61,7 @@ impl Driver for CorDriver {
         m.insert("driver".into(), "copy-on-read".into());
         m.insert(
             "file".into(),
-            crate::qcow2_node::node_open_options(&self.file),
+            crate::qcow2_node::node_open_options(&current(&self.file)),
         );
         format!(
             "json:{}",
@@ -59,15 +70,15 @@ impl Driver for CorDriver {
     }
 
     fn size(&self) -> Result<u64, BlockError> {
-        self.file.size()
+        current(&self.file).size()
     }
 
     fn actual_size(&self) -> Option<u64> {
-        self.file.driver.actual_size()
+        current(&self.file).driver.actual_size()
     }
 
     fn truncate(&self, size: u64) -> Result<(), BlockError> {
-        self.file.driver.truncate(size)
+        current(&self.file).driver.truncate(size)
     }
 
     fn is_filter(&self) -> bool {
@@ -75,7 +86,7 @@ impl Driver for CorDriver {
     }
 
     fn has_info(&self) -> bool {
-        self.file.driver.has_info()
+        current(&self.file).driver.has_info()
     }
 
     /// `cor_child_perm`: read, write and resize pass through; it writes
@@ -88,22 +99,30 @@ impl Driver for CorDriver {
     }
 
     fn block_status(&self, off: u64, len: u64) -> Result<(bool, u64), i32> {
-        self.file.driver.block_status(off, len)
+        current(&self.file).driver.block_status(off, len)
     }
 
     fn format_io(&self) -> Option<Arc<dyn FormatIo>> {
         Some(Arc::new(CorIo {
             file: self.file.clone(),
             bottom: self.bottom.clone(),
-            io: NodeIo::new(&self.file),
         }))
+    }
+
+    fn replace_child(&self, role: &str, new: &Arc<Node>) -> Result<(), BlockError> {
+        if role != "file" {
+            return Err(BlockError::new(format!(
+                "copy-on-read has no child '{role}'"
+            )));
+        }
+        *self.file.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        Ok(())
     }
 }
 
 struct CorIo {
-    file: Arc<Node>,
+    file: FileRef,
     bottom: Option<Arc<Node>>,
-    io: NodeIo,
 }
 
 impl CorIo {
@@ -111,8 +130,8 @@ impl CorIo {
     /// `file`'s backing and `bottom` holds is copied up first (the block
     /// layer's BDRV_REQ_COPY_ON_READ); a run only `bottom`'s backing holds
     /// is read as it is.
-    fn copy_up(&self, off: u64, len: u64) -> Result<(), i32> {
-        let Some(first) = self.file.child("backing") else {
+    fn copy_up(&self, file: &Arc<Node>, off: u64, len: u64) -> Result<(), i32> {
+        let Some(first) = file.child("backing") else {
             return Ok(());
         };
         let mut pos = off;
@@ -124,7 +143,7 @@ impl CorIo {
             };
             let n = n.max(1).min(end - pos);
             if above {
-                match self.file.driver.copy_on_read(pos, n) {
+                match file.driver.copy_on_read(pos, n) {
                     // A format without a backing file to copy from.
                     Ok(()) | Err(libc::ENOTSUP) => {}
                     Err(e) => return Err(e),
@@ -136,28 +155,39 @@ impl CorIo {
     }
 }
 
+impl CorIo {
+    /// The node filtered now, and the way to reach it.
+    fn io(&self) -> (Arc<Node>, NodeIo) {
+        let f = current(&self.file);
+        let io = NodeIo::new(&f);
+        (f, io)
+    }
+}
+
 impl FormatIo for CorIo {
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), i32> {
-        self.copy_up(off, buf.len() as u64)?;
-        self.io.read(off, buf)
+        let (f, io) = self.io();
+        self.copy_up(&f, off, buf.len() as u64)?;
+        io.read(off, buf)
     }
     fn readv(&self, off: u64, bufs: &[IoBuf]) -> Result<(), i32> {
-        self.copy_up(off, crate::iovec::total(bufs) as u64)?;
-        self.io.readv(off, bufs)
+        let (f, io) = self.io();
+        self.copy_up(&f, off, crate::iovec::total(bufs) as u64)?;
+        io.readv(off, bufs)
     }
     fn write(&self, off: u64, buf: &[u8]) -> Result<(), i32> {
-        self.io.write(off, buf)
+        self.io().1.write(off, buf)
     }
     fn flush(&self) -> Result<(), i32> {
-        self.io.flush()
+        self.io().1.flush()
     }
     fn discard(&self, off: u64, len: u64) -> Result<(), i32> {
-        self.io.discard(off, len)
+        self.io().1.discard(off, len)
     }
     fn write_zeroes(&self, off: u64, len: u64, may_unmap: bool) -> Result<(), i32> {
-        self.io.write_zeroes(off, len, may_unmap)
+        self.io().1.write_zeroes(off, len, may_unmap)
     }
     fn debug_event(&self, ev: crate::debug::DebugEvent) {
-        self.io.debug_event(ev);
+        self.io().1.debug_event(ev);
     }
 }

@@ -29,6 +29,7 @@ pub const DRIVER_NAMES: &[&str] = &[
     "null-aio",
     "null-co",
     "qcow2",
+    "quorum",
     "raw",
     "throttle",
 ];
@@ -68,7 +69,6 @@ const QEMU_DRIVERS: &[&str] = &[
     "preallocate",
     "qcow",
     "qed",
-    "quorum",
     "rbd",
     "ssh",
     "vdi",
@@ -106,7 +106,17 @@ pub(crate) fn protocol_of(filename: Option<&str>) -> &'static str {
 /// qcow2 magic `QFI\xfb`, else raw.
 pub(crate) fn probe_qcow2(filename: Option<&str>) -> bool {
     use std::io::Read;
-    let Some(f) = filename else { return false };
+    let Some(mut f) = filename else { return false };
+    // The probe reads through the protocol (bdrv_open_inherit probes the
+    // opened file): a `blkdebug:CONFIG:IMAGE` name probes IMAGE.
+    let inner;
+    if protocol_of(Some(f)) == "blkdebug" {
+        let Ok((_, img)) = crate::blkdebug::parse_filename(f) else {
+            return false;
+        };
+        inner = img;
+        f = &inner;
+    }
     let mut magic = [0u8; 4];
     std::fs::File::open(f)
         .and_then(|mut f| f.read_exact(&mut magic))
@@ -333,6 +343,38 @@ impl BlockGraph {
         }
     }
 
+    /// `bdrv_assign_node_name`'s checks for a node named `n`.
+    pub(crate) fn check_new_node_name(&self, n: &str) -> Result<(), BlockError> {
+        if !id_wellformed(n) {
+            return Err(BlockError::new(format!("Invalid node-name: '{n}'")));
+        }
+        if self.backend(n).is_some() {
+            return Err(BlockError::new(format!(
+                "node-name={n} is conflicting with a device id"
+            )));
+        }
+        if self.node(n).is_some() {
+            return Err(BlockError::new(format!(
+                "Duplicate nodes with node-name='{n}'"
+            )));
+        }
+        if n.len() >= 32 {
+            return Err(BlockError::new("Node name too long"));
+        }
+        Ok(())
+    }
+
+    /// A node made outside [`Self::open_node`] (a job's filter) joins the
+    /// graph, newest last as QEMU's `graph_bdrv_states`.
+    pub(crate) fn add_node(&mut self, node: Arc<Node>) {
+        self.nodes.push(node);
+    }
+
+    /// `node` leaves the graph; its children stay.
+    pub(crate) fn remove_node(&mut self, node: &Arc<Node>) {
+        self.nodes.retain(|n| !Arc::ptr_eq(n, node));
+    }
+
     /// Drops `node` and every child no other node or backend still holds.
     pub(crate) fn remove_subtree(&mut self, node: &Arc<Node>) {
         self.nodes.retain(|n| !Arc::ptr_eq(n, node));
@@ -417,7 +459,14 @@ impl BlockGraph {
         // blockdev.c blockdev_init: no file and no format or driver option
         // left is an empty drive (a BlockBackend without a medium).
         let opts_file = o.take("file").filter(|f| f.as_str() != Some(""));
-        if opts_file.is_none() {
+        // A driver that opens no file of its own (quorum: its children
+        // have theirs) is opened from the options alone (bdrv_open with no
+        // filename).
+        let fileless = opts_file.is_none()
+            && [o.get("format"), o.get("driver")]
+                .iter()
+                .any(|v| v.and_then(Value::as_str) == Some("quorum"));
+        if opts_file.is_none() && !fileless {
             if !o
                 .remaining_keys()
                 .all(|k| matches!(k.as_str(), "aio" | "discard" | "detect-zeroes"))
@@ -451,6 +500,7 @@ impl BlockGraph {
                 m
             }
             Some(Value::Object(m)) => m,
+            None if fileless => Map::new(),
             Some(_) | None => {
                 return Err(BlockError::new(
                     "A block device must be specified for \"file\"",
@@ -471,7 +521,9 @@ impl BlockGraph {
                 "raw".to_string()
             }
         };
-        if !matches!(driver.as_str(), "raw" | "qcow2") && !PROTOCOLS.contains(&driver.as_str()) {
+        if !matches!(driver.as_str(), "raw" | "qcow2" | "quorum")
+            && !PROTOCOLS.contains(&driver.as_str())
+        {
             return Err(BlockError::new(format!("Unknown driver '{driver}'")));
         }
         top.insert("driver".into(), Value::String(driver.clone()));
@@ -487,7 +539,9 @@ impl BlockGraph {
         for (k, v) in o.into_map().into_iter().chain(unknown) {
             top.insert(k, v);
         }
-        let root = if PROTOCOLS.contains(&driver.as_str()) {
+        let root = if fileless {
+            self.open_node(top, flags, String::new(), Syntax::Drive)?
+        } else if PROTOCOLS.contains(&driver.as_str()) {
             for (k, v) in file {
                 top.entry(k).or_insert(v);
             }
@@ -535,22 +589,7 @@ impl BlockGraph {
             .ok_or_else(|| BlockError::new(format!("Parameter '{prefix}driver' is missing")))?;
         let name = o.take_str("node-name")?;
         if let Some(n) = &name {
-            if !id_wellformed(n) {
-                return Err(BlockError::new(format!("Invalid node-name: '{n}'")));
-            }
-            if self.backend(n).is_some() {
-                return Err(BlockError::new(format!(
-                    "node-name={n} is conflicting with a device id"
-                )));
-            }
-            if self.node(n).is_some() {
-                return Err(BlockError::new(format!(
-                    "Duplicate nodes with node-name='{n}'"
-                )));
-            }
-            if n.len() >= 32 {
-                return Err(BlockError::new("Node name too long"));
-            }
+            self.check_new_node_name(n)?;
         }
         let mut flags = inherit;
         if let Some(r) = o.take_bool("read-only")? {
@@ -649,13 +688,7 @@ impl BlockGraph {
                         None => None,
                     };
                 let d = crate::cor::CorDriver::open(file.clone(), bottom)?;
-                (
-                    Box::new(d),
-                    vec![Child {
-                        role: "file",
-                        node: file,
-                    }],
-                )
+                (Box::new(d), vec![Child::new("file", file)])
             }
             "throttle" => {
                 let file = self.child_node(&mut o, "file", flags, &prefix, syntax)?;
@@ -667,26 +700,20 @@ impl BlockGraph {
                     )));
                 }
                 let d = crate::throttle_filter::ThrottleFilter::open(file.clone(), group)?;
-                (
-                    Box::new(d),
-                    vec![Child {
-                        role: "file",
-                        node: file,
-                    }],
-                )
+                (Box::new(d), vec![Child::new("file", file)])
+            }
+            "quorum" => {
+                // quorum_open runs once the node is named (bdrv_open_common).
+                let (qname, auto) = self.take_name(name.take());
+                reserved = Some(((qname.clone(), auto), self.nodes.len()));
+                self.open_quorum(&mut o, qname, flags, &prefix, syntax)?
             }
             "raw" => {
                 let child = self.child_node(&mut o, "file", flags, &prefix, syntax)?;
                 let offset = o.take_size("offset")?;
                 let size = o.take_size("size")?;
                 let d = RawDriver::open(child.clone(), offset, size)?;
-                (
-                    Box::new(d),
-                    vec![Child {
-                        role: "file",
-                        node: child,
-                    }],
-                )
+                (Box::new(d), vec![Child::new("file", child)])
             }
             _ if syntax == Syntax::Drive => {
                 return Err(BlockError::new(format!("Unknown driver '{driver}'")))
@@ -725,6 +752,11 @@ impl BlockGraph {
             node.detect_zeroes = dz;
         }
         let node = Arc::new(node);
+        if driver == "quorum" {
+            // quorum's children share only read and unchanged writes
+            // (quorum_child_perm), from the start as in QEMU.
+            node.take_child_perms()?;
+        }
         self.nodes.insert(at, node.clone());
         Ok(node)
     }
@@ -811,13 +843,82 @@ impl BlockGraph {
             ));
         };
         let d = pending.finish(image.clone(), limits)?;
-        Ok((
-            Box::new(d),
-            vec![Child {
-                role: "image",
-                node: image,
-            }],
-        ))
+        Ok((Box::new(d), vec![Child::new("image", image)]))
+    }
+
+    /// `quorum_open`: the options, then each child (a node name or an
+    /// inline definition) as `children.N`.
+    fn open_quorum(
+        &mut self,
+        o: &mut Opts,
+        name: String,
+        flags: NodeFlags,
+        prefix: &str,
+        syntax: Syntax,
+    ) -> Result<(Box<dyn Driver>, Vec<Child>), BlockError> {
+        use crate::quorum::{children_entries, QuorumConfig, QuorumDriver};
+        let qapi = syntax == Syntax::Blockdev;
+        let raw = o.take("children");
+        if qapi && raw.is_none() {
+            return Err(BlockError::new(format!(
+                "Parameter '{prefix}children' is missing"
+            )));
+        }
+        let entries = children_entries(raw)?;
+        let cfg = QuorumConfig::parse(o, entries.len(), qapi)?;
+        let mut nodes = Vec::with_capacity(entries.len());
+        for (i, e) in entries.into_iter().enumerate() {
+            let role = format!("children.{i}");
+            let mut one = Map::new();
+            let e = match e {
+                Value::Object(m) if syntax == Syntax::Drive => {
+                    Value::Object(self.drive_child_defaults(m))
+                }
+                e => e,
+            };
+            one.insert(role.clone(), e);
+            let mut co = Opts::child(one, prefix.to_string());
+            nodes.push(self.child_node(&mut co, &role, flags, prefix, syntax)?);
+        }
+        let children = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Child::new(format!("children.{i}"), n.clone()))
+            .collect();
+        Ok((Box::new(QuorumDriver::new(name, cfg, nodes)), children))
+    }
+
+    /// A `-drive` child's defaults (bdrv_open_inherit): its file's protocol
+    /// from the file name, and without a driver (`children.0.file.filename=`)
+    /// the format probed from that file.
+    fn drive_child_defaults(&mut self, mut m: Map<String, Value>) -> Map<String, Value> {
+        let filename = match m.get_mut("file") {
+            Some(Value::Object(f)) => {
+                let name = f
+                    .get("filename")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                f.entry("driver")
+                    .or_insert_with(|| Value::from(protocol_of(name.as_deref())));
+                name
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        if m.contains_key("driver") {
+            return m;
+        }
+        let fmt = if probe_qcow2(filename.as_deref()) {
+            "qcow2"
+        } else {
+            self.warnings.push(format!(
+                "Image format was not specified for '{}' and probing guessed raw.\n         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n         Specify the 'raw' format explicitly to remove the restrictions.",
+                filename.as_deref().unwrap_or("")
+            ));
+            "raw"
+        };
+        m.insert("driver".into(), Value::from(fmt));
+        m
     }
 
     /// The node's name: the user's, or the next automatic one.
@@ -929,15 +1030,9 @@ impl BlockGraph {
             },
         };
         d.set_backing(backing.clone(), implicit);
-        let mut children = vec![Child {
-            role: "file",
-            node: file,
-        }];
+        let mut children = vec![Child::new("file", file)];
         if let Some(b) = backing {
-            children.push(Child {
-                role: "backing",
-                node: b,
-            });
+            children.push(Child::new("backing", b));
         }
         Ok((Box::new(d), children))
     }
@@ -1134,9 +1229,9 @@ impl BlockGraph {
         if shared & perm::RESIZE == 0 {
             // bdrv_a_allow_b names the parent that unshares it, when the
             // graph knows it (a job's hold it does not).
-            let resize = crate::parents::Parent {
+            let resize = crate::parents::PermUser {
                 desc: crate::parents::backend_desc("", None),
-                role: "root",
+                role: "root".into(),
                 perm: perm::RESIZE,
                 shared: perm::ALL,
             };
@@ -1195,6 +1290,11 @@ impl BlockGraph {
     /// Blocks every operation on `nodes` while job `id` runs.
     pub(crate) fn block_for_job(&mut self, id: &str, kind: &'static str, nodes: Vec<Arc<Node>>) {
         self.job_blockers.push((id.to_string(), kind, nodes));
+    }
+
+    /// The nodes each running job works on: (job id, job type, nodes).
+    pub(crate) fn job_nodes(&self) -> &[(String, &'static str, Vec<Arc<Node>>)] {
+        &self.job_blockers
     }
 
     /// The job `id` ended: its nodes are free again.

@@ -4,7 +4,8 @@
 //!
 //! - [`io`]: the request/completion interface devices use.
 //! - [`graph`]: nodes by name, `-drive`/`-blockdev`, attach, `block_resize`.
-//! - [`node`], [`file`], [`raw`]: the node, its driver trait, the drivers.
+//! - [`node`], [`file`], [`raw`]: the node, its driver trait, the drivers;
+//!   [`quorum`]: the voting `quorum` driver; [`events`]: the events nodes raise.
 //! - [`qcow2`]: the qcow2 image format; [`qcow2_node`]: the `qcow2` node over it.
 //! - [`perm`], [`lock`]: QEMU's permission bits and OFD image locks.
 //! - [`engine`]: thread pool and io_uring behind the queues.
@@ -29,6 +30,7 @@ pub mod dirty;
 mod drive_throttle;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod file;
 pub mod graph;
 pub mod io;
@@ -46,13 +48,16 @@ pub mod qapi;
 pub mod qcow2;
 pub mod qcow2_node;
 pub mod qemu_io;
+pub mod quorum;
 pub mod raw;
 pub mod reopen;
+pub mod replace;
 pub mod snapshot;
 pub mod stats;
 pub mod throttle;
 pub mod throttle_filter;
 pub mod throttle_group;
+pub mod xdbg;
 
 pub use error::BlockError;
 pub use graph::{AttachOptions, BlockGraph};

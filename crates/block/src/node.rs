@@ -5,6 +5,7 @@
 //! (`backing`, `data-file`); the graph, permission propagation and locking
 //! stay as they are.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -135,6 +136,26 @@ pub trait Driver: Send + Sync {
     fn as_blkdebug(&self) -> Option<&crate::blkdebug::BlkdebugDriver> {
         None
     }
+    /// A job's named filter (`mirror_top`, `commit_top`).
+    fn as_top_filter(&self) -> Option<&crate::job::filter_node::TopFilter> {
+        None
+    }
+    /// `bdrv_replace_node` moved the parent edge `role` (not `backing`,
+    /// which [`Node::replace_child`] handles) onto `new`: requests go to it
+    /// from now on. Drivers that cannot follow refuse before anything moved.
+    fn replace_child(&self, role: &str, _new: &Arc<Node>) -> Result<(), BlockError> {
+        Err(BlockError::new(format!(
+            "ferrovm: the '{role}' child of a '{}' node cannot be replaced",
+            self.format_name()
+        )))
+    }
+    /// `bdrv_recurse_can_replace`'s driver callback: None for the generic
+    /// rule (a filter asks its filtered child, anything else says no);
+    /// `Some(false)` for no; `Some(true)` when `to_replace` is a child this
+    /// driver lets go, provided this node is its only parent (quorum).
+    fn recurse_can_replace(&self, _to_replace: &Arc<Node>) -> Option<bool> {
+        None
+    }
 }
 
 /// Blocking I/O through a format driver, in guest offsets; errors are
@@ -160,9 +181,19 @@ pub trait FormatIo: Send + Sync {
 /// An edge to a child node (QEMU's BdrvChild).
 #[derive(Clone)]
 pub struct Child {
-    /// `file` or `backing` (later `data-file`).
-    pub role: &'static str,
+    /// The edge's name (`BdrvChild.name`): `file`, `backing`, `image`, or
+    /// a quorum's `children.N`.
+    pub role: Cow<'static, str>,
     pub node: Arc<Node>,
+}
+
+impl Child {
+    pub fn new(role: impl Into<Cow<'static, str>>, node: Arc<Node>) -> Self {
+        Child {
+            role: role.into(),
+            node,
+        }
+    }
 }
 
 struct PermState {
@@ -265,14 +296,15 @@ impl Node {
     pub fn primary_child(&self) -> Option<Arc<Node>> {
         self.children()
             .into_iter()
-            .find(|c| matches!(c.role, "file" | "image"))
+            .find(|c| matches!(c.role.as_ref(), "file" | "image"))
             .map(|c| c.node)
     }
 
-    /// `bdrv_filter_or_cow_bs`: a filter's filtered child, else `backing`.
+    /// `bdrv_filter_or_cow_bs`: a filter's filtered child (its `file`, or
+    /// the `backing` of a job's filter), else `backing`.
     pub fn filter_or_cow_child(&self) -> Option<Arc<Node>> {
         if self.driver.is_filter() {
-            self.primary_child()
+            self.primary_child().or_else(|| self.child("backing"))
         } else {
             self.child("backing")
         }
@@ -305,10 +337,7 @@ impl Node {
             let mut c = self.children.write().unwrap_or_else(|e| e.into_inner());
             c.retain(|c| c.role != "backing");
             if let Some(b) = backing.clone() {
-                c.push(Child {
-                    role: "backing",
-                    node: b,
-                });
+                c.push(Child::new("backing", b));
             }
         }
         if let Some(o) = old {
@@ -317,6 +346,82 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// `bdrv_replace_node` for one parent edge: child `role` becomes
+    /// `new`, which gets the permissions this node held on the old child
+    /// (if it held any), and the old child loses them.
+    pub(crate) fn replace_child(&self, role: &str, new: Arc<Node>) -> Result<(), BlockError> {
+        if role == "backing" {
+            return self.replace_backing(Some(new));
+        }
+        let Some(old) = self.child(role) else {
+            return Err(BlockError::new(format!(
+                "Node '{}' has no child '{role}'",
+                self.name
+            )));
+        };
+        if Arc::ptr_eq(&old, &new) {
+            return Ok(());
+        }
+        let held = old.parent_perm(self.id);
+        if held.is_some() {
+            new.set_parent_perm(self.id, held)?;
+        }
+        if let Err(e) = self.driver.replace_child(role, &new) {
+            if held.is_some() {
+                let _ = new.set_parent_perm(self.id, None);
+            }
+            return Err(e);
+        }
+        {
+            // The moved edge goes to the head of QEMU's `bs->children`
+            // (observed on QEMU 7.2: x-debug-query-block-graph lists it
+            // first), which is the end of this list.
+            let mut c = self.children.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = c.iter().position(|c| c.role == role) {
+                let mut e = c.remove(i);
+                e.node = new.clone();
+                c.push(e);
+            }
+        }
+        if held.is_some() {
+            let _ = old.set_parent_perm(self.id, None);
+        }
+        Ok(())
+    }
+
+    /// `bdrv_attach_child`'s permissions: every child gets what the driver
+    /// asks of it for the permissions this node holds now (the quorum
+    /// driver's children at open; other drivers still take theirs when a
+    /// parent first holds something on them).
+    pub(crate) fn take_child_perms(&self) -> Result<(), BlockError> {
+        let (p, sh) = self.perms();
+        for c in self.children() {
+            let want = self.driver.child_perm(&c.role, p, sh);
+            c.node.set_parent_perm(self.id, Some(want))?;
+        }
+        Ok(())
+    }
+
+    /// The permissions this node holds (or, if it never took any, would
+    /// take) on its child `role`: an x-debug-query-block-graph edge's.
+    pub fn edge_perm(&self, c: &Child) -> (u64, u64) {
+        c.node.parent_perm(self.id).unwrap_or_else(|| {
+            let (p, sh) = self.perms();
+            self.driver.child_perm(&c.role, p, sh)
+        })
+    }
+
+    /// Every parent identity holding permissions on this node.
+    pub(crate) fn parent_ids(&self) -> Vec<u64> {
+        let st = self.perms.lock().unwrap_or_else(|e| e.into_inner());
+        st.parents.iter().map(|e| e.0).collect()
+    }
+
+    /// This node's identity as a parent in the permission system.
+    pub(crate) fn parent_id(&self) -> u64 {
+        self.id
     }
 
     /// Asks every child again for what the driver needs of it (after a
@@ -329,7 +434,7 @@ impl Node {
         self.driver.set_perm(cur, cur)?;
         for c in self.children() {
             if c.node.parent_perm(self.id).is_some() {
-                let want = self.driver.child_perm(c.role, cur.0, cur.1);
+                let want = self.driver.child_perm(&c.role, cur.0, cur.1);
                 c.node.set_parent_perm(self.id, Some(want))?;
             }
         }
@@ -345,20 +450,23 @@ impl Node {
         Ok(())
     }
 
-    /// The backing chain below this node, nearest first.
+    /// The backing chain below this node, nearest first, through the
+    /// filters in it (a job's filter between two layers).
     pub fn backing_chain(&self) -> Vec<Arc<Node>> {
         let mut out = Vec::new();
         let mut cur = self.child("backing");
         while let Some(n) = cur {
-            cur = n.child("backing");
+            cur = n.filter_or_cow_child();
             out.push(n);
         }
         out
     }
 
-    /// This node's identity as a parent of its children.
-    pub(crate) fn parent_id(&self) -> u64 {
-        self.id
+    /// The node leaves the graph: it gives up what it held on its children.
+    pub(crate) fn release_children(&self) {
+        for c in self.children() {
+            let _ = c.node.set_parent_perm(self.id, None);
+        }
     }
 
     /// The cumulative (perm, shared) held on this node.
@@ -414,10 +522,10 @@ impl Node {
         self.driver.set_perm(old, new)?;
         let children = self.children();
         for (i, c) in children.iter().enumerate() {
-            let want = self.driver.child_perm(c.role, new.0, new.1);
+            let want = self.driver.child_perm(&c.role, new.0, new.1);
             if let Err(e) = c.node.set_parent_perm(self.id, Some(want)) {
                 for c in &children[..i] {
-                    let back = self.driver.child_perm(c.role, old.0, old.1);
+                    let back = self.driver.child_perm(&c.role, old.0, old.1);
                     let _ = c.node.set_parent_perm(self.id, Some(back));
                 }
                 let _ = self.driver.set_perm(new, old);

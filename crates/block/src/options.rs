@@ -77,6 +77,10 @@ impl Opts {
         self.map.contains_key(key)
     }
 
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.map.get(key)
+    }
+
     pub fn take(&mut self, key: &str) -> Option<Value> {
         self.map.remove(key)
     }

@@ -11,11 +11,11 @@ use crate::node::Node;
 use crate::perm;
 
 /// One parent of a node and what it holds.
-pub(crate) struct Parent {
+pub(crate) struct PermUser {
     /// "block device 'drive0'", "an unnamed block device", "node 'q0'".
     pub desc: String,
     /// The child's role ("root" for a BlockBackend).
-    pub role: &'static str,
+    pub role: String,
     pub perm: u64,
     pub shared: u64,
 }
@@ -32,7 +32,7 @@ pub(crate) fn backend_desc(name: &str, qdev: Option<&str>) -> String {
 impl BlockGraph {
     /// The parents holding permissions on `node`, newest first as QEMU
     /// lists them (BlockBackends, then nodes).
-    pub(crate) fn parents_of(&self, node: &Arc<Node>) -> Vec<Parent> {
+    pub(crate) fn perm_users(&self, node: &Arc<Node>) -> Vec<PermUser> {
         let mut out = Vec::new();
         for b in self.backends().iter().rev() {
             if !b.root().is_some_and(|r| Arc::ptr_eq(&r, node)) {
@@ -40,9 +40,9 @@ impl BlockGraph {
             }
             if let Some((p, s)) = node.parent_perm(b.inner.parent_id) {
                 let qdev = b.qdev_path();
-                out.push(Parent {
+                out.push(PermUser {
                     desc: backend_desc(b.name(), qdev.as_deref()),
-                    role: "root",
+                    role: "root".into(),
                     perm: p,
                     shared: s,
                 });
@@ -54,9 +54,9 @@ impl BlockGraph {
                     continue;
                 }
                 if let Some((p, s)) = node.parent_perm(n.parent_id()) {
-                    out.push(Parent {
+                    out.push(PermUser {
                         desc: format!("node '{}'", n.name),
-                        role: c.role,
+                        role: c.role.to_string(),
                         perm: p,
                         shared: s,
                     });
@@ -72,9 +72,9 @@ impl BlockGraph {
     pub(crate) fn check_new_parent(
         &self,
         node: &Arc<Node>,
-        new: &Parent,
+        new: &PermUser,
     ) -> Result<(), BlockError> {
-        let parents = self.parents_of(node);
+        let parents = self.perm_users(node);
         for b in &parents {
             a_allows_b(node, new, b)?;
         }
@@ -86,7 +86,7 @@ impl BlockGraph {
 }
 
 /// `bdrv_a_allow_b`.
-fn a_allows_b(node: &Node, a: &Parent, b: &Parent) -> Result<(), BlockError> {
+fn a_allows_b(node: &Node, a: &PermUser, b: &PermUser) -> Result<(), BlockError> {
     let missing = b.perm & !a.shared & perm::ALL;
     if missing == 0 {
         return Ok(());

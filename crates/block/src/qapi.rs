@@ -31,6 +31,21 @@ fn image_info(n: &Node, chain: bool) -> Value {
         m.insert("actual-size".into(), json!(a));
     }
     m.insert("virtual-size".into(), json!(n.size().unwrap_or(0)));
+    if q.is_none() && n.driver.is_filter() {
+        // bdrv_get_info of a filter asks the node it filters.
+        let mut f = n.filter_or_cow_child();
+        while let Some(c) = f {
+            if let Some(i) = c.driver.image_info() {
+                m.insert("cluster-size".into(), json!(i.cluster_size));
+                break;
+            }
+            f = c
+                .driver
+                .is_filter()
+                .then(|| c.filter_or_cow_child())
+                .flatten();
+        }
+    }
     if let Some(q) = &q {
         m.insert("cluster-size".into(), json!(q.cluster_size));
         if let Some(b) = &q.backing_file {
@@ -80,7 +95,9 @@ fn block_device_info(bb: Option<&BlockBackend>, n: &Node, flat: bool) -> Value {
     m.insert("node-name".into(), json!(n.name));
     m.insert("ro".into(), json!(n.flags().read_only));
     m.insert("drv".into(), json!(n.driver.format_name()));
-    if let Some(c) = n.child("backing") {
+    // `bs->backing_file`: what a format's header names; a job's filter
+    // over its `backing` names none.
+    if let Some(c) = n.child("backing").filter(|_| !n.driver.is_filter()) {
         m.insert("backing_file".into(), json!(c.filename()));
     }
     let depth = if flat { 0 } else { backing_depth(n) };

@@ -310,10 +310,10 @@ fn open_options(n: &Node) -> serde_json::Value {
     let primary = n
         .children()
         .into_iter()
-        .find(|c| matches!(c.role, "file" | "image"));
+        .find(|c| matches!(c.role.as_ref(), "file" | "image"));
     match primary {
         Some(c) => {
-            m.insert(c.role.into(), open_options(&c.node));
+            m.insert(c.role.to_string(), open_options(&c.node));
         }
         None => {
             m.insert("filename".into(), n.filename().into());

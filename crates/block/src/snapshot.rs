@@ -123,10 +123,14 @@ impl BlockGraph {
     }
 
     /// `bdrv_append(new, old)`: `old` becomes `new`'s backing child, and
-    /// every device on `old` moves to `new` with its permissions.
+    /// every parent of `old` (devices, parent nodes) moves to `new` with
+    /// its permissions.
     pub(crate) fn append(&mut self, new: &Arc<Node>, old: &Arc<Node>) -> Result<(), BlockError> {
         new.set_backing(old.clone())?;
-        self.move_devices(old, new)?;
+        if let Err(e) = self.replace_node(old, new) {
+            let _ = new.replace_backing(None);
+            return Err(e);
+        }
         Ok(())
     }
 }
@@ -145,7 +149,7 @@ impl BlockGraph {
         else {
             return false;
         };
-        if self.move_devices(&new, old).is_err() {
+        if self.replace_node(&new, old).is_err() {
             return false;
         }
         let _ = new.replace_backing(None);

@@ -196,6 +196,7 @@ impl Handler for FakeVm {
             // No drives and no PCI bus, as `-machine none`: the errors are
             // QEMU's for names that do not exist.
             "query-block" | "query-blockstats" | "query-named-block-nodes" | "query-pci" => json!([]),
+            "x-debug-query-block-graph" => json!({ "nodes": [], "edges": [] }),
             "block_resize" => {
                 return Err(QmpError::generic(format!(
                     "Cannot find device='{}' nor node-name='{}'",

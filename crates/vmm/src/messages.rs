@@ -55,6 +55,8 @@ pub enum DeviceEvent {
     /// The guest set the RTC (RTC_CHANGE: `offset` from the `-rtc base=`
     /// time in seconds, `qom_path` the RTC's).
     RtcChange { offset: i64, qom_path: String },
+    /// A block node raised an event (a quorum's QUORUM_*).
+    Node(block::events::NodeEvent),
 }
 
 /// Messages that reach the controller from other threads.

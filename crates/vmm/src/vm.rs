@@ -105,6 +105,10 @@ impl Vm {
         let jobs = block::job::Jobs::new(Arc::new(move |m| to_owner.send(ControlMsg::Job(m))));
         let to_owner = sender.clone();
         let nbd = block::nbd::NbdServer::new(Arc::new(move |m| to_owner.send(ControlMsg::Nbd(m))));
+        let to_owner = sender.clone();
+        block::events::set_sink(Arc::new(move |e| {
+            to_owner.send(ControlMsg::Device(DeviceEvent::Node(e)))
+        }));
         Self {
             jobs,
             nbd,
@@ -295,6 +299,14 @@ impl Vm {
             ControlMsg::Device(DeviceEvent::WatchdogExpired) => self.watchdog_expired(events),
             ControlMsg::Device(DeviceEvent::RtcChange { offset, qom_path }) => {
                 events.emit(rtc_change_event(offset, qom_path))
+            }
+            ControlMsg::Device(DeviceEvent::Node(e)) => {
+                // bdrv_get_device_or_node_name, for the node as it is now.
+                let (name, data) = e.to_qmp(|n| match self.block.node(n) {
+                    Some(node) => self.block.device_or_node_name(node),
+                    None => n.to_string(),
+                });
+                events.emit(Event::new(name, Some(data)));
             }
         }
     }

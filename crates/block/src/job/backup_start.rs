@@ -104,7 +104,10 @@ impl BlockGraph {
             opts.insert("filename".into(), Value::from(a.target));
         } else {
             let mut file = Map::new();
-            file.insert("driver".into(), Value::from("file"));
+            file.insert(
+                "driver".into(),
+                Value::from(crate::graph::protocol_of(Some(a.target))),
+            );
             file.insert("filename".into(), Value::from(a.target));
             opts.insert("file".into(), Value::Object(file));
         }

@@ -42,6 +42,9 @@ pub struct Commit {
     pub(super) base_ro: bool,
     /// The job's hold on the base (QEMU's `s->base` BlockBackend).
     pub(super) base_perm: u64,
+    /// `filter-node-name`: the `commit_top` filter as a node between
+    /// `top` and its overlays while the job runs.
+    pub(super) filter: Option<Arc<Node>>,
 }
 
 impl Commit {
@@ -64,6 +67,7 @@ impl Commit {
             on_error,
             base_ro: false,
             base_perm: new_parent_id(),
+            filter: None,
         }
     }
 
@@ -109,7 +113,12 @@ impl JobDriver for Commit {
                 self.base_perm,
                 Some((want, perm::CONSISTENT_READ | perm::WRITE_UNCHANGED)),
             )
-            .map_err(|e| e.msg)
+            .map_err(|e| e.msg)?;
+        // bdrv_append(commit_top_bs, top).
+        match &self.filter {
+            Some(f) => g.insert_filter(f, &self.top).map_err(|e| e.msg),
+            None => Ok(()),
+        }
     }
 
     /// `commit_run`.
@@ -178,22 +187,45 @@ impl JobDriver for Commit {
             .backing_file
             .clone()
             .unwrap_or_else(|| self.base.filename());
-        self.overlay
-            .replace_backing(Some(self.base.clone()))
-            .map_err(|e| e.msg)?;
-        // bdrv_child_cb_update_filename: a read-only overlay is writable
-        // for as long as its header changes.
-        let ro = self.overlay.flags().read_only;
-        if ro {
-            g.reopen_set_read_only(&self.overlay, false)
+        // bdrv_drop_intermediate(commit_top_bs, base): every overlay on the
+        // filter (another job may have given it one more), else the overlay
+        // of `top`.
+        let overlays = match &self.filter {
+            Some(f) => g
+                .nodes()
+                .iter()
+                .filter(|n| {
+                    n.children()
+                        .iter()
+                        .any(|c| c.role == "backing" && Arc::ptr_eq(&c.node, f))
+                })
+                .cloned()
+                .collect(),
+            None => vec![self.overlay.clone()],
+        };
+        let mut r = Ok(());
+        for ov in &overlays {
+            ov.replace_backing(Some(self.base.clone()))
                 .map_err(|e| e.msg)?;
+            // bdrv_child_cb_update_filename: a read-only overlay is writable
+            // for as long as its header changes.
+            let ro = ov.flags().read_only;
+            if ro {
+                g.reopen_set_read_only(ov, false).map_err(|e| e.msg)?;
+            }
+            let changed = ov
+                .driver
+                .change_backing_file(Some(&name), Some(self.base.driver.format_name()));
+            if ro {
+                let _ = g.reopen_set_read_only(ov, true);
+            }
+            if r.is_ok() {
+                r = changed;
+            }
         }
-        let r = self
-            .overlay
-            .driver
-            .change_backing_file(Some(&name), Some(self.base.driver.format_name()));
-        if ro {
-            let _ = g.reopen_set_read_only(&self.overlay, true);
+        if let Some(f) = self.filter.take() {
+            g.remove_node(&f);
+            f.release_children();
         }
         let top = self.top.clone();
         g.drop_if_unused(&top);
@@ -201,6 +233,9 @@ impl JobDriver for Commit {
     }
 
     fn clean(&mut self, g: &mut BlockGraph) {
+        if let Some(f) = self.filter.take() {
+            g.drop_filter(&f);
+        }
         self.release_base();
         restore_base(g, &self.base.clone(), &mut self.base_ro);
         g.unblock(&self.id);

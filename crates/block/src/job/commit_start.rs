@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::commit::{ActiveCommit, Commit};
+use super::filter_node::TopKind;
 use super::mirror::{BackingMode, Mirror, MirrorSpec, SyncMode, DEFAULT_BUF_SIZE};
 use super::mirror_start::default_granularity;
 use super::stream::find_backing_image;
@@ -136,14 +137,17 @@ impl BlockGraph {
         }
         let overlay = find_overlay(&bs, &top).ok_or_else(|| msg("no overlay above 'top'"))?;
         self.check_op_blocker(&overlay)?;
-        if a.filter_node_name.is_some() {
-            return Err(unsupported_filter());
-        }
+        // commit_start: bdrv_new_open_driver(&bdrv_commit_top, ...); QEMU
+        // does not add it to the job's nodes.
+        let filter = match a.filter_node_name {
+            Some(n) => Some(self.new_top_filter(n, TopKind::Commit, &top)?),
+            None => None,
+        };
         let id = a
             .job_id
             .map_or_else(|| self.device_name(&bs), str::to_string);
         let base_overlay = layers[layers.len() - 2].clone();
-        let driver = Commit::new(
+        let mut driver = Commit::new(
             id.clone(),
             top,
             base,
@@ -152,6 +156,7 @@ impl BlockGraph {
             a.backing_file.map(str::to_string),
             a.on_error,
         );
+        driver.filter = filter;
         // block_job_create's node, the layers that go, and the base.
         let mut nodes = vec![bs.clone()];
         nodes.extend(layers.into_iter().filter(|n| !Arc::ptr_eq(n, &bs)));
@@ -171,9 +176,12 @@ impl BlockGraph {
         layers: Vec<Arc<Node>>,
         a: &CommitArgs<'_>,
     ) -> Result<JobPlan, BlockError> {
-        if a.filter_node_name.is_some() {
-            return Err(unsupported_filter());
-        }
+        let named_filter = match a.filter_node_name {
+            Some(n) => Some(self.new_top_filter(n, TopKind::ActiveCommit, &top)?),
+            None => None,
+        };
+        let mut layers = layers;
+        layers.extend(named_filter.clone());
         let spec = MirrorSpec {
             id: id.clone(),
             kind: JobType::Commit,
@@ -189,6 +197,8 @@ impl BlockGraph {
             write_blocking: false,
             owns_target: false,
             drop_between: true,
+            replaces: None,
+            named_filter,
         };
         let driver = ActiveCommit {
             mirror: Mirror::new(spec)?,
@@ -202,8 +212,4 @@ impl BlockGraph {
             nodes: layers,
         })
     }
-}
-
-fn unsupported_filter() -> BlockError {
-    msg("ferrovm: block-commit does not support 'filter-node-name'")
 }

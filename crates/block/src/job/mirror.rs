@@ -128,6 +128,12 @@ pub struct MirrorSpec {
     /// Active commit: the layers between source and target, dropped at
     /// the pivot, and the base's read-only flag to restore.
     pub drop_between: bool,
+    /// `replaces`: the node the target takes the place of at the pivot
+    /// (else the source).
+    pub replaces: Option<String>,
+    /// `filter-node-name`: the filter is a node of the graph
+    /// ([`super::filter_node`]) rather than part of the devices' routes.
+    pub named_filter: Option<Arc<Node>>,
 }
 
 pub struct Mirror {
@@ -137,6 +143,17 @@ pub struct Mirror {
     /// `job-complete` came: the devices move to the target.
     pivot: bool,
     target_perm: u64,
+    /// `s->cow_bitmap`: set when the target's clusters are larger than a
+    /// chunk and its backing is not open, so a partly copied cluster
+    /// would leave the rest unallocated over nothing. Copies are widened
+    /// to whole target clusters until a granule has been copied once.
+    cow: Option<Cow>,
+}
+
+/// The target clusters a mirror copies whole (`mirror_cow_align`).
+struct Cow {
+    copied: DirtyBitmap,
+    cluster: u64,
 }
 
 impl Mirror {
@@ -148,7 +165,43 @@ impl Mirror {
             filter: None,
             pivot: false,
             target_perm: new_parent_id(),
+            cow: None,
         })
+    }
+
+    /// `mirror_run`: copy whole target clusters when the target names a
+    /// backing file that is not open (drive-mirror `mode=existing` before
+    /// the pivot) and its clusters are larger than the granularity.
+    fn cow_setup(&mut self) {
+        let Some(info) = self.s.target.driver.image_info() else {
+            return;
+        };
+        if info.backing_file.is_none()
+            || self.s.target.child("backing").is_some()
+            || self.s.granularity >= info.cluster_size
+        {
+            return;
+        }
+        self.s.buf_size = self.s.buf_size.max(info.cluster_size);
+        self.cow = Some(Cow {
+            copied: DirtyBitmap::new(self.dirty.size(), self.s.granularity),
+            cluster: info.cluster_size,
+        });
+    }
+
+    /// `mirror_cow_align`: a chunk whose first or last granule was never
+    /// copied grows to the target clusters it touches (clipped at the end
+    /// of the image).
+    fn cow_align(&self, off: u64, n: u64) -> (u64, u64) {
+        let Some(c) = &self.cow else {
+            return (off, n);
+        };
+        if c.copied.is_set(off) && c.copied.is_set(off + n - 1) {
+            return (off, n);
+        }
+        let start = off / c.cluster * c.cluster;
+        let end = (off + n).div_ceil(c.cluster) * c.cluster;
+        (start, end.min(self.dirty.size()) - start)
     }
 
     /// One chunk from the source to the target (`mirror_co_read` and its
@@ -185,7 +238,11 @@ impl Mirror {
                 .unwrap_or_else(|e| e.into_inner())
                 .retain(|&r| r != (off, n));
         }
+        // mirror_iteration_done marks the COW granules copied;
         // mirror_read_complete/mirror_write_complete: dirty again.
+        if let (Ok(()), Some(c)) = (&r, &self.cow) {
+            c.copied.set(off, n);
+        }
         r.inspect_err(|_| self.dirty.set(off, n))
     }
 
@@ -213,6 +270,7 @@ impl Mirror {
                     .filter(|&(o, _)| o < cursor)
             });
             let Some((off, n)) = next else { break };
+            let (off, n) = self.cow_align(off, n);
             if chunks.iter().any(|&(o, l)| off < o + l && o < off + n) {
                 break;
             }
@@ -274,9 +332,15 @@ impl Mirror {
         Ok(())
     }
 
-    /// The devices' routes go back to the source itself.
-    fn remove_filter(&mut self, g: &BlockGraph) {
+    /// The devices' routes go back to the source itself; a named filter
+    /// leaves the graph, its parents going to what it filters now (the
+    /// target after a pivot).
+    fn remove_filter(&mut self, g: &mut BlockGraph) {
         if self.filter.take().is_none() {
+            return;
+        }
+        if let Some(f) = &self.s.named_filter {
+            g.drop_filter(f);
             return;
         }
         for b in g.backends() {
@@ -320,6 +384,14 @@ impl JobDriver for Mirror {
             dirty: self.dirty.clone(),
             copying: Mutex::new(Vec::new()),
         });
+        if let Some(f) = &self.s.named_filter {
+            if let Some(t) = f.driver.as_top_filter() {
+                t.set_io(filter.clone());
+            }
+            g.insert_filter(f, &self.s.source).map_err(|e| e.msg)?;
+            self.filter = Some(filter);
+            return Ok(());
+        }
         for b in g.backends() {
             if b.root().is_some_and(|r| Arc::ptr_eq(&r, &self.s.source)) {
                 b.inner.set_route(Route {
@@ -345,6 +417,7 @@ impl JobDriver for Mirror {
         } else if tlen != len {
             return Err("Source and target image have different sizes".into());
         }
+        self.cow_setup();
         self.dirty_init(&tgt).map_err(strerror)?;
         let chunk = self
             .s
@@ -413,7 +486,11 @@ impl JobDriver for Mirror {
             tgt.write(off, &buf).map_err(strerror)?;
         }
         tgt.flush().map_err(strerror)?;
-        self.remove_filter(g);
+        // A named filter stays for the pivot: its edge is one of the
+        // source's parents, moved onto the target with the others.
+        if self.s.named_filter.is_none() || !self.pivot {
+            self.remove_filter(g);
+        }
         if !self.pivot {
             return Ok(());
         }
@@ -437,7 +514,28 @@ impl JobDriver for Mirror {
                 log::error!("{}", e.msg);
             }
         }
-        g.move_devices(&source, &target).map_err(|e| e.msg)?;
+        let to_replace = match &self.s.replaces {
+            Some(r) => g
+                .node(r)
+                .cloned()
+                .ok_or_else(|| format!("Node name '{r}' not found"))?,
+            None => source.clone(),
+        };
+        // mirror_exit_common: checked again (the graph may have changed
+        // since the start); a failure is printed and the job fails EPERM.
+        let r = if g.recurse_can_replace(&source, &to_replace) {
+            g.replace_node(&to_replace, &target).map_err(|e| e.msg)
+        } else {
+            Err(format!(
+                "Can no longer replace '{}' by '{}', because it can no longer be guaranteed that doing so would not lead to an abrupt change of visible data",
+                to_replace.name, target.name
+            ))
+        };
+        if let Err(e) = r {
+            eprintln!("ferrovm: {e}");
+            return Err(strerror(libc::EPERM));
+        }
+        self.remove_filter(g);
         // The old source (and, for an active commit, the layers down to the
         // base) go unless something else still holds them.
         g.drop_if_unused(&source);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::filter_node::TopKind;
 use super::mirror::{BackingMode, Mirror, MirrorSpec, SyncMode, DEFAULT_BUF_SIZE};
 use super::{JobPlan, JobType, OnJobError};
 use crate::error::BlockError;
@@ -144,7 +145,11 @@ impl BlockGraph {
         };
         opts.insert("driver".into(), Value::from(fmt.as_str()));
         let mut file = Map::new();
-        file.insert("driver".into(), Value::from("file"));
+        // bdrv_find_protocol: a `blkdebug:` target gets its filter.
+        file.insert(
+            "driver".into(),
+            Value::from(crate::graph::protocol_of(Some(a.target))),
+        );
         file.insert("filename".into(), Value::from(a.target));
         opts.insert("file".into(), Value::Object(file));
         if fmt == "qcow2" {
@@ -199,13 +204,24 @@ impl BlockGraph {
         if bs.child("backing").is_none() && sync == "top" {
             sync = "full";
         }
-        if a.replaces.is_some() {
-            return Err(BlockError::new("ferrovm: 'replaces' is not supported"));
-        }
-        if a.filter_node_name.is_some() {
-            return Err(BlockError::new(
-                "ferrovm: 'filter-node-name' is not supported",
-            ));
+        // blockdev_mirror_common: the node to replace must show the
+        // source's data and have its size.
+        if let Some(r) = a.replaces {
+            let bs_size = bs.size().map_err(|e| {
+                BlockError::new(format!("Failed to query device's size: {}", e.msg))
+            })?;
+            let to_replace = self.check_to_replace_node(&bs, r)?;
+            let replace_size = to_replace.size().map_err(|e| {
+                BlockError::new(format!(
+                    "Failed to query the replacement node's size: {}",
+                    e.msg
+                ))
+            })?;
+            if bs_size != replace_size {
+                return Err(BlockError::new(
+                    "cannot replace image with a mirror image of different size",
+                ));
+            }
         }
         let sync = sync_mode(sync)?;
         let granularity = if granularity == 0 {
@@ -230,6 +246,11 @@ impl BlockGraph {
             Some(i) => i.to_string(),
             None => self.device_name(&bs),
         };
+        // mirror_start_job: bdrv_new_open_driver(&bdrv_mirror_top, ...).
+        let named_filter = match a.filter_node_name {
+            Some(n) => Some(self.new_top_filter(n, TopKind::Mirror, &bs)?),
+            None => None,
+        };
         let spec = MirrorSpec {
             id: id.clone(),
             kind: JobType::Mirror,
@@ -245,11 +266,14 @@ impl BlockGraph {
             write_blocking: a.write_blocking,
             owns_target,
             drop_between: false,
+            replaces: a.replaces.map(str::to_string),
+            named_filter: named_filter.clone(),
         };
         Ok(JobPlan {
             id,
             driver: Box::new(Mirror::new(spec)?),
-            nodes: vec![bs, target],
+            // block_job_create's main node is the filter.
+            nodes: named_filter.into_iter().chain([bs, target]).collect(),
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod backup_start;
 pub mod commit;
 pub mod commit_start;
 pub mod create;
+pub mod filter_node;
 pub mod mirror;
 pub mod mirror_start;
 pub mod nodeio;
@@ -230,10 +231,22 @@ impl Job {
         }
     }
 
-    fn resume(&mut self) {
+    /// `job_resume_locked`. A worker parked at its pause point shows its
+    /// old status at once: QEMU's job_enter runs the job's coroutine
+    /// before the command returns, so query-block-jobs right after
+    /// `block-job-resume` never says `paused` (030 TestENOSPC). The
+    /// worker's Unparked then finds nothing to change.
+    fn resume(&mut self, ev: &mut Vec<JobEvent>) {
         self.pause_count = self.pause_count.saturating_sub(1);
         if self.pause_count == 0 {
             self.send(ToWorker::Resume);
+            if self.parked
+                && !self.drain_paused
+                && matches!(self.status, JobStatus::Paused | JobStatus::Standby)
+            {
+                let back = self.before_pause;
+                self.transition(back, ev);
+            }
         }
     }
 
@@ -599,7 +612,7 @@ impl Jobs {
     }
 
     /// `job_user_resume_locked` (with `block_job_user_resume`).
-    pub fn user_resume(&mut self, id: &str) -> Result<(), BlockError> {
+    pub fn user_resume(&mut self, id: &str) -> Result<Vec<JobEvent>, BlockError> {
         let j = self.find(id).ok_or_else(not_found)?;
         if !j.user_paused || j.pause_count == 0 {
             return Err(BlockError::new("Can't resume a job that was not paused"));
@@ -607,8 +620,9 @@ impl Jobs {
         j.verb(JobVerb::Resume)?;
         j.iostatus = IoStatus::Ok;
         j.user_paused = false;
-        j.resume();
-        Ok(())
+        let mut ev = Vec::new();
+        j.resume(&mut ev);
+        Ok(ev)
     }
 
     /// Whether the job is paused by the user (block-job-cancel refuses a

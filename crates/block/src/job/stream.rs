@@ -25,6 +25,8 @@ pub struct StreamArgs<'a> {
     pub backing_file: Option<&'a str>,
     pub bottom: Option<&'a str>,
     pub on_error: OnJobError,
+    /// The copy-on-read filter above the top becomes a node of that name.
+    pub filter_node_name: Option<&'a str>,
 }
 
 pub struct Stream {
@@ -32,6 +34,13 @@ pub struct Stream {
     base: Option<Arc<Node>>,
     /// The lowest layer copied from (`s->base_overlay`).
     base_overlay: Arc<Node>,
+    /// The node right above the base (`s->above_base`: the base overlay,
+    /// or a filter below it): the top's new backing is what it filters or
+    /// backs when the job ends, which another job may have changed.
+    above_base: Arc<Node>,
+    /// `filter-node-name`: the copy-on-read filter as a node of the graph,
+    /// between the top and its parents while the job runs.
+    filter: Option<Arc<Node>>,
     backing_file: Option<String>,
     on_error: OnJobError,
     id: String,
@@ -56,6 +65,15 @@ impl JobDriver for Stream {
     /// stream_start's failure path: the top read-only again.
     fn refused(&mut self, g: &mut BlockGraph) {
         self.clean_top(g);
+    }
+
+    /// `bdrv_insert_node(bs, copy-on-read)`: a named filter takes the
+    /// top's place for its parents.
+    fn install(&mut self, g: &mut BlockGraph) -> Result<(), String> {
+        match &self.filter {
+            Some(f) => g.insert_filter(f, &self.top).map_err(|e| e.msg),
+            None => Ok(()),
+        }
     }
 
     fn run(&mut self, ctl: &mut JobCtl) -> Result<(), String> {
@@ -130,17 +148,26 @@ impl JobDriver for Stream {
     /// `stream_prepare`: the top takes `base` as its backing file, in the
     /// graph and in its header.
     fn prepare(&mut self, g: &mut BlockGraph) -> Result<(), String> {
+        // "We should drop filter at this point, as filter hold the backing
+        // chain."
+        if let Some(f) = self.filter.take() {
+            g.drop_filter(&f);
+        }
         let Some(old) = self.top.child("backing") else {
             return Ok(());
         };
-        let id = self
-            .base
+        // base = bdrv_filter_or_cow_bs(s->above_base), now; the header
+        // names the format node under any filters (bdrv_skip_filters).
+        let base = match self.base {
+            Some(_) => self.above_base.filter_or_cow_child(),
+            None => None,
+        };
+        let named = base.as_ref().map(skip_filters);
+        let id = named
             .as_ref()
             .map(|b| self.backing_file.clone().unwrap_or_else(|| b.filename()));
-        let fmt = self.base.as_ref().map(|b| b.driver.format_name());
-        self.top
-            .replace_backing(self.base.clone())
-            .map_err(|e| e.msg)?;
+        let fmt = named.as_ref().map(|b| b.driver.format_name());
+        self.top.replace_backing(base).map_err(|e| e.msg)?;
         // The layers streamed away close unless something else holds them
         // (bdrv_set_backing_hd drops the top's reference).
         g.drop_if_unused(&old);
@@ -152,9 +179,53 @@ impl JobDriver for Stream {
 
     /// stream_clean: the top back to read-only if it was, errors ignored.
     fn clean(&mut self, g: &mut BlockGraph) {
+        if let Some(f) = self.filter.take() {
+            g.drop_filter(&f);
+        }
         g.unblock(&self.id);
         self.clean_top(g);
     }
+}
+
+/// `bdrv_skip_filters`.
+fn skip_filters(n: &Arc<Node>) -> Arc<Node> {
+    let mut n = n.clone();
+    while n.driver.is_filter() {
+        match n.filter_or_cow_child() {
+            Some(c) => n = c,
+            None => break,
+        }
+    }
+    n
+}
+
+/// `bdrv_freeze_backing_chain(top, base)`'s refusal: a link from `top`
+/// down to (not including) `base` that points at a node that never lets
+/// itself be frozen (a commit's `commit_top` filter).
+fn check_freeze(top: &Arc<Node>, base: &Arc<Node>) -> Result<(), BlockError> {
+    let mut cur = top.clone();
+    while !Arc::ptr_eq(&cur, base) {
+        let role = if cur.driver.is_filter() && cur.primary_child().is_some() {
+            "file"
+        } else {
+            "backing"
+        };
+        let Some(next) = cur.filter_or_cow_child() else {
+            break;
+        };
+        if next
+            .driver
+            .as_top_filter()
+            .is_some_and(|t| t.never_freeze())
+        {
+            return Err(BlockError::new(format!(
+                "Cannot freeze '{role}' link to '{}'",
+                next.name
+            )));
+        }
+        cur = next;
+    }
+    Ok(())
 }
 
 impl BlockGraph {
@@ -223,8 +294,22 @@ impl BlockGraph {
         // stream_start: "Make sure that the image is opened in read-write
         // mode", before the job exists (a failure fails the command with no
         // job events).
+        // base_overlay: the lowest format layer above the base; above_base:
+        // the node right above the base (it may be a filter).
+        let above_base = layers.last().cloned().unwrap_or(top.clone());
+        let base_overlay = match &bottom {
+            Some(b) => b.clone(),
+            None => layers
+                .iter()
+                .rev()
+                .find(|n| !n.driver.is_filter())
+                .cloned()
+                .unwrap_or(top.clone()),
+        };
         let top_ro = top.flags().read_only;
         if top_ro {
+            // "Hold the chain during reopen".
+            check_freeze(&top, &above_base)?;
             self.reopen_set_read_only(&top, false)?;
         }
         // Then the copy-on-read filter above the top needs it writable down
@@ -242,7 +327,17 @@ impl BlockGraph {
             }
             n = x.child("file");
         }
-        let base_overlay = bottom.unwrap_or_else(|| layers.last().cloned().unwrap_or(top.clone()));
+        // bdrv_insert_node: the filter's name is checked as any node's.
+        let filter = match a.filter_node_name {
+            Some(name) => {
+                let f = self.new_cor_filter(name, &top, &base_overlay);
+                if f.is_err() && top_ro {
+                    let _ = self.reopen_set_read_only(&top, true);
+                }
+                Some(f?)
+            }
+            None => None,
+        };
         let id = match a.job_id {
             Some(i) => i.to_string(),
             None => self.device_name(&top),
@@ -251,6 +346,8 @@ impl BlockGraph {
             top,
             base,
             base_overlay,
+            above_base,
+            filter: filter.clone(),
             backing_file: a.backing_file.map(str::to_string),
             on_error: a.on_error,
             id: id.clone(),
@@ -259,8 +356,33 @@ impl BlockGraph {
         Ok(JobPlan {
             id,
             driver: Box::new(driver),
-            nodes: layers,
+            // block_job_create's main node is the filter.
+            nodes: filter.into_iter().chain(layers).collect(),
         })
+    }
+
+    /// stream_start's copy-on-read filter over `top`, named `name`, with
+    /// `bottom` the base overlay; not yet in anyone's path.
+    fn new_cor_filter(
+        &mut self,
+        name: &str,
+        top: &Arc<Node>,
+        bottom: &Arc<Node>,
+    ) -> Result<Arc<Node>, BlockError> {
+        self.check_new_node_name(name)?;
+        let bottom = (!Arc::ptr_eq(bottom, top)).then(|| bottom.clone());
+        let drv = crate::cor::CorDriver::open(top.clone(), bottom)?;
+        let flags = crate::node::NodeFlags {
+            read_only: false,
+            ..top.flags()
+        };
+        Ok(Arc::new(Node::new(
+            name.to_string(),
+            false,
+            flags,
+            Box::new(drv),
+            vec![crate::node::Child::new("file", top.clone())],
+        )))
     }
 }
 
@@ -279,8 +401,14 @@ pub(super) fn find_backing_image(top: &Arc<Node>, name: &str) -> Option<Arc<Node
             .is_some_and(|i| p.as_bytes()[i] == b':')
     };
     let canon = |p: &str| std::fs::canonicalize(p).ok();
+    // The format layers only (bdrv_find_backing_image walks
+    // bdrv_backing_chain_next, which skips filters).
     let mut layers = vec![top.clone()];
-    layers.extend(top.backing_chain());
+    layers.extend(
+        top.backing_chain()
+            .into_iter()
+            .filter(|n| !n.driver.is_filter()),
+    );
     for pair in layers.windows(2) {
         let (curr, below) = (&pair[0], &pair[1]);
         let header = curr.driver.image_info().and_then(|i| i.backing_file);

@@ -20,7 +20,7 @@ use crate::error::BlockError;
 use crate::graph::{id_wellformed, BlockGraph};
 use crate::io::{Backend, BlockBackend};
 use crate::node::Node;
-use crate::parents::Parent;
+use crate::parents::PermUser;
 use crate::perm;
 use crate::policy::OnError;
 
@@ -130,9 +130,9 @@ impl NbdServer {
         }
         // blk_new(perm, BLK_PERM_ALL), then nbd_export_create unshares
         // resize while the export exists.
-        let new = Parent {
+        let new = PermUser {
             desc: crate::parents::backend_desc("", None),
-            role: "root",
+            role: "root".into(),
             perm: p,
             shared: perm::ALL,
         };
@@ -163,7 +163,7 @@ impl NbdServer {
             ))
         })?;
         let shared = perm::ALL & !perm::RESIZE;
-        graph.check_new_parent(&node, &Parent { shared, ..new })?;
+        graph.check_new_parent(&node, &PermUser { shared, ..new })?;
         if let Some(b) = a.bitmap {
             bitmap_check(&node, b)?;
         }

@@ -33,6 +33,7 @@ pub(super) fn execute(
         "query-named-block-nodes" => Ok(vm
             .block
             .query_named_block_nodes(args.opt_bool("flat").unwrap_or(false))),
+        "x-debug-query-block-graph" => Ok(vm.block.xdbg_block_graph()),
         "block_resize" => {
             let size = args.i64("size")?;
             vm.block

@@ -49,7 +49,10 @@ fn run_verb(
     let jobs = &mut vm.jobs;
     match verb {
         "pause" => jobs.user_pause(id).map_err(err),
-        "resume" => jobs.user_resume(id).map_err(err),
+        "resume" => {
+            emit(events, jobs.user_resume(id).map_err(err)?);
+            Ok(())
+        }
         "cancel" => {
             let ev = drained(vm, |jobs, g| jobs.user_cancel(id, force, g)).map_err(err)?;
             emit(events, ev);
@@ -202,11 +205,6 @@ pub(super) fn block_stream(
     args: &Args,
     events: &mut dyn EventSink,
 ) -> Result<Value, QmpError> {
-    if args.opt_str("filter-node-name").is_some() {
-        return Err(QmpError::generic(
-            "ferrovm: block-stream does not support 'filter-node-name'",
-        ));
-    }
     let a = block::job::stream::StreamArgs {
         job_id: args.opt_str("job-id"),
         device: args.str("device")?,
@@ -215,6 +213,7 @@ pub(super) fn block_stream(
         backing_file: args.opt_str("backing-file"),
         bottom: args.opt_str("bottom"),
         on_error: OnJobError::parse(args.opt_str("on-error")),
+        filter_node_name: args.opt_str("filter-node-name"),
     };
     let plan = vm.block.stream_job(&a).map_err(err)?;
     start(vm, plan, args, events)
