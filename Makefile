@@ -83,7 +83,7 @@ IOTESTS_SUBSET := \
   041:TestSingleDrive 041:TestSingleDriveZeroLength 041:TestSingleDriveUnalignedLength \
   041:TestSingleBlockdevZeroLength 041:TestMirrorNoBacking 041:TestMirrorResized \
   041:TestReadErrors 041:TestWriteErrors 041:TestSetSpeed 041:TestUnbackedSource 041:TestGranularity \
-  041:TestFilters 041:TestOrphanedSource 041:TestReplaces \
+  041:TestFilters 041:TestOrphanedSource 041:TestReplaces 041:TestRepairQuorum \
   056:TestSyncModesNoneAndTop 056:TestBeforeWriteNotifier 056:BackupTest
 iotests-subset: build
 	@test -n "$(strip $(IOTESTS_SUBSET))" || { echo "iotests-subset: IOTESTS_SUBSET is empty (Makefile)" >&2; exit 1; }

@@ -12,6 +12,7 @@ same q35 board, whose QOM numbering without KVM is the one qtest has. One QEMU
 boot serves the whole module."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -200,6 +201,9 @@ def test_qtest_clock_and_log(ferrovm, sockdir):
     log = m.output()
     assert "] OPENED" in log and "[R +" in log and "] clock_step 100\n" in log, log
     assert "] OK 1000000\n" in log, log
+    # At exit the chardev closes the connection (char_socket_finalize), so
+    # the log ends with CLOSED, as QEMU 7.2's (-accel tcg) does.
+    assert re.search(r"\[I \+\d+\.\d+\] CLOSED\n$", log), log
 
 
 def test_qtest_log_none_and_machine_none(ferrovm, sockdir):

@@ -130,6 +130,9 @@ impl Controller {
         // the emulator is really done (qemu.qmp's qmp-shell-wrap relies on
         // having closed its side first).
         self.vm.release_machine();
+        if let Some(q) = &mut self.qtest {
+            q.shutdown(self.poll.registry());
+        }
         if matches!(result, Ok(Exit::Quit)) {
             self.monitors.linger(QUIT_LINGER);
         }

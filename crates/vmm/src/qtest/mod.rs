@@ -360,6 +360,12 @@ impl QtestServer {
         closed
     }
 
+    /// At exit the chardev closes its connection (`qemu_chr_cleanup`), so
+    /// a client still connected sees CLOSED logged, as QEMU logs it.
+    pub fn shutdown(&mut self, registry: &Registry) {
+        self.close(registry);
+    }
+
     /// CHR_EVENT_CLOSED.
     fn close(&mut self, registry: &Registry) {
         if let Some(mut c) = self.conn.take() {
