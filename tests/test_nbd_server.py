@@ -223,6 +223,8 @@ def scenario(binary, d):
             ("nbd-server-add", {"device": "ro", "writable": True}),
             ("nbd-server-add", {"device": "d0"}),
             ("query-block-exports", {}),
+            # The exports are parents of their nodes, with their permissions.
+            ("x-debug-query-block-graph", {}),
             ("block_resize", {"node-name": "q0", "size": 8 * MB}),
             ("blockdev-del", {"node-name": "q0"}),
             ("nbd-server-remove", {"name": "q0", "mode": "bogus"}),
