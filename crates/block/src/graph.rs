@@ -928,6 +928,13 @@ impl BlockGraph {
             }),
             Some(Value::Object(m)) => {
                 let given = m.contains_key("read-only");
+                // bdrv_inherited_options: a child passes discards down
+                // unless its own options say otherwise (bdrv_co_pdiscard
+                // honours the parent's policy first).
+                let flags = NodeFlags {
+                    discard: true,
+                    ..flags
+                };
                 let n = self.open_node(m, flags, format!("{prefix}{role}."), syntax)?;
                 n.inherited
                     .store(true, std::sync::atomic::Ordering::Relaxed);
