@@ -80,8 +80,10 @@ IOTESTS_SUBSET := \
   030:TestStreamStop 030:TestSetSpeed 030:TestParallelOps 030:TestQuorum \
   040:TestSingleDrive 040:TestRelativePaths 040:TestSetSpeed 040:TestActiveZeroLengthImage \
   040:TestReopenOverlay 040:TestErrorHandling 040:TestCommitWithOverriddenBacking \
+  040:TestCommitWithFilters \
   041:TestSingleDrive 041:TestSingleDriveZeroLength 041:TestSingleDriveUnalignedLength \
-  041:TestSingleBlockdevZeroLength 041:TestMirrorNoBacking 041:TestMirrorResized \
+  041:TestSingleBlockdev 041:TestSingleBlockdevZeroLength 041:TestSingleBlockdevUnalignedLength \
+  041:TestMirrorNoBacking 041:TestMirrorResized \
   041:TestReadErrors 041:TestWriteErrors 041:TestSetSpeed 041:TestUnbackedSource 041:TestGranularity \
   041:TestFilters 041:TestOrphanedSource 041:TestReplaces 041:TestRepairQuorum \
   056:TestSyncModesNoneAndTop 056:TestBeforeWriteNotifier 056:BackupTest

@@ -327,6 +327,30 @@ COMMIT_WRITER = [
 ]
 
 
+def filtered_chain(d):
+    """b <- m <- t as nodes under a throttle filter tf with no device on it
+    (040 TestCommitWithFilters): t is the active layer seen through tf."""
+    base, mid, top = commit_chain(d)
+    return base, mid, ["-object", "throttle-group,id=tg",
+                       *node("b", "raw", base, **{"read-only": True}),
+                       *node("m", "qcow2", mid, backing="b"),
+                       *node("t", "qcow2", top, backing="m"),
+                       "-blockdev", json.dumps({"driver": "throttle", "node-name": "tf",
+                                                "throttle-group": "tg", "file": "t"})]
+
+
+COMMIT_FILTERED = [
+    ("block-commit", {"device": "tf", "top-node": "t", "backing-file": "x", "job-id": "j"},
+     None),
+    # bdrv_skip_filters(tf) is t: an active commit; its pivot puts m under tf.
+    ("block-commit", {"device": "tf", "top-node": "t", "base-node": "m", "job-id": "j"},
+     "BLOCK_JOB_READY"),
+    ("query-block-jobs", None, None),
+    ("job-complete", {"id": "j"}, "BLOCK_JOB_COMPLETED"),
+    ("query-named-block-nodes", None, None),
+]
+
+
 def normalized(out, d):
     text = json.dumps(out).replace(str(d), "@")
     text = re.sub(r"#block\d+", "#block", text)
@@ -340,8 +364,10 @@ def normalized(out, d):
                                               (COMMIT_ACTIVE, commit_chain),
                                               (COMMIT_NODES, blockdev_chain),
                                               (COMMIT_READONLY, readonly_chain),
-                                              (COMMIT_WRITER, writer_chain)],
-                         ids=["intermediate", "active", "nodes", "readonly", "writer"])
+                                              (COMMIT_WRITER, writer_chain),
+                                              (COMMIT_FILTERED, filtered_chain)],
+                         ids=["intermediate", "active", "nodes", "readonly", "writer",
+                              "filtered"])
 def test_commit_commands_and_events_equal_qemus(ferrovm, qemu, launch, tmp_path, sockdir, steps,
                                                 make_chain):
     runs = {}

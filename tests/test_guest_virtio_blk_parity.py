@@ -33,11 +33,11 @@ def vmm(request):
     return vmm_binary(request.param, "these tests boot the test guest on QEMU q35")
 
 
-def vmm_argv(vmm, kernel, append, image, drive_opts="", device_opts=""):
+def vmm_argv(vmm, kernel, append, image, drive_opts="", device_opts="", fmt="raw"):
     """The command line that boots `kernel` with one virtio-blk disk on `image`."""
     return [vmm, "-accel", "kvm", "-machine", "q35", "-m", "256", "-nodefaults",
             "-display", "none", "-serial", "stdio", "-kernel", kernel, "-append", append,
-            "-drive", f"file={image},format=raw,if=none,id=d0,cache=none{drive_opts}",
+            "-drive", f"file={image},format={fmt},if=none,id=d0,cache=none{drive_opts}",
             "-device", f"virtio-blk-pci,drive=d0,disable-legacy=on{device_opts}"]
 
 
@@ -189,6 +189,40 @@ def test_block_resize_reaches_the_guest_as_a_config_interrupt(vmm, testguest, tm
     assert re.search(r"^ok \d+ - blk resize \(capacity 32768 -> 131072, [1-9]\d* config interrupt",
                      out, re.M), out
     assert os.path.getsize(img) == 64 << 20
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_block_resize_shrinking_reaches_the_guest_too(vmm, testguest, tmp_path, fmt):
+    """A shrinking block_resize (QEMU: virtio_blk_resize for any new size) takes the same
+    path: a configuration-change interrupt and the smaller capacity; a raw file is cut
+    to the new size, a qcow2 image gets the new virtual size and stays clean."""
+    import json
+    import subprocess
+    from qmp_util import Qmp, short_tmpdir
+    img = image(tmp_path)                                  # 16 MiB = 32768 sectors
+    if fmt == "qcow2":
+        raw, img = img, tmp_path / "disk.qcow2"
+        subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(img)], check=True)
+    sock = short_tmpdir() + "/q.sock"
+    g = Guest(vmm_argv(vmm, testguest, "plan=blk-resize", img, fmt=fmt)
+              + ["-qmp", f"unix:{sock},server=on,wait=off"])
+    try:
+        g.wait_line(r"# blk-resize: capacity 32768, waiting", timeout=120)
+        with Qmp(sock, proc=g.proc) as q:
+            q.cmd("block_resize", {"device": "d0", "size": 4 << 20})
+            assert g.wait_exit(90) == 0, g.output()
+    finally:
+        g.kill()
+    out = g.output()
+    assert re.search(r"^ok \d+ - blk resize \(capacity 32768 -> 8192, [1-9]\d* config interrupt",
+                     out, re.M), out
+    if fmt == "raw":
+        assert os.path.getsize(img) == 4 << 20
+        return
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(img)],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert info["virtual-size"] == 4 << 20
+    subprocess.run(["qemu-img", "check", str(img)], check=True, capture_output=True)
 
 
 @pytest.mark.parametrize("gsi,arrives", [(21, True), (22, False)])

@@ -286,6 +286,92 @@ def test_block_resize_grows_a_qcow2_image(ferrovm, tmp_path, sockdir):
     qemu_img("check", img)
 
 
+def shrink_steps(d):
+    """block_resize steps that shrink (and refuse to) on qcow2 nodes over
+    images made in `d`; each binary gets fresh copies."""
+    def node(name, img, **more):
+        return ("blockdev-add", {"driver": "qcow2", "node-name": name,
+                                 "file": {"driver": "file", "filename": f"{d}/{img}"}, **more})
+    return [
+        node("q0", "data.qcow2"),
+        ("block_resize", {"node-name": "q0", "size": (5 << 20) + 512}),
+        ("block_resize", {"node-name": "q0", "size": 1000}),
+        ("block_resize", {"node-name": "q0", "size": 64 << 20}),
+        node("q1", "empty.qcow2"),
+        ("block_resize", {"node-name": "q1", "size": 0}),
+        node("q2", "snap.qcow2"),
+        ("block_resize", {"node-name": "q2", "size": 1 << 20}),
+        node("q3", "v2snap.qcow2"),
+        ("block_resize", {"node-name": "q3", "size": 1 << 20}),
+        # The file under a qcow2 node: the qcow2 node does not let others
+        # resize it, even without a device on it.
+        ("blockdev-add", {"driver": "file", "node-name": "f4", "filename": f"{d}/file.qcow2"}),
+        ("blockdev-add", {"driver": "qcow2", "node-name": "q4", "file": "f4"}),
+        ("block_resize", {"node-name": "f4", "size": 65536}),
+        ("block_resize", {"node-name": "q4", "size": 1 << 20}),
+        node("q5", "ro.qcow2", **{"read-only": True}),
+        ("block_resize", {"node-name": "q5", "size": 1 << 20}),
+    ]
+
+
+def shrink_images(d):
+    def make(name, opts, size, *writes):
+        path = f"{d}/{name}"
+        qemu_img("create", "-q", "-f", "qcow2", "-o", opts, path, size)
+        for w in writes:
+            subprocess.run(["qemu-io", "-f", "qcow2", "-c", w, path], check=True,
+                           capture_output=True)
+        return path
+    make("data.qcow2", "cluster_size=4096", "64M", "write -P 1 0 1M", "write -P 2 60M 2M",
+         "write -P 3 5M 8k", "write -P 4 20M 64k", "write -P 5 4M 1M")
+    make("empty.qcow2", "cluster_size=65536", "1M")
+    for name, opts in (("snap.qcow2", "compat=1.1"), ("v2snap.qcow2", "compat=0.10")):
+        make(name, opts, "4M", "write -P 1 0 1M", "write -P 2 3M 1M")
+        qemu_img("snapshot", "-c", "s1", f"{d}/{name}")
+    make("file.qcow2", "cluster_size=65536", "4M", "write -P 1 0 4M")
+    make("ro.qcow2", "cluster_size=65536", "4M")
+
+
+def test_block_resize_shrinks_qcow2_nodes_as_qemu_does(ferrovm, qemu, tmp_path, sockdir):
+    """Shrinking block_resize on qcow2 nodes (QEMU's qcow2_co_truncate): the same answers
+    and refusals as QEMU 7.2, and images that qemu-img finds clean, with QEMU's virtual
+    sizes, file lengths, maps and contents (data below the new end kept, above it
+    reading zeros once grown again)."""
+    from qmp_util import Qmp
+    got = {}
+    for who, binary in (("qemu", qemu), ("ferrovm", ferrovm)):
+        d = tmp_path / who
+        d.mkdir()
+        shrink_images(d)
+        sock = f"{sockdir}/s.sock"
+        p = subprocess.Popen([binary, "-nodefaults", "-display", "none", "-machine", "none",
+                              "-qmp", f"unix:{sock},server=on,wait=off"],
+                             stderr=subprocess.PIPE)
+        try:
+            with Qmp(sock, proc=p) as q:
+                answers = []
+                for cmd, args in shrink_steps(d):
+                    try:
+                        answers.append(["return", q.cmd(cmd, args)])
+                    except Exception as e:
+                        answers.append(["error", getattr(e, "error_class", "?"), str(e)])
+                q.cmd("quit")
+            p.wait(10)
+        finally:
+            p.kill()
+        got[who] = answers
+    assert got["ferrovm"] == got["qemu"]
+    for img in ("data.qcow2", "empty.qcow2", "snap.qcow2", "v2snap.qcow2", "file.qcow2"):
+        theirs, ours = str(tmp_path / "qemu" / img), str(tmp_path / "ferrovm" / img)
+        qemu_img("check", ours)
+        info = [json.loads(qemu_img("info", "--output=json", p).stdout) for p in (ours, theirs)]
+        assert info[0]["virtual-size"] == info[1]["virtual-size"], img
+        assert os.path.getsize(ours) == os.path.getsize(theirs), img
+        maps = [qemu_img("map", "--output=json", p).stdout for p in (ours, theirs)]
+        assert maps[0] == maps[1], img
+        qemu_img("compare", ours, theirs)
+
+
 @pytest.fixture
 def loopdev(tmp_path):
     backing = tmp_path / "loop.img"

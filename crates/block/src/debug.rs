@@ -71,6 +71,8 @@ impl DebugEvent {
     pub const PWRITEV: DebugEvent = DebugEvent(39);
     pub const PWRITEV_ZERO: DebugEvent = DebugEvent(40);
     pub const PWRITEV_DONE: DebugEvent = DebugEvent(41);
+    pub const L1_SHRINK_WRITE_TABLE: DebugEvent = DebugEvent(43);
+    pub const L1_SHRINK_FREE_L2_CLUSTERS: DebugEvent = DebugEvent(44);
     pub const NONE: DebugEvent = DebugEvent(47);
 
     /// `qapi_enum_parse(&BlkdebugEvent_lookup, name)`.
@@ -100,6 +102,14 @@ mod tests {
         assert_eq!(DebugEvent::PWRITEV.name(), "pwritev");
         assert_eq!(DebugEvent::PWRITEV_ZERO.name(), "pwritev_zero");
         assert_eq!(DebugEvent::PWRITEV_DONE.name(), "pwritev_done");
+        assert_eq!(
+            DebugEvent::L1_SHRINK_WRITE_TABLE.name(),
+            "l1_shrink_write_table"
+        );
+        assert_eq!(
+            DebugEvent::L1_SHRINK_FREE_L2_CLUSTERS.name(),
+            "l1_shrink_free_l2_clusters"
+        );
         assert_eq!(DebugEvent::NONE.name(), "none");
         assert_eq!(DebugEvent::parse("cor_write"), Some(DebugEvent(45)));
         assert_eq!(DebugEvent::parse("bogus"), None);

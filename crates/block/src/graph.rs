@@ -945,6 +945,13 @@ impl BlockGraph {
             }),
             Some(Value::Object(m)) => {
                 let given = m.contains_key("read-only");
+                // bdrv_inherited_options: a child passes discards down
+                // unless its own options say otherwise (bdrv_co_pdiscard
+                // honours the parent's policy first).
+                let flags = NodeFlags {
+                    discard: true,
+                    ..flags
+                };
                 let n = self.open_node(m, flags, format!("{prefix}{role}."), syntax)?;
                 n.inherited
                     .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1223,12 +1230,37 @@ impl BlockGraph {
         let node = self.lookup_bs(device, node_name)?;
         self.check_op_blocker(&node)?;
         let size = check_resize_size(size)?;
-        // blk_new_with_bs(bs, BLK_PERM_RESIZE, BLK_PERM_ALL): needs another
-        // user not to forbid resizing.
+        // blk_new_with_bs(bs, BLK_PERM_RESIZE, BLK_PERM_ALL): no other
+        // user may forbid resizing (bdrv_a_allow_b). A parent node asks
+        // what its driver wants of the child even when nothing holds
+        // permissions on the parent itself (a qcow2 node over its file
+        // keeps anyone else from resizing the file).
+        let conflict = |who: String| {
+            BlockError::new(format!(
+                "Permission conflict on node '{0}': permissions 'resize' are both required by an unnamed block device (uses node '{0}' as 'root' child) and unshared by {who}",
+                node.name
+            ))
+        };
+        for p in &self.nodes {
+            for c in p.children() {
+                if !Arc::ptr_eq(&c.node, &node) {
+                    continue;
+                }
+                let (pp, ps) = p.perms();
+                let (_, shared) = p.driver.child_perm(&c.role, pp, ps);
+                if shared & perm::RESIZE == 0 {
+                    return Err(conflict(format!(
+                        "node '{}' (uses node '{}' as '{}' child).",
+                        p.name, node.name, c.role
+                    )));
+                }
+            }
+        }
         let (_, shared) = node.perms();
         if shared & perm::RESIZE == 0 {
             // bdrv_a_allow_b names the parent that unshares it, when the
-            // graph knows it (a job's hold it does not).
+            // graph knows it (an export's BlockBackend; a job's hold it
+            // does not).
             let resize = crate::parents::PermUser {
                 desc: crate::parents::backend_desc("", None),
                 role: "root".into(),
@@ -1236,10 +1268,7 @@ impl BlockGraph {
                 shared: perm::ALL,
             };
             self.check_new_parent(&node, &resize)?;
-            return Err(BlockError::new(format!(
-                "Permission conflict on node '{}': permissions 'resize' are both required by an unnamed block device (uses node '{}' as 'root' child) and unshared by another user",
-                node.name, node.name
-            )));
+            return Err(conflict("another user".into()));
         }
         if node.flags().read_only {
             return Err(BlockError::new("Image is read-only"));

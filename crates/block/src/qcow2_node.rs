@@ -9,6 +9,8 @@
 //! write or resize), the `backing` child `bdrv_default_perms_for_cow`
 //! (consistent read only, others may read and write unchanged).
 
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 
 use crate::engine::sync_ops;
@@ -55,10 +57,28 @@ impl ImageFile for ProtocolFile {
     }
 
     fn file_size(&self) -> std::io::Result<u64> {
-        Ok(self.0.file.metadata()?.len())
+        let m = self.0.file.metadata()?;
+        if !m.file_type().is_block_device() {
+            return Ok(m.len());
+        }
+        // A device's length is where its end is (metadata says 0).
+        // SAFETY: lseek on an open fd; no memory is passed.
+        let end = unsafe { libc::lseek(self.0.file.as_raw_fd(), 0, libc::SEEK_END) };
+        if end < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(end as u64)
     }
 
+    /// `raw_co_truncate`: a regular file is cut or extended; a device
+    /// cannot grow and does not shrink.
     fn set_len(&self, len: u64) -> std::io::Result<()> {
+        if self.0.file.metadata()?.file_type().is_block_device() {
+            if len > self.file_size()? {
+                return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            return Ok(());
+        }
         self.0.file.set_len(len)
     }
 
@@ -382,6 +402,7 @@ impl Qcow2Driver {
                 writable,
                 lazy_refcounts: o.lazy_refcounts,
                 pass_discard: o.pass_discard,
+                file_unmap: file.flags().discard,
                 ..OpenOptions::default()
             },
         )
@@ -584,9 +605,15 @@ impl Driver for Qcow2Driver {
     }
 
     fn truncate(&self, size: u64) -> Result<(), BlockError> {
-        self.image
+        let warning = self
+            .image
             .truncate(size)
-            .map_err(|e| BlockError::new(e.to_string()))
+            .map_err(|e| BlockError::new(e.to_string()))?;
+        // qcow2_co_truncate: warn_reportf_err for a tail it could not cut.
+        if let Some(w) = warning {
+            eprintln!("ferrovm: warning: {w}");
+        }
+        Ok(())
     }
 
     fn child_perm(&self, role: &str, p: u64, shared: u64) -> (u64, u64) {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::error::BlockError;
 use crate::graph::BlockGraph;
+use crate::io::Route;
 use crate::node::Node;
 
 /// A parent of a node.
@@ -120,6 +121,14 @@ impl BlockGraph {
         }
         for (n, role) in &edges {
             n.replace_child(role, to.clone())?;
+        }
+        // A device above a parent that changed (on a throttle filter over
+        // `from`) has a route built through the old child: rebuild it.
+        for b in self.backends() {
+            let Some(root) = b.root() else { continue };
+            if !Arc::ptr_eq(&root, from) && edges.iter().any(|(n, _)| reaches(&root, n)) {
+                b.inner.set_route(Route::of(Some(root)));
+            }
         }
         self.move_devices(from, to)
     }

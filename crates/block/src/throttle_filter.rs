@@ -13,7 +13,8 @@ use crate::perm;
 use crate::throttle::Throttle;
 
 pub struct ThrottleFilter {
-    file: Arc<Node>,
+    /// Changes when a job's pivot replaces the filtered node.
+    file: std::sync::RwLock<Arc<Node>>,
     member: Arc<Throttle>,
 }
 
@@ -29,9 +30,13 @@ impl ThrottleFilter {
         }
         let member = Throttle::join(&group).map_err(|e| BlockError::new(e.to_string()))?;
         Ok(ThrottleFilter {
-            file,
+            file: std::sync::RwLock::new(file),
             member: Arc::new(member),
         })
+    }
+
+    fn file(&self) -> Arc<Node> {
+        self.file.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The group this node is a member of.
@@ -53,7 +58,7 @@ impl Driver for ThrottleFilter {
         m.insert("driver".into(), "throttle".into());
         m.insert(
             "file".into(),
-            crate::qcow2_node::node_open_options(&self.file),
+            crate::qcow2_node::node_open_options(&self.file()),
         );
         format!(
             "json:{}",
@@ -62,23 +67,32 @@ impl Driver for ThrottleFilter {
     }
 
     fn size(&self) -> Result<u64, BlockError> {
-        self.file.size()
+        self.file().size()
     }
 
     fn actual_size(&self) -> Option<u64> {
-        self.file.driver.actual_size()
+        self.file().driver.actual_size()
     }
 
     fn truncate(&self, size: u64) -> Result<(), BlockError> {
-        self.file.driver.truncate(size)
+        self.file().driver.truncate(size)
     }
 
     fn is_filter(&self) -> bool {
         true
     }
 
+    /// `bdrv_replace_node` over the filtered node: requests follow.
+    fn replace_child(&self, role: &str, new: &Arc<Node>) -> Result<(), BlockError> {
+        if role != "file" {
+            return Err(BlockError::new(format!("no '{role}' child")));
+        }
+        *self.file.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        Ok(())
+    }
+
     fn has_info(&self) -> bool {
-        self.file.driver.has_info()
+        self.file().driver.has_info()
     }
 
     /// `bdrv_default_perms` for a filtered child: everything passes through.
@@ -89,13 +103,13 @@ impl Driver for ThrottleFilter {
     }
 
     fn block_status(&self, off: u64, len: u64) -> Result<(bool, u64), i32> {
-        self.file.driver.block_status(off, len)
+        self.file().driver.block_status(off, len)
     }
 
     fn format_io(&self) -> Option<Arc<dyn FormatIo>> {
         Some(Arc::new(ThrottleIo {
             member: self.member.clone(),
-            io: NodeIo::new(&self.file),
+            io: NodeIo::new(&self.file()),
         }))
     }
 }

@@ -298,21 +298,78 @@ pub(super) fn create_image(
                 crate::error::strerror(e.raw_os_error().unwrap_or(libc::EIO))
             ))
         })?;
+    let mut o = CreateOptions::new(size);
+    o.backing_file = backing.map(|b| b.filename());
+    o.backing_format = backing.map(|b| b.driver.format_name().to_string());
+    if matches!(format, "raw" | "file" | "qcow2") {
+        // bdrv_img_create, not quiet: the line QEMU prints on stdout.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", formatting_line(path, format, &o));
+        let _ = out.flush();
+    }
     match format {
         // A `file` image is the host file itself, as raw's (file-posix's
         // raw_co_create).
         "raw" | "file" => file
             .set_len(size)
             .map_err(|e| BlockError::new(format!("Could not resize file: {e}"))),
-        "qcow2" => {
-            let mut o = CreateOptions::new(size);
-            o.backing_file = backing.map(|b| b.filename());
-            o.backing_format = backing.map(|b| b.driver.format_name().to_string());
-            create(Arc::new(file) as Arc<dyn ImageFile>, &o)
-                .map_err(|e| BlockError::new(e.to_string()))
-        }
+        "qcow2" => create(Arc::new(file) as Arc<dyn ImageFile>, &o)
+            .map_err(|e| BlockError::new(e.to_string())),
         other => Err(BlockError::new(format!(
             "ferrovm: cannot create '{other}' images (raw and qcow2 only)"
         ))),
+    }
+}
+
+/// bdrv_img_create's "Formatting" line: the image's creation options in
+/// the format's option order (`qemu_opts_print`).
+fn formatting_line(path: &str, format: &str, o: &CreateOptions) -> String {
+    let mut line = format!("Formatting '{path}', fmt={format} ");
+    if format == "qcow2" {
+        line += &format!(
+            "cluster_size={} extended_l2=off compression_type=zlib size={}",
+            o.cluster_size, o.size
+        );
+        if let (Some(b), Some(f)) = (&o.backing_file, &o.backing_format) {
+            line += &format!(" backing_file={b} backing_fmt={f}");
+        }
+        line += &format!(
+            " lazy_refcounts={} refcount_bits={}",
+            if o.lazy_refcounts { "on" } else { "off" },
+            o.refcount_bits
+        );
+    } else {
+        line += &format!("size={}", o.size);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines QEMU 7.2 printed for drive-mirror targets (sync=top over
+    /// a raw backing, format=raw, sync=full).
+    #[test]
+    fn formatting_lines_are_qemus() {
+        let mut o = CreateOptions::new(1048576);
+        assert_eq!(
+            formatting_line("/t/m3.qcow2", "qcow2", &o),
+            "Formatting '/t/m3.qcow2', fmt=qcow2 cluster_size=65536 extended_l2=off \
+             compression_type=zlib size=1048576 lazy_refcounts=off refcount_bits=16"
+        );
+        assert_eq!(
+            formatting_line("/t/m2.raw", "raw", &o),
+            "Formatting '/t/m2.raw', fmt=raw size=1048576"
+        );
+        o.backing_file = Some("/t/b.img".into());
+        o.backing_format = Some("raw".into());
+        assert_eq!(
+            formatting_line("/t/m1.qcow2", "qcow2", &o),
+            "Formatting '/t/m1.qcow2', fmt=qcow2 cluster_size=65536 extended_l2=off \
+             compression_type=zlib size=1048576 backing_file=/t/b.img backing_fmt=raw \
+             lazy_refcounts=off refcount_bits=16"
+        );
     }
 }

@@ -188,7 +188,7 @@ impl JobDriver for Stream {
 }
 
 /// `bdrv_skip_filters`.
-fn skip_filters(n: &Arc<Node>) -> Arc<Node> {
+pub(super) fn skip_filters(n: &Arc<Node>) -> Arc<Node> {
     let mut n = n.clone();
     while n.driver.is_filter() {
         match n.filter_or_cow_child() {

@@ -12,6 +12,8 @@
 
 use std::sync::Arc;
 
+mod shrink;
+
 use super::cache::Lru;
 use super::error::{Qcow2Error, Result};
 use super::header::{self, Header};

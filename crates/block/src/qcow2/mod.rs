@@ -26,11 +26,11 @@
 //! against its private metadata. So this module implements qcow2 itself:
 //! v2 and v3, reads of unallocated/zero/normal/compressed (deflate) clusters,
 //! allocating writes with COW from the backing image, refcount tables and
-//! blocks that grow as needed, discard, write-zeroes, truncate (grow),
+//! blocks that grow as needed, discard, write-zeroes, truncate (grow and shrink),
 //! lazy refcounts with the dirty bit, check and repair, create, and an
 //! allocation map. Not done: extended L2 entries, external data files,
 //! encryption, zstd compression, writing compressed clusters, internal snapshot
-//! management (images with snapshots open, COW keeps them intact), shrink.
+//! management (images with snapshots open, COW keeps them intact).
 //!
 //! # Use from the node graph
 //!
@@ -98,6 +98,10 @@ pub struct OpenOptions {
     /// `pass-discard-request`: punch holes in the file for clusters a
     /// discard frees (QEMU: on with `discard=unmap`).
     pub pass_discard: bool,
+    /// The file passes discards down (its `discard=unmap`, the default of
+    /// a child node): freed clusters are punched only then, those a shrink
+    /// frees (`QCOW2_DISCARD_ALWAYS`) always, others with `pass_discard`.
+    pub file_unmap: bool,
 }
 
 impl Default for OpenOptions {
@@ -109,6 +113,7 @@ impl Default for OpenOptions {
             l2_cache_tables: 16,
             refblock_cache_blocks: 4,
             pass_discard: false,
+            file_unmap: true,
         }
     }
 }
@@ -141,6 +146,7 @@ pub struct Qcow2 {
     alloc_done: Condvar,
     gate: RwLock<()>,
     pass_discard: bool,
+    file_unmap: bool,
     closed: AtomicBool,
     /// [`Qcow2::metadata_preallocation`], found out once.
     metadata_prealloc: std::sync::OnceLock<bool>,
@@ -202,6 +208,7 @@ impl Qcow2 {
             alloc_done: Condvar::new(),
             gate: RwLock::new(()),
             pass_discard: opts.pass_discard,
+            file_unmap: opts.file_unmap,
             closed: AtomicBool::new(!opts.writable),
             metadata_prealloc: std::sync::OnceLock::new(),
         })
@@ -580,6 +587,7 @@ impl Qcow2 {
             if let Some(o) = old {
                 m.release(&[o])?;
                 if self.pass_discard
+                    && self.file_unmap
                     && !matches!(kind, ClusterKind::Compressed(..))
                     && m.refcount(o.0 / cs)? == 0
                 {
@@ -600,8 +608,11 @@ impl Qcow2 {
         m.flush()
     }
 
-    /// Grows the virtual disk (`qcow2_co_truncate`, growing only).
-    pub fn truncate(&self, new_size: u64) -> Result<()> {
+    /// Changes the virtual disk size (`qcow2_co_truncate` without
+    /// preallocation): growing gives the L1 table room, shrinking drops
+    /// what lies past the new end (see `meta/shrink.rs`). Returns the
+    /// warning QEMU prints when the file's tail could not be cut.
+    pub fn truncate(&self, new_size: u64) -> Result<Option<String>> {
         self.check_writable()?;
         let _w = self.gate.write().unwrap_or_else(|e| e.into_inner());
         let mut m = self.meta();
@@ -616,16 +627,15 @@ impl Qcow2 {
             ));
         }
         if new_size < m.size {
-            return Err(Qcow2Error::Unsupported(
-                "qcow2 doesn't support shrinking images yet".into(),
-            ));
+            return m.shrink(new_size, self.file_unmap);
         }
         let need = new_size.div_ceil(m.cs).div_ceil(m.l2_entries());
         if need > i32::MAX as u64 {
             return Err(Qcow2Error::Invalid("Image is too big".into()));
         }
         m.grow_l1(need)?;
-        m.set_size(new_size)
+        m.set_size(new_size)?;
+        Ok(None)
     }
 
     /// `qemu-img check` of the image (no changes).
