@@ -99,6 +99,42 @@ def test_mirror_pivots_onto_the_copy_while_the_guest_writes(ferrovm, testguest, 
     assert pivoted_while_writing, "the guest had finished before the pivot"
 
 
+def test_active_commit_under_a_filter_keeps_the_guests_writes(ferrovm, testguest, launch,
+                                                             tmp_path, sockdir):
+    """The device sits on a throttle filter over the active layer; an active
+    commit of that layer while the guest fills its disk must see the writes
+    that come through the filter (QEMU's implicit mirror_top node between
+    the filter and the layer), or the base misses them after the pivot."""
+    base, top = str(tmp_path / "base.qcow2"), str(tmp_path / "top.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", base, "256M")
+    qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top)
+    node = {"driver": "qcow2", "file": {"driver": "file"}}
+    sock = f"{sockdir}/ac.sock"
+    g = filling_guest(launch, ferrovm, testguest, sock,
+                      "-object", "throttle-group,id=tg0,x-bps-write=33554432",
+                      "-blockdev", json.dumps({**node, "node-name": "base",
+                                               "file": {"driver": "file", "filename": base}}),
+                      "-blockdev", json.dumps({**node, "node-name": "top", "backing": "base",
+                                               "file": {"driver": "file", "filename": top}}),
+                      "-blockdev", json.dumps({"driver": "throttle", "node-name": "d0",
+                                               "throttle-group": "tg0", "file": "top"}))
+    with Qmp(sock, proc=g.proc) as q:
+        g.wait_line(r"# blk-fill: writing", timeout=60)
+        q.cmd("block-commit", {"job-id": "c", "device": "d0", "top-node": "top",
+                               "base-node": "base"})
+        q.wait_event("BLOCK_JOB_READY", timeout=90)
+        q.cmd("job-complete", {"id": "c"})
+        done = q.wait_event("BLOCK_JOB_COMPLETED", timeout=60)
+        assert "error" not in done["data"], done
+        pivoted_while_writing = not results(g).get(f"blk fill mib={MIB}")
+        assert g.wait_exit(120) == 0, g.output()
+    assert results(g).get(f"blk fill mib={MIB}") is True, g.output()
+    assert qemu_img("check", base, check=False).returncode == 0
+    assert flat(base, tmp_path, "b.raw")[:MIB << 20] == fill_pattern(MIB * 2048), \
+        "the base lost a write that came through the filter"
+    assert pivoted_while_writing, "the guest had finished before the pivot"
+
+
 def test_cancel_after_ready_leaves_a_consistent_copy(ferrovm, testguest, launch, tmp_path,
                                                      sockdir):
     """blockdev-mirror to a node of its own, cancelled (softly) once READY

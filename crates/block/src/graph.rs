@@ -249,7 +249,7 @@ impl BlockGraph {
     }
 
     /// QEMU `id_generate(ID_BLOCK)`: `#block` + counter + two random digits.
-    fn auto_name(&mut self) -> String {
+    pub(crate) fn auto_name(&mut self) -> String {
         let n = format!("#block{}{:02}", self.auto_counter, random_below_100());
         self.auto_counter += 1;
         n

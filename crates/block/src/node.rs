@@ -136,6 +136,10 @@ pub trait Driver: Send + Sync {
     fn as_blkdebug(&self) -> Option<&crate::blkdebug::BlkdebugDriver> {
         None
     }
+    /// A filter a job made without a name (`bs->implicit`).
+    fn is_implicit_filter(&self) -> bool {
+        false
+    }
     /// A job's named filter (`mirror_top`, `commit_top`).
     fn as_top_filter(&self) -> Option<&crate::job::filter_node::TopFilter> {
         None

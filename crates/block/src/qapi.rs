@@ -4,6 +4,7 @@
 //! (its QDict hash order) is the qmp crate's business.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
@@ -13,10 +14,23 @@ use crate::node::Node;
 use crate::policy::OnError;
 use crate::stats::Stats;
 
+/// `bdrv_skip_implicit_filters`.
+fn skip_implicit(n: Arc<Node>) -> Arc<Node> {
+    let mut n = n;
+    while n.driver.is_implicit_filter() {
+        match n.filter_or_cow_child() {
+            Some(c) => n = c,
+            None => break,
+        }
+    }
+    n
+}
+
 /// `bdrv_query_image_info`; with `chain`, the backing images nested as
-/// `backing-image` (`bdrv_query_image_info` + `bdrv_block_device_info`'s
-/// loop down the chain).
-fn image_info(n: &Node, chain: bool) -> Value {
+/// `backing-image` (`bdrv_block_device_info`'s loop down the chain);
+/// `for_device`: query-block's view, which looks through
+/// the filters a job made (bdrv_block_device_info with a BlockBackend).
+fn image_info_as(n: &Node, chain: bool, for_device: bool) -> Value {
     let mut m = Map::new();
     m.insert("filename".into(), json!(n.filename()));
     m.insert("format".into(), json!(n.driver.format_name()));
@@ -60,7 +74,8 @@ fn image_info(n: &Node, chain: bool) -> Value {
     }
     if chain {
         if let Some(c) = n.filter_or_cow_child() {
-            m.insert("backing-image".into(), image_info(&c, true));
+            let c = if for_device { skip_implicit(c) } else { c };
+            m.insert("backing-image".into(), image_info_as(&c, true, for_device));
         }
     }
     if let Some(q) = &q {
@@ -83,8 +98,11 @@ fn image_info(n: &Node, chain: bool) -> Value {
 }
 
 /// How many backing nodes lie below `n`.
-fn backing_depth(n: &Node) -> u64 {
-    n.filter_or_cow_child().map_or(0, |b| 1 + backing_depth(&b))
+fn backing_depth(n: &Node, for_device: bool) -> u64 {
+    n.filter_or_cow_child().map_or(0, |b| {
+        let b = if for_device { skip_implicit(b) } else { b };
+        1 + backing_depth(&b, for_device)
+    })
 }
 
 /// `bdrv_block_device_info` (`BlockDeviceInfo`); `flat` leaves the backing
@@ -100,7 +118,11 @@ fn block_device_info(bb: Option<&BlockBackend>, n: &Node, flat: bool) -> Value {
     if let Some(c) = n.child("backing").filter(|_| !n.driver.is_filter()) {
         m.insert("backing_file".into(), json!(c.filename()));
     }
-    let depth = if flat { 0 } else { backing_depth(n) };
+    let depth = if flat {
+        0
+    } else {
+        backing_depth(n, bb.is_some())
+    };
     m.insert("backing_file_depth".into(), json!(depth));
     m.insert("encrypted".into(), json!(false));
     m.insert("detect_zeroes".into(), json!(n.detect_zeroes));
@@ -109,7 +131,7 @@ fn block_device_info(bb: Option<&BlockBackend>, n: &Node, flat: bool) -> Value {
         let v = throttle.as_ref().map_or(0, |(c, _)| c.buckets[i].avg);
         m.insert((*k).into(), json!(v));
     }
-    m.insert("image".into(), image_info(n, !flat));
+    m.insert("image".into(), image_info_as(n, !flat, bb.is_some()));
     m.insert(
         "cache".into(),
         json!({
@@ -194,7 +216,9 @@ impl BlockGraph {
                 // true for none, false for virtio-blk.
                 m.insert("removable".into(), json!(d.qdev.is_none() || d.removable));
                 m.insert("locked".into(), json!(false));
-                if let Some(r) = b.root() {
+                // "Skip automatically inserted nodes that the user isn't
+                // aware of" (bdrv_query_info).
+                if let Some(r) = b.root().map(skip_implicit) {
                     m.insert("inserted".into(), block_device_info(Some(b), &r, false));
                 }
                 // blk_dev_has_tray: the tray of a CD-ROM, which nothing opens

@@ -28,6 +28,9 @@ pub struct TopFilter {
     /// job installs it; until then, and for commit_top, requests pass
     /// through.
     io: RwLock<Option<Arc<dyn FormatIo>>>,
+    /// Made by the job, not named by the user (`bs->implicit`):
+    /// query-block looks through it.
+    implicit: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -120,6 +123,30 @@ impl Driver for TopFilter {
     fn as_top_filter(&self) -> Option<&TopFilter> {
         Some(self)
     }
+
+    fn is_implicit_filter(&self) -> bool {
+        self.implicit
+    }
+}
+
+fn top_filter_node(name: String, implicit: bool, kind: TopKind, child: &Arc<Node>) -> Arc<Node> {
+    let drv = TopFilter {
+        kind,
+        child: RwLock::new(child.clone()),
+        io: RwLock::new(None),
+        implicit,
+    };
+    let flags = NodeFlags {
+        read_only: false,
+        ..child.flags()
+    };
+    Arc::new(Node::new(
+        name,
+        implicit,
+        flags,
+        Box::new(drv),
+        vec![crate::node::Child::new("backing", child.clone())],
+    ))
 }
 
 impl BlockGraph {
@@ -132,22 +159,19 @@ impl BlockGraph {
         child: &Arc<Node>,
     ) -> Result<Arc<Node>, BlockError> {
         self.check_new_node_name(name)?;
-        let drv = TopFilter {
-            kind,
-            child: RwLock::new(child.clone()),
-            io: RwLock::new(None),
-        };
-        let flags = NodeFlags {
-            read_only: false,
-            ..child.flags()
-        };
-        Ok(Arc::new(Node::new(
-            name.to_string(),
-            false,
-            flags,
-            Box::new(drv),
-            vec![crate::node::Child::new("backing", child.clone())],
-        )))
+        Ok(top_filter_node(name.to_string(), false, kind, child))
+    }
+
+    /// The filter QEMU makes without a name (`#blockNNN`, implicit), for
+    /// a source that has parent nodes: their edges must lead through the
+    /// filter, which a device's route alone cannot do.
+    pub(crate) fn new_implicit_top_filter(
+        &mut self,
+        kind: TopKind,
+        child: &Arc<Node>,
+    ) -> Arc<Node> {
+        let name = self.auto_name();
+        top_filter_node(name, true, kind, child)
     }
 
     /// `bdrv_append(filter, below)`: the filter joins the graph and every

@@ -14,6 +14,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::filter_node::TopKind;
 use super::nodeio::{allocated_above, NodeIo};
 use super::{JobCtl, JobDriver, JobType, OnJobError};
 use crate::bitmap::DirtyBitmap;
@@ -384,6 +385,21 @@ impl JobDriver for Mirror {
             dirty: self.dirty.clone(),
             copying: Mutex::new(Vec::new()),
         });
+        // A source with parent nodes (a device on a filter above it) gets
+        // QEMU's implicit filter node: the parents' edges lead through it,
+        // so their writes are tracked too.
+        let has_node_parents = g
+            .parents_of(&self.s.source)
+            .iter()
+            .any(|p| matches!(p, crate::replace::Parent::Node(..)));
+        if self.s.named_filter.is_none() && has_node_parents {
+            let kind = if self.s.drop_between {
+                TopKind::ActiveCommit
+            } else {
+                TopKind::Mirror
+            };
+            self.s.named_filter = Some(g.new_implicit_top_filter(kind, &self.s.source));
+        }
         if let Some(f) = &self.s.named_filter {
             if let Some(t) = f.driver.as_top_filter() {
                 t.set_io(filter.clone());
